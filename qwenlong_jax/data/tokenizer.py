@@ -1,0 +1,172 @@
+"""One tokenizer interface over two backends: an HF tokenizer directory and a sentencepiece model.
+
+    tok = load_tokenizer(path)      # HF dir (tokenizer.json + tokenizer_config.json) or *.model
+    ids = tok.chat_prompt(build_prompt(doc, question))   # single user turn + generation prompt
+
+HF backend: transformers `AutoTokenizer` (offline); the chat prompt is the tokenizer's own chat
+template rendered to text and then encoded without adding special tokens, as verl does.
+Sentencepiece backend (the embedded default under qwenlong_jax/assets/tokenizer/): a small
+built-in Qwen-like chat format,
+
+    <|im_start|>user\n{text}<|im_end|>\n<|im_start|>assistant\n
+
+with `<|im_start|>`, `<|im_end|>`, `<think>`, `</think>` and "\n" as single user-defined pieces,
+identity normalisation and byte fallback, so decode(encode(s)) == s for any string.
+
+Reproduce the embedded model (a few seconds):
+    python -m qwenlong_jax.data.tokenizer --train qwenlong_jax/assets/tokenizer
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import io
+import json
+import os
+from typing import Any, Sequence
+
+ASSET_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "assets", "tokenizer")
+DEFAULT_TOKENIZER = os.path.join(ASSET_DIR, "spm.model")
+
+IM_START, IM_END, ENDOFTEXT, PAD = "<|im_start|>", "<|im_end|>", "<|endoftext|>", "<|pad|>"
+THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
+SPM_SYMBOLS = (IM_START, IM_END, THINK_OPEN, THINK_CLOSE, "\n")
+
+
+@dataclasses.dataclass(frozen=True)
+class Tokenizer:
+    """What the rest of the library needs from a tokenizer. Build with `load_tokenizer`.
+
+    eos_ids: ids that end a response (sampler stop ids); eos_text: the text the reward manager
+    strips from the end of a decoded response; think_end_id: the `</think>` id when the
+    vocabulary has it as one token, else None.
+    """
+    backend: Any = dataclasses.field(repr=False)
+    kind: str
+    eos_ids: tuple[int, ...]
+    eos_text: str
+    pad_id: int
+    think_end_id: int | None
+    vocab_size: int
+
+    def encode(self, text: str) -> list[int]:
+        if self.kind == "sentencepiece":
+            return list(self.backend.encode(text))
+        return list(self.backend.encode(text, add_special_tokens=False))
+
+    def decode(self, ids: Sequence[int]) -> str:
+        ids = [int(i) for i in ids]
+        if self.kind == "sentencepiece":
+            return self.backend.decode(ids)
+        return self.backend.decode(ids, skip_special_tokens=False,
+                                   clean_up_tokenization_spaces=False)
+
+    def chat_prompt(self, user_text: str) -> list[int]:
+        """Token ids of one user turn (no system prompt) followed by the generation prompt."""
+        if self.kind == "sentencepiece":
+            return self.encode(f"{IM_START}user\n{user_text}{IM_END}\n{IM_START}assistant\n")
+        text = self.backend.apply_chat_template([{"role": "user", "content": user_text}],
+                                                add_generation_prompt=True, tokenize=False)
+        return self.encode(text)
+
+    def count(self, text: str) -> int:
+        """Number of tokens of `text` (plain encode, no chat wrapping)."""
+        return len(self.encode(text))
+
+
+def _single_id(encode, text: str) -> int | None:
+    ids = encode(text)
+    return ids[0] if len(ids) == 1 else None
+
+
+def load_sentencepiece(path: str) -> Tokenizer:
+    import sentencepiece as spm
+    sp = spm.SentencePieceProcessor(model_file=path)
+    missing = [s for s in SPM_SYMBOLS if _single_id(sp.encode, s) is None]
+    if missing:
+        raise ValueError(f"{path}: sentencepiece model lacks the single pieces {missing!r} "
+                         "the built-in chat format needs; retrain with --train")
+    im_end = sp.piece_to_id(IM_END)
+    eos = (im_end,) + ((sp.eos_id(),) if sp.eos_id() >= 0 else ())
+    pad = sp.pad_id() if sp.pad_id() >= 0 else im_end
+    return Tokenizer(sp, "sentencepiece", eos, IM_END, pad, sp.piece_to_id(THINK_CLOSE),
+                     sp.get_piece_size())
+
+
+def load_hf(path: str) -> Tokenizer:
+    from transformers import AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    if not tok.chat_template:
+        raise ValueError(f"{path}: tokenizer_config.json has no chat_template")
+    if tok.eos_token_id is None:
+        raise ValueError(f"{path}: tokenizer has no eos_token")
+    eos = [tok.eos_token_id]
+    gen_cfg = os.path.join(path, "generation_config.json")
+    if os.path.exists(gen_cfg):  # chat models stop on more than the tokenizer's eos
+        with open(gen_cfg) as f:
+            extra = json.load(f).get("eos_token_id", [])
+        eos += [e for e in ([extra] if isinstance(extra, int) else extra) if e not in eos]
+    enc = lambda s: tok.encode(s, add_special_tokens=False)  # noqa: E731
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    return Tokenizer(tok, "hf", tuple(eos), tok.eos_token, pad, _single_id(enc, THINK_CLOSE),
+                     len(tok))
+
+
+def load_tokenizer(path: str | None = None) -> Tokenizer:
+    """An HF tokenizer directory, a sentencepiece `.model` file (or a directory holding
+    `spm.model`), or the embedded default when `path` is None."""
+    path = path or DEFAULT_TOKENIZER
+    if os.path.isdir(path):
+        if os.path.exists(os.path.join(path, "tokenizer_config.json")) or \
+                os.path.exists(os.path.join(path, "tokenizer.json")):
+            return load_hf(path)
+        if os.path.exists(os.path.join(path, "spm.model")):
+            return load_sentencepiece(os.path.join(path, "spm.model"))
+        raise ValueError(f"{path}: no tokenizer.json/tokenizer_config.json or spm.model in it")
+    if not os.path.exists(path):
+        raise ValueError(f"tokenizer path {path!r} does not exist")
+    return load_sentencepiece(path)
+
+
+def train_sentencepiece(out_dir: str, vocab_size: int = 768, seed: int = 0) -> str:
+    """Train the embedded sentencepiece model on synthetic text; returns the .model path.
+
+    BPE with split digits (a 3-digit value is always 3 digit pieces, the same in a fact and in
+    an answer), byte fallback (any text encodes), identity normalisation and no dummy prefix
+    (exact round trips, newlines kept).
+    """
+    import sentencepiece as spm
+    from qwenlong_jax.data.prompt import build_prompt
+    from qwenlong_jax.data.synthetic import corpus_for_tokenizer
+    lines = []
+    for text in corpus_for_tokenizer(seed) + [build_prompt("x", "y")]:
+        lines.extend(line for line in text.split("\n") if line)
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(lines), model_writer=model, model_type="bpe",
+        vocab_size=vocab_size, character_coverage=1.0, byte_fallback=True, split_digits=True,
+        normalization_rule_name="identity", add_dummy_prefix=False,
+        remove_extra_whitespaces=False, user_defined_symbols=list(SPM_SYMBOLS),
+        pad_id=0, pad_piece=PAD, unk_id=1, bos_id=-1, eos_id=2, eos_piece=ENDOFTEXT,
+        num_threads=1, minloglevel=2)
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, "spm.model")
+    with open(path, "wb") as f:
+        f.write(model.getvalue())
+    return path
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--train", metavar="OUT_DIR", required=True,
+                    help="train the embedded sentencepiece model into OUT_DIR/spm.model")
+    ap.add_argument("--vocab_size", type=int, default=768)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    path = train_sentencepiece(args.train, args.vocab_size, args.seed)
+    tok = load_sentencepiece(path)
+    print(f"wrote {path}: vocab {tok.vocab_size}, eos {tok.eos_ids}, </think> {tok.think_end_id}")
+
+
+if __name__ == "__main__":
+    main()
