@@ -1,0 +1,155 @@
+"""LLM judge over any OpenAI-compatible chat-completions endpoint (vLLM, SGLang, OpenAI, ...).
+
+    judge = OpenAIJudge(JudgeConfig(base_url="http://127.0.0.1:8000/v1", model="Qwen2.5-1.5B-Instruct",
+                                    api_key_env="JUDGE_API_KEY"))
+    scores = judge.score_batch([JudgeQuery(prediction, gold, question), ...])
+
+Requests go to `{base_url}/chat/completions` (base_url includes `/v1`, as with the OpenAI client),
+temperature 0. Standard library only: urllib for HTTP, a thread pool per batch, and one semaphore
+per judge that bounds requests in flight across all concurrent batches (`max_concurrency`).
+
+Each query: up to 1 + max_retries attempts, exponential backoff (backoff_s, 2*backoff_s, ...);
+retried on timeouts, refused/reset connections, HTTP 429 and 5xx; not retried on other HTTP
+errors, malformed JSON or a reply without [[YES]]/[[NO]]. `timeout_s` bounds each socket
+operation (connect, each read), as urllib's timeout does.
+
+The API key: only the NAME of the environment variable is stored. The key is read from the
+environment when each request is built and sent as `Authorization: Bearer ...`; it is never
+logged, never in repr or stats, never in anything checkpointed. Environment proxies
+(http_proxy, ...) are ignored and redirects are refused, so the key only goes to base_url.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import http.client
+import json
+import os
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
+from typing import Sequence
+
+from qwenlong_jax.rewards.judge_core import (CachingJudge, JudgeQuery, Verdict, judge_messages,
+                                             parse_verdict)
+
+_RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
+
+
+@dataclasses.dataclass(frozen=True)
+class JudgeConfig:
+    """Endpoint and client limits. `api_key_env` is the NAME of an env var, never the key."""
+
+    base_url: str
+    model: str
+    api_key_env: str | None = None
+    max_concurrency: int = 16
+    timeout_s: float = 60.0
+    max_retries: int = 2
+    backoff_s: float = 0.5
+    max_tokens: int = 1024
+    max_cache_entries: int = 1_000_000
+
+    def __post_init__(self):
+        if not self.base_url.startswith(("http://", "https://")):
+            raise ValueError(f"JudgeConfig.base_url must start with http:// or https://, "
+                             f"got {self.base_url!r}")
+        if not self.model:
+            raise ValueError("JudgeConfig.model must be a non-empty model name")
+        if self.max_concurrency < 1:
+            raise ValueError(f"JudgeConfig.max_concurrency must be >= 1, got {self.max_concurrency}")
+        if self.timeout_s <= 0:
+            raise ValueError(f"JudgeConfig.timeout_s must be > 0, got {self.timeout_s}")
+        if self.max_retries < 0 or self.backoff_s < 0:
+            raise ValueError(f"JudgeConfig.max_retries ({self.max_retries}) and backoff_s "
+                             f"({self.backoff_s}) must be >= 0")
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        return None  # urllib then raises HTTPError(3xx): the key never follows a redirect
+
+
+class _Retryable(Exception):
+    def __init__(self, kind):
+        self.kind = kind
+
+
+class OpenAIJudge(CachingJudge):
+    """Judge client for an OpenAI-compatible `/v1/chat/completions` endpoint. Never raises from
+    `score` / `score_batch`; see `stats()` for calls, cache hits and failures by kind."""
+
+    def __init__(self, config: JudgeConfig):
+        super().__init__(config.max_cache_entries)
+        if config.api_key_env is not None and config.api_key_env not in os.environ:
+            raise ValueError(f"JudgeConfig.api_key_env names ${config.api_key_env}, which is not "
+                             "set in the environment")
+        self.config = config
+        self._url = config.base_url.rstrip("/") + "/chat/completions"
+        self._in_flight = threading.BoundedSemaphore(config.max_concurrency)
+        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirect())
+
+    def __repr__(self) -> str:
+        c = self.config
+        return (f"OpenAIJudge(base_url={c.base_url!r}, model={c.model!r}, "
+                f"api_key_env={c.api_key_env!r}, max_concurrency={c.max_concurrency})")
+
+    __str__ = __repr__
+
+    def _judge_uncached(self, queries: Sequence[JudgeQuery]) -> list[Verdict]:
+        workers = min(self.config.max_concurrency, len(queries))
+        with concurrent.futures.ThreadPoolExecutor(workers, "judge") as pool:
+            return list(pool.map(self._ask, queries))
+
+    def _ask(self, query: JudgeQuery) -> Verdict:
+        body = json.dumps({
+            "model": self.config.model,
+            "messages": judge_messages(query),
+            "temperature": 0.0,
+            "max_tokens": self.config.max_tokens,
+        }).encode("utf-8")
+        kind = "internal"
+        for attempt in range(self.config.max_retries + 1):
+            if attempt:
+                time.sleep(self.config.backoff_s * 2 ** (attempt - 1))
+            try:
+                reply = self._post(body)
+            except _Retryable as err:
+                kind = err.kind
+                continue
+            except urllib.error.HTTPError:
+                return Verdict(0.0, "http")
+            except (ValueError, KeyError, IndexError, TypeError):  # not the expected JSON
+                return Verdict(0.0, "bad_response")
+            return parse_verdict(reply)
+        return Verdict(0.0, kind)
+
+    def _post(self, body: bytes) -> str:
+        """One HTTP request; returns the reply text, raises _Retryable for transient failures."""
+        headers = {"Content-Type": "application/json"}
+        if self.config.api_key_env is not None:
+            key = os.environ.get(self.config.api_key_env, "")
+            if key:
+                headers["Authorization"] = f"Bearer {key}"
+        request = urllib.request.Request(self._url, data=body, headers=headers, method="POST")
+        with self._in_flight:
+            self._count("calls")
+            try:
+                with self._opener.open(request, timeout=self.config.timeout_s) as response:
+                    raw = response.read()
+            except urllib.error.HTTPError as err:
+                err.close()
+                if err.code in _RETRY_STATUS:
+                    raise _Retryable("http") from None
+                raise
+            except urllib.error.URLError as err:
+                timed_out = isinstance(err.reason, (TimeoutError, socket.timeout))
+                raise _Retryable("timeout" if timed_out else "connection") from None
+            except (TimeoutError, socket.timeout):
+                raise _Retryable("timeout") from None
+            except (ConnectionError, http.client.HTTPException, OSError):
+                raise _Retryable("connection") from None
+        payload = json.loads(raw.decode("utf-8"))
+        return payload["choices"][0]["message"]["content"]
