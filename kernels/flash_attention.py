@@ -1,0 +1,422 @@
+"""Pallas flash attention (forward and backward) with GQA, causal, segment-id and shared-prefix masks.
+
+    out_BTNH = flash_attention(q_BTNH, k_BSKH, v_BSKH, causal=True)
+
+Same semantics as `kernels.reference.reference_attention` (see `kernels/block_mask.py`), computed
+block by block with an online softmax, so memory is O(T) instead of O(T*S):
+
+* Forward: grid (batch, query head, q block); each program keeps its q block resident and loops
+  over kv blocks, reading the kv head `n // (N // K)` of its query head (GQA without repeating K/V
+  in memory). It writes the output and the row log-sum-exp (the only residual besides q/k/v/o).
+* Backward (FlashAttention-2): delta = rowsum(o * do) in XLA, then two kernels that recompute the
+  probabilities from the saved log-sum-exp: dq over (batch, query head, q block), and dk/dv over
+  (batch, KV head, kv block) looping over the query heads of the group, so dk/dv are accumulated
+  per KV head directly (no [.., N, S, H] intermediate summed afterwards).
+* Fully masked blocks are skipped: the kv loop bounds follow causality, and inside the loop a
+  block-level predicate (`block_mask.block_visible`: causal position and per-block min/max segment
+  ids) guards the block with `lax.cond`, so skipped blocks load nothing and do no matmuls.
+* Any length: q/k/v are padded to block multiples inside (padded keys are masked, padded query rows
+  are sliced off and get zero cotangents); segment ids are edge-padded so block min/max stay exact.
+* f32 or bf16 inputs; scores, softmax statistics and accumulators are f32, p is cast to v's dtype
+  for the p@v matmul (as in the reference).
+
+Departures from the reference: a query row with no visible key at all (inconsistent segment ids, or
+T > S with causal) gets output 0 here, a uniform average over all keys in the reference; neither
+value is meaningful. Layout: the wrapper transposes to [B, N, T, H] so that every block's last two
+dims are (sequence block, head dim) as Mosaic (TPU) requires; Triton (GPU) is indifferent.
+Only interpret mode (CPU) has been run; the GPU/TPU lowering paths are written for, not tested.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+from jax.experimental import pallas as pl
+
+from kernels.block_mask import MaskSpec, block_visible, element_mask
+from kernels.reference import MASK_VALUE
+
+# ----------------------------------------------------------------------------- constants
+# Default (block_q, block_k) per backend. Triton wants powers of two; Mosaic wants the kv block
+# (the lane dim of the [bq, bk] score tile) a multiple of 128 and bq a multiple of 8.
+DEFAULT_BLOCKS = {"cpu": (128, 128), "gpu": (64, 64), "tpu": (128, 128)}
+MIN_BLOCK = 8
+
+
+# ----------------------------------------------------------------------------- block sizes
+@dataclasses.dataclass(frozen=True)
+class BlockSizes:
+    block_q: int
+    block_k: int
+
+
+def _round_up(x: int, m: int) -> int:
+    return -(-x // m) * m
+
+
+def _next_pow2(x: int) -> int:
+    return 1 << max(x - 1, 0).bit_length()
+
+
+def _check_block(name: str, b, backend: str, lane: bool) -> None:
+    if not isinstance(b, int) or isinstance(b, bool) or b <= 0 or b % MIN_BLOCK:
+        raise ValueError(f"{name}={b!r} must be a positive multiple of {MIN_BLOCK}")
+    if backend == "gpu" and b & (b - 1):
+        raise ValueError(f"{name}={b} must be a power of two on gpu (Triton)")
+    if backend == "tpu" and lane and b % 128:
+        raise ValueError(f"{name}={b} must be a multiple of 128 on tpu (Mosaic lane dim)")
+
+
+def block_sizes(T: int, S: int, block_q: int | None, block_k: int | None,
+                backend: str) -> BlockSizes:
+    """Validated block sizes; defaults shrink to the (rounded-up) sequence length."""
+    default_q, default_k = DEFAULT_BLOCKS.get(backend, DEFAULT_BLOCKS["cpu"])
+
+    def shrink(default: int, length: int, lane: bool) -> int:
+        if backend == "gpu":
+            return min(default, max(16, _next_pow2(length)))
+        if backend == "tpu" and lane:
+            return default
+        return min(default, _round_up(length, MIN_BLOCK))
+
+    bq = shrink(default_q, T, lane=False) if block_q is None else block_q
+    bk = shrink(default_k, S, lane=True) if block_k is None else block_k
+    _check_block("block_q", bq, backend, lane=False)
+    _check_block("block_k", bk, backend, lane=True)
+    return BlockSizes(bq, bk)
+
+
+# ----------------------------------------------------------------------------- public wrapper
+@dataclasses.dataclass(frozen=True)
+class FlashStatic:
+    """Everything static about one call (hashable: it is a custom_vjp nondiff argument)."""
+
+    mask: MaskSpec
+    sm_scale: float
+    block_q: int
+    block_k: int
+    interpret: bool
+
+
+def _check_inputs(q_BTNH, k_BSKH, v_BSKH, q_segment_ids_BT, kv_segment_ids_BS,
+                  shared_prefix_segment) -> None:
+    if q_BTNH.ndim != 4 or k_BSKH.ndim != 4:
+        raise ValueError(f"q must be [B,T,N,H] and k/v [B,S,K,H]; got {q_BTNH.shape}, "
+                         f"{k_BSKH.shape}")
+    if k_BSKH.shape != v_BSKH.shape:
+        raise ValueError(f"k {k_BSKH.shape} and v {v_BSKH.shape} must have the same shape")
+    B, T, N, H = q_BTNH.shape
+    Bk, S, K, Hk = k_BSKH.shape
+    if Bk != B or Hk != H:
+        raise ValueError(f"q {q_BTNH.shape} and k {k_BSKH.shape} disagree on batch or head dim")
+    if N % K:
+        raise ValueError(f"query heads N={N} must be a multiple of kv heads K={K}")
+    if not (q_BTNH.dtype == k_BSKH.dtype == v_BSKH.dtype):
+        raise ValueError(f"q/k/v dtypes differ: {q_BTNH.dtype}, {k_BSKH.dtype}, {v_BSKH.dtype}")
+    if not jnp.issubdtype(q_BTNH.dtype, jnp.floating):
+        raise ValueError(f"q/k/v must be floating point, got {q_BTNH.dtype}")
+    if (q_segment_ids_BT is None) != (kv_segment_ids_BS is None):
+        raise ValueError("q_segment_ids_BT and kv_segment_ids_BS must be given together")
+    if q_segment_ids_BT is None and shared_prefix_segment is not None:
+        raise ValueError("shared_prefix_segment needs segment ids")
+    if q_segment_ids_BT is not None:
+        if q_segment_ids_BT.shape != (B, T) or kv_segment_ids_BS.shape != (B, S):
+            raise ValueError(f"segment ids must be [B,T]={(B, T)} and [B,S]={(B, S)}; got "
+                             f"{q_segment_ids_BT.shape}, {kv_segment_ids_BS.shape}")
+
+
+def resolve_interpret(interpret: bool | None) -> bool:
+    return jax.default_backend() == "cpu" if interpret is None else bool(interpret)
+
+
+def flash_attention(q_BTNH, k_BSKH, v_BSKH, *, causal: bool = True, q_segment_ids_BT=None,
+                    kv_segment_ids_BS=None, shared_prefix_segment: int | None = None,
+                    sm_scale: float | None = None, block_q: int | None = None,
+                    block_k: int | None = None, interpret: bool | None = None):
+    """Flash attention with the semantics of `reference_attention`; returns out_BTNH (q's dtype)."""
+    _check_inputs(q_BTNH, k_BSKH, v_BSKH, q_segment_ids_BT, kv_segment_ids_BS,
+                  shared_prefix_segment)
+    B, T, N, H = q_BTNH.shape
+    S = k_BSKH.shape[1]
+    interpret = resolve_interpret(interpret)
+    backend = jax.default_backend()
+    blocks = block_sizes(T, S, block_q, block_k, backend)
+    static = FlashStatic(
+        mask=MaskSpec(causal=causal, q_len=T, kv_len=S,
+                      has_segments=q_segment_ids_BT is not None,
+                      shared_prefix_segment=shared_prefix_segment),
+        sm_scale=float(H**-0.5 if sm_scale is None else sm_scale),
+        block_q=blocks.block_q, block_k=blocks.block_k, interpret=interpret)
+    q, k, v, q_seg, kv_seg = pad_inputs(static, q_BTNH, k_BSKH, v_BSKH, q_segment_ids_BT,
+                                        kv_segment_ids_BS)
+    out_BNTH = _flash_core(static, q, k, v, q_seg, kv_seg)
+    return out_BNTH[:, :, :T].transpose(0, 2, 1, 3)
+
+
+def pad_inputs(static: FlashStatic, q_BTNH, k_BSKH, v_BSKH, q_seg_BT, kv_seg_BS):
+    """[B,T,N,H] -> padded [B,N,Tp,H] (k/v alike); segment ids edge-padded to Tp/Sp."""
+    T, S = static.mask.q_len, static.mask.kv_len
+    Tp, Sp = _round_up(T, static.block_q), _round_up(S, static.block_k)
+
+    def pad_seq(x, n):
+        return jnp.pad(x, ((0, 0), (0, n - x.shape[1]), (0, 0), (0, 0))).transpose(0, 2, 1, 3)
+
+    q, k, v = pad_seq(q_BTNH, Tp), pad_seq(k_BSKH, Sp), pad_seq(v_BSKH, Sp)
+    if q_seg_BT is not None:
+        q_seg_BT = jnp.pad(q_seg_BT.astype(jnp.int32), ((0, 0), (0, Tp - T)), mode="edge")
+        kv_seg_BS = jnp.pad(kv_seg_BS.astype(jnp.int32), ((0, 0), (0, Sp - S)), mode="edge")
+    return q, k, v, q_seg_BT, kv_seg_BS
+
+
+# ----------------------------------------------------------------------------- custom_vjp
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _flash_core(static, q_BNTH, k_BKSH, v_BKSH, q_seg_BT, kv_seg_BS):
+    return flash_forward(static, q_BNTH, k_BKSH, v_BKSH, q_seg_BT, kv_seg_BS)[0]
+
+
+def _flash_core_fwd(static, q_BNTH, k_BKSH, v_BKSH, q_seg_BT, kv_seg_BS):
+    out_BNTH, lse_BNT = flash_forward(static, q_BNTH, k_BKSH, v_BKSH, q_seg_BT, kv_seg_BS)
+    return out_BNTH, (q_BNTH, k_BKSH, v_BKSH, q_seg_BT, kv_seg_BS, out_BNTH, lse_BNT)
+
+
+def _flash_core_bwd(static, res, do_BNTH):
+    q, k, v, q_seg, kv_seg, out, lse = res
+    delta_BNT = jnp.sum(out.astype(jnp.float32) * do_BNTH.astype(jnp.float32), axis=-1)
+    dq, dk, dv = flash_backward(static, q, k, v, q_seg, kv_seg, do_BNTH, lse, delta_BNT)
+    return dq, dk, dv, None, None
+
+
+_flash_core.defvjp(_flash_core_fwd, _flash_core_bwd)
+
+
+def _seg_spec(block: int, index):
+    return pl.BlockSpec((None, block), index)
+
+
+def flash_forward(static: FlashStatic, q_BNTH, k_BKSH, v_BKSH, q_seg_BT, kv_seg_BS,
+                  count_blocks: bool = False):
+    """Padded forward: returns (out_BNTH, lse_BNT[, computed-block count per q block [B,N,nq]])."""
+    B, N, Tp, H = q_BNTH.shape
+    K, Sp = k_BKSH.shape[1], k_BKSH.shape[2]
+    G, bq = N // K, static.block_q
+    seg = q_seg_BT is not None
+    kv_full = pl.BlockSpec((None, None, Sp, H), lambda b, n, i: (b, lax.div(n, G), 0, 0))
+    in_specs = [pl.BlockSpec((None, None, bq, H), lambda b, n, i: (b, n, i, 0)), kv_full, kv_full,
+                _seg_spec(bq, lambda b, n, i: (b, i)) if seg else None,
+                _seg_spec(Sp, lambda b, n, i: (b, 0)) if seg else None]
+    row_spec = pl.BlockSpec((None, None, bq), lambda b, n, i: (b, n, i))
+    out_shape = [jax.ShapeDtypeStruct(q_BNTH.shape, q_BNTH.dtype),
+                 jax.ShapeDtypeStruct((B, N, Tp), jnp.float32)]
+    out_specs = [pl.BlockSpec((None, None, bq, H), lambda b, n, i: (b, n, i, 0)), row_spec]
+    if count_blocks:  # debug output: number of kv blocks computed, broadcast over the q block
+        out_shape.append(jax.ShapeDtypeStruct((B, N, Tp), jnp.int32))
+        out_specs.append(row_spec)
+    outs = pl.pallas_call(
+        functools.partial(_fwd_kernel, static=static),
+        grid=(B, N, Tp // bq), in_specs=in_specs, out_specs=out_specs, out_shape=out_shape,
+        interpret=static.interpret, name="flash_attention_fwd",
+    )(q_BNTH, k_BKSH, v_BKSH, q_seg_BT, kv_seg_BS)
+    if count_blocks:
+        return outs[0], outs[1], outs[2][:, :, ::bq]
+    return outs[0], outs[1]
+
+
+def flash_backward(static: FlashStatic, q_BNTH, k_BKSH, v_BKSH, q_seg_BT, kv_seg_BS, do_BNTH,
+                   lse_BNT, delta_BNT):
+    """Padded backward given the log-sum-exp and delta = rowsum(o * do): (dq, dk, dv)."""
+    B, N, Tp, H = q_BNTH.shape
+    K, Sp = k_BKSH.shape[1], k_BKSH.shape[2]
+    G, bq, bk = N // K, static.block_q, static.block_k
+    seg = q_seg_BT is not None
+
+    q_blk = pl.BlockSpec((None, None, bq, H), lambda b, n, i: (b, n, i, 0))
+    kv_full = pl.BlockSpec((None, None, Sp, H), lambda b, n, i: (b, lax.div(n, G), 0, 0))
+    row_blk = pl.BlockSpec((None, None, bq), lambda b, n, i: (b, n, i))
+    dq = pl.pallas_call(
+        functools.partial(_dq_kernel, static=static),
+        grid=(B, N, Tp // bq),
+        in_specs=[q_blk, kv_full, kv_full, q_blk, row_blk, row_blk,
+                  _seg_spec(bq, lambda b, n, i: (b, i)) if seg else None,
+                  _seg_spec(Sp, lambda b, n, i: (b, 0)) if seg else None],
+        out_specs=q_blk, out_shape=jax.ShapeDtypeStruct(q_BNTH.shape, q_BNTH.dtype),
+        interpret=static.interpret, name="flash_attention_dq",
+    )(q_BNTH, k_BKSH, v_BKSH, do_BNTH, lse_BNT, delta_BNT, q_seg_BT, kv_seg_BS)
+
+    # One program per (batch, kv head, kv block): the G query heads of the group are a block.
+    q_group = pl.BlockSpec((None, G, Tp, H), lambda b, h, j: (b, h, 0, 0))
+    row_group = pl.BlockSpec((None, G, Tp), lambda b, h, j: (b, h, 0))
+    kv_blk = pl.BlockSpec((None, None, bk, H), lambda b, h, j: (b, h, j, 0))
+    dk, dv = pl.pallas_call(
+        functools.partial(_dkdv_kernel, static=static, group=G),
+        grid=(B, K, Sp // bk),
+        in_specs=[q_group, kv_blk, kv_blk, q_group, row_group, row_group,
+                  _seg_spec(Tp, lambda b, h, j: (b, 0)) if seg else None,
+                  _seg_spec(bk, lambda b, h, j: (b, j)) if seg else None],
+        out_specs=[kv_blk, kv_blk],
+        out_shape=[jax.ShapeDtypeStruct(k_BKSH.shape, k_BKSH.dtype),
+                   jax.ShapeDtypeStruct(v_BKSH.shape, v_BKSH.dtype)],
+        interpret=static.interpret, name="flash_attention_dkdv",
+    )(q_BNTH, k_BKSH, v_BKSH, do_BNTH, lse_BNT, delta_BNT, q_seg_BT, kv_seg_BS)
+    return dq, dk, dv
+
+
+# ----------------------------------------------------------------------------- kernels
+def _dot(a, b):  # a @ b with f32 accumulation
+    return lax.dot_general(a, b, (((1,), (0,)), ((), ())), preferred_element_type=jnp.float32)
+
+
+def _dot_nt(a, b):  # a @ b.T
+    return lax.dot_general(a, b, (((1,), (1,)), ((), ())), preferred_element_type=jnp.float32)
+
+
+def _dot_tn(a, b):  # a.T @ b
+    return lax.dot_general(a, b, (((0,), (0,)), ((), ())), preferred_element_type=jnp.float32)
+
+
+def _iota(n: int, start):
+    return start + lax.broadcasted_iota(jnp.int32, (n,), 0)
+
+
+def _seg_range(seg):
+    return None if seg is None else (jnp.min(seg), jnp.max(seg))
+
+
+def _kv_padded(static: FlashStatic) -> bool:
+    return static.mask.kv_len % static.block_k != 0
+
+
+def _kv_block_hi(static: FlashStatic, q_start, num_kv_blocks: int):
+    """One past the last kv block a q block starting at q_start can see (causal bound)."""
+    if not static.mask.causal:
+        return num_kv_blocks
+    last_key = q_start + static.block_q + static.mask.causal_offset  # exclusive
+    return jnp.clip(lax.div(jnp.maximum(last_key, 0) + static.block_k - 1, static.block_k),
+                    0, num_kv_blocks)
+
+
+def _q_block_lo(static: FlashStatic, k_start):
+    """First q block that can see a kv block starting at k_start (causal bound)."""
+    if not static.mask.causal:
+        return 0
+    return lax.div(jnp.maximum(k_start - static.mask.causal_offset, 0), static.block_q)
+
+
+def _masked_scores(static, q, k, q_pos, k_pos, q_seg, k_seg):
+    s = _dot_nt(q, k) * static.sm_scale
+    mask = element_mask(static.mask, q_pos, k_pos, q_seg, k_seg, kv_padded=_kv_padded(static))
+    return jnp.where(mask, s, MASK_VALUE), mask
+
+
+def _fwd_kernel(q_ref, k_ref, v_ref, q_seg_ref, kv_seg_ref, o_ref, lse_ref, *count_ref, static):
+    bq, bk = static.block_q, static.block_k
+    q_start = pl.program_id(2) * bq
+    q = q_ref[...]
+    q_pos = _iota(bq, q_start)
+    q_seg = None if q_seg_ref is None else q_seg_ref[...]
+    q_range = _seg_range(q_seg)
+
+    def body(j, carry):
+        k_start = j * bk
+        k_slice = pl.ds(pl.multiple_of(k_start, bk), bk)
+        k_seg = None if kv_seg_ref is None else kv_seg_ref[k_slice]
+        visible = block_visible(static.mask, q_start, k_start, bq, bk, q_range,
+                                _seg_range(k_seg))
+
+        def compute(carry):
+            acc, m, l, n = carry
+            v = v_ref[k_slice, :]
+            s, mask = _masked_scores(static, q, k_ref[k_slice, :], q_pos, _iota(bk, k_start),
+                                     q_seg, k_seg)
+            m_new = jnp.maximum(m, jnp.max(s, axis=1))
+            p = jnp.where(mask, jnp.exp(s - m_new[:, None]), 0.0)
+            alpha = jnp.exp(m - m_new)
+            acc = alpha[:, None] * acc + _dot(p.astype(v.dtype), v)
+            return acc, m_new, alpha * l + jnp.sum(p, axis=1), n + 1
+
+        return lax.cond(visible, compute, lambda c: c, carry)
+
+    H = q.shape[-1]
+    init = (jnp.zeros((bq, H), jnp.float32), jnp.full((bq,), MASK_VALUE, jnp.float32),
+            jnp.zeros((bq,), jnp.float32), jnp.int32(0))
+    hi = _kv_block_hi(static, q_start, k_ref.shape[0] // bk)
+    acc, m, l, n = lax.fori_loop(0, hi, body, init)
+    empty = l == 0.0  # no visible key in any computed block
+    l_safe = jnp.where(empty, 1.0, l)
+    o_ref[...] = (acc / l_safe[:, None]).astype(o_ref.dtype)
+    lse_ref[...] = jnp.where(empty, MASK_VALUE, m + jnp.log(l_safe))
+    if count_ref:
+        count_ref[0][...] = jnp.full((bq,), n, jnp.int32)
+
+
+def _dq_kernel(q_ref, k_ref, v_ref, do_ref, lse_ref, delta_ref, q_seg_ref, kv_seg_ref, dq_ref,
+               *, static):
+    bq, bk = static.block_q, static.block_k
+    q_start = pl.program_id(2) * bq
+    q, do, lse, delta = q_ref[...], do_ref[...], lse_ref[...], delta_ref[...]
+    q_pos = _iota(bq, q_start)
+    q_seg = None if q_seg_ref is None else q_seg_ref[...]
+    q_range = _seg_range(q_seg)
+
+    def body(j, dq):
+        k_start = j * bk
+        k_slice = pl.ds(pl.multiple_of(k_start, bk), bk)
+        k_seg = None if kv_seg_ref is None else kv_seg_ref[k_slice]
+        visible = block_visible(static.mask, q_start, k_start, bq, bk, q_range,
+                                _seg_range(k_seg))
+
+        def compute(dq):
+            k, v = k_ref[k_slice, :], v_ref[k_slice, :]
+            s, mask = _masked_scores(static, q, k, q_pos, _iota(bk, k_start), q_seg, k_seg)
+            p = jnp.where(mask, jnp.exp(s - lse[:, None]), 0.0)
+            ds = p * (_dot_nt(do, v) - delta[:, None])
+            return dq + _dot(ds.astype(k.dtype), k)
+
+        return lax.cond(visible, compute, lambda d: d, dq)
+
+    hi = _kv_block_hi(static, q_start, k_ref.shape[0] // bk)
+    dq = lax.fori_loop(0, hi, body, jnp.zeros(q.shape, jnp.float32))
+    dq_ref[...] = (dq * static.sm_scale).astype(dq_ref.dtype)
+
+
+def _dkdv_kernel(q_ref, k_ref, v_ref, do_ref, lse_ref, delta_ref, q_seg_ref, kv_seg_ref, dk_ref,
+                 dv_ref, *, static, group):
+    bq, bk = static.block_q, static.block_k
+    k_start = pl.program_id(2) * bk
+    k, v = k_ref[...], v_ref[...]
+    k_pos = _iota(bk, k_start)
+    k_seg = None if kv_seg_ref is None else kv_seg_ref[...]
+    k_range = _seg_range(k_seg)
+
+    def body(i, carry):
+        q_start = i * bq
+        q_slice = pl.ds(pl.multiple_of(q_start, bq), bq)
+        q_seg = None if q_seg_ref is None else q_seg_ref[q_slice]
+        visible = block_visible(static.mask, q_start, k_start, bq, bk, _seg_range(q_seg),
+                                k_range)
+
+        def compute(carry):
+            mask = element_mask(static.mask, _iota(bq, q_start), k_pos, q_seg, k_seg,
+                                kv_padded=_kv_padded(static))
+
+            def head(g, carry):  # the query heads sharing this kv head
+                dk, dv = carry
+                q, do = q_ref[g, q_slice, :], do_ref[g, q_slice, :]
+                lse, delta = lse_ref[g, q_slice], delta_ref[g, q_slice]
+                s = jnp.where(mask, _dot_nt(q, k) * static.sm_scale, MASK_VALUE)
+                p = jnp.where(mask, jnp.exp(s - lse[:, None]), 0.0)
+                dv = dv + _dot_tn(p.astype(do.dtype), do)
+                ds = p * (_dot_nt(do, v) - delta[:, None])
+                return dk + _dot_tn(ds.astype(q.dtype), q), dv
+
+            return lax.fori_loop(0, group, head, carry)
+
+        return lax.cond(visible, compute, lambda c: c, carry)
+
+    zeros = jnp.zeros(k.shape, jnp.float32)
+    lo = _q_block_lo(static, k_start)
+    dk, dv = lax.fori_loop(lo, q_ref.shape[1] // bq, body, (zeros, zeros))
+    dk_ref[...] = (dk * static.sm_scale).astype(dk_ref.dtype)
+    dv_ref[...] = dv.astype(dv_ref.dtype)
