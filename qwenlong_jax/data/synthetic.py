@@ -27,7 +27,6 @@ Deviation: the paper's data are real documents; these are closed-vocabulary toy 
 from __future__ import annotations
 
 import dataclasses
-import math
 import random
 from typing import Callable, Literal, Sequence
 
@@ -107,15 +106,19 @@ def _filler_line(rng: random.Random) -> str:
 
 
 def make_document(rng: random.Random, num_tokens: int, count_tokens: CountTokens,
-                  required: int = 2) -> Document:
+                  required: int = 2, attributes: int = len(ATTRIBUTES)) -> Document:
     """A document of at most `num_tokens` tokens (measured with `count_tokens`), as full as fits.
 
     Facts are drawn without repetition of (key, entity); numeric values are distinct. At least
     `required` numeric facts and 2 relation facts whose targets have numeric facts are kept so
     every family can ask a question, even in a short document (the result may then exceed
-    `num_tokens`; `make_example` checks).
+    `num_tokens`: about 40 tokens is the floor). `attributes` < 8 uses only the first ones:
+    with 1, the key of a fact is the name alone (easiest lookup for the tiniest models).
     """
-    pairs = [(a, e) for a in ATTRIBUTES for e in NAMES]
+    if not 1 <= attributes <= len(ATTRIBUTES):
+        raise ValueError(f"attributes must be in [1, {len(ATTRIBUTES)}], got {attributes}")
+    attrs = ATTRIBUTES[:attributes]
+    pairs = [(a, e) for a in attrs for e in NAMES]
     rels = [(r, e) for r in RELATIONS for e in NAMES]
     rng.shuffle(pairs)
     rng.shuffle(rels)
@@ -130,7 +133,7 @@ def make_document(rng: random.Random, num_tokens: int, count_tokens: CountTokens
         tgt = rng.choice([n for n in NAMES if n != e])
         relations[(r, e)] = tgt
         seed_lines.append(fact_line(r, e, tgt))
-        a = rng.choice(ATTRIBUTES)
+        a = rng.choice(attrs)
         if (a, tgt) not in values:
             pairs.remove((a, tgt))
             values[(a, tgt)] = str(value_pool.pop())
@@ -223,10 +226,10 @@ def ask(rng: random.Random, doc: Document, family: Family) -> Question:
 
 
 def make_example(seed: int, index: int, family: Family, doc_tokens: int,
-                 count_tokens: CountTokens) -> dict:
+                 count_tokens: CountTokens, attributes: int = len(ATTRIBUTES)) -> dict:
     """One plain-JSONL row (format (b)) plus the SFT `response`; deterministic in (seed, index)."""
     rng = random.Random(f"{seed}:{index}")
-    doc = make_document(rng, doc_tokens, count_tokens)
+    doc = make_document(rng, doc_tokens, count_tokens, attributes=attributes)
     q = ask(rng, doc, family)
     return {
         "id": f"syn-{seed}-{index}",
@@ -239,46 +242,13 @@ def make_example(seed: int, index: int, family: Family, doc_tokens: int,
 
 
 def make_dataset(seed: int, num: int, doc_tokens: int | Sequence[int], count_tokens: CountTokens,
-                 families: Sequence[Family] = FAMILIES) -> list[dict]:
+                 families: Sequence[Family] = FAMILIES,
+                 attributes: int = len(ATTRIBUTES)) -> list[dict]:
     """`num` rows cycling through `families` (and through `doc_tokens` when it is a list)."""
     lengths = [doc_tokens] if isinstance(doc_tokens, int) else list(doc_tokens)
-    return [make_example(seed, i, families[i % len(families)], lengths[(i // len(families)) % len(lengths)],
-                         count_tokens) for i in range(num)]
-
-
-# ----------------------------------------------------------------------------- pretraining text
-
-def pretrain_text(rng: random.Random, doc_tokens: int, count_tokens: CountTokens,
-                  questions: int = 4, families: Sequence[Family] = ("lookup", "multihop")) -> str:
-    """A document with QA pairs interleaved: each question comes after the facts it needs.
-
-    Format of a QA line: "What is the code of KIRA ? Therefore, the answer is 472 ." — the same
-    key phrase as the fact, and the paper's answer phrase, so pretraining teaches both the copy
-    and the format. Several questions per document (issue 6: lookup only emerged that way).
-    """
-    doc = make_document(rng, doc_tokens, count_tokens)
-    lines = list(doc.lines)
-    inserts: list[tuple[int, str]] = []
-    for _ in range(questions):
-        q = ask(rng, doc, rng.choice(list(families)))
-        last = max(lines.index(f) for f in q.facts)
-        pos = rng.randint(last + 1, len(lines))
-        inserts.append((pos, f"{q.question} Therefore, the answer is {q.answer} ."))
-    for pos, qa in sorted(inserts, key=lambda t: t[0], reverse=True):
-        lines.insert(pos, qa)
-    return "\n".join(lines)
-
-
-def curriculum_doc_tokens(rng: random.Random, progress: float, min_tokens: int,
-                          max_tokens: int) -> int:
-    """Mixed-length curriculum: the cap grows geometrically from min to max with `progress`
-    in [0, 1]; lengths are drawn log-uniformly below the cap, so short documents stay in the mix
-    (what lets lookup learned at 64 tokens carry to longer ones)."""
-    if not 0 < min_tokens <= max_tokens:
-        raise ValueError(f"need 0 < min_tokens <= max_tokens, got {min_tokens}, {max_tokens}")
-    p = min(max(progress, 0.0), 1.0)
-    cap = min_tokens * (max_tokens / min_tokens) ** p
-    return int(round(math.exp(rng.uniform(math.log(min_tokens), math.log(cap)))))
+    return [make_example(seed, i, families[i % len(families)],
+                         lengths[(i // len(families)) % len(lengths)], count_tokens, attributes)
+            for i in range(num)]
 
 
 def corpus_for_tokenizer(seed: int = 0, num_docs: int = 400) -> list[str]:
@@ -288,6 +258,7 @@ def corpus_for_tokenizer(seed: int = 0, num_docs: int = 400) -> list[str]:
     words = lambda s: len(s.split())  # noqa: E731
     rng = random.Random(seed)
     out = []
+    from qwenlong_jax.data.pretrain import pretrain_text
     for i in range(num_docs):
         out.append(pretrain_text(rng, rng.choice([60, 120, 250]), words))
         ex = make_example(seed, i, FAMILIES[i % 4], 80, words)
