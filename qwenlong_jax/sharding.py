@@ -119,14 +119,8 @@ def check_divisible(name: str, shape: Sequence[int], axes: Sequence[str | None],
 def param_shardings(logical_axes_tree, shapes_tree, mesh) -> dict:
     """NamedSharding pytree for parameters, after checking every dimension divides."""
 
-    def one(path, axes, shape):
-        name = "params" + jax.tree_util.keystr(path)
-        shp = shape.shape if hasattr(shape, "shape") else shape
-        check_divisible(name, shp, axes, mesh)
-        return NamedSharding(mesh, logical_to_spec(axes, mesh.axis_names))
-
-    is_axes = lambda x: isinstance(x, tuple) and all(a is None or isinstance(a, str) for a in x)
-    return jax.tree_util.tree_map_with_path(one, logical_axes_tree, shapes_tree, is_leaf=is_axes)
+    specs = param_shardings_specs(logical_axes_tree, shapes_tree, mesh)
+    return jax.tree.map(lambda s: NamedSharding(mesh, s), specs, is_leaf=lambda x: isinstance(x, P))
 
 
 def named(mesh, *axes: str | None) -> NamedSharding:
@@ -161,3 +155,27 @@ def host_local_batch_slice(global_batch: int) -> slice:
 
 def devices_array(mesh) -> np.ndarray:
     return np.asarray(mesh.devices)
+
+
+def abstract_mesh(cfg: MeshConfig, num_devices: int) -> jax.sharding.AbstractMesh:
+    """The mesh a config implies on `num_devices` devices, without touching any device."""
+    sizes = cfg.resolve(num_devices)
+    return jax.sharding.AbstractMesh(sizes, MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES))
+
+
+def check_layout(logical_axes_tree, shapes_tree, mesh, batch_sizes: dict[str, int] = {}) -> None:
+    """Every parameter dimension and every named batch size divides its mesh axes."""
+    param_shardings_specs(logical_axes_tree, shapes_tree, mesh)
+    for name, b in batch_sizes.items():
+        check_divisible(name, (b,), ("batch",), mesh)
+
+
+def param_shardings_specs(logical_axes_tree, shapes_tree, mesh) -> dict:
+    """PartitionSpec pytree for parameters (works on abstract meshes too)."""
+
+    def one(path, axes, shape):
+        check_divisible("params" + jax.tree_util.keystr(path), shape.shape, axes, mesh)
+        return logical_to_spec(axes, mesh.axis_names)
+
+    is_axes = lambda x: isinstance(x, tuple) and all(a is None or isinstance(a, str) for a in x)
+    return jax.tree_util.tree_map_with_path(one, logical_axes_tree, shapes_tree, is_leaf=is_axes)

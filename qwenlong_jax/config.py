@@ -1,0 +1,306 @@
+"""The run configuration: an ml_collections.ConfigDict turned ONCE into frozen dataclasses.
+
+Config files (configs/*.py) build a ConfigDict with `get_config(arg=None)`; `from_config_dict`
+validates it (unknown keys with a did-you-mean, types, ranges) and returns a `Config`. Past
+this point no code reads the ConfigDict; modules take only the fields they need.
+Defaults follow QwenLong-L1's reference implementation (RECIPE.md).
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from typing import Any, Literal
+
+import ml_collections
+
+from qwenlong_jax.models.config import ModelConfig
+from qwenlong_jax.sharding import MeshConfig
+
+LossAgg = Literal["token-mean", "seq-mean-token-mean"]
+KLType = Literal["kl", "abs", "mse", "low_var_kl"]
+PhaseKind = Literal["sft", "rl"]
+BadRecordPolicy = Literal["error", "skip"]
+
+
+class ConfigError(ValueError):
+    """A config value that is missing, unknown, of the wrong type or out of range."""
+
+
+def _positive(name, v):
+    if not v > 0:
+        raise ConfigError(f"{name} must be > 0, got {v}")
+
+
+def _at_least(name, v, lo):
+    if v < lo:
+        raise ConfigError(f"{name} must be >= {lo}, got {v}")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSection:
+    """Which model and how to run it. `size` is a name from models.SIZES, or "hf" to read
+    config.json from `hf_path`. `init_from` (HF dir) loads weights; empty = random init."""
+
+    size: str = "tiny"
+    hf_path: str = ""
+    init_from: str = ""
+    vocab_size: int = 0  # 0 = the size's own (or the tokenizer's, for "tiny")
+    param_dtype: str = "float32"
+    dtype: str = "float32"
+    attention_impl: str = "xla"
+    remat: str = "none"
+    scan_layers: bool = True
+    logits_chunk: int = 1024
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimConfig:
+    lr: float = 2e-6
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    b1: float = 0.9
+    b2: float = 0.999
+    warmup_steps: int = 0
+    schedule: Literal["constant", "cosine"] = "constant"
+    max_nonfinite_in_a_row: int = 5
+
+    def __post_init__(self):
+        _positive("optim.lr", self.lr)
+        _at_least("optim.weight_decay", self.weight_decay, 0)
+        _positive("optim.grad_clip", self.grad_clip)
+
+
+@dataclasses.dataclass(frozen=True)
+class RLConfig:
+    group_size: int = 8
+    clip_low: float = 0.2
+    clip_high: float = 0.2  # DAPO clip-higher: 0.28
+    loss_agg: LossAgg = "token-mean"
+    normalize_std: bool = True  # False = Dr.GRPO (mean-centred only)
+    entropy_coeff: float = 0.001
+    kl_coef: float = 0.0  # > 0 needs a reference policy
+    kl_type: KLType = "low_var_kl"
+    dynamic_sampling: bool = True
+    max_gen_rounds: int = 10
+    mini_batch: int = 32  # prompts per optimizer update (train batch / mini_batch updates)
+    epochs: int = 1
+    # Overlong reward shaping (tokens).
+    overlong_buffer: int = 1000
+    overlong_factor: float = 1.0
+    # Rollouts.
+    temperature: float = 0.7
+    top_p: float = 0.95
+    top_k: int = 0
+
+    def __post_init__(self):
+        _at_least("rl.group_size", self.group_size, 2)
+        for n in ("clip_low", "clip_high"):
+            if not 0 <= getattr(self, n) < 1:
+                raise ConfigError(f"rl.{n} must be in [0, 1), got {getattr(self, n)}")
+        _at_least("rl.max_gen_rounds", self.max_gen_rounds, 1)
+        _at_least("rl.mini_batch", self.mini_batch, 1)
+        _positive("rl.temperature", self.temperature)
+        if not 0 < self.top_p <= 1:
+            raise ConfigError(f"rl.top_p must be in (0, 1], got {self.top_p}")
+
+
+@dataclasses.dataclass(frozen=True)
+class PhaseConfig:
+    """One phase of the curriculum. SFT trains on traces; RL samples, rewards and updates.
+    Examples whose input length (tokens) lies in (min_input, max_input] belong to the phase."""
+
+    name: str = "phase"
+    order: int = 0  # phases run by increasing order (config files key phases by name)
+    kind: PhaseKind = "rl"
+    max_input: int = 20_000
+    max_output: int = 10_000
+    min_input: int = 0
+    steps: int = 0  # 0 = one epoch over the phase's examples
+    batch: int = 128  # prompts per step
+    lr: float = 0.0  # 0 = optim.lr
+    retrospective: bool = True  # draw hard examples of earlier phases into this one
+
+    def __post_init__(self):
+        _at_least(f"phases[{self.name}].max_input", self.max_input, 1)
+        _at_least(f"phases[{self.name}].max_output", self.max_output, 1)
+        _at_least(f"phases[{self.name}].batch", self.batch, 1)
+        _at_least(f"phases[{self.name}].steps", self.steps, 0)
+        if self.min_input >= self.max_input:
+            raise ConfigError(
+                f"phases[{self.name}]: min_input {self.min_input} must be < max_input {self.max_input}"
+            )
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    train_files: tuple[str, ...] = ()
+    eval_files: tuple[str, ...] = ()
+    format: Literal["auto", "plain", "verl"] = "auto"
+    bad_records: BadRecordPolicy = "error"
+    tokenizer: str = ""  # HF dir or sentencepiece .model; "" = the embedded tokenizer
+    shuffle_seed: int = 0
+    # Synthetic data when train_files is empty (the embedded default).
+    synthetic_train: int = 0
+    synthetic_eval: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class RetroConfig:
+    """Difficulty-aware retrospective sampling (RECIPE.md 3)."""
+
+    hard_threshold: float = 0.0  # mean reward at or below this -> hard
+    max_weight: float = 8.0  # difficulty weights clipped here
+    hard_fraction: float = 0.25  # at most this share of a batch drawn from the hard pool
+
+
+@dataclasses.dataclass(frozen=True)
+class JudgeConfig:
+    url: str = ""  # empty = no judge (rule reward only)
+    model: str = "Qwen2.5-1.5B-Instruct"
+    api_key_env: str = "JUDGE_API_KEY"
+    timeout_s: float = 30.0
+    max_concurrency: int = 32
+    retries: int = 2
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    model: ModelSection = ModelSection()
+    mesh: MeshConfig = MeshConfig()
+    optim: OptimConfig = OptimConfig()
+    rl: RLConfig = RLConfig()
+    data: DataConfig = DataConfig()
+    retro: RetroConfig = RetroConfig()
+    judge: JudgeConfig = JudgeConfig()
+    phases: tuple[PhaseConfig, ...] = ()
+    seed: int = 0
+    checkpoint_every: int = 50
+    keep_checkpoints: int = 3
+    eval_every: int = 0  # 0 = at phase ends only
+    log_every: int = 1
+    export_hf: bool = True
+    distributed: bool = False  # call jax.distributed.initialize() (multi-host)
+
+    def __post_init__(self):
+        names = [p.name for p in self.phases]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"phases: names must be unique, got {names}")
+        for p in self.phases:
+            if p.kind == "rl" and p.batch % self.rl.mini_batch and p.batch > self.rl.mini_batch:
+                raise ConfigError(
+                    f"phases[{p.name}].batch={p.batch} must be a multiple of rl.mini_batch={self.rl.mini_batch}"
+                )
+
+
+# --- ConfigDict -> dataclasses -------------------------------------------------------------
+
+def _check_type(path: str, value: Any, tp: Any) -> Any:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            raise ConfigError(f"{path}: {value!r} is not one of {', '.join(map(repr, typing.get_args(tp)))}")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{path}: expected a number, got {value!r}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{path}: expected an int, got {value!r}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{path}: expected true/false, got {value!r}")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{path}: expected a string, got {value!r}")
+        return value
+    if origin is tuple:
+        (item_tp, *_rest) = typing.get_args(tp)
+        if isinstance(value, str) or not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{path}: expected a list, got {value!r}")
+        return tuple(_build(f"{path}[{i}]", v, item_tp) for i, v in enumerate(value))
+    return value
+
+
+def _build(path: str, value: Any, tp: Any) -> Any:
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if isinstance(value, ml_collections.ConfigDict):
+            value = value.to_dict()
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}: expected a section, got {value!r}")
+        hints = typing.get_type_hints(tp)
+        fields = {f.name for f in dataclasses.fields(tp)}
+        kwargs = {}
+        for key, v in value.items():
+            if key not in fields:
+                close = difflib.get_close_matches(key, fields, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise ConfigError(f"{path}.{key}: unknown key{hint}")
+            kwargs[key] = _build(f"{path}.{key}", v, hints[key])
+        try:
+            return tp(**kwargs)
+        except ConfigError:
+            raise
+        except ValueError as e:
+            raise ConfigError(f"{path}: {e}") from None
+    return _check_type(path, value, tp)
+
+
+def from_config_dict(cd: ml_collections.ConfigDict | dict) -> Config:
+    """Validate and freeze. `phases` is keyed by phase name in config files (so that
+    `--config.phases.rl_long.steps=10` works); here it becomes a tuple sorted by `order`."""
+    d = cd.to_dict() if isinstance(cd, ml_collections.ConfigDict) else dict(cd)
+    phases = d.get("phases")
+    if isinstance(phases, dict):
+        items = []
+        for name, p in phases.items():
+            if not isinstance(p, dict):
+                raise ConfigError(f"config.phases.{name}: expected a section, got {p!r}")
+            items.append({**p, "name": p.get("name", name)})
+        d["phases"] = sorted(items, key=lambda p: p.get("order", 0))
+    return _build("config", d, Config)
+
+
+def to_config_dict(cfg: Config) -> ml_collections.ConfigDict:
+    """The ConfigDict a config file would return for `cfg` (for writing it next to a run)."""
+
+    def conv(x):
+        if dataclasses.is_dataclass(x):
+            return {f.name: conv(getattr(x, f.name)) for f in dataclasses.fields(x)}
+        if isinstance(x, tuple):
+            return [conv(v) for v in x]
+        return x
+
+    return ml_collections.ConfigDict(conv(cfg))
+
+
+def build_model_config(section: ModelSection, vocab_size: int | None = None) -> ModelConfig:
+    """ModelConfig for the run: the named size (or HF config.json) plus execution settings."""
+    from qwenlong_jax import models
+
+    overrides = dict(
+        param_dtype=section.param_dtype, dtype=section.dtype, attention_impl=section.attention_impl,
+        remat=section.remat, scan_layers=section.scan_layers, logits_chunk=section.logits_chunk,
+    )
+    if section.vocab_size:
+        overrides["vocab_size"] = section.vocab_size
+    elif vocab_size and section.size == "tiny":
+        overrides["vocab_size"] = vocab_size
+    try:
+        if section.size == "hf":
+            if not section.hf_path:
+                raise ConfigError("model.hf_path: required when model.size='hf'")
+            return models.read_hf_config(section.hf_path, **overrides)
+        return models.get_model_config(section.size, **overrides)
+    except ConfigError:
+        raise
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
