@@ -13,8 +13,9 @@ kept the batch is cut to exactly `target_groups * G` samples (the surplus is dis
 `batch[:traj_bsz]`). `max_rounds <= 0` means no cap, as verl's `max_num_gen_batches`.
 
 Departures, on purpose:
-- "Varies" is max != min, not np.std > 0: the same for 0/1 accuracies; for float scores np.std of
-  eight copies of one value can be a round-off 1e-17 and verl would keep such a group.
+- "Varies" is max != min, not np.std > 0: the same for 0/1 accuracies, but for float scores np.std
+  of copies of one value can be a round-off > 0 (three copies of 0.1 give ~1.4e-17; not for G=8)
+  and verl would keep such a group, which carries no signal (its advantages are 0).
 - When the round cap is hit with a partial batch, verl raises ValueError ("Generated too many").
   We train on what we have: `needs_more` turns False, `finish()` returns the kept groups (possibly
   fewer than target_groups, possibly none) and reports `partial=1` and how many groups were short.
