@@ -162,39 +162,48 @@ def read_rows(path: str) -> Iterator[tuple[str, Any]]:
 
 def load_records(paths: str | Sequence[str], tokenizer=None, max_prompt_tokens: int | None = None,
                  on_bad: BadRecordPolicy = "error") -> tuple[list[Record], LoadReport]:
-    """Read and validate every row of `paths`.
+    """Read and validate every row of `paths` (.jsonl or .parquet files).
 
     With a tokenizer, each record gets `num_prompt_tokens` (the chat prompt's length), and rows
     above `max_prompt_tokens` are bad ("too_long"; training filters over-long inputs, evaluation
     should load without the limit and truncate, see truncation.py).
     """
+    paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+    for path in paths:
+        if not os.path.exists(path):
+            raise ValueError(f"data file {path!r} does not exist")
+    rows = (item for path in paths for item in read_rows(str(path)))
+    return validate_rows(rows, tokenizer, max_prompt_tokens, on_bad)
+
+
+def validate_rows(rows: Iterable[tuple[str, Any]], tokenizer=None,
+                  max_prompt_tokens: int | None = None, on_bad: BadRecordPolicy = "error",
+                  ) -> tuple[list[Record], LoadReport]:
+    """(loc, row-or-DataError) pairs -> records and report, under the bad-record policy;
+    shared by every input format (files, array_record, tensorflow-datasets)."""
     if on_bad not in ("error", "skip"):
         raise ValueError(f"on_bad must be 'error' or 'skip', got {on_bad!r}")
     if max_prompt_tokens is not None and tokenizer is None:
         raise ValueError("max_prompt_tokens needs a tokenizer (lengths are counted in tokens)")
-    paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
     report, records, seen = LoadReport(), [], {}
-    for path in paths:
-        if not os.path.exists(path):
-            raise ValueError(f"data file {path!r} does not exist")
-        for loc, row in read_rows(str(path)):
-            report.read += 1
-            try:
-                if isinstance(row, DataError):
-                    raise row
-                rec = parse_row(row, loc)
-                field = "prompt" if "prompt" in row else "document"  # what holds the length
-                rec = _measure(rec, tokenizer, max_prompt_tokens, field)
-                if rec.id in seen:
-                    raise DataError(loc, "id", "duplicate_id", f"id {rec.id!r} already at {seen[rec.id]}")
-                seen[rec.id] = loc
-            except DataError as err:
-                if on_bad == "error":
-                    raise
-                report.add_skip(err)
-                continue
-            records.append(rec)
-            report.kept += 1
+    for loc, row in rows:
+        report.read += 1
+        try:
+            if isinstance(row, DataError):
+                raise row
+            rec = parse_row(row, loc)
+            field = "prompt" if "prompt" in row else "document"  # what holds the length
+            rec = _measure(rec, tokenizer, max_prompt_tokens, field)
+            if rec.id in seen:
+                raise DataError(loc, "id", "duplicate_id", f"id {rec.id!r} already at {seen[rec.id]}")
+            seen[rec.id] = loc
+        except DataError as err:
+            if on_bad == "error":
+                raise
+            report.add_skip(err)
+            continue
+        records.append(rec)
+        report.kept += 1
     return records, report
 
 
