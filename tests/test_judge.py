@@ -261,6 +261,39 @@ def test_dead_endpoint_never_raises():
                                  judge=judge) == 0.0
 
 
+def _dead_judge(**kw):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    kw = {"timeout_s": 0.2, "max_retries": 0, "max_concurrency": 1, **kw}
+    return OpenAIJudge(JudgeConfig(base_url=f"http://127.0.0.1:{port}/v1", model="m", **kw))
+
+
+def test_circuit_breaker_stops_calling_a_dead_endpoint():
+    judge = _dead_judge(breaker_failures=2, breaker_cooldown_s=0.3)
+    assert judge.score_batch([q(i) for i in range(6)]) == [0.0] * 6
+    stats = judge.stats()
+    assert (stats["calls"], stats["failures_connection"], stats["failures_unavailable"]) == (2, 2, 4)
+    time.sleep(0.35)  # cool-down over: the endpoint is tried again
+    judge.score_batch([q(10)])
+    assert judge.stats()["calls"] == 3
+
+
+def test_circuit_breaker_can_be_disabled():
+    judge = _dead_judge(breaker_failures=0)
+    judge.score_batch([q(i) for i in range(12)])
+    assert judge.stats()["calls"] == 12 and judge.stats()["failures_connection"] == 12
+
+
+def test_circuit_breaker_resets_on_an_answer(server):
+    port, _ = server
+    # flaky answers 500 then [[YES]] alternately: with no retries, failures never reach 2 in a row
+    judge = make_judge(port, "flaky", breaker_failures=2, max_concurrency=1)
+    judge.score_batch([q(i) for i in range(6)])
+    stats = judge.stats()
+    assert stats["calls"] == 6 and stats["failures_unavailable"] == 0
+
+
 def test_api_key_sent_but_never_exposed(server, monkeypatch, caplog):
     port, state = server
     monkeypatch.setenv("QWENLONG_TEST_JUDGE_KEY", SECRET)

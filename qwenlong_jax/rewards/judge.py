@@ -13,6 +13,12 @@ retried on timeouts, refused/reset connections, HTTP 429 and 5xx; not retried on
 errors, malformed JSON or a reply without [[YES]]/[[NO]]. `timeout_s` bounds each socket
 operation (connect, each read), as urllib's timeout does.
 
+Circuit breaker: a dead or black-holed endpoint would otherwise cost every rule miss
+(1 + max_retries) x timeout_s in every step. After `breaker_failures` consecutive queries fail
+in transport (timeout, connection, retryable HTTP status), the judge stops sending for
+`breaker_cooldown_s`: queries score 0 at once, counted as failures of kind "unavailable". After
+the cool-down requests flow again; one answered request resets the count. 0 disables it.
+
 The API key: only the NAME of the environment variable is stored. The key is read from the
 environment when each request is built and sent as `Authorization: Bearer ...`; it is never
 logged, never in repr or stats, never in anything checkpointed. Environment proxies
@@ -51,6 +57,8 @@ class JudgeConfig:
     backoff_s: float = 0.5
     max_tokens: int = 1024
     max_cache_entries: int = 1_000_000
+    breaker_failures: int = 8
+    breaker_cooldown_s: float = 30.0
 
     def __post_init__(self):
         if not self.base_url.startswith(("http://", "https://")):
@@ -62,6 +70,9 @@ class JudgeConfig:
             raise ValueError(f"JudgeConfig.max_concurrency must be >= 1, got {self.max_concurrency}")
         if self.timeout_s <= 0:
             raise ValueError(f"JudgeConfig.timeout_s must be > 0, got {self.timeout_s}")
+        if self.breaker_failures < 0 or self.breaker_cooldown_s < 0:
+            raise ValueError(f"JudgeConfig.breaker_failures ({self.breaker_failures}) and "
+                             f"breaker_cooldown_s ({self.breaker_cooldown_s}) must be >= 0")
         if self.max_retries < 0 or self.backoff_s < 0:
             raise ValueError(f"JudgeConfig.max_retries ({self.max_retries}) and backoff_s "
                              f"({self.backoff_s}) must be >= 0")
@@ -90,6 +101,9 @@ class OpenAIJudge(CachingJudge):
         self._url = config.base_url.rstrip("/") + "/chat/completions"
         self._in_flight = threading.BoundedSemaphore(config.max_concurrency)
         self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirect())
+        self._breaker_lock = threading.Lock()
+        self._consecutive_transport_failures = 0
+        self._open_until = 0.0  # time.monotonic() before which no request is sent
 
     def __repr__(self) -> str:
         c = self.config
@@ -104,6 +118,23 @@ class OpenAIJudge(CachingJudge):
             return list(pool.map(self._ask, queries))
 
     def _ask(self, query: JudgeQuery) -> Verdict:
+        with self._breaker_lock:
+            if time.monotonic() < self._open_until:
+                return Verdict(0.0, "unavailable")
+        verdict, transport_failed = self._ask_endpoint(query)
+        with self._breaker_lock:
+            if not transport_failed:
+                self._consecutive_transport_failures = 0
+            else:
+                self._consecutive_transport_failures += 1
+                threshold = self.config.breaker_failures
+                if threshold and self._consecutive_transport_failures >= threshold:
+                    self._open_until = time.monotonic() + self.config.breaker_cooldown_s
+                    self._consecutive_transport_failures = 0
+        return verdict
+
+    def _ask_endpoint(self, query: JudgeQuery) -> tuple[Verdict, bool]:
+        """The verdict, and whether the endpoint failed to answer at all (for the breaker)."""
         body = json.dumps({
             "model": self.config.model,
             "messages": judge_messages(query),
@@ -120,11 +151,11 @@ class OpenAIJudge(CachingJudge):
                 kind = err.kind
                 continue
             except urllib.error.HTTPError:
-                return Verdict(0.0, "http")
+                return Verdict(0.0, "http"), False
             except (ValueError, KeyError, IndexError, TypeError):  # not the expected JSON
-                return Verdict(0.0, "bad_response")
-            return parse_verdict(reply)
-        return Verdict(0.0, kind)
+                return Verdict(0.0, "bad_response"), False
+            return parse_verdict(reply), False
+        return Verdict(0.0, kind), True
 
     def _post(self, body: bytes) -> str:
         """One HTTP request; returns the reply text, raises _Retryable for transient failures."""

@@ -40,10 +40,10 @@ USER_TEMPLATE_NO_QUESTION = "\nAnswer 1: {prediction}\nAnswer 2: {gold}\n"
 
 _VERDICT_RE = re.compile(r"\[\[(YES|NO)\]\]")
 
-FailureKind = Literal["timeout", "connection", "http", "bad_response", "garbage", "generate",
-                      "internal"]
+FailureKind = Literal["timeout", "connection", "http", "bad_response", "garbage", "unavailable",
+                      "generate", "internal"]
 FAILURE_KINDS: tuple[FailureKind, ...] = ("timeout", "connection", "http", "bad_response",
-                                          "garbage", "generate", "internal")
+                                          "garbage", "unavailable", "generate", "internal")
 
 
 @dataclasses.dataclass(frozen=True)
