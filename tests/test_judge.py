@@ -273,7 +273,8 @@ def test_circuit_breaker_stops_calling_a_dead_endpoint():
     judge = _dead_judge(breaker_failures=2, breaker_cooldown_s=0.3)
     assert judge.score_batch([q(i) for i in range(6)]) == [0.0] * 6
     stats = judge.stats()
-    assert (stats["calls"], stats["failures_connection"], stats["failures_unavailable"]) == (2, 2, 4)
+    counts = (stats["calls"], stats["failures_connection"], stats["failures_unavailable"])
+    assert counts == (2, 2, 4)
     time.sleep(0.35)  # cool-down over: the endpoint is tried again
     judge.score_batch([q(10)])
     assert judge.stats()["calls"] == 3

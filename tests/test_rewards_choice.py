@@ -68,7 +68,8 @@ def test_ground_truth_forms(gold):
 
 def test_no_think_or_empty_segment():
     assert rewards.rule_score("long_toc_choices", "The correct answer is (B)", GOLD_B) == 0
-    assert rewards.rule_score("long_toc_choices", "The correct answer is (B)</think>\n", GOLD_B) == 0
+    empty_segment = "The correct answer is (B)</think>\n"
+    assert rewards.rule_score("long_toc_choices", empty_segment, GOLD_B) == 0
 
 
 def test_choice_never_asks_the_judge():

@@ -124,7 +124,8 @@ def test_compute_score_with_judge_only_when_rule_misses():
     rewards.compute_score("musique", "</think>Paris", "the answer is Paris", judge=judge)
     rewards.compute_score("musique", "the answer is Paris", "the answer is Paris", judge=judge)
     rewards.compute_score("docmath", "</think>the answer is ...", "the answer is 7", judge=judge)
-    rewards.compute_score("docmath", "</think>the answer is 5", "five", judge=judge)  # gold unparsed
+    # gold that does not parse even as a bare answer
+    rewards.compute_score("docmath", "</think>the answer is 5", "five", judge=judge)
     rewards.compute_score("long_toc_choices", "</think>The correct answer is (A)",
                           "The correct answer is (B)", judge=judge)
     assert len(judge.asked) == n

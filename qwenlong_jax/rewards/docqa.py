@@ -42,13 +42,13 @@ def extract_answer(text: str) -> str | None:
 
 
 def extract_gold(ground_truth: str) -> str:
-    """The gold answer: parsed like a response, or the whole (cleaned) text when it has no phrase."""
+    """The gold answer: parsed like a response; without the phrase, the whole text, cleaned."""
     gold = extract_answer(ground_truth)
     return _clean(ground_truth.replace("*", "")) if gold is None else gold
 
 
 def normalize_answer(text: str) -> str:
-    """SQuAD normalisation in the reference's order: lower, drop ASCII punctuation, articles, spaces."""
+    """SQuAD normalisation, reference order: lower, ASCII punctuation, articles, spaces."""
     text = text.lower()
     text = "".join(ch for ch in text if ch not in _PUNCTUATION)
     text = _ARTICLES_RE.sub(" ", text)

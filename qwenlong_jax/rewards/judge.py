@@ -1,7 +1,7 @@
 """LLM judge over any OpenAI-compatible chat-completions endpoint (vLLM, SGLang, OpenAI, ...).
 
-    judge = OpenAIJudge(JudgeConfig(base_url="http://127.0.0.1:8000/v1", model="Qwen2.5-1.5B-Instruct",
-                                    api_key_env="JUDGE_API_KEY"))
+    judge = OpenAIJudge(JudgeConfig(base_url="http://127.0.0.1:8000/v1",
+                                    model="Qwen2.5-1.5B-Instruct", api_key_env="JUDGE_API_KEY"))
     scores = judge.score_batch([JudgeQuery(prediction, gold, question), ...])
 
 Requests go to `{base_url}/chat/completions` (base_url includes `/v1`, as with the OpenAI client),
@@ -67,7 +67,8 @@ class JudgeConfig:
         if not self.model:
             raise ValueError("JudgeConfig.model must be a non-empty model name")
         if self.max_concurrency < 1:
-            raise ValueError(f"JudgeConfig.max_concurrency must be >= 1, got {self.max_concurrency}")
+            raise ValueError(
+                f"JudgeConfig.max_concurrency must be >= 1, got {self.max_concurrency}")
         if self.timeout_s <= 0:
             raise ValueError(f"JudgeConfig.timeout_s must be > 0, got {self.timeout_s}")
         if self.breaker_failures < 0 or self.breaker_cooldown_s < 0:

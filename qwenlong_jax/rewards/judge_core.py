@@ -61,7 +61,7 @@ class JudgeQuery:
 
 @dataclasses.dataclass(frozen=True)
 class Verdict:
-    """A judge's answer to one query: score in {0, 1}; failure names what went wrong, if anything."""
+    """A judge's answer to one query: score in {0, 1}; failure names what went wrong, if any."""
 
     score: float
     failure: FailureKind | None = None
@@ -161,7 +161,7 @@ class CachingJudge(abc.ABC):
         self._cache[key] = score
 
     def stats(self) -> dict[str, int]:
-        """Counters: queries, cache_hits, calls (requests/generations), failures, failures_<kind>."""
+        """Counters: queries, cache_hits, calls (requests/generate calls), failures[_<kind>]."""
         with self._lock:
             out = {name: self._counts[name] for name in ("queries", "cache_hits", "calls",
                                                           "failures")}

@@ -11,7 +11,7 @@ THINK_END = "</think>"
 
 
 def answer_segment(response: str) -> str | None:
-    """Text after the last `</think>`, stripped; None when the tag is absent or the rest is empty."""
+    """Text after the last `</think>`, stripped; None without the tag or when nothing is left."""
     if THINK_END not in response:
         return None
     segment = response.rsplit(THINK_END, 1)[-1].strip()
