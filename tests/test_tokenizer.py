@@ -6,7 +6,8 @@ import os
 import pytest
 
 from qwenlong_jax.data import synthetic
-from qwenlong_jax.data.tokenizer import (DEFAULT_TOKENIZER, load_tokenizer, train_sentencepiece)
+from qwenlong_jax.data.tokenizer import DEFAULT_TOKENIZER, load_tokenizer
+from qwenlong_jax.data.train_tokenizer import train_sentencepiece
 
 SAMPLES = [
     "the code of KIRA is 472 .",

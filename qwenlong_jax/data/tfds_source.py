@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Iterable, Iterator, Sequence
-
-import grain
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
 
 from qwenlong_jax.data.readers import parse_row, validate_rows
 from qwenlong_jax.data.schema import BadRecordPolicy, DataError, LoadReport, Record
+
+if TYPE_CHECKING:
+    import grain
 
 
 def _decode(x: Any, loc: str, field: str) -> Any:
@@ -80,6 +81,7 @@ class _JsonRows(Sequence):
     """array_record bytes -> decoded JSON (or the DataError for that row)."""
 
     def __init__(self, paths: Sequence[str]):
+        import grain  # grain imports jax: only when this input is used
         self._src = grain.sources.ArrayRecordDataSource(list(paths))
         self._name = paths[0] if len(paths) == 1 else f"{paths[0]}+{len(paths) - 1}"
 
@@ -111,7 +113,7 @@ def array_record_records(paths: str | Sequence[str], tokenizer=None,
                          tokenizer, max_prompt_tokens, on_bad)
 
 
-def array_record_dataset(paths: str | Sequence[str]) -> grain.MapDataset:
+def array_record_dataset(paths: str | Sequence[str]) -> "grain.MapDataset":
     """A lazy grain MapDataset of Records (validated one by one as read; a bad row raises its
     DataError when reached). Feed it to pipeline.make_dataset for shuffle/shard/epochs."""
     paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
@@ -123,4 +125,5 @@ def array_record_dataset(paths: str | Sequence[str]) -> grain.MapDataset:
             raise row
         return parse_row(row, f"{rows._name}:{i}")
 
+    import grain
     return grain.MapDataset.source(rows).map_with_index(lambda i, row: to_record((i, row)))

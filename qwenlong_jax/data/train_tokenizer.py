@@ -1,0 +1,60 @@
+"""Train the embedded sentencepiece tokenizer on synthetic text (reproduces the shipped file).
+
+    python -m qwenlong_jax.data.train_tokenizer --out qwenlong_jax/assets/tokenizer
+
+The corpus comes from synthetic.py, so changing the generator changes the trained model:
+tests/test_tokenizer.py checks that training reproduces the shipped file byte for byte, and a
+base checkpoint trained with one tokenizer is only valid with that tokenizer.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import os
+from typing import Sequence
+
+from qwenlong_jax.data.tokenizer import (ENDOFTEXT, PAD, SPM_SYMBOLS, load_sentencepiece)
+
+
+def train_sentencepiece(out_dir: str, vocab_size: int = 768, seed: int = 0) -> str:
+    """Train the embedded sentencepiece model on synthetic text; returns the .model path.
+
+    BPE with split digits (a 3-digit value is always 3 digit pieces, the same in a fact and in
+    an answer), byte fallback (any text encodes), identity normalisation and no dummy prefix
+    (exact round trips, newlines kept).
+    """
+    import sentencepiece as spm
+    from qwenlong_jax.data.prompt import build_prompt
+    from qwenlong_jax.data.synthetic import corpus_for_tokenizer
+    lines = []
+    for text in corpus_for_tokenizer(seed) + [build_prompt("x", "y")]:
+        lines.extend(line for line in text.split("\n") if line)
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(lines), model_writer=model, model_type="bpe",
+        vocab_size=vocab_size, character_coverage=1.0, byte_fallback=True, split_digits=True,
+        normalization_rule_name="identity", add_dummy_prefix=False,
+        remove_extra_whitespaces=False, user_defined_symbols=list(SPM_SYMBOLS),
+        pad_id=0, pad_piece=PAD, unk_id=1, bos_id=-1, eos_id=2, eos_piece=ENDOFTEXT,
+        num_threads=1, minloglevel=2)
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, "spm.model")
+    with open(path, "wb") as f:
+        f.write(model.getvalue())
+    return path
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--out", metavar="OUT_DIR", required=True,
+                    help="write OUT_DIR/spm.model")
+    ap.add_argument("--vocab_size", type=int, default=768)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    path = train_sentencepiece(args.out, args.vocab_size, args.seed)
+    tok = load_sentencepiece(path)
+    print(f"wrote {path}: vocab {tok.vocab_size}, eos {tok.eos_ids}, </think> {tok.think_end_id}")
+
+
+if __name__ == "__main__":
+    main()
