@@ -39,7 +39,8 @@ def verl_entropy_from_logits(logits):
 def test_kl_hand_values():
     # d = logp - ref = [0.5, -1]; k = ref - logp = [-0.5, 1].
     # kl = d; abs = |d| = [.5, 1]; mse = d^2 / 2 = [.125, .5];
-    # low_var_kl = exp(k) - k - 1 = [0.6065307 + 0.5 - 1, 2.7182818 - 1 - 1] = [0.1065307, 0.7182818].
+    # low_var_kl = exp(k) - k - 1 = [0.6065307 + 0.5 - 1, 2.7182818 - 1 - 1]
+    #            = [0.1065307, 0.7182818].
     logp = jnp.array([0.0, -2.0])
     ref = jnp.array([-0.5, -1.0])
     np.testing.assert_allclose(rl.kl_penalty(logp, ref, "kl"), [0.5, -1.0])
@@ -48,7 +49,8 @@ def test_kl_hand_values():
     np.testing.assert_allclose(rl.kl_penalty(logp, ref, "low_var_kl"), [0.1065307, 0.7182818],
                                rtol=1e-6)
     for alias, kind in (("k1", "kl"), ("k2", "mse"), ("k3", "low_var_kl")):
-        np.testing.assert_array_equal(rl.kl_penalty(logp, ref, alias), rl.kl_penalty(logp, ref, kind))
+        np.testing.assert_array_equal(rl.kl_penalty(logp, ref, alias),
+                                      rl.kl_penalty(logp, ref, kind))
 
 
 def test_low_var_kl_clamps():

@@ -46,7 +46,8 @@ def verl_compute_policy_loss(old_log_prob, log_prob, advantages, response_mask, 
     clip_pg_losses1 = torch.maximum(pg_losses1, pg_losses2)
     pg_clipfrac = verl_masked_mean(torch.gt(pg_losses2, pg_losses1).float(), response_mask)
     pg_losses = clip_pg_losses1
-    pg_loss = verl_agg_loss(loss_mat=pg_losses, loss_mask=response_mask, loss_agg_mode=loss_agg_mode)
+    pg_loss = verl_agg_loss(loss_mat=pg_losses, loss_mask=response_mask,
+                            loss_agg_mode=loss_agg_mode)
     return pg_loss, pg_clipfrac, ppo_kl
 
 

@@ -1,20 +1,20 @@
 """GRPO group advantages (outcome reward, one scalar per response), as pure jnp functions.
 
-        adv_N = group_advantages(rewards_N, group_size)           # groups are contiguous runs of G
-        adv_BT = token_advantages(adv_B, mask_BT)                 # broadcast over tokens, 0 on padding
+    adv_N = group_advantages(rewards_N, group_size)    # groups are contiguous runs of G
+    adv_BT = token_advantages(adv_B, mask_BT)          # broadcast over tokens, 0 on padding
 
 Follows verl `core_algos.compute_grpo_outcome_advantage` (the reference implementation's):
-    A = (r - mean) / (std + eps), std the UNBIASED (n-1) sample std, eps added to the std (not
-    under the root). With `normalize_std=False` it is Dr.GRPO: A = r - mean.
+  A = (r - mean) / (std + eps), std the UNBIASED (n-1) sample std, eps added to the std (not
+  under the root). With `normalize_std=False` it is Dr.GRPO: A = r - mean.
 
 Where this departs from the reference, on purpose:
 - A group whose scores are all equal gets exactly 0. verl computes (r - mean) / (std + eps) in
-    float32, where the mean of 8 copies of 0.3 is off by one ulp: the residue ~3e-8 over
-    (3e-8 + 1e-6) gives |A| ~ 0.03 instead of 0. RECIPE.md states "equal scores give 0", which is
-    the intent (no learning signal from a zero-variance group), so we force it.
+  float32, where the mean of 8 copies of 0.3 is off by one ulp: the residue ~3e-8 over
+  (3e-8 + 1e-6) gives |A| ~ 0.03 instead of 0. RECIPE.md states "equal scores give 0", which is
+  the intent (no learning signal from a zero-variance group), so we force it.
 - Group size 1 follows verl, which special-cases it (mean 0, std 1, so A = r / (1 + eps), or r
-    without std normalisation) rather than torch.std's NaN for one sample. It is a degenerate
-    setting (no baseline); we keep the reference's numbers rather than invent others.
+  without std normalisation) rather than torch.std's NaN for one sample. It is a degenerate
+  setting (no baseline); we keep the reference's numbers rather than invent others.
 """
 
 from __future__ import annotations
@@ -55,6 +55,7 @@ def group_advantages(rewards_N: jnp.ndarray, group_size: int, normalize_std: boo
 def token_advantages(adv_B: jnp.ndarray, mask_BT: jnp.ndarray) -> jnp.ndarray:
     """Broadcast one advantage per sequence over its tokens; exactly 0 where mask is 0."""
     if adv_B.ndim != 1 or mask_BT.ndim != 2 or adv_B.shape[0] != mask_BT.shape[0]:
-        raise ValueError(f"need adv_B [B] and mask_BT [B, T], got {adv_B.shape} and {mask_BT.shape}")
+        raise ValueError(f"need adv_B [B] and mask_BT [B, T], got {adv_B.shape} and "
+                         f"{mask_BT.shape}")
     # where, not multiply: a non-finite advantage must not leak into padding as NaN.
     return jnp.where(mask_BT.astype(bool), adv_B.astype(jnp.float32)[:, None], 0.0)

@@ -51,7 +51,7 @@ def varying_groups(metric_N: np.ndarray, group_size: int) -> np.ndarray:
 
 @dataclasses.dataclass(frozen=True)
 class DynamicSampler:
-    """Immutable accumulator of kept groups across generation rounds; add_round returns a new one."""
+    """Immutable accumulator of kept groups across rounds; add_round returns a new one."""
 
     target_groups: int            # train batch size in prompts (groups)
     group_size: int               # G, responses per prompt

@@ -81,7 +81,9 @@ def policy_loss_tokens(logp_BT: jnp.ndarray, old_logp_BT: jnp.ndarray, adv_BT: j
         raise ValueError(f"mask_BT must be [B, T], got shape {shape}")
     for name, x in (("logp_BT", logp_BT), ("old_logp_BT", old_logp_BT), ("adv_BT", adv_BT)):
         _check_BT(name, x, shape)
-    if not (0.0 <= clip_low < 1.0) or clip_high < 0.0:
+    # Checked when given as Python numbers (config values); traced values pass through.
+    if (isinstance(clip_low, (int, float)) and isinstance(clip_high, (int, float))
+            and (not 0.0 <= clip_low < 1.0 or clip_high < 0.0)):
         raise ValueError(f"need 0 <= clip_low < 1 and clip_high >= 0, got {clip_low}, {clip_high}")
     m_BT = mask_BT.astype(jnp.float32)
     logp_BT = logp_BT.astype(jnp.float32)
