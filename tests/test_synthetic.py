@@ -155,3 +155,18 @@ def test_curriculum_lengths_grow_and_stay_mixed(tok):
     assert a == pretrain_tokens(0, 5, 0.5, tok) and a[-1] == tok.eos_ids[0]
     with pytest.raises(ValueError):
         curriculum_doc_tokens(rng, 0.5, 0, 10)
+
+
+def test_encode_sft_masks_the_response_only(tok, tmp_path):
+    from qwenlong_jax.data.sft import encode_sft
+    ex = synthetic.make_example(0, 0, "multihop", 100, tok.count)
+    path = tmp_path / "x.jsonl"
+    path.write_text(json.dumps(ex) + "\n")
+    (rec,), _ = load_records(str(path))
+    ids, mask = encode_sft(rec, tok)
+    n_prompt = len(tok.chat_prompt(rec.prompt))
+    assert mask == [0] * n_prompt + [1] * (len(ids) - n_prompt)
+    assert tok.decode(ids[n_prompt:]) == ex["response"] + "<|im_end|>"
+    assert ids[-1] == tok.eos_ids[0] and tok.think_end_id in ids[n_prompt:]
+    short, _ = encode_sft(rec, tok, max_prompt_tokens=n_prompt - 20)
+    assert len(short) <= len(ids) - 20
