@@ -194,3 +194,15 @@ def test_bare_ground_truth(gold, expected):
 
 def test_unparsed_response_never_reads_gold():
     assert dm("I do not know", "no number here") == 0
+
+
+@pytest.mark.parametrize("p, g, expected", [
+    ("12.5%", "0.125", 1),        # percent vs fraction: the suffix is dropped, x100 is a power of ten
+    ("0.125", "12.5%", 1),
+    ("$1,250", "1250", 1), ("€1,250.00", "1250", 1), ("£5", "$5", 1), ("¥-3", "-3", 1),
+    ("=$1,250", "1250", 1), ("≈1,249", "1250", 1),   # 1249 within 0.15% of 1250
+    ("≈1,248", "1250", 0),                              # 1248 is not
+    ("$1,250 million", "1250", 1),                     # units are never applied
+])
+def test_currency_percent_and_separators(p, g, expected):
+    assert match(p, g) == expected
