@@ -13,7 +13,10 @@ API
     OpenAIJudge(JudgeConfig(base_url, model, api_key_env, max_concurrency, timeout_s, ...))
     LocalJudge(generate_fn, prompt_fn=plain_prompt)
         .score(prediction, gold, question=None) -> float, .score_batch(list[JudgeQuery]) ->
-        list[float] (never raise; failures score 0), .stats() -> dict of counters.
+        list[float]: never raise; failures score 0 and are counted in .stats() (queries,
+        cache_hits, calls, failures, failures_<kind>); verdicts cached by (question, prediction,
+        gold). The HTTP judge reads its key from the env var named by api_key_env at request
+        time, bounds requests in flight, retries with backoff and has a circuit breaker.
     overlong_penalty(length, max_response_length=10000, buffer_len=1000, factor=1.0) -> float32
     shape_reward(score, length, ...) -> float32;  shape_rewards(scores_B, lengths_B, width, ...)
         -> [B, width] float32 with score + penalty at index length - 1.
