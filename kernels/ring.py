@@ -41,7 +41,7 @@ from jax import lax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from kernels.block_mask import MaskSpec, block_visible
-from kernels.flash_attention import _check_inputs
+from kernels.flash import _check_inputs
 from kernels.reference import MASK_VALUE
 
 SKIP, FULL, DIAGONAL = 0, 1, 2  # pair modes

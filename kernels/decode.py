@@ -34,7 +34,7 @@ import jax.numpy as jnp
 from jax import lax
 from jax.experimental import pallas as pl
 
-from kernels.flash_attention import MIN_BLOCK, _dot, _dot_nt, _iota, resolve_interpret
+from kernels.flash import MIN_BLOCK, _dot, _dot_nt, _iota, resolve_interpret
 from kernels.reference import MASK_VALUE
 
 # ----------------------------------------------------------------------------- constants
