@@ -38,7 +38,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
 from kernels.block_mask import MaskSpec, block_visible
 from kernels.flash import _check_inputs
@@ -132,7 +132,10 @@ def _specs(static: RingStatic):
 
 
 def _place(static: RingStatic, xs, specs):
-    """Put inputs on the shard_map layout (explicit-axis meshes require it to match exactly)."""
+    """Put inputs on the shard_map layout: explicit-axis meshes require an exact match (reshard);
+    with auto axes shard_map itself inserts the resharding."""
+    if AxisType.Explicit not in static.mesh.axis_types:
+        return list(xs)
     return [jax.reshard(x, NamedSharding(static.mesh, s)) for x, s in zip(xs, specs)]
 
 
