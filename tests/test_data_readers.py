@@ -88,6 +88,7 @@ def test_plain_jsonl_rows(tok):
     ("bad_non_utf8.jsonl", 2, "<bytes>", "non_utf8"),
     ("bad_mc_ground_truth.jsonl", 2, "reward_model.ground_truth", "bad_ground_truth"),
     ("bad_verl_missing_ground_truth.jsonl", 1, "reward_model.ground_truth", "missing_field"),
+    ("bad_verl_system_prompt.jsonl", 1, "prompt", "wrong_type"),
 ])
 def test_bad_file_raises_one_line_naming_file_line_field(name, line, field, reason):
     with pytest.raises(DataError) as ei:
@@ -107,6 +108,7 @@ def test_error_messages_say_what_is_wrong():
     pos = bad_line.index(bytes([0xE9]))  # the byte after "caf"
     assert f"not UTF-8 at byte {pos}: " + r"b'\xe9 au'" in msg("bad_non_utf8.jsonl")
     assert "The correct answer is" in msg("bad_mc_ground_truth.jsonl")
+    assert "got roles ['system', 'user']" in msg("bad_verl_system_prompt.jsonl")
 
 
 def test_over_long_document_is_rejected_in_tokens(tok):

@@ -77,17 +77,18 @@ def parse_row(row: Any, loc: str) -> Record:
 def _parse_verl(row: dict, loc: str) -> Record:
     data_source = _nonempty(_get(row, "data_source", str, loc), loc, "data_source")
     messages = _get(row, "prompt", list, loc)
-    user = None
+    roles = []
     for i, m in enumerate(messages):
         if not isinstance(m, dict):
             raise DataError(loc, f"prompt[{i}]", "wrong_type", f"expected object, got {_type_name(m)}")
-        role = _get(m, "role", str, loc, f"prompt[{i}].")
-        content = _get(m, "content", str, loc, f"prompt[{i}].")
-        if role == "user":
-            user = content
-    if user is None:
-        raise DataError(loc, "prompt", "missing_field", "no message with role 'user'")
-    _nonempty(user, loc, "prompt")
+        roles.append(_get(m, "role", str, loc, f"prompt[{i}]."))
+        _get(m, "content", str, loc, f"prompt[{i}].")
+    # The recipe's prompt is one user turn with no system prompt; anything else would be
+    # silently changed by chat_prompt, so it is refused.
+    if roles != ["user"]:
+        raise DataError(loc, "prompt", "wrong_type",
+                        f"expected exactly one message with role 'user', got roles {roles}")
+    user = _nonempty(messages[0]["content"], loc, "prompt[0].content")
     rm = _get(row, "reward_model", dict, loc)
     gt = _nonempty(_get(rm, "ground_truth", str, loc, "reward_model."), loc,
                    "reward_model.ground_truth")
