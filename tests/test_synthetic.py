@@ -138,11 +138,24 @@ def test_pretraining_text_asks_after_the_facts(tok):
     lines = text.split("\n")
     qa = [i for i, line in enumerate(lines) if line.startswith("What is")]
     assert len(qa) == 4 and len({lines[i] for i in qa}) == 4  # distinct questions
+    restated = 0
     for i in qa:
-        q, ans = re.fullmatch(r"(.*\?) Therefore, the answer is (\d{3}) \.", lines[i]).groups()
+        q, said, ans = re.fullmatch(r"(What is [^?]*\?) (.*?)Therefore, the answer is (\d{3}) \.",
+                                    lines[i]).groups()
         facts = parse_doc("\n".join(l for l in lines[:i] if not l.startswith("What")))
         assert solve({"question": q}, facts) == ans  # answerable from the lines above it
+        for fact in re.findall(r"the \w+ of [A-Z]{4} is \w+ \.", said):
+            assert fact in lines[:i]  # a restated fact is a document line above
+        restated += bool(said)
     assert abs(tok.count(text) - 400) <= 40
+    assert 1 <= restated <= 3  # restate=0.5 by default
+
+    def rate(p):
+        qs = [l for k in range(40) for l in pretrain_text(random.Random(k), 200, tok.count,
+                                                          restate=p).split("\n")
+              if l.startswith("What")]
+        return sum(bool(re.search(r"\? the ", l)) for l in qs) / len(qs)
+    assert rate(0.0) == 0.0 and rate(1.0) == 1.0 and 0.35 <= rate(0.5) <= 0.65
 
 
 def test_curriculum_lengths_grow_and_stay_mixed(tok):

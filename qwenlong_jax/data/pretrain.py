@@ -24,13 +24,16 @@ QA_RESERVE = 16  # tokens kept free per interleaved QA line (one line is ~12-15 
 
 def pretrain_text(rng: random.Random, doc_tokens: int, count_tokens: CountTokens,
                   questions: int = 4, families: Sequence[Family] = ("lookup", "multihop"),
-                  attributes: int = len(ATTRIBUTES)) -> str:
+                  attributes: int = len(ATTRIBUTES), restate: float = 0.5) -> str:
     """A document with QA lines interleaved, about `doc_tokens` tokens in all; each question
     comes after the fact(s) it needs, at a random distance.
 
     A QA line reuses the fact's key phrase and the paper's answer phrase:
-    "What is the code of KIRA ? Therefore, the answer is 472 ." — pretraining then teaches the
-    copy and the answer format together.
+    "What is the code of KIRA ? Therefore, the answer is 472 ." With probability `restate` it
+    first restates the fact(s) used, as the SFT trace does inside <think>:
+    "What is the code of KIRA ? the code of KIRA is 472 . Therefore, the answer is 472 ."
+    Restating turns lookup into plain induction (after "... of KIRA is", copy what followed
+    "of KIRA is" in the document), the pattern small models learn first.
     """
     if "choice" in families:
         raise ValueError("multiple choice has no one-line QA form; use lookup/multihop/docmath")
@@ -49,8 +52,12 @@ def pretrain_text(rng: random.Random, doc_tokens: int, count_tokens: CountTokens
             continue
         asked.add(q.question)
         last = max(lines.index(f) for f in q.facts)
-        inserts.append((rng.randint(last + 1, len(lines)),
-                        f"{q.question} Therefore, the answer is {q.answer} ."))
+        pos = rng.randint(last + 1, len(lines))
+        # Draw only when restating is on, so restate=0 keeps the exact old stream (the
+        # tokenizer corpus uses it).
+        said = " ".join(q.facts + ((q.reasoning,) if q.reasoning else ())) + " " \
+            if restate > 0 and rng.random() < restate else ""
+        inserts.append((pos, f"{q.question} {said}Therefore, the answer is {q.answer} ."))
     for pos, qa in sorted(inserts, key=lambda t: t[0], reverse=True):
         lines.insert(pos, qa)
     return "\n".join(lines)
@@ -70,7 +77,7 @@ def curriculum_doc_tokens(rng: random.Random, progress: float, min_tokens: int,
 
 def pretrain_tokens(seed: int, index: int, progress: float, tokenizer, min_tokens: int = 48,
                     max_tokens: int = 1024, questions: int = 4, chat_fraction: float = 0.25,
-                    attributes: int = len(ATTRIBUTES)) -> list[int]:
+                    attributes: int = len(ATTRIBUTES), restate: float = 0.5) -> list[int]:
     """Token ids of pretraining example `index`: interleaved-QA text (ends with eos), or with
     probability `chat_fraction` a chat-formatted SFT example (prompt + response + eos).
     Lengths follow `curriculum_doc_tokens`; the result may exceed the drawn length by the
@@ -83,5 +90,6 @@ def pretrain_tokens(seed: int, index: int, progress: float, tokenizer, min_token
         q = ask(rng, doc, rng.choice(("lookup", "lookup", "multihop", "docmath", "choice")))
         return (tokenizer.chat_prompt(build_prompt(doc.text, q.question))
                 + tokenizer.encode(q.response) + [eos])
-    text = pretrain_text(rng, n, tokenizer.count, questions, attributes=attributes)
+    text = pretrain_text(rng, n, tokenizer.count, questions, attributes=attributes,
+                         restate=restate)
     return tokenizer.encode(text) + [eos]
