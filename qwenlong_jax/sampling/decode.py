@@ -1,0 +1,206 @@
+"""Shared-prefix decode: G samples per prompt read ONE prompt KV cache; a lax.while_loop.
+
+    state = init_state(...); state = decode_loop(...)     # (sample_groups wires these up)
+
+One step feeds each sample's previous token at RoPE position prompt_len + t, writes its k/v at
+response slot t of the per-sample response cache [L, B, G, R, K, H], and attends over
+[prompt cache (< prompt_len) | own response (<= t)]. The prompt cache [L, B, S, K, H] is read
+as is for all G samples:
+
+  xla     plain jnp (default; fast on CPU): the G*Q query rows of a (prompt, kv head) are one
+          matrix against the prompt keys ("bgkqh,bskh->bgkqs" contracts without broadcasting
+          the cache to G), and the prompt / own-response / current-token scores go through one
+          concatenated-score softmax. The current token's k/v enter as a third score block, so
+          the layer scan never copies the response cache.
+  pallas  kernels.decode_attention (flash-decoding with per-split log-sum-exp merge). The kernel
+          wants the new token as the last valid entry of the response cache, so the layer's
+          response cache slice gets it written first.
+
+All samples advance in lockstep (response slot t is the same for every sample); a sample that
+finished keeps computing but its outputs are masked to padding. The loop stops when every
+sample is done or R tokens were generated.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from qwenlong_jax import sharding
+from qwenlong_jax.models import transformer
+from qwenlong_jax.models.config import ModelConfig
+from qwenlong_jax.sampling import strategies
+from qwenlong_jax.sampling.prompt_cache import PromptCache
+
+DecodeImpl = Literal["xla", "pallas"]
+DECODE_IMPLS = ("xla", "pallas")
+RESP_AXES = ("layers", "batch", None, None, "kv_heads", None)  # [L, B, G, R, K, H]
+
+FINISH_LENGTH, FINISH_EOS, FINISH_STOP = 0, 1, 2
+FINISH_REASONS = ("length", "eos", "stop")
+PAD_ID = 0  # token written after a sample finished (its logprob is 0)
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass
+class DecodeState:
+    step: jax.Array  # int32: tokens generated so far (for every sample)
+    resp_k_LBGRKH: jax.Array
+    resp_v_LBGRKH: jax.Array
+    tokens_BGR: jax.Array
+    logprobs_BGR: jax.Array
+    done_BG: jax.Array
+    lengths_BG: jax.Array  # tokens kept per sample (EOS / stop sequence included)
+    finish_BG: jax.Array  # FINISH_* codes
+    logits_BGRV: jax.Array | None  # debug: every step's logits (None unless asked for)
+
+
+def xla_decode_attention(q_BGNH, k_BGKH, v_BGKH, prompt_k_BSKH, prompt_v_BSKH, prompt_lens_B,
+                         resp_k_BGRKH, resp_v_BGRKH, step):
+    """One new token per sample over [prompt (< len) | response (< step) | itself]."""
+    B, G, N, H = q_BGNH.shape
+    S, K = prompt_k_BSKH.shape[1], prompt_k_BSKH.shape[2]
+    R = resp_k_BGRKH.shape[2]
+    q = q_BGNH.reshape(B, G, K, N // K, H)
+    scale = H**-0.5
+    f32 = jnp.float32
+    s_pre = jnp.einsum("bgkqh,bskh->bgkqs", q, prompt_k_BSKH, preferred_element_type=f32) * scale
+    s_res = jnp.einsum("bgkqh,bgrkh->bgkqr", q, resp_k_BGRKH, preferred_element_type=f32) * scale
+    s_cur = jnp.einsum("bgkqh,bgkh->bgkq", q, k_BGKH, preferred_element_type=f32)[..., None] * scale
+    pre_ok = (jnp.arange(S)[None, :] < prompt_lens_B[:, None])[:, None, None, None, :]
+    res_ok = jnp.arange(R) < step
+    s_pre = jnp.where(pre_ok, s_pre, -jnp.inf)
+    s_res = jnp.where(res_ok, s_res, -jnp.inf)
+    p = jax.nn.softmax(jnp.concatenate([s_pre, s_res, s_cur], axis=-1), axis=-1)
+    out = (jnp.einsum("bgkqs,bskh->bgkqh", p[..., :S].astype(prompt_v_BSKH.dtype), prompt_v_BSKH,
+                      preferred_element_type=f32)
+           + jnp.einsum("bgkqr,bgrkh->bgkqh", p[..., S:S + R].astype(resp_v_BGRKH.dtype),
+                        resp_v_BGRKH, preferred_element_type=f32)
+           + p[..., S + R:] * v_BGKH[:, :, :, None, :].astype(f32))
+    return out.reshape(B, G, N, H).astype(q_BGNH.dtype)
+
+
+def pallas_decode_attention(q_BGNH, k_BGKH, v_BGKH, prompt_k_BSKH, prompt_v_BSKH, prompt_lens_B,
+                            resp_k_BGRKH, resp_v_BGRKH, step):
+    from kernels.decode_attention import decode_attention  # optional: the kernel may be absent
+    B, G = q_BGNH.shape[:2]
+    resp_k = lax.dynamic_update_slice_in_dim(resp_k_BGRKH, k_BGKH[:, :, None], step, axis=2)
+    resp_v = lax.dynamic_update_slice_in_dim(resp_v_BGRKH, v_BGKH[:, :, None], step, axis=2)
+    resp_len_BG = jnp.full((B, G), step + 1, jnp.int32)
+    out = decode_attention(q_BGNH[:, :, None], prompt_k_BSKH, prompt_v_BSKH, prompt_lens_B,
+                           resp_k, resp_v, resp_len_BG)
+    return out[:, :, 0]
+
+
+_ATTENTION = {"xla": xla_decode_attention, "pallas": pallas_decode_attention}
+
+
+def decode_step(cfg: ModelConfig, params: dict, cache: PromptCache, resp_k_LBGRKH, resp_v_LBGRKH,
+                tokens_BG: jax.Array, slot, decode_impl: DecodeImpl = "xla"):
+    """Logits [B, G, V] after feeding `tokens_BG` at response slot `slot` (RoPE position
+    prompt_len + slot; response slots < slot must be filled), and the new per-layer k/v
+    [L, B, G, K, H] to store at that slot."""
+    if decode_impl not in _ATTENTION:
+        raise ValueError(f"decode_impl: {decode_impl!r} is not one of {', '.join(DECODE_IMPLS)}")
+    B, G = tokens_BG.shape
+    step = slot
+    attention = _ATTENTION[decode_impl]
+    positions = (cache.lens_B[:, None] + step).astype(jnp.int32)
+    positions_M1 = jnp.broadcast_to(positions, (B, G)).reshape(B * G, 1)
+
+    def attend(_idx, q_M1NH, k_M1KH, v_M1KH, layer_state):
+        pk, pv, rk, rv = layer_state
+        split = lambda a: a.reshape((B, G) + a.shape[2:])  # noqa: E731  [B*G, 1, ...] -> [B, G, ...]
+        out_BGNH = attention(split(q_M1NH), split(k_M1KH), split(v_M1KH), pk, pv, cache.lens_B,
+                             rk, rv, step)
+        return out_BGNH.reshape(B * G, 1, *out_BGNH.shape[2:]), (split(k_M1KH), split(v_M1KH))
+
+    x = transformer.embed(cfg, params, tokens_BG.reshape(B * G, 1))
+    layer_states = (cache.k_LBSKH, cache.v_LBSKH, resp_k_LBGRKH, resp_v_LBGRKH)
+    x, (k_LBGKH, v_LBGKH) = transformer.decoder_stack(
+        cfg, params["layers"], x, positions_M1, attend, layer_states)
+    h = transformer.final_hidden(cfg, params, x)
+    logits = transformer.logits_from_hidden(cfg, params, h)
+    return logits.reshape(B, G, -1), k_LBGKH, v_LBGKH
+
+
+def step_keys(keys_BG: jax.Array, step) -> jax.Array:
+    """Key of sample (b, g) at `step`: fold_in(keys_BG[b, g], step) — layout independent."""
+    return jax.vmap(jax.vmap(lambda k: jax.random.fold_in(k, step)))(keys_BG)
+
+
+def _ends_with(tokens_BGR, end, seq: tuple[int, ...]):
+    """Whether tokens[..., end - len(seq) + 1 : end + 1] == seq (False before enough tokens)."""
+    m = len(seq)
+    start = jnp.maximum(end - m + 1, 0)
+    window = lax.dynamic_slice_in_dim(tokens_BGR, start, m, axis=2)
+    return jnp.all(window == jnp.asarray(seq, jnp.int32), axis=-1) & (end + 1 >= m)
+
+
+def advance(strategy, state: DecodeState, logits_BGV, keys_BG, eos_ids: tuple[int, ...],
+            stop_sequences: tuple[tuple[int, ...], ...]) -> DecodeState:
+    """Sample the token of slot `state.step` for every sample and update the stop bookkeeping."""
+    B, G, V = logits_BGV.shape
+    t = state.step
+    tok_N, lp_N = strategies.sample_tokens(strategy, logits_BGV.reshape(B * G, V),
+                                           step_keys(keys_BG, t).reshape(B * G))
+    live_BG = ~state.done_BG
+    tok_BG = jnp.where(live_BG, tok_N.reshape(B, G), PAD_ID)
+    lp_BG = jnp.where(live_BG, lp_N.reshape(B, G), 0.0)
+    tokens = lax.dynamic_update_slice_in_dim(state.tokens_BGR, tok_BG[:, :, None], t, axis=2)
+    logprobs = lax.dynamic_update_slice_in_dim(state.logprobs_BGR, lp_BG[:, :, None], t, axis=2)
+    is_eos = jnp.isin(tok_BG, jnp.asarray(eos_ids, jnp.int32)) if eos_ids else jnp.zeros_like(live_BG)
+    is_stop = jnp.zeros_like(live_BG)
+    for seq in stop_sequences:
+        is_stop = is_stop | _ends_with(tokens, t, seq)
+    eos_now, stop_now = live_BG & is_eos, live_BG & ~is_eos & is_stop
+    finish = jnp.where(eos_now, FINISH_EOS, jnp.where(stop_now, FINISH_STOP, state.finish_BG))
+    logits = state.logits_BGRV
+    if logits is not None:
+        logits = lax.dynamic_update_slice_in_dim(logits, logits_BGV[:, :, None], t, axis=2)
+    return dataclasses.replace(
+        state, step=t + 1, tokens_BGR=tokens, logprobs_BGR=logprobs,
+        done_BG=state.done_BG | eos_now | stop_now, lengths_BG=state.lengths_BG + live_BG,
+        finish_BG=finish, logits_BGRV=logits)
+
+
+def init_state(cfg: ModelConfig, B: int, G: int, R: int, *, return_logits: bool) -> DecodeState:
+    L, K, H = cfg.num_layers, cfg.num_kv_heads, cfg.head_dim
+    resp = sharding.constrain(jnp.zeros((L, B, G, R, K, H), jnp.dtype(cfg.dtype)), RESP_AXES)
+    return DecodeState(
+        step=jnp.zeros((), jnp.int32), resp_k_LBGRKH=resp, resp_v_LBGRKH=resp,
+        tokens_BGR=jnp.full((B, G, R), PAD_ID, jnp.int32),
+        logprobs_BGR=jnp.zeros((B, G, R), jnp.float32),
+        done_BG=jnp.zeros((B, G), bool), lengths_BG=jnp.zeros((B, G), jnp.int32),
+        finish_BG=jnp.full((B, G), FINISH_LENGTH, jnp.int32),
+        logits_BGRV=jnp.zeros((B, G, R, cfg.vocab_size), jnp.float32) if return_logits else None)
+
+
+def decode_loop(cfg: ModelConfig, params: dict, cache: PromptCache, state: DecodeState, keys_BG,
+                *, strategy, eos_ids, stop_sequences, decode_impl: DecodeImpl) -> DecodeState:
+    """Generate until every sample is done or the response cache is full.
+
+    Entry: `state.step` tokens are already sampled (1 after the prefill's logits).
+    """
+    R = state.tokens_BGR.shape[2]
+
+    def cond(s: DecodeState):
+        return (s.step < R) & ~jnp.all(s.done_BG)
+
+    def body(s: DecodeState):
+        slot = s.step - 1  # the newest token goes in at response slot step-1
+        prev_BG = lax.dynamic_index_in_dim(s.tokens_BGR, slot, axis=2, keepdims=False)
+        logits_BGV, k_LBGKH, v_LBGKH = decode_step(
+            cfg, params, cache, s.resp_k_LBGRKH, s.resp_v_LBGRKH, prev_BG, slot, decode_impl)
+        s = dataclasses.replace(
+            s,
+            resp_k_LBGRKH=lax.dynamic_update_slice_in_dim(s.resp_k_LBGRKH, k_LBGKH[:, :, :, None],
+                                                          slot, axis=3),
+            resp_v_LBGRKH=lax.dynamic_update_slice_in_dim(s.resp_v_LBGRKH, v_LBGKH[:, :, :, None],
+                                                          slot, axis=3))
+        return advance(strategy, s, logits_BGV, keys_BG, eos_ids, stop_sequences)
+
+    return lax.while_loop(cond, body, state)
