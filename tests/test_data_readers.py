@@ -178,3 +178,32 @@ def test_fit_prompt_truncates_the_document_only(tok):
                                   "<|im_start|>assistant")
     with pytest.raises(ValueError, match="without its document"):
         fit_prompt(rec, tok, 20)
+
+
+@pytest.mark.parametrize("gt,letter", [("The correct answer is (B)", "B"),
+                                       ("The correct answer is C", "C"),
+                                       ("The correct answer is (B", None),
+                                       ("the correct answer is (B)", None),
+                                       ("(B)", None)])
+def test_multiple_choice_ground_truth_accepted_iff_the_scorer_parses_it(gt, letter):
+    row = {"data_source": "long_toc_choices_x", "prompt": [{"role": "user", "content": "q"}],
+           "reward_model": {"ground_truth": gt}}
+    if letter is None:
+        with pytest.raises(DataError, match="f.jsonl:3: field 'reward_model.ground_truth'"):
+            readers.parse_row(row, "f.jsonl:3")
+    else:
+        assert readers.parse_row(row, "f.jsonl:3").answer == letter
+
+
+@pytest.mark.parametrize("answer,letter", [("B", "B"), ("(C)", "C"), ("D.", "D"),
+                                           ("The correct answer is (A)", "A"), ("E", None),
+                                           ("b", None)])
+def test_plain_multiple_choice_answers(answer, letter):
+    row = {"id": "i", "document": "d", "question": "q", "answer": answer,
+           "data_source": "synthetic_long_toc_choices"}
+    if letter is None:
+        with pytest.raises(DataError, match="field 'answer': multiple-choice answer"):
+            readers.parse_row(row, "f.jsonl:1")
+    else:
+        rec = readers.parse_row(row, "f.jsonl:1")
+        assert (rec.answer, rec.ground_truth) == (letter, f"The correct answer is ({letter})")

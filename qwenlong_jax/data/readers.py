@@ -23,10 +23,13 @@ from typing import Any, Iterable, Iterator, Sequence
 
 from qwenlong_jax.data.prompt import build_prompt, split_prompt
 from qwenlong_jax.data.schema import BadRecordPolicy, DataError, LoadReport, Record
+# The scorer's own dispatch and letter parser: a ground truth is accepted here exactly when the
+# scorer can read it.
+from qwenlong_jax.rewards.choice import extract_letter
+from qwenlong_jax.rewards.dispatch import family_of
 
 DEFAULT_DATA_SOURCE = "docqa"  # not a reference name: REWARD_RULES falls back to doc-QA
-_MC_GT = re.compile(r"The correct answer is \(?[A-D]")
-_MC_LETTER = re.compile(r"\(?([A-D])\)?")
+_MC_PLAIN = re.compile(r"\(?([A-D])\)?\.?")  # plain-JSONL multiple-choice answer: B, (B), B.
 _ANSWER_PHRASE = "the answer is"
 
 
@@ -92,7 +95,8 @@ def _parse_verl(row: dict, loc: str) -> Record:
     rm = _get(row, "reward_model", dict, loc)
     gt = _nonempty(_get(rm, "ground_truth", str, loc, "reward_model."), loc,
                    "reward_model.ground_truth")
-    if "long_toc_choices" in data_source and not _MC_GT.search(gt):
+    is_choice = family_of(data_source) == "choice"
+    if is_choice and extract_letter(gt) is None:
         raise DataError(loc, "reward_model.ground_truth", "bad_ground_truth",
                         f"multiple-choice ground truth {gt[:40]!r} lacks 'The correct answer is (X)'")
     extra = _get(row, "extra_info", dict, loc, required=False) or {}
@@ -101,8 +105,7 @@ def _parse_verl(row: dict, loc: str) -> Record:
     if split is not None:
         _nonempty(document, loc, "prompt.document")
     rid = str(extra["index"]) if "index" in extra else loc
-    answer = (_MC_GT.search(gt).group(0)[-1] if "long_toc_choices" in data_source
-              else _plain_answer(gt))
+    answer = extract_letter(gt) if is_choice else _plain_answer(gt)
     return Record(id=rid, data_source=data_source, prompt=user, ground_truth=gt, answer=answer,
                   document=document, question=question, source=loc, extra_info=extra)
 
@@ -116,14 +119,14 @@ def _parse_plain(row: dict, loc: str) -> Record:
     data_source = _get(row, "data_source", str, loc, required=False) or DEFAULT_DATA_SOURCE
     response = _get(row, "response", str, loc, required=False)
     ground_truth = answer
-    if "long_toc_choices" in data_source:
-        m = _MC_LETTER.fullmatch(answer) or _MC_GT.fullmatch(answer.rstrip("."))
-        if not m:
+    if family_of(data_source) == "choice":
+        m = _MC_PLAIN.fullmatch(answer)
+        letter = m.group(1) if m else extract_letter(answer)
+        if letter is None:
             raise DataError(loc, "answer", "bad_ground_truth",
                             f"multiple-choice answer {answer[:40]!r} is not a letter A-D "
                             "or 'The correct answer is (X)'")
-        answer = m.group(0)[-1] if m.re is _MC_GT else m.group(1)
-        ground_truth = f"The correct answer is ({answer})"
+        answer, ground_truth = letter, f"The correct answer is ({letter})"
     return Record(id=str(rid), data_source=data_source, prompt=build_prompt(document, question),
                   ground_truth=ground_truth, answer=answer, document=document,
                   question=question, response=response, source=loc)
