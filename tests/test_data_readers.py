@@ -165,7 +165,7 @@ def test_truncate_middle_keeps_first_and_last_halves():
 
 
 def test_fit_prompt_truncates_the_document_only(tok):
-    doc = " ".join(f"w{i}" for i in range(400))
+    doc = " ".join(f"w{i:03d}" for i in range(400))  # fixed width: token middle = word middle
     rec = Record(id="x", data_source="docqa", prompt=build_prompt(doc, "What is w0 ?"),
                  ground_truth="w0", answer="w0", document=doc, question="What is w0 ?")
     full = tok.chat_prompt(rec.prompt)
@@ -173,7 +173,8 @@ def test_fit_prompt_truncates_the_document_only(tok):
     ids = fit_prompt(rec, tok, len(full) - 300)
     assert len(full) - 310 <= len(ids) <= len(full) - 300
     text = tok.decode(ids)
-    assert "w0 w1 w2" in text and "w398 w399\n</text>" in text and " w200 " not in text
+    assert "w000 w001 w002" in text and "w398 w399\n</text>" in text and " w200 " not in text
+    assert " w150 " in text and " w250 " in text
     assert text.rstrip().endswith('"Therefore, the answer is (insert answer here)".<|im_end|>\n'
                                   "<|im_start|>assistant")
     with pytest.raises(ValueError, match="without its document"):
@@ -207,3 +208,14 @@ def test_plain_multiple_choice_answers(answer, letter):
     else:
         rec = readers.parse_row(row, "f.jsonl:1")
         assert (rec.answer, rec.ground_truth) == (letter, f"The correct answer is ({letter})")
+
+
+def test_fit_prompt_without_template_truncates_the_whole_user_text(tok):
+    text = " ".join(f"w{i:03d}" for i in range(300))  # fixed width: token middle = word middle
+    rec = Record(id="y", data_source="docqa", prompt=text, ground_truth="a", answer="a")
+    full = tok.chat_prompt(text)
+    ids = fit_prompt(rec, tok, len(full) - 100)
+    assert len(full) - 110 <= len(ids) <= len(full) - 100
+    out = tok.decode(ids)
+    assert out.startswith("<|im_start|>user\nw000 w001") and "w299<|im_end|>" in out
+    assert " w150 " not in out and " w130 " in out and " w170 " in out
