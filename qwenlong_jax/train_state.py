@@ -30,9 +30,9 @@ class TrainState:
 
     @classmethod
     def create(cls, params, tx: optax.GradientTransformation) -> "TrainState":
-        zero = jnp.zeros((), jnp.int32)
-        return cls(step=zero, params=params, opt_state=tx.init(params), nonfinite_in_a_row=zero,
-                   nonfinite_total=zero)
+        zero = lambda: jnp.zeros((), jnp.int32)  # distinct buffers: the state is donated
+        return cls(step=zero(), params=params, opt_state=tx.init(params), nonfinite_in_a_row=zero(),
+                   nonfinite_total=zero())
 
 
 def make_optimizer(cfg: OptimConfig) -> optax.GradientTransformation:
