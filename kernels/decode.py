@@ -34,7 +34,8 @@ import jax.numpy as jnp
 from jax import lax
 from jax.experimental import pallas as pl
 
-from kernels.flash import MIN_BLOCK, _dot, _dot_nt, _iota, resolve_interpret
+from kernels.flash import (MIN_BLOCK, _dot, _dot_nt, _iota, compiler_params, resolve_interpret,
+                           target_backend)
 from kernels.reference import MASK_VALUE
 
 # ----------------------------------------------------------------------------- constants
@@ -92,8 +93,7 @@ def decode_attention(q_BGTNH, prefix_k_BSKH, prefix_v_BSKH, prefix_len_B, resp_k
     R = resp_k_BGRKH.shape[2]
     if R < T:
         raise ValueError(f"response cache length R={R} must be >= new tokens T={T}")
-    backend = jax.default_backend()
-    bs = decode_block_size(block_s, backend)
+    bs = decode_block_size(block_s, target_backend())
     Q = N // K
     static = DecodeStatic(
         block_s=bs, prefix_blocks_per_split=_blocks_per_split(S, bs),
@@ -135,6 +135,7 @@ def _prefix_partials(static: DecodeStatic, q_BKMH, k_BSKH, v_BSKH, prefix_len_B)
         out_shape=[jax.ShapeDtypeStruct((B, K, n_splits, M, H), jnp.float32),
                    jax.ShapeDtypeStruct((B, K, n_splits, M), jnp.float32)],
         interpret=static.interpret, name="decode_attention_prefix",
+        compiler_params=compiler_params(3, static.interpret),
     )(q_BKMH, k_BSKH, v_BSKH, prefix_len_B)
 
 
@@ -155,6 +156,7 @@ def _response_partials(static: DecodeStatic, q_BGKrH, k_BGRKH, v_BGRKH, resp_len
         out_shape=[jax.ShapeDtypeStruct((B, G, K, n_splits, rows, H), jnp.float32),
                    jax.ShapeDtypeStruct((B, G, K, n_splits, rows), jnp.float32)],
         interpret=static.interpret, name="decode_attention_response",
+        compiler_params=compiler_params(4, static.interpret),
     )(q_BGKrH, k_BGRKH, v_BGRKH, resp_len_BG)
 
 

@@ -128,8 +128,29 @@ def _check_inputs(q_BTNH, k_BSKH, v_BSKH, q_segment_ids_BT, kv_segment_ids_BS,
                              f"{q_segment_ids_BT.shape}, {kv_segment_ids_BS.shape}")
 
 
+def target_backend() -> str:
+    """The platform kernels are built for ("cpu" | "gpu" | "tpu"); tests patch it to lower for
+    an accelerator from a CPU-only machine."""
+    return jax.default_backend()
+
+
 def resolve_interpret(interpret: bool | None) -> bool:
-    return jax.default_backend() == "cpu" if interpret is None else bool(interpret)
+    return target_backend() == "cpu" if interpret is None else bool(interpret)
+
+
+def compiler_params(num_grid_dims: int, interpret: bool):
+    """Backend-specific Pallas compiler parameters (selects Triton rather than Mosaic GPU)."""
+    backend = target_backend()
+    if interpret or backend == "cpu":
+        return None
+    if backend == "gpu":
+        from jax.experimental.pallas import triton as pltriton
+        return pltriton.CompilerParams(num_warps=4, num_stages=2)
+    if backend == "tpu":
+        from jax.experimental.pallas import tpu as pltpu
+        # Every program writes its own output block (no cross-program accumulation).
+        return pltpu.CompilerParams(dimension_semantics=("parallel",) * num_grid_dims)
+    return None
 
 
 def flash_attention(q_BTNH, k_BSKH, v_BSKH, *, causal: bool = True, q_segment_ids_BT=None,
@@ -142,8 +163,7 @@ def flash_attention(q_BTNH, k_BSKH, v_BSKH, *, causal: bool = True, q_segment_id
     B, T, N, H = q_BTNH.shape
     S = k_BSKH.shape[1]
     interpret = resolve_interpret(interpret)
-    backend = jax.default_backend()
-    blocks = block_sizes(T, S, block_q, block_k, backend)
+    blocks = block_sizes(T, S, block_q, block_k, target_backend())
     static = FlashStatic(
         mask=MaskSpec(causal=causal, q_len=T, kv_len=S,
                       has_segments=q_segment_ids_BT is not None,
@@ -218,6 +238,7 @@ def flash_forward(static: FlashStatic, q_BNTH, k_BKSH, v_BKSH, q_seg_BT, kv_seg_
         functools.partial(_fwd_kernel, static=static),
         grid=(B, N, Tp // bq), in_specs=in_specs, out_specs=out_specs, out_shape=out_shape,
         interpret=static.interpret, name="flash_attention_fwd",
+        compiler_params=compiler_params(3, static.interpret),
     )(q_BNTH, k_BKSH, v_BKSH, q_seg_BT, kv_seg_BS)
     if count_blocks:
         return outs[0], outs[1], outs[2][:, :, ::bq]
@@ -243,6 +264,7 @@ def flash_backward(static: FlashStatic, q_BNTH, k_BKSH, v_BKSH, q_seg_BT, kv_seg
                   _seg_spec(Sp, lambda b, n, i: (b, 0)) if seg else None],
         out_specs=q_blk, out_shape=jax.ShapeDtypeStruct(q_BNTH.shape, q_BNTH.dtype),
         interpret=static.interpret, name="flash_attention_dq",
+        compiler_params=compiler_params(3, static.interpret),
     )(q_BNTH, k_BKSH, v_BKSH, do_BNTH, lse_BNT, delta_BNT, q_seg_BT, kv_seg_BS)
 
     # One program per (batch, kv head, kv block): the G query heads of the group are a block.
@@ -259,6 +281,7 @@ def flash_backward(static: FlashStatic, q_BNTH, k_BKSH, v_BKSH, q_seg_BT, kv_seg
         out_shape=[jax.ShapeDtypeStruct(k_BKSH.shape, k_BKSH.dtype),
                    jax.ShapeDtypeStruct(v_BKSH.shape, v_BKSH.dtype)],
         interpret=static.interpret, name="flash_attention_dkdv",
+        compiler_params=compiler_params(3, static.interpret),
     )(q_BNTH, k_BKSH, v_BKSH, do_BNTH, lse_BNT, delta_BNT, q_seg_BT, kv_seg_BS)
     return dq, dk, dv
 
