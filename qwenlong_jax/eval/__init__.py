@@ -1,0 +1,15 @@
+"""Evaluation: the paper's seven long-document QA benchmarks (plus our own JSONL) and a synthetic
+context-length sweep. CLI: python -m qwenlong_jax.evaluate (see evaluate.py).
+
+    from qwenlong_jax.eval import benchmarks, runner, report, sweep
+    recs = benchmarks.load_benchmark("hotpotqa", data_dir=D)
+    rows = runner.run_records(runner.load_model(ckpt), recs, runner.SamplingSettings(), ...)
+    metrics.summarize(rows, pass_ks=(1,)); report.write_reports(out, name, summary, extra_rows)
+    sweep.accuracy_by_length(cfg, params, tok, sweep.sweep_records(tok, [256], 8), max_new_tokens=64)
+
+Modules: benchmarks (loaders, BenchmarkError), metrics (score/EM/F1/pass@k), runner (batched,
+resumable generation + scoring), report (summary JSON, markdown table, PNG), sweep.
+jax is imported only when a model is loaded or the default sampler is used.
+"""
+from qwenlong_jax.eval.benchmarks import (  # noqa: F401
+    BENCHMARKS, BenchmarkError, EvalError, gold_answers, load_benchmark)
