@@ -85,12 +85,12 @@ def xla_decode_attention(q_BGNH, k_BGKH, v_BGKH, prompt_k_BSKH, prompt_v_BSKH, p
 
 def pallas_decode_attention(q_BGNH, k_BGKH, v_BGKH, prompt_k_BSKH, prompt_v_BSKH, prompt_lens_B,
                             resp_k_BGRKH, resp_v_BGRKH, step):
-    from kernels.decode_attention import decode_attention  # optional: the kernel may be absent
+    import kernels  # lazy exports: kernels/decode.py is imported only on this path
     B, G = q_BGNH.shape[:2]
     resp_k = lax.dynamic_update_slice_in_dim(resp_k_BGRKH, k_BGKH[:, :, None], step, axis=2)
     resp_v = lax.dynamic_update_slice_in_dim(resp_v_BGRKH, v_BGKH[:, :, None], step, axis=2)
     resp_len_BG = jnp.full((B, G), step + 1, jnp.int32)
-    out = decode_attention(q_BGNH[:, :, None], prompt_k_BSKH, prompt_v_BSKH, prompt_lens_B,
+    out = kernels.decode_attention(q_BGNH[:, :, None], prompt_k_BSKH, prompt_v_BSKH, prompt_lens_B,
                            resp_k, resp_v, resp_len_BG)
     return out[:, :, 0]
 
@@ -137,7 +137,7 @@ def _ends_with(tokens_BGR, end, seq: tuple[int, ...]):
     m = len(seq)
     start = jnp.maximum(end - m + 1, 0)
     window = lax.dynamic_slice_in_dim(tokens_BGR, start, m, axis=2)
-    return jnp.all(window == jnp.asarray(seq, jnp.int32), axis=-1) & (end + 1 >= m)
+    return jnp.all(window == jnp.asarray(seq, jnp.int32)[None, None], axis=-1) & (end + 1 >= m)
 
 
 def advance(strategy, state: DecodeState, logits_BGV, keys_BG, eos_ids: tuple[int, ...],

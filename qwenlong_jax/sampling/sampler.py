@@ -41,6 +41,7 @@ class SampleOutput:
     logprobs_BGR: jax.Array  # float32 under log_softmax(logits / T) (strategies.py)
     lengths_BG: jax.Array  # int32
     finish_BG: jax.Array  # int32 decode.FINISH_* codes
+    steps: jax.Array  # int32 tokens generated per sample before the loop stopped (<= R)
     logits_BGRV: jax.Array | None = None  # debug (return_logits=True): each step's logits
 
 
@@ -99,7 +100,7 @@ def sample_groups(
                                eos_ids=eos_ids, stop_sequences=stop_sequences,
                                decode_impl=decode_impl)
     return SampleOutput(state.tokens_BGR, state.logprobs_BGR, state.lengths_BG, state.finish_BG,
-                        state.logits_BGRV)
+                        state.step, state.logits_BGRV)
 
 
 def bucket_length(n: int, prefill_chunk: int, min_bucket: int = 16) -> int:
