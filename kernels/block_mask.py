@@ -59,25 +59,26 @@ def block_visible(spec: MaskSpec, q_start, k_start, bq: int, bk: int, q_seg_rang
 
 
 def element_mask(spec: MaskSpec, q_pos, k_pos, q_seg=None, k_seg=None, *, kv_padded: bool):
-    """Exact [bq, bk] mask for positions q_pos [bq] and k_pos [bk] (segment ids alike)."""
+    """Exact [bq, bk] mask from a column of query positions q_pos [bq, 1] and a row of key
+    positions k_pos [1, bk] (segment ids alike). 2-D throughout, as Mosaic (TPU) prefers."""
     mask = None
 
     def _and(a, b):
         return b if a is None else a & b
 
     if kv_padded:  # keys past the real length only exist because we padded to a block multiple
-        mask = _and(mask, k_pos[None, :] < spec.kv_len)
+        mask = _and(mask, k_pos < spec.kv_len)
     if spec.causal:
-        mask = _and(mask, k_pos[None, :] <= q_pos[:, None] + spec.causal_offset)
+        mask = _and(mask, k_pos <= q_pos + spec.causal_offset)
     if spec.has_segments:
-        seg_ok = q_seg[:, None] == k_seg[None, :]
+        seg_ok = q_seg == k_seg
         p = spec.shared_prefix_segment
         if p is not None:
-            seg_ok = seg_ok | ((k_seg[None, :] == p) & (q_seg[:, None] != 0))
+            seg_ok = seg_ok | ((k_seg == p) & (q_seg != 0))
         mask = _and(mask, seg_ok)
     if mask is None:
-        mask = jnp.ones((q_pos.shape[0], k_pos.shape[0]), dtype=bool)
-    return mask
+        mask = jnp.ones((q_pos.shape[0], k_pos.shape[1]), dtype=bool)
+    return jnp.broadcast_to(mask, (q_pos.shape[0], k_pos.shape[1]))
 
 
 def _block_ranges(seg_L: np.ndarray, block: int) -> tuple[np.ndarray, np.ndarray]:

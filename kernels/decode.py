@@ -21,8 +21,8 @@ log-sum-exp weights in XLA. Blocks past the valid lengths are not visited (dynam
 
 Departures: inference only (no backward). Caches are read in their [B, S, K, H] layout (a per-step
 transpose would copy the cache); on TPU that layout squeezes the head dim out of the second-minor
-block dim, which Mosaic may reject: a TPU build would want a [B, K, S, H] cache. Only interpret mode
-(CPU) has been run.
+block dim, which Mosaic rejects: a TPU build needs a [B, K, S, H] cache (not done). Runs in
+interpret mode on CPU; lowering to Triton is checked from CPU by the tests, never compiled.
 """
 from __future__ import annotations
 
@@ -34,8 +34,8 @@ import jax.numpy as jnp
 from jax import lax
 from jax.experimental import pallas as pl
 
-from kernels.flash import (MIN_BLOCK, _dot, _dot_nt, _iota, compiler_params, resolve_interpret,
-                           target_backend)
+from kernels import flash
+from kernels.flash import MIN_BLOCK, _dot, _dot_nt, _iota, compiler_params, resolve_interpret
 from kernels.reference import MASK_VALUE
 
 # ----------------------------------------------------------------------------- constants
@@ -93,7 +93,7 @@ def decode_attention(q_BGTNH, prefix_k_BSKH, prefix_v_BSKH, prefix_len_B, resp_k
     R = resp_k_BGRKH.shape[2]
     if R < T:
         raise ValueError(f"response cache length R={R} must be >= new tokens T={T}")
-    bs = decode_block_size(block_s, target_backend())
+    bs = decode_block_size(block_s, flash.target_backend())
     Q = N // K
     static = DecodeStatic(
         block_s=bs, prefix_blocks_per_split=_blocks_per_split(S, bs),

@@ -24,7 +24,9 @@ Departures from the reference: a query row with no visible key at all (inconsist
 T > S with causal) gets output 0 here, a uniform average over all keys in the reference; neither
 value is meaningful. Layout: the wrapper transposes to [B, N, T, H] so that every block's last two
 dims are (sequence block, head dim) as Mosaic (TPU) requires; Triton (GPU) is indifferent.
-Only interpret mode (CPU) has been run; the GPU/TPU lowering paths are written for, not tested.
+Only interpret mode (CPU) has been run. Lowering to Triton (GPU) and Mosaic (TPU) is checked from
+CPU by the tests (`jax.jit(..).trace(..).lower(lowering_platforms=...)`); nothing has been
+compiled or timed on an accelerator.
 """
 from __future__ import annotations
 
@@ -177,7 +179,7 @@ def flash_attention(q_BTNH, k_BSKH, v_BSKH, *, causal: bool = True, q_segment_id
 
 
 def pad_inputs(static: FlashStatic, q_BTNH, k_BSKH, v_BSKH, q_seg_BT, kv_seg_BS):
-    """[B,T,N,H] -> padded [B,N,Tp,H] (k/v alike); segment ids edge-padded to Tp/Sp."""
+    """[B,T,N,H] -> padded [B,N,Tp,H] (k/v alike); segment ids edge-padded to [B,Tp,1]/[B,1,Sp]."""
     T, S = static.mask.q_len, static.mask.kv_len
     Tp, Sp = _round_up(T, static.block_q), _round_up(S, static.block_k)
 
@@ -185,9 +187,10 @@ def pad_inputs(static: FlashStatic, q_BTNH, k_BSKH, v_BSKH, q_seg_BT, kv_seg_BS)
         return jnp.pad(x, ((0, 0), (0, n - x.shape[1]), (0, 0), (0, 0))).transpose(0, 2, 1, 3)
 
     q, k, v = pad_seq(q_BTNH, Tp), pad_seq(k_BSKH, Sp), pad_seq(v_BSKH, Sp)
-    if q_seg_BT is not None:
+    if q_seg_BT is not None:  # a column [B, Tp, 1] and a row [B, 1, Sp]: 2-D blocks for Mosaic
         q_seg_BT = jnp.pad(q_seg_BT.astype(jnp.int32), ((0, 0), (0, Tp - T)), mode="edge")
         kv_seg_BS = jnp.pad(kv_seg_BS.astype(jnp.int32), ((0, 0), (0, Sp - S)), mode="edge")
+        q_seg_BT, kv_seg_BS = q_seg_BT[:, :, None], kv_seg_BS[:, None, :]
     return q, k, v, q_seg_BT, kv_seg_BS
 
 
@@ -204,35 +207,40 @@ def _flash_core_fwd(static, q_BNTH, k_BKSH, v_BKSH, q_seg_BT, kv_seg_BS):
 
 def _flash_core_bwd(static, res, do_BNTH):
     q, k, v, q_seg, kv_seg, out, lse = res
-    delta_BNT = jnp.sum(out.astype(jnp.float32) * do_BNTH.astype(jnp.float32), axis=-1)
-    dq, dk, dv = flash_backward(static, q, k, v, q_seg, kv_seg, do_BNTH, lse, delta_BNT)
+    delta_BNT1 = jnp.sum(out.astype(jnp.float32) * do_BNTH.astype(jnp.float32), axis=-1,
+                         keepdims=True)
+    dq, dk, dv = flash_backward(static, q, k, v, q_seg, kv_seg, do_BNTH, lse, delta_BNT1)
     return dq, dk, dv, None, None
 
 
 _flash_core.defvjp(_flash_core_fwd, _flash_core_bwd)
 
 
-def _seg_spec(block: int, index):
-    return pl.BlockSpec((None, block), index)
+def _q_seg_spec(block: int, index):
+    return pl.BlockSpec((None, block, 1), index)
+
+
+def _kv_seg_spec(block: int, index):
+    return pl.BlockSpec((None, 1, block), index)
 
 
 def flash_forward(static: FlashStatic, q_BNTH, k_BKSH, v_BKSH, q_seg_BT, kv_seg_BS,
                   count_blocks: bool = False):
-    """Padded forward: returns (out_BNTH, lse_BNT[, computed-block count per q block [B,N,nq]])."""
+    """Padded forward: (out_BNTH, lse_BNT1[, computed-block count per q block [B,N,nq]])."""
     B, N, Tp, H = q_BNTH.shape
     K, Sp = k_BKSH.shape[1], k_BKSH.shape[2]
     G, bq = N // K, static.block_q
     seg = q_seg_BT is not None
     kv_full = pl.BlockSpec((None, None, Sp, H), lambda b, n, i: (b, lax.div(n, G), 0, 0))
     in_specs = [pl.BlockSpec((None, None, bq, H), lambda b, n, i: (b, n, i, 0)), kv_full, kv_full,
-                _seg_spec(bq, lambda b, n, i: (b, i)) if seg else None,
-                _seg_spec(Sp, lambda b, n, i: (b, 0)) if seg else None]
-    row_spec = pl.BlockSpec((None, None, bq), lambda b, n, i: (b, n, i))
+                _q_seg_spec(bq, lambda b, n, i: (b, i, 0)) if seg else None,
+                _kv_seg_spec(Sp, lambda b, n, i: (b, 0, 0)) if seg else None]
+    row_spec = pl.BlockSpec((None, None, bq, 1), lambda b, n, i: (b, n, i, 0))
     out_shape = [jax.ShapeDtypeStruct(q_BNTH.shape, q_BNTH.dtype),
-                 jax.ShapeDtypeStruct((B, N, Tp), jnp.float32)]
+                 jax.ShapeDtypeStruct((B, N, Tp, 1), jnp.float32)]
     out_specs = [pl.BlockSpec((None, None, bq, H), lambda b, n, i: (b, n, i, 0)), row_spec]
     if count_blocks:  # debug output: number of kv blocks computed, broadcast over the q block
-        out_shape.append(jax.ShapeDtypeStruct((B, N, Tp), jnp.int32))
+        out_shape.append(jax.ShapeDtypeStruct((B, N, Tp, 1), jnp.int32))
         out_specs.append(row_spec)
     outs = pl.pallas_call(
         functools.partial(_fwd_kernel, static=static),
@@ -241,12 +249,12 @@ def flash_forward(static: FlashStatic, q_BNTH, k_BKSH, v_BKSH, q_seg_BT, kv_seg_
         compiler_params=compiler_params(3, static.interpret),
     )(q_BNTH, k_BKSH, v_BKSH, q_seg_BT, kv_seg_BS)
     if count_blocks:
-        return outs[0], outs[1], outs[2][:, :, ::bq]
+        return outs[0], outs[1], outs[2][:, :, ::bq, 0]
     return outs[0], outs[1]
 
 
 def flash_backward(static: FlashStatic, q_BNTH, k_BKSH, v_BKSH, q_seg_BT, kv_seg_BS, do_BNTH,
-                   lse_BNT, delta_BNT):
+                   lse_BNT1, delta_BNT1):
     """Padded backward given the log-sum-exp and delta = rowsum(o * do): (dq, dk, dv)."""
     B, N, Tp, H = q_BNTH.shape
     K, Sp = k_BKSH.shape[1], k_BKSH.shape[2]
@@ -255,34 +263,34 @@ def flash_backward(static: FlashStatic, q_BNTH, k_BKSH, v_BKSH, q_seg_BT, kv_seg
 
     q_blk = pl.BlockSpec((None, None, bq, H), lambda b, n, i: (b, n, i, 0))
     kv_full = pl.BlockSpec((None, None, Sp, H), lambda b, n, i: (b, lax.div(n, G), 0, 0))
-    row_blk = pl.BlockSpec((None, None, bq), lambda b, n, i: (b, n, i))
+    row_blk = pl.BlockSpec((None, None, bq, 1), lambda b, n, i: (b, n, i, 0))
     dq = pl.pallas_call(
         functools.partial(_dq_kernel, static=static),
         grid=(B, N, Tp // bq),
         in_specs=[q_blk, kv_full, kv_full, q_blk, row_blk, row_blk,
-                  _seg_spec(bq, lambda b, n, i: (b, i)) if seg else None,
-                  _seg_spec(Sp, lambda b, n, i: (b, 0)) if seg else None],
+                  _q_seg_spec(bq, lambda b, n, i: (b, i, 0)) if seg else None,
+                  _kv_seg_spec(Sp, lambda b, n, i: (b, 0, 0)) if seg else None],
         out_specs=q_blk, out_shape=jax.ShapeDtypeStruct(q_BNTH.shape, q_BNTH.dtype),
         interpret=static.interpret, name="flash_attention_dq",
         compiler_params=compiler_params(3, static.interpret),
-    )(q_BNTH, k_BKSH, v_BKSH, do_BNTH, lse_BNT, delta_BNT, q_seg_BT, kv_seg_BS)
+    )(q_BNTH, k_BKSH, v_BKSH, do_BNTH, lse_BNT1, delta_BNT1, q_seg_BT, kv_seg_BS)
 
     # One program per (batch, kv head, kv block): the G query heads of the group are a block.
     q_group = pl.BlockSpec((None, G, Tp, H), lambda b, h, j: (b, h, 0, 0))
-    row_group = pl.BlockSpec((None, G, Tp), lambda b, h, j: (b, h, 0))
+    row_group = pl.BlockSpec((None, G, Tp, 1), lambda b, h, j: (b, h, 0, 0))
     kv_blk = pl.BlockSpec((None, None, bk, H), lambda b, h, j: (b, h, j, 0))
     dk, dv = pl.pallas_call(
         functools.partial(_dkdv_kernel, static=static, group=G),
         grid=(B, K, Sp // bk),
         in_specs=[q_group, kv_blk, kv_blk, q_group, row_group, row_group,
-                  _seg_spec(Tp, lambda b, h, j: (b, 0)) if seg else None,
-                  _seg_spec(bk, lambda b, h, j: (b, j)) if seg else None],
+                  _q_seg_spec(Tp, lambda b, h, j: (b, 0, 0)) if seg else None,
+                  _kv_seg_spec(bk, lambda b, h, j: (b, 0, j)) if seg else None],
         out_specs=[kv_blk, kv_blk],
         out_shape=[jax.ShapeDtypeStruct(k_BKSH.shape, k_BKSH.dtype),
                    jax.ShapeDtypeStruct(v_BKSH.shape, v_BKSH.dtype)],
         interpret=static.interpret, name="flash_attention_dkdv",
         compiler_params=compiler_params(3, static.interpret),
-    )(q_BNTH, k_BKSH, v_BKSH, do_BNTH, lse_BNT, delta_BNT, q_seg_BT, kv_seg_BS)
+    )(q_BNTH, k_BKSH, v_BKSH, do_BNTH, lse_BNT1, delta_BNT1, q_seg_BT, kv_seg_BS)
     return dq, dk, dv
 
 
@@ -301,6 +309,14 @@ def _dot_tn(a, b):  # a.T @ b
 
 def _iota(n: int, start):
     return start + lax.broadcasted_iota(jnp.int32, (n,), 0)
+
+
+def _column(n: int, start):  # [n, 1] positions
+    return start + lax.broadcasted_iota(jnp.int32, (n, 1), 0)
+
+
+def _row(n: int, start):  # [1, n] positions
+    return start + lax.broadcasted_iota(jnp.int32, (1, n), 1)
 
 
 def _seg_range(seg):
@@ -333,45 +349,47 @@ def _masked_scores(static, q, k, q_pos, k_pos, q_seg, k_seg):
     return jnp.where(mask, s, MASK_VALUE), mask
 
 
+# Row statistics (m, l, lse, delta) are [rows, 1] columns and segment ids are a [bq, 1] column
+# against a [1, bk] row, so every value in the kernels is 2-D (Mosaic's native layout).
 def _fwd_kernel(q_ref, k_ref, v_ref, q_seg_ref, kv_seg_ref, o_ref, lse_ref, *count_ref, static):
     bq, bk = static.block_q, static.block_k
     q_start = pl.program_id(2) * bq
     q = q_ref[...]
-    q_pos = _iota(bq, q_start)
+    q_pos = _column(bq, q_start)
     q_seg = None if q_seg_ref is None else q_seg_ref[...]
     q_range = _seg_range(q_seg)
 
     def body(j, carry):
         k_start = j * bk
         k_slice = pl.ds(pl.multiple_of(k_start, bk), bk)
-        k_seg = None if kv_seg_ref is None else kv_seg_ref[k_slice]
+        k_seg = None if kv_seg_ref is None else kv_seg_ref[:, k_slice]
         visible = block_visible(static.mask, q_start, k_start, bq, bk, q_range,
                                 _seg_range(k_seg))
 
         def compute(carry):
             acc, m, l, n = carry
             v = v_ref[k_slice, :]
-            s, mask = _masked_scores(static, q, k_ref[k_slice, :], q_pos, _iota(bk, k_start),
+            s, mask = _masked_scores(static, q, k_ref[k_slice, :], q_pos, _row(bk, k_start),
                                      q_seg, k_seg)
-            m_new = jnp.maximum(m, jnp.max(s, axis=1))
-            p = jnp.where(mask, jnp.exp(s - m_new[:, None]), 0.0)
+            m_new = jnp.maximum(m, jnp.max(s, axis=1, keepdims=True))
+            p = jnp.where(mask, jnp.exp(s - m_new), 0.0)
             alpha = jnp.exp(m - m_new)
-            acc = alpha[:, None] * acc + _dot(p.astype(v.dtype), v)
-            return acc, m_new, alpha * l + jnp.sum(p, axis=1), n + 1
+            acc = alpha * acc + _dot(p.astype(v.dtype), v)
+            return acc, m_new, alpha * l + jnp.sum(p, axis=1, keepdims=True), n + 1
 
         return lax.cond(visible, compute, lambda c: c, carry)
 
     H = q.shape[-1]
-    init = (jnp.zeros((bq, H), jnp.float32), jnp.full((bq,), MASK_VALUE, jnp.float32),
-            jnp.zeros((bq,), jnp.float32), jnp.int32(0))
+    init = (jnp.zeros((bq, H), jnp.float32), jnp.full((bq, 1), MASK_VALUE, jnp.float32),
+            jnp.zeros((bq, 1), jnp.float32), jnp.int32(0))
     hi = _kv_block_hi(static, q_start, k_ref.shape[0] // bk)
     acc, m, l, n = lax.fori_loop(0, hi, body, init)
     empty = l == 0.0  # no visible key in any computed block
     l_safe = jnp.where(empty, 1.0, l)
-    o_ref[...] = (acc / l_safe[:, None]).astype(o_ref.dtype)
+    o_ref[...] = (acc / l_safe).astype(o_ref.dtype)
     lse_ref[...] = jnp.where(empty, MASK_VALUE, m + jnp.log(l_safe))
     if count_ref:
-        count_ref[0][...] = jnp.full((bq,), n, jnp.int32)
+        count_ref[0][...] = jnp.full((bq, 1), n, jnp.int32)
 
 
 def _dq_kernel(q_ref, k_ref, v_ref, do_ref, lse_ref, delta_ref, q_seg_ref, kv_seg_ref, dq_ref,
@@ -379,22 +397,22 @@ def _dq_kernel(q_ref, k_ref, v_ref, do_ref, lse_ref, delta_ref, q_seg_ref, kv_se
     bq, bk = static.block_q, static.block_k
     q_start = pl.program_id(2) * bq
     q, do, lse, delta = q_ref[...], do_ref[...], lse_ref[...], delta_ref[...]
-    q_pos = _iota(bq, q_start)
+    q_pos = _column(bq, q_start)
     q_seg = None if q_seg_ref is None else q_seg_ref[...]
     q_range = _seg_range(q_seg)
 
     def body(j, dq):
         k_start = j * bk
         k_slice = pl.ds(pl.multiple_of(k_start, bk), bk)
-        k_seg = None if kv_seg_ref is None else kv_seg_ref[k_slice]
+        k_seg = None if kv_seg_ref is None else kv_seg_ref[:, k_slice]
         visible = block_visible(static.mask, q_start, k_start, bq, bk, q_range,
                                 _seg_range(k_seg))
 
         def compute(dq):
             k, v = k_ref[k_slice, :], v_ref[k_slice, :]
-            s, mask = _masked_scores(static, q, k, q_pos, _iota(bk, k_start), q_seg, k_seg)
-            p = jnp.where(mask, jnp.exp(s - lse[:, None]), 0.0)
-            ds = p * (_dot_nt(do, v) - delta[:, None])
+            s, mask = _masked_scores(static, q, k, q_pos, _row(bk, k_start), q_seg, k_seg)
+            p = jnp.where(mask, jnp.exp(s - lse), 0.0)
+            ds = p * (_dot_nt(do, v) - delta)
             return dq + _dot(ds.astype(k.dtype), k)
 
         return lax.cond(visible, compute, lambda d: d, dq)
@@ -409,29 +427,29 @@ def _dkdv_kernel(q_ref, k_ref, v_ref, do_ref, lse_ref, delta_ref, q_seg_ref, kv_
     bq, bk = static.block_q, static.block_k
     k_start = pl.program_id(2) * bk
     k, v = k_ref[...], v_ref[...]
-    k_pos = _iota(bk, k_start)
+    k_pos = _row(bk, k_start)
     k_seg = None if kv_seg_ref is None else kv_seg_ref[...]
     k_range = _seg_range(k_seg)
 
     def body(i, carry):
         q_start = i * bq
         q_slice = pl.ds(pl.multiple_of(q_start, bq), bq)
-        q_seg = None if q_seg_ref is None else q_seg_ref[q_slice]
+        q_seg = None if q_seg_ref is None else q_seg_ref[q_slice, :]
         visible = block_visible(static.mask, q_start, k_start, bq, bk, _seg_range(q_seg),
                                 k_range)
 
         def compute(carry):
-            mask = element_mask(static.mask, _iota(bq, q_start), k_pos, q_seg, k_seg,
+            mask = element_mask(static.mask, _column(bq, q_start), k_pos, q_seg, k_seg,
                                 kv_padded=_kv_padded(static))
 
             def head(g, carry):  # the query heads sharing this kv head
                 dk, dv = carry
                 q, do = q_ref[g, q_slice, :], do_ref[g, q_slice, :]
-                lse, delta = lse_ref[g, q_slice], delta_ref[g, q_slice]
+                lse, delta = lse_ref[g, q_slice, :], delta_ref[g, q_slice, :]
                 s = jnp.where(mask, _dot_nt(q, k) * static.sm_scale, MASK_VALUE)
-                p = jnp.where(mask, jnp.exp(s - lse[:, None]), 0.0)
+                p = jnp.where(mask, jnp.exp(s - lse), 0.0)
                 dv = dv + _dot_tn(p.astype(do.dtype), do)
-                ds = p * (_dot_nt(do, v) - delta[:, None])
+                ds = p * (_dot_nt(do, v) - delta)
                 return dk + _dot_tn(ds.astype(q.dtype), q), dv
 
             return lax.fori_loop(0, group, head, carry)

@@ -113,3 +113,19 @@ def test_decode_validation():
         decode_attention(*args[:6], args[6][:, :1])
     with pytest.raises(ValueError, match="response cache length"):
         decode_attention(*args[:4], args[4][:, :, :2], args[5][:, :, :2], args[6])
+
+
+def test_lowers_for_gpu(monkeypatch):
+    """Both decode kernels lower to Triton for GPU from this CPU machine (lowering only; TPU
+    would need a [B, K, S, H] cache layout, see kernels/decode.py)."""
+    import kernels.flash
+
+    monkeypatch.setattr(kernels.flash, "target_backend", lambda: "gpu")
+    B, G, T, N, K, H, S, R = 2, 4, 1, 8, 2, 64, 512, 128
+    shapes = [((B, G, T, N, H), jnp.bfloat16), ((B, S, K, H), jnp.bfloat16),
+              ((B, S, K, H), jnp.bfloat16), ((B,), jnp.int32), ((B, G, R, K, H), jnp.bfloat16),
+              ((B, G, R, K, H), jnp.bfloat16), ((B, G), jnp.int32)]
+    args = [jax.ShapeDtypeStruct(s, d) for s, d in shapes]
+    hlo = jax.jit(lambda *a: decode_attention(*a, block_s=64)).trace(*args).lower(
+        lowering_platforms=("cuda",)).as_text()
+    assert hlo.count("custom_call @__gpu$xla.gpu.triton") == 2

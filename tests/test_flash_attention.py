@@ -177,3 +177,25 @@ def test_input_validation():
         flash_attention(q, k, k, shared_prefix_segment=1)
     with pytest.raises(ValueError, match="dtypes differ"):
         flash_attention(q, k.astype(jnp.bfloat16), k)
+
+
+@pytest.mark.parametrize("platform,backend", [("cuda", "gpu"), ("tpu", "tpu")])
+def test_lowers_for_accelerators(monkeypatch, platform, backend):
+    """Forward+backward with segments and the shared prefix lower (Pallas -> Triton / Mosaic
+    MLIR) for GPU and TPU from this CPU machine. Lowering only: nothing is compiled or run."""
+    import kernels.flash
+
+    monkeypatch.setattr(kernels.flash, "target_backend", lambda: backend)
+    q = jax.ShapeDtypeStruct((2, 256, 4, 64), jnp.bfloat16)
+    kv = jax.ShapeDtypeStruct((2, 256, 2, 64), jnp.bfloat16)
+    seg = jax.ShapeDtypeStruct((2, 256), jnp.int32)
+
+    def fwd_bwd(q, k, v, seg):
+        attn = lambda q, k, v: flash_attention(q, k, v, q_segment_ids_BT=seg,
+                                               kv_segment_ids_BS=seg, shared_prefix_segment=1)
+        return out_and_grads(attn, (q, k, v), q.astype(q.dtype))
+
+    hlo = jax.jit(fwd_bwd).trace(q, kv, kv, seg).lower(lowering_platforms=(platform,)).as_text()
+    kernel_marker = {"cuda": "custom_call @__gpu$xla.gpu.triton",
+                     "tpu": "custom_call @tpu_custom_call"}[platform]
+    assert hlo.count(kernel_marker) == 3, hlo[:2000]  # fwd, dq, dkdv
