@@ -216,6 +216,12 @@ def _flash_core_bwd(static, res, do_BNTH):
 _flash_core.defvjp(_flash_core_fwd, _flash_core_bwd)
 
 
+def _out(shape, dtype, like):
+    """Output shape for pallas_call; inside shard_map (ring attention) it must say how it varies
+    over the mesh axes, which is how its input `like` varies."""
+    return jax.ShapeDtypeStruct(shape, dtype, manual_axis_type=jax.typeof(like).mat)
+
+
 def _q_seg_spec(block: int, index):
     return pl.BlockSpec((None, block, 1), index)
 
@@ -236,11 +242,11 @@ def flash_forward(static: FlashStatic, q_BNTH, k_BKSH, v_BKSH, q_seg_BT, kv_seg_
                 _q_seg_spec(bq, lambda b, n, i: (b, i, 0)) if seg else None,
                 _kv_seg_spec(Sp, lambda b, n, i: (b, 0, 0)) if seg else None]
     row_spec = pl.BlockSpec((None, None, bq, 1), lambda b, n, i: (b, n, i, 0))
-    out_shape = [jax.ShapeDtypeStruct(q_BNTH.shape, q_BNTH.dtype),
-                 jax.ShapeDtypeStruct((B, N, Tp, 1), jnp.float32)]
+    out_shape = [_out(q_BNTH.shape, q_BNTH.dtype, q_BNTH),
+                 _out((B, N, Tp, 1), jnp.float32, q_BNTH)]
     out_specs = [pl.BlockSpec((None, None, bq, H), lambda b, n, i: (b, n, i, 0)), row_spec]
     if count_blocks:  # debug output: number of kv blocks computed, broadcast over the q block
-        out_shape.append(jax.ShapeDtypeStruct((B, N, Tp, 1), jnp.int32))
+        out_shape.append(_out((B, N, Tp, 1), jnp.int32, q_BNTH))
         out_specs.append(row_spec)
     outs = pl.pallas_call(
         functools.partial(_fwd_kernel, static=static),
@@ -254,8 +260,11 @@ def flash_forward(static: FlashStatic, q_BNTH, k_BKSH, v_BKSH, q_seg_BT, kv_seg_
 
 
 def flash_backward(static: FlashStatic, q_BNTH, k_BKSH, v_BKSH, q_seg_BT, kv_seg_BS, do_BNTH,
-                   lse_BNT1, delta_BNT1):
-    """Padded backward given the log-sum-exp and delta = rowsum(o * do): (dq, dk, dv)."""
+                   lse_BNT1, delta_BNT1, grad_dtype=None):
+    """Padded backward given the log-sum-exp and delta = rowsum(o * do): (dq, dk, dv).
+
+    grad_dtype: dtype of the gradients (default: the inputs'); ring attention asks for f32 to
+    accumulate partial gradients over its steps."""
     B, N, Tp, H = q_BNTH.shape
     K, Sp = k_BKSH.shape[1], k_BKSH.shape[2]
     G, bq, bk = N // K, static.block_q, static.block_k
@@ -270,7 +279,7 @@ def flash_backward(static: FlashStatic, q_BNTH, k_BKSH, v_BKSH, q_seg_BT, kv_seg
         in_specs=[q_blk, kv_full, kv_full, q_blk, row_blk, row_blk,
                   _q_seg_spec(bq, lambda b, n, i: (b, i, 0)) if seg else None,
                   _kv_seg_spec(Sp, lambda b, n, i: (b, 0, 0)) if seg else None],
-        out_specs=q_blk, out_shape=jax.ShapeDtypeStruct(q_BNTH.shape, q_BNTH.dtype),
+        out_specs=q_blk, out_shape=_out(q_BNTH.shape, grad_dtype or q_BNTH.dtype, q_BNTH),
         interpret=static.interpret, name="flash_attention_dq",
         compiler_params=compiler_params(3, static.interpret),
     )(q_BNTH, k_BKSH, v_BKSH, do_BNTH, lse_BNT1, delta_BNT1, q_seg_BT, kv_seg_BS)
@@ -286,8 +295,8 @@ def flash_backward(static: FlashStatic, q_BNTH, k_BKSH, v_BKSH, q_seg_BT, kv_seg
                   _q_seg_spec(Tp, lambda b, h, j: (b, 0, 0)) if seg else None,
                   _kv_seg_spec(bk, lambda b, h, j: (b, 0, j)) if seg else None],
         out_specs=[kv_blk, kv_blk],
-        out_shape=[jax.ShapeDtypeStruct(k_BKSH.shape, k_BKSH.dtype),
-                   jax.ShapeDtypeStruct(v_BKSH.shape, v_BKSH.dtype)],
+        out_shape=[_out(k_BKSH.shape, grad_dtype or k_BKSH.dtype, q_BNTH),
+                   _out(v_BKSH.shape, grad_dtype or v_BKSH.dtype, q_BNTH)],
         interpret=static.interpret, name="flash_attention_dkdv",
         compiler_params=compiler_params(3, static.interpret),
     )(q_BNTH, k_BKSH, v_BKSH, do_BNTH, lse_BNT1, delta_BNT1, q_seg_BT, kv_seg_BS)

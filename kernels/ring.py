@@ -5,8 +5,8 @@
 Global arrays go in and come out; inside, each of the P devices on `axis_name` holds T/P queries
 and T/P keys/values. K/V (with their segment ids) rotate around the ring with `ppermute`; at every
 step each device attends its queries to the K/V chunk it holds and merges the result into an
-online softmax (running max, denominator and f32 accumulator), so no device ever holds more than
-two K/V chunks or a [T/P, T/P]-sized score tile per pair of chunks.
+online softmax (normalised f32 output and log-sum-exp per query row), so no device ever holds
+more than one extra K/V shard.
 
 Load balance (causal): the sequence is cut into 2P chunks and device d holds chunks d and
 2P-1-d ("zigzag"). Every device then computes exactly 2P+1 of the (q chunk, kv chunk) pairs that
@@ -24,10 +24,10 @@ their dk/dv accumulators, dq accumulates in place; after P rotations each dk/dv 
 device that owns that K/V chunk.
 
 GQA: queries are viewed as [.., K, G, ..] against [.., K, ..] keys; K/V are never repeated.
-Per-pair attention is plain jnp (one [C, C] score tile per pair of chunks of C = T/(2P) tokens);
-on an accelerator the pair could be computed by the flash kernel's forward/backward pieces (not
-done). Fully masked pairs (causal or disjoint segment ranges) are skipped with `lax.switch`.
-Requires self-attention (T == S) and T divisible by 2P.
+Each chunk pair (C = T/(2P) tokens each) is computed by `kernels/ring_pair.py`: the Pallas flash
+kernels (O(C) memory; default on GPU/TPU) or plain jnp with a [C, C] score tile (default on CPU,
+where interpret-mode Pallas is slow to compile). Fully masked pairs (causal, or disjoint segment
+ranges) are skipped with `lax.switch`. Requires self-attention (T == S), T divisible by 2P.
 """
 from __future__ import annotations
 
@@ -40,9 +40,10 @@ import numpy as np
 from jax import lax
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
+from kernels import flash
 from kernels.block_mask import MaskSpec, block_visible
-from kernels.flash import _check_inputs
 from kernels.reference import MASK_VALUE
+from kernels.ring_pair import PairImpl, PairStatic, merge, pair_backward, pair_forward
 
 SKIP, FULL, DIAGONAL = 0, 1, 2  # pair modes
 
@@ -87,7 +88,7 @@ class RingStatic:
     causal: bool
     has_segments: bool
     shared_prefix_segment: int | None
-    sm_scale: float
+    pair: PairStatic
 
     @property
     def num_devices(self) -> int:
@@ -97,13 +98,16 @@ class RingStatic:
 def ring_attention(q_BTNH, k_BSKH, v_BSKH, *, mesh: Mesh, axis_name: str = "sequence",
                    causal: bool = True, q_segment_ids_BT=None, kv_segment_ids_BS=None,
                    shared_prefix_segment: int | None = None, sm_scale: float | None = None,
-                   batch_axis: str | tuple[str, ...] | None = None, head_axis: str | None = None):
+                   batch_axis: str | tuple[str, ...] | None = None, head_axis: str | None = None,
+                   pair_impl: PairImpl | None = None, block_q: int | None = None,
+                   block_k: int | None = None, interpret: bool | None = None):
     """Attention with the semantics of `reference_attention`, sequence-sharded over `axis_name`.
 
     batch_axis/head_axis: optional mesh axes the batch / head dims are sharded over (both N and K
-    must then divide by that axis size).
+    must then divide by that axis size). pair_impl: "flash" or "xla" per chunk pair (default:
+    "xla" on CPU, "flash" elsewhere); block_q/block_k/interpret are passed to flash.
     """
-    _check_inputs(q_BTNH, k_BSKH, v_BSKH, q_segment_ids_BT, kv_segment_ids_BS,
+    flash._check_inputs(q_BTNH, k_BSKH, v_BSKH, q_segment_ids_BT, kv_segment_ids_BS,
                   shared_prefix_segment)
     B, T, N, H = q_BTNH.shape
     if axis_name not in mesh.shape:
@@ -114,11 +118,19 @@ def ring_attention(q_BTNH, k_BSKH, v_BSKH, *, mesh: Mesh, axis_name: str = "sequ
     if T % (2 * num):
         raise ValueError(f"sequence length T={T} must be divisible by 2 * {axis_name} size "
                          f"= {2 * num}")
+    if pair_impl is None:
+        pair_impl = "xla" if flash.target_backend() == "cpu" else "flash"
+    if pair_impl not in ("xla", "flash"):
+        raise ValueError(f"pair_impl={pair_impl!r} must be 'xla' or 'flash'")
+    has_segments = q_segment_ids_BT is not None
+    pair = PairStatic(impl=pair_impl, has_segments=has_segments,
+                      shared_prefix_segment=shared_prefix_segment,
+                      sm_scale=float(H**-0.5 if sm_scale is None else sm_scale),
+                      block_q=block_q, block_k=block_k,
+                      interpret=flash.resolve_interpret(interpret))
     static = RingStatic(mesh=mesh, axis_name=axis_name, batch_axis=batch_axis,
-                        head_axis=head_axis, causal=causal,
-                        has_segments=q_segment_ids_BT is not None,
-                        shared_prefix_segment=shared_prefix_segment,
-                        sm_scale=float(H**-0.5 if sm_scale is None else sm_scale))
+                        head_axis=head_axis, causal=causal, has_segments=has_segments,
+                        shared_prefix_segment=shared_prefix_segment, pair=pair)
     if q_segment_ids_BT is None:  # dummy ids keep one code path; has_segments=False ignores them
         q_segment_ids_BT = kv_segment_ids_BS = jnp.zeros((B, T), jnp.int32)
     return _ring_core(static, q_BTNH, k_BSKH, v_BSKH, q_segment_ids_BT.astype(jnp.int32),
@@ -139,6 +151,12 @@ def _place(static: RingStatic, xs, specs):
     return [jax.reshard(x, NamedSharding(static.mesh, s)) for x, s in zip(xs, specs)]
 
 
+def _check_vma(static: RingStatic) -> bool:
+    # Pallas calls inside shard_map trip jax 0.10.2's varying-axes check (its interpreter's scan
+    # carries lose the annotation; the error message itself suggests check_vma=False).
+    return static.pair.impl != "flash"
+
+
 # ----------------------------------------------------------------------------- custom_vjp
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
 def _ring_core(static, q, k, v, q_seg, kv_seg):
@@ -150,7 +168,7 @@ def _ring_core_fwd(static, q, k, v, q_seg, kv_seg):
     specs = (qkv, qkv, qkv, seg, seg)
     out, *res = jax.shard_map(
         functools.partial(_forward_local, static), mesh=static.mesh,
-        in_specs=specs, out_specs=(qkv, *specs, qkv, qkv),
+        in_specs=specs, out_specs=(qkv, *specs, qkv, qkv), check_vma=_check_vma(static),
     )(*_place(static, (q, k, v, q_seg, kv_seg), specs))
     return out, tuple(res)  # residuals stay in the zigzag layout (opaque to the caller)
 
@@ -160,7 +178,7 @@ def _ring_core_bwd(static, res, do):
     specs = (qkv, qkv, qkv, seg, seg, qkv, qkv, qkv)
     dq, dk, dv = jax.shard_map(
         functools.partial(_backward_local, static), mesh=static.mesh,
-        in_specs=specs, out_specs=(qkv, qkv, qkv),
+        in_specs=specs, out_specs=(qkv, qkv, qkv), check_vma=_check_vma(static),
     )(*_place(static, (*res, do), specs))
     return dq, dk, dv, None, None
 
@@ -194,70 +212,6 @@ def _pair_mode(static, q_chunk, kv_chunk, q_seg, kv_seg):
                              (jnp.min(kv_seg, axis=1), jnp.max(kv_seg, axis=1)))
         mode = jnp.where(jnp.any(seen), mode, SKIP)
     return mode
-
-
-def _pair_mask(static, q_seg_BC, kv_seg_BC, diagonal: bool):
-    """[B, 1, 1, C, C] mask of a chunk pair (diagonal: same global chunk, so causal = tril)."""
-    C = q_seg_BC.shape[1]
-    mask = jnp.ones((1, C, C), bool)
-    if diagonal:
-        mask = mask & (jnp.arange(C)[None, :] <= jnp.arange(C)[:, None])[None]
-    if static.has_segments:
-        q, kv = q_seg_BC[:, :, None], kv_seg_BC[:, None, :]
-        ok = q == kv
-        if static.shared_prefix_segment is not None:
-            ok = ok | ((kv == static.shared_prefix_segment) & (q != 0))
-        mask = mask & ok
-    return mask[:, None, None]
-
-
-def _scores(static, q_BCKGH, k_BCKH, mask):
-    s = jnp.einsum("bckgh,bskh->bkgcs", q_BCKGH, k_BCKH, preferred_element_type=jnp.float32)
-    return jnp.where(mask, s * static.sm_scale, MASK_VALUE)
-
-
-def _pair_forward(static, mode, q, k, v, q_seg, kv_seg, carry):
-    """Merge one chunk pair into the online-softmax carry (acc [B,K,G,C,H], m, l [B,K,G,C])."""
-
-    def attend(diagonal, carry):
-        acc, m, l = carry
-        mask = _pair_mask(static, q_seg, kv_seg, diagonal)
-        s = _scores(static, q, k, mask)
-        m_new = jnp.maximum(m, jnp.max(s, axis=-1))
-        p = jnp.where(mask, jnp.exp(s - m_new[..., None]), 0.0)
-        alpha = jnp.exp(m - m_new)
-        pv = jnp.einsum("bkgcs,bskh->bkgch", p.astype(v.dtype), v,
-                        preferred_element_type=jnp.float32)
-        return alpha[..., None] * acc + pv, m_new, alpha * l + jnp.sum(p, axis=-1)
-
-    return lax.switch(mode, [lambda c: c, functools.partial(attend, False),
-                             functools.partial(attend, True)], carry)
-
-
-def _pair_backward(static, mode, q, k, v, q_seg, kv_seg, do, lse, delta):
-    """(dq [B,C,K,G,H], dk, dv [B,C,K,H]) of one chunk pair, all f32 (scale applied)."""
-
-    def grads(diagonal):
-        mask = _pair_mask(static, q_seg, kv_seg, diagonal)
-        s = _scores(static, q, k, mask)
-        p = jnp.where(mask, jnp.exp(s - lse[..., None]), 0.0)
-        dv = jnp.einsum("bkgcs,bckgh->bskh", p.astype(do.dtype), do,
-                        preferred_element_type=jnp.float32)
-        dp = jnp.einsum("bckgh,bskh->bkgcs", do, v, preferred_element_type=jnp.float32)
-        ds = (p * (dp - delta[..., None])).astype(q.dtype)
-        dq = jnp.einsum("bkgcs,bskh->bckgh", ds, k, preferred_element_type=jnp.float32)
-        dk = jnp.einsum("bkgcs,bckgh->bskh", ds, q, preferred_element_type=jnp.float32)
-        return dq * static.sm_scale, dk * static.sm_scale, dv
-
-    def skip():
-        return tuple(_varying_like(jnp.zeros(x.shape, jnp.float32), q) for x in (q, k, v))
-
-    return lax.switch(mode, [skip, lambda: grads(False), lambda: grads(True)])
-
-
-def _local_chunks(static, x_BLNH, K):
-    B, L, N, H = x_BLNH.shape
-    return [h.reshape(B, L // 2, K, N // K, H) for h in _halves(x_BLNH)]
 
 
 def _zigzag_moves(num: int):
@@ -297,82 +251,100 @@ def _backward_local(static: RingStatic, q, k, v, q_seg, kv_seg, out, lse, do):
     return tuple(_to_zigzag(static, g, inverse=True) for g in grads)
 
 
+def _pair_forward(static, mode, q, k, v, q_seg, kv_seg, carry):
+    """Merge one chunk pair into the running (o_BCNH, lse_BCN) unless it is skipped."""
+
+    def attend(diagonal, carry):
+        return merge(*carry, *pair_forward(static.pair, diagonal, q, k, v, q_seg, kv_seg))
+
+    return lax.switch(mode, [lambda c: c, functools.partial(attend, False),
+                             functools.partial(attend, True)], carry)
+
+
+def _pair_backward(static, mode, q, k, v, q_seg, kv_seg, do, lse, delta):
+    def skip():
+        return tuple(_varying_like(jnp.zeros(x.shape, jnp.float32), q) for x in (q, k, v))
+
+    def grads(diagonal):
+        return pair_backward(static.pair, diagonal, q, k, v, q_seg, kv_seg, do, lse, delta)
+
+    return lax.switch(mode, [skip, lambda: grads(False), lambda: grads(True)])
+
+
+def _stacked_halves(x):  # [B, 2C, ...] -> [2, B, C, ...]
+    return jnp.stack(_halves(x))
+
+
+def _unstack_halves(x):  # [2, B, C, ...] -> [B, 2C, ...]
+    return jnp.concatenate([x[0], x[1]], axis=1)
+
+
+# The 4 (q half, kv half) pairs of a step run in a fori_loop, not unrolled, so each pair kernel
+# (full / diagonal, forward / backward) is traced and compiled once.
 def _forward_zigzag(static: RingStatic, q, k, v, q_seg, kv_seg):
     B, L, N, H = q.shape
-    K, C, n = k.shape[2], L // 2, static.num_devices
+    C, n = L // 2, static.num_devices
     me = lax.axis_index(static.axis_name)
-    q_ids = chunk_ids(me, n, static.causal)
-    qs, q_segs = _local_chunks(static, q, K), _halves(q_seg)
-    G = N // K
-    zeros = _varying_like(jnp.zeros((B, K, G, C, H), jnp.float32), q)
-    m0 = _varying_like(jnp.full((B, K, G, C), MASK_VALUE, jnp.float32), q)
-    l0 = _varying_like(jnp.zeros((B, K, G, C), jnp.float32), q)
+    q_ids = jnp.stack(chunk_ids(me, n, static.causal))
+    qs, q_segs = _stacked_halves(q), _stacked_halves(q_seg)
+    o0 = _varying_like(jnp.zeros((2, B, C, N, H), jnp.float32), q)
+    lse0 = _varying_like(jnp.full((2, B, C, N), MASK_VALUE, jnp.float32), q)
 
-    def attend_held(step, carries, k, v, kv_seg):
-        kv_ids = chunk_ids((me - step) % n, n, static.causal)
-        ks, vs, kv_segs = _halves(k), _halves(v), _halves(kv_seg)
-        new = []
-        for qi in range(2):
-            carry = carries[qi]
-            for ki in range(2):
-                mode = _pair_mode(static, q_ids[qi], kv_ids[ki], q_segs[qi], kv_segs[ki])
-                carry = _pair_forward(static, mode, qs[qi], ks[ki], vs[ki], q_segs[qi],
-                                      kv_segs[ki], carry)
-            new.append(carry)
-        return tuple(new)
+    def attend_held(step, carry, k, v, kv_seg):
+        kv_ids = jnp.stack(chunk_ids((me - step) % n, n, static.causal))
+        ks, vs, kv_segs = _stacked_halves(k), _stacked_halves(v), _stacked_halves(kv_seg)
+
+        def pair(idx, carry):
+            (o, lse), qi, ki = carry, idx // 2, idx % 2
+            mode = _pair_mode(static, q_ids[qi], kv_ids[ki], q_segs[qi], kv_segs[ki])
+            o_q, lse_q = _pair_forward(static, mode, qs[qi], ks[ki], vs[ki], q_segs[qi],
+                                       kv_segs[ki], (o[qi], lse[qi]))
+            return o.at[qi].set(o_q), lse.at[qi].set(lse_q)
+
+        return lax.fori_loop(0, 4, pair, carry)
 
     def step(s, state):
-        carries, k, v, kv_seg = state
-        carries = attend_held(s, carries, k, v, kv_seg)
-        return (carries, *_rotate(static, (k, v, kv_seg)))
+        carry, k, v, kv_seg = state
+        carry = attend_held(s, carry, k, v, kv_seg)
+        return (carry, *_rotate(static, (k, v, kv_seg)))
 
-    init = ((zeros, m0, l0), (zeros, m0, l0))
-    carries, k, v, kv_seg = lax.fori_loop(0, n - 1, step, (init, k, v, kv_seg))
-    carries = attend_held(n - 1, carries, k, v, kv_seg)  # last step: no rotation needed
-    outs, lses = [], []
-    for acc, m, l in carries:
-        empty = l == 0.0
-        l_safe = jnp.where(empty, 1.0, l)
-        outs.append((acc / l_safe[..., None]).transpose(0, 3, 1, 2, 4).reshape(B, C, N, H))
-        lse = jnp.where(empty, MASK_VALUE, m + jnp.log(l_safe))
-        lses.append(lse.transpose(0, 3, 1, 2).reshape(B, C, N))
-    out = jnp.concatenate(outs, axis=1).astype(q.dtype)
+    carry, k, v, kv_seg = lax.fori_loop(0, n - 1, step, ((o0, lse0), k, v, kv_seg))
+    o, lse = attend_held(n - 1, carry, k, v, kv_seg)  # last step: no rotation needed
     # lse travels as [B, L, N, 1] so it shares q's partition spec.
-    return out, jnp.concatenate(lses, axis=1)[..., None]
+    return _unstack_halves(o).astype(q.dtype), _unstack_halves(lse)[..., None]
 
 
 def _backward_zigzag(static: RingStatic, q, k, v, q_seg, kv_seg, out, lse, do):
     B, L, N, H = q.shape
-    K, C, n = k.shape[2], L // 2, static.num_devices
+    C, n = L // 2, static.num_devices
     me = lax.axis_index(static.axis_name)
-    q_ids = chunk_ids(me, n, static.causal)
-    qs, dos = _local_chunks(static, q, K), _local_chunks(static, do, K)
-    q_segs = _halves(q_seg)
+    q_ids = jnp.stack(chunk_ids(me, n, static.causal))
+    qs, dos, q_segs = _stacked_halves(q), _stacked_halves(do), _stacked_halves(q_seg)
     delta = jnp.sum(out.astype(jnp.float32) * do.astype(jnp.float32), axis=-1)  # [B, L, N]
-
-    def rows(x_BCN):  # [B, C, N] -> [B, K, G, C]
-        return x_BCN.reshape(B, C, K, N // K).transpose(0, 2, 3, 1)
-
-    lses = [rows(h) for h in _halves(lse[..., 0])]
-    deltas = [rows(h) for h in _halves(delta)]
+    lses, deltas = _stacked_halves(lse[..., 0]), _stacked_halves(delta)
 
     def step(s, state):
-        dqs, k, v, kv_seg, dk, dv = state
-        kv_ids = chunk_ids((me - s) % n, n, static.causal)
-        ks, vs, kv_segs = _halves(k), _halves(v), _halves(kv_seg)
-        dqs, dks, dvs = list(dqs), list(_halves(dk)), list(_halves(dv))
-        for qi in range(2):
-            for ki in range(2):
-                mode = _pair_mode(static, q_ids[qi], kv_ids[ki], q_segs[qi], kv_segs[ki])
-                dq_, dk_, dv_ = _pair_backward(static, mode, qs[qi], ks[ki], vs[ki], q_segs[qi],
-                                               kv_segs[ki], dos[qi], lses[qi], deltas[qi])
-                dqs[qi], dks[ki], dvs[ki] = dqs[qi] + dq_, dks[ki] + dk_, dvs[ki] + dv_
-        dk, dv = jnp.concatenate(dks, axis=1), jnp.concatenate(dvs, axis=1)
-        # dk/dv travel with their K/V; after n rotations they are back with the owner.
-        return (tuple(dqs), *_rotate(static, (k, v, kv_seg, dk, dv)))
+        dq, k, v, kv_seg, dk, dv = state
+        kv_ids = jnp.stack(chunk_ids((me - s) % n, n, static.causal))
+        ks, vs, kv_segs = _stacked_halves(k), _stacked_halves(v), _stacked_halves(kv_seg)
 
-    dq0 = _varying_like(jnp.zeros((B, C, K, N // K, H), jnp.float32), q)
-    dkv0 = _varying_like(jnp.zeros(k.shape, jnp.float32), q)
-    dqs, _, _, _, dk, dv = lax.fori_loop(0, n, step, ((dq0, dq0), k, v, kv_seg, dkv0, dkv0))
-    dq = jnp.concatenate([d.reshape(B, C, N, H) for d in dqs], axis=1)
-    return dq.astype(q.dtype), dk.astype(k.dtype), dv.astype(v.dtype)
+        def pair(idx, grads):
+            (dq, dk, dv), qi, ki = grads, idx // 2, idx % 2
+            mode = _pair_mode(static, q_ids[qi], kv_ids[ki], q_segs[qi], kv_segs[ki])
+            dq_, dk_, dv_ = _pair_backward(static, mode, qs[qi], ks[ki], vs[ki], q_segs[qi],
+                                           kv_segs[ki], dos[qi], lses[qi], deltas[qi])
+            return dq.at[qi].add(dq_), dk.at[ki].add(dk_), dv.at[ki].add(dv_)
+
+        dq, dk, dv = lax.fori_loop(0, 4, pair, (dq, dk, dv))
+        # dk/dv travel with their K/V; after n rotations they are back with the owner.
+        return (dq, *_rotate(static, (k, v, kv_seg, dk, dv)))
+
+    dq0 = _varying_like(jnp.zeros((2, B, C, N, H), jnp.float32), q)
+    dkv0 = _varying_like(jnp.zeros((2,) + _half_shape(k), jnp.float32), q)
+    dq, _, _, _, dk, dv = lax.fori_loop(0, n, step, (dq0, k, v, kv_seg, dkv0, dkv0))
+    return (_unstack_halves(dq).astype(q.dtype), _unstack_halves(dk).astype(k.dtype),
+            _unstack_halves(dv).astype(v.dtype))
+
+
+def _half_shape(k):  # shape of one half of a local [B, 2C, K, H] shard
+    return (k.shape[0], k.shape[1] // 2) + k.shape[2:]

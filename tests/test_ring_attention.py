@@ -1,6 +1,7 @@
 """Ring attention on 8 fake CPU devices equals full attention; the zigzag schedule is balanced.
 
-Tolerances (f32, max abs error, inputs ~N(0,1)): output 1e-5, dq/dk/dv 1e-4.
+Tolerances (f32, max abs error, inputs ~N(0,1)): output 1e-5, dq/dk/dv 1e-4. Chunk pairs are
+computed with the plain-jnp pair implementation (CPU default) except in test_ring_with_flash_pairs.
 """
 import jax
 import jax.numpy as jnp
@@ -10,6 +11,8 @@ from jax.sharding import AxisType
 
 from kernels.reference import reference_attention
 from kernels.ring import ring_attention, ring_schedule
+
+FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
 
 
 def inputs(B=2, T=64, N=4, K=2, H=16, seed=0):
@@ -27,7 +30,8 @@ def out_and_grads(attn, args, ct):
 def check_against_reference(mesh, kw, ring_kw=None, **shape):
     args, ct = inputs(**shape)
     ring = jax.jit(lambda *a: out_and_grads(
-        lambda q, k, v: ring_attention(q, k, v, mesh=mesh, **kw, **(ring_kw or {})), a, ct))
+        lambda q, k, v: ring_attention(q, k, v, mesh=mesh, **kw, **(ring_kw or {})), a, ct),
+        compiler_options=FAST_COMPILE)
     ref = jax.jit(lambda *a: out_and_grads(
         lambda q, k, v: reference_attention(q, k, v, **kw), a, ct))
     (out, grads), (ref_out, ref_grads) = ring(*args), ref(*args)
@@ -49,6 +53,16 @@ def test_ring_shared_prefix_with_data_axis():
     seg = jnp.array([[1] * 20 + [2] * 17 + [3] * 21 + [0] * 6, [1] * 9 + [2] * 30 + [3] * 25])
     kw = dict(causal=True, q_segment_ids_BT=seg, kv_segment_ids_BS=seg, shared_prefix_segment=1)
     check_against_reference(mesh, kw, ring_kw=dict(batch_axis="data"), N=4, K=4)
+
+
+def test_ring_with_flash_pairs():
+    """Chunk pairs computed by the Pallas flash kernels (interpret mode; the GPU/TPU default):
+    mesh sequence=4, GQA 2, shared-prefix segments, head dim 64, chunk 16 with 8-token blocks."""
+    mesh = jax.make_mesh((4,), ("sequence",))
+    seg = jnp.array([[1] * 20 + [2] * 17 + [3] * 21 + [0] * 6, [1] * 9 + [2] * 30 + [3] * 25])
+    kw = dict(causal=True, q_segment_ids_BT=seg, kv_segment_ids_BS=seg, shared_prefix_segment=1)
+    check_against_reference(mesh, kw, ring_kw=dict(pair_impl="flash", block_q=8, block_k=8),
+                            N=4, K=2, H=64)
 
 
 def test_ring_under_abstract_explicit_mesh():
