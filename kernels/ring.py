@@ -28,6 +28,9 @@ Each chunk pair (C = T/(2P) tokens each) is computed by `kernels/ring_pair.py`: 
 kernels (O(C) memory; default on GPU/TPU) or plain jnp with a [C, C] score tile (default on CPU,
 where interpret-mode Pallas is slow to compile). Fully masked pairs (causal, or disjoint segment
 ranges) are skipped with `lax.switch`. Requires self-attention (T == S), T divisible by 2P.
+With flash pairs the shard_map runs with check_vma=False (jax 0.10.2's Pallas interpreter loses
+the varying-axes annotation of its loop carries). Pass `batch_axis`/`head_axis` when the batch or
+heads are sharded, otherwise shard_map gathers them onto every device of the ring.
 """
 from __future__ import annotations
 
