@@ -37,6 +37,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 from jax.experimental import pallas as pl
+from jax.sharding import NamedSharding, PartitionSpec as P
 
 from kernels.block_mask import MaskSpec, block_visible, element_mask
 from kernels.reference import MASK_VALUE
@@ -172,10 +173,37 @@ def flash_attention(q_BTNH, k_BSKH, v_BSKH, *, causal: bool = True, q_segment_id
                       shared_prefix_segment=shared_prefix_segment),
         sm_scale=float(H**-0.5 if sm_scale is None else sm_scale),
         block_q=blocks.block_q, block_k=blocks.block_k, interpret=interpret)
-    q, k, v, q_seg, kv_seg = pad_inputs(static, q_BTNH, k_BSKH, v_BSKH, q_segment_ids_BT,
-                                        kv_segment_ids_BS)
+    args = (q_BTNH, k_BSKH, v_BSKH, q_segment_ids_BT, kv_segment_ids_BS)
+    local = functools.partial(_flash_local, static)
+    mesh, spec = _explicit_sharding(q_BTNH)
+    if mesh is None:
+        return local(*args)
+    # Explicitly sharded inputs (the model's activations): batch and heads are independent, so
+    # run the kernel per shard. A sharded sequence needs ring_attention instead.
+    if spec[1] is not None:
+        raise ValueError(f"flash_attention: q's sequence dim is sharded over {spec[1]!r}; "
+                         f"use ring_attention for sequence parallelism")
+    qkv, seg = P(spec[0], None, spec[2], None), P(spec[0], None)
+    specs = (qkv, qkv, qkv, seg if q_segment_ids_BT is not None else None,
+             seg if kv_segment_ids_BS is not None else None)
+    args = [x if s is None else jax.reshard(x, NamedSharding(mesh, s)) for x, s in zip(args, specs)]
+    # check_vma=False: jax 0.10.2's Pallas interpreter loses the varying-axes annotation.
+    return jax.shard_map(local, mesh=mesh, in_specs=specs, out_specs=qkv, check_vma=False)(*args)
+
+
+def _explicit_sharding(x):
+    """(mesh, per-dim spec) when x is sharded over Explicit mesh axes at trace time, else None."""
+    sharding = jax.typeof(x).sharding
+    spec = tuple(sharding.spec) + (None,) * (x.ndim - len(sharding.spec))
+    if all(s is None for s in spec):
+        return None, spec
+    return sharding.mesh, spec
+
+
+def _flash_local(static: FlashStatic, q_BTNH, k_BSKH, v_BSKH, q_seg_BT, kv_seg_BS):
+    q, k, v, q_seg, kv_seg = pad_inputs(static, q_BTNH, k_BSKH, v_BSKH, q_seg_BT, kv_seg_BS)
     out_BNTH = _flash_core(static, q, k, v, q_seg, kv_seg)
-    return out_BNTH[:, :, :T].transpose(0, 2, 1, 3)
+    return out_BNTH[:, :, :static.mask.q_len].transpose(0, 2, 1, 3)
 
 
 def pad_inputs(static: FlashStatic, q_BTNH, k_BSKH, v_BSKH, q_seg_BT, kv_seg_BS):
