@@ -32,7 +32,8 @@ def _ints(text: str) -> list[int]:
     try:
         return [int(x) for x in text.split(",") if x.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}") from None
 
 
 def parse_args(argv):
@@ -43,7 +44,8 @@ def parse_args(argv):
     p.add_argument("--model_name", default="", help="table row name ('' = checkpoint dir name)")
     p.add_argument("--out", required=True)
     p.add_argument("--benchmarks", default=None,
-                   help=f"comma list of {','.join(bench_lib.BENCHMARKS)} (default: the paper's seven)")
+                   help=f"comma list of {','.join(bench_lib.BENCHMARKS)} "
+                        "(default: the paper's seven)")
     p.add_argument("--data_dir", default=None)
     p.add_argument("--bench_file", action="append", default=[], metavar="NAME=PATH")
     p.add_argument("--limit", type=int, default=None, help="first N examples per benchmark")
@@ -58,7 +60,7 @@ def parse_args(argv):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch_size", type=int, default=8, help="prompts per sampler call")
     p.add_argument("--mesh", type=_ints, default=None,
-                   help="data,fsdp,tensor,sequence sizes (one may be -1), e.g. -1,1,1,1")
+                   help="data,fsdp,tensor,sequence sizes (one may be -1), e.g. --mesh=-1,1,1,1")
     p.add_argument("--judge_url", default="", help="OpenAI-compatible base URL incl. /v1")
     p.add_argument("--judge_model", default="")
     p.add_argument("--judge_api_key_env", default=None, help="NAME of the env var with the key")
@@ -119,8 +121,10 @@ def run(args, generate_fn=None) -> dict:
     if bad_k:
         raise EvalError(f"--pass_k {bad_k} must be within 1..--num_samples={args.num_samples}")
     name = args.model_name or os.path.basename(os.path.normpath(args.checkpoint))
-    os.makedirs(args.out, exist_ok=True)
-    if args.sweep and args.benchmarks is None:
+    if args.sweep and args.benchmarks is not None:
+        raise EvalError("--sweep and --benchmarks are separate runs; give one of them")
+    if args.sweep:
+        os.makedirs(args.out, exist_ok=True)
         mesh = _mesh(args.mesh)
         model = runner.load_model(args.checkpoint, args.tokenizer or None, args.dtype, mesh)
         from qwenlong_jax.eval import sweep
@@ -130,14 +134,16 @@ def run(args, generate_fn=None) -> dict:
                                  progress=not args.no_progress, model_name=name)
         print(sweep.sweep_table(result))
         return result
-    names = [b.strip() for b in (args.benchmarks or ",".join(PAPER_BENCHMARKS)).split(",") if b.strip()]
+    names = [b.strip() for b in (args.benchmarks or ",".join(PAPER_BENCHMARKS)).split(",")
+             if b.strip()]
     files = _bench_files(args)
     # Every file is read before the model loads, so a bad file fails in seconds.
     records = {b: bench_lib.load_benchmark(b, data_dir=args.data_dir, path=files.get(b),
                                            limit=args.limit) for b in names}
     extra = report.read_extra_rows(args.extra_rows) if args.extra_rows else []
     settings = {"checkpoint": os.path.abspath(args.checkpoint),
-                "max_input_tokens": args.max_input_tokens, "max_new_tokens": sampling.max_new_tokens,
+                "max_input_tokens": args.max_input_tokens,
+                "max_new_tokens": sampling.max_new_tokens,
                 "temperature": sampling.temperature, "top_p": sampling.top_p,
                 "top_k": sampling.top_k, "num_samples": sampling.num_samples,
                 "seed": sampling.seed, "judge_model": args.judge_model or None}

@@ -75,7 +75,7 @@ class FakeGenerate:
     def __call__(self, cfg, params, prompts, *, max_new_tokens, temperature, top_p, top_k,
                  num_samples, eos_ids, seed, mesh=None):
         self.calls.append(dict(n=len(prompts), temperature=temperature, top_p=top_p,
-                               num_samples=num_samples, lens=[len(p) for p in prompts]))
+                               num_samples=num_samples, lens=[len(p) for p in prompts], mesh=mesh))
         out = []
         for p in prompts:
             text = TOK.decode(p)
@@ -226,3 +226,17 @@ def test_middle_truncation_keeps_budget_and_question(tmp_path):
 def test_length_batches():
     # longest first, ties by index; batches of 2
     assert runner.length_batches([5, 50, 7, 50, 1], 2) == [[1, 3], [2, 0], [4]]
+
+
+def test_mesh_is_passed_through(tmp_path, monkeypatch):
+    meshes = []
+    monkeypatch.setattr(runner, "load_model", lambda *a, **k: meshes.append(a[3]) or fake_model())
+    fake = FakeGenerate()
+    _cli(tmp_path, ["narrativeqa"], fake, "--mesh=-1,1,1,1")  # "=": argparse reads "-1" as a flag
+    mesh = fake.calls[0]["mesh"]
+    # conftest's 8 fake CPU devices, all on the data axis; the same mesh loads the params.
+    assert dict(mesh.shape) == {"data": 8, "fsdp": 1, "tensor": 1, "sequence": 1}
+    assert meshes == [mesh]
+    with pytest.raises(SystemExit) as e:
+        _cli(tmp_path / "b", ["narrativeqa"], fake, "--mesh=3,1,1,1")
+    assert "does not match the 8 available devices" in str(e.value.code)

@@ -5,7 +5,8 @@ context-length sweep. CLI: python -m qwenlong_jax.evaluate (see evaluate.py).
     recs = benchmarks.load_benchmark("hotpotqa", data_dir=D)
     rows = runner.run_records(runner.load_model(ckpt), recs, runner.SamplingSettings(), ...)
     metrics.summarize(rows, pass_ks=(1,)); report.write_reports(out, name, summary, extra_rows)
-    sweep.accuracy_by_length(cfg, params, tok, sweep.sweep_records(tok, [256], 8), max_new_tokens=64)
+    recs = sweep.sweep_records(tok, [256, 512], per_length=8)
+    sweep.accuracy_by_length(cfg, params, tok, recs, max_new_tokens=64)
 
 Modules: benchmarks (loaders, BenchmarkError), metrics (score/EM/F1/pass@k), runner (batched,
 resumable generation + scoring), report (summary JSON, markdown table, PNG), sweep.

@@ -107,7 +107,8 @@ def parse_frames(row: dict, loc: str, index: int) -> Record:
         if not isinstance(item, dict) or not isinstance(item.get("text"), str):
             raise _RowError(f"field 'wiki_items[{i}]': expected an object with a string 'text'")
         title = item.get("title")
-        parts.append(f"{title}\n{item['text']}" if isinstance(title, str) and title else item["text"])
+        has_title = isinstance(title, str) and title
+        parts.append(f"{title}\n{item['text']}" if has_title else item["text"])
     if not parts:
         raise _RowError("field 'wiki_items': empty")
     rid = str(row.get("id", row.get("Unnamed: 0", index)))
@@ -163,7 +164,8 @@ def _rows(name: str, path: str):
         try:
             rows = json.loads(text)
         except json.JSONDecodeError as e:
-            raise BenchmarkError(name, path, f"malformed JSON list: {e.msg} at line {e.lineno}") from None
+            raise BenchmarkError(name, path,
+                                 f"malformed JSON list: {e.msg} at line {e.lineno}") from None
         for i, row in enumerate(rows):
             yield f"{path}:[{i}]", i, row
         return

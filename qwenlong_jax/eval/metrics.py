@@ -136,11 +136,12 @@ def summarize(rows: Sequence[dict], pass_ks: Sequence[int] = (1,)) -> dict:
         "rule": per_id("rule"),
         "em": per_id("em"),
         "f1": per_id("f1"),
-        "judge_asked": mean([float(r.get("judge") is not None) for rs in by_id.values() for r in rs]),
+        "judge_asked": mean([float(r.get("judge") is not None)
+                             for rs in by_id.values() for r in rs]),
         "truncated": mean([float(rs[0].get("truncated", False)) for rs in by_id.values()]),
     }
     for k in pass_ks:
         if k <= n_min:
-            out[f"pass@{k}"] = mean([pass_at_k(len(rs), sum(float(r["score"]) == 1.0 for r in rs), k)
-                                     for rs in by_id.values()])
+            out[f"pass@{k}"] = mean([pass_at_k(len(rs), sum(float(r["score"]) == 1.0 for r in rs),
+                                               k) for rs in by_id.values()])
     return out

@@ -103,7 +103,8 @@ def read_extra_rows(path: str) -> list[TableRow]:
             for i, rec in enumerate(reader, start=2):
                 scores = {_bench_key(k): _number(v, f"{path}:{i}: column '{k}'")
                           for k, v in rec.items() if k not in ("model", "avg")}
-                rows.append(TableRow(rec["model"], {k: v for k, v in scores.items() if v is not None},
+                rows.append(TableRow(rec["model"],
+                                     {k: v for k, v in scores.items() if v is not None},
                                      _number(rec.get("avg"), f"{path}:{i}: column 'avg'")))
         return rows
     try:

@@ -251,9 +251,9 @@ def check_run_config(out_dir: str, config: dict) -> None:
             old = json.load(f)
         diff = sorted(k for k in config if k in old and old[k] != config[k])
         if diff:
+            changes = ", ".join(f"{k}: {old[k]} -> {config[k]}" for k in diff)
             raise EvalError(f"{out_dir}: existing predictions were made with different "
-                            f"settings ({', '.join(f'{k}: {old[k]} -> {config[k]}' for k in diff)}); "
-                            "use another --out")
+                            f"settings ({changes}); use another --out")
     os.makedirs(out_dir, exist_ok=True)
     with open(path, "w") as f:
         json.dump(config, f, indent=2, sort_keys=True)

@@ -1,7 +1,8 @@
 """Synthetic sweep: accuracy by document length and task family (lookup, multihop, docmath,
 choice from data.synthetic), as a dict, a markdown table and a PNG curve.
 
-    python -m qwenlong_jax.evaluate --checkpoint DIR --sweep --lengths 1024,2048,4096 --per_length 16
+    python -m qwenlong_jax.evaluate --checkpoint DIR --out OUT --sweep \
+        --lengths 1024,2048,4096,8192,16384 --per_length 16
 
     # the trainer's periodic held-out evaluation (cheap, deterministic):
     recs = sweep_records(tokenizer, [256, 512], per_length=8, seed=1234)
@@ -36,7 +37,8 @@ def sweep_records(tokenizer, lengths: Sequence[int], per_length: int, seed: int 
         raise ValueError(f"need lengths and per_length > 0, got {list(lengths)} and {per_length}")
     out = {}
     for L in lengths:
-        rows = make_dataset(seed * 1_000_003 + int(L), per_length, int(L), tokenizer.count, families)
+        rows = make_dataset(seed * 1_000_003 + int(L), per_length, int(L), tokenizer.count,
+                            families)
         out[int(L)] = [parse_row({**row, "id": f"L{L}-{i}"}, f"sweep:L{L}:{i}")
                        for i, row in enumerate(rows)]
     return out
@@ -50,7 +52,8 @@ def _mean(xs: Sequence[float]) -> float | None:
     return sum(xs) / len(xs) if xs else None
 
 
-def aggregate(rows_by_length: dict[int, list[dict]], records_by_length: dict[int, list[Record]]) -> dict:
+def aggregate(rows_by_length: dict[int, list[dict]],
+              records_by_length: dict[int, list[Record]]) -> dict:
     """Accuracies from prediction rows (score == 1 is correct; mean over samples then ids)."""
     fam = {r.id: family_of(r) for recs in records_by_length.values() for r in recs}
     by_len, by_len_fam, by_fam, count = {}, {}, {}, {}
@@ -125,15 +128,16 @@ def sweep_table(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def sweep_plot(result: dict, path: str, title: str = "Synthetic accuracy by document length") -> None:
+def sweep_plot(result: dict, path: str,
+               title: str = "Synthetic accuracy by document length") -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     lengths = list(result["by_length"])
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
-    fams = sorted({f for cells in result["by_length_family"].values() for f in cells})
-    for f in fams:
+    present = {f for cells in result["by_length_family"].values() for f in cells}
+    for f in [f for f in FAMILIES if f in present] + sorted(present - set(FAMILIES)):
         pts = [(L, result["by_length_family"][L].get(f)) for L in lengths]
         pts = [(L, 100 * a) for L, a in pts if a is not None]
         ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", lw=1, alpha=0.7, label=f)
@@ -167,7 +171,9 @@ def run_sweep(model: Model, lengths: Sequence[int], per_length: int, out_dir: st
         json.dump({"model": model_name, "per_length": per_length, "seed": seed, **result}, f,
                   indent=2)
     with open(os.path.join(out_dir, "sweep.md"), "w") as f:
-        f.write(f"Synthetic accuracy (%) by document length, {model_name}\n\n" + sweep_table(result))
+        f.write(f"Synthetic accuracy (%) by document length, {model_name}\n\n")
+        f.write(sweep_table(result))
+    suffix = f" — {model_name}" if model_name else ""
     sweep_plot(result, os.path.join(out_dir, "sweep.png"),
-               title=f"Synthetic accuracy by document length{' — ' + model_name if model_name else ''}")
+               title=f"Synthetic accuracy by document length{suffix}")
     return result
