@@ -10,7 +10,8 @@ import pytest
 from qwenlong_jax import models, sampling
 
 CFG = models.get_model_config("tiny", vocab_size=64, num_layers=2)  # K=2, H=32
-PARAMS = models.init_params(CFG, jax.random.key(0), init_std=0.2)
+# One jitted init (eager init compiles a random op per parameter shape: slow on a shared CPU).
+PARAMS = jax.jit(models.init_params, static_argnums=(0, 2))(CFG, jax.random.key(0), 0.2)
 LENGTHS, S, CHUNK, G, R = (40, 50), 64, 32, 4, 12
 PROMPTS = [np.random.default_rng(5).integers(1, 64, size=n).tolist() for n in LENGTHS]
 STRATEGY = sampling.SamplingParams(1.0, top_p=0.95)
@@ -86,24 +87,37 @@ def _avals(jaxpr):
                     yield from _avals(inner)
 
 
-def test_eos_and_stop_sequences_end_samples_and_the_loop():
-    _, free, _, _ = shared_and_copied()
-    toks = free.tokens_BGR
-    # EOS ids: what every sample but (1, 1) draws at step 5; a stop sequence: (1, 1)'s tokens 1..2.
+def _stops():
+    """EOS ids: what every sample but (1, 1) draws at step 5; a stop sequence: (1, 1)'s tokens
+    1..2 (picked from the free run, so both kinds of stop happen before R)."""
+    toks = shared_and_copied()[1].tokens_BGR
     eos = tuple(sorted({int(toks[b, g, 5]) for b in range(2) for g in range(G) if (b, g) != (1, 1)}))
-    stop = tuple(int(t) for t in toks[1, 1, 1:3])
+    return eos, tuple(int(t) for t in toks[1, 1, 1:3])
+
+
+def _expected_end(row, eos, stop):
+    """(kept length, finish code) of a free-run token row under these EOS ids / stop sequence."""
+    ends = [i for i in range(R) if row[i] in eos] + \
+           [i + 1 for i in range(R - 1) if tuple(row[i:i + 2]) == stop]
+    if not ends:
+        return R, 0
+    n = min(ends) + 1
+    return n, (1 if row[n - 1] in eos else 2)
+
+
+def test_eos_and_stop_sequences_end_samples_and_the_loop():
+    free = shared_and_copied()[1].tokens_BGR
+    eos, stop = _stops()
     tokens, lens = sampling.pad_prompts(PROMPTS, S)
     keys_BG = sampling.sample_keys(SEED, np.arange(len(PROMPTS)), G)
+    # Exactly generate()'s call for these prompts, so test_generate reuses this compile.
     out = jax.device_get(sampling.sample_groups(
-        CFG, PARAMS, tokens, lens, keys_BG, max_new_tokens=R, strategy=STRATEGY,
-        prefill_chunk=CHUNK, eos_ids=eos, stop_sequences=(stop,)))
+        CFG, PARAMS, tokens, lens, keys_BG, max_new_tokens=R, strategy=STRATEGY, eos_ids=eos,
+        stop_sequences=(stop,), prefill_chunk=CHUNK, decode_impl="xla"))
     for b in range(len(PROMPTS)):
         for g in range(G):
-            row = toks[b, g].tolist()
-            ends = [i for i in range(R) if row[i] in eos] + \
-                   [i + 1 for i in range(R - 1) if tuple(row[i:i + 2]) == stop]
-            n = min(ends) + 1 if ends else R
-            reason = 0 if not ends else (1 if row[n - 1] in eos else 2)
+            row = free[b, g].tolist()
+            n, reason = _expected_end(row, eos, stop)
             assert int(out.lengths_BG[b, g]) == n and int(out.finish_BG[b, g]) == reason
             assert out.tokens_BGR[b, g, :n].tolist() == row[:n]  # same keys: same draws
             assert (out.tokens_BGR[b, g, n:] == sampling.PAD_ID).all()
@@ -114,34 +128,44 @@ def test_eos_and_stop_sequences_end_samples_and_the_loop():
 
 
 def test_generate_contract_and_buckets():
-    prompts = [PROMPTS[0][:5], PROMPTS[1]]  # buckets 16 and 64: two sample_groups calls
-    out = sampling.generate(CFG, PARAMS, prompts, max_new_tokens=R, temperature=1.0, top_p=0.95,
-                            num_samples=2, seed=SEED, prefill_chunk=CHUNK)
-    assert len(out) == 2 and all(len(s) == 2 for s in out)
-    for i, samples in enumerate(out):
-        # Sample g of prompt i is the key (seed, i, g) in its own bucket.
-        tokens, lens = sampling.pad_prompts([prompts[i]], sampling.bucket_length(len(prompts[i]), CHUNK))
-        ref = jax.device_get(sampling.sample_groups(
-            CFG, PARAMS, tokens, lens, sampling.sample_keys(SEED, [i], 2), max_new_tokens=R,
-            strategy=sampling.SamplingParams(1.0, top_p=0.95), eos_ids=(), stop_sequences=(),
-            prefill_chunk=CHUNK, decode_impl="xla"))  # generate's exact call: no recompile
-        for g, s in enumerate(samples):
-            assert isinstance(s.tokens, list) and len(s.tokens) == len(s.logprobs) == R
-            assert s.finish_reason == "length"
-            assert s.tokens == ref.tokens_BGR[0, g].tolist()
-            np.testing.assert_allclose(s.logprobs, ref.logprobs_BGR[0, g], atol=1e-6)
-    assert out[1][0].tokens != out[1][1].tokens
+    free = shared_and_copied()[1]
+    eos, stop = _stops()
+    short = PROMPTS[0][:5]  # bucket 16; PROMPTS are bucket 64 (prefill_chunk 32)
+    out = sampling.generate(CFG, PARAMS, [PROMPTS[0], short, PROMPTS[1]], max_new_tokens=R,
+                            temperature=1.0, top_p=0.95, num_samples=G, seed=SEED,
+                            eos_ids=list(eos), stop_sequences=[list(stop)], prefill_chunk=CHUNK)
+    assert len(out) == 3 and all(len(s) == G for s in out)
+    # The short prompt is index 1: its samples use keys (SEED, 1, g) in its own bucket.
+    tokens, lens = sampling.pad_prompts([short], sampling.bucket_length(len(short), CHUNK))
+    ref_short = jax.device_get(sampling.sample_groups(
+        CFG, PARAMS, tokens, lens, sampling.sample_keys(SEED, [1], G), max_new_tokens=R,
+        strategy=STRATEGY, eos_ids=eos, stop_sequences=(stop,), prefill_chunk=CHUNK,
+        decode_impl="xla"))
+    names = {0: "length", 1: "eos", 2: "stop"}
+    for g in range(G):
+        n = int(ref_short.lengths_BG[0, g])
+        assert out[1][g].tokens == ref_short.tokens_BGR[0, g, :n].tolist()
+        assert out[1][g].finish_reason == names[int(ref_short.finish_BG[0, g])]
+    # The long prompts sit at indices 0 and 2, yet use keys (SEED, 0|2, g): compare with the free
+    # run (keys (SEED, 0|1, g)) for index 0 only, and check index 2 differs from key (SEED, 1).
+    for g, s in enumerate(out[0]):
+        n, reason = _expected_end(free.tokens_BGR[0, g].tolist(), eos, stop)
+        assert isinstance(s.tokens, list) and len(s.tokens) == len(s.logprobs) == n
+        assert s.tokens == free.tokens_BGR[0, g, :n].tolist() and s.finish_reason == names[reason]
+        np.testing.assert_allclose(s.logprobs, free.logprobs_BGR[0, g, :n], atol=1e-6)
+    assert [s.tokens for s in out[2]] != [free.tokens_BGR[1, g, :len(out[2][g].tokens)].tolist()
+                                          for g in range(G)]
     assert sampling.bucket_length(5, 32) == 16 and sampling.bucket_length(50, 32) == 64
     assert sampling.bucket_length(20, 512) == 32 and sampling.bucket_length(600, 512) == 1024
 
 
 def test_pallas_decode_matches_xla():
     pytest.importorskip("kernels.decode")  # kernels.decode_attention
-    tokens, lens = sampling.pad_prompts([p[:30] for p in PROMPTS], 32)
-    keys_BG = sampling.sample_keys(SEED, np.arange(2), 2)
-    run = functools.partial(sampling.sample_groups, CFG, PARAMS, tokens, lens, keys_BG,
-                            max_new_tokens=6, strategy=STRATEGY, prefill_chunk=32,
-                            return_logits=True)
-    xla, pallas = jax.device_get(run(decode_impl="xla")), jax.device_get(run(decode_impl="pallas"))
+    _, xla, _, _ = shared_and_copied()
+    tokens, lens = sampling.pad_prompts(PROMPTS, S)
+    keys_BG = sampling.sample_keys(SEED, np.arange(len(PROMPTS)), G)
+    pallas = jax.device_get(sampling.sample_groups(
+        CFG, PARAMS, tokens, lens, keys_BG, max_new_tokens=R, strategy=STRATEGY,
+        prefill_chunk=CHUNK, decode_impl="pallas"))
     np.testing.assert_array_equal(pallas.tokens_BGR, xla.tokens_BGR)
-    np.testing.assert_allclose(pallas.logits_BGRV, xla.logits_BGRV, atol=1e-4)
+    np.testing.assert_allclose(pallas.logprobs_BGR, xla.logprobs_BGR, atol=1e-4)
