@@ -1,0 +1,169 @@
+"""Sampler benchmark: one long prompt, G samples, ours vs transformers on the same weights.
+
+    python -m qwenlong_jax.bench sampler                      # 4096-token prompt, G=8, 128 tokens
+    python -m qwenlong_jax.bench sampler --prompt_len 512 --new_tokens 16   # quick check
+
+A tiny random Qwen2 (d_model 256, 4 layers, vocab 8192) is built by transformers, saved, and
+loaded into ours, so both run the same weights on the same CPU in the same process. Both sample
+with plain temperature 1 (HF's default top_k=50 is switched off) and generate exactly
+`new_tokens` tokens (no EOS; HF gets min_new_tokens).
+
+  ours  sample_groups: chunked prefill of the prompt ONCE, then G samples decode against that
+        one prompt KV cache (jitted while_loop). Timed warm (compile reported separately).
+  HF    model.generate(num_return_sequences=G, do_sample=True): expands the prompt to G rows
+        before prefill, so it prefills and caches the prompt G times.
+
+Prompt-KV memory: ours is the nbytes of the prefill's [L, 1, S, K, H] k and v arrays; HF's is
+read from the DynamicCache that generate returns (each layer's key/value tensor is
+[G, K, prompt+new-1, H]; the prompt positions are counted). Decode-only tokens/s: our decode
+loop alone (prefill excluded) at batch G=1 and G=8.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from qwenlong_jax import models, sampling
+from qwenlong_jax.sampling import decode
+
+
+def build_models(args, path: str):
+    import torch
+    import transformers
+
+    torch.manual_seed(0)
+    hf_cfg = transformers.Qwen2Config(
+        vocab_size=args.vocab, hidden_size=args.d_model, intermediate_size=4 * args.d_model,
+        num_hidden_layers=args.layers, num_attention_heads=args.heads,
+        num_key_value_heads=args.kv_heads, max_position_embeddings=2 * (args.prompt_len + args.new_tokens),
+        tie_word_embeddings=True, rope_parameters={"rope_type": "default", "rope_theta": 1e4})
+    hf = transformers.Qwen2ForCausalLM(hf_cfg).float().eval()
+    hf.save_pretrained(path, safe_serialization=True)
+    cfg, params = models.load_hf_checkpoint(path)
+    return hf, cfg, params
+
+
+def _timed(fn, *a):
+    t = time.perf_counter()
+    out = jax.block_until_ready(fn(*a))
+    return out, time.perf_counter() - t
+
+
+def run_ours(args, cfg, params, prompt):
+    S = sampling.bucket_length(len(prompt), args.prefill_chunk)
+    tokens, lens = sampling.pad_prompts([prompt], S)
+    strategy = sampling.Temperature(1.0)
+    res = {}
+    for G in sorted({1, args.num_samples}):
+        keys = sampling.sample_keys(0, [0], G)
+        static = dict(max_new_tokens=args.new_tokens, strategy=strategy,
+                      prefill_chunk=args.prefill_chunk)
+        t = time.perf_counter()
+        full = sampling.sample_groups.lower(cfg, params, tokens, lens, keys, **static).compile()
+        compile_s = time.perf_counter() - t
+        runs = [_timed(full, params, tokens, lens, keys) for _ in range(args.repeats)]
+        out, e2e_s = runs[0][0], min(r[1] for r in runs)
+        assert int(out.steps) == args.new_tokens and (out.lengths_BG == args.new_tokens).all()
+
+        # The same two phases jitted apart, to time decode alone.
+        prefill = jax.jit(lambda p, t, n: sampling.prefill(cfg, p, t, n, chunk=args.prefill_chunk))
+        cache, _ = _timed(prefill, params, tokens, lens)
+        cache, prefill_s = _timed(prefill, params, tokens, lens)
+
+        @jax.jit
+        def decode_only(p, cache, keys):
+            st = sampling.init_state(cfg, 1, G, args.new_tokens, return_logits=False)
+            logits = jnp.broadcast_to(cache.last_logits_BV[:, None], (1, G, cfg.vocab_size))
+            st = decode.advance(strategy, st, logits, keys, (), ())
+            return decode.decode_loop(cfg, p, cache, st, keys, strategy=strategy, eos_ids=(),
+                                      stop_sequences=(), decode_impl="xla").tokens_BGR
+
+        _timed(decode_only, params, cache, keys)
+        decode_s = min(_timed(decode_only, params, cache, keys)[1] for _ in range(args.repeats))
+        res[G] = dict(compile_s=compile_s, e2e_s=e2e_s, prefill_s=prefill_s, decode_s=decode_s,
+                      decode_tps=G * args.new_tokens / decode_s,
+                      kv_bytes=int(cache.k_LBSKH.nbytes + cache.v_LBSKH.nbytes),
+                      kv_shape=tuple(cache.k_LBSKH.shape))
+    return res
+
+
+def run_hf(args, hf, prompt):
+    import torch
+
+    torch.set_num_threads(args.threads)
+    ids = torch.tensor([prompt])
+    kw = dict(do_sample=True, temperature=1.0, top_k=0, top_p=1.0, pad_token_id=0,
+              return_dict_in_generate=True)
+    with torch.no_grad():
+        hf.generate(input_ids=ids[:, :16], attention_mask=torch.ones_like(ids[:, :16]),
+                    max_new_tokens=2, **kw)  # warm-up: lazy init outside the timing
+        t = time.perf_counter()
+        out = hf.generate(input_ids=ids, attention_mask=torch.ones_like(ids),
+                          num_return_sequences=args.num_samples, max_new_tokens=args.new_tokens,
+                          min_new_tokens=args.new_tokens, **kw)
+        e2e_s = time.perf_counter() - t
+    assert out.sequences.shape == (args.num_samples, len(prompt) + args.new_tokens)
+    cache = getattr(out, "cache", None) or out.past_key_values
+    kv_bytes, shapes = 0, None
+    for layer in cache.layers:
+        for x in (layer.keys, layer.values):
+            n, k, _, h = x.shape
+            kv_bytes += n * k * len(prompt) * h * x.element_size()
+            shapes = tuple(x.shape)
+    return dict(e2e_s=e2e_s, kv_bytes=kv_bytes, kv_shape=shapes)
+
+
+def parse_args(argv):
+    ap = argparse.ArgumentParser(prog="python -m qwenlong_jax.bench sampler")
+    ap.add_argument("--prompt_len", type=int, default=4096)
+    ap.add_argument("--num_samples", type=int, default=8)
+    ap.add_argument("--new_tokens", type=int, default=128)
+    ap.add_argument("--d_model", type=int, default=256)
+    ap.add_argument("--layers", type=int, default=4)
+    ap.add_argument("--heads", type=int, default=4)
+    ap.add_argument("--kv_heads", type=int, default=2)
+    ap.add_argument("--vocab", type=int, default=8192)
+    ap.add_argument("--prefill_chunk", type=int, default=512)
+    ap.add_argument("--threads", type=int, default=2, help="torch threads")
+    ap.add_argument("--repeats", type=int, default=2, help="warm runs of ours (min is reported)")
+    return ap.parse_args(argv)
+
+
+def main(argv: Sequence[str]) -> None:
+    args = parse_args(argv)
+    prompt = np.random.default_rng(0).integers(1, args.vocab, size=args.prompt_len).tolist()
+    with tempfile.TemporaryDirectory() as tmp:
+        hf, cfg, params = build_models(args, os.path.join(tmp, "model"))
+    G = args.num_samples
+    ours = run_ours(args, cfg, params, prompt)
+    theirs = run_hf(args, hf, prompt)
+    o = ours[G]
+    print(f"\nsampler benchmark on {jax.devices()[0].platform} (jax) / torch CPU "
+          f"{args.threads} threads; model d={args.d_model} L={args.layers} V={args.vocab}, "
+          f"prompt {args.prompt_len}, G={G}, {args.new_tokens} new tokens\n")
+    print("| metric | ours | transformers | ratio |")
+    print("|---|---|---|---|")
+    print(f"| end to end, s (ours warm) | {o['e2e_s']:.2f} | {theirs['e2e_s']:.2f} | "
+          f"{theirs['e2e_s'] / o['e2e_s']:.1f}x faster |")
+    print(f"| end to end incl. our compile, s | {o['e2e_s'] + o['compile_s']:.2f} | "
+          f"{theirs['e2e_s']:.2f} | {theirs['e2e_s'] / (o['e2e_s'] + o['compile_s']):.1f}x |")
+    print(f"| prompt KV, MiB | {o['kv_bytes'] / 2**20:.1f} {list(o['kv_shape'])} x2 | "
+          f"{theirs['kv_bytes'] / 2**20:.1f} {list(theirs['kv_shape'])} x2L, prompt part | "
+          f"{theirs['kv_bytes'] / o['kv_bytes']:.1f}x less |")
+    print(f"| ours: prefill once, s | {o['prefill_s']:.2f} | | |")
+    for g in sorted(ours):
+        print(f"| ours: decode only, batch {g}, tokens/s | {ours[g]['decode_tps']:.0f} "
+              f"({ours[g]['decode_s']:.2f} s) | | |")
+    print(f"\ncommand: python -m qwenlong_jax.bench sampler {' '.join(argv)}".rstrip())
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
