@@ -13,12 +13,12 @@ LENGTHS = [37, 20, 5]  # three prompt lengths in one right-padded batch (S = 48,
 NEW = 64
 
 
-def make_model(path, kind, seed=1):
+def make_model(path, kind, seed=1, vocab=96):
     """A tiny random HF model whose greedy output is not a constant token: make_hf_model's
     random norms collapse the output, so norms are reset to 1 and matrices to N(0, 0.2)."""
     import torch
 
-    model = make_hf_model(str(path), kind, tie=(kind == "qwen3"), yarn=(kind == "qwen3"))
+    model = make_hf_model(str(path), kind, tie=(kind == "qwen3"), yarn=(kind == "qwen3"), vocab=vocab)
     torch.manual_seed(seed)
     with torch.no_grad():
         for name, p in model.named_parameters():
@@ -86,3 +86,25 @@ def test_bad_prefill_chunk_is_refused():
         sampling.prefill(cfg, params, tokens, lens, chunk=32)
     with pytest.raises(ValueError, match="prompt 0 has 3 tokens; need 1..2"):
         sampling.pad_prompts([[1, 2, 3]], 2)
+
+
+def test_generate_cli_prints_transformers_greedy_text(tmp_path, capsys):
+    """python -m qwenlong_jax.generate on a saved HF dir with the embedded tokenizer: the text it
+    prints is the decoded greedy continuation transformers produces (EOS ids from the tokenizer)."""
+    import torch
+
+    from qwenlong_jax import generate as cli
+    from qwenlong_jax.data.tokenizer import load_tokenizer
+
+    tok = load_tokenizer(None)
+    hf = make_model(tmp_path, "qwen2", vocab=tok.vocab_size)
+    cli.main(["--checkpoint", str(tmp_path), "--prompt", "What is 2+3?", "--chat",
+              "--max_new_tokens", "12", "--prefill_chunk", "16"])
+    printed = capsys.readouterr().out
+    ids = torch.tensor([tok.chat_prompt("What is 2+3?")])
+    out = hf.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False,
+                      max_new_tokens=12, eos_token_id=list(tok.eos_ids), pad_token_id=tok.pad_id)
+    new = out[0, ids.shape[1]:].tolist()  # batch 1: ends at the first EOS, no padding
+    reason = "eos" if new[-1] in tok.eos_ids else "length"
+    assert f"--- sample 0 ({len(new)} tokens, {reason})\n{tok.decode(new)}\n" in printed
+    assert "tokens/s" in printed
