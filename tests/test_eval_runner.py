@@ -240,3 +240,45 @@ def test_mesh_is_passed_through(tmp_path, monkeypatch):
     with pytest.raises(SystemExit) as e:
         _cli(tmp_path / "b", ["narrativeqa"], fake, "--mesh=3,1,1,1")
     assert "does not match the 8 available devices" in str(e.value.code)
+
+
+def test_http_judge_from_cli_flags(tmp_path, no_checkpoint, monkeypatch):
+    """--judge_url/--judge_model/--judge_api_key_env reach rewards.OpenAIJudge: a stub
+    OpenAI-compatible server that always answers [[YES]] turns the one rule miss into a 1."""
+    import http.server
+    import threading
+
+    seen = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            seen.append((self.path, self.headers.get("Authorization"), body["model"]))
+            reply = json.dumps({"choices": [{"message": {"content": "[[YES]]"}}]}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(reply)))
+            self.end_headers()
+            self.wfile.write(reply)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("EVAL_TEST_JUDGE_KEY", "sekret")
+    try:
+        summary = _cli(tmp_path, ["hotpotqa"], FakeGenerate(),
+                       "--judge_url", f"http://127.0.0.1:{server.server_address[1]}/v1",
+                       "--judge_model", "judge-1.5b", "--judge_api_key_env", "EVAL_TEST_JUDGE_KEY")
+    finally:
+        server.shutdown()
+    # Only the rule miss ("no" vs "yes") is sent; [[YES]] -> 1, so (1 + 1) / 2.
+    assert seen == [("/v1/chat/completions", "Bearer sekret", "judge-1.5b")]
+    assert summary["hotpotqa"]["score"] == 1.0 and summary["hotpotqa"]["rule"] == 0.5
+    s = json.load(open(tmp_path / "summary.json"))
+    assert s["judge_stats"]["queries"] == 1 and s["settings"]["judge_model"] == "judge-1.5b"
+    assert "sekret" not in (tmp_path / "summary.json").read_text()
+    with pytest.raises(SystemExit) as e:
+        _cli(tmp_path / "b", ["hotpotqa"], FakeGenerate(), "--judge_url", "http://x/v1")
+    assert "--judge_url and --judge_model go together" in str(e.value.code)
