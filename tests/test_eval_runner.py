@@ -282,3 +282,14 @@ def test_http_judge_from_cli_flags(tmp_path, no_checkpoint, monkeypatch):
     with pytest.raises(SystemExit) as e:
         _cli(tmp_path / "b", ["hotpotqa"], FakeGenerate(), "--judge_url", "http://x/v1")
     assert "--judge_url and --judge_model go together" in str(e.value.code)
+
+
+def test_checkpoint_errors(tmp_path):
+    with pytest.raises(benchmarks.EvalError, match="no config.json"):
+        runner.load_model(str(tmp_path))
+    (tmp_path / "hf").mkdir()
+    (tmp_path / "hf" / "config.json").write_text("{}")
+    with pytest.raises(benchmarks.EvalError, match=r"a training workdir\? its export is .*/hf$"):
+        runner.load_model(str(tmp_path))
+    with pytest.raises(benchmarks.EvalError, match="no tokenizer/ or tokenizer.json"):
+        runner.load_model(str(tmp_path / "hf"))

@@ -87,8 +87,10 @@ def load_model(checkpoint: str, tokenizer_path: str | None = None, dtype: str = 
     from qwenlong_jax.data.tokenizer import load_tokenizer
 
     if not os.path.isfile(os.path.join(checkpoint, "config.json")):
+        hint = (f"; a training workdir? its export is {os.path.join(checkpoint, 'hf')}"
+                if os.path.isfile(os.path.join(checkpoint, "hf", "config.json")) else "")
         raise EvalError(f"checkpoint {checkpoint!r}: no config.json (expected an HF model "
-                        "directory or one written by our trainer)")
+                        f"directory or the trainer's hf/ export){hint}")
     tok_path = tokenizer_path or find_tokenizer(checkpoint)
     if tok_path is None:
         raise EvalError(f"checkpoint {checkpoint!r}: no tokenizer/ or tokenizer.json in it; "
