@@ -147,10 +147,9 @@ def run(args, generate_fn=None) -> dict:
                 "temperature": sampling.temperature, "top_p": sampling.top_p,
                 "top_k": sampling.top_k, "num_samples": sampling.num_samples,
                 "seed": sampling.seed, "judge_model": args.judge_model or None}
+    judge, mesh = _judge(args), _mesh(args.mesh)  # flag errors before anything is written
     runner.check_run_config(args.out, settings)
-    mesh = _mesh(args.mesh)
     model = runner.load_model(args.checkpoint, args.tokenizer or None, args.dtype, mesh)
-    judge = _judge(args)
     summary = {}
     for b, recs in records.items():
         rows = runner.run_records(model, recs, sampling, max_input_tokens=args.max_input_tokens,
