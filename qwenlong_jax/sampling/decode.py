@@ -18,7 +18,8 @@ as is for all G samples:
 
 All samples advance in lockstep (response slot t is the same for every sample); a sample that
 finished keeps computing but its outputs are masked to padding. The loop stops when every
-sample is done or R tokens were generated.
+sample is done or R tokens were generated. (Slot R-1 of the response cache is never written:
+the R-th token is sampled but never fed back; kept for simpler shapes.)
 """
 from __future__ import annotations
 

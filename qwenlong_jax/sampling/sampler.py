@@ -46,8 +46,11 @@ class SampleOutput:
 
 
 def sample_keys(seed: int | jax.Array, prompt_ids_B, num_samples: int) -> jax.Array:
-    """Typed keys [B, G]: key (b, g) = fold_in(fold_in(key(seed), prompt_ids_B[b]), g)."""
-    base = jax.random.key(seed) if isinstance(seed, int) else seed
+    """Typed keys [B, G]: key (b, g) = fold_in(fold_in(key(seed), prompt_ids_B[b]), g).
+
+    `seed` is an int or a typed key (e.g. the trainer's per-step key); prompt_ids_B are stable
+    prompt indices, so a prompt's samples do not depend on where it sits in the batch."""
+    base = jax.random.key(int(seed)) if isinstance(seed, (int, np.integer)) else seed
     ids_B = jnp.asarray(prompt_ids_B, jnp.int32)
     per_prompt = jax.vmap(lambda i: jax.random.fold_in(base, i))(ids_B)
     return jax.vmap(lambda k: jax.vmap(lambda g: jax.random.fold_in(k, g))(
