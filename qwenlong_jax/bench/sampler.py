@@ -155,8 +155,9 @@ def main(argv: Sequence[str]) -> None:
           f"{theirs['e2e_s'] / o['e2e_s']:.1f}x faster |")
     print(f"| end to end incl. our compile, s | {o['e2e_s'] + o['compile_s']:.2f} | "
           f"{theirs['e2e_s']:.2f} | {theirs['e2e_s'] / (o['e2e_s'] + o['compile_s']):.1f}x |")
-    print(f"| prompt KV, MiB | {o['kv_bytes'] / 2**20:.1f} {list(o['kv_shape'])} x2 | "
-          f"{theirs['kv_bytes'] / 2**20:.1f} {list(theirs['kv_shape'])} x2L, prompt part | "
+    print(f"| prompt KV, MiB | {o['kv_bytes'] / 2**20:.1f}: k,v {list(o['kv_shape'])} | "
+          f"{theirs['kv_bytes'] / 2**20:.1f}: k,v {list(theirs['kv_shape'])} per layer, "
+          f"prompt positions | "
           f"{theirs['kv_bytes'] / o['kv_bytes']:.1f}x less |")
     print(f"| ours: prefill once, s | {o['prefill_s']:.2f} | | |")
     for g in sorted(ours):
