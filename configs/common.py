@@ -10,7 +10,7 @@ def recipe_rl(**overrides) -> ml_collections.ConfigDict:
     rl = ml_collections.ConfigDict(dict(
         group_size=8, clip_low=0.2, clip_high=0.2, loss_agg="token-mean", normalize_std=True,
         entropy_coeff=0.001, kl_coef=0.0, kl_type="low_var_kl", dynamic_sampling=True,
-        max_gen_rounds=10, mini_batch=32, epochs=1, overlong_buffer=1000, overlong_factor=1.0,
+        max_gen_rounds=10, mini_batch=32, micro_batch=0, epochs=1, overlong_buffer=1000, overlong_factor=1.0,
         temperature=0.7, top_p=0.95, top_k=0,
     ))
     rl.update(overrides)
@@ -55,8 +55,10 @@ def base(**top) -> ml_collections.ConfigDict:
     c.optim = recipe_optim()
     c.rl = recipe_rl()
     c.data = ml_collections.ConfigDict(dict(
-        train_files=(), eval_files=(), format="auto", bad_records="error", tokenizer="",
-        shuffle_seed=0, synthetic_train=0, synthetic_eval=0,
+        train_files=(), sft_files=(), eval_files=(), bad_records="error", tokenizer="",
+        shuffle_seed=0, synthetic_seed=1234, synthetic_per_phase=256,
+        synthetic_families=("lookup", "multihop"), synthetic_attributes=8, eval_lengths=(),
+        eval_per_length=32, eval_max_new_tokens=64,
     ))
     c.retro = ml_collections.ConfigDict(dict(hard_threshold=0.0, max_weight=8.0, hard_fraction=0.25))
     c.judge = ml_collections.ConfigDict(dict(

@@ -85,6 +85,7 @@ class RLConfig:
     dynamic_sampling: bool = True
     max_gen_rounds: int = 10
     mini_batch: int = 32  # prompts per optimizer update (train batch / mini_batch updates)
+    micro_batch: int = 0  # packed groups per forward/backward (0 = the whole mini-batch)
     epochs: int = 1
     # Overlong reward shaping (tokens).
     overlong_buffer: int = 1000
@@ -135,15 +136,29 @@ class PhaseConfig:
 
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
+    """Training data: files (verl parquet/JSONL or plain JSONL), or synthetic long-document QA
+    when `train_files` is empty. SFT examples need a `response`; `sft_files` default to the
+    train files. Eval files are scored at the phases' lengths."""
+
     train_files: tuple[str, ...] = ()
+    sft_files: tuple[str, ...] = ()
     eval_files: tuple[str, ...] = ()
-    format: Literal["auto", "plain", "verl"] = "auto"
     bad_records: BadRecordPolicy = "error"
-    tokenizer: str = ""  # HF dir or sentencepiece .model; "" = the embedded tokenizer
+    tokenizer: str = ""  # HF dir or sentencepiece .model; "" = the model's, else the embedded one
     shuffle_seed: int = 0
-    # Synthetic data when train_files is empty (the embedded default).
-    synthetic_train: int = 0
-    synthetic_eval: int = 0
+    # Synthetic data (used when train_files is empty): examples per phase, document lengths
+    # (tokens) drawn from each phase's own range, held-out examples per eval length.
+    synthetic_seed: int = 1234
+    synthetic_per_phase: int = 256
+    synthetic_families: tuple[str, ...] = ("lookup", "multihop")
+    synthetic_attributes: int = 8
+    eval_lengths: tuple[int, ...] = ()  # document tokens of the held-out sets
+    eval_per_length: int = 32
+    eval_max_new_tokens: int = 64
+
+    def __post_init__(self):
+        _at_least("data.synthetic_per_phase", self.synthetic_per_phase, 1)
+        _at_least("data.eval_per_length", self.eval_per_length, 1)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,0 +1,126 @@
+"""Phases, progressive context scaling and difficulty-aware retrospective sampling.
+
+* Phase k trains on the examples whose prompt length (tokens, chat template included) lies
+  in (min_input, max_input] of that phase (RECIPE.md: (L_{k-1}, L_k]).
+* Every RL rollout updates a per-example reward history (`Difficulty`). An example whose
+  mean reward is at or below `hard_threshold` (0 by default: never solved) is *hard*.
+  The reference carried such examples into the next phase offline; we do it online: when a
+  phase with `retrospective=True` starts, the hard examples of earlier phases form its hard
+  pool, and each batch draws up to `hard_fraction` of its prompts from it, with probability
+  proportional to difficulty = 1 / mean reward, clipped to `max_weight` (mean 0 -> max_weight).
+* Phase data order comes from a grain iterator (seeded shuffle, a new permutation per epoch,
+  each example exactly once per epoch, per-process shard); its state is checkpointed.
+
+Everything here is host-side Python with JSON-serialisable state, saved with each checkpoint.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Sequence
+
+import numpy as np
+
+from qwenlong_jax.config import PhaseConfig, RetroConfig
+from qwenlong_jax.data.pipeline import make_iterator, process_shard
+from qwenlong_jax.data.schema import Record
+
+
+def phase_records(records: Sequence[Record], phase: PhaseConfig) -> list[Record]:
+    """The records whose prompt length lies in (min_input, max_input]."""
+    out = []
+    for r in records:
+        if r.num_prompt_tokens is None:
+            raise ValueError(f"{r.source or r.id}: record has no token length (load it with a tokenizer)")
+        if phase.min_input < r.num_prompt_tokens <= phase.max_input:
+            out.append(r)
+    return out
+
+
+@dataclasses.dataclass
+class Difficulty:
+    """Per-example reward history: id -> [sum of group-mean rewards, visits]."""
+
+    history: dict[str, list[float]] = dataclasses.field(default_factory=dict)
+
+    def update(self, ids: Sequence[str], mean_rewards: Sequence[float]) -> None:
+        for i, r in zip(ids, mean_rewards):
+            h = self.history.setdefault(i, [0.0, 0])
+            h[0] += float(r)
+            h[1] += 1
+
+    def mean(self, i: str) -> float | None:
+        h = self.history.get(i)
+        return None if h is None else h[0] / h[1]
+
+    def hard(self, ids: Sequence[str], threshold: float) -> list[str]:
+        return [i for i in ids if (m := self.mean(i)) is not None and m <= threshold]
+
+    def weights(self, ids: Sequence[str], max_weight: float) -> np.ndarray:
+        w = []
+        for i in ids:
+            m = self.mean(i)
+            w.append(max_weight if m is None or m <= 0 else min(1.0 / m, max_weight))
+        return np.asarray(w, np.float64)
+
+    def state(self) -> dict:
+        return {"history": self.history}
+
+    @classmethod
+    def from_state(cls, state: dict) -> "Difficulty":
+        return cls({k: list(v) for k, v in state["history"].items()})
+
+
+class PhaseData:
+    """Batches of records for one phase: its own examples in epoch order (grain), plus up to
+    `hard_fraction` of each batch from the hard pool of earlier phases."""
+
+    def __init__(self, records: Sequence[Record], hard_pool: Sequence[Record], phase: PhaseConfig,
+                 retro: RetroConfig, seed: int, multi_process: bool = False):
+        if not records:
+            raise ValueError(
+                f"phase {phase.name!r}: no examples with prompt length in ({phase.min_input}, "
+                f"{phase.max_input}] tokens"
+            )
+        self.records = list(records)
+        self.hard_pool = list(hard_pool) if phase.retrospective else []
+        self.phase, self.retro, self.seed = phase, retro, seed
+        self._it = make_iterator(list(range(len(self.records))), seed=seed, num_epochs=None,
+                                 shard=process_shard() if multi_process else None)
+        self.draws = 0  # batches drawn (seeds the hard-pool draw)
+
+    def num_hard(self, batch: int) -> int:
+        return min(len(self.hard_pool), int(self.retro.hard_fraction * batch))
+
+    def next_batch(self, batch: int, difficulty: Difficulty) -> tuple[list[Record], int]:
+        """(records, number drawn from the hard pool)."""
+        k = self.num_hard(batch)
+        recs = [self.records[next(self._it)] for _ in range(batch - k)]
+        if k:
+            rng = np.random.default_rng([self.seed, 7, self.draws])
+            ids = [r.id for r in self.hard_pool]
+            w = difficulty.weights(ids, self.retro.max_weight)
+            pick = rng.choice(len(ids), size=k, replace=False, p=w / w.sum())
+            recs += [self.hard_pool[i] for i in sorted(pick)]
+        self.draws += 1
+        return recs, k
+
+    def state(self) -> dict:
+        return {"iterator": self._it.get_state(), "draws": self.draws,
+                "hard_ids": [r.id for r in self.hard_pool]}
+
+    def restore(self, state: dict, by_id: dict[str, Record]) -> None:
+        self._it.set_state(state["iterator"])
+        self.draws = state["draws"]
+        self.hard_pool = [by_id[i] for i in state["hard_ids"]]
+
+
+def hard_pool_for(phase_index: int, phases: Sequence[PhaseConfig], per_phase: Sequence[Sequence[Record]],
+                  difficulty: Difficulty, retro: RetroConfig) -> list[Record]:
+    """Hard examples from the earlier RL phases (by their reward history)."""
+    pool = []
+    for k in range(phase_index):
+        if phases[k].kind != "rl":
+            continue
+        ids = set(difficulty.hard([r.id for r in per_phase[k]], retro.hard_threshold))
+        pool += [r for r in per_phase[k] if r.id in ids]
+    return pool

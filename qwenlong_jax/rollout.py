@@ -1,0 +1,71 @@
+"""Generate G responses per prompt with the sampler, decode them, and reward them.
+
+One call = one generation round of one RL step: B prompts -> B x G samples, with static
+shapes per phase (prompts padded to the phase's bucket, max_output new tokens), so the
+sampler compiles once per phase. Rewards: hybrid rule+judge score of the text after the
+last `</think>` (eos text removed first, as the reference's reward manager does), plus the
+overlong penalty computed on the token length (rewards.shape_reward).
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Sequence
+
+import jax
+import numpy as np
+
+from qwenlong_jax import rewards
+from qwenlong_jax.config import PhaseConfig, RLConfig
+from qwenlong_jax.data.schema import Record
+from qwenlong_jax.models.config import ModelConfig
+from qwenlong_jax.sampling import decode, sampler, strategies
+
+
+@dataclasses.dataclass
+class Rollout:
+    prompts: list[list[int]]  # [B]
+    responses: list[list[int]]  # [B*G], eos included when the sample stopped on it
+    texts: list[str]  # [B*G], eos removed
+    score_N: np.ndarray  # rule (or hybrid) score
+    reward_N: np.ndarray  # score + overlong penalty (what the advantages use)
+    acc_N: np.ndarray  # score == 1 (what dynamic sampling filters on)
+    length_N: np.ndarray
+    truncated_N: np.ndarray
+
+
+def prompt_bucket(phase: PhaseConfig, prefill_chunk: int) -> int:
+    return sampler.bucket_length(phase.max_input, prefill_chunk)
+
+
+def rollout(cfg: ModelConfig, params, tokenizer, records: Sequence[Record], prompts: Sequence[list[int]],
+            *, phase: PhaseConfig, rl: RLConfig, key: jax.Array, judge=None,
+            prefill_chunk: int = 512, mesh=None) -> Rollout:
+    G = rl.group_size
+    S = prompt_bucket(phase, prefill_chunk)
+    tokens_BS, lens_B = sampler.pad_prompts(prompts, S, pad_id=tokenizer.pad_id)
+    keys_BG = sampler.sample_keys(key, np.arange(len(prompts)), G)
+    strategy = strategies.from_flags(rl.temperature, rl.top_p, rl.top_k, 0.0)
+    out = sampler.sample_groups(
+        cfg, params, tokens_BS, lens_B, keys_BG, max_new_tokens=phase.max_output, strategy=strategy,
+        eos_ids=tuple(tokenizer.eos_ids), prefill_chunk=prefill_chunk,
+    )
+    out = jax.device_get(out)
+    eos = set(tokenizer.eos_ids)
+    responses, texts, items = [], [], []
+    for b, rec in enumerate(records):
+        for g in range(G):
+            n = int(out.lengths_BG[b, g])
+            toks = [int(t) for t in out.tokens_BGR[b, g, :n]]
+            body = toks[:-1] if toks and toks[-1] in eos else toks
+            text = rewards.strip_eos(tokenizer.decode(body), tokenizer.eos_text)
+            responses.append(toks)
+            texts.append(text)
+            items.append(rewards.ScoreItem(rec.data_source, text, rec.ground_truth, rec.question))
+    score = np.asarray(rewards.hybrid_scores(items, judge), np.float32)
+    length = out.lengths_BG.reshape(-1).astype(np.int32)
+    reward = np.asarray([rewards.shape_reward(float(s), int(n), max_response_length=phase.max_output,
+                                              buffer_len=rl.overlong_buffer, factor=rl.overlong_factor)
+                         for s, n in zip(score, length)], np.float32)
+    truncated = out.finish_BG.reshape(-1) == decode.FINISH_LENGTH
+    return Rollout(list(map(list, prompts)), responses, texts, score, reward,
+                   (score == 1.0), length, truncated)

@@ -1,0 +1,390 @@
+"""The training run: SFT warm-up and RL phases of growing context, checkpointed and resumable.
+
+    summary = Trainer(cfg, workdir).run()
+
+One loop drives every phase (DESIGN.md): SFT phases take a supervised step; RL phases take
+(sample -> reward -> GRPO update) steps with DAPO dynamic sampling. Jitted functions are
+built once per phase (shapes are static within a phase). Checkpoints hold everything needed
+to resume (checkpoint.py); a resumed run produces the same params and metrics as an
+uninterrupted one (RNG keys derive from (seed, step), the data order from the checkpointed
+grain iterator). SIGTERM/SIGINT: the current step finishes, a checkpoint is written, exit 0.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+import shutil
+import signal
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm import tqdm
+
+from qwenlong_jax import config as config_lib
+from qwenlong_jax import models, rewards, sharding
+from qwenlong_jax.checkpoint import Checkpointer, abstract_like
+from qwenlong_jax.config import Config, PhaseConfig
+from qwenlong_jax.curriculum import Difficulty, PhaseData, hard_pool_for, phase_records
+from qwenlong_jax.data.sft import encode_sft
+from qwenlong_jax.data.tokenizer import DEFAULT_TOKENIZER, load_tokenizer
+from qwenlong_jax.datasets import load_run_data
+from qwenlong_jax.metrics import MetricsWriter, plot_run
+from qwenlong_jax.rl import grpo_step, packing
+from qwenlong_jax.rl.advantages import group_advantages
+from qwenlong_jax.rl.dynamic_sampling import DynamicSampler
+from qwenlong_jax.rl.sft_step import pack_sft_rows, sft_update
+from qwenlong_jax.rollout import prompt_bucket, rollout
+from qwenlong_jax.sampling import generate
+from qwenlong_jax.train_state import TrainState, make_optimizer, with_lr
+
+PREFILL_CHUNK = 512
+
+
+class TrainingError(RuntimeError):
+    """A run that cannot go on (e.g. K non-finite steps in a row); a checkpoint was written."""
+
+
+def _tokenizer_path(cfg: Config) -> str:
+    if cfg.data.tokenizer:
+        return cfg.data.tokenizer
+    for base in (cfg.model.init_from, cfg.model.hf_path):
+        if base:
+            for cand in (os.path.join(base, "tokenizer"), base):
+                if os.path.exists(os.path.join(cand, "spm.model")) or os.path.exists(
+                        os.path.join(cand, "tokenizer.json")):
+                    return cand
+    return DEFAULT_TOKENIZER
+
+
+def phase_steps(phase: PhaseConfig, num_records: int) -> int:
+    return phase.steps or max(1, math.ceil(num_records / phase.batch))
+
+
+def validate_run(cfg: Config, mcfg, mesh) -> None:
+    """Everything checkable before compiling: layouts, batch splits, overlong buffer."""
+    batch_axes = sharding.mesh_axis_size(mesh, sharding.logical_to_spec(("batch",), mesh.axis_names)[0])
+    sharding.check_layout(models.logical_axes(mcfg), models.param_shapes(mcfg), mesh)
+    for ph in cfg.phases:
+        if ph.kind != "rl":
+            continue
+        mini = min(cfg.rl.mini_batch, ph.batch)
+        micro = cfg.rl.micro_batch or mini
+        if ph.batch % mini or mini % micro:
+            raise config_lib.ConfigError(
+                f"phases[{ph.name}].batch={ph.batch} must split into rl.mini_batch={mini} and "
+                f"rl.micro_batch={micro} evenly")
+        if micro % batch_axes:
+            raise config_lib.ConfigError(
+                f"rl.micro_batch={micro} groups is not divisible by the mesh batch axes (data*fsdp="
+                f"{batch_axes}); change rl.micro_batch or mesh")
+        if cfg.rl.overlong_buffer >= ph.max_output:
+            raise config_lib.ConfigError(
+                f"rl.overlong_buffer={cfg.rl.overlong_buffer} must be < phases[{ph.name}].max_output="
+                f"{ph.max_output}")
+
+
+class Trainer:
+    def __init__(self, cfg: Config, workdir: str, *, judge=None, stop_after_steps: int | None = None,
+                 quiet: bool = False):
+        self.cfg, self.workdir, self.quiet = cfg, workdir, quiet
+        self.stop_after_steps = stop_after_steps  # test hook: stop (with a checkpoint) after N steps
+        self._stop_requested = False
+        os.makedirs(workdir, exist_ok=True)
+        if cfg.distributed:
+            jax.distributed.initialize()
+        self.mesh = sharding.make_mesh(cfg.mesh)
+        self.tok_path = _tokenizer_path(cfg)
+        self.tok = load_tokenizer(self.tok_path)
+        self.mcfg = config_lib.build_model_config(cfg.model, self.tok.vocab_size)
+        validate_run(cfg, self.mcfg, self.mesh)
+        self.p_shard = sharding.param_shardings(models.logical_axes(self.mcfg), models.param_shapes(self.mcfg),
+                                                self.mesh)
+        self.judge = judge if judge is not None else self._make_judge()
+        self.data = load_run_data(cfg, self.tok)
+        self.by_id = {r.id: r for r in self.data.train + self.data.sft}
+        self.per_phase = [phase_records(self.data.sft if p.kind == "sft" else self.data.train, p)
+                          for p in cfg.phases]
+        self.tx = make_optimizer(cfg.optim)
+        self._prompt_cache: dict[str, list[int]] = {}
+
+    # --- setup ------------------------------------------------------------------------------
+    def _make_judge(self):
+        j = self.cfg.judge
+        if not j.url:
+            return None
+        return rewards.OpenAIJudge(rewards.JudgeConfig(
+            base_url=j.url, model=j.model, api_key_env=j.api_key_env, max_concurrency=j.max_concurrency,
+            timeout_s=j.timeout_s, max_retries=j.retries))
+
+    def _init_state(self) -> TrainState:
+        m = self.cfg.model
+        if m.init_from:
+            exec_overrides = dict(dtype=m.dtype, attention_impl=m.attention_impl, remat=m.remat,
+                                  scan_layers=m.scan_layers, logits_chunk=m.logits_chunk)
+            mcfg, params = models.load_hf_checkpoint(m.init_from, jnp.dtype(m.param_dtype), mesh=self.mesh,
+                                                     **exec_overrides)
+            if mcfg.vocab_size != self.mcfg.vocab_size and m.size == "tiny":
+                raise config_lib.ConfigError(
+                    f"model.init_from vocab {mcfg.vocab_size} != tokenizer vocab {self.mcfg.vocab_size}")
+            self.mcfg = mcfg
+        else:
+            params = jax.jit(lambda k: models.init_params(self.mcfg, k), out_shardings=self.p_shard)(
+                jax.random.key(self.cfg.seed))
+        return jax.jit(lambda p: TrainState.create(p, self.tx))(params)
+
+    def _prompt(self, rec) -> list[int]:
+        if rec.id not in self._prompt_cache:
+            self._prompt_cache[rec.id] = self.tok.chat_prompt(rec.prompt)
+        return self._prompt_cache[rec.id]
+
+    # --- jitted steps, built per phase -------------------------------------------------------
+    def _rows_sharding(self, ndim_lead: int, ndim_tail: int):
+        return sharding.named(self.mesh, *([None] * ndim_lead), "batch", *([None] * ndim_tail))
+
+    @functools.lru_cache(maxsize=None)
+    def _sft_fn(self):
+        return jax.jit(lambda s, b: sft_update(self.mcfg, self.tx, s, b), donate_argnums=0)
+
+    @functools.lru_cache(maxsize=None)
+    def _grpo_fns(self, ls: grpo_step.LossSettings):
+        update = jax.jit(lambda s, b: grpo_step.grpo_update(self.mcfg, ls, self.tx, s, b), donate_argnums=0)
+        logp = jax.jit(lambda p, b: grpo_step.policy_logprobs(self.mcfg, ls, p, b))
+        return update, logp
+
+    # --- steps ------------------------------------------------------------------------------
+    def _sft_step(self, state, recs, phase):
+        examples = []
+        for r in recs:
+            ids, mask = encode_sft(r, self.tok)
+            n_prompt = mask.index(1)
+            examples.append((ids[:n_prompt], ids[n_prompt:]))
+        W = packing.round_up(phase.max_input + phase.max_output, 64)
+        rows = pack_sft_rows(examples, W)
+        batch_axes = sharding.mesh_axis_size(self.mesh, sharding.logical_to_spec(("batch",), self.mesh.axis_names)[0])
+        n = max(len(rows["tokens_BW"]), 1)
+        target = packing.round_up(1 << (n - 1).bit_length(), batch_axes)  # few distinct shapes
+        rows = {k: np.pad(v, ((0, target - len(v)), (0, 0))) for k, v in rows.items()}
+        batch = {k: v[None] for k, v in rows.items()}  # [U=1, rows, W]
+        with jax.set_mesh(self.mesh):
+            state, m = self._sft_fn()(state, jax.device_put(batch, self._rows_sharding(1, 1)))
+        m = jax.device_get(m)
+        return state, {"sft/nll": m["nll"], "sft/token_acc": m["token_acc"], "loss": m["loss"],
+                       "grad_norm": m["grad_norm"], "skipped": m["skipped"]}
+
+    def _rl_step(self, state, step, phase, pdata, difficulty):
+        cfg, rl, G = self.cfg, self.cfg.rl, self.cfg.rl.group_size
+        B = phase.batch
+        ds = DynamicSampler(target_groups=B, group_size=G, max_rounds=rl.max_gen_rounds)
+        pool: list = []  # (record, prompt, responses, rewards, rollout stats)
+        all_reward, all_acc, all_len, all_trunc, all_score = [], [], [], [], []
+        hard_drawn = 0
+        t0 = time.time()
+        gen_tokens = 0
+        while True:
+            recs, k_hard = pdata.next_batch(B, difficulty)
+            hard_drawn += k_hard
+            key = jax.random.fold_in(jax.random.fold_in(jax.random.key(cfg.seed), step), ds.rounds)
+            with jax.set_mesh(self.mesh):
+                ro = rollout(self.mcfg, state.params, self.tok, recs, [self._prompt(r) for r in recs],
+                             phase=phase, rl=rl, key=key, judge=self.judge, prefill_chunk=PREFILL_CHUNK)
+            gen_tokens += int(ro.length_N.sum())
+            reward_BG = ro.reward_N.reshape(B, G)
+            difficulty.update([r.id for r in recs], ro.score_N.reshape(B, G).mean(1))
+            base = len(pool)
+            for b, r in enumerate(recs):
+                pool.append((r, ro.prompts[b], ro.responses[b * G:(b + 1) * G], reward_BG[b]))
+            all_reward.append(ro.reward_N); all_acc.append(ro.acc_N); all_len.append(ro.length_N)
+            all_trunc.append(ro.truncated_N); all_score.append(ro.score_N)
+            if not rl.dynamic_sampling:  # the reference without DAPO filtering: every group trains
+                groups, ds_stats = list(range(B)), {"dynamic_sampling/filtered_groups": 0.0,
+                                                    "dynamic_sampling/rounds": 1.0}
+                break
+            ds = ds.add_round({"group": np.repeat(np.arange(base, base + B), G)}, ro.acc_N.astype(np.float32))
+            if not ds.needs_more:
+                kept, ds_stats = ds.finish()
+                groups = list(dict.fromkeys(kept["group"].tolist()))
+                break
+        gen_s = time.time() - t0
+        metrics = {
+            "reward_mean": float(np.mean(np.concatenate(all_reward))),
+            "reward_std": float(np.std(np.concatenate(all_reward))),
+            "score_mean": float(np.mean(np.concatenate(all_score))),
+            "accuracy": float(np.mean(np.concatenate(all_acc))),
+            "response_length": float(np.mean(np.concatenate(all_len))),
+            "truncated_frac": float(np.mean(np.concatenate(all_trunc))),
+            "filtered_groups": ds_stats["dynamic_sampling/filtered_groups"],
+            "gen_rounds": ds_stats["dynamic_sampling/rounds"],
+            "kept_groups": float(len(groups)),
+            "hard_pool": float(len(pdata.hard_pool)),
+            "hard_drawn": float(hard_drawn),
+            "gen_tokens_per_s": gen_tokens / max(gen_s, 1e-9),
+        }
+        if self.judge is not None:
+            js = self.judge.stats()
+            metrics.update({"judge/calls": float(js.get("calls", 0)), "judge/failures": float(js.get("failures", 0))})
+        if not groups:
+            metrics["skipped"] = 1.0
+            return state, metrics
+        # Fixed shapes: pad to B groups with empty ones (mask 0 -> no loss, no gradient).
+        prompts = [pool[g][1] for g in groups] + [[self.tok.pad_id]] * (B - len(groups))
+        responses = [resp for g in groups for resp in pool[g][2]] + [[]] * (G * (B - len(groups)))
+        rewards_N = np.concatenate([pool[g][3] for g in groups] + [np.zeros(G * (B - len(groups)), np.float32)])
+        adv_N = np.asarray(group_advantages(jnp.asarray(rewards_N), G, normalize_std=rl.normalize_std))
+        R = phase.max_output
+        W = packing.round_up(prompt_bucket(phase, PREFILL_CHUNK) + G * R, 64)
+        rows = packing.pack_groups(prompts, responses, G, W, R)
+        mini = min(rl.mini_batch, B)
+        micro = rl.micro_batch or mini
+        batch = grpo_step.grpo_batch(rows, adv_N, B // mini, mini // micro)
+        ls = grpo_step.LossSettings.from_rl(rl)
+        update, logp_fn = self._grpo_fns(ls)
+        shard = {k: self._rows_sharding(2, v.ndim - 3) for k, v in batch.items()}
+        t1 = time.time()
+        with jax.set_mesh(self.mesh):
+            dev = jax.device_put(batch, shard)
+            dev["old_logp_NR"] = logp_fn(state.params, dev)
+            state, m = update(state, dev)
+        m = jax.device_get(m)
+        train_tokens = float(rows.mask_NR.sum() + sum(len(p) for p in prompts))
+        metrics.update({
+            "loss": m["actor_loss"], "pg_loss": m["pg_loss"], "clip_frac": m["clip_frac"],
+            "entropy": m["entropy"], "approx_kl": m["approx_kl"], "grad_norm": m["grad_norm"],
+            "skipped": m["skipped"], "train_tokens_per_s": train_tokens / max(time.time() - t1, 1e-9),
+        })
+        return state, metrics
+
+    # --- evaluation ---------------------------------------------------------------------------
+    def evaluate(self, params) -> dict:
+        """Greedy held-out accuracy per context length (rule score; judge if configured)."""
+        out = {}
+        for n, recs in sorted(self.data.heldout.items()):
+            prompts = [self._prompt(r) for r in recs]
+            with jax.set_mesh(self.mesh):
+                samples = generate(self.mcfg, params, prompts, max_new_tokens=self.cfg.data.eval_max_new_tokens,
+                                   eos_ids=self.tok.eos_ids, prefill_chunk=PREFILL_CHUNK)
+            items = []
+            for r, s in zip(recs, samples):
+                toks = [t for t in s[0].tokens if t not in self.tok.eos_ids]
+                items.append(rewards.ScoreItem(r.data_source, rewards.strip_eos(self.tok.decode(toks), self.tok.eos_text),
+                                               r.ground_truth, r.question))
+            scores = rewards.hybrid_scores(items, self.judge)
+            out[f"heldout/acc@{n}"] = float(np.mean([s == 1.0 for s in scores]))
+        return out
+
+    # --- the run -----------------------------------------------------------------------------
+    def _on_signal(self, signum, frame):
+        self._stop_requested = True
+        if not self.quiet:
+            print(f"\nsignal {signum}: finishing the current step, then checkpointing and exiting")
+
+    def run(self) -> dict:
+        cfg = self.cfg
+        t_start = time.time()
+        ckpt = Checkpointer(os.path.join(self.workdir, "checkpoints"), keep=cfg.keep_checkpoints)
+        state = self._init_state()
+        meta = {"phase_index": 0, "phase_step": 0, "step": 0, "phase_data": None,
+                "difficulty": Difficulty().state(), "evals": []}
+        restored = ckpt.restore_latest(abstract_like(state))
+        if restored is not None:
+            _, state, meta = restored
+            if not self.quiet:
+                print(f"resumed from step {meta['step']} (phase {cfg.phases[meta['phase_index']].name}"
+                      if meta["phase_index"] < len(cfg.phases) else f"resumed a finished run at step {meta['step']}")
+        difficulty = Difficulty.from_state(meta["difficulty"])
+        writer = MetricsWriter(self.workdir, resume_step=meta["step"], enabled=jax.process_index() == 0)
+        old_handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        step = meta["step"]
+        steps_this_run = 0
+
+        def save():
+            meta["step"] = step
+            meta["difficulty"] = difficulty.state()
+            ckpt.save(step, state, meta)
+
+        try:
+            while meta["phase_index"] < len(cfg.phases):
+                k = meta["phase_index"]
+                phase = cfg.phases[k]
+                recs = self.per_phase[k]
+                hard = hard_pool_for(k, cfg.phases, self.per_phase, difficulty, cfg.retro) if phase.kind == "rl" else []
+                pdata = PhaseData(recs, hard, phase, cfg.retro, seed=cfg.seed * 1000 + k,
+                                  multi_process=jax.process_count() > 1)
+                if meta["phase_data"] is not None:
+                    pdata.restore(meta["phase_data"], self.by_id)
+                n_steps = phase_steps(phase, len(recs))
+                state = with_lr(state, phase.lr or cfg.optim.lr)
+                bar = tqdm(total=n_steps, initial=meta["phase_step"], desc=f"{phase.name} ({phase.kind})",
+                           disable=self.quiet or jax.process_index() != 0)
+                while meta["phase_step"] < n_steps:
+                    if phase.kind == "sft":
+                        batch_recs, _ = pdata.next_batch(phase.batch, difficulty)
+                        state, metrics = self._sft_step(state, batch_recs, phase)
+                    else:
+                        state, metrics = self._rl_step(state, step, phase, pdata, difficulty)
+                    step += 1
+                    steps_this_run += 1
+                    meta["phase_step"] += 1
+                    meta["phase_data"] = pdata.state()
+                    self._check_finite(state, metrics, save)
+                    last_of_phase = meta["phase_step"] == n_steps
+                    if (cfg.eval_every and step % cfg.eval_every == 0) or last_of_phase:
+                        ev = self.evaluate(state.params)
+                        metrics.update(ev)
+                        meta["evals"].append({"step": step, "phase": phase.name, **ev})
+                    writer.write(step, phase.name, {**metrics, "lr": float(phase.lr or cfg.optim.lr)})
+                    bar.update(1)
+                    bar.set_postfix({k2: f"{metrics[k2]:.3f}" for k2 in ("reward_mean", "sft/nll", "loss") if k2 in metrics})
+                    if last_of_phase:
+                        meta["phase_index"] += 1
+                        meta["phase_step"] = 0
+                        meta["phase_data"] = None
+                    stop = self._stop_requested or (self.stop_after_steps and steps_this_run >= self.stop_after_steps)
+                    if step % cfg.checkpoint_every == 0 or last_of_phase or stop:
+                        save()
+                    if stop:
+                        bar.close()
+                        return {"stopped": True, "step": step}
+                    if last_of_phase:
+                        break
+                bar.close()
+            save()
+        finally:
+            for s, h in old_handlers.items():
+                signal.signal(s, h)
+            writer.close()
+            ckpt.close()
+        return self._finish(state, meta, time.time() - t_start)
+
+    def _check_finite(self, state, metrics, save) -> None:
+        bad = int(jax.device_get(state.nonfinite_in_a_row))
+        metrics["nonfinite_total"] = float(jax.device_get(state.nonfinite_total))
+        if bad >= self.cfg.optim.max_nonfinite_in_a_row:
+            save()
+            raise TrainingError(
+                f"{bad} non-finite losses/gradients in a row (optim.max_nonfinite_in_a_row="
+                f"{self.cfg.optim.max_nonfinite_in_a_row}); the last good state is checkpointed in "
+                f"{self.workdir}/checkpoints. Lower optim.lr or check the data.")
+
+    def _finish(self, state, meta, seconds: float) -> dict:
+        export = os.path.join(self.workdir, "hf")
+        if self.cfg.export_hf:
+            tok_dir = os.path.join(export, "tokenizer")
+            models.save_hf_checkpoint(export, self.mcfg, state.params)
+            if jax.process_index() == 0:
+                if os.path.isdir(self.tok_path):
+                    shutil.copytree(self.tok_path, tok_dir, dirs_exist_ok=True)
+                else:
+                    os.makedirs(tok_dir, exist_ok=True)
+                    shutil.copy(self.tok_path, tok_dir)
+        plots = plot_run(self.workdir) if jax.process_index() == 0 else []
+        evals = meta["evals"]
+        summary = {"steps": meta["step"], "minutes": round(seconds / 60, 2), "evals": evals,
+                   "export": export if self.cfg.export_hf else None, "plots": plots}
+        if jax.process_index() == 0:
+            with open(os.path.join(self.workdir, "summary.json"), "w") as f:
+                json.dump(summary, f, indent=2)
+        return summary
