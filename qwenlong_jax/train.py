@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import sys
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -24,6 +24,7 @@ _WORKDIR = flags.DEFINE_string("workdir", "runs/default", "Output directory (res
 
 def main(argv) -> None:
     del argv
+    logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
     from qwenlong_jax.config import ConfigError, from_config_dict
     from qwenlong_jax.data.schema import DataError
     from qwenlong_jax.models import CheckpointError

@@ -38,7 +38,7 @@ from qwenlong_jax.rl.advantages import group_advantages
 from qwenlong_jax.rl.dynamic_sampling import DynamicSampler
 from qwenlong_jax.rl.sft_step import pack_sft_rows, sft_update
 from qwenlong_jax.rollout import prompt_bucket, rollout
-from qwenlong_jax.sampling import generate
+from qwenlong_jax.eval.sweep import accuracy_by_length
 from qwenlong_jax.train_state import TrainState, make_optimizer, with_lr
 
 PREFILL_CHUNK = 512
@@ -259,21 +259,12 @@ class Trainer:
 
     # --- evaluation ---------------------------------------------------------------------------
     def evaluate(self, params) -> dict:
-        """Greedy held-out accuracy per context length (rule score; judge if configured)."""
-        out = {}
-        for n, recs in sorted(self.data.heldout.items()):
-            prompts = [self._prompt(r) for r in recs]
-            with jax.set_mesh(self.mesh):
-                samples = generate(self.mcfg, params, prompts, max_new_tokens=self.cfg.data.eval_max_new_tokens,
-                                   eos_ids=self.tok.eos_ids, prefill_chunk=PREFILL_CHUNK)
-            items = []
-            for r, s in zip(recs, samples):
-                toks = [t for t in s[0].tokens if t not in self.tok.eos_ids]
-                items.append(rewards.ScoreItem(r.data_source, rewards.strip_eos(self.tok.decode(toks), self.tok.eos_text),
-                                               r.ground_truth, r.question))
-            scores = rewards.hybrid_scores(items, self.judge)
-            out[f"heldout/acc@{n}"] = float(np.mean([s == 1.0 for s in scores]))
-        return out
+        """Greedy held-out accuracy per context length (rule score, eval.sweep)."""
+        if not self.data.heldout:
+            return {}
+        res = accuracy_by_length(self.mcfg, params, self.tok, self.data.heldout,
+                                 max_new_tokens=self.cfg.data.eval_max_new_tokens, mesh=self.mesh)
+        return {f"heldout/acc@{n}": float(a) for n, a in res["by_length"].items() if a is not None}
 
     # --- the run -----------------------------------------------------------------------------
     def _on_signal(self, signum, frame):
