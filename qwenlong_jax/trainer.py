@@ -89,14 +89,14 @@ def validate_run(cfg: Config, mcfg, mesh) -> None:
 
 class Trainer:
     def __init__(self, cfg: Config, workdir: str, *, judge=None, stop_after_steps: int | None = None,
-                 quiet: bool = False):
+                 quiet: bool = False, devices=None):
         self.cfg, self.workdir, self.quiet = cfg, workdir, quiet
         self.stop_after_steps = stop_after_steps  # test hook: stop (with a checkpoint) after N steps
         self._stop_requested = False
         os.makedirs(workdir, exist_ok=True)
         if cfg.distributed:
             jax.distributed.initialize()
-        self.mesh = sharding.make_mesh(cfg.mesh)
+        self.mesh = sharding.make_mesh(cfg.mesh, devices)  # devices: all by default (tests pass a subset)
         self.tok_path = _tokenizer_path(cfg)
         self.tok = load_tokenizer(self.tok_path)
         self.mcfg = config_lib.build_model_config(cfg.model, self.tok.vocab_size)
