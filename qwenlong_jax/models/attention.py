@@ -5,14 +5,36 @@
   ring  ring attention over the mesh's `sequence` axis (kernels.ring_attention).
 
 All three share the masking semantics documented in kernels/reference.py (causal, segment
-ids with 0 = padding, and the shared-prefix GRPO layout).
+ids with 0 = padding, and the shared-prefix GRPO layout); tests/test_model_attention_impls.py
+checks that the model's logits and gradients agree across them.
+
+Ring is told which mesh axes the batch and heads are sharded over (from sharding.RULES, the
+same table the activations are constrained with), so on a (data, fsdp, tensor, sequence) mesh
+each device keeps its own batch rows / heads instead of shard_map gathering them. A dimension
+its axes do not divide stays unsharded there (as `sharding.constrain` leaves it).
 """
 from __future__ import annotations
 
 import jax
 
 import kernels
+from qwenlong_jax import sharding
 from qwenlong_jax.models.config import ModelConfig
+
+
+def _mesh_axis_for(logical: str, dims: tuple[int, ...], mesh):
+    """Mesh axes of `logical` under `mesh` if they divide every size in `dims`, else None."""
+    entry = sharding.logical_to_spec((logical,), mesh.axis_names)[0]
+    size = sharding.mesh_axis_size(mesh, entry)
+    if entry is None or size == 1 or any(d % size for d in dims):
+        return None
+    return entry
+
+
+def ring_axes(mesh, batch: int, num_heads: int, num_kv_heads: int) -> dict:
+    """`batch_axis` / `head_axis` keywords for kernels.ring_attention under `mesh`."""
+    return dict(batch_axis=_mesh_axis_for("batch", (batch,), mesh),
+                head_axis=_mesh_axis_for("heads", (num_heads, num_kv_heads), mesh))
 
 
 def self_attention(
@@ -41,5 +63,7 @@ def self_attention(
                 "model.attention_impl='ring' needs an active mesh with a 'sequence' axis > 1 "
                 "(set mesh.sequence in the config)"
             )
-        return kernels.ring_attention(q_BTNH, k_BTKH, v_BTKH, mesh=mesh, **kwargs)
+        B, _, N, _ = q_BTNH.shape
+        axes = ring_axes(mesh, B, N, k_BTKH.shape[2])
+        return kernels.ring_attention(q_BTNH, k_BTKH, v_BTKH, mesh=mesh, **axes, **kwargs)
     raise ValueError(f"model.attention_impl: unknown {cfg.attention_impl!r}")
