@@ -25,13 +25,14 @@ def get_config(arg: str | None = None):
     c.model.update(size="tiny", init_from=BASE, logits_chunk=512)
     c.mesh.update(data=1)
     c.optim.update(lr=5e-5)
-    c.rl.update(group_size=8, mini_batch=8, overlong_buffer=8, clip_high=0.28, entropy_coeff=0.0)
+    c.rl.update(group_size=8, mini_batch=8, overlong_buffer=8, clip_high=0.28, entropy_coeff=0.0,
+                max_gen_rounds=3)
     c.phases = dict(
         sft=common.phase(0, "sft", 160, 48, steps=40, batch=16, lr=3e-4),
         rl_320=common.phase(1, "rl", 320, 48, min_input=160, steps=24, batch=8),
         rl_640=common.phase(2, "rl", 640, 48, min_input=320, steps=24, batch=8),
     )
-    c.data.update(synthetic_per_phase=256, eval_lengths=(128, 256, 512), eval_per_length=48,
+    c.data.update(synthetic_per_phase=256, synthetic_attributes=1, eval_lengths=(128, 256, 512), eval_per_length=48,
                   eval_max_new_tokens=48)
     c.checkpoint_every = 10
     return c

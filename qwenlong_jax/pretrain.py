@@ -53,6 +53,11 @@ def parse_args(argv):
     p.add_argument("--warmup", type=int, default=100)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--save_every", type=int, default=200)
+    p.add_argument("--questions", type=int, default=4, help="QA lines per document")
+    p.add_argument("--restate", type=float, default=0.5, help="share of QA lines restating the fact")
+    p.add_argument("--attributes", type=int, default=8, help="fact attributes (1: the name alone is the key)")
+    p.add_argument("--chat_fraction", type=float, default=0.25)
+    p.add_argument("--init_from", default="", help="continue from an HF checkpoint (fresh optimizer)")
     p.add_argument("--hidden_size", type=int, default=BASE_SHAPE["hidden_size"])
     p.add_argument("--num_layers", type=int, default=BASE_SHAPE["num_layers"])
     return p.parse_args(argv)
@@ -85,11 +90,19 @@ def main(argv=None) -> dict:
         optax.clip_by_global_norm(1.0),
         optax.inject_hyperparams(optax.adamw)(learning_rate=args.lr, b1=0.9, b2=0.95, weight_decay=0.1),
     )
-    state = TrainState.create(models.init_params(cfg, jax.random.key(args.seed)), tx)
+    if args.init_from:
+        cfg, params = models.load_hf_checkpoint(args.init_from)
+    else:
+        params = models.init_params(cfg, jax.random.key(args.seed))
+    state = TrainState.create(params, tx)
     step_fn = jax.jit(lambda s, b: sft_update(cfg, tx, s, b), donate_argnums=0)
     if os.path.exists(os.path.join(args.out, "metrics.jsonl")):
         os.remove(os.path.join(args.out, "metrics.jsonl"))
 
+    previous = None  # the stage this run continues, recorded for reproducibility
+    if args.init_from and os.path.exists(os.path.join(args.init_from, "pretrain.json")):
+        with open(os.path.join(args.init_from, "pretrain.json")) as f:
+            previous = json.load(f)
     budget_s = args.minutes * 60
     t0 = time.time()
     progress = lambda step: (step / args.steps) if args.steps else (time.time() - t0) / budget_s
@@ -99,8 +112,10 @@ def main(argv=None) -> dict:
     while progress(step) < 1.0:
         examples, n_tok = [], 0
         while n_tok < args.rows * args.seq_len * 0.9:
-            ids = pretrain_data.pretrain_tokens(args.seed, index, progress(step), tok,
-                                                max_tokens=args.max_doc_tokens)[: args.seq_len]
+            ids = pretrain_data.pretrain_tokens(
+                args.seed, index, progress(step), tok, max_tokens=args.max_doc_tokens,
+                questions=args.questions, chat_fraction=args.chat_fraction,
+                attributes=args.attributes, restate=args.restate)[: args.seq_len]
             index += 1
             examples.append((ids[:1], ids[1:]))
             n_tok += len(ids)
@@ -126,7 +141,8 @@ def main(argv=None) -> dict:
                                                                         "num_kv_heads", "head_dim", "intermediate_size",
                                                                         "vocab_size")},
                     "num_params": models.count_params(state.params), "seq_len": args.seq_len,
-                    "rows": args.rows, "max_doc_tokens": args.max_doc_tokens, "lr": args.lr, "seed": args.seed}
+                    "rows": args.rows, "max_doc_tokens": args.max_doc_tokens, "lr": args.lr, "seed": args.seed,
+                    "init_from": args.init_from, "previous": previous}
             _save(args, cfg, state, tok_path, info, pending)
             pending = []
     bar.close()

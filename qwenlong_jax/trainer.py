@@ -67,7 +67,10 @@ def phase_steps(phase: PhaseConfig, num_records: int) -> int:
 def validate_run(cfg: Config, mcfg, mesh) -> None:
     """Everything checkable before compiling: layouts, batch splits, overlong buffer."""
     batch_axes = sharding.mesh_axis_size(mesh, sharding.logical_to_spec(("batch",), mesh.axis_names)[0])
-    sharding.check_layout(models.logical_axes(mcfg), models.param_shapes(mcfg), mesh)
+    try:
+        sharding.check_layout(models.logical_axes(mcfg), models.param_shapes(mcfg), mesh)
+    except ValueError as e:  # a mesh the model does not split over: a config error, one line
+        raise config_lib.ConfigError(str(e)) from None
     for ph in cfg.phases:
         if ph.kind != "rl":
             continue
@@ -96,7 +99,10 @@ class Trainer:
         os.makedirs(workdir, exist_ok=True)
         if cfg.distributed:
             jax.distributed.initialize()
-        self.mesh = sharding.make_mesh(cfg.mesh, devices)  # devices: all by default (tests pass a subset)
+        try:
+            self.mesh = sharding.make_mesh(cfg.mesh, devices)  # devices: all by default (tests pass a subset)
+        except ValueError as e:  # mesh sizes that do not match the devices: a config error
+            raise config_lib.ConfigError(str(e)) from None
         self.tok_path = _tokenizer_path(cfg)
         self.tok = load_tokenizer(self.tok_path)
         self.mcfg = config_lib.build_model_config(cfg.model, self.tok.vocab_size)
@@ -126,7 +132,7 @@ class Trainer:
             exec_overrides = dict(dtype=m.dtype, attention_impl=m.attention_impl, remat=m.remat,
                                   scan_layers=m.scan_layers, logits_chunk=m.logits_chunk)
             mcfg, params = models.load_hf_checkpoint(m.init_from, jnp.dtype(m.param_dtype), mesh=self.mesh,
-                                                     **exec_overrides)
+                                                     overrides=exec_overrides)
             if mcfg.vocab_size != self.mcfg.vocab_size and m.size == "tiny":
                 raise config_lib.ConfigError(
                     f"model.init_from vocab {mcfg.vocab_size} != tokenizer vocab {self.mcfg.vocab_size}")

@@ -146,10 +146,11 @@ def load_hf_checkpoint(
     dtype=jnp.float32,
     *,
     mesh: jax.sharding.Mesh | None = None,
-    **config_overrides,
+    overrides: dict | None = None,
 ) -> tuple[ModelConfig, dict]:
-    """Returns (ModelConfig, params). With `mesh`, params are created in their shardings."""
-    cfg = read_hf_config(path, param_dtype=jnp.dtype(dtype).name, **config_overrides)
+    """Returns (ModelConfig, params). With `mesh`, params are created in their shardings.
+    `overrides`: ModelConfig fields not in config.json (compute dtype, attention_impl, remat...)."""
+    cfg = read_hf_config(path, param_dtype=jnp.dtype(dtype).name, **(overrides or {}))
     st = _SafetensorsDir(path)
     maps = tensor_maps(cfg)
     specs = params_lib.param_specs(cfg)
