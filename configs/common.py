@@ -75,3 +75,20 @@ def base(**top) -> ml_collections.ConfigDict:
     c.distributed = False
     c.update(top)
     return c
+
+
+def r1_distill_32b(mesh: dict, smoke: bool = False) -> ml_collections.ConfigDict:
+    """R1-Distill-Qwen-32B with the paper's phases, bf16 compute, flash attention, full remat,
+    on `mesh`; `smoke` shrinks it to the tiny model on 8 CPU devices (data=2, fsdp=2, tensor=2)."""
+    c = base()
+    c.model.update(size="r1-distill-qwen-32b", param_dtype="float32", dtype="bfloat16",
+                   attention_impl="flash", remat="full", scan_layers=True, logits_chunk=2048)
+    c.mesh.update(sequence=1, **mesh)
+    c.phases = paper_phases()
+    c.distributed = True
+    c.checkpoint_every = 10
+    if smoke:
+        c.model.update(size="tiny", dtype="float32", attention_impl="xla", remat="none")
+        c.mesh.update(data=2, fsdp=2, tensor=2, sequence=1)
+        c.distributed = False
+    return c

@@ -17,16 +17,4 @@ from configs import common
 
 
 def get_config(arg: str | None = None):
-    c = common.base()
-    c.model.update(size="r1-distill-qwen-32b", param_dtype="float32", dtype="bfloat16",
-                   attention_impl="flash", remat="full", scan_layers=True, logits_chunk=2048)
-    c.model.init_from = ""  # set to the HF checkpoint directory
-    c.mesh.update(data=1, fsdp=16, tensor=4, sequence=1)
-    c.phases = common.paper_phases()
-    c.distributed = True
-    c.checkpoint_every = 10
-    if arg == "smoke":
-        c.model.update(size="tiny", dtype="float32", attention_impl="xla", remat="none")
-        c.mesh.update(data=2, fsdp=2, tensor=2, sequence=1)
-        c.distributed = False
-    return c
+    return common.r1_distill_32b(dict(data=1, fsdp=16, tensor=4), smoke=arg == "smoke")
