@@ -22,6 +22,26 @@ _CONFIG = config_flags.DEFINE_config_file(
 _WORKDIR = flags.DEFINE_string("workdir", "runs/default", "Output directory (resumes if it has checkpoints).")
 
 
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl's flag parsing, with a bad --config (missing file, a config file that raises, an
+    override of the wrong type) reported as one line: config files are user input."""
+    try:
+        return flags.FLAGS(argv)
+    except (flags.Error, OSError) as e:
+        msg, first = _last_line(e), str(e).split(": ")[0]
+        sys.exit(f"error: {msg}" if msg.startswith("flag --") or not first.startswith("flag --")
+                 else f"error: {first}: {msg}")
+    except AttributeError as e:  # --config.a.b=v naming a field the config does not have
+        field = _last_line(e).strip("'\"")
+        sys.exit(f"error: --config override: the config has no field {field!r}")
+
+
+def _last_line(e: BaseException) -> str:
+    """The innermost message of an error whose text may hold a traceback (config_flags)."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    return lines[-1] if lines else type(e).__name__
+
+
 def main(argv) -> None:
     del argv
     logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
@@ -31,7 +51,12 @@ def main(argv) -> None:
     from qwenlong_jax.trainer import Trainer, TrainingError
 
     try:
-        cfg = from_config_dict(_CONFIG.value)
+        config_dict = _CONFIG.value
+        config_dict.to_dict()  # config_flags defers a missing file's error to first use
+    except OSError as e:
+        sys.exit(f"error: --config: {_last_line(e)}")
+    try:
+        cfg = from_config_dict(config_dict)
         summary = Trainer(cfg, _WORKDIR.value).run()
     except (ConfigError, DataError, CheckpointError, TrainingError) as e:
         sys.exit(f"error: {e}")
@@ -56,4 +81,4 @@ def print_summary(summary: dict) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)
