@@ -19,6 +19,10 @@ import orbax.checkpoint as ocp
 log = logging.getLogger(__name__)
 
 
+class CheckpointSaveError(RuntimeError):
+    """A save that failed part-way (e.g. disk full); the earlier checkpoints are intact."""
+
+
 class Checkpointer:
     def __init__(self, directory: str, keep: int = 3):
         self.directory = os.path.abspath(directory)
@@ -31,9 +35,15 @@ class Checkpointer:
     def save(self, step: int, state: Any, meta: dict) -> None:
         if step in self.manager.all_steps():  # already saved at this step (e.g. at a phase end)
             return
-        self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                                        meta=ocp.args.JsonSave(meta)), force=True)
-        self.manager.wait_until_finished()
+        try:
+            self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                                            meta=ocp.args.JsonSave(meta)), force=True)
+            self.manager.wait_until_finished()
+        except OSError as e:  # orbax writes into a temporary directory: nothing earlier is touched
+            prev = self.steps()
+            raise CheckpointSaveError(
+                f"saving checkpoint {step} in {self.directory} failed ({e.strerror or e}); the previous "
+                f"checkpoint ({f'step {prev[-1]}' if prev else 'none'}) is intact") from e
 
     def steps(self) -> list[int]:
         return sorted(self.manager.all_steps())

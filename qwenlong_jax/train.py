@@ -45,6 +45,7 @@ def _last_line(e: BaseException) -> str:
 def main(argv) -> None:
     del argv
     logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
+    from qwenlong_jax.checkpoint import CheckpointSaveError
     from qwenlong_jax.config import ConfigError, from_config_dict
     from qwenlong_jax.data.schema import DataError
     from qwenlong_jax.models import CheckpointError
@@ -58,7 +59,7 @@ def main(argv) -> None:
     try:
         cfg = from_config_dict(config_dict)
         summary = Trainer(cfg, _WORKDIR.value).run()
-    except (ConfigError, DataError, CheckpointError, TrainingError) as e:
+    except (ConfigError, DataError, CheckpointError, CheckpointSaveError, TrainingError) as e:
         sys.exit(f"error: {e}")
     if summary.get("stopped"):
         print(f"stopped at step {summary['step']}; checkpoint saved in {_WORKDIR.value}/checkpoints")
