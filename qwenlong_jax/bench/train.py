@@ -17,10 +17,11 @@ Our attention is `--attention xla` by default: the flash kernel runs in Pallas i
 CPU, which is far too slow to time. `xla` computes the dense masked [T, S] scores, so the packed
 row pays for its masked blocks here (the flash kernel skips them on GPU/TPU).
 
-Each variant runs in its own subprocess (clean memory accounting). Time: median of --iters runs
-after --warmup runs (ours: compile timed separately). Memory: peak RSS over the timed runs minus
-the RSS just before them (Linux VmHWM after resetting it via /proc/self/clear_refs), for all three;
-for ours also XLA's compiled memory analysis (arguments + outputs + temporaries - aliased).
+Each variant runs in its own subprocess (clean memory accounting). Memory: peak RSS during the
+first full-size run minus the RSS just before it (Linux VmHWM, reset via /proc/self/clear_refs),
+for all three (torch allocations are invisible to tracemalloc); for ours also XLA's compiled
+memory analysis (arguments + outputs + temporaries - aliased), which the RSS delta tracks closely.
+Time: median of --iters runs after --warmup untimed runs (ours: compile timed separately).
 Model FLOPs (printed with the table): 6 x P_mm x tokens + 12 x L x N x H x visible (q, k) pairs,
 where P_mm are the matmul weights (layers + LM head) and tokens/pairs those of each layout (the
 naive layout really does G times the prompt's work). Dense masked scores, our LM-head
@@ -57,16 +58,22 @@ def make_group(args):
     return prompt, responses, adv_N, old_NR.astype(np.float32)
 
 
-def model_flops(args, variant: str) -> float:
+def _p_mm(args) -> int:
+    """Matmul weights: per layer q, k, v, o and the SwiGLU MLP, plus the (tied) LM head."""
     D, L, V, F = args.d_model, args.layers, args.vocab, 4 * args.d_model
     N, K, H = args.heads, args.kv_heads, args.d_model // args.heads
-    p_mm = L * (2 * D * N * H + 2 * D * K * H + 3 * D * F) + D * V
+    return L * (2 * D * N * H + 2 * D * K * H + 3 * D * F) + D * V
+
+
+def model_flops(args, layout: str) -> float:
+    """Forward + backward FLOPs of the layout's useful work (see the module docstring)."""
+    N, L, H = args.heads, args.layers, args.d_model // args.heads
     P, R, G = args.prompt_len, args.resp_len, args.group
-    if variant == "packed":
+    if layout == "packed":
         tokens, pairs = P + G * R, P * (P + 1) // 2 + G * (R * P + R * (R + 1) // 2)
     else:
         tokens, pairs = G * (P + R), G * (P + R) * (P + R + 1) // 2
-    return 6 * p_mm * tokens + 12 * L * N * H * pairs
+    return 6 * _p_mm(args) * tokens + 12 * L * N * H * pairs
 
 
 # ----------------------------------------------------------------------------- memory probes
@@ -84,22 +91,25 @@ def _reset_peak_rss() -> int:
 
 def _timed_runs(step, args) -> dict:
     """Peak RSS delta of the first full-size run (from a state where none has run yet, so the
-    allocator holds nothing it could reuse), then the median time of `iters` runs after it."""
+    allocator holds nothing it could reuse); times of `iters` runs after `warmup` untimed ones
+    (with warmup 0 the first, measured run is timed too)."""
     base = _reset_peak_rss()
-    first = step()
+    t = time.perf_counter()
+    out = step()
+    first_s = time.perf_counter() - t
     rss_delta = _status_kib("VmHWM") * 1024 - base
-    for _ in range(args.warmup - 1):
+    times = [] if args.warmup else [first_s]
+    for _ in range(max(args.warmup - 1, 0)):
         step()
-    times = []
-    for _ in range(args.iters):
+    while len(times) < args.iters:
         t = time.perf_counter()
-        first = step()
+        out = step()
         times.append(time.perf_counter() - t)
-    return dict(times=times, rss_peak_delta=rss_delta, result=first)
+    return dict(times=times, rss_peak_delta=rss_delta, result=out)
 
 
 # ----------------------------------------------------------------------------- workers
-def run_ours(args, variant: str, model_dir: str) -> dict:
+def run_ours(args, variant: str, attention: str, model_dir: str) -> dict:
     import jax
     import optax
 
@@ -107,7 +117,7 @@ def run_ours(args, variant: str, model_dir: str) -> dict:
     from qwenlong_jax.rl import grpo_step, packing
 
     cfg, params = models.load_hf_checkpoint(model_dir)
-    cfg = cfg.replace(attention_impl=args.attention, remat=args.remat)
+    cfg = cfg.replace(attention_impl=attention, remat=args.remat)
     prompt, responses, adv_N, old_NR = make_group(args)
     R = args.resp_len
     if variant == "packed":
@@ -208,7 +218,7 @@ def worker(args) -> None:
     elif args.worker == "torch":
         res = run_torch(args, args.model_dir)
     else:
-        res = run_ours(args, args.worker, args.model_dir)
+        res = run_ours(args, *args.worker.split("/"), args.model_dir)
     print("RESULT " + json.dumps(res))
 
 
@@ -242,50 +252,66 @@ def _gib(x) -> str:
     return f"{x / 2**30:.2f}"
 
 
+def _met(x: float, target: float) -> str:
+    return f"target >= {target}x: {'met' if x >= target else 'MISSED'}"
+
+
 def report(args, argv, res: dict, peak: float) -> None:
+    torch_attn = res.get("torch", {}).get("attn", "?")
     print(f"\nGRPO loss+grad of one group: prompt {args.prompt_len}, G={args.group}, responses "
           f"{args.resp_len}; Qwen2 d={args.d_model} L={args.layers} N={args.heads} K={args.kv_heads} "
-          f"V={args.vocab} f32; ours: jax CPU, attention={args.attention}, remat={args.remat}; "
-          f"torch {args.threads} threads, attention={res['torch'].get('attn', '?')}. "
-          f"Matmul peak (f32 {args.matmul_n}^3 in jax): {peak / 1e9:.1f} GFLOP/s.\n")
-    print("| variant | rows x tokens | time s (median) | peak RSS delta GiB | XLA compiled peak GiB "
-          "| model GFLOP | achieved GFLOP/s | of matmul peak | loss | grad norm |")
+          f"V={args.vocab} f32, remat={args.remat}; ours: jax {_platform()} (flash = Pallas "
+          f"interpret mode); torch {args.threads} threads, attn_implementation={torch_attn}. "
+          f"Matmul peak (best f32 {args.matmul_n}^3 matmul in jax, this run): "
+          f"{peak / 1e9:.1f} GFLOP/s. Time: median of {args.iters} (s each in brackets).\n")
+    print("| variant | rows x tokens | time s | peak RSS delta GiB | XLA compiled peak GiB "
+          "| model GFLOP | GFLOP/s | of matmul peak | loss | grad norm |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for name in VARIANTS:
-        r = res[name]
-        fl = model_flops(args, name)
+    med = {}
+    for key, r in res.items():
+        fl = model_flops(args, key.split("/")[0])
         xla = _gib(r["xla_peak"]) if "xla_peak" in r else "-"
         rows = "x".join(map(str, r["rows"])) if "rows" in r else "-"
         if "skipped" in r:
-            print(f"| {name} | {rows} | not run: {r['skipped']} | | {xla} | {fl / 1e9:.0f} | | | | |")
+            print(f"| {key} | {rows} | not run: {r['skipped']} | | {xla} | {fl / 1e9:.0f} | | | | |")
             continue
-        t = statistics.median(r["times"])
-        print(f"| {name} | {rows} | {t:.2f} | {_gib(r['rss_peak_delta'])} | {xla} | {fl / 1e9:.0f} "
-              f"| {fl / t / 1e9:.1f} | {fl / t / peak:.0%} | {r['loss']:.6f} | {r['grad_norm']:.6f} |")
-    p = res["packed"]
-    if "skipped" not in p:
-        tp = statistics.median(p["times"])
-        for name, time_target, mem_target in (("naive", 5, 4), ("torch", 3, None)):
-            r = res[name]
-            if "skipped" in r:
-                print(f"\npacked vs {name}: not measured ({name} not run)")
-                continue
-            speed = statistics.median(r["times"]) / tp
-            mem = r["rss_peak_delta"] / max(p["rss_peak_delta"], 1)
-            line = (f"\npacked vs {name}: {speed:.1f}x faster (target >= {time_target}x: "
-                    f"{'met' if speed >= time_target else 'MISSED'}), {mem:.1f}x less peak RSS delta")
-            if mem_target:
-                xmem = r["xla_peak"] / p["xla_peak"]
-                line += (f", {xmem:.1f}x less XLA compiled peak (target >= {mem_target}x: "
-                         f"RSS {'met' if mem >= mem_target else 'MISSED'}, compiled "
-                         f"{'met' if xmem >= mem_target else 'MISSED'})")
+        t = med[key] = statistics.median(r["times"])
+        each = ", ".join(f"{x:.1f}" for x in r["times"])
+        print(f"| {key} | {rows} | {t:.1f} ({each}) | {_gib(r['rss_peak_delta'])} | {xla} "
+              f"| {fl / 1e9:.0f} | {fl / t / 1e9:.1f} | {fl / t / peak:.0%} | {r['loss']:.6f} "
+              f"| {r['grad_norm']:.6f} |")
+    print()
+    for attn in args.attention.split(","):
+        p, n = res.get(f"packed/{attn}", {}), res.get(f"naive/{attn}", {})
+        if "xla_peak" in p and "xla_peak" in n:
+            xmem = n["xla_peak"] / p["xla_peak"]
+            line = f"- {attn}: packed vs naive, XLA compiled peak {xmem:.1f}x less ({_met(xmem, 4)})"
+            if f"packed/{attn}" in med and f"naive/{attn}" in med:
+                speed = med[f"naive/{attn}"] / med[f"packed/{attn}"]
+                rss = n["rss_peak_delta"] / p["rss_peak_delta"]
+                line += (f"; peak RSS delta {rss:.1f}x less ({_met(rss, 4)}); "
+                         f"{speed:.1f}x faster ({_met(speed, 5)})")
+            else:
+                line += "; time not measured (a variant was not run)"
             print(line)
-        frac = model_flops(args, "packed") / tp / peak
-        print(f"\npacked step: {frac:.0%} of the measured matmul peak (target >= 40%: "
-              f"{'met' if frac >= 0.4 else 'MISSED'}); compile {p['compile_s']:.0f} s (not timed).")
+        if f"packed/{attn}" in med and "torch" in med:
+            speed = med["torch"] / med[f"packed/{attn}"]
+            rss = res["torch"]["rss_peak_delta"] / p["rss_peak_delta"]
+            print(f"- {attn}: packed vs torch naive, {speed:.1f}x faster ({_met(speed, 3)}); "
+                  f"peak RSS delta {rss:.1f}x less")
+        if f"packed/{attn}" in med:
+            frac = model_flops(args, "packed") / med[f"packed/{attn}"] / peak
+            print(f"- {attn}: packed step at {frac:.0%} of the matmul peak (target >= 40%: "
+                  f"{'met' if frac >= 0.4 else 'MISSED'}); compile {p['compile_s']:.0f} s, not timed")
     print("\nmodel FLOPs = 6 x P_mm x tokens + 12 x L x N x H x visible (q,k) pairs "
-          "(P_mm = matmul weights incl. LM head)")
+          f"(P_mm = {_p_mm(args):,} matmul weights incl. the tied LM head)")
     print(f"command: python -m qwenlong_jax.bench train {' '.join(argv)}".rstrip())
+
+
+def _platform() -> str:
+    import jax
+
+    return jax.devices()[0].platform
 
 
 def parse_args(argv):
@@ -298,11 +324,11 @@ def parse_args(argv):
     ap.add_argument("--heads", type=int, default=4)
     ap.add_argument("--kv_heads", type=int, default=2)
     ap.add_argument("--vocab", type=int, default=8192)
-    ap.add_argument("--attention", default="xla", choices=["xla", "flash"])
+    ap.add_argument("--attention", default="xla,flash", help="our attention impls, comma-separated")
     ap.add_argument("--remat", default="none", choices=["none", "full", "dots", "dots_no_batch"])
     ap.add_argument("--threads", type=int, default=2, help="torch threads")
-    ap.add_argument("--warmup", type=int, default=1, help="untimed runs (>= 1; memory is read on the first)")
-    ap.add_argument("--iters", type=int, default=3)
+    ap.add_argument("--warmup", type=int, default=0, help="untimed full-size runs")
+    ap.add_argument("--iters", type=int, default=2, help="timed runs (median reported)")
     ap.add_argument("--matmul_n", type=int, default=4096)
     ap.add_argument("--variants", default=",".join(VARIANTS))
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
@@ -316,15 +342,15 @@ def main(argv: Sequence[str]) -> None:
     if args.worker:
         return worker(args)
     wanted = args.variants.split(",")
+    keys = [f"{v}/{a}" for a in args.attention.split(",") for v in ("packed", "naive") if v in wanted]
+    keys += ["torch"] if "torch" in wanted else []
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = os.path.join(tmp, "model")
         build_checkpoint(args, model_dir)
         peaks = [spawn(argv, "matmul", model_dir)]
-        res = {v: (spawn(argv, v, model_dir) if v in wanted else dict(skipped="not requested"))
-               for v in VARIANTS}
+        res = {k: spawn(argv, k, model_dir) for k in keys}
         peaks.append(spawn(argv, "matmul", model_dir))
-    peak = max(p.get("flops_per_s", 0.0) for p in peaks)
-    report(args, argv, res, peak)
+    report(args, argv, res, max(p.get("flops_per_s", 0.0) for p in peaks))
 
 
 if __name__ == "__main__":
