@@ -52,3 +52,24 @@ class LocalJudge(CachingJudge):
         if len(replies) != len(queries):
             return [Verdict(0.0, "generate")] * len(queries)
         return [parse_verdict(reply) for reply in replies]
+
+
+def sampler_generate_fn(cfg, params, tokenizer, max_new_tokens: int = 64,
+                        prefill_chunk: int = 512) -> Callable[[list[str]], list[str]]:
+    """A `generate_fn` running a local model through our sampler: each prompt string becomes
+    one user chat turn (the model's chat template), decoded greedily (temperature 0, as the
+    reference judge), the eos text removed.
+
+        judge = LocalJudge(sampler_generate_fn(cfg, params, tok))
+    """
+    from qwenlong_jax.sampling import generate  # jax is imported only when a local judge is built
+
+    def generate_fn(prompts: list[str]) -> list[str]:
+        ids = [tokenizer.chat_prompt(p) for p in prompts]
+        out = generate(cfg, params, ids, max_new_tokens=max_new_tokens, eos_ids=tokenizer.eos_ids,
+                       prefill_chunk=prefill_chunk)
+        eos = set(tokenizer.eos_ids)
+        return [tokenizer.decode([t for t in s[0].tokens if t not in eos]) for s in out]
+
+    generate_fn.__name__ = "sampler_generate_fn"
+    return generate_fn
