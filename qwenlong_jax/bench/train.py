@@ -13,9 +13,11 @@ tied embeddings) is built by transformers and saved; ours loads it with models.l
           forward, log_softmax of the response logits, token logprobs, entropy, the same clipped
           token-mean loss minus 0.001 x entropy, backward (what a verl / TRL actor update runs).
 
-Our attention is `--attention xla` by default: the flash kernel runs in Pallas interpret mode on
-CPU, which is far too slow to time. `xla` computes the dense masked [T, S] scores, so the packed
-row pays for its masked blocks here (the flash kernel skips them on GPU/TPU).
+Our attention: `--attention xla,flash` (default: both). `xla` computes dense masked [T, S]
+scores, so the packed row pays for its masked blocks; its naive layout needs far more memory than
+this CPU has (it is compiled for the memory analysis, not run). `flash` is the Pallas kernel in
+interpret mode on CPU (a jax loop over blocks that skips fully masked ones, O(T) memory): not the
+GPU/TPU kernel, but here faster than `xla` at 4K+ tokens.
 
 Each variant runs in its own subprocess (clean memory accounting). Memory: peak RSS during the
 first full-size run minus the RSS just before it (Linux VmHWM, reset via /proc/self/clear_refs),
