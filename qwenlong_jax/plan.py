@@ -316,9 +316,10 @@ ROWS = (("params", "params"), ("optimizer", "optimizer"), ("gradients", "gradien
 
 def format_table(phases: list[PhaseMemory], hbm_bytes: int | None = None) -> str:
     width = max(12, *(len(p.phase) + 2 for p in phases))
-    lines = ["GiB per device".ljust(16) + "".join(p.phase.rjust(width) for p in phases)]
+    unit, scale = ("GiB", GIB) if max(p.peak for p in phases) >= GIB else ("MiB", 2**20)
+    lines = [f"{unit} per device".ljust(16) + "".join(p.phase.rjust(width) for p in phases)]
     for label, attr in ROWS:
-        vals = [getattr(p, attr) / GIB for p in phases]
+        vals = [getattr(p, attr) / scale for p in phases]
         lines.append(label.ljust(16) + "".join(f"{v:{width}.2f}" for v in vals))
     if hbm_bytes:
         lines.append(f"fits {hbm_bytes / GIB:.0f} GiB?".ljust(16) + "".join(
@@ -343,7 +344,8 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    print(f"{args.config}: {mcfg.num_params / 1e9:.2f}B params, mesh {cfg.mesh} on {n} devices, "
+    size = f"{mcfg.num_params / 1e9:.2f}B" if mcfg.num_params >= 1e9 else f"{mcfg.num_params / 1e6:.2f}M"
+    print(f"{args.config}: {size} params, mesh {cfg.mesh} on {n} devices, "
           f"dtype {mcfg.dtype}, remat {mcfg.remat}, attention {mcfg.attention_impl}")
     print(format_table(phases, hbm))
     if hbm:
