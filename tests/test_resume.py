@@ -1,0 +1,274 @@
+"""Resume == uninterrupted (issue 6/8 acceptance): stop after N steps, SIGTERM, SIGKILL.
+
+A run stopped and resumed must end with bitwise the same TrainState (params AND optimizer
+state, read from the final orbax checkpoint) and the same metrics.jsonl rows as one
+uninterrupted run, except the wall-clock fields in WALL_CLOCK_KEYS. The smoke config is
+shrunk further (1-2 steps per phase, one eval example) and DAPO filtering is switched off so
+that every RL step really updates the params (with a random model every group has accuracy
+0 and would otherwise be filtered, making RL resume trivially equal).
+
+In-process runs use one CPU device (conftest makes 8 fake ones); the subprocess runs see one
+device (XLA_FLAGS cleared), and are compared only with other subprocess runs.
+"""
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+import configs.smoke
+from qwenlong_jax.config import from_config_dict
+from qwenlong_jax.curriculum import Difficulty, PhaseData
+from qwenlong_jax.config import PhaseConfig, RetroConfig
+from qwenlong_jax.data.schema import Record
+from qwenlong_jax.metrics import read_metrics
+from qwenlong_jax.trainer import Trainer
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Metrics that measure time, not training: the only keys allowed to differ after a resume.
+WALL_CLOCK_KEYS = frozenset({"gen_tokens_per_s", "train_tokens_per_s"})
+TOTAL_STEPS = 4  # sft 1 + rl_short 2 + rl_long 1
+
+
+def small_config():
+    c = configs.smoke.get_config()
+    c.rl.dynamic_sampling = False  # every group trains: RL steps change params and optimizer state
+    c.phases.sft.steps = 1
+    c.phases.rl_short.steps = 2
+    c.phases.rl_long.steps = 1
+    c.data.update(synthetic_per_phase=4, eval_lengths=(64,), eval_per_length=1, eval_max_new_tokens=4)
+    c.checkpoint_every = 1
+    return c
+
+
+# Command-line form of small_config() for the subprocess tests.
+SMALL_FLAGS = [
+    "--config.rl.dynamic_sampling=False", "--config.phases.sft.steps=1", "--config.phases.rl_short.steps=2",
+    "--config.phases.rl_long.steps=1", "--config.data.synthetic_per_phase=4", "--config.data.eval_lengths=(64,)",
+    "--config.data.eval_per_length=1", "--config.data.eval_max_new_tokens=4", "--config.checkpoint_every=1",
+]
+
+
+def final_state(workdir: str) -> tuple[int, dict]:
+    """(step, TrainState pytree as restored arrays) of the newest checkpoint in workdir."""
+    ckdir = os.path.join(workdir, "checkpoints")
+    step = max(int(d) for d in os.listdir(ckdir) if d.isdigit())
+    return step, ocp.StandardCheckpointer().restore(os.path.join(ckdir, str(step), "state"))
+
+
+def assert_states_equal(a: dict, b: dict) -> None:
+    leaves_a = jax.tree_util.tree_leaves_with_path(a)
+    leaves_b = jax.tree_util.tree_leaves_with_path(b)
+    assert [p for p, _ in leaves_a] == [p for p, _ in leaves_b]
+    assert len(leaves_a) > 10
+    for (path, x), (_, y) in zip(leaves_a, leaves_b):
+        assert np.array_equal(np.asarray(x), np.asarray(y)), f"{jax.tree_util.keystr(path)} differs"
+
+
+def comparable_metrics(workdir: str) -> list[dict]:
+    rows = read_metrics(workdir)
+    timing = {k for r in rows for k in r if k.endswith("_per_s") or k.endswith("_seconds")}
+    assert timing <= WALL_CLOCK_KEYS, f"new wall-clock metrics {timing - WALL_CLOCK_KEYS}: list them"
+    return [{k: v for k, v in r.items() if k not in WALL_CLOCK_KEYS} for r in rows]
+
+
+_CACHE_FLAGS = {"jax_compilation_cache_dir": None, "jax_persistent_cache_min_compile_time_secs": 0.0}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def compile_cache(tmp_path_factory):
+    """A persistent compilation cache (keyed by the compiled program) shared by the runs of
+    this file: the stopped, resumed and killed runs reuse the first run's executables instead
+    of compiling again, which is most of their time on CPU. Same executables, same numerics."""
+    from jax._src import compilation_cache
+
+    path = str(tmp_path_factory.mktemp("jax_cache"))
+    old = {k: getattr(jax.config, k) for k in _CACHE_FLAGS}
+    jax.config.update("jax_compilation_cache_dir", path)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    compilation_cache.reset_cache()  # re-read the settings (the cache initialises once)
+    yield path
+    for k, v in old.items():
+        jax.config.update(k, v)
+    compilation_cache.reset_cache()
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    workdir = str(tmp_path_factory.mktemp("uninterrupted"))
+    cfg = from_config_dict(small_config())
+    summary = Trainer(cfg, workdir, quiet=True, devices=jax.devices()[:1]).run()
+    assert summary["steps"] == TOTAL_STEPS
+    return workdir
+
+
+def test_stop_and_resume_is_bitwise_equal(uninterrupted, tmp_path):
+    cfg = from_config_dict(small_config())
+    workdir = str(tmp_path)
+    # Stop after 2 steps: inside rl_short, so the grain iterator, the per-step RNG and the
+    # optimizer state all resume mid-phase; the second phase boundary is crossed after resuming.
+    out = Trainer(cfg, workdir, quiet=True, stop_after_steps=2, devices=jax.devices()[:1]).run()
+    assert out == {"stopped": True, "step": 2}
+    assert final_state(workdir)[0] == 2
+    assert [r["step"] for r in read_metrics(workdir)] == [1, 2]
+    summary = Trainer(cfg, workdir, quiet=True, devices=jax.devices()[:1]).run()
+    assert summary["steps"] == TOTAL_STEPS
+
+    step_a, state_a = final_state(uninterrupted)
+    step_b, state_b = final_state(workdir)
+    assert step_a == step_b == TOTAL_STEPS
+    assert_states_equal(state_a, state_b)
+    # The RL steps did train (otherwise equality above would say little).
+    rows = read_metrics(workdir)
+    assert all(r["kept_groups"] == 2 and r["skipped"] == 0 for r in rows if r["phase"] != "sft")
+    assert int(state_b["step"]) == TOTAL_STEPS
+    assert comparable_metrics(workdir) == comparable_metrics(uninterrupted)
+    assert [r["step"] for r in rows] == list(range(1, TOTAL_STEPS + 1))
+
+
+# --- the data side: every example exactly once per epoch across a stop/resume -------------
+
+def _records(n: int) -> list[Record]:
+    return [Record(id=f"r{i}", data_source="docqa", prompt=f"p{i}", ground_truth="a", answer="a",
+                   num_prompt_tokens=10) for i in range(n)]
+
+
+@pytest.mark.parametrize("stop_at", [1, 3, 5])
+def test_phase_data_each_example_once_per_epoch_across_resume(stop_at):
+    recs, hard = _records(7), _records(12)[7:]
+    phase = PhaseConfig(name="p", kind="rl", max_input=100, batch=3, retrospective=True)
+    retro = RetroConfig(hard_fraction=0.34, max_weight=8.0)  # 1 hard example per batch of 3
+    by_id = {r.id: r for r in recs + hard}
+    difficulty = Difficulty()
+    difficulty.update([r.id for r in hard], [0.0, 0.5, 0.25, 1.0, 0.1])
+
+    def draws(pdata, n):
+        return [[r.id for r in pdata.next_batch(3, difficulty)[0]] for _ in range(n)]
+
+    n_batches = 14  # 14 batches x 2 own examples = 28 = 4 epochs of 7
+    straight = draws(PhaseData(recs, hard, phase, retro, seed=5), n_batches)
+    first = PhaseData(recs, hard, phase, retro, seed=5)
+    head = draws(first, stop_at)
+    state = json.loads(json.dumps(first.state()))  # what the checkpoint's JSON meta holds
+    resumed = PhaseData(recs, [], phase, retro, seed=5)
+    resumed.restore(state, by_id)
+    resumed_draws = head + draws(resumed, n_batches - stop_at)
+    assert resumed_draws == straight  # same examples, same order, same hard-pool draws
+
+    own = [i for batch in resumed_draws for i in batch[:2]]  # the phase's own examples first
+    for epoch in range(4):
+        seen = own[epoch * 7:(epoch + 1) * 7]
+        assert sorted(seen) == sorted(r.id for r in recs), f"epoch {epoch}: {seen}"
+    assert len({tuple(own[e * 7:(e + 1) * 7]) for e in range(4)}) > 1  # a new permutation per epoch
+    assert all(batch[2].startswith("r") and int(batch[2][1:]) >= 7 for batch in resumed_draws)
+
+
+# --- subprocess runs: SIGTERM and SIGKILL -----------------------------------------------------
+
+def _env() -> dict:
+    env = dict(os.environ)
+    env.pop("XLA_FLAGS", None)  # smoke's mesh is one device
+    env["JAX_PLATFORMS"] = "cpu"
+    env["JAX_COMPILATION_CACHE_DIR"] = jax.config.jax_compilation_cache_dir  # compile_cache
+    env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+    return env
+
+
+def _start(workdir: str, *extra: str) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "qwenlong_jax.train", "--config", os.path.join(REPO, "configs", "smoke.py"),
+           "--workdir", workdir, *SMALL_FLAGS, *extra]
+    return subprocess.Popen(cmd, cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+
+
+def _checkpoint_steps(workdir: str) -> list[int]:
+    ckdir = os.path.join(workdir, "checkpoints")
+    if not os.path.isdir(ckdir):
+        return []
+    return sorted(int(d) for d in os.listdir(ckdir) if d.isdigit())
+
+
+def _wait_for_checkpoint(proc: subprocess.Popen, workdir: str, after: int, timeout: float = 300) -> int:
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        steps = [s for s in _checkpoint_steps(workdir) if s > after]
+        if steps:
+            return steps[-1]
+        if proc.poll() is not None:
+            out, err = proc.communicate()
+            raise AssertionError(f"run exited ({proc.returncode}) before a checkpoint > {after}:\n{err[-3000:]}")
+        time.sleep(0.2)
+    proc.kill()
+    raise AssertionError(f"no checkpoint > {after} within {timeout}s")
+
+
+def _run_to_end(workdir: str, *extra: str, timeout: float = 600) -> str:
+    proc = _start(workdir, *extra)
+    out, err = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, err[-3000:]
+    return out
+
+
+@pytest.mark.slow  # two subprocess runs, each compiling: ~2 min of CPU
+def test_sigterm_checkpoints_exits_0_and_resumes(tmp_path):
+    workdir = str(tmp_path)
+    proc = _start(workdir)
+    first = _wait_for_checkpoint(proc, workdir, after=0)
+    t_signal = time.time()
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=180)  # bounded: the current step, one save
+    assert proc.returncode == 0, err[-3000:]
+    assert "Traceback" not in err
+    saved = _checkpoint_steps(workdir)[-1]
+    assert saved >= first and f"stopped at step {saved}" in out
+    assert saved < TOTAL_STEPS, "the run finished before the signal: nothing tested"
+    print(f"SIGTERM -> exit 0 in {time.time() - t_signal:.1f}s, checkpoint at step {saved}")
+    before = read_metrics(workdir)
+    assert [r["step"] for r in before] == list(range(1, saved + 1))
+
+    out = _run_to_end(workdir)
+    assert f"resumed from step {saved}" in out
+    after = read_metrics(workdir)
+    assert after[:saved] == before  # rows up to the checkpoint are kept as they were ...
+    assert [r["step"] for r in after] == list(range(1, TOTAL_STEPS + 1))  # ... and continue from it
+    assert _checkpoint_steps(workdir)[-1] == TOTAL_STEPS
+
+
+# Longer phases so that three kills land before the end (7 steps, a checkpoint after each).
+KILL_FLAGS = ("--config.phases.rl_short.steps=3", "--config.phases.rl_long.steps=3")
+KILL_STEPS = 7
+
+
+@pytest.mark.slow
+def test_sigkill_at_three_random_points_resumes_to_the_same_params(tmp_path):
+    ref = str(tmp_path / "ref")
+    _run_to_end(ref, *KILL_FLAGS)
+    workdir = str(tmp_path / "killed")
+    seed = int(os.environ.get("RESUME_TEST_SEED", "0"))
+    rng = random.Random(seed)
+    last = 0
+    for kill in range(3):
+        proc = _start(workdir, *KILL_FLAGS)
+        _wait_for_checkpoint(proc, workdir, after=last)  # this start has made progress ...
+        time.sleep(rng.uniform(0.0, 2.0))  # ... then anywhere: mid-step, mid-eval, mid-save
+        if proc.poll() is not None:
+            pytest.fail(f"kill {kill}: the run ended (rc {proc.returncode}) before SIGKILL (seed {seed})")
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate()
+        assert proc.returncode == -signal.SIGKILL
+        last = max(_checkpoint_steps(workdir))
+        assert last < KILL_STEPS, f"kill {kill} came after the last step (seed {seed})"
+    out = _run_to_end(workdir, *KILL_FLAGS)
+    assert f"resumed from step {last}" in out
+    _, state_ref = final_state(ref)
+    step, state = final_state(workdir)
+    assert step == KILL_STEPS
+    assert_states_equal(state_ref, state)
+    assert comparable_metrics(workdir) == comparable_metrics(ref)
