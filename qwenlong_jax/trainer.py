@@ -25,7 +25,7 @@ import numpy as np
 from tqdm import tqdm
 
 from qwenlong_jax import config as config_lib
-from qwenlong_jax import models, rewards, sharding
+from qwenlong_jax import models, plan, rewards, sharding
 from qwenlong_jax.checkpoint import Checkpointer, abstract_like
 from qwenlong_jax.config import Config, PhaseConfig
 from qwenlong_jax.curriculum import Difficulty, PhaseData, hard_pool_for, phase_records
@@ -107,6 +107,9 @@ class Trainer:
         self.tok = load_tokenizer(self.tok_path)
         self.mcfg = config_lib.build_model_config(cfg.model, self.tok.vocab_size)
         validate_run(cfg, self.mcfg, self.mesh)
+        hbm = plan.device_hbm_bytes()  # None on CPU: nothing to check against
+        if hbm:
+            plan.check_fits(cfg, self.mesh.size, hbm, self.mcfg)  # refuse a phase that cannot fit
         self.p_shard = sharding.param_shardings(models.logical_axes(self.mcfg), models.param_shapes(self.mcfg),
                                                 self.mesh)
         self.judge = judge if judge is not None else self._make_judge()
