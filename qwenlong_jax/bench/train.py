@@ -292,15 +292,15 @@ def report(args, argv, res: dict, peak: float) -> None:
                 speed = med[f"naive/{attn}"] / med[f"packed/{attn}"]
                 rss = n["rss_peak_delta"] / p["rss_peak_delta"]
                 line += (f"; peak RSS delta {rss:.1f}x less ({_met(rss, 4)}); "
-                         f"{speed:.1f}x faster ({_met(speed, 5)})")
+                         f"time ratio naive/packed {speed:.1f}x ({_met(speed, 5)})")
             else:
                 line += "; time not measured (a variant was not run)"
             print(line)
         if f"packed/{attn}" in med and "torch" in med:
             speed = med["torch"] / med[f"packed/{attn}"]
             rss = res["torch"]["rss_peak_delta"] / p["rss_peak_delta"]
-            print(f"- {attn}: packed vs torch naive, {speed:.1f}x faster ({_met(speed, 3)}); "
-                  f"peak RSS delta {rss:.1f}x less")
+            print(f"- {attn}: packed vs torch naive, time ratio torch/packed {speed:.1f}x "
+                  f"({_met(speed, 3)}); peak RSS delta ratio torch/packed {rss:.1f}x")
         if f"packed/{attn}" in med:
             frac = model_flops(args, "packed") / med[f"packed/{attn}"] / peak
             print(f"- {attn}: packed step at {frac:.0%} of the matmul peak (target >= 40%: "
