@@ -154,15 +154,40 @@ class Trainer:
     def _rows_sharding(self, ndim_lead: int, ndim_tail: int):
         return sharding.named(self.mesh, *([None] * ndim_lead), "batch", *([None] * ndim_tail))
 
+    # Explicit shardings: the state keeps the layout it was created with (params by the rules
+    # table, optimizer moments alike), batches are split over the mesh's batch axes on their
+    # rows dimension, metrics are replicated. The state is donated.
     @functools.lru_cache(maxsize=None)
     def _sft_fn(self):
-        return jax.jit(lambda s, b: sft_update(self.mcfg, self.tx, s, b), donate_argnums=0)
+        rows = self._rows_sharding(1, 1)
+        batch_sh = {k: rows for k in ("tokens_BW", "positions_BW", "segment_ids_BW", "loss_mask_BW")}
+        return jax.jit(lambda s, b: sft_update(self.mcfg, self.tx, s, b), donate_argnums=0,
+                       in_shardings=(self._state_sharding, batch_sh),
+                       out_shardings=(self._state_sharding, sharding.replicated(self.mesh)))
 
     @functools.lru_cache(maxsize=None)
     def _grpo_fns(self, ls: grpo_step.LossSettings):
-        update = jax.jit(lambda s, b: grpo_step.grpo_update(self.mcfg, ls, self.tx, s, b), donate_argnums=0)
-        logp = jax.jit(lambda p, b: grpo_step.policy_logprobs(self.mcfg, ls, p, b))
+        batch_sh = {k: self._rows_sharding(2, 1) for k in grpo_step.ROW_KEYS + (
+            "unpack_idx_NR", "mask_NR", "old_logp_NR")}
+        batch_sh["adv_N"] = self._rows_sharding(2, 0)
+        update = jax.jit(lambda s, b: grpo_step.grpo_update(self.mcfg, ls, self.tx, s, b), donate_argnums=0,
+                         in_shardings=(self._state_sharding, batch_sh),
+                         out_shardings=(self._state_sharding, sharding.replicated(self.mesh)))
+        logp = jax.jit(lambda p, b: grpo_step.policy_logprobs(self.mcfg, ls, p, b),
+                       in_shardings=(self._state_sharding.params, batch_sh),
+                       out_shardings=self._rows_sharding(2, 1))
         return update, logp
+
+    def _lr(self, phase: PhaseConfig, phase_step: int, n_steps: int) -> float:
+        """optim.schedule within a phase: linear warmup, then constant or cosine to 10%."""
+        o = self.cfg.optim
+        lr = phase.lr or o.lr
+        if o.warmup_steps and phase_step < o.warmup_steps:
+            return lr * (phase_step + 1) / o.warmup_steps
+        if o.schedule == "cosine":
+            frac = (phase_step - o.warmup_steps) / max(n_steps - o.warmup_steps, 1)
+            return lr * (0.1 + 0.45 * (1 + math.cos(math.pi * min(max(frac, 0.0), 1.0))))
+        return lr
 
     # --- steps ------------------------------------------------------------------------------
     def _sft_step(self, state, recs, phase):
@@ -286,6 +311,7 @@ class Trainer:
         t_start = time.time()
         ckpt = Checkpointer(os.path.join(self.workdir, "checkpoints"), keep=cfg.keep_checkpoints)
         state = self._init_state()
+        self._state_sharding = jax.tree.map(lambda x: x.sharding, state)
         meta = {"phase_index": 0, "phase_step": 0, "step": 0, "phase_data": None,
                 "difficulty": Difficulty().state(), "evals": []}
         restored = ckpt.restore_latest(abstract_like(state))
@@ -316,10 +342,11 @@ class Trainer:
                 if meta["phase_data"] is not None:
                     pdata.restore(meta["phase_data"], self.by_id)
                 n_steps = phase_steps(phase, len(recs))
-                state = with_lr(state, phase.lr or cfg.optim.lr)
                 bar = tqdm(total=n_steps, initial=meta["phase_step"], desc=f"{phase.name} ({phase.kind})",
                            disable=self.quiet or jax.process_index() != 0)
                 while meta["phase_step"] < n_steps:
+                    lr = self._lr(phase, meta["phase_step"], n_steps)
+                    state = with_lr(state, lr)
                     if phase.kind == "sft":
                         batch_recs, _ = pdata.next_batch(phase.batch, difficulty)
                         state, metrics = self._sft_step(state, batch_recs, phase)
@@ -335,7 +362,7 @@ class Trainer:
                         ev = self.evaluate(state.params)
                         metrics.update(ev)
                         meta["evals"].append({"step": step, "phase": phase.name, **ev})
-                    writer.write(step, phase.name, {**metrics, "lr": float(phase.lr or cfg.optim.lr)})
+                    writer.write(step, phase.name, {**metrics, "lr": float(lr)})
                     bar.update(1)
                     bar.set_postfix({k2: f"{metrics[k2]:.3f}" for k2 in ("reward_mean", "sft/nll", "loss") if k2 in metrics})
                     if last_of_phase:
