@@ -59,6 +59,7 @@ def _make_handler(state: _State):
                 state.bodies.append(body)
                 state.in_flight[mode] += 1
                 state.peak[mode] = max(state.peak[mode], state.in_flight[mode])
+            counted = True
             try:
                 if mode == "yes":
                     self._content("Both say Paris.\n[[YES]]")
@@ -85,14 +86,20 @@ def _make_handler(state: _State):
                     user = body["messages"][1]["content"]
                     a1 = user.split("Answer 1: ")[1].split("\n")[0]
                     a2 = user.split("Answer 2: ")[1].split("\n")[0]
+                    # Leave the in-flight count BEFORE replying: once the client has the reply it
+                    # may send its next request, which must not find this one still counted.
+                    with state.lock:
+                        state.in_flight[mode] -= 1
+                    counted = False
                     self._content("[[YES]]" if a1 == a2 else "[[NO]]")
                 else:
                     self._reply(404, b"{}")
             except (BrokenPipeError, ConnectionResetError):
                 pass  # the client gave up (timeout test)
             finally:
-                with state.lock:
-                    state.in_flight[mode] -= 1
+                if counted:
+                    with state.lock:
+                        state.in_flight[mode] -= 1
     return Handler
 
 
