@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
 import time
 
@@ -32,7 +31,7 @@ from tqdm import tqdm
 
 from qwenlong_jax import models
 from qwenlong_jax.data import pretrain as pretrain_data
-from qwenlong_jax.data.tokenizer import DEFAULT_TOKENIZER, load_tokenizer
+from qwenlong_jax.data.tokenizer import DEFAULT_TOKENIZER, copy_tokenizer, load_tokenizer
 from qwenlong_jax.rl.sft_step import pack_sft_rows, sft_update
 from qwenlong_jax.train_state import TrainState, with_lr
 
@@ -65,12 +64,7 @@ def parse_args(argv):
 
 def _save(args, cfg, state, tok_path, info, metrics_rows):
     models.save_hf_checkpoint(args.out, cfg, state.params)
-    tok_dst = os.path.join(args.out, "tokenizer")
-    if os.path.isdir(tok_path):
-        shutil.copytree(tok_path, tok_dst, dirs_exist_ok=True)
-    else:
-        os.makedirs(tok_dst, exist_ok=True)
-        shutil.copy(tok_path, tok_dst)
+    copy_tokenizer(tok_path, os.path.join(args.out, "tokenizer"))
     with open(os.path.join(args.out, "pretrain.json"), "w") as f:
         json.dump(info, f, indent=2)
     with open(os.path.join(args.out, "metrics.jsonl"), "a") as f:

@@ -103,6 +103,11 @@ def mesh_axis_size(mesh, spec_entry) -> int:
     return math.prod(mesh.shape[n] for n in names)
 
 
+def batch_axis_size(mesh) -> int:
+    """How many ways the mesh splits the batch dimension (data * fsdp)."""
+    return mesh_axis_size(mesh, logical_to_spec(("batch",), mesh.axis_names)[0])
+
+
 def check_divisible(name: str, shape: Sequence[int], axes: Sequence[str | None], mesh) -> None:
     """Raise one clear line when a dimension is not divisible by its mesh axes."""
     spec = logical_to_spec(axes, mesh.axis_names)

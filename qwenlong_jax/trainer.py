@@ -15,7 +15,6 @@ import functools
 import json
 import math
 import os
-import shutil
 import signal
 import time
 
@@ -30,7 +29,7 @@ from qwenlong_jax.checkpoint import Checkpointer, abstract_like
 from qwenlong_jax.config import Config, PhaseConfig
 from qwenlong_jax.curriculum import Difficulty, PhaseData, hard_pool_for, phase_records
 from qwenlong_jax.data.sft import encode_sft
-from qwenlong_jax.data.tokenizer import DEFAULT_TOKENIZER, load_tokenizer
+from qwenlong_jax.data.tokenizer import DEFAULT_TOKENIZER, copy_tokenizer, load_tokenizer
 from qwenlong_jax.datasets import load_run_data
 from qwenlong_jax.metrics import MetricsWriter, plot_run
 from qwenlong_jax.rl import grpo_step, packing
@@ -66,7 +65,7 @@ def phase_steps(phase: PhaseConfig, num_records: int) -> int:
 
 def validate_run(cfg: Config, mcfg, mesh) -> None:
     """Everything checkable before compiling: layouts, batch splits, overlong buffer."""
-    batch_axes = sharding.mesh_axis_size(mesh, sharding.logical_to_spec(("batch",), mesh.axis_names)[0])
+    batch_axes = sharding.batch_axis_size(mesh)
     try:
         sharding.check_layout(models.logical_axes(mcfg), models.param_shapes(mcfg), mesh)
     except ValueError as e:  # a mesh the model does not split over: a config error, one line
@@ -198,7 +197,7 @@ class Trainer:
             examples.append((ids[:n_prompt], ids[n_prompt:]))
         W = packing.round_up(phase.max_input + phase.max_output, 64)
         rows = pack_sft_rows(examples, W)
-        batch_axes = sharding.mesh_axis_size(self.mesh, sharding.logical_to_spec(("batch",), self.mesh.axis_names)[0])
+        batch_axes = sharding.batch_axis_size(self.mesh)
         n = max(len(rows["tokens_BW"]), 1)
         target = packing.round_up(1 << (n - 1).bit_length(), batch_axes)  # few distinct shapes
         rows = {k: np.pad(v, ((0, target - len(v)), (0, 0))) for k, v in rows.items()}
@@ -399,14 +398,9 @@ class Trainer:
     def _finish(self, state, meta, seconds: float) -> dict:
         export = os.path.join(self.workdir, "hf")
         if self.cfg.export_hf:
-            tok_dir = os.path.join(export, "tokenizer")
             models.save_hf_checkpoint(export, self.mcfg, state.params)
             if jax.process_index() == 0:
-                if os.path.isdir(self.tok_path):
-                    shutil.copytree(self.tok_path, tok_dir, dirs_exist_ok=True)
-                else:
-                    os.makedirs(tok_dir, exist_ok=True)
-                    shutil.copy(self.tok_path, tok_dir)
+                copy_tokenizer(self.tok_path, os.path.join(export, "tokenizer"))
         plots = plot_run(self.workdir) if jax.process_index() == 0 else []
         evals = meta["evals"]
         summary = {"steps": meta["step"], "minutes": round(seconds / 60, 2), "evals": evals,

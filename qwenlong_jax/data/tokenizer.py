@@ -124,3 +124,15 @@ def load_tokenizer(path: str | None = None) -> Tokenizer:
     if not os.path.exists(path):
         raise ValueError(f"tokenizer path {path!r} does not exist")
     return load_sentencepiece(path)
+
+
+def copy_tokenizer(src: str, dst_dir: str) -> None:
+    """Copy a tokenizer (a directory, or a sentencepiece .model file) into `dst_dir`, so a
+    checkpoint directory carries the tokenizer it was trained with."""
+    import shutil
+
+    if os.path.isdir(src):
+        shutil.copytree(src, dst_dir, dirs_exist_ok=True)
+    else:
+        os.makedirs(dst_dir, exist_ok=True)
+        shutil.copy(src, dst_dir)

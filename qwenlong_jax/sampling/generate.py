@@ -31,8 +31,7 @@ class Sample:
 
 
 def _batch_multiple(mesh) -> int:
-    return 1 if mesh is None else sharding.mesh_axis_size(
-        mesh, sharding.logical_to_spec(("batch",), mesh.axis_names)[0])
+    return 1 if mesh is None else sharding.batch_axis_size(mesh)
 
 
 def generate(
