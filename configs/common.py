@@ -73,6 +73,10 @@ def base(**top) -> ml_collections.ConfigDict:
     c.log_every = 1
     c.export_hf = True
     c.distributed = False
+    c.coordinator_address = ""
+    c.num_processes = 0
+    c.process_id = -1
+    c.log_all_processes = False
     c.update(top)
     return c
 

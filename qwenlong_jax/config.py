@@ -197,6 +197,11 @@ class Config:
     log_every: int = 1
     export_hf: bool = True
     distributed: bool = False  # call jax.distributed.initialize() (multi-host)
+    # Empty / 0 / -1: found by JAX's cluster detection (TPU pods, SLURM, Open MPI, Kubernetes).
+    coordinator_address: str = ""  # "host:port" of process 0
+    num_processes: int = 0
+    process_id: int = -1
+    log_all_processes: bool = False  # processes > 0 also write WORKDIR/process_<i>/metrics.jsonl
 
     def __post_init__(self):
         names = [p.name for p in self.phases]

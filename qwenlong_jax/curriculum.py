@@ -16,12 +16,14 @@ Everything here is host-side Python with JSON-serialisable state, saved with eac
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
 from qwenlong_jax.config import PhaseConfig, RetroConfig
-from qwenlong_jax.data.pipeline import make_iterator, process_shard
+from grain.sharding import ShardOptions
+
+from qwenlong_jax.data.pipeline import make_iterator
 from qwenlong_jax.data.schema import Record
 
 
@@ -75,7 +77,15 @@ class PhaseData:
     `hard_fraction` of each batch from the hard pool of earlier phases."""
 
     def __init__(self, records: Sequence[Record], hard_pool: Sequence[Record], phase: PhaseConfig,
-                 retro: RetroConfig, seed: int, multi_process: bool = False):
+                 retro: RetroConfig, seed: int, shard: ShardOptions | None = None,
+                 gather: Callable[[np.ndarray], np.ndarray] | None = None):
+        """shard: iterate only this shard of the phase's examples (multi-host: grain's
+        ShardByJaxProcess, `data.pipeline.process_shard()`). With several shards each process
+        draws batch/shard_count of the phase's own examples per batch, and `gather` (an
+        all-gather across processes, [n] -> [shard_count, n]) assembles the global batch in
+        process order, so every process holds the same batch; the hard-pool draw is seeded and
+        identical everywhere. The shard count must divide the batch; the hard count is rounded
+        down to a multiple of it."""
         if not records:
             raise ValueError(
                 f"phase {phase.name!r}: no examples with prompt length in ({phase.min_input}, "
@@ -85,16 +95,26 @@ class PhaseData:
         self.hard_pool = list(hard_pool) if phase.retrospective else []
         self.phase, self.retro, self.seed = phase, retro, seed
         self._it = make_iterator(list(range(len(self.records))), seed=seed, num_epochs=None,
-                                 shard=process_shard() if multi_process else None)
+                                 shard=shard)
         self.draws = 0  # batches drawn (seeds the hard-pool draw)
+        self.processes = shard.shard_count if shard is not None else 1
+        if self.processes > 1 and gather is None:
+            raise ValueError("PhaseData: several shards need a gather function")
+        self.gather = gather
 
     def num_hard(self, batch: int) -> int:
-        return min(len(self.hard_pool), int(self.retro.hard_fraction * batch))
+        k = min(len(self.hard_pool), int(self.retro.hard_fraction * batch))
+        return k - k % self.processes
 
     def next_batch(self, batch: int, difficulty: Difficulty) -> tuple[list[Record], int]:
         """(records, number drawn from the hard pool)."""
         k = self.num_hard(batch)
-        recs = [self.records[next(self._it)] for _ in range(batch - k)]
+        if (batch - k) % self.processes:
+            raise ValueError(f"batch {batch} does not split over {self.processes} processes")
+        local = [next(self._it) for _ in range((batch - k) // self.processes)]
+        if self.processes > 1:
+            local = self.gather(np.asarray(local, np.int64)).reshape(-1).tolist()
+        recs = [self.records[i] for i in local]
         if k:
             rng = np.random.default_rng([self.seed, 7, self.draws])
             ids = [r.id for r in self.hard_pool]

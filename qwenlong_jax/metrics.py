@@ -14,7 +14,7 @@ import numpy as np
 
 
 class MetricsWriter:
-    def __init__(self, workdir: str, resume_step: int = 0, enabled: bool = True):
+    def __init__(self, workdir: str, resume_step: int = 0, enabled: bool = True, tensorboard: bool = True):
         self.path = os.path.join(workdir, "metrics.jsonl")
         self.enabled = enabled
         self._tb = None
@@ -27,9 +27,10 @@ class MetricsWriter:
                 kept = [ln for ln in f if ln.strip() and json.loads(ln)["step"] <= resume_step]
         with open(self.path, "w") as f:
             f.writelines(kept)
-        from tensorboardX import SummaryWriter
+        if tensorboard:
+            from tensorboardX import SummaryWriter
 
-        self._tb = SummaryWriter(os.path.join(workdir, "tb"))
+            self._tb = SummaryWriter(os.path.join(workdir, "tb"))
 
     def write(self, step: int, phase: str, metrics: dict) -> None:
         if not self.enabled:
@@ -38,7 +39,7 @@ class MetricsWriter:
         for k, v in metrics.items():
             v = float(v) if isinstance(v, (int, float, np.generic, np.ndarray)) else v
             row[k] = v
-            if isinstance(v, float) and math.isfinite(v):
+            if self._tb is not None and isinstance(v, float) and math.isfinite(v):
                 self._tb.add_scalar(k, v, step)
         with open(self.path, "a") as f:
             f.write(json.dumps(row) + "\n")

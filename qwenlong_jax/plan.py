@@ -301,7 +301,7 @@ def check_fits(cfg: Config, num_devices: int, hbm_bytes: int, mcfg: ModelConfig 
 
 def device_hbm_bytes(device: jax.Device | None = None) -> int | None:
     """The accelerator's memory limit when the backend reports one (GPU/TPU); None on CPU."""
-    device = device or jax.devices()[0]
+    device = device or jax.local_devices()[0]  # memory_stats needs an addressable device
     stats = device.memory_stats() if hasattr(device, "memory_stats") else None
     return int(stats["bytes_limit"]) if stats and "bytes_limit" in stats else None
 

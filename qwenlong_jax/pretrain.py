@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import sys
 import time
 
@@ -31,6 +32,8 @@ from tqdm import tqdm
 
 from qwenlong_jax import models
 from qwenlong_jax.data import pretrain as pretrain_data
+from qwenlong_jax.data import synthetic
+from qwenlong_jax.data.prompt import build_prompt
 from qwenlong_jax.data.tokenizer import DEFAULT_TOKENIZER, copy_tokenizer, load_tokenizer
 from qwenlong_jax.rl.sft_step import pack_sft_rows, sft_update
 from qwenlong_jax.train_state import TrainState, with_lr
@@ -59,7 +62,41 @@ def parse_args(argv):
     p.add_argument("--init_from", default="", help="continue from an HF checkpoint (fresh optimizer)")
     p.add_argument("--hidden_size", type=int, default=BASE_SHAPE["hidden_size"])
     p.add_argument("--num_layers", type=int, default=BASE_SHAPE["num_layers"])
+    p.add_argument("--probe_lengths", default="128,320",
+                   help="document lengths of the held-out lookup probe logged at each save")
     return p.parse_args(argv)
+
+
+def lookup_probe_batch(tok, doc_tokens: int, num: int, attributes: int, seed: int = 12345) -> dict:
+    """Teacher-forced lookup probe: `num` chat-formatted lookup examples of about `doc_tokens`
+    tokens (held out: their own seed), and for each the position whose next token is the value
+    restated inside <think> -- the one token that needs reading the document."""
+    rows, where, want = [], [], []
+    for i in range(num):
+        rng = random.Random(f"probe:{seed}:{doc_tokens}:{i}")
+        doc = synthetic.make_document(rng, doc_tokens, tok.count, attributes=attributes)
+        q = synthetic.ask(rng, doc, "lookup")
+        prompt, response = tok.chat_prompt(build_prompt(doc.text, q.question)), tok.encode(q.response)
+        value = tok.encode(f" {q.answer}")
+        k = next(j for j in range(len(response)) if response[j:j + len(value)] == value)
+        rows.append(prompt + response)
+        where.append(len(prompt) + k - 1)
+        want.append(value[0])
+    T = max(map(len, rows))
+    tokens = np.zeros((num, T), np.int32)
+    seg = np.zeros((num, T), np.int32)
+    for i, r in enumerate(rows):
+        tokens[i, :len(r)] = r
+        seg[i, :len(r)] = 1
+    return {"tokens_BT": tokens, "segment_ids_BT": seg, "where_B": np.asarray(where, np.int32),
+            "want_B": np.asarray(want, np.int32)}
+
+
+def lookup_accuracy(cfg, params, probe: dict) -> jax.Array:
+    """Share of probe examples whose restated value is the model's top prediction (a scalar)."""
+    logits_BTV = models.forward(cfg, params, probe["tokens_BT"], segment_ids_BT=probe["segment_ids_BT"])
+    pred_B = jnp.argmax(logits_BTV[jnp.arange(probe["where_B"].shape[0]), probe["where_B"]], axis=-1)
+    return jnp.mean(pred_B == probe["want_B"])
 
 
 def _save(args, cfg, state, tok_path, info, metrics_rows):
@@ -90,6 +127,9 @@ def main(argv=None) -> dict:
         params = models.init_params(cfg, jax.random.key(args.seed))
     state = TrainState.create(params, tx)
     step_fn = jax.jit(lambda s, b: sft_update(cfg, tx, s, b), donate_argnums=0)
+    probes = {int(n): lookup_probe_batch(tok, int(n), 32, args.attributes)
+              for n in args.probe_lengths.split(",") if n}
+    probe_fn = jax.jit(lambda p, b: lookup_accuracy(cfg, p, b))
     if os.path.exists(os.path.join(args.out, "metrics.jsonl")):
         os.remove(os.path.join(args.out, "metrics.jsonl"))
 
@@ -129,9 +169,12 @@ def main(argv=None) -> dict:
             bar.set_postfix(loss=f"{last['nll']:.3f}", acc=f"{last['token_acc']:.3f}")
         bar.update(1 if args.steps else int(time.time() - t0) - bar.n)
         if step % args.save_every == 0 or progress(step) >= 1.0:
+            lookup = {f"lookup_acc_{n}": float(probe_fn(state.params, b)) for n, b in probes.items()}
+            pending.append({"step": step, "minutes": (time.time() - t0) / 60, **lookup})
+            tqdm.write(f"step {step}: " + " ".join(f"{k}={v:.2f}" for k, v in lookup.items()))
             info = {"command": "python -m qwenlong_jax.pretrain " + " ".join(sys.argv[1:] if argv is None else argv),
                     "steps": step, "tokens": tokens_seen, "minutes": round((time.time() - t0) / 60, 2),
-                    "final": last, "model": {k: getattr(cfg, k) for k in ("hidden_size", "num_layers", "num_heads",
+                    "final": last, "lookup": lookup, "model": {k: getattr(cfg, k) for k in ("hidden_size", "num_layers", "num_heads",
                                                                         "num_kv_heads", "head_dim", "intermediate_size",
                                                                         "vocab_size")},
                     "num_params": models.count_params(state.params), "seq_len": args.seq_len,

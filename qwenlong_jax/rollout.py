@@ -14,7 +14,7 @@ from typing import Sequence
 import jax
 import numpy as np
 
-from qwenlong_jax import rewards
+from qwenlong_jax import rewards, sharding
 from qwenlong_jax.config import PhaseConfig, RLConfig
 from qwenlong_jax.data.schema import Record
 from qwenlong_jax.models.config import ModelConfig
@@ -49,7 +49,7 @@ def rollout(cfg: ModelConfig, params, tokenizer, records: Sequence[Record], prom
         cfg, params, tokens_BS, lens_B, keys_BG, max_new_tokens=phase.max_output, strategy=strategy,
         eos_ids=tuple(tokenizer.eos_ids), prefill_chunk=prefill_chunk,
     )
-    out = jax.device_get(out)
+    out = sharding.to_host(out)
     eos = set(tokenizer.eos_ids)
     responses, texts, items = [], [], []
     for b, rec in enumerate(records):

@@ -149,6 +149,26 @@ def constrain(x: jax.Array, axes: Sequence[str | None]) -> jax.Array:
     return jax.lax.with_sharding_constraint(x, spec)
 
 
+def to_host(tree):
+    """jax.device_get that also works on arrays spanning several processes (multi-host): such a
+    leaf is all-gathered, so every process gets the whole global value."""
+    def one(x):
+        if isinstance(x, jax.Array) and not x.is_fully_addressable:
+            from jax.experimental import multihost_utils
+            return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+        return jax.device_get(x)
+    return jax.tree.map(one, tree)
+
+
+def process_allgather_ints(local_N: np.ndarray) -> np.ndarray:
+    """[processes, N]: every process's `local_N` (host ints, the same N everywhere), in process
+    order; the identity with one process."""
+    if jax.process_count() == 1:
+        return np.asarray(local_N)[None]
+    from jax.experimental import multihost_utils
+    return np.asarray(multihost_utils.process_allgather(np.asarray(local_N), tiled=False))
+
+
 def host_local_batch_slice(global_batch: int) -> slice:
     """The rows of a global batch this process feeds (data is sharded by process)."""
     n, i = jax.process_count(), jax.process_index()

@@ -15,6 +15,7 @@ from typing import Any, Callable
 import flax.struct
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from qwenlong_jax.config import OptimConfig
@@ -48,7 +49,12 @@ def with_lr(state: TrainState, lr) -> TrainState:
     """The same state with the optimizer's learning rate set to `lr` (host or device scalar)."""
     clip_state, adam_state = state.opt_state
     hp = dict(adam_state.hyperparams)
-    hp["learning_rate"] = jnp.asarray(lr, dtype=jnp.asarray(hp["learning_rate"]).dtype)
+    old = hp["learning_rate"]
+    new = np.asarray(lr, dtype=old.dtype)
+    # Keep the leaf's layout (replicated over the mesh): a single-device scalar would be a
+    # host-local array that multi-host checkpointing cannot save.
+    hp["learning_rate"] = (jax.device_put(new, old.sharding) if isinstance(old, jax.Array)
+                           else jnp.asarray(new))
     return state.replace(opt_state=(clip_state, adam_state._replace(hyperparams=hp)))
 
 

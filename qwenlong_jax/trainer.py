@@ -24,10 +24,11 @@ import numpy as np
 from tqdm import tqdm
 
 from qwenlong_jax import config as config_lib
-from qwenlong_jax import models, plan, rewards, sharding
+from qwenlong_jax import distributed, models, plan, rewards, sharding
 from qwenlong_jax.checkpoint import Checkpointer, abstract_like
 from qwenlong_jax.config import Config, PhaseConfig
 from qwenlong_jax.curriculum import Difficulty, PhaseData, hard_pool_for, phase_records
+from qwenlong_jax.data.pipeline import process_shard
 from qwenlong_jax.data.sft import encode_sft
 from qwenlong_jax.data.tokenizer import DEFAULT_TOKENIZER, copy_tokenizer, load_tokenizer
 from qwenlong_jax.datasets import load_run_data
@@ -71,6 +72,10 @@ def validate_run(cfg: Config, mcfg, mesh) -> None:
     except ValueError as e:  # a mesh the model does not split over: a config error, one line
         raise config_lib.ConfigError(str(e)) from None
     for ph in cfg.phases:
+        if ph.batch % jax.process_count():
+            raise config_lib.ConfigError(
+                f"phases[{ph.name}].batch={ph.batch} must be divisible by the {jax.process_count()} "
+                "processes (each draws an equal share of every batch)")
         if ph.kind != "rl":
             continue
         mini = min(cfg.rl.mini_batch, ph.batch)
@@ -97,7 +102,7 @@ class Trainer:
         self._stop_requested = False
         os.makedirs(workdir, exist_ok=True)
         if cfg.distributed:
-            jax.distributed.initialize()
+            distributed.initialize(cfg.coordinator_address, cfg.num_processes, cfg.process_id)
         try:
             self.mesh = sharding.make_mesh(cfg.mesh, devices)  # devices: all by default (tests pass a subset)
         except ValueError as e:  # mesh sizes that do not match the devices: a config error
@@ -320,7 +325,10 @@ class Trainer:
                 print(f"resumed from step {meta['step']} (phase {cfg.phases[meta['phase_index']].name}"
                       if meta["phase_index"] < len(cfg.phases) else f"resumed a finished run at step {meta['step']}")
         difficulty = Difficulty.from_state(meta["difficulty"])
-        writer = MetricsWriter(self.workdir, resume_step=meta["step"], enabled=jax.process_index() == 0)
+        pi = jax.process_index()
+        writer = MetricsWriter(self.workdir if pi == 0 else os.path.join(self.workdir, f"process_{pi}"),
+                               resume_step=meta["step"], enabled=pi == 0 or cfg.log_all_processes,
+                               tensorboard=pi == 0)
         old_handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
         step = meta["step"]
         steps_this_run = 0
@@ -337,7 +345,8 @@ class Trainer:
                 recs = self.per_phase[k]
                 hard = hard_pool_for(k, cfg.phases, self.per_phase, difficulty, cfg.retro) if phase.kind == "rl" else []
                 pdata = PhaseData(recs, hard, phase, cfg.retro, seed=cfg.seed * 1000 + k,
-                                  multi_process=jax.process_count() > 1)
+                                  shard=process_shard() if jax.process_count() > 1 else None,
+                                  gather=sharding.process_allgather_ints)
                 if meta["phase_data"] is not None:
                     pdata.restore(meta["phase_data"], self.by_id)
                 n_steps = phase_steps(phase, len(recs))

@@ -272,3 +272,49 @@ def test_sigkill_at_three_random_points_resumes_to_the_same_params(tmp_path):
     assert step == KILL_STEPS
     assert_states_equal(state_ref, state)
     assert comparable_metrics(workdir) == comparable_metrics(ref)
+
+
+def test_phase_data_two_shards_build_one_global_batch():
+    """Two processes (threads here, with a barrier all-gather): each draws only from its own
+    shard, both assemble the same global batch, and together they see every example once per
+    epoch; the hard-pool share is rounded down to a multiple of the process count."""
+    import threading
+
+    import grain
+    recs, hard = _records(8), _records(12)[8:]
+    phase = PhaseConfig(name="p", kind="rl", max_input=100, batch=4, retrospective=True)
+    retro = RetroConfig(hard_fraction=0.5, max_weight=8.0)  # 2 hard per batch of 4
+    difficulty = Difficulty()
+    difficulty.update([r.id for r in hard], [0.0, 0.5, 0.25, 1.0])
+    barrier, slots = threading.Barrier(2), [None, None]
+    out, local = [[], []], [[], []]
+
+    def gather_for(i):
+        def gather(x):
+            slots[i] = x
+            local[i].extend(x.tolist())
+            barrier.wait()
+            both = np.stack(slots)
+            barrier.wait()
+            return both
+        return gather
+
+    def run(i):
+        pdata = PhaseData(recs, hard, phase, retro, seed=3,
+                          shard=grain.sharding.ShardOptions(i, 2, drop_remainder=True),
+                          gather=gather_for(i))
+        for _ in range(8):
+            batch, k = pdata.next_batch(4, difficulty)
+            out[i].append(([r.id for r in batch], k))
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert out[0] == out[1]  # the same global batches on both processes
+    assert all(k == 2 for _, k in out[0])
+    assert set(local[0]).isdisjoint(local[1])  # each process read only its shard
+    own = [i for batch, _ in out[0] for i in batch[:2]]
+    for epoch in range(2):  # 8 batches x 2 own = 16 = 2 epochs of 8
+        assert sorted(own[epoch * 8:(epoch + 1) * 8]) == sorted(r.id for r in recs)

@@ -148,7 +148,7 @@ def test_pretraining_text_asks_after_the_facts(tok):
             assert fact in lines[:i]  # a restated fact is a document line above
         restated += bool(said)
     assert abs(tok.count(text) - 400) <= 40
-    assert 1 <= restated <= 3  # restate=0.5 by default
+    assert restated >= 1  # restate=0.5 by default; the rate is checked below over many documents
 
     def rate(p):
         qs = [l for k in range(40) for l in pretrain_text(random.Random(k), 200, tok.count,

@@ -222,10 +222,8 @@ def _hf_tensor(kind: str, ours: np.ndarray) -> np.ndarray:
 
 
 def _to_host(x: jax.Array) -> np.ndarray:
-    if jax.process_count() > 1 and not x.is_fully_addressable:
-        from jax.experimental import multihost_utils
-        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
-    return np.asarray(x)
+    from qwenlong_jax.sharding import to_host
+    return np.asarray(to_host(x))
 
 
 def save_hf_checkpoint(

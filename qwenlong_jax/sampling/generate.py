@@ -81,7 +81,7 @@ def generate(
                 out = sampler.sample_groups(cfg, params, jax.device_put(tokens_BS, batch),
                                             jax.device_put(lens_B, sharding.named(mesh, "batch")),
                                             keys_BG, **static)
-        out = jax.device_get(out)
+        out = sharding.to_host(out)
         for row, i in enumerate(ids):
             results[i] = [_to_sample(out, row, g) for g in range(num_samples)]
     return results
