@@ -10,7 +10,7 @@ def recipe_rl(**overrides) -> ml_collections.ConfigDict:
     rl = ml_collections.ConfigDict(dict(
         group_size=8, clip_low=0.2, clip_high=0.2, loss_agg="token-mean", normalize_std=True,
         entropy_coeff=0.001, kl_coef=0.0, kl_type="low_var_kl", dynamic_sampling=True,
-        max_gen_rounds=10, mini_batch=32, micro_batch=0, epochs=1, overlong_buffer=1000, overlong_factor=1.0,
+        max_gen_rounds=10, mini_batch=32, micro_batch=0, rollout_batch=0, epochs=1, overlong_buffer=1000, overlong_factor=1.0,
         temperature=0.7, top_p=0.95, top_k=0,
     ))
     rl.update(overrides)
@@ -28,10 +28,11 @@ def recipe_optim(**overrides) -> ml_collections.ConfigDict:
 
 
 def phase(order: int, kind: str, max_input: int, max_output: int, *, min_input: int = 0,
-          steps: int = 0, batch: int = 128, lr: float = 0.0, retrospective: bool = True):
+          steps: int = 0, batch: int = 128, lr: float = 0.0, retrospective: bool = True,
+          micro_rows: int = 0):
     return ml_collections.ConfigDict(dict(
         order=order, kind=kind, max_input=max_input, max_output=max_output, min_input=min_input,
-        steps=steps, batch=batch, lr=lr, retrospective=retrospective,
+        steps=steps, batch=batch, lr=lr, retrospective=retrospective, micro_rows=micro_rows,
     ))
 
 
@@ -82,12 +83,20 @@ def base(**top) -> ml_collections.ConfigDict:
 
 
 def r1_distill_32b(mesh: dict, smoke: bool = False) -> ml_collections.ConfigDict:
-    """R1-Distill-Qwen-32B with the paper's phases, bf16 compute, flash attention, full remat,
-    on `mesh`; `smoke` shrinks it to the tiny model on 8 CPU devices (data=2, fsdp=2, tensor=2)."""
+    """R1-Distill-Qwen-32B with the paper's phases, bf16 compute, full remat, on `mesh`
+    (data, fsdp, tensor, sequence); `smoke` shrinks it to the tiny model on 8 CPU devices
+    (data=2, fsdp=2, tensor=2).
+
+    What makes it fit (python -m qwenlong_jax.plan): packed rows of up to 140K tokens are split
+    over mesh.sequence with ring attention; one packed row (SFT) or group (RL) per batch shard
+    per forward/backward, gradients accumulated over the rest (phases.sft.micro_rows,
+    rl.micro_batch); prompts sampled two per batch shard at a time (rl.rollout_batch) so the
+    KV cache of 128 prompts x 8 responses x 70K tokens never exists at once."""
     c = base()
     c.model.update(size="r1-distill-qwen-32b", param_dtype="float32", dtype="bfloat16",
-                   attention_impl="flash", remat="full", scan_layers=True, logits_chunk=2048)
-    c.mesh.update(sequence=1, **mesh)
+                   attention_impl="ring", remat="full", scan_layers=True, logits_chunk=2048)
+    c.mesh.update(data=1, sequence=1)
+    c.mesh.update(**mesh)
     c.phases = paper_phases()
     c.distributed = True
     c.checkpoint_every = 10
@@ -95,4 +104,8 @@ def r1_distill_32b(mesh: dict, smoke: bool = False) -> ml_collections.ConfigDict
         c.model.update(size="tiny", dtype="float32", attention_impl="xla", remat="none")
         c.mesh.update(data=2, fsdp=2, tensor=2, sequence=1)
         c.distributed = False
+    shards = c.mesh.data * c.mesh.fsdp
+    c.rl.micro_batch = shards
+    c.rl.rollout_batch = 2 * shards
+    c.phases.sft.micro_rows = shards
     return c

@@ -8,13 +8,15 @@ discovers the slice from the TPU environment):
         --config.data.train_files=gs://$BUCKET/docqa_rl_1.6k.parquet \
         --config.model.init_from=gs://$BUCKET/R1-Distill-Qwen-32B --workdir gs://$BUCKET/runs/l1_32b"
 
-Mesh: fsdp=16 x tensor=4 (64 chips). 40 query heads / 8 KV heads split 4 ways by tensor
-(each chip holds 10 query and 2 KV heads); weights and optimizer state sharded 16 ways
-over fsdp; batch over fsdp (data=1). Long inputs: YaRN factor 4 over 32768 positions,
-flash attention, full remat. `:smoke` shrinks the same layout to run on CPU devices.
+Mesh: fsdp=4 x tensor=4 x sequence=4 (64 chips). 40 query heads / 8 KV heads split 4 ways by
+tensor (each chip holds 10 query and 2 KV heads); weights and optimizer state sharded 16 ways
+over fsdp x tensor; packed rows split 4 ways over sequence (ring attention); batch over fsdp.
+Long inputs: YaRN factor 4 over 32768 positions, full remat. Planned peak (python -m
+qwenlong_jax.plan --config configs/r1_distill_32b_tpu.py): ~81 GiB of 95 per chip, in the
+60K-input phase's update. `:smoke` shrinks the same layout to run on CPU devices.
 """
 from configs import common
 
 
 def get_config(arg: str | None = None):
-    return common.r1_distill_32b(dict(data=1, fsdp=16, tensor=4), smoke=arg == "smoke")
+    return common.r1_distill_32b(dict(data=1, fsdp=4, tensor=4, sequence=4), smoke=arg == "smoke")

@@ -86,6 +86,7 @@ class RLConfig:
     max_gen_rounds: int = 10
     mini_batch: int = 32  # prompts per optimizer update (train batch / mini_batch updates)
     micro_batch: int = 0  # packed groups per forward/backward (0 = the whole mini-batch)
+    rollout_batch: int = 0  # prompts per sampling call (0 = the whole batch): bounds the KV cache
     epochs: int = 1
     # Overlong reward shaping (tokens).
     overlong_buffer: int = 1000
@@ -102,6 +103,7 @@ class RLConfig:
                 raise ConfigError(f"rl.{n} must be in [0, 1), got {getattr(self, n)}")
         _at_least("rl.max_gen_rounds", self.max_gen_rounds, 1)
         _at_least("rl.mini_batch", self.mini_batch, 1)
+        _at_least("rl.rollout_batch", self.rollout_batch, 0)
         _positive("rl.temperature", self.temperature)
         if not 0 < self.top_p <= 1:
             raise ConfigError(f"rl.top_p must be in (0, 1], got {self.top_p}")
@@ -122,12 +124,14 @@ class PhaseConfig:
     batch: int = 128  # prompts per step
     lr: float = 0.0  # 0 = optim.lr
     retrospective: bool = True  # draw hard examples of earlier phases into this one
+    micro_rows: int = 0  # SFT: packed rows per forward/backward, gradients accumulated (0 = all)
 
     def __post_init__(self):
         _at_least(f"phases[{self.name}].max_input", self.max_input, 1)
         _at_least(f"phases[{self.name}].max_output", self.max_output, 1)
         _at_least(f"phases[{self.name}].batch", self.batch, 1)
         _at_least(f"phases[{self.name}].steps", self.steps, 0)
+        _at_least(f"phases[{self.name}].micro_rows", self.micro_rows, 0)
         if self.min_input >= self.max_input:
             raise ConfigError(
                 f"phases[{self.name}]: min_input {self.min_input} must be < max_input {self.max_input}"

@@ -38,6 +38,7 @@ import argparse
 import dataclasses
 import math
 import sys
+from typing import Sequence
 
 import jax
 
@@ -155,14 +156,16 @@ def rl_shapes(cfg: Config, phase: PhaseConfig) -> dict:
     mini = min(cfg.rl.mini_batch, phase.batch)
     micro = cfg.rl.micro_batch or mini
     return dict(B=phase.batch, G=G, S=S, R=R, W=_round_up(S + G * R, 64), rows=micro,
-                updates=phase.batch // mini, micro=mini // micro)
+                updates=phase.batch // mini, micro=mini // micro,
+                sample_B=cfg.rl.rollout_batch or phase.batch)
 
 
 def sft_shapes(cfg: Config, phase: PhaseConfig, batch_axes: int) -> dict:
-    """Worst case of trainer._sft_step: one example per packed row."""
+    """Worst case of trainer._sft_step: one example per packed row; `rows` per micro-batch."""
     W = _round_up(phase.max_input + phase.max_output, 64)
     rows = _round_up(1 << (phase.batch - 1).bit_length(), batch_axes)
-    return dict(W=W, rows=rows, micro=1)
+    micro = phase.micro_rows or rows
+    return dict(W=W, rows=micro, micro=_round_up(rows, micro) // micro)
 
 
 # --- the terms -----------------------------------------------------------------------------------
@@ -238,9 +241,9 @@ def estimate(cfg: Config, num_devices: int, mcfg: ModelConfig | None = None) -> 
     for ph in cfg.phases:
         if ph.kind == "rl":
             s = rl_shapes(cfg, ph)
-            kv, samp = sample_memory(mcfg, m, s["B"], s["G"], s["S"], s["R"])
+            kv, samp = sample_memory(mcfg, m, s["sample_B"], s["G"], s["S"], s["R"])
             shape = (f"B={s['B']} G={s['G']} S={s['S']} R={s['R']} W={s['W']} rows/micro={s['rows']} "
-                     f"micro={s['micro']} updates={s['updates']}")
+                     f"micro={s['micro']} updates={s['updates']} sampled/call={s['sample_B']}")
             N_local = s["B"] * s["G"]
             # rows [M, U, rows, W] x 4 int32; per-token [M, U, rows*G, R] x 3 (4 bytes)
             batch = (s["updates"] * s["micro"] * (4 * 4 * m.split(s["rows"], "data", "fsdp") * s["W"])
@@ -248,7 +251,7 @@ def estimate(cfg: Config, num_devices: int, mcfg: ModelConfig | None = None) -> 
         else:
             s = sft_shapes(cfg, ph, batch_axes)
             kv = samp = 0
-            shape = f"rows={s['rows']} W={s['W']}"
+            shape = f"rows/micro={s['rows']} micro={s['micro']} W={s['W']}"
             batch = 5 * 4 * m.split(s["rows"], "data", "fsdp") * s["W"]
         acts, logits = train_memory(mcfg, m, s["rows"], s["W"])
         grads = n_param * 4 * (3 + (1 if s["micro"] > 1 else 0))
@@ -273,13 +276,13 @@ def _knob(cfg: Config, mcfg: ModelConfig, pm: PhaseMemory) -> str:
         elif mcfg.attention_impl == "xla":
             knob = "model.attention_impl='flash'"
         elif pm.kind == "sft":
-            knob = f"phases[{pm.phase}].batch (examples per step, one forward/backward) or mesh.sequence"
+            knob = f"phases[{pm.phase}].micro_rows (packed rows per forward/backward) or mesh.sequence"
         else:
             knob = "rl.micro_batch (fewer packed rows per forward/backward) or mesh.sequence"
     elif big == "logits":
         knob = "model.logits_chunk"
     elif big == "kv_cache":
-        knob = (f"phases[{pm.phase}].batch (prompts sampled at once), phases[{pm.phase}].max_output "
+        knob = (f"rl.rollout_batch (prompts sampled at once), phases[{pm.phase}].max_output "
                 f"or mesh.tensor")
     else:
         knob = "model.attention_impl='flash'" if mcfg.attention_impl == "xla" else f"phases[{pm.phase}].batch"
@@ -334,9 +337,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--config", required=True, help="configs/x.py[:arg]")
     ap.add_argument("--devices", type=int, default=0, help="device count (default: the mesh's, or this host's)")
     ap.add_argument("--hbm_gib", type=float, default=0.0, help="memory per device (default: from the config name)")
-    args = ap.parse_args(argv)
+    args, rest = ap.parse_known_args(argv)
+    bad = [a for a in rest if not (a.startswith("--config.") and "=" in a)]
+    if bad:
+        ap.error(f"unrecognized arguments: {' '.join(bad)} (overrides are --config.a.b=value)")
     try:
-        cfg = load_config(args.config)
+        cfg = load_config(args.config, [a[len("--config."):] for a in rest])
         n = args.devices or _mesh_devices(cfg) or jax.device_count()
         hbm = int(args.hbm_gib * GIB) if args.hbm_gib else _guess_hbm(args.config)
         mcfg = model_config(cfg)
@@ -357,8 +363,43 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def load_config(spec: str) -> Config:
-    """A config file path (optionally path:arg) -> Config, as `--config` of train.py reads it."""
+def _override(c, assignment: str) -> None:
+    """Apply "a.b=value" to a ConfigDict, parsing value as the field's current type (as
+    train.py's --config.a.b=value does)."""
+    import ast
+
+    path, _, text = assignment.partition("=")
+    *parents, leaf = path.split(".")
+    node = c
+    for name in parents:
+        if name not in node:
+            raise ConfigError(f"--config override: the config has no field {path!r}")
+        node = node[name]
+    if leaf not in node:
+        raise ConfigError(f"--config override: the config has no field {path!r}")
+    old = node[leaf]
+    if isinstance(old, bool):
+        if text.lower() not in ("true", "false"):
+            raise ConfigError(f"--config.{path}: expected true/false, got {text!r}")
+        value = text.lower() == "true"
+    elif isinstance(old, (int, float)):
+        try:
+            value = type(old)(ast.literal_eval(text))
+        except (ValueError, SyntaxError):
+            raise ConfigError(f"--config.{path}: expected a number, got {text!r}") from None
+    elif isinstance(old, str):
+        value = text
+    else:
+        try:
+            value = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            raise ConfigError(f"--config.{path}: cannot parse {text!r}") from None
+    node[leaf] = value
+
+
+def load_config(spec: str, overrides: Sequence[str] = ()) -> Config:
+    """A config file path (optionally path:arg) plus "a.b=value" overrides -> Config, as
+    `--config` of train.py reads it."""
     import importlib.util
     import os
 
@@ -373,7 +414,10 @@ def load_config(spec: str) -> Config:
     mod_spec = importlib.util.spec_from_file_location("_plan_config", path)
     mod = importlib.util.module_from_spec(mod_spec)
     mod_spec.loader.exec_module(mod)
-    return from_config_dict(mod.get_config(arg or None))
+    c = mod.get_config(arg or None)
+    for o in overrides:
+        _override(c, o)
+    return from_config_dict(c)
 
 
 def _mesh_devices(cfg: Config) -> int:

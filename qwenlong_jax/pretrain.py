@@ -35,7 +35,7 @@ from qwenlong_jax.data import pretrain as pretrain_data
 from qwenlong_jax.data import synthetic
 from qwenlong_jax.data.prompt import build_prompt
 from qwenlong_jax.data.tokenizer import DEFAULT_TOKENIZER, copy_tokenizer, load_tokenizer
-from qwenlong_jax.rl.sft_step import pack_sft_rows, sft_update
+from qwenlong_jax.rl.sft_step import pack_masked_rows, sft_update
 from qwenlong_jax.train_state import TrainState, with_lr
 
 BASE_SHAPE = dict(hidden_size=128, num_layers=4, num_heads=4, num_kv_heads=2, head_dim=32,
@@ -59,6 +59,10 @@ def parse_args(argv):
     p.add_argument("--restate", type=float, default=0.5, help="share of QA lines restating the fact")
     p.add_argument("--attributes", type=int, default=8, help="fact attributes (1: the name alone is the key)")
     p.add_argument("--chat_fraction", type=float, default=0.25)
+    p.add_argument("--qa_reserve", type=int, default=pretrain_data.QA_RESERVE,
+                   help="tokens of the document given up per QA line; 0 = QA lines on top (dense)")
+    p.add_argument("--loss_on", choices=("all", "answers"), default="answers",
+                   help="targets: every token, or only QA lines and chat responses (data/pretrain.py)")
     p.add_argument("--init_from", default="", help="continue from an HF checkpoint (fresh optimizer)")
     p.add_argument("--hidden_size", type=int, default=BASE_SHAPE["hidden_size"])
     p.add_argument("--num_layers", type=int, default=BASE_SHAPE["num_layers"])
@@ -146,14 +150,16 @@ def main(argv=None) -> dict:
     while progress(step) < 1.0:
         examples, n_tok = [], 0
         while n_tok < args.rows * args.seq_len * 0.9:
-            ids = pretrain_data.pretrain_tokens(
+            ids, mask = pretrain_data.pretrain_example(
                 args.seed, index, progress(step), tok, max_tokens=args.max_doc_tokens,
                 questions=args.questions, chat_fraction=args.chat_fraction,
-                attributes=args.attributes, restate=args.restate)[: args.seq_len]
+                attributes=args.attributes, restate=args.restate, loss_on=args.loss_on,
+                qa_reserve=args.qa_reserve)
             index += 1
-            examples.append((ids[:1], ids[1:]))
+            ids, mask = ids[: args.seq_len], [0] + mask[1: args.seq_len]  # the first token has no context
+            examples.append((ids, mask))
             n_tok += len(ids)
-        batch = pack_sft_rows(examples, args.seq_len)
+        batch = pack_masked_rows(examples, args.seq_len)
         batch = {k: v[None, : args.rows] for k, v in batch.items()}  # [U=1, rows, W]
         frac = min(progress(step), 1.0)
         warm = min(1.0, (step + 1) / args.warmup)

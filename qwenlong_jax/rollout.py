@@ -45,11 +45,16 @@ def rollout(cfg: ModelConfig, params, tokenizer, records: Sequence[Record], prom
     tokens_BS, lens_B = sampler.pad_prompts(prompts, S, pad_id=tokenizer.pad_id)
     keys_BG = sampler.sample_keys(key, np.arange(len(prompts)), G)
     strategy = strategies.from_flags(rl.temperature, rl.top_p, rl.top_k, 0.0)
-    out = sampler.sample_groups(
-        cfg, params, tokens_BS, lens_B, keys_BG, max_new_tokens=phase.max_output, strategy=strategy,
-        eos_ids=tuple(tokenizer.eos_ids), prefill_chunk=prefill_chunk,
-    )
-    out = sharding.to_host(out)
+    # rl.rollout_batch prompts per sampling call bound the KV cache; keys are per prompt, so
+    # the samples do not depend on the chunking.
+    chunk = rl.rollout_batch or len(prompts)
+    parts = [sharding.to_host(sampler.sample_groups(
+        cfg, params, tokens_BS[i:i + chunk], lens_B[i:i + chunk], keys_BG[i:i + chunk],
+        max_new_tokens=phase.max_output, strategy=strategy, eos_ids=tuple(tokenizer.eos_ids),
+        prefill_chunk=prefill_chunk)) for i in range(0, len(prompts), chunk)]
+    out = sampler.SampleOutput(*(np.concatenate([getattr(p, f) for p in parts])
+                                 for f in ("tokens_BGR", "logprobs_BGR", "lengths_BG", "finish_BG")),
+                               steps=max(int(p.steps) for p in parts))
     eos = set(tokenizer.eos_ids)
     responses, texts, items = [], [], []
     for b, rec in enumerate(records):

@@ -77,7 +77,14 @@ def validate_run(cfg: Config, mcfg, mesh) -> None:
                 f"phases[{ph.name}].batch={ph.batch} must be divisible by the {jax.process_count()} "
                 "processes (each draws an equal share of every batch)")
         if ph.kind != "rl":
+            if ph.micro_rows and ph.micro_rows % batch_axes:
+                raise config_lib.ConfigError(
+                    f"phases[{ph.name}].micro_rows={ph.micro_rows} is not divisible by the mesh batch axes "
+                    f"(data*fsdp={batch_axes}); change phases[{ph.name}].micro_rows or mesh")
             continue
+        if cfg.rl.rollout_batch and ph.batch % cfg.rl.rollout_batch:
+            raise config_lib.ConfigError(
+                f"phases[{ph.name}].batch={ph.batch} must be a multiple of rl.rollout_batch={cfg.rl.rollout_batch}")
         mini = min(cfg.rl.mini_batch, ph.batch)
         micro = cfg.rl.micro_batch or mini
         if ph.batch % mini or mini % micro:
@@ -205,8 +212,10 @@ class Trainer:
         batch_axes = sharding.batch_axis_size(self.mesh)
         n = max(len(rows["tokens_BW"]), 1)
         target = packing.round_up(1 << (n - 1).bit_length(), batch_axes)  # few distinct shapes
+        micro = phase.micro_rows or target
+        target = packing.round_up(target, micro)
         rows = {k: np.pad(v, ((0, target - len(v)), (0, 0))) for k, v in rows.items()}
-        batch = {k: v[None] for k, v in rows.items()}  # [U=1, rows, W]
+        batch = {k: v.reshape(target // micro, micro, W) for k, v in rows.items()}  # [U, rows, W]
         with jax.set_mesh(self.mesh):
             state, m = self._sft_fn()(state, jax.device_put(batch, self._rows_sharding(1, 1)))
         m = jax.device_get(m)
