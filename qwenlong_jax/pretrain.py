@@ -61,6 +61,8 @@ def parse_args(argv):
     p.add_argument("--chat_fraction", type=float, default=0.25)
     p.add_argument("--qa_reserve", type=int, default=pretrain_data.QA_RESERVE,
                    help="tokens of the document given up per QA line; 0 = QA lines on top (dense)")
+    p.add_argument("--copy_fraction", type=float, default=0.0,
+                   help="share of examples that are copy drills (a random sequence, then again)")
     p.add_argument("--loss_on", choices=("all", "answers"), default="answers",
                    help="targets: every token, or only QA lines and chat responses (data/pretrain.py)")
     p.add_argument("--init_from", default="", help="continue from an HF checkpoint (fresh optimizer)")
@@ -154,7 +156,7 @@ def main(argv=None) -> dict:
                 args.seed, index, progress(step), tok, max_tokens=args.max_doc_tokens,
                 questions=args.questions, chat_fraction=args.chat_fraction,
                 attributes=args.attributes, restate=args.restate, loss_on=args.loss_on,
-                qa_reserve=args.qa_reserve)
+                qa_reserve=args.qa_reserve, copy_fraction=args.copy_fraction)
             index += 1
             ids, mask = ids[: args.seq_len], [0] + mask[1: args.seq_len]  # the first token has no context
             examples.append((ids, mask))

@@ -17,7 +17,7 @@ import random
 from typing import Sequence
 
 from qwenlong_jax.data.prompt import build_prompt
-from qwenlong_jax.data.synthetic import (ATTRIBUTES, CountTokens, Family, ask, make_document)
+from qwenlong_jax.data.synthetic import (ATTRIBUTES, NAMES, CountTokens, Family, ask, make_document)
 
 QA_RESERVE = 16  # tokens kept free per interleaved QA line (one line is ~12-15 tokens)
 
@@ -82,7 +82,8 @@ def curriculum_doc_tokens(rng: random.Random, progress: float, min_tokens: int,
 def pretrain_example(seed: int, index: int, progress: float, tokenizer, min_tokens: int = 48,
                      max_tokens: int = 1024, questions: int = 4, chat_fraction: float = 0.25,
                      attributes: int = len(ATTRIBUTES), restate: float = 0.5,
-                     loss_on: str = "all", qa_reserve: int = QA_RESERVE) -> tuple[list[int], list[int]]:
+                     loss_on: str = "all", qa_reserve: int = QA_RESERVE,
+                     copy_fraction: float = 0.0) -> tuple[list[int], list[int]]:
     """(token ids, loss mask) of pretraining example `index`: interleaved-QA text (ends with
     eos), or with probability `chat_fraction` a chat-formatted SFT example (prompt + response +
     eos). Lengths follow `curriculum_doc_tokens`; the result may exceed the drawn length by the
@@ -104,6 +105,8 @@ def pretrain_example(seed: int, index: int, progress: float, tokenizer, min_toke
     rng = random.Random(f"pretrain:{seed}:{index}")
     n = curriculum_doc_tokens(rng, progress, min_tokens, max_tokens)
     eos = tokenizer.eos_ids[0]
+    if copy_fraction and rng.random() < copy_fraction:
+        return copy_drill(rng, tokenizer, rng.randint(8, 48))
     if rng.random() < chat_fraction:
         doc = make_document(rng, n, tokenizer.count, attributes=attributes)
         q = ask(rng, doc, rng.choice(("lookup", "lookup", "multihop", "docmath", "choice")))
@@ -121,6 +124,18 @@ def pretrain_example(seed: int, index: int, progress: float, tokenizer, min_toke
         ids += piece
         mask += [int(target)] * len(piece)
     return ids + [eos], mask + [1]
+
+
+def copy_drill(rng: random.Random, tokenizer, length: int) -> tuple[list[int], list[int]]:
+    """A random sequence of `length` names and values, a newline, and the same sequence again;
+    the loss is on the repeat. The canonical induction-head trainer: every repeated token is
+    predictable only by finding its earlier occurrence and copying what followed, the circuit
+    lookup needs (pretrain_example's copy_fraction mixes these in)."""
+    words = [rng.choice(NAMES) if rng.random() < 0.5 else str(rng.randrange(100, 1000))
+             for _ in range(length)]
+    line = tokenizer.encode(" " + " ".join(words))
+    (nl,) = tokenizer.encode("\n")
+    return line + [nl] + line + [tokenizer.eos_ids[0]], [0] * (len(line) + 1) + [1] * (len(line) + 1)
 
 
 def pretrain_tokens(seed: int, index: int, progress: float, tokenizer, **kwargs) -> list[int]:
