@@ -16,20 +16,12 @@ from typing import Sequence
 from qwenlong_jax.data.tokenizer import (ENDOFTEXT, PAD, SPM_SYMBOLS, load_sentencepiece)
 
 
-# The synthetic task's values (100-999) with their leading space, one piece each: a value is
-# then a single token wherever it stands ("... of SEPA is 472 ." and "the answer is 472."), so
-# lookup is a one-token copy two positions after the matching name. Measured here: with values
-# spelled as 3 digit pieces, a 1M-parameter model pretrained 88 minutes learned the answer
-# format but never lookup (copying 3 digits in order needs a harder circuit than one copy).
-VALUE_PIECES = tuple(f"\u2581{v}" for v in range(100, 1000))
-
-
-def train_sentencepiece(out_dir: str, vocab_size: int = 1664, seed: int = 0) -> str:
+def train_sentencepiece(out_dir: str, vocab_size: int = 768, seed: int = 0) -> str:
     """Train the embedded sentencepiece model on synthetic text; returns the .model path.
 
-    BPE with the chat symbols and `VALUE_PIECES` as user-defined pieces, split digits for every
-    other number (a 4-digit sum is one value piece plus digits), byte fallback (any text
-    encodes), identity normalisation and no dummy prefix (exact round trips, newlines kept).
+    BPE with split digits (a 3-digit value is always 3 digit pieces, the same in a fact and in
+    an answer), byte fallback (any text encodes), identity normalisation and no dummy prefix
+    (exact round trips, newlines kept).
     """
     import sentencepiece as spm
     from qwenlong_jax.data.prompt import build_prompt
@@ -42,7 +34,7 @@ def train_sentencepiece(out_dir: str, vocab_size: int = 1664, seed: int = 0) -> 
         sentence_iterator=iter(lines), model_writer=model, model_type="bpe",
         vocab_size=vocab_size, character_coverage=1.0, byte_fallback=True, split_digits=True,
         normalization_rule_name="identity", add_dummy_prefix=False,
-        remove_extra_whitespaces=False, user_defined_symbols=list(SPM_SYMBOLS) + list(VALUE_PIECES),
+        remove_extra_whitespaces=False, user_defined_symbols=list(SPM_SYMBOLS),
         pad_id=0, pad_piece=PAD, unk_id=1, bos_id=-1, eos_id=2, eos_piece=ENDOFTEXT,
         num_threads=1, minloglevel=2)
     os.makedirs(out_dir, exist_ok=True)
@@ -56,7 +48,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", metavar="OUT_DIR", required=True,
                     help="write OUT_DIR/spm.model")
-    ap.add_argument("--vocab_size", type=int, default=1664)
+    ap.add_argument("--vocab_size", type=int, default=768)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     path = train_sentencepiece(args.out, args.vocab_size, args.seed)
