@@ -34,7 +34,16 @@ CLAIMS = (
 )
 
 
-def run_variant(variant: str, workdir: str, seed: int, init_from: str | None, quiet: bool) -> dict:
+def shrink(c) -> None:
+    """--tiny: a few steps of everything (checks the plumbing; the numbers mean nothing)."""
+    for name in c.phases:
+        c.phases[name].update(steps=1, batch=2, max_output=8)
+    c.rl.update(group_size=2, mini_batch=2, overlong_buffer=2, max_gen_rounds=1)
+    c.data.update(synthetic_per_phase=4, eval_lengths=(64, 128), eval_per_length=2, eval_max_new_tokens=8)
+
+
+def run_variant(variant: str, workdir: str, seed: int, init_from: str | None, quiet: bool,
+                tiny: bool = False) -> dict:
     """Train one variant in `workdir` (resuming) and return its summary."""
     from configs import ablation as ablation_cfg
     from qwenlong_jax.config import from_config_dict
@@ -48,6 +57,8 @@ def run_variant(variant: str, workdir: str, seed: int, init_from: str | None, qu
     c.seed = seed
     if init_from:
         c.model.init_from = init_from
+    if tiny:
+        shrink(c)
     return Trainer(from_config_dict(c), workdir, quiet=quiet).run()
 
 
@@ -128,6 +139,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     ap.add_argument("--seeds", default="0", help="comma-separated RL seeds")
     ap.add_argument("--variants", default=",".join(RL_VARIANTS), help="RL variants to run")
     ap.add_argument("--quiet", action="store_true")
+    ap.add_argument("--tiny", action="store_true", help="a few steps per run: checks the plumbing only")
     args = ap.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",") if s]
     variants = [v for v in args.variants.split(",") if v]
@@ -137,14 +149,14 @@ def main(argv: Sequence[str] | None = None) -> dict:
     t0 = time.time()
     sft_dir = os.path.join(args.out, "sft_only")
     print(f"[ablation] sft_only -> {sft_dir}", flush=True)
-    results = {"sft_only": [final_accuracy(run_variant("sft_only", sft_dir, 0, None, args.quiet))]}
+    results = {"sft_only": [final_accuracy(run_variant("sft_only", sft_dir, 0, None, args.quiet, args.tiny))]}
     init = os.path.join(sft_dir, "hf")
     for v in variants:
         results[v] = []
         for s in seeds:
             wd = os.path.join(args.out, v, f"seed{s}")
             print(f"[ablation] {v} seed {s} -> {wd}  ({(time.time() - t0) / 60:.1f} min so far)", flush=True)
-            results[v].append(final_accuracy(run_variant(v, wd, s, init, args.quiet)))
+            results[v].append(final_accuracy(run_variant(v, wd, s, init, args.quiet, args.tiny)))
     agg = aggregate(results)
     table = markdown_table(agg)
     held = claims(agg)

@@ -65,3 +65,35 @@ def test_aggregate_table_and_claims(tmp_path):
 def test_runner_rejects_unknown_variants():
     with pytest.raises(SystemExit, match="--variants"):
         ablation.main(["--out", "/nonexistent", "--variants", "rl_magic"])
+
+
+@pytest.mark.slow
+def test_tiny_ablation_end_to_end(tmp_path):
+    """The whole command at a few steps per run (its own process: one CPU device, as users run
+    it): SFT once, 3 RL variants from its export, 2 seeds, the report files; a second
+    invocation resumes and reruns nothing."""
+    import json
+    import os
+    import subprocess
+    import sys
+    out = str(tmp_path / "abl")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    cmd = [sys.executable, "-m", "qwenlong_jax.ablation", "--out", out, "--seeds", "0,1", "--tiny", "--quiet"]
+
+    def run():
+        p = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=1500)
+        assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
+        return p.stdout, json.load(open(os.path.join(out, "results.json")))
+
+    stdout, report = run()
+    assert set(report["raw"]) == {"sft_only", *ablation.RL_VARIANTS}
+    assert [len(v) for v in report["raw"].values()] == [1, 2, 2, 2]
+    assert "| variant | seeds |" in stdout and "HELD" in stdout
+    for name in ("results.json", "table.md", "ablation.png"):
+        assert os.path.getsize(os.path.join(out, name)) > 0
+    summary = json.load(open(os.path.join(out, "rl_progressive", "seed1", "summary.json")))
+    assert summary["steps"] == 2 and [e["phase"] for e in summary["evals"]] == ["rl_320", "rl_640"]
+    _, again = run()
+    assert again["raw"] == report["raw"]
+    assert again["minutes_this_invocation"] < report["minutes_this_invocation"]
