@@ -216,7 +216,6 @@ def _run_to_end(workdir: str, *extra: str, timeout: float = 600) -> str:
     return out
 
 
-@pytest.mark.slow  # two subprocess runs, each compiling: ~2 min of CPU
 def test_sigterm_checkpoints_exits_0_and_resumes(tmp_path):
     workdir = str(tmp_path)
     proc = _start(workdir)
@@ -246,7 +245,6 @@ KILL_FLAGS = ("--config.phases.rl_short.steps=3", "--config.phases.rl_long.steps
 KILL_STEPS = 7
 
 
-@pytest.mark.slow
 def test_sigkill_at_three_random_points_resumes_to_the_same_params(tmp_path):
     ref = str(tmp_path / "ref")
     _run_to_end(ref, *KILL_FLAGS)
