@@ -47,7 +47,7 @@ from qwenlong_jax.config import Config, ConfigError, PhaseConfig, build_model_co
 from qwenlong_jax.models.config import ModelConfig
 
 GIB = 2**30
-PREFILL_CHUNK = 512  # trainer.PREFILL_CHUNK (kept equal; imported lazily there)
+PREFILL_CHUNK = 512  # rollout.PREFILL_CHUNK (the planner does not import the sampler at start-up)
 # Known accelerators (per chip / GPU).
 HBM_GIB = {"tpu-v5p": 95.0, "tpu-v5e": 16.0, "tpu-v4": 32.0, "h100": 80.0, "h200": 141.0, "a100": 80.0}
 
@@ -148,16 +148,10 @@ def _round_up(n: int, k: int) -> int:
 
 
 def rl_shapes(cfg: Config, phase: PhaseConfig) -> dict:
-    """The shapes the trainer compiles for an RL phase (trainer._rl_step)."""
-    from qwenlong_jax.sampling.sampler import bucket_length
+    """The shapes the trainer compiles for an RL phase (the trainer's own rl_step_shapes)."""
+    from qwenlong_jax.rollout import rl_step_shapes
 
-    G, R = cfg.rl.group_size, phase.max_output
-    S = bucket_length(phase.max_input, PREFILL_CHUNK)
-    mini = min(cfg.rl.mini_batch, phase.batch)
-    micro = cfg.rl.micro_batch or mini
-    return dict(B=phase.batch, G=G, S=S, R=R, W=_round_up(S + G * R, 64), rows=micro,
-                updates=phase.batch // mini, micro=mini // micro,
-                sample_B=cfg.rl.rollout_batch or phase.batch)
+    return dataclasses.asdict(rl_step_shapes(phase, cfg.rl, PREFILL_CHUNK))
 
 
 def sft_shapes(cfg: Config, phase: PhaseConfig, batch_axes: int) -> dict:

@@ -37,11 +37,10 @@ from qwenlong_jax.rl import grpo_step, packing
 from qwenlong_jax.rl.advantages import group_advantages
 from qwenlong_jax.rl.dynamic_sampling import DynamicSampler
 from qwenlong_jax.rl.sft_step import pack_sft_rows, sft_update
-from qwenlong_jax.rollout import prompt_bucket, rollout
+from qwenlong_jax.rollout import PREFILL_CHUNK, rl_step_shapes, rollout
 from qwenlong_jax.eval.sweep import accuracy_by_length
 from qwenlong_jax.train_state import TrainState, make_optimizer, with_lr
 
-PREFILL_CHUNK = 512
 
 
 class TrainingError(RuntimeError):
@@ -281,12 +280,9 @@ class Trainer:
         responses = [resp for g in groups for resp in pool[g][2]] + [[]] * (G * (B - len(groups)))
         rewards_N = np.concatenate([pool[g][3] for g in groups] + [np.zeros(G * (B - len(groups)), np.float32)])
         adv_N = np.asarray(group_advantages(jnp.asarray(rewards_N), G, normalize_std=rl.normalize_std))
-        R = phase.max_output
-        W = packing.round_up(prompt_bucket(phase, PREFILL_CHUNK) + G * R, 64)
-        rows = packing.pack_groups(prompts, responses, G, W, R)
-        mini = min(rl.mini_batch, B)
-        micro = rl.micro_batch or mini
-        batch = grpo_step.grpo_batch(rows, adv_N, B // mini, mini // micro)
+        shapes = rl_step_shapes(phase, rl, PREFILL_CHUNK)
+        rows = packing.pack_groups(prompts, responses, G, shapes.W, shapes.R)
+        batch = grpo_step.grpo_batch(rows, adv_N, shapes.updates, shapes.micro)
         ls = grpo_step.LossSettings.from_rl(rl)
         update, logp_fn = self._grpo_fns(ls)
         shard = {k: self._rows_sharding(2, v.ndim - 3) for k, v in batch.items()}

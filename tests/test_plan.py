@@ -136,3 +136,12 @@ def test_mesh_errors_are_config_errors(capsys):
     rc = plan.main(["--config", os.path.join(REPO, "configs", "r1_distill_32b_tpu.py"), "--devices", "48"])
     assert rc == 1
     assert capsys.readouterr().err.startswith("error: mesh")
+
+
+def test_planner_prices_the_shapes_the_trainer_builds():
+    from qwenlong_jax import rollout
+    assert plan.PREFILL_CHUNK == rollout.PREFILL_CHUNK
+    cfg = plan.load_config(os.path.join(REPO, "configs", "r1_distill_32b_tpu.py"))
+    s = plan.rl_shapes(cfg, cfg.phases[2])
+    assert s == dict(B=128, G=8, S=60416, R=10_000, W=140416, rows=cfg.rl.micro_batch, updates=4,
+                     micro=32 // cfg.rl.micro_batch, sample_B=cfg.rl.rollout_batch)
