@@ -169,15 +169,6 @@ def process_allgather_ints(local_N: np.ndarray) -> np.ndarray:
     return np.asarray(multihost_utils.process_allgather(np.asarray(local_N), tiled=False))
 
 
-def host_local_batch_slice(global_batch: int) -> slice:
-    """The rows of a global batch this process feeds (data is sharded by process)."""
-    n, i = jax.process_count(), jax.process_index()
-    if global_batch % n:
-        raise ValueError(f"batch size {global_batch} is not divisible by the {n} processes")
-    per = global_batch // n
-    return slice(i * per, (i + 1) * per)
-
-
 def devices_array(mesh) -> np.ndarray:
     return np.asarray(mesh.devices)
 

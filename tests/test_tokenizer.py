@@ -79,7 +79,7 @@ def test_hf_backend_without_chat_template_is_refused(tmp_path):
 
 def test_embedded_sentencepiece():
     tok = load_tokenizer()
-    assert tok.kind == "sentencepiece" and tok.vocab_size == 768
+    assert tok.kind == "sentencepiece" and tok.vocab_size == 1536
     for s in SAMPLES:
         assert tok.decode(tok.encode(s)) == s  # byte fallback + identity normalisation
     sp = tok.backend
@@ -94,15 +94,18 @@ def test_embedded_sentencepiece():
 
 
 def test_embedded_vocabulary_suits_the_synthetic_task():
-    """Names are one piece each; a value is always its 3 digits (the same pieces in the fact and
-    in the answer), which is what makes lookup a copy."""
+    """Names and values are one piece each, the same piece in the fact and in the answer, which
+    makes lookup a one-token match and a one-token copy; other numbers are split into digits."""
     tok = load_tokenizer()
     for name in synthetic.NAMES + synthetic.ATTRIBUTES + synthetic.RELATIONS:
         assert len(tok.encode(" " + name)) == 1, name
     sp = tok.backend
     pieces = [sp.id_to_piece(i) for i in tok.encode("the code of SEPA is 472 .")]
-    assert pieces == ["the", "▁code", "▁of", "▁SEPA", "▁is", "▁", "4", "7", "2", "▁."]
-    assert tok.encode("answer is 472.")[-4:-1] == tok.encode("is 472 .")[-4:-1]
+    assert pieces == ["the", "▁code", "▁of", "▁SEPA", "▁is", "▁472", "▁."]
+    assert tok.encode("answer is 472.")[-2] == tok.encode("is 472 .")[-2]
+    for v in range(100, 1000):
+        assert len(tok.encode(f" {v}")) == 1, v
+    assert [sp.id_to_piece(i) for i in tok.encode(" 1207 12.5")] == ["▁120", "7", "▁", "1", "2", ".", "5"]
 
 
 def test_training_reproduces_the_shipped_model(tmp_path):

@@ -16,12 +16,26 @@ from typing import Sequence
 from qwenlong_jax.data.tokenizer import (ENDOFTEXT, PAD, SPM_SYMBOLS, load_sentencepiece)
 
 
-def train_sentencepiece(out_dir: str, vocab_size: int = 768, seed: int = 0) -> str:
+def synthetic_pieces() -> tuple[str, ...]:
+    """The synthetic task's names and values (100-999), each with its leading space, as single
+    pieces: "the code of SEPA is 472 ." is 7 tokens, and lookup is a one-token match (SEPA)
+    and a one-token copy (472).
+
+    Why (measured here, issue 6): with names spelled as 3 pieces and values as 4 (space + 3
+    digits), a 1M-parameter model pretrained for hours never learned lookup: a previous-token
+    induction head is useless when every fact shares the pieces next to the value (" " before
+    the digits, "A" ending many names), and matching a 3-piece name is a much harder circuit.
+    The same model trained on single-token repeats forms an induction head in ~250 steps."""
+    from qwenlong_jax.data.synthetic import NAMES
+    return tuple(f"\u2581{n}" for n in NAMES) + tuple(f"\u2581{v}" for v in range(100, 1000))
+
+
+def train_sentencepiece(out_dir: str, vocab_size: int = 1536, seed: int = 0) -> str:
     """Train the embedded sentencepiece model on synthetic text; returns the .model path.
 
-    BPE with split digits (a 3-digit value is always 3 digit pieces, the same in a fact and in
-    an answer), byte fallback (any text encodes), identity normalisation and no dummy prefix
-    (exact round trips, newlines kept).
+    BPE with the chat symbols and `synthetic_pieces` as user-defined pieces, split digits for
+    every other number (a 4-digit sum is a value piece plus a digit), byte fallback (any text
+    encodes), identity normalisation and no dummy prefix (exact round trips, newlines kept).
     """
     import sentencepiece as spm
     from qwenlong_jax.data.prompt import build_prompt
@@ -34,7 +48,7 @@ def train_sentencepiece(out_dir: str, vocab_size: int = 768, seed: int = 0) -> s
         sentence_iterator=iter(lines), model_writer=model, model_type="bpe",
         vocab_size=vocab_size, character_coverage=1.0, byte_fallback=True, split_digits=True,
         normalization_rule_name="identity", add_dummy_prefix=False,
-        remove_extra_whitespaces=False, user_defined_symbols=list(SPM_SYMBOLS),
+        remove_extra_whitespaces=False, user_defined_symbols=list(SPM_SYMBOLS) + list(synthetic_pieces()),
         pad_id=0, pad_piece=PAD, unk_id=1, bos_id=-1, eos_id=2, eos_piece=ENDOFTEXT,
         num_threads=1, minloglevel=2)
     os.makedirs(out_dir, exist_ok=True)
@@ -48,7 +62,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", metavar="OUT_DIR", required=True,
                     help="write OUT_DIR/spm.model")
-    ap.add_argument("--vocab_size", type=int, default=768)
+    ap.add_argument("--vocab_size", type=int, default=1536)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     path = train_sentencepiece(args.out, args.vocab_size, args.seed)
