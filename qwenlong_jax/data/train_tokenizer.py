@@ -21,11 +21,12 @@ def synthetic_pieces() -> tuple[str, ...]:
     pieces: "the code of SEPA is 472 ." is 7 tokens, and lookup is a one-token match (SEPA)
     and a one-token copy (472).
 
-    Why (measured here, issue 6): with names spelled as 3 pieces and values as 4 (space + 3
-    digits), a 1M-parameter model pretrained for hours never learned lookup: a previous-token
-    induction head is useless when every fact shares the pieces next to the value (" " before
-    the digits, "A" ending many names), and matching a 3-piece name is a much harder circuit.
-    The same model trained on single-token repeats forms an induction head in ~250 steps."""
+    Why (measured here, issue 6): with values spelled as 4 pieces (space + 3 digits), a
+    1M-parameter model pretrained for hours never learned lookup: every fact shares the " "
+    piece before its value and there are only 10 digits, so a previous-token induction match
+    is ambiguous everywhere. (The names were already single BPE pieces; listing them here keeps
+    them so whatever the corpus.) The same model forms an induction head on single-token
+    repeats in ~225 steps."""
     from qwenlong_jax.data.synthetic import NAMES
     return tuple(f"\u2581{n}" for n in NAMES) + tuple(f"\u2581{v}" for v in range(100, 1000))
 
