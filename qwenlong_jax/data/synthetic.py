@@ -249,20 +249,3 @@ def make_dataset(seed: int, num: int, doc_tokens: int | Sequence[int], count_tok
     return [make_example(seed, i, families[i % len(families)],
                          lengths[(i // len(families)) % len(lengths)], count_tokens, attributes)
             for i in range(num)]
-
-
-def corpus_for_tokenizer(seed: int = 0, num_docs: int = 400) -> list[str]:
-    """Text the embedded tokenizer is trained on: documents, QA lines, prompts and SFT traces.
-    Length here is counted in words (the tokenizer does not exist yet)."""
-    from qwenlong_jax.data.prompt import build_prompt
-    words = lambda s: len(s.split())  # noqa: E731
-    rng = random.Random(seed)
-    out = []
-    from qwenlong_jax.data.pretrain import pretrain_text
-    for i in range(num_docs):
-        # restate=0: the corpus the shipped tokenizer was trained on (changing it changes ids).
-        out.append(pretrain_text(rng, rng.choice([60, 120, 250]), words, restate=0.0))
-        ex = make_example(seed, i, FAMILIES[i % 4], 80, words)
-        out.append(build_prompt(ex["document"], ex["question"]))
-        out.append(ex["response"])
-    return out

@@ -2,7 +2,7 @@
 
     python -m qwenlong_jax.data.train_tokenizer --out qwenlong_jax/assets/tokenizer
 
-The corpus comes from synthetic.py, so changing the generator changes the trained model:
+The corpus comes from data/synthetic.py and data/pretrain.py (`corpus_for_tokenizer`), so changing the generator changes the trained model:
 tests/test_tokenizer.py checks that training reproduces the shipped file byte for byte, and a
 base checkpoint trained with one tokenizer is only valid with that tokenizer.
 """
@@ -11,8 +11,12 @@ from __future__ import annotations
 import argparse
 import io
 import os
+import random
 from typing import Sequence
 
+from qwenlong_jax.data.pretrain import pretrain_text
+from qwenlong_jax.data.prompt import build_prompt
+from qwenlong_jax.data.synthetic import FAMILIES, NAMES, make_example
 from qwenlong_jax.data.tokenizer import (ENDOFTEXT, PAD, SPM_SYMBOLS, load_sentencepiece)
 
 
@@ -27,8 +31,22 @@ def synthetic_pieces() -> tuple[str, ...]:
     is ambiguous everywhere. (The names were already single BPE pieces; listing them here keeps
     them so whatever the corpus.) The same model forms an induction head on single-token
     repeats in ~225 steps."""
-    from qwenlong_jax.data.synthetic import NAMES
     return tuple(f"\u2581{n}" for n in NAMES) + tuple(f"\u2581{v}" for v in range(100, 1000))
+
+
+def corpus_for_tokenizer(seed: int = 0, num_docs: int = 400) -> list[str]:
+    """Text the embedded tokenizer is trained on: documents, QA lines, prompts and SFT traces.
+    Length here is counted in words (the tokenizer does not exist yet)."""
+    words = lambda s: len(s.split())  # noqa: E731
+    rng = random.Random(seed)
+    out = []
+    for i in range(num_docs):
+        # restate=0: the corpus the shipped tokenizer was trained on (changing it changes ids).
+        out.append(pretrain_text(rng, rng.choice([60, 120, 250]), words, restate=0.0))
+        ex = make_example(seed, i, FAMILIES[i % 4], 80, words)
+        out.append(build_prompt(ex["document"], ex["question"]))
+        out.append(ex["response"])
+    return out
 
 
 def train_sentencepiece(out_dir: str, vocab_size: int = 1536, seed: int = 0) -> str:
@@ -39,8 +57,6 @@ def train_sentencepiece(out_dir: str, vocab_size: int = 1536, seed: int = 0) -> 
     encodes), identity normalisation and no dummy prefix (exact round trips, newlines kept).
     """
     import sentencepiece as spm
-    from qwenlong_jax.data.prompt import build_prompt
-    from qwenlong_jax.data.synthetic import corpus_for_tokenizer
     lines = []
     for text in corpus_for_tokenizer(seed) + [build_prompt("x", "y")]:
         lines.extend(line for line in text.split("\n") if line)
