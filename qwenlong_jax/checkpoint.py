@@ -11,10 +11,14 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
+import tempfile
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+
+from qwenlong_jax import paths
 
 log = logging.getLogger(__name__)
 
@@ -23,9 +27,40 @@ class CheckpointSaveError(RuntimeError):
     """A save that failed part-way (e.g. disk full); the earlier checkpoints are intact."""
 
 
+def _cause(e: BaseException) -> str:
+    """The innermost OS-level reason of a failed save (orbax/tensorstore wrap it), one line."""
+    seen, cur, best = set(), e, None
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if isinstance(cur, OSError) and cur.strerror:
+            best = cur.strerror
+        cur = cur.__cause__ or cur.__context__
+    if best is None:
+        text = str(e)
+        best = next((m for m in ("No space left on device", "File too large", "Permission denied",
+                                 "Disk quota exceeded", "Read-only file system") if m in text),
+                    (text.splitlines() or [type(e).__name__])[0][:200])
+    return best
+
+
 class Checkpointer:
+    """orbax CheckpointManager over `directory`: local or gs:// (orbax writes those itself);
+    other object-store schemes (s3://, memory://, ... through paths.py) are written to a
+    local staging directory and each finished step is uploaded, then pruned alike."""
+
     def __init__(self, directory: str, keep: int = 3):
-        self.directory = os.path.abspath(directory)
+        if keep < 1:
+            raise ValueError(f"keep_checkpoints must be >= 1, got {keep} (0 would keep none: no resume)")
+        self.target = directory
+        self.staged = paths.is_remote(directory) and paths.scheme(directory) != "gs"
+        if self.staged:
+            self.directory = tempfile.mkdtemp(prefix="qwenlong_ckpt_")
+            for name in paths.listdir(directory):
+                if name.isdigit():
+                    paths.download(paths.join(directory, name), os.path.join(self.directory, name))
+        else:
+            self.directory = directory if paths.is_remote(directory) else os.path.abspath(directory)
+        self._corrupt: set[int] = set()  # steps found unreadable: replaced when saved again
         self.manager = ocp.CheckpointManager(
             self.directory,
             options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
@@ -34,19 +69,31 @@ class Checkpointer:
 
     def save(self, step: int, state: Any, meta: dict) -> None:
         if step in self.manager.all_steps():  # already saved at this step (e.g. at a phase end)
-            return
+            if step not in self._corrupt:
+                return
+            self.manager.delete(step)  # found corrupt on restore: write it again
+            self._corrupt.discard(step)
         try:
             self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                                             meta=ocp.args.JsonSave(meta)), force=True)
             self.manager.wait_until_finished()
-        except OSError as e:  # orbax writes into a temporary directory: nothing earlier is touched
-            prev = self.steps()
+            if self.staged:
+                paths.upload(os.path.join(self.directory, str(step)), paths.join(self.target, str(step)))
+                keep = {str(s) for s in self.manager.all_steps()}
+                for name in paths.listdir(self.target):
+                    if name.isdigit() and name not in keep:
+                        paths.remove(paths.join(self.target, name), recursive=True)
+        except Exception as e:  # orbax writes into a temporary directory: nothing earlier is touched
+            prev = [s for s in self.steps() if s != step and s not in self._corrupt]
             raise CheckpointSaveError(
-                f"saving checkpoint {step} in {self.directory} failed ({e.strerror or e}); the previous "
-                f"checkpoint ({f'step {prev[-1]}' if prev else 'none'}) is intact") from e
+                f"saving checkpoint {step} in {self.target} failed ({_cause(e)}); the previous "
+                f"checkpoint ({f'step {prev[-1]}' if prev else 'none'}) is intact") from None
 
     def steps(self) -> list[int]:
-        return sorted(self.manager.all_steps())
+        try:
+            return sorted(self.manager.all_steps(read=True))
+        except TypeError:
+            return sorted(self.manager.all_steps())
 
     def restore_latest(self, abstract_state: Any) -> tuple[int, Any, dict] | None:
         """(step, state, meta) of the newest checkpoint that restores, or None."""
@@ -56,13 +103,17 @@ class Checkpointer:
                     state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
                 return step, out["state"], out["meta"]
             except Exception as e:  # torn/corrupt checkpoint: fall back to the previous one
+                self._corrupt.add(step)
                 log.warning("checkpoint %d in %s could not be restored (%s: %s); trying the previous one",
-                            step, self.directory, type(e).__name__, str(e).splitlines()[0][:200])
-                print(f"warning: checkpoint {step} in {self.directory} is unreadable; using the previous one")
+                            step, self.target, type(e).__name__, str(e).splitlines()[0][:200])
+                print(f"warning: checkpoint {step} in {self.target} is unreadable; using the previous one "
+                      "(it is replaced when the run saves that step again)")
         return None
 
     def close(self) -> None:
         self.manager.close()
+        if self.staged:
+            shutil.rmtree(self.directory, ignore_errors=True)
 
 
 def abstract_like(tree: Any) -> Any:

@@ -34,6 +34,11 @@ def parse_flags(argv: list[str]) -> list[str]:
     except AttributeError as e:  # --config.a.b=v naming a field the config does not have
         field = _last_line(e).strip("'\"")
         sys.exit(f"error: --config override: the config has no field {field!r}")
+    except KeyError as e:  # --config.phases.<name>.x=v naming a phase (a dict key) that is not there
+        text = e.args[0] if e.args and isinstance(e.args[0], str) else str(e)
+        parts = [p.strip().strip("'\"") for p in text.splitlines() if p.strip()]
+        hint = f" ({parts[1]})" if len(parts) > 1 else ""
+        sys.exit(f"error: --config override: the config has no key {parts[0] if parts else text!r}{hint}")
 
 
 def _last_line(e: BaseException) -> str:
@@ -49,7 +54,9 @@ def main(argv) -> None:
     from qwenlong_jax.config import ConfigError, from_config_dict
     from qwenlong_jax.data.schema import DataError
     from qwenlong_jax.models import CheckpointError
+    from qwenlong_jax.paths import PathError
     from qwenlong_jax.trainer import Trainer, TrainingError
+    from qwenlong_jax.workdir_lock import WorkdirLocked
 
     try:
         config_dict = _CONFIG.value
@@ -59,8 +66,11 @@ def main(argv) -> None:
     try:
         cfg = from_config_dict(config_dict)
         summary = Trainer(cfg, _WORKDIR.value).run()
-    except (ConfigError, DataError, CheckpointError, CheckpointSaveError, TrainingError) as e:
+    except (ConfigError, DataError, CheckpointError, CheckpointSaveError, TrainingError, PathError,
+            WorkdirLocked) as e:
         sys.exit(f"error: {e}")
+    if summary.get("already_finished"):
+        return  # the trainer said so in one line
     if summary.get("stopped"):
         print(f"stopped at step {summary['step']}; checkpoint saved in {_WORKDIR.value}/checkpoints")
         return

@@ -24,7 +24,7 @@ import numpy as np
 from tqdm import tqdm
 
 from qwenlong_jax import config as config_lib
-from qwenlong_jax import distributed, models, plan, rewards, sharding
+from qwenlong_jax import distributed, models, paths, plan, rewards, sharding
 from qwenlong_jax.checkpoint import Checkpointer, abstract_like
 from qwenlong_jax.config import Config, PhaseConfig
 from qwenlong_jax.curriculum import Difficulty, PhaseData, hard_pool_for, phase_records
@@ -40,6 +40,7 @@ from qwenlong_jax.rl.sft_step import pack_sft_rows, sft_update
 from qwenlong_jax.rollout import PREFILL_CHUNK, rl_step_shapes, rollout
 from qwenlong_jax.eval.sweep import accuracy_by_length
 from qwenlong_jax.train_state import TrainState, make_optimizer, with_lr
+from qwenlong_jax.workdir_lock import WorkdirLock
 
 
 
@@ -127,6 +128,13 @@ class Trainer:
         self.by_id = {r.id: r for r in self.data.train + self.data.sft}
         self.per_phase = [phase_records(self.data.sft if p.kind == "sft" else self.data.train, p)
                           for p in cfg.phases]
+        for p, recs in zip(cfg.phases, self.per_phase):  # before compiling, not at the phase's start
+            if not recs:
+                pool = self.data.sft if p.kind == "sft" else self.data.train
+                raise config_lib.ConfigError(
+                    f"phases[{p.name}]: no {'SFT (with a response) ' if p.kind == 'sft' else ''}example has a "
+                    f"prompt length in ({p.min_input}, {p.max_input}] tokens ({len(pool)} loaded"
+                    f"{'; ' + self.data.report if self.data.report else ''}); check data files or the phase's range")
         self.tx = make_optimizer(cfg.optim)
         self._prompt_cache: dict[str, list[int]] = {}
 
@@ -316,9 +324,41 @@ class Trainer:
             print(f"\nsignal {signum}: finishing the current step, then checkpointing and exiting")
 
     def run(self) -> dict:
+        lock = WorkdirLock(self.workdir).acquire() if jax.process_index() == 0 else None
+        try:
+            return self._run()
+        finally:
+            if lock is not None:
+                lock.release()
+
+    def _resume_check(self, state, meta) -> dict | None:
+        """A restored state that cannot make progress ends the run here, in one line, instead of
+        looping: a phase whose steps are all done moves on; a finished run returns its summary;
+        a state already over the non-finite limit is a TrainingError saying what to do."""
+        cfg = self.cfg
+        while meta["phase_index"] < len(cfg.phases) and meta["phase_step"] >= phase_steps(
+                cfg.phases[meta["phase_index"]], len(self.per_phase[meta["phase_index"]])):
+            meta.update(phase_index=meta["phase_index"] + 1, phase_step=0, phase_data=None)
+        bad = int(jax.device_get(state.nonfinite_in_a_row))
+        if bad >= cfg.optim.max_nonfinite_in_a_row:
+            raise TrainingError(
+                f"the checkpoint at step {meta['step']} in {self.workdir}/checkpoints already ends with {bad} "
+                f"non-finite steps in a row (optim.max_nonfinite_in_a_row={cfg.optim.max_nonfinite_in_a_row}), "
+                "so resuming would stop again at once; start over in a new --workdir (e.g. with a lower "
+                "optim.lr), or raise optim.max_nonfinite_in_a_row to continue from its last good params")
+        if meta["phase_index"] >= len(cfg.phases):
+            spath = paths.join(self.workdir, "summary.json")
+            if paths.exists(spath):
+                if not self.quiet:
+                    print(f"the run in {self.workdir} already finished at step {meta['step']}; nothing to do "
+                          "(use a new --workdir to train again)")
+                return {**json.loads(paths.read_text(spath)), "already_finished": True}
+        return None
+
+    def _run(self) -> dict:
         cfg = self.cfg
         t_start = time.time()
-        ckpt = Checkpointer(os.path.join(self.workdir, "checkpoints"), keep=cfg.keep_checkpoints)
+        ckpt = Checkpointer(paths.join(self.workdir, "checkpoints"), keep=cfg.keep_checkpoints)
         state = self._init_state()
         self._state_sharding = jax.tree.map(lambda x: x.sharding, state)
         meta = {"phase_index": 0, "phase_step": 0, "step": 0, "phase_data": None,
@@ -326,8 +366,12 @@ class Trainer:
         restored = ckpt.restore_latest(abstract_like(state))
         if restored is not None:
             _, state, meta = restored
+            done = self._resume_check(state, meta)
+            if done is not None:
+                ckpt.close()
+                return done
             if not self.quiet:
-                print(f"resumed from step {meta['step']} (phase {cfg.phases[meta['phase_index']].name}"
+                print(f"resumed from step {meta['step']} (phase {cfg.phases[meta['phase_index']].name})"
                       if meta["phase_index"] < len(cfg.phases) else f"resumed a finished run at step {meta['step']}")
         difficulty = Difficulty.from_state(meta["difficulty"])
         pi = jax.process_index()
@@ -342,6 +386,7 @@ class Trainer:
             meta["step"] = step
             meta["difficulty"] = difficulty.state()
             ckpt.save(step, state, meta)
+            writer.flush()  # the steps up to a checkpoint survive a kill -9 in TensorBoard too
 
         try:
             while meta["phase_index"] < len(cfg.phases):
@@ -407,7 +452,8 @@ class Trainer:
             raise TrainingError(
                 f"{bad} non-finite losses/gradients in a row (optim.max_nonfinite_in_a_row="
                 f"{self.cfg.optim.max_nonfinite_in_a_row}); the last good state is checkpointed in "
-                f"{self.workdir}/checkpoints. Lower optim.lr or check the data.")
+                f"{self.workdir}/checkpoints. Lower optim.lr or check the data, and start again in a new "
+                "--workdir (a rerun here stops at once: the checkpoint is over the limit).")
 
     def _finish(self, state, meta, seconds: float) -> dict:
         export = os.path.join(self.workdir, "hf")
