@@ -85,6 +85,9 @@ def print_summary(summary: dict) -> None:
     for phase, ev in by_phase.items():
         accs = "  ".join(f"{k.split('@')[1]} tok: {v:.1%}" for k, v in ev.items() if k.startswith("heldout/acc@"))
         print(f"  held-out accuracy after {phase:<10s} {accs}")
+    if summary.get("data"):
+        print("  data rows left out: " + ", ".join(f"{k}={v}" for k, v in summary["data"].items())
+              + " (skipped = data.bad_records='skip'; dropped/too_long = longer than every phase's max_input)")
     if summary.get("export"):
         print(f"  HF checkpoint: {summary['export']}")
     for p in summary.get("plots", []):

@@ -30,7 +30,8 @@ from qwenlong_jax.config import Config, PhaseConfig
 from qwenlong_jax.curriculum import Difficulty, PhaseData, hard_pool_for, phase_records
 from qwenlong_jax.data.pipeline import process_shard
 from qwenlong_jax.data.sft import encode_sft
-from qwenlong_jax.data.tokenizer import DEFAULT_TOKENIZER, copy_tokenizer, load_tokenizer
+from qwenlong_jax.data.tokenizer import DEFAULT_TOKENIZER, load_tokenizer
+from qwenlong_jax.export import export_hf
 from qwenlong_jax.datasets import load_run_data
 from qwenlong_jax.metrics import MetricsWriter, plot_run
 from qwenlong_jax.rl import grpo_step, packing
@@ -53,9 +54,9 @@ def _tokenizer_path(cfg: Config) -> str:
         return cfg.data.tokenizer
     for base in (cfg.model.init_from, cfg.model.hf_path):
         if base:
-            for cand in (os.path.join(base, "tokenizer"), base):
-                if os.path.exists(os.path.join(cand, "spm.model")) or os.path.exists(
-                        os.path.join(cand, "tokenizer.json")):
+            for cand in (paths.join(base, "tokenizer"), base):
+                if paths.exists(paths.join(cand, "spm.model")) or paths.exists(
+                        paths.join(cand, "tokenizer.json")):
                     return cand
     return DEFAULT_TOKENIZER
 
@@ -107,7 +108,7 @@ class Trainer:
         self.cfg, self.workdir, self.quiet = cfg, workdir, quiet
         self.stop_after_steps = stop_after_steps  # test hook: stop (with a checkpoint) after N steps
         self._stop_requested = False
-        os.makedirs(workdir, exist_ok=True)
+        paths.makedirs(workdir)
         if cfg.distributed:
             distributed.initialize(cfg.coordinator_address, cfg.num_processes, cfg.process_id)
         try:
@@ -115,7 +116,12 @@ class Trainer:
         except ValueError as e:  # mesh sizes that do not match the devices: a config error
             raise config_lib.ConfigError(str(e)) from None
         self.tok_path = _tokenizer_path(cfg)
-        self.tok = load_tokenizer(self.tok_path)
+        try:
+            self.tok = load_tokenizer(self.tok_path)
+        except (ValueError, OSError, RuntimeError) as e:  # missing, not a tokenizer: one line
+            raise config_lib.ConfigError(f"tokenizer ({'data.tokenizer' if cfg.data.tokenizer else 'from the model'}"
+                                         f" {self.tok_path}): {str(e).splitlines()[0] if str(e) else type(e).__name__}"
+                                         ) from None
         self.mcfg = config_lib.build_model_config(cfg.model, self.tok.vocab_size)
         validate_run(cfg, self.mcfg, self.mesh)
         hbm = plan.device_hbm_bytes()  # None on CPU: nothing to check against
@@ -152,8 +158,15 @@ class Trainer:
         if m.init_from:
             exec_overrides = dict(dtype=m.dtype, attention_impl=m.attention_impl, remat=m.remat,
                                   scan_layers=m.scan_layers, logits_chunk=m.logits_chunk)
-            mcfg, params = models.load_hf_checkpoint(m.init_from, jnp.dtype(m.param_dtype), mesh=self.mesh,
-                                                     overrides=exec_overrides)
+            try:
+                mcfg, params = models.load_hf_checkpoint(paths.local_copy(m.init_from), jnp.dtype(m.param_dtype),
+                                                         mesh=self.mesh, overrides=exec_overrides)
+            except models.CheckpointError:
+                raise
+            except (OSError, ValueError, RuntimeError) as e:  # e.g. a corrupt safetensors header: one line
+                raise models.CheckpointError(
+                    f"model.init_from {m.init_from}: cannot read the checkpoint "
+                    f"({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
             if mcfg.vocab_size != self.mcfg.vocab_size and m.size == "tiny":
                 raise config_lib.ConfigError(
                     f"model.init_from vocab {mcfg.vocab_size} != tokenizer vocab {self.mcfg.vocab_size}")
@@ -375,7 +388,7 @@ class Trainer:
                       if meta["phase_index"] < len(cfg.phases) else f"resumed a finished run at step {meta['step']}")
         difficulty = Difficulty.from_state(meta["difficulty"])
         pi = jax.process_index()
-        writer = MetricsWriter(self.workdir if pi == 0 else os.path.join(self.workdir, f"process_{pi}"),
+        writer = MetricsWriter(self.workdir if pi == 0 else paths.join(self.workdir, f"process_{pi}"),
                                resume_step=meta["step"], enabled=pi == 0 or cfg.log_all_processes,
                                tensorboard=pi == 0)
         old_handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
@@ -420,7 +433,8 @@ class Trainer:
                         ev = self.evaluate(state.params)
                         metrics.update(ev)
                         meta["evals"].append({"step": step, "phase": phase.name, **ev})
-                    writer.write(step, phase.name, {**metrics, "lr": float(lr)})
+                    writer.write(step, phase.name, {**metrics, "lr": float(lr), **{
+                        f"data/{k2}": float(v) for k2, v in self.data.counts.items()}})
                     bar.update(1)
                     bar.set_postfix({k2: f"{metrics[k2]:.3f}" for k2 in ("reward_mean", "sft/nll", "loss") if k2 in metrics})
                     if last_of_phase:
@@ -456,16 +470,14 @@ class Trainer:
                 "--workdir (a rerun here stops at once: the checkpoint is over the limit).")
 
     def _finish(self, state, meta, seconds: float) -> dict:
-        export = os.path.join(self.workdir, "hf")
+        export = paths.join(self.workdir, "hf")
         if self.cfg.export_hf:
-            models.save_hf_checkpoint(export, self.mcfg, state.params)
-            if jax.process_index() == 0:
-                copy_tokenizer(self.tok_path, os.path.join(export, "tokenizer"))
+            export_hf(export, self.mcfg, state.params, self.tok, self.tok_path)
         plots = plot_run(self.workdir) if jax.process_index() == 0 else []
         evals = meta["evals"]
         summary = {"steps": meta["step"], "minutes": round(seconds / 60, 2), "evals": evals,
-                   "export": export if self.cfg.export_hf else None, "plots": plots}
+                   "export": export if self.cfg.export_hf else None, "plots": plots,
+                   "data": dict(self.data.counts)}  # rows skipped / dropped, by reason
         if jax.process_index() == 0:
-            with open(os.path.join(self.workdir, "summary.json"), "w") as f:
-                json.dump(summary, f, indent=2)
+            paths.write_text(paths.join(self.workdir, "summary.json"), json.dumps(summary, indent=2))
         return summary
