@@ -149,9 +149,16 @@ class Trainer:
         j = self.cfg.judge
         if not j.url:
             return None
-        return rewards.OpenAIJudge(rewards.JudgeConfig(
-            base_url=j.url, model=j.model, api_key_env=j.api_key_env, max_concurrency=j.max_concurrency,
-            timeout_s=j.timeout_s, max_retries=j.retries))
+        if j.api_key_env and j.api_key_env not in os.environ:
+            raise config_lib.ConfigError(
+                f"judge.api_key_env: ${j.api_key_env} is not set; export it, or pass "
+                "--config.judge.api_key_env='' for an endpoint that needs no key")
+        try:
+            return rewards.OpenAIJudge(rewards.JudgeConfig(
+                base_url=j.url, model=j.model, api_key_env=j.api_key_env or None,
+                max_concurrency=j.max_concurrency, timeout_s=j.timeout_s, max_retries=j.retries))
+        except ValueError as e:  # e.g. a url without http(s)://
+            raise config_lib.ConfigError(f"judge: {e}") from None
 
     def _init_state(self) -> TrainState:
         m = self.cfg.model
