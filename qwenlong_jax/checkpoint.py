@@ -43,6 +43,45 @@ def _cause(e: BaseException) -> str:
     return best
 
 
+class _stderr_to_file:
+    """Send file descriptor 2 to a temporary file for the duration (C++ and thread output
+    included). `replay()` copies it back to stderr (a save that worked keeps its warnings);
+    `keep()` leaves the file for a failed save and returns its path (None if empty)."""
+
+    def __enter__(self):
+        import sys
+        sys.stderr.flush()
+        self.file = tempfile.NamedTemporaryFile("w+b", prefix="qwenlong_ckpt_save_", suffix=".log", delete=False)
+        self.saved = os.dup(2)
+        os.dup2(self.file.fileno(), 2)
+        return self
+
+    def __exit__(self, *exc):
+        import sys
+        sys.stderr.flush()
+        os.dup2(self.saved, 2)
+        os.close(self.saved)
+        self.file.flush()
+        return False
+
+    def replay(self) -> None:
+        self.file.seek(0)
+        text = self.file.read()
+        self.file.close()
+        os.remove(self.file.name)
+        if text:
+            os.write(2, text)
+
+    def keep(self) -> str | None:
+        self.file.close()
+        if not os.path.exists(self.file.name):
+            return None
+        if os.path.getsize(self.file.name) == 0:
+            os.remove(self.file.name)
+            return None
+        return self.file.name
+
+
 class Checkpointer:
     """orbax CheckpointManager over `directory`: local or gs:// (orbax writes those itself);
     other object-store schemes (s3://, memory://, ... through paths.py) are written to a
@@ -74,9 +113,11 @@ class Checkpointer:
             self.manager.delete(step)  # found corrupt on restore: write it again
             self._corrupt.discard(step)
         try:
-            self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                                            meta=ocp.args.JsonSave(meta)), force=True)
-            self.manager.wait_until_finished()
+            with _stderr_to_file() as noise:  # orbax/tensorstore threads print tracebacks on failure
+                self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                                                meta=ocp.args.JsonSave(meta)), force=True)
+                self.manager.wait_until_finished()
+            noise.replay()
             if self.staged:
                 paths.upload(os.path.join(self.directory, str(step)), paths.join(self.target, str(step)))
                 keep = {str(s) for s in self.manager.all_steps()}
@@ -85,15 +126,14 @@ class Checkpointer:
                         paths.remove(paths.join(self.target, name), recursive=True)
         except Exception as e:  # orbax writes into a temporary directory: nothing earlier is touched
             prev = [s for s in self.steps() if s != step and s not in self._corrupt]
+            details = noise.keep() if "noise" in locals() else None
             raise CheckpointSaveError(
                 f"saving checkpoint {step} in {self.target} failed ({_cause(e)}); the previous "
-                f"checkpoint ({f'step {prev[-1]}' if prev else 'none'}) is intact") from None
+                f"checkpoint ({f'step {prev[-1]}' if prev else 'none'}) is intact"
+                + (f"; orbax's log: {details}" if details else "")) from None
 
     def steps(self) -> list[int]:
-        try:
-            return sorted(self.manager.all_steps(read=True))
-        except TypeError:
-            return sorted(self.manager.all_steps())
+        return sorted(self.manager.all_steps())
 
     def restore_latest(self, abstract_state: Any) -> tuple[int, Any, dict] | None:
         """(step, state, meta) of the newest checkpoint that restores, or None."""

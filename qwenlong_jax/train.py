@@ -47,16 +47,24 @@ def _last_line(e: BaseException) -> str:
     return lines[-1] if lines else type(e).__name__
 
 
-def main(argv) -> None:
-    del argv
-    logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
+def user_errors() -> tuple[type[Exception], ...]:
+    """The errors that are the user's to fix: printed as one `error:` line, never a traceback."""
     from qwenlong_jax.checkpoint import CheckpointSaveError
-    from qwenlong_jax.config import ConfigError, from_config_dict
+    from qwenlong_jax.config import ConfigError
     from qwenlong_jax.data.schema import DataError
     from qwenlong_jax.models import CheckpointError
     from qwenlong_jax.paths import PathError
-    from qwenlong_jax.trainer import Trainer, TrainingError
+    from qwenlong_jax.trainer import TrainingError
     from qwenlong_jax.workdir_lock import WorkdirLocked
+    return (ConfigError, DataError, CheckpointError, CheckpointSaveError, TrainingError, PathError,
+            WorkdirLocked)
+
+
+def main(argv) -> None:
+    del argv
+    logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
+    from qwenlong_jax.config import from_config_dict
+    from qwenlong_jax.trainer import Trainer
 
     try:
         config_dict = _CONFIG.value
@@ -66,8 +74,7 @@ def main(argv) -> None:
     try:
         cfg = from_config_dict(config_dict)
         summary = Trainer(cfg, _WORKDIR.value).run()
-    except (ConfigError, DataError, CheckpointError, CheckpointSaveError, TrainingError, PathError,
-            WorkdirLocked) as e:
+    except user_errors() as e:
         sys.exit(f"error: {e}")
     if summary.get("already_finished"):
         return  # the trainer said so in one line
