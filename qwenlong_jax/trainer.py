@@ -122,7 +122,11 @@ class Trainer:
             raise config_lib.ConfigError(f"tokenizer ({'data.tokenizer' if cfg.data.tokenizer else 'from the model'}"
                                          f" {self.tok_path}): {str(e).splitlines()[0] if str(e) else type(e).__name__}"
                                          ) from None
-        self.mcfg = config_lib.build_model_config(cfg.model, self.tok.vocab_size)
+        section = cfg.model
+        if section.size == "hf" and paths.is_remote(section.hf_path):  # config.json read from a local copy
+            import dataclasses
+            section = dataclasses.replace(section, hf_path=paths.local_copy(section.hf_path))
+        self.mcfg = config_lib.build_model_config(section, self.tok.vocab_size)
         validate_run(cfg, self.mcfg, self.mesh)
         hbm = plan.device_hbm_bytes()  # None on CPU: nothing to check against
         if hbm:
