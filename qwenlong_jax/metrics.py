@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import os
 import tempfile
 
 import numpy as np
@@ -46,14 +47,11 @@ class MetricsWriter:
                            if ln.strip() and json.loads(ln)["step"] <= resume_step]
         paths.write_text(self.path, "".join(self._lines))
         if tensorboard:
-            from tensorboardX import SummaryWriter
-
             self._tb_remote = paths.join(workdir, "tb")
             self._tb_dir = (tempfile.mkdtemp(prefix="qwenlong_tb_") if self.remote
                             else self._tb_remote)
-            # Steps past resume_step that a killed run had flushed are dropped when read
-            # (TensorBoard keeps the newest event per step and tag).
-            self._tb = SummaryWriter(self._tb_dir, flush_secs=60)
+            self._tb_parts = 0
+            self._tb = self._new_tb()
 
     def write(self, step: int, phase: str, metrics: dict) -> None:
         if not self.enabled:
@@ -72,17 +70,27 @@ class MetricsWriter:
             with open(self.path, "a") as f:
                 f.write(line)
 
+    def _new_tb(self):
+        from tensorboardX import SummaryWriter
+
+        self._tb_parts += 1  # one event file per flush: a unique name even within one second
+        return SummaryWriter(self._tb_dir, flush_secs=60, filename_suffix=f".{os.getpid()}.{self._tb_parts}")
+
     def flush(self) -> None:
+        """Everything written so far is on disk (and uploaded) when this returns.
+        tensorboardX's own flush() leaves events queued for its writer thread, so the event
+        file is closed (which drains the queue) and the next rows go to a new one."""
         if self._tb is None:
             return
-        self._tb.flush()
+        self._tb.close()
+        self._tb = self._new_tb()
         if self.remote:
             paths.upload(self._tb_dir, self._tb_remote)
 
     def close(self) -> None:
         if self._tb is not None:
-            self.flush()
             self._tb.close()
+            self._tb = None
             if self.remote:
                 paths.upload(self._tb_dir, self._tb_remote)
 
