@@ -225,3 +225,31 @@ def test_resume_over_the_nonfinite_limit_exits_at_once(tmp_path):
                  "--config.data.eval_lengths=(64,)", "--config.data.eval_per_length=1",
                  "--config.optim.max_nonfinite_in_a_row=2", "--config.export_hf=False"], tmp_path, timeout=120)
     assert_one_error_line(proc, "already ends with")
+
+
+# --- judge / evaluate / generate ------------------------------------------------------------
+
+def test_evaluate_reads_the_key_variable_train_reads(monkeypatch):
+    from qwenlong_jax import evaluate
+    from qwenlong_jax.eval.benchmarks import EvalError
+
+    args = evaluate.parse_args(["--checkpoint", BASE, "--out", "/tmp/x", "--judge_url", "http://127.0.0.1:9/v1",
+                                "--judge_model", "m"])
+    assert args.judge_api_key_env == "JUDGE_API_KEY"  # train's judge.api_key_env default
+    monkeypatch.delenv("JUDGE_API_KEY", raising=False)
+    with pytest.raises(EvalError, match=r"\$JUDGE_API_KEY is not set"):
+        evaluate._judge(args)
+    monkeypatch.setenv("JUDGE_API_KEY", "k")
+    assert evaluate._judge(args).config.api_key_env == "JUDGE_API_KEY"
+    args.judge_api_key_env = ""
+    assert evaluate._judge(args).config.api_key_env is None
+
+
+def test_generate_bad_flags_and_missing_checkpoint_one_line(tmp_path):
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    for args, expected in ((["--checkpoint", BASE, "--max_new_tokens", "-3"], "--max_new_tokens"),
+                           (["--checkpoint", str(tmp_path / "nope")], "does not exist"),
+                           (["--checkpoint", str(tmp_path)], "no config.json")):
+        proc = subprocess.run([sys.executable, "-m", "qwenlong_jax.generate", "--prompt", "hi", *args],
+                              cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+        assert_one_error_line(proc, expected)
