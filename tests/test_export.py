@@ -87,3 +87,49 @@ def test_transformers_greedy_generate_equals_our_sampler_and_stops_at_eos(export
             assert theirs[-1] in tok.eos_ids
         assert theirs == s.tokens, (hf_tok.decode(theirs), tok.decode(s.tokens))
     assert stopped >= 1  # the base model ends its answers with <|im_end|>: generate must stop there
+
+
+def test_hf_tokenizer_run_exports_its_own_files_and_autotokenizer_loads_them(tmp_path):
+    """A run on an HF tokenizer (as from a real Qwen checkpoint) exports that tokenizer's files,
+    chat template included; AutoTokenizer on the export encodes exactly as our loader does."""
+    import jax
+    import transformers
+    from tokenizers import Regex, Tokenizer, decoders, models as tk_models, normalizers, pre_tokenizers, trainers
+    from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
+
+    from qwenlong_jax.models import get_model_config, init_params
+
+    special = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<think>", "</think>"]
+    tk = Tokenizer(tk_models.BPE())  # Qwen2's pipeline: NFC, its split regex, byte-level
+    tk.normalizer = normalizers.NFC()
+    tk.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(PRETOKENIZE_REGEX), behavior="isolated", invert=False),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    tk.decoder = decoders.ByteLevel()
+    rows = make_dataset(7, 6, 80, lambda s: len(s.split()))
+    tk.train_from_iterator([build_prompt(r["document"], r["question"]) + r["response"] for r in rows] * 2,
+                           trainers.BpeTrainer(vocab_size=400, special_tokens=special,
+                                               initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    src = tmp_path / "tok"
+    fast = transformers.PreTrainedTokenizerFast(tokenizer_object=tk, eos_token="<|im_end|>",
+                                                pad_token="<|endoftext|>")
+    fast.chat_template = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+                          "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    fast.save_pretrained(str(src))
+    tok = load_tokenizer(str(src))
+    assert tok.kind == "hf"
+    mcfg = get_model_config("tiny", vocab_size=len(fast))
+    params = init_params(mcfg, jax.random.key(0))
+    out = str(tmp_path / "hf")
+    export_hf(out, mcfg, params, tok, str(src))
+    hf = transformers.AutoTokenizer.from_pretrained(out, local_files_only=True)
+    assert hf.chat_template == fast.chat_template
+    for r in rows:
+        text = build_prompt(r["document"], r["question"])
+        assert hf.encode(text, add_special_tokens=False) == tok.encode(text)
+        chat = hf.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True,
+                                      tokenize=False)
+        assert hf.encode(chat, add_special_tokens=False) == tok.chat_prompt(text)
+    cfg = json.load(open(os.path.join(out, "config.json")))
+    assert cfg["eos_token_id"] == tok.eos_ids[0] == hf.eos_token_id and cfg["pad_token_id"] == tok.pad_id
+    transformers.AutoModelForCausalLM.from_pretrained(out)
