@@ -22,6 +22,7 @@ import argparse
 import os
 import sys
 
+from qwenlong_jax import paths
 from qwenlong_jax.eval import benchmarks as bench_lib
 from qwenlong_jax.eval import metrics, report, runner
 from qwenlong_jax.eval.benchmarks import EvalError
@@ -131,8 +132,26 @@ def _drop_stale_run_config(out: str) -> None:
         os.remove(cfg)
 
 
+def _localize(args) -> None:
+    """Object-store inputs (paths.py): the checkpoint, --data_dir and --bench_file files are
+    read from local copies. --out must be local (predictions are appended as they come)."""
+    if paths.is_remote(args.out):
+        raise EvalError(f"--out {args.out}: must be a local directory (predictions are appended as they "
+                        "are made); copy it to the store afterwards")
+    try:
+        if paths.is_remote(args.checkpoint):
+            args.checkpoint = paths.local_copy(args.checkpoint)
+        if args.data_dir and paths.is_remote(args.data_dir):
+            args.data_dir = paths.local_copy(args.data_dir)
+        args.bench_file = [f"{n}={paths.local_copy(p)}" if sep and paths.is_remote(p) else f"{n}{sep}{p}"
+                           for n, sep, p in (item.partition("=") for item in args.bench_file)]
+    except paths.PathError as e:
+        raise EvalError(str(e)) from None
+
+
 def run(args, generate_fn=None) -> dict:
     """Everything main does, raising EvalError for user-fixable problems."""
+    _localize(args)
     sampling = _sampling(args)
     bad_k = [k for k in args.pass_k if not 1 <= k <= args.num_samples]
     if bad_k:

@@ -253,3 +253,22 @@ def test_generate_bad_flags_and_missing_checkpoint_one_line(tmp_path):
         proc = subprocess.run([sys.executable, "-m", "qwenlong_jax.generate", "--prompt", "hi", *args],
                               cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
         assert_one_error_line(proc, expected)
+
+
+def test_evaluate_reads_inputs_from_the_store_and_refuses_a_remote_out(tmp_path, monkeypatch):
+    from qwenlong_jax import evaluate, paths
+    from qwenlong_jax.eval.benchmarks import EvalError
+
+    monkeypatch.setenv("QWENLONG_CACHE", str(tmp_path / "cache"))
+    paths.write_text("memory://i18-eval/docmath.jsonl", '{"id": 1}\n')
+    args = evaluate.parse_args(["--checkpoint", BASE, "--out", str(tmp_path / "out"),
+                                "--bench_file", "docmath=memory://i18-eval/docmath.jsonl"])
+    evaluate._localize(args)
+    local = args.bench_file[0].split("=", 1)[1]
+    assert not paths.is_remote(local) and open(local).read() == '{"id": 1}\n'
+    args = evaluate.parse_args(["--checkpoint", BASE, "--out", "memory://i18-eval/out"])
+    with pytest.raises(EvalError, match="--out"):
+        evaluate._localize(args)
+    args = evaluate.parse_args(["--checkpoint", "memory://i18-eval/no_such_model", "--out", str(tmp_path / "o")])
+    with pytest.raises(EvalError, match="does not exist"):
+        evaluate._localize(args)
