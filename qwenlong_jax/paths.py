@@ -164,7 +164,8 @@ def cache_dir() -> str:
 
 def local_copy(path: str) -> str:
     """A local path with the content of `path` (a file or a directory): the path itself when it
-    is local, else a copy under the cache directory (re-downloaded when absent)."""
+    is local, else a copy under the cache directory, keyed by the path (downloaded once; delete
+    the cache directory to fetch a path whose content changed)."""
     path = os.fspath(path)
     fs, p = _fs(path)
     if fs is None:
@@ -175,8 +176,8 @@ def local_copy(path: str) -> str:
     dst = os.path.join(cache_dir(), "remote", key, posixpath.basename(p.rstrip("/")) or "root")
     done = dst + ".complete"
     if not os.path.exists(done):
-        tmp = tempfile.mkdtemp(dir=os.path.dirname(dst) if os.path.isdir(os.path.dirname(dst)) else None)
         os.makedirs(os.path.dirname(dst), exist_ok=True)
+        tmp = tempfile.mkdtemp(dir=os.path.dirname(dst))  # same filesystem: the rename below is atomic
         target = os.path.join(tmp, "x")
         if fs.isdir(p):
             fs.get(p.rstrip("/") + "/", target, recursive=True)

@@ -6,7 +6,6 @@ import os
 import random
 import stat
 
-import jax.numpy as jnp
 import pytest
 
 from qwenlong_jax import models, sampling

@@ -11,13 +11,11 @@ import sys
 import time
 
 import jax
-import numpy as np
 import pytest
 
 import configs.smoke
 from qwenlong_jax.checkpoint import Checkpointer, CheckpointSaveError
 from qwenlong_jax.config import ConfigError, from_config_dict
-from qwenlong_jax.data.synthetic import make_dataset
 from qwenlong_jax.data.tokenizer import load_tokenizer
 from qwenlong_jax.train import user_errors
 from qwenlong_jax.trainer import Trainer, TrainingError
@@ -54,12 +52,6 @@ def _trainer_error(cfg_dict, workdir, **kw) -> str:
     msg = str(info.value)
     assert "\n" not in msg, msg
     return msg
-
-
-def _write_jsonl(path, rows):
-    with open(path, "w") as f:
-        for r in rows:
-            f.write(json.dumps(r) + "\n")
 
 
 @pytest.fixture(scope="module")

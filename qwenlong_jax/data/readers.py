@@ -21,7 +21,7 @@ import os
 import re
 from typing import Any, Iterable, Iterator, Sequence
 
-from qwenlong_jax import paths
+from qwenlong_jax import paths as paths_lib
 from qwenlong_jax.data.prompt import build_prompt, split_prompt
 from qwenlong_jax.data.schema import BadRecordPolicy, DataError, LoadReport, Record
 # The scorer's own dispatch and letter parser: a ground truth is accepted here exactly when the
@@ -150,7 +150,7 @@ def _read_rows(path: str) -> Iterator[tuple[str, Any]]:
     if path.endswith(".parquet"):
         import pyarrow.parquet as pq
         try:
-            with paths.open(path, "rb") as f:
+            with paths_lib.open(path, "rb") as f:
                 rows = pq.read_table(f).to_pylist()
         except Exception as e:  # pyarrow raises many types; one line naming the file
             yield f"{path}:0", DataError(f"{path}:0", "<file>", "unreadable",
@@ -159,7 +159,7 @@ def _read_rows(path: str) -> Iterator[tuple[str, Any]]:
         for i, row in enumerate(rows):
             yield f"{path}:{i + 1}", row
         return
-    with paths.open(path, "rb") as f:
+    with paths_lib.open(path, "rb") as f:
         for lineno, raw in enumerate(f, start=1):
             loc = f"{path}:{lineno}"
             try:
@@ -177,9 +177,9 @@ def _read_rows(path: str) -> Iterator[tuple[str, Any]]:
                                      f"malformed JSON: {e.msg} at column {e.colno}")
 
 
-def load_records(paths_: str | Sequence[str], tokenizer=None, max_prompt_tokens: int | None = None,
+def load_records(paths: str | Sequence[str], tokenizer=None, max_prompt_tokens: int | None = None,
                  on_bad: BadRecordPolicy = "error") -> tuple[list[Record], LoadReport]:
-    """Read and validate every row of `paths_` (.jsonl or .parquet files or globs of them,
+    """Read and validate every row of `paths` (.jsonl or .parquet files or globs of them,
     local or object-store paths).
 
     With a tokenizer, each record gets `num_prompt_tokens` (the chat prompt's length), and rows
@@ -187,7 +187,7 @@ def load_records(paths_: str | Sequence[str], tokenizer=None, max_prompt_tokens:
     should load without the limit and truncate, see truncation.py). A missing file, a
     directory or a glob matching nothing is a paths.PathError naming it.
     """
-    files = paths.expand(paths_)  # PathError (a ValueError), one line naming the path
+    files = paths_lib.expand(paths)  # PathError (a ValueError), one line naming the path
     rows = (item for path in files for item in read_rows(str(path)))
     return validate_rows(rows, tokenizer, max_prompt_tokens, on_bad)
 
