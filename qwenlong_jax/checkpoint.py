@@ -48,10 +48,17 @@ class _stderr_to_file:
     included). `replay()` copies it back to stderr (a save that worked keeps its warnings);
     `keep()` leaves the file for a failed save and returns its path (None if empty)."""
 
+    def __init__(self, append_to: str | None = None):
+        self.append_to = append_to
+
     def __enter__(self):
         import sys
         sys.stderr.flush()
-        self.file = tempfile.NamedTemporaryFile("w+b", prefix="qwenlong_ckpt_save_", suffix=".log", delete=False)
+        if self.append_to:
+            self.file = open(self.append_to, "a+b")
+        else:
+            self.file = tempfile.NamedTemporaryFile("w+b", prefix="qwenlong_ckpt_save_", suffix=".log",
+                                                    delete=False)
         self.saved = os.dup(2)
         os.dup2(self.file.fileno(), 2)
         return self
@@ -100,6 +107,7 @@ class Checkpointer:
         else:
             self.directory = directory if paths.is_remote(directory) else os.path.abspath(directory)
         self._corrupt: set[int] = set()  # steps found unreadable: replaced when saved again
+        self._muted: _stderr_to_file | None = None  # stderr diverted after a failed save
         self.manager = ocp.CheckpointManager(
             self.directory,
             options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
@@ -127,6 +135,9 @@ class Checkpointer:
         except Exception as e:  # orbax writes into a temporary directory: nothing earlier is touched
             prev = [s for s in self.steps() if s != step and s not in self._corrupt]
             details = noise.keep() if "noise" in locals() else None
+            # orbax's writer threads go on failing (and printing) until the manager closes:
+            # their output joins the same log until close().
+            self._muted = _stderr_to_file(details).__enter__()
             raise CheckpointSaveError(
                 f"saving checkpoint {step} in {self.target} failed ({_cause(e)}); the previous "
                 f"checkpoint ({f'step {prev[-1]}' if prev else 'none'}) is intact"
@@ -151,7 +162,13 @@ class Checkpointer:
         return None
 
     def close(self) -> None:
-        self.manager.close()
+        try:
+            self.manager.close()
+        finally:
+            if self._muted is not None:
+                self._muted.__exit__(None, None, None)
+                self._muted.keep()
+                self._muted = None
         if self.staged:
             shutil.rmtree(self.directory, ignore_errors=True)
 

@@ -75,7 +75,16 @@ def main(argv) -> None:
         cfg = from_config_dict(config_dict)
         summary = Trainer(cfg, _WORKDIR.value).run()
     except user_errors() as e:
-        sys.exit(f"error: {e}")
+        from qwenlong_jax.checkpoint import CheckpointSaveError
+        from qwenlong_jax.trainer import TrainingError
+        # Raised mid-run: the progress bar's line is open, so the error starts a new one.
+        line = f"{chr(10) if isinstance(e, (CheckpointSaveError, TrainingError)) else ''}error: {e}"
+        if isinstance(e, CheckpointSaveError):  # orbax's failed writer threads would print at exit
+            sys.stdout.flush()
+            sys.stderr.write(line + "\n")
+            sys.stderr.flush()
+            os._exit(1)
+        sys.exit(line)
     if summary.get("already_finished"):
         return  # the trainer said so in one line
     if summary.get("stopped"):
