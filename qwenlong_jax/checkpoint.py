@@ -13,6 +13,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 from typing import Any
 
 import jax
@@ -120,6 +121,7 @@ class Checkpointer:
                 return
             self.manager.delete(step)  # found corrupt on restore: write it again
             self._corrupt.discard(step)
+        self._remove_partial(step)
         try:
             with _stderr_to_file() as noise:  # orbax/tensorstore threads print tracebacks on failure
                 self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
@@ -142,6 +144,19 @@ class Checkpointer:
                 f"saving checkpoint {step} in {self.target} failed ({_cause(e)}); the previous "
                 f"checkpoint ({f'step {prev[-1]}' if prev else 'none'}) is intact"
                 + (f"; orbax's log: {details}" if details else "")) from None
+
+    def _remove_partial(self, step: int) -> None:
+        """A failed save's temporary directory, removed before saving that step again. orbax
+        removes it too, but a failed save's writer threads may still be adding files to it,
+        and its single rmtree then fails ("Directory not empty"): retry until it is gone."""
+        if paths.is_remote(self.directory):
+            return
+        tmp = os.path.join(self.directory, f"{step}.orbax-checkpoint-tmp")
+        for _ in range(50):
+            if not os.path.exists(tmp):
+                return
+            shutil.rmtree(tmp, ignore_errors=True)
+            time.sleep(0.05)
 
     def steps(self) -> list[int]:
         return sorted(self.manager.all_steps())
