@@ -77,8 +77,12 @@ def test_resumed_run_on_the_store_has_every_step_once(store_run):
     assert not paths.exists(paths.join(workdir, "run.lock"))  # released
 
 
-def test_skips_and_drops_are_counted(store_run):
+def test_skips_and_drops_are_counted(store_run, capsys):
+    from qwenlong_jax.train import print_summary
+
     workdir, summary = store_run
+    print_summary(summary)  # what train prints at the end of the run
+    assert "dropped/too_long=1, skipped/malformed_json=1, skipped/missing_field=1" in capsys.readouterr().out
     want = {"skipped/malformed_json": 1, "skipped/missing_field": 1, "dropped/too_long": 1}
     assert summary["data"] == want
     assert json.loads(paths.read_text(paths.join(workdir, "summary.json")))["data"] == want
