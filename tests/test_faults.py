@@ -270,3 +270,21 @@ def test_evaluate_reads_inputs_from_the_store_and_refuses_a_remote_out(tmp_path,
     args = evaluate.parse_args(["--checkpoint", "memory://i18-eval/no_such_model", "--out", str(tmp_path / "o")])
     with pytest.raises(EvalError, match="does not exist"):
         evaluate._localize(args)
+
+
+def test_evaluate_rerun_after_a_failed_run_is_not_refused(tmp_path):
+    """A run that failed before predicting leaves run_config.json; it does not pin the settings."""
+    from qwenlong_jax import evaluate
+    from qwenlong_jax.eval import runner
+    from qwenlong_jax.eval.benchmarks import EvalError
+
+    out = str(tmp_path / "out")
+    runner.check_run_config(out, {"max_new_tokens": 10})  # the failed run wrote this, nothing else
+    evaluate._drop_stale_run_config(out)
+    runner.check_run_config(out, {"max_new_tokens": 20})  # the corrected rerun is accepted
+    os.makedirs(os.path.join(out, "predictions"))
+    with open(os.path.join(out, "predictions", "docmath.jsonl"), "w") as f:
+        f.write("{}\n")
+    evaluate._drop_stale_run_config(out)  # predictions exist: the settings stay pinned
+    with pytest.raises(EvalError, match="different"):
+        runner.check_run_config(out, {"max_new_tokens": 30})
