@@ -390,7 +390,11 @@ class Trainer:
         restored = ckpt.restore_latest(abstract_like(state))
         if restored is not None:
             _, state, meta = restored
-            done = self._resume_check(state, meta)
+            try:
+                done = self._resume_check(state, meta)
+            except TrainingError:
+                ckpt.close()
+                raise
             if done is not None:
                 ckpt.close()
                 return done
