@@ -117,7 +117,8 @@ def plot_run(workdir: str) -> list[str]:
         fig, ax = plt.subplots(figsize=(7, 4))
         phases = list(dict.fromkeys(r["phase"] for r in train))
         for i, ph in enumerate(phases):
-            pts = [(r["step"], r["reward_mean"]) for r in train if r["phase"] == ph and "reward_mean" in r]
+            pts = [(r["step"], r["reward_mean"]) for r in train
+                   if r["phase"] == ph and r.get("reward_mean") is not None]  # null = non-finite
             if pts:
                 ax.plot(*zip(*pts), "o-", ms=3, color=f"C{i}", label=ph)
         ax.set_xlabel("step")
