@@ -107,6 +107,7 @@ class RLConfig:
         _positive("rl.temperature", self.temperature)
         if not 0 < self.top_p <= 1:
             raise ConfigError(f"rl.top_p must be in (0, 1], got {self.top_p}")
+        _at_least("rl.top_k", self.top_k, 0)  # 0 = no top-k filter
 
 
 @dataclasses.dataclass(frozen=True)
@@ -179,9 +180,14 @@ class JudgeConfig:
     url: str = ""  # empty = no judge (rule reward only)
     model: str = "Qwen2.5-1.5B-Instruct"
     api_key_env: str = "JUDGE_API_KEY"
-    timeout_s: float = 30.0
+    timeout_s: float = 30.0  # overall deadline of one request (connect + response), seconds
     max_concurrency: int = 32
     retries: int = 2
+
+    def __post_init__(self):
+        _positive("judge.timeout_s", self.timeout_s)
+        _at_least("judge.max_concurrency", self.max_concurrency, 1)
+        _at_least("judge.retries", self.retries, 0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -208,6 +214,10 @@ class Config:
     log_all_processes: bool = False  # processes > 0 also write WORKDIR/process_<i>/metrics.jsonl
 
     def __post_init__(self):
+        _at_least("checkpoint_every", self.checkpoint_every, 1)
+        _at_least("keep_checkpoints", self.keep_checkpoints, 1)  # 0 would keep none: no resume
+        _at_least("eval_every", self.eval_every, 0)
+        _at_least("log_every", self.log_every, 1)
         names = [p.name for p in self.phases]
         if len(set(names)) != len(names):
             raise ConfigError(f"phases: names must be unique, got {names}")

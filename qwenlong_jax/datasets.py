@@ -3,6 +3,7 @@ measured in tokens and split into phases; and the held-out sets by context lengt
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 from typing import Sequence
 
@@ -18,6 +19,17 @@ class RunData:
     sft: list[Record]  # records with a response
     heldout: dict[int, list[Record]]  # eval length -> records
     report: str = ""  # bad-record summary
+    # Rows left out, by reason: "skipped/<reason>" (data.bad_records="skip") and
+    # "dropped/too_long" (longer than every phase of their kind admits). Reported in
+    # metrics, summary.json and at the end of the run.
+    counts: dict[str, int] = dataclasses.field(default_factory=dict)
+
+
+def _too_long(recs: list[Record], phases: Sequence[PhaseConfig]) -> int:
+    if not phases:
+        return 0
+    top = max(p.max_input for p in phases)
+    return sum(1 for r in recs if (r.num_prompt_tokens or 0) > top)
 
 
 def _synthetic_records(rows: list[dict], tokenizer, tag: str) -> list[Record]:
@@ -45,12 +57,21 @@ def load_run_data(cfg: Config, tokenizer) -> RunData:
         sft, rep2 = readers.load_records(sft_files, tokenizer, on_bad=d.bad_records)
         sft = [r for r in sft if r.response]
         heldout = {}
+        counts: collections.Counter = collections.Counter()
+        reports = [rep] + ([rep2] if tuple(sft_files) != tuple(d.train_files) else [])
         if d.eval_files:
-            ev, _ = readers.load_records(d.eval_files, tokenizer, on_bad=d.bad_records)
+            ev, rep3 = readers.load_records(d.eval_files, tokenizer, on_bad=d.bad_records)
+            reports.append(rep3)
             for ph in cfg.phases:
                 if ph.kind == "rl":
                     heldout[ph.max_input] = [r for r in ev if ph.min_input < r.num_prompt_tokens <= ph.max_input]
-        return RunData(train, sft, heldout, rep.summary() if rep.skipped else "")
+        for r in reports:
+            counts.update({f"skipped/{k}": v for k, v in r.skipped.items()})
+        counts["dropped/too_long"] = (_too_long(train, [p for p in cfg.phases if p.kind == "rl"])
+                                      + (_too_long(sft, [p for p in cfg.phases if p.kind == "sft"])
+                                         if tuple(sft_files) != tuple(d.train_files) else 0))
+        text = "; ".join(r.summary() for r in reports if r.skipped)
+        return RunData(train, sft, heldout, text, {k: v for k, v in sorted(counts.items()) if v})
     overhead = template_overhead(tokenizer)
     train, sft = [], []
     for k, ph in enumerate(cfg.phases):

@@ -22,6 +22,7 @@ import argparse
 import os
 import sys
 
+from qwenlong_jax import paths
 from qwenlong_jax.eval import benchmarks as bench_lib
 from qwenlong_jax.eval import metrics, report, runner
 from qwenlong_jax.eval.benchmarks import EvalError
@@ -63,7 +64,8 @@ def parse_args(argv):
                    help="data,fsdp,tensor,sequence sizes (one may be -1), e.g. --mesh=-1,1,1,1")
     p.add_argument("--judge_url", default="", help="OpenAI-compatible base URL incl. /v1")
     p.add_argument("--judge_model", default="")
-    p.add_argument("--judge_api_key_env", default=None, help="NAME of the env var with the key")
+    p.add_argument("--judge_api_key_env", default="JUDGE_API_KEY",
+                   help="NAME of the env var with the key, as train's judge.api_key_env ('' = no key)")
     p.add_argument("--extra_rows", default="paper",
                    help="JSON/CSV rows added to the table ('paper' = paper_table4.json, '' = none)")
     p.add_argument("--no_progress", action="store_true")
@@ -110,12 +112,46 @@ def _judge(args):
     if not (args.judge_url and args.judge_model):
         raise EvalError("--judge_url and --judge_model go together")
     from qwenlong_jax.rewards import JudgeConfig, OpenAIJudge
-    return OpenAIJudge(JudgeConfig(base_url=args.judge_url, model=args.judge_model,
-                                   api_key_env=args.judge_api_key_env))
+    env = args.judge_api_key_env or None
+    if env and env not in os.environ:
+        raise EvalError(f"--judge_api_key_env: ${env} is not set; export it, or pass "
+                        "--judge_api_key_env '' for an endpoint that needs no key")
+    try:
+        return OpenAIJudge(JudgeConfig(base_url=args.judge_url, model=args.judge_model, api_key_env=env))
+    except ValueError as e:
+        raise EvalError(f"judge: {e}") from None
+
+
+def _drop_stale_run_config(out: str) -> None:
+    """A run_config.json with no prediction written (a run that failed before predicting) does
+    not pin the settings: a rerun with corrected flags is not refused."""
+    pred = os.path.join(out, "predictions")
+    has_preds = os.path.isdir(pred) and any(os.path.getsize(os.path.join(pred, f)) > 0 for f in os.listdir(pred))
+    cfg = os.path.join(out, "run_config.json")
+    if os.path.exists(cfg) and not has_preds:
+        os.remove(cfg)
+
+
+def _localize(args) -> None:
+    """Object-store inputs (paths.py): the checkpoint, --data_dir and --bench_file files are
+    read from local copies. --out must be local (predictions are appended as they come)."""
+    if paths.is_remote(args.out):
+        raise EvalError(f"--out {args.out}: must be a local directory (predictions are appended as they "
+                        "are made); copy it to the store afterwards")
+    try:
+        if paths.is_remote(args.checkpoint):
+            args.checkpoint = paths.local_copy(args.checkpoint)
+        if args.data_dir and paths.is_remote(args.data_dir):
+            args.data_dir = paths.local_copy(args.data_dir)
+        args.bench_file = [f"{n}={paths.local_copy(p)}" if sep and paths.is_remote(p) else f"{n}{sep}{p}"
+                           for n, sep, p in (item.partition("=") for item in args.bench_file)]
+    except paths.PathError as e:
+        raise EvalError(str(e)) from None
 
 
 def run(args, generate_fn=None) -> dict:
     """Everything main does, raising EvalError for user-fixable problems."""
+    _localize(args)
     sampling = _sampling(args)
     bad_k = [k for k in args.pass_k if not 1 <= k <= args.num_samples]
     if bad_k:
@@ -148,6 +184,7 @@ def run(args, generate_fn=None) -> dict:
                 "top_k": sampling.top_k, "num_samples": sampling.num_samples,
                 "seed": sampling.seed, "judge_model": args.judge_model or None}
     judge, mesh = _judge(args), _mesh(args.mesh)  # flag errors before anything is written
+    _drop_stale_run_config(args.out)
     runner.check_run_config(args.out, settings)
     model = runner.load_model(args.checkpoint, args.tokenizer or None, args.dtype, mesh)
     summary = {}

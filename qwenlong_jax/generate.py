@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 from typing import Sequence
 
@@ -21,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from qwenlong_jax import models, sampling
+from qwenlong_jax import models, paths, sampling
 
 
 def _tokenizer_path(args) -> str | None:
@@ -52,15 +53,40 @@ def parse_args(argv: Sequence[str] | None):
     return ap.parse_args(argv)
 
 
+def check_args(args) -> None:
+    """Flag values that cannot work, as one `error:` line (before anything loads)."""
+    bad = [(f, v, want) for f, v, ok, want in (
+        ("--max_new_tokens", args.max_new_tokens, args.max_new_tokens >= 1, ">= 1"),
+        ("--num_samples", args.num_samples, args.num_samples >= 1, ">= 1"),
+        ("--temperature", args.temperature, args.temperature >= 0, ">= 0"),
+        ("--top_p", args.top_p, 0 < args.top_p <= 1, "in (0, 1]"),
+        ("--top_k", args.top_k, args.top_k >= 0, ">= 0"),
+        ("--min_p", args.min_p, 0 <= args.min_p < 1, "in [0, 1)"),
+        ("--prefill_chunk", args.prefill_chunk, args.prefill_chunk >= 1, ">= 1")) if not ok]
+    if bad:
+        f, v, want = bad[0]
+        sys.exit(f"error: {f} must be {want}, got {v}")
+    if not paths.exists(args.checkpoint):
+        sys.exit(f"error: --checkpoint {args.checkpoint} does not exist")
+    if not paths.exists(paths.join(args.checkpoint, "config.json")):
+        sys.exit(f"error: --checkpoint {args.checkpoint} has no config.json (an HF model directory is "
+                 "needed; a training run exports one to WORKDIR/hf)")
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
+    check_args(args)
     from qwenlong_jax.data.tokenizer import load_tokenizer
 
-    tok = load_tokenizer(_tokenizer_path(args))
-    cfg, params = models.load_hf_checkpoint(args.checkpoint, dtype=jnp.dtype(args.dtype))
+    args.checkpoint = paths.local_copy(args.checkpoint)
+    try:
+        tok = load_tokenizer(_tokenizer_path(args))
+        cfg, params = models.load_hf_checkpoint(args.checkpoint, dtype=jnp.dtype(args.dtype))
+    except (models.CheckpointError, ValueError, OSError, RuntimeError) as e:  # one line, no traceback
+        sys.exit(f"error: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
     cfg = cfg.replace(dtype=args.dtype)
     if tok.vocab_size > cfg.vocab_size:
-        raise ValueError(f"tokenizer vocab {tok.vocab_size} exceeds the model's {cfg.vocab_size}")
+        sys.exit(f"error: tokenizer vocab {tok.vocab_size} exceeds the model's {cfg.vocab_size}")
     prompt = tok.chat_prompt(args.prompt) if args.chat else tok.encode(args.prompt)
     strategy = sampling.from_flags(args.temperature, args.top_p, args.top_k, args.min_p)
     S = sampling.bucket_length(len(prompt), args.prefill_chunk)

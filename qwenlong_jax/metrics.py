@@ -6,31 +6,52 @@ uninterrupted one. TensorBoard goes through tensorboardX (no TensorFlow needed).
 """
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
+import tempfile
 
 import numpy as np
 
+from qwenlong_jax import paths
+
+
+def _strict(row: dict) -> dict:
+    """JSON that strict parsers accept: a non-finite float becomes null and its key is listed
+    under "nonfinite" (bare NaN/Infinity are not JSON)."""
+    bad = sorted(k for k, v in row.items() if isinstance(v, float) and not math.isfinite(v))
+    if not bad:
+        return row
+    return {**{k: (None if k in bad else v) for k, v in row.items()}, "nonfinite": bad}
+
 
 class MetricsWriter:
+    """metrics.jsonl (strict JSON, one row per step) and TensorBoard scalars, in `workdir`
+    (local or an object store, paths.py). TensorBoard is flushed by `flush()` (the trainer
+    calls it at every checkpoint), so a run killed with -9 keeps every checkpointed step there.
+    Object stores have no append: the whole (small) metrics file is rewritten per row, and
+    TensorBoard is written to a local directory uploaded at every flush."""
+
     def __init__(self, workdir: str, resume_step: int = 0, enabled: bool = True, tensorboard: bool = True):
-        self.path = os.path.join(workdir, "metrics.jsonl")
+        self.path = paths.join(workdir, "metrics.jsonl")
         self.enabled = enabled
+        self.remote = paths.is_remote(workdir)
         self._tb = None
         if not enabled:
             return
-        os.makedirs(workdir, exist_ok=True)
-        kept = []
-        if os.path.exists(self.path):
-            with open(self.path) as f:
-                kept = [ln for ln in f if ln.strip() and json.loads(ln)["step"] <= resume_step]
-        with open(self.path, "w") as f:
-            f.writelines(kept)
+        paths.makedirs(workdir)
+        self._lines: list[str] = []
+        if paths.exists(self.path):
+            self._lines = [ln if ln.endswith("\n") else ln + "\n" for ln in paths.read_text(self.path).splitlines()
+                           if ln.strip() and json.loads(ln)["step"] <= resume_step]
+        paths.write_text(self.path, "".join(self._lines))
         if tensorboard:
-            from tensorboardX import SummaryWriter
-
-            self._tb = SummaryWriter(os.path.join(workdir, "tb"))
+            self._tb_remote = paths.join(workdir, "tb")
+            self._tb_dir = (tempfile.mkdtemp(prefix="qwenlong_tb_") if self.remote
+                            else self._tb_remote)
+            self._tb_parts = 0
+            self._tb = self._new_tb()
 
     def write(self, step: int, phase: str, metrics: dict) -> None:
         if not self.enabled:
@@ -41,20 +62,44 @@ class MetricsWriter:
             row[k] = v
             if self._tb is not None and isinstance(v, float) and math.isfinite(v):
                 self._tb.add_scalar(k, v, step)
-        with open(self.path, "a") as f:
-            f.write(json.dumps(row) + "\n")
+        line = json.dumps(_strict(row), allow_nan=False) + "\n"
+        self._lines.append(line)
+        if self.remote:
+            paths.write_text(self.path, "".join(self._lines))
+        else:
+            with open(self.path, "a") as f:
+                f.write(line)
+
+    def _new_tb(self):
+        from tensorboardX import SummaryWriter
+
+        self._tb_parts += 1  # one event file per flush: a unique name even within one second
+        return SummaryWriter(self._tb_dir, flush_secs=60, filename_suffix=f".{os.getpid()}.{self._tb_parts}")
+
+    def flush(self) -> None:
+        """Everything written so far is on disk (and uploaded) when this returns.
+        tensorboardX's own flush() leaves events queued for its writer thread, so the event
+        file is closed (which drains the queue) and the next rows go to a new one."""
+        if self._tb is None:
+            return
+        self._tb.close()
+        self._tb = self._new_tb()
+        if self.remote:
+            paths.upload(self._tb_dir, self._tb_remote)
 
     def close(self) -> None:
         if self._tb is not None:
             self._tb.close()
+            self._tb = None
+            if self.remote:
+                paths.upload(self._tb_dir, self._tb_remote)
 
 
 def read_metrics(workdir: str) -> list[dict]:
-    path = os.path.join(workdir, "metrics.jsonl")
-    if not os.path.exists(path):
+    path = paths.join(workdir, "metrics.jsonl")
+    if not paths.exists(path):
         return []
-    with open(path) as f:
-        return [json.loads(ln) for ln in f if ln.strip()]
+    return [json.loads(ln) for ln in paths.read_text(path).splitlines() if ln.strip()]
 
 
 def plot_run(workdir: str) -> list[str]:
@@ -72,7 +117,8 @@ def plot_run(workdir: str) -> list[str]:
         fig, ax = plt.subplots(figsize=(7, 4))
         phases = list(dict.fromkeys(r["phase"] for r in train))
         for i, ph in enumerate(phases):
-            pts = [(r["step"], r["reward_mean"]) for r in train if r["phase"] == ph and "reward_mean" in r]
+            pts = [(r["step"], r["reward_mean"]) for r in train
+                   if r["phase"] == ph and r.get("reward_mean") is not None]  # null = non-finite
             if pts:
                 ax.plot(*zip(*pts), "o-", ms=3, color=f"C{i}", label=ph)
         ax.set_xlabel("step")
@@ -80,8 +126,8 @@ def plot_run(workdir: str) -> list[str]:
         ax.set_title("Reward per RL step, by phase")
         ax.legend()
         fig.tight_layout()
-        path = os.path.join(workdir, "reward.png")
-        fig.savefig(path, dpi=100)
+        path = paths.join(workdir, "reward.png")
+        _savefig(fig, path)
         plt.close(fig)
         out.append(path)
     evals = [r for r in rows if any(k.startswith("heldout/acc@") for k in r)]
@@ -98,8 +144,14 @@ def plot_run(workdir: str) -> list[str]:
         ax.set_title("Held-out accuracy by context length")
         ax.legend(fontsize=7)
         fig.tight_layout()
-        path = os.path.join(workdir, "heldout.png")
-        fig.savefig(path, dpi=100)
+        path = paths.join(workdir, "heldout.png")
+        _savefig(fig, path)
         plt.close(fig)
         out.append(path)
     return out
+
+
+def _savefig(fig, path: str) -> None:
+    buf = io.BytesIO()
+    fig.savefig(buf, dpi=100, format="png")
+    paths.write_bytes(path, buf.getvalue())

@@ -34,6 +34,11 @@ def parse_flags(argv: list[str]) -> list[str]:
     except AttributeError as e:  # --config.a.b=v naming a field the config does not have
         field = _last_line(e).strip("'\"")
         sys.exit(f"error: --config override: the config has no field {field!r}")
+    except KeyError as e:  # --config.phases.<name>.x=v naming a phase (a dict key) that is not there
+        text = e.args[0] if e.args and isinstance(e.args[0], str) else str(e)
+        parts = [p.strip().strip("'\"") for p in text.splitlines() if p.strip()]
+        hint = f" ({parts[1]})" if len(parts) > 1 else ""
+        sys.exit(f"error: --config override: the config has no key {parts[0] if parts else text!r}{hint}")
 
 
 def _last_line(e: BaseException) -> str:
@@ -42,14 +47,24 @@ def _last_line(e: BaseException) -> str:
     return lines[-1] if lines else type(e).__name__
 
 
+def user_errors() -> tuple[type[Exception], ...]:
+    """The errors that are the user's to fix: printed as one `error:` line, never a traceback."""
+    from qwenlong_jax.checkpoint import CheckpointSaveError
+    from qwenlong_jax.config import ConfigError
+    from qwenlong_jax.data.schema import DataError
+    from qwenlong_jax.models import CheckpointError
+    from qwenlong_jax.paths import PathError
+    from qwenlong_jax.trainer import TrainingError
+    from qwenlong_jax.workdir_lock import WorkdirLocked
+    return (ConfigError, DataError, CheckpointError, CheckpointSaveError, TrainingError, PathError,
+            WorkdirLocked)
+
+
 def main(argv) -> None:
     del argv
     logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
-    from qwenlong_jax.checkpoint import CheckpointSaveError
-    from qwenlong_jax.config import ConfigError, from_config_dict
-    from qwenlong_jax.data.schema import DataError
-    from qwenlong_jax.models import CheckpointError
-    from qwenlong_jax.trainer import Trainer, TrainingError
+    from qwenlong_jax.config import from_config_dict
+    from qwenlong_jax.trainer import Trainer
 
     try:
         config_dict = _CONFIG.value
@@ -59,8 +74,19 @@ def main(argv) -> None:
     try:
         cfg = from_config_dict(config_dict)
         summary = Trainer(cfg, _WORKDIR.value).run()
-    except (ConfigError, DataError, CheckpointError, CheckpointSaveError, TrainingError) as e:
-        sys.exit(f"error: {e}")
+    except user_errors() as e:
+        from qwenlong_jax.checkpoint import CheckpointSaveError
+        from qwenlong_jax.trainer import TrainingError
+        # Raised mid-run: the progress bar's line is open, so the error starts a new one.
+        line = f"{chr(10) if isinstance(e, (CheckpointSaveError, TrainingError)) else ''}error: {e}"
+        if isinstance(e, CheckpointSaveError):  # orbax's failed writer threads would print at exit
+            sys.stdout.flush()
+            sys.stderr.write(line + "\n")
+            sys.stderr.flush()
+            os._exit(1)
+        sys.exit(line)
+    if summary.get("already_finished"):
+        return  # the trainer said so in one line
     if summary.get("stopped"):
         print(f"stopped at step {summary['step']}; checkpoint saved in {_WORKDIR.value}/checkpoints")
         return
@@ -75,6 +101,9 @@ def print_summary(summary: dict) -> None:
     for phase, ev in by_phase.items():
         accs = "  ".join(f"{k.split('@')[1]} tok: {v:.1%}" for k, v in ev.items() if k.startswith("heldout/acc@"))
         print(f"  held-out accuracy after {phase:<10s} {accs}")
+    if summary.get("data"):
+        print("  data rows left out: " + ", ".join(f"{k}={v}" for k, v in summary["data"].items())
+              + " (skipped = data.bad_records='skip'; dropped/too_long = longer than every phase's max_input)")
     if summary.get("export"):
         print(f"  HF checkpoint: {summary['export']}")
     for p in summary.get("plots", []):

@@ -24,13 +24,14 @@ import numpy as np
 from tqdm import tqdm
 
 from qwenlong_jax import config as config_lib
-from qwenlong_jax import distributed, models, plan, rewards, sharding
+from qwenlong_jax import distributed, models, paths, plan, rewards, sharding
 from qwenlong_jax.checkpoint import Checkpointer, abstract_like
 from qwenlong_jax.config import Config, PhaseConfig
 from qwenlong_jax.curriculum import Difficulty, PhaseData, hard_pool_for, phase_records
 from qwenlong_jax.data.pipeline import process_shard
 from qwenlong_jax.data.sft import encode_sft
-from qwenlong_jax.data.tokenizer import DEFAULT_TOKENIZER, copy_tokenizer, load_tokenizer
+from qwenlong_jax.data.tokenizer import DEFAULT_TOKENIZER, load_tokenizer
+from qwenlong_jax.export import export_hf
 from qwenlong_jax.datasets import load_run_data
 from qwenlong_jax.metrics import MetricsWriter, plot_run
 from qwenlong_jax.rl import grpo_step, packing
@@ -40,6 +41,7 @@ from qwenlong_jax.rl.sft_step import pack_sft_rows, sft_update
 from qwenlong_jax.rollout import PREFILL_CHUNK, rl_step_shapes, rollout
 from qwenlong_jax.eval.sweep import accuracy_by_length
 from qwenlong_jax.train_state import TrainState, make_optimizer, with_lr
+from qwenlong_jax.workdir_lock import WorkdirLock
 
 
 
@@ -52,9 +54,9 @@ def _tokenizer_path(cfg: Config) -> str:
         return cfg.data.tokenizer
     for base in (cfg.model.init_from, cfg.model.hf_path):
         if base:
-            for cand in (os.path.join(base, "tokenizer"), base):
-                if os.path.exists(os.path.join(cand, "spm.model")) or os.path.exists(
-                        os.path.join(cand, "tokenizer.json")):
+            for cand in (paths.join(base, "tokenizer"), base):
+                if paths.exists(paths.join(cand, "spm.model")) or paths.exists(
+                        paths.join(cand, "tokenizer.json")):
                     return cand
     return DEFAULT_TOKENIZER
 
@@ -106,7 +108,7 @@ class Trainer:
         self.cfg, self.workdir, self.quiet = cfg, workdir, quiet
         self.stop_after_steps = stop_after_steps  # test hook: stop (with a checkpoint) after N steps
         self._stop_requested = False
-        os.makedirs(workdir, exist_ok=True)
+        paths.makedirs(workdir)
         if cfg.distributed:
             distributed.initialize(cfg.coordinator_address, cfg.num_processes, cfg.process_id)
         try:
@@ -114,8 +116,17 @@ class Trainer:
         except ValueError as e:  # mesh sizes that do not match the devices: a config error
             raise config_lib.ConfigError(str(e)) from None
         self.tok_path = _tokenizer_path(cfg)
-        self.tok = load_tokenizer(self.tok_path)
-        self.mcfg = config_lib.build_model_config(cfg.model, self.tok.vocab_size)
+        try:
+            self.tok = load_tokenizer(self.tok_path)
+        except (ValueError, OSError, RuntimeError) as e:  # missing, not a tokenizer: one line
+            raise config_lib.ConfigError(f"tokenizer ({'data.tokenizer' if cfg.data.tokenizer else 'from the model'}"
+                                         f" {self.tok_path}): {str(e).splitlines()[0] if str(e) else type(e).__name__}"
+                                         ) from None
+        section = cfg.model
+        if section.size == "hf" and paths.is_remote(section.hf_path):  # config.json read from a local copy
+            import dataclasses
+            section = dataclasses.replace(section, hf_path=paths.local_copy(section.hf_path))
+        self.mcfg = config_lib.build_model_config(section, self.tok.vocab_size)
         validate_run(cfg, self.mcfg, self.mesh)
         hbm = plan.device_hbm_bytes()  # None on CPU: nothing to check against
         if hbm:
@@ -127,6 +138,13 @@ class Trainer:
         self.by_id = {r.id: r for r in self.data.train + self.data.sft}
         self.per_phase = [phase_records(self.data.sft if p.kind == "sft" else self.data.train, p)
                           for p in cfg.phases]
+        for p, recs in zip(cfg.phases, self.per_phase):  # before compiling, not at the phase's start
+            if not recs:
+                pool = self.data.sft if p.kind == "sft" else self.data.train
+                raise config_lib.ConfigError(
+                    f"phases[{p.name}]: no {'SFT (with a response) ' if p.kind == 'sft' else ''}example has a "
+                    f"prompt length in ({p.min_input}, {p.max_input}] tokens ({len(pool)} loaded"
+                    f"{'; ' + self.data.report if self.data.report else ''}); check data files or the phase's range")
         self.tx = make_optimizer(cfg.optim)
         self._prompt_cache: dict[str, list[int]] = {}
 
@@ -135,17 +153,31 @@ class Trainer:
         j = self.cfg.judge
         if not j.url:
             return None
-        return rewards.OpenAIJudge(rewards.JudgeConfig(
-            base_url=j.url, model=j.model, api_key_env=j.api_key_env, max_concurrency=j.max_concurrency,
-            timeout_s=j.timeout_s, max_retries=j.retries))
+        if j.api_key_env and j.api_key_env not in os.environ:
+            raise config_lib.ConfigError(
+                f"judge.api_key_env: ${j.api_key_env} is not set; export it, or pass "
+                "--config.judge.api_key_env='' for an endpoint that needs no key")
+        try:
+            return rewards.OpenAIJudge(rewards.JudgeConfig(
+                base_url=j.url, model=j.model, api_key_env=j.api_key_env or None,
+                max_concurrency=j.max_concurrency, timeout_s=j.timeout_s, max_retries=j.retries))
+        except ValueError as e:  # e.g. a url without http(s)://
+            raise config_lib.ConfigError(f"judge: {e}") from None
 
     def _init_state(self) -> TrainState:
         m = self.cfg.model
         if m.init_from:
             exec_overrides = dict(dtype=m.dtype, attention_impl=m.attention_impl, remat=m.remat,
                                   scan_layers=m.scan_layers, logits_chunk=m.logits_chunk)
-            mcfg, params = models.load_hf_checkpoint(m.init_from, jnp.dtype(m.param_dtype), mesh=self.mesh,
-                                                     overrides=exec_overrides)
+            try:
+                mcfg, params = models.load_hf_checkpoint(paths.local_copy(m.init_from), jnp.dtype(m.param_dtype),
+                                                         mesh=self.mesh, overrides=exec_overrides)
+            except models.CheckpointError:
+                raise
+            except (OSError, ValueError, RuntimeError) as e:  # e.g. a corrupt safetensors header: one line
+                raise models.CheckpointError(
+                    f"model.init_from {m.init_from}: cannot read the checkpoint "
+                    f"({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
             if mcfg.vocab_size != self.mcfg.vocab_size and m.size == "tiny":
                 raise config_lib.ConfigError(
                     f"model.init_from vocab {mcfg.vocab_size} != tokenizer vocab {self.mcfg.vocab_size}")
@@ -316,9 +348,41 @@ class Trainer:
             print(f"\nsignal {signum}: finishing the current step, then checkpointing and exiting")
 
     def run(self) -> dict:
+        lock = WorkdirLock(self.workdir).acquire() if jax.process_index() == 0 else None
+        try:
+            return self._run()
+        finally:
+            if lock is not None:
+                lock.release()
+
+    def _resume_check(self, state, meta) -> dict | None:
+        """A restored state that cannot make progress ends the run here, in one line, instead of
+        looping: a phase whose steps are all done moves on; a finished run returns its summary;
+        a state already over the non-finite limit is a TrainingError saying what to do."""
+        cfg = self.cfg
+        while meta["phase_index"] < len(cfg.phases) and meta["phase_step"] >= phase_steps(
+                cfg.phases[meta["phase_index"]], len(self.per_phase[meta["phase_index"]])):
+            meta.update(phase_index=meta["phase_index"] + 1, phase_step=0, phase_data=None)
+        bad = int(jax.device_get(state.nonfinite_in_a_row))
+        if bad >= cfg.optim.max_nonfinite_in_a_row:
+            raise TrainingError(
+                f"the checkpoint at step {meta['step']} in {self.workdir}/checkpoints already ends with {bad} "
+                f"non-finite steps in a row (optim.max_nonfinite_in_a_row={cfg.optim.max_nonfinite_in_a_row}), "
+                "so resuming would stop again at once; start over in a new --workdir (e.g. with a lower "
+                "optim.lr), or raise optim.max_nonfinite_in_a_row to continue from its last good params")
+        if meta["phase_index"] >= len(cfg.phases):
+            spath = paths.join(self.workdir, "summary.json")
+            if paths.exists(spath):
+                if not self.quiet:
+                    print(f"the run in {self.workdir} already finished at step {meta['step']}; nothing to do "
+                          "(use a new --workdir to train again)")
+                return {**json.loads(paths.read_text(spath)), "already_finished": True}
+        return None
+
+    def _run(self) -> dict:
         cfg = self.cfg
         t_start = time.time()
-        ckpt = Checkpointer(os.path.join(self.workdir, "checkpoints"), keep=cfg.keep_checkpoints)
+        ckpt = Checkpointer(paths.join(self.workdir, "checkpoints"), keep=cfg.keep_checkpoints)
         state = self._init_state()
         self._state_sharding = jax.tree.map(lambda x: x.sharding, state)
         meta = {"phase_index": 0, "phase_step": 0, "step": 0, "phase_data": None,
@@ -326,12 +390,20 @@ class Trainer:
         restored = ckpt.restore_latest(abstract_like(state))
         if restored is not None:
             _, state, meta = restored
+            try:
+                done = self._resume_check(state, meta)
+            except TrainingError:
+                ckpt.close()
+                raise
+            if done is not None:
+                ckpt.close()
+                return done
             if not self.quiet:
-                print(f"resumed from step {meta['step']} (phase {cfg.phases[meta['phase_index']].name}"
+                print(f"resumed from step {meta['step']} (phase {cfg.phases[meta['phase_index']].name})"
                       if meta["phase_index"] < len(cfg.phases) else f"resumed a finished run at step {meta['step']}")
         difficulty = Difficulty.from_state(meta["difficulty"])
         pi = jax.process_index()
-        writer = MetricsWriter(self.workdir if pi == 0 else os.path.join(self.workdir, f"process_{pi}"),
+        writer = MetricsWriter(self.workdir if pi == 0 else paths.join(self.workdir, f"process_{pi}"),
                                resume_step=meta["step"], enabled=pi == 0 or cfg.log_all_processes,
                                tensorboard=pi == 0)
         old_handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
@@ -342,6 +414,7 @@ class Trainer:
             meta["step"] = step
             meta["difficulty"] = difficulty.state()
             ckpt.save(step, state, meta)
+            writer.flush()  # the steps up to a checkpoint survive a kill -9 in TensorBoard too
 
         try:
             while meta["phase_index"] < len(cfg.phases):
@@ -375,7 +448,8 @@ class Trainer:
                         ev = self.evaluate(state.params)
                         metrics.update(ev)
                         meta["evals"].append({"step": step, "phase": phase.name, **ev})
-                    writer.write(step, phase.name, {**metrics, "lr": float(lr)})
+                    writer.write(step, phase.name, {**metrics, "lr": float(lr), **{
+                        f"data/{k2}": float(v) for k2, v in self.data.counts.items()}})
                     bar.update(1)
                     bar.set_postfix({k2: f"{metrics[k2]:.3f}" for k2 in ("reward_mean", "sft/nll", "loss") if k2 in metrics})
                     if last_of_phase:
@@ -407,19 +481,18 @@ class Trainer:
             raise TrainingError(
                 f"{bad} non-finite losses/gradients in a row (optim.max_nonfinite_in_a_row="
                 f"{self.cfg.optim.max_nonfinite_in_a_row}); the last good state is checkpointed in "
-                f"{self.workdir}/checkpoints. Lower optim.lr or check the data.")
+                f"{self.workdir}/checkpoints. Lower optim.lr or check the data, and start again in a new "
+                "--workdir (a rerun here stops at once: the checkpoint is over the limit).")
 
     def _finish(self, state, meta, seconds: float) -> dict:
-        export = os.path.join(self.workdir, "hf")
+        export = paths.join(self.workdir, "hf")
         if self.cfg.export_hf:
-            models.save_hf_checkpoint(export, self.mcfg, state.params)
-            if jax.process_index() == 0:
-                copy_tokenizer(self.tok_path, os.path.join(export, "tokenizer"))
+            export_hf(export, self.mcfg, state.params, self.tok, self.tok_path)
         plots = plot_run(self.workdir) if jax.process_index() == 0 else []
         evals = meta["evals"]
         summary = {"steps": meta["step"], "minutes": round(seconds / 60, 2), "evals": evals,
-                   "export": export if self.cfg.export_hf else None, "plots": plots}
+                   "export": export if self.cfg.export_hf else None, "plots": plots,
+                   "data": dict(self.data.counts)}  # rows skipped / dropped, by reason
         if jax.process_index() == 0:
-            with open(os.path.join(self.workdir, "summary.json"), "w") as f:
-                json.dump(summary, f, indent=2)
+            paths.write_text(paths.join(self.workdir, "summary.json"), json.dumps(summary, indent=2))
         return summary

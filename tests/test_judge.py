@@ -81,6 +81,16 @@ def _make_handler(state: _State):
                 elif mode == "slow":
                     time.sleep(0.6)
                     self._content("[[YES]]")
+                elif mode == "drip":  # headers at once, then one byte every 50 ms for ~10 s
+                    payload = json.dumps({"choices": [{"message": {"content": "[[YES]]" + " " * 200}}]}).encode()
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(payload)))
+                    self.end_headers()
+                    for b in payload:
+                        self.wfile.write(bytes([b]))
+                        self.wfile.flush()
+                        time.sleep(0.05)
                 elif mode == "echo":
                     time.sleep(0.05)
                     user = body["messages"][1]["content"]
@@ -196,6 +206,17 @@ def test_timeout(server):
     stats = judge.stats()
     assert stats["failures_timeout"] == 3 and stats["calls"] == 6
     assert elapsed < 1.5, elapsed  # concurrent: ~2 x 0.2 s + backoff, never the server's 0.6 s x 6
+
+
+def test_overall_deadline_per_request_against_a_dripping_server(server):
+    """Each byte arrives well within the socket timeout, so only an overall deadline ends it."""
+    port, _ = server
+    judge = make_judge(port, "drip", timeout_s=0.5, max_retries=0)
+    start = time.monotonic()
+    assert judge.score_batch([q(0)]) == [0.0]
+    elapsed = time.monotonic() - start
+    assert judge.stats()["failures_timeout"] == 1
+    assert elapsed < 1.5, elapsed  # the server would take ~10 s
 
 
 def test_concurrency_bound(server):

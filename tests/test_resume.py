@@ -265,6 +265,12 @@ def test_sigkill_at_three_random_points_resumes_to_the_same_params(tmp_path):
         assert last < KILL_STEPS, f"kill {kill} came after the last step (seed {seed})"
     out = _run_to_end(workdir, *KILL_FLAGS)
     assert f"resumed from step {last}" in out
+    # Records that survive (issue 18): TensorBoard has every step (the killed runs flushed at
+    # each checkpoint), and metrics.jsonl is strict JSON.
+    from tests.tb_events import scalar_steps
+    assert sorted(set(scalar_steps(os.path.join(workdir, "tb"), "lr"))) == list(range(1, KILL_STEPS + 1))
+    for line in open(os.path.join(workdir, "metrics.jsonl")):
+        json.loads(line, parse_constant=lambda c: pytest.fail(f"non-standard JSON constant {c}"))
     _, state_ref = final_state(ref)
     step, state = final_state(workdir)
     assert step == KILL_STEPS

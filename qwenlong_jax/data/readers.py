@@ -21,6 +21,7 @@ import os
 import re
 from typing import Any, Iterable, Iterator, Sequence
 
+from qwenlong_jax import paths as paths_lib
 from qwenlong_jax.data.prompt import build_prompt, split_prompt
 from qwenlong_jax.data.schema import BadRecordPolicy, DataError, LoadReport, Record
 # The scorer's own dispatch and letter parser: a ground truth is accepted here exactly when the
@@ -133,12 +134,24 @@ def _parse_plain(row: dict, loc: str) -> Record:
 
 
 def read_rows(path: str) -> Iterator[tuple[str, Any]]:
-    """(loc, row-or-DataError) for each row of a .jsonl/.json(l) or .parquet file; loc is
-    "file:line" (1-based; the row number for parquet)."""
+    """(loc, row-or-DataError) for each row of a .jsonl/.json(l) or .parquet file, local or on
+    an object store (paths.py); loc is "file:line" (1-based; the row number for parquet).
+    A file with no rows at all (empty, blank lines only, a 0-row parquet) raises DataError
+    whatever the bad-record policy: it is a wrong file, not a bad row."""
+    n = 0
+    for item in _read_rows(path):
+        n += 1
+        yield item
+    if n == 0:
+        raise DataError(path, "<file>", "empty", "the file has no rows (empty, blank lines only, or a 0-row table)")
+
+
+def _read_rows(path: str) -> Iterator[tuple[str, Any]]:
     if path.endswith(".parquet"):
         import pyarrow.parquet as pq
         try:
-            rows = pq.read_table(path).to_pylist()
+            with paths_lib.open(path, "rb") as f:
+                rows = pq.read_table(f).to_pylist()
         except Exception as e:  # pyarrow raises many types; one line naming the file
             yield f"{path}:0", DataError(f"{path}:0", "<file>", "unreadable",
                                          f"cannot read parquet: {str(e).splitlines()[0]}")
@@ -146,7 +159,7 @@ def read_rows(path: str) -> Iterator[tuple[str, Any]]:
         for i, row in enumerate(rows):
             yield f"{path}:{i + 1}", row
         return
-    with open(path, "rb") as f:
+    with paths_lib.open(path, "rb") as f:
         for lineno, raw in enumerate(f, start=1):
             loc = f"{path}:{lineno}"
             try:
@@ -166,17 +179,16 @@ def read_rows(path: str) -> Iterator[tuple[str, Any]]:
 
 def load_records(paths: str | Sequence[str], tokenizer=None, max_prompt_tokens: int | None = None,
                  on_bad: BadRecordPolicy = "error") -> tuple[list[Record], LoadReport]:
-    """Read and validate every row of `paths` (.jsonl or .parquet files).
+    """Read and validate every row of `paths` (.jsonl or .parquet files or globs of them,
+    local or object-store paths).
 
     With a tokenizer, each record gets `num_prompt_tokens` (the chat prompt's length), and rows
     above `max_prompt_tokens` are bad ("too_long"; training filters over-long inputs, evaluation
-    should load without the limit and truncate, see truncation.py).
+    should load without the limit and truncate, see truncation.py). A missing file, a
+    directory or a glob matching nothing is a paths.PathError naming it.
     """
-    paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
-    for path in paths:
-        if not os.path.exists(path):
-            raise ValueError(f"data file {path!r} does not exist")
-    rows = (item for path in paths for item in read_rows(str(path)))
+    files = paths_lib.expand(paths)  # PathError (a ValueError), one line naming the path
+    rows = (item for path in files for item in read_rows(str(path)))
     return validate_rows(rows, tokenizer, max_prompt_tokens, on_bad)
 
 

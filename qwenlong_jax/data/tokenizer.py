@@ -79,7 +79,10 @@ def _single_id(encode, text: str) -> int | None:
 
 def load_sentencepiece(path: str) -> Tokenizer:
     import sentencepiece as spm
-    sp = spm.SentencePieceProcessor(model_file=path)
+    try:
+        sp = spm.SentencePieceProcessor(model_file=path)
+    except (RuntimeError, OSError) as e:  # not a sentencepiece model: one line naming the file
+        raise ValueError(f"{path}: not a sentencepiece model ({str(e).splitlines()[0][:160]})") from None
     missing = [s for s in SPM_SYMBOLS if _single_id(sp.encode, s) is None]
     if missing:
         raise ValueError(f"{path}: sentencepiece model lacks the single pieces {missing!r} "
@@ -113,7 +116,13 @@ def load_hf(path: str) -> Tokenizer:
 def load_tokenizer(path: str | None = None) -> Tokenizer:
     """An HF tokenizer directory, a sentencepiece `.model` file (or a directory holding
     `spm.model`), or the embedded default when `path` is None."""
+    from qwenlong_jax import paths
+
     path = path or DEFAULT_TOKENIZER
+    if paths.is_remote(path):
+        if not paths.exists(path):
+            raise ValueError(f"tokenizer path {path!r} does not exist")
+        path = paths.local_copy(path)  # object store: a local copy (sentencepiece reads files)
     if os.path.isdir(path):
         if os.path.exists(os.path.join(path, "tokenizer_config.json")) or \
                 os.path.exists(os.path.join(path, "tokenizer.json")):

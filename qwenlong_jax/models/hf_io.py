@@ -121,24 +121,34 @@ class _SafetensorsDir:
     def __init__(self, path: str):
         self.path = path
         index = os.path.join(path, INDEX_FILE)
+        self._handles: dict[str, object] = {}
         if os.path.exists(index):
-            with open(index) as f:
-                self.weight_map = json.load(f)["weight_map"]
+            try:
+                with open(index) as f:
+                    self.weight_map = json.load(f)["weight_map"]
+            except (ValueError, KeyError, TypeError) as e:
+                raise CheckpointError(f"{index}: not a safetensors index ({e})") from None
+            for fname in sorted(set(self.weight_map.values())):
+                self._open(fname)  # a missing or corrupt shard fails here, before any read
         elif os.path.exists(os.path.join(path, SINGLE_FILE)):
-            with safe_open(os.path.join(path, SINGLE_FILE), framework="flax") as f:
-                self.weight_map = {k: SINGLE_FILE for k in f.keys()}
+            self.weight_map = {k: SINGLE_FILE for k in self._open(SINGLE_FILE).keys()}
         else:
             raise CheckpointError(f"{path}: no {SINGLE_FILE} or {INDEX_FILE} found")
-        self._handles: dict[str, object] = {}
+
+    def _open(self, fname: str):
+        if fname not in self._handles:
+            try:
+                self._handles[fname] = safe_open(os.path.join(self.path, fname), framework="flax")
+            except Exception as e:  # SafetensorError (corrupt header), OSError (missing file)
+                raise CheckpointError(f"{os.path.join(self.path, fname)}: cannot read safetensors "
+                                      f"({str(e).splitlines()[0][:200] if str(e) else type(e).__name__})") from None
+        return self._handles[fname]
 
     def has(self, name: str) -> bool:
         return name in self.weight_map
 
     def slice(self, name: str):
-        fname = self.weight_map[name]
-        if fname not in self._handles:
-            self._handles[fname] = safe_open(os.path.join(self.path, fname), framework="flax")
-        return self._handles[fname].get_slice(name)
+        return self._open(self.weight_map[name]).get_slice(name)
 
 
 def load_hf_checkpoint(

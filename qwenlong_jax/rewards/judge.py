@@ -10,8 +10,10 @@ per judge that bounds requests in flight across all concurrent batches (`max_con
 
 Each query: up to 1 + max_retries attempts, exponential backoff (backoff_s, 2*backoff_s, ...);
 retried on timeouts, refused/reset connections, HTTP 429 and 5xx; not retried on other HTTP
-errors, malformed JSON or a reply without [[YES]]/[[NO]]. `timeout_s` bounds each socket
-operation (connect, each read), as urllib's timeout does.
+errors, malformed JSON or a reply without [[YES]]/[[NO]]. `timeout_s` is an overall deadline
+per attempt (connect, send, headers and body together): a server that drips bytes cannot hold
+a request past it, because a timer shuts the socket down at the deadline; each socket
+operation is bounded by it as well.
 
 Circuit breaker: a dead or black-holed endpoint would otherwise cost every rule miss
 (1 + max_retries) x timeout_s in every step. After `breaker_failures` consecutive queries fail
@@ -84,6 +86,27 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
         return None  # urllib then raises HTTPError(3xx): the key never follows a redirect
 
 
+def _deadline_handlers(on_connect):
+    """urllib handlers whose connections report their socket (for the deadline timer)."""
+
+    def conn_class(base):
+        class Conn(base):
+            def connect(self):
+                super().connect()
+                on_connect(self.sock)
+        return Conn
+
+    class HTTP(urllib.request.HTTPHandler):
+        def http_open(self, req):
+            return self.do_open(conn_class(http.client.HTTPConnection), req)
+
+    class HTTPS(urllib.request.HTTPSHandler):
+        def https_open(self, req):
+            return self.do_open(conn_class(http.client.HTTPSConnection), req, context=self._context)
+
+    return HTTP(), HTTPS()
+
+
 class _Retryable(Exception):
     def __init__(self, kind):
         self.kind = kind
@@ -101,7 +124,6 @@ class OpenAIJudge(CachingJudge):
         self.config = config
         self._url = config.base_url.rstrip("/") + "/chat/completions"
         self._in_flight = threading.BoundedSemaphore(config.max_concurrency)
-        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirect())
         self._breaker_lock = threading.Lock()
         self._consecutive_transport_failures = 0
         self._open_until = 0.0  # time.monotonic() before which no request is sent
@@ -159,29 +181,60 @@ class OpenAIJudge(CachingJudge):
         return Verdict(0.0, kind), True
 
     def _post(self, body: bytes) -> str:
-        """One HTTP request; returns the reply text, raises _Retryable for transient failures."""
+        """One HTTP request; returns the reply text, raises _Retryable for transient failures.
+        The whole request must finish within timeout_s (a timer cuts the socket at the deadline)."""
         headers = {"Content-Type": "application/json"}
         if self.config.api_key_env is not None:
             key = os.environ.get(self.config.api_key_env, "")
             if key:
                 headers["Authorization"] = f"Bearer {key}"
         request = urllib.request.Request(self._url, data=body, headers=headers, method="POST")
+        state = {"sock": None, "expired": False}
+        lock = threading.Lock()
+
+        def on_connect(sock):
+            with lock:
+                state["sock"] = sock
+                if state["expired"]:
+                    sock.shutdown(socket.SHUT_RDWR)
+
+        def expire():
+            with lock:
+                state["expired"] = True
+                if state["sock"] is not None:
+                    try:
+                        state["sock"].shutdown(socket.SHUT_RDWR)
+                    except OSError:
+                        pass
+
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirect(),
+                                             *_deadline_handlers(on_connect))
         with self._in_flight:
             self._count("calls")
+            timer = threading.Timer(self.config.timeout_s, expire)
+            timer.daemon = True
+            timer.start()
             try:
-                with self._opener.open(request, timeout=self.config.timeout_s) as response:
-                    raw = response.read()
+                with opener.open(request, timeout=self.config.timeout_s) as response:
+                    chunks = []
+                    while chunk := response.read1(65536):
+                        chunks.append(chunk)
+                raw = b"".join(chunks)
             except urllib.error.HTTPError as err:
                 err.close()
                 if err.code in _RETRY_STATUS:
                     raise _Retryable("http") from None
                 raise
             except urllib.error.URLError as err:
-                timed_out = isinstance(err.reason, (TimeoutError, socket.timeout))
+                timed_out = state["expired"] or isinstance(err.reason, (TimeoutError, socket.timeout))
                 raise _Retryable("timeout" if timed_out else "connection") from None
             except (TimeoutError, socket.timeout):
                 raise _Retryable("timeout") from None
             except (ConnectionError, http.client.HTTPException, OSError):
-                raise _Retryable("connection") from None
+                raise _Retryable("timeout" if state["expired"] else "connection") from None
+            finally:
+                timer.cancel()
+            if state["expired"]:  # cut at the deadline: the body may be incomplete
+                raise _Retryable("timeout")
         payload = json.loads(raw.decode("utf-8"))
         return payload["choices"][0]["message"]["content"]
