@@ -74,12 +74,20 @@ def test_unknown_variant():
 
 
 # ----------------------------------------------------------------------------- verdicts
+def test_binomial_variance_is_agresti_coull_adjusted():
+    assert ablation.binomial_var(0.5, 96) == pytest.approx(0.25 / 100)
+    assert ablation.binomial_var(0.0, 48) == pytest.approx((2 / 52) * (50 / 52) / 52)  # 0 of 48: not 0
+    assert ablation.binomial_var(1.0, 48) == pytest.approx(ablation.binomial_var(0.0, 48))
+    assert ablation.binomial_var(0.3, 10_000) == pytest.approx(0.3 * 0.7 / 10_000, rel=1e-3)  # ~ m(1-m)/N
+
+
 def test_verdict_held_not_shown_reversed():
-    """Constructed arms: SE² = sd²/n + m(1-m)/N per arm; HELD iff gap > 2 SE."""
+    """Constructed arms: SE² = sd²/n + B(m, N) per arm; HELD iff gap > 2 SE."""
     N = 100
     a = ablation.arm([0.50, 0.55, 0.60], N)  # mean .55, sd .05
     assert a.mean == pytest.approx(0.55) and a.sd == pytest.approx(0.05)
-    assert a.se2 == pytest.approx(0.05 ** 2 / 3 + 0.55 * 0.45 / N)
+    p = (55 + 2) / 104
+    assert a.se2 == pytest.approx(0.05 ** 2 / 3 + p * (1 - p) / 104)
     b = ablation.arm([0.30, 0.30, 0.30], N)  # sd 0
     se = math.sqrt(a.se2 + b.se2)
     v = ablation.verdict(a, b)
@@ -92,6 +100,8 @@ def test_verdict_held_not_shown_reversed():
     lo = ablation.arm([0.40] * 3, N)
     hi_in = 0.40 + 1.9 * math.sqrt(2 * 0.4 * 0.6 / N)
     assert ablation.verdict(ablation.arm([hi_in] * 3, N), lo)["verdict"] == "NOT SHOWN"
+    hi_out = 0.40 + 2.2 * math.sqrt(2 * 0.45 * 0.55 / N)
+    assert ablation.verdict(ablation.arm([hi_out] * 3, N), lo)["verdict"] == "HELD"
     # a large seed spread hides a gap that the binomial error alone would call significant
     wide = ablation.arm([0.2, 0.9, 0.5], 10_000)
     narrow = ablation.arm([0.3, 0.3, 0.3], 10_000)
@@ -100,13 +110,18 @@ def test_verdict_held_not_shown_reversed():
 
 
 def test_verdict_with_one_seed_uses_the_binomial_error_and_says_so():
-    N = 96
-    rl, sft = ablation.arm([0.104], N), ablation.arm([0.0], N)
-    assert rl.sd is None and rl.se2 == pytest.approx(0.104 * 0.896 / N) and sft.se2 == 0.0
+    """The default run's one-seed headline, 5 of 48 after RL vs 0 of 48 after SFT (+10.4
+    points): within 2 SE (5.4 points), so NOT SHOWN; the same rates on 96 examples would hold."""
+    rl, sft = ablation.arm([5 / 48], 48), ablation.arm([0.0], 48)
+    assert rl.sd is None and rl.se2 == pytest.approx((7 / 52) * (45 / 52) / 52)
+    assert sft.se2 == pytest.approx((2 / 52) * (50 / 52) / 52)
     v = ablation.verdict(rl, sft)
-    assert v["se"] == pytest.approx(math.sqrt(0.104 * 0.896 / N))
-    assert v["verdict"] == "HELD" and not v["seed_term_known"]  # 10.4 > 2 x 3.1
-    assert "binomial only for the better and worse arm" in v["why"]
+    assert v["se"] == pytest.approx(math.sqrt(rl.se2 + sft.se2))
+    assert v["verdict"] == "NOT SHOWN" and not v["seed_term_known"]
+    assert "binomial only for the better and worse arms" in v["why"]
+    assert ablation.verdict(ablation.arm([10 / 96], 96), ablation.arm([0.0], 96))["verdict"] == "HELD"
+    v = ablation.verdict(ablation.arm([0.1, 0.12], 96), ablation.arm([0.0], 96))
+    assert "binomial only for the worse arm" in v["why"]
     v = ablation.verdict(ablation.arm([0.146], 48), ablation.arm([0.125], 48))  # the one-seed ablation's 512-token pair
     assert v["verdict"] == "NOT SHOWN"
 
@@ -115,7 +130,7 @@ def test_average_arm_binomial_term():
     runs = [{128: 0.5, 512: 0.1}, {128: 0.7, 512: 0.3}]
     a = ablation.average_arm(runs, 50)
     assert a.mean == pytest.approx(0.4) and a.sd == pytest.approx(np.std([0.3, 0.5], ddof=1))
-    assert a.binom_var == pytest.approx((0.6 * 0.4 / 50 + 0.2 * 0.8 / 50) / 4)
+    assert a.binom_var == pytest.approx((ablation.binomial_var(0.6, 50) + ablation.binomial_var(0.2, 50)) / 4)
 
 
 RESULTS = {
