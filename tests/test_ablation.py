@@ -222,3 +222,28 @@ def test_tiny_ablation_end_to_end(tmp_path):
     _, again = run()
     assert again["raw"] == report["raw"]
     assert again["minutes_this_invocation"] < report["minutes_this_invocation"]
+
+
+@pytest.mark.slow
+def test_tiny_headline_end_to_end(tmp_path):
+    """--headline at a few steps per run: the default config once per seed (SFT + both RL
+    phases in one run), RL vs the same run's post-SFT sweep, mean ± sd and a verdict."""
+    import json
+    import os
+    import subprocess
+    import sys
+    out = str(tmp_path / "head")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    cmd = [sys.executable, "-m", "qwenlong_jax.ablation", "--headline", "--out", out, "--seeds", "0,1",
+           "--tiny", "--quiet"]
+    p = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=900)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
+    h = json.load(open(os.path.join(out, "headline.json")))
+    assert h["seeds"] == 2 and h["lengths"] == [128, 64] and h["seed_list"] == [0, 1]
+    assert h["rows"]["128"]["verdict"] in ("HELD", "NOT SHOWN", "REVERSED")
+    assert "RL after SFT beats SFT alone at 128 tokens" in p.stdout and "SE" in p.stdout
+    for s in (0, 1):
+        summary = json.load(open(os.path.join(out, "default", f"seed{s}", "summary.json")))
+        assert [e["phase"] for e in summary["evals"]] == ["sft", "rl_320", "rl_640"]
+    assert os.path.getsize(os.path.join(out, "headline.md")) > 0

@@ -12,7 +12,7 @@ def test_sampler_interleaves_rounds_against_sdpa_generate_without_mask(capsys):
                         "--vocab", "512", "--prefill_chunk", "32", "--rounds", "2", "--repeats", "1",
                         "--threads", "1"])
     out = capsys.readouterr().out
-    assert len(res["ours_s"]) == len(res["hf_s"]) == len(res["ratios"]) == 2
+    assert len(res["ours_s"]) == len(res["hf_s"]) == len(res["ratios"]) == len(res["cpu_ratios"]) == 2
     assert res["ratios"] == pytest.approx([h / o for h, o in zip(res["hf_s"], res["ours_s"])])
     assert "sdpa, no attention mask" in out and "median of 2 interleaved rounds" in out
     assert res["hf_kv_bytes"] == 8 * res["parts"][8]["kv_bytes"]  # G copies of the prompt cache

@@ -25,7 +25,9 @@ The baseline runs in its fastest ordinary configuration, as a user would call it
 Timing: ours is compiled once; then `--rounds` rounds each time ours and HF back to back on the
 same prompt, and the speed ratio is taken per round (HF / ours), so both sides of a ratio see
 the same machine load. The table reports medians (and the ratios' range): on a shared CPU the
-ratio is the figure to trust, the seconds move with the load.
+ratio is the figure to trust, the seconds move with the load. CPU seconds (process user+sys
+over all threads, per call) are reported beside wall seconds: less sensitive to other
+processes, but they count a thread pool's spin-waiting as work.
 
 Prompt-KV memory: ours is the nbytes of the prefill's [L, 1, S, K, H] k and v arrays; HF's is
 read from the DynamicCache that generate returns (each layer's key/value tensor is
@@ -84,10 +86,11 @@ def compile_ours(args, cfg, params, prompt, G: int):
     full = sampling.sample_groups.lower(cfg, params, tokens, lens, keys, **static).compile()
     compile_s = time.perf_counter() - t
 
-    def call() -> float:
+    def call() -> tuple[float, float]:
+        c = time.process_time()
         out, s = _timed(full, params, tokens, lens, keys)
         assert int(out.steps) == args.new_tokens and (out.lengths_BG == args.new_tokens).all()
-        return s
+        return s, time.process_time() - c
 
     return compile_s, call
 
@@ -125,7 +128,7 @@ def run_ours_parts(args, cfg, params, prompt):
 
 def hf_generate(args, hf, prompt):
     """transformers generate in its fastest ordinary configuration (module docstring), warmed
-    up: a timed call returning (seconds, prompt-KV bytes, one layer's key shape)."""
+    up: a timed call returning (seconds, CPU seconds, prompt-KV bytes, one layer's key shape)."""
     import torch
 
     torch.set_num_threads(args.threads)
@@ -137,10 +140,10 @@ def hf_generate(args, hf, prompt):
 
     def call():
         with torch.no_grad():
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             out = hf.generate(input_ids=ids, num_return_sequences=args.num_samples,
                               max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens, **kw)
-            e2e_s = time.perf_counter() - t
+            e2e_s, cpu_s = time.perf_counter() - t, time.process_time() - c
         assert out.sequences.shape == (args.num_samples, len(prompt) + args.new_tokens)
         cache = getattr(out, "cache", None) or out.past_key_values
         kv_bytes, shape = 0, None
@@ -149,7 +152,7 @@ def hf_generate(args, hf, prompt):
                 n, k, _, h = x.shape
                 kv_bytes += n * k * len(prompt) * h * x.element_size()
                 shape = tuple(x.shape)
-        return e2e_s, kv_bytes, shape
+        return e2e_s, cpu_s, kv_bytes, shape
 
     return call
 
@@ -180,14 +183,18 @@ def main(argv: Sequence[str]) -> dict:
     G = args.num_samples
     compile_s, ours_call = compile_ours(args, cfg, params, prompt, G)
     hf_call = hf_generate(args, hf, prompt)
-    ours_s, hf_s = [], []
+    ours_s, hf_s, ours_cpu, hf_cpu = [], [], [], []
     for r in range(args.rounds):  # interleaved: each ratio's two sides see the same load
-        ours_s.append(ours_call())
-        t, hf_kv, hf_shape = hf_call()
+        t, c = ours_call()
+        ours_s.append(t)
+        ours_cpu.append(c)
+        t, c, hf_kv, hf_shape = hf_call()
         hf_s.append(t)
-        print(f"[round {r + 1}/{args.rounds}] ours {ours_s[-1]:.2f} s, transformers {t:.2f} s, "
-              f"ratio {t / ours_s[-1]:.1f}x", file=sys.stderr, flush=True)
+        hf_cpu.append(c)
+        print(f"[round {r + 1}/{args.rounds}] ours {ours_s[-1]:.2f} s ({ours_cpu[-1]:.1f} CPU s), "
+              f"transformers {t:.2f} s ({c:.1f} CPU s), ratio {t / ours_s[-1]:.1f}x", file=sys.stderr, flush=True)
     ratios = [h / o for h, o in zip(hf_s, ours_s)]
+    cpu_ratios = [h / o for h, o in zip(hf_cpu, ours_cpu)]
     parts = run_ours_parts(args, cfg, params, prompt)
     o = parts[G]
     med_o, med_h, med_r = (float(np.median(x)) for x in (ours_s, hf_s, ratios))
@@ -199,6 +206,8 @@ def main(argv: Sequence[str]) -> dict:
     print("|---|---|---|---|")
     print(f"| end to end, s (ours warm) | {med_o:.2f} | {med_h:.2f} | {med_r:.1f}x faster "
           f"(rounds {min(ratios):.1f}-{max(ratios):.1f}x) |")
+    print(f"| end to end, CPU s (user+sys, all threads) | {np.median(ours_cpu):.2f} | {np.median(hf_cpu):.2f} | "
+          f"{np.median(cpu_ratios):.1f}x less (rounds {min(cpu_ratios):.1f}-{max(cpu_ratios):.1f}x) |")
     print(f"| end to end incl. our compile, s | {med_o + compile_s:.2f} | {med_h:.2f} | "
           f"{med_h / (med_o + compile_s):.1f}x |")
     print(f"| prompt KV, MiB | {o['kv_bytes'] / 2**20:.1f}: k,v {list(o['kv_shape'])} | "
@@ -209,7 +218,8 @@ def main(argv: Sequence[str]) -> dict:
         print(f"| ours: decode only, batch {g}, tokens/s | {parts[g]['decode_tps']:.0f} "
               f"({parts[g]['decode_s']:.2f} s) | | |")
     print(f"\ncommand: python -m qwenlong_jax.bench sampler {' '.join(argv)}".rstrip())
-    return dict(ours_s=ours_s, hf_s=hf_s, ratios=ratios, compile_s=compile_s, parts=parts,
+    return dict(ours_s=ours_s, hf_s=hf_s, ratios=ratios, ours_cpu_s=ours_cpu, hf_cpu_s=hf_cpu,
+                cpu_ratios=cpu_ratios, compile_s=compile_s, parts=parts,
                 hf_kv_bytes=hf_kv)
 
 
