@@ -279,7 +279,7 @@ def headline_report(summaries: Sequence[dict], n_examples: int, sft_phase: str =
 
 
 def headline_markdown(h: dict) -> str:
-    lines = [f"| length | SFT only | after RL | gap (pts) | SE (pts) | verdict |", "|---|---:|---:|---:|---:|---|"]
+    lines = ["| length | SFT only | after RL | gap (pts) | SE (pts) | verdict |", "|---|---:|---:|---:|---:|---|"]
     for n in h["lengths"]:
         r = h["rows"][n]
         s, q = (Arm(**r[k]) for k in ("sft", "rl"))
