@@ -1,31 +1,102 @@
-"""The paper's ablation in miniature (issue 9): the embedded default's phases, one variant per arg.
+"""The paper's ablation in miniature (issues 9, 17): the embedded default's phases, one variant per arg.
 
-    python -m qwenlong_jax.ablation --out runs/ablation          # all variants, resumable
+    python -m qwenlong_jax.ablation --out runs/ablation          # all variants, 3 seeds, resumable
     python -m qwenlong_jax.train --config configs/ablation.py:rl_progressive \\
         --config.model.init_from=runs/ablation/sft_only/hf --workdir runs/ablation/rl_progressive/seed0
 
 Variants (configs/default.py supplies every number not named here):
   sft_only              the SFT warm-up alone, from the shipped base; its HF export is the
                         starting point of every RL variant (trained once, reused)
-  rl_single_stage       one RL phase at the longest input range, (320, 640] prompt tokens
+  rl_single_stage       one RL phase over ALL inputs up to the longest limit, (0, 640] prompt
+                        tokens, as the paper's single-stage baseline: it sees the short documents
+                        too, so the comparison isolates the curriculum, not the data coverage
   rl_progressive        RL (160, 320] then (320, 640], no retrospective sampling
   rl_progressive_retro  the same with hard examples of the first RL phase resampled in the
                         second (the default recipe)
 
-Same RL token budget: the single stage gets as many steps as make its estimated tokens
-(prompts at the middle of the input range + G responses at the output cap, per group) equal
-the progressive variants' two phases. The RL variants read `model.init_from`, which the
-ablation runner points at the sft_only export; by default it is the shipped base.
+Every variant is evaluated on `EVAL_PER_LENGTH` held-out examples per length (the default
+run's 48 gave one example = 2.1 points, too coarse to judge a claim).
+
+Same RL budget for the single stage:
+  * tokens: an RL step processes, per prompt, the prompt once and G responses (the packed
+    row of rl.packing); responses are counted at the output cap (`max_output`, the same in
+    every phase) and prompts at the MEAN prompt length of the phase's actual records, built by
+    the trainer's own data code (`datasets.load_run_data` + `curriculum.phase_records`), so
+    the budget follows the real input mix: `mean_prompt_tokens` below. The single stage gets
+    as many steps as make its tokens equal the progressive variants' two phases (to the
+    nearest step).
+  * data: its one phase draws from as many synthetic examples as the progressive phases
+    together (`data.synthetic_per_phase` x 2), spread over its whole input range.
+The RL variants read `model.init_from`, which the ablation runner points at the sft_only
+export; by default it is the shipped base.
 """
+from __future__ import annotations
+
+import functools
+
 from configs import default
 
 VARIANTS = ("sft_only", "rl_single_stage", "rl_progressive", "rl_progressive_retro")
+EVAL_PER_LENGTH = 96
 
 
-def rl_tokens(ph, group_size: int) -> float:
-    """Estimated tokens an RL phase processes: per group one prompt (middle of the input range)
-    and `group_size` responses at the output cap."""
-    return ph.steps * ph.batch * ((ph.min_input + ph.max_input) / 2 + group_size * ph.max_output)
+def rl_tokens(ph, group_size: int, mean_prompt: float) -> float:
+    """Tokens an RL phase processes: per prompt, the prompt (its phase's mean length) once and
+    `group_size` responses at the output cap."""
+    return ph.steps * ph.batch * (mean_prompt + group_size * ph.max_output)
+
+
+def mean_prompt_tokens(c) -> dict[str, float]:
+    """Mean prompt tokens (chat template included) of each RL phase's records in config `c`,
+    built exactly as the trainer builds them (same tokenizer, same synthetic data, same split)."""
+    import numpy as np
+
+    from qwenlong_jax.config import from_config_dict
+    from qwenlong_jax.curriculum import phase_records
+    from qwenlong_jax.data.tokenizer import load_tokenizer
+    from qwenlong_jax.datasets import load_run_data
+    from qwenlong_jax.trainer import _tokenizer_path
+
+    c = c.copy_and_resolve_references()
+    c.data.eval_lengths = ()  # the held-out sets do not enter the budget
+    cfg = from_config_dict(c)
+    tok = load_tokenizer(_tokenizer_path(cfg))
+    data = load_run_data(cfg, tok)
+    return {p.name: float(np.mean([r.num_prompt_tokens for r in phase_records(data.train, p)]))
+            for p in cfg.phases if p.kind == "rl"}
+
+
+def _progressive(c, retro: bool):
+    sft, short, long = c.phases.sft, c.phases.rl_320, c.phases.rl_640
+    short.order, long.order = 0, 1
+    long.retrospective = retro
+    c.phases = dict(rl_320=short, rl_640=long)
+    return c
+
+
+@functools.lru_cache(maxsize=None)
+def single_stage_plan() -> dict:
+    """The single stage's steps and data pool, and the measured means behind them."""
+    prog = _progressive(default.get_config(), retro=False)
+    G = prog.rl.group_size
+    prog_mean = mean_prompt_tokens(prog)
+    budget = sum(rl_tokens(prog.phases[n], G, m) for n, m in prog_mean.items())
+    single = _single_stage(default.get_config(), steps=1)
+    (single_mean,) = mean_prompt_tokens(single).values()
+    per_step = rl_tokens(single.phases.rl_640, G, single_mean)
+    return dict(steps=max(1, round(budget / per_step)), budget_tokens=budget,
+                synthetic_per_phase=single.data.synthetic_per_phase,
+                mean_prompt_tokens={**{f"rl_progressive/{n}": m for n, m in prog_mean.items()},
+                                    "rl_single_stage/rl_640": single_mean})
+
+
+def _single_stage(c, steps: int):
+    long = c.phases.rl_640
+    n_rl = sum(p.kind == "rl" for p in c.phases.values())
+    long.update(order=0, min_input=0, steps=steps, retrospective=False)  # no earlier phase
+    c.data.synthetic_per_phase *= n_rl  # as many examples as the progressive phases together
+    c.phases = dict(rl_640=long)
+    return c
 
 
 def get_config(arg: str | None = None):
@@ -33,18 +104,10 @@ def get_config(arg: str | None = None):
     if variant not in VARIANTS:
         raise ValueError(f"configs/ablation.py: unknown variant {variant!r}; expected one of {', '.join(VARIANTS)}")
     c = default.get_config()
-    sft, short, long = c.phases.sft, c.phases.rl_320, c.phases.rl_640
+    c.data.eval_per_length = EVAL_PER_LENGTH
     if variant == "sft_only":
-        c.phases = dict(sft=sft)
+        c.phases = dict(sft=c.phases.sft)
         return c
     if variant == "rl_single_stage":
-        G = c.rl.group_size
-        budget = rl_tokens(short, G) + rl_tokens(long, G)
-        long.steps = max(1, round(budget / rl_tokens(long, G) * long.steps))
-        long.order = 0
-        c.phases = dict(rl_640=long)
-        return c
-    short.order, long.order = 0, 1
-    long.retrospective = variant == "rl_progressive_retro"
-    c.phases = dict(rl_320=short, rl_640=long)
-    return c
+        return _single_stage(c, single_stage_plan()["steps"])
+    return _progressive(c, retro=variant == "rl_progressive_retro")

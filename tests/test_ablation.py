@@ -1,4 +1,8 @@
-"""configs/ablation.py variants and the ablation report (table, claims, plot)."""
+"""configs/ablation.py variants and the ablation report (table, statistics, claims, plot)."""
+import dataclasses
+import math
+
+import numpy as np
 import pytest
 
 from configs import ablation as ablation_cfg
@@ -18,23 +22,115 @@ def test_variants_share_the_default_phases():
     assert [p.name for p in prog] == [p.name for p in retro] == ["rl_320", "rl_640"]
     assert [p.retrospective for p in prog] == [True, False]  # the first has no earlier RL phase anyway
     assert retro[1].retrospective and retro[1].steps == d["rl_640"].steps
+    assert prog[0] == dataclasses.replace(d["rl_320"], order=0)
+    for v in ablation_cfg.VARIANTS:  # >= 96 held-out examples per length everywhere
+        assert ablation_cfg.get_config(v).data.eval_per_length == ablation_cfg.EVAL_PER_LENGTH >= 96
+
+
+def test_single_stage_covers_all_inputs_up_to_the_longest_limit():
+    """The paper's single stage: one phase over (0, longest limit], so it sees the short
+    documents the progressive variants see (no data-coverage confound)."""
+    d = {p.name: p for p in from_config_dict(default_cfg.get_config()).phases}
     (single,) = _phases("rl_single_stage")
-    assert (single.min_input, single.max_input, single.batch) == (d["rl_640"].min_input, d["rl_640"].max_input,
-                                                                  d["rl_640"].batch)
+    assert single.min_input == 0
+    assert (single.max_input, single.batch, single.max_output) == (d["rl_640"].max_input, d["rl_640"].batch,
+                                                                  d["rl_640"].max_output)
+    # as many examples as the progressive phases together, with short ones among them
+    c = ablation_cfg.get_config("rl_single_stage")
+    assert c.data.synthetic_per_phase == 2 * default_cfg.get_config().data.synthetic_per_phase
+    from qwenlong_jax.curriculum import phase_records
+    from qwenlong_jax.data.tokenizer import load_tokenizer
+    from qwenlong_jax.datasets import load_run_data
+    from qwenlong_jax.trainer import _tokenizer_path
+    cfg = from_config_dict(c)
+    recs = phase_records(load_run_data(cfg, load_tokenizer(_tokenizer_path(cfg))).train, single)
+    n = np.asarray([r.num_prompt_tokens for r in recs])
+    assert len(recs) == c.data.synthetic_per_phase
+    assert (n <= d["rl_320"].min_input).mean() > 0.1 and (n > d["rl_640"].min_input).mean() > 0.3
 
 
-def test_single_stage_gets_the_same_rl_token_budget():
+def test_single_stage_gets_the_same_rl_token_budget_at_the_measured_input_mix():
+    """Budget: prompt tokens at each phase's MEASURED mean (re-measured here from the configs the
+    runner trains) + G responses at the output cap; the single stage within half a step of it."""
     G = from_config_dict(default_cfg.get_config()).rl.group_size
-    budget = sum(ablation_cfg.rl_tokens(p, G) for p in _phases("rl_progressive"))
-    (single,) = _phases("rl_single_stage")
-    per_step = ablation_cfg.rl_tokens(single, G) / single.steps
-    assert abs(ablation_cfg.rl_tokens(single, G) - budget) <= per_step / 2  # within half a step
-    assert single.steps < sum(p.steps for p in _phases("rl_progressive"))  # longer prompts, fewer steps
+    prog_cfg = ablation_cfg.get_config("rl_progressive")
+    prog_mean = ablation_cfg.mean_prompt_tokens(prog_cfg)
+    budget = sum(ablation_cfg.rl_tokens(prog_cfg.phases[n], G, m) for n, m in prog_mean.items())
+    single_cfg = ablation_cfg.get_config("rl_single_stage")
+    (single_mean,) = ablation_cfg.mean_prompt_tokens(single_cfg).values()
+    single = single_cfg.phases.rl_640
+    per_step = ablation_cfg.rl_tokens(single, G, single_mean) / single.steps
+    assert abs(ablation_cfg.rl_tokens(single, G, single_mean) - budget) <= per_step / 2
+    # the measured means are the data's, not the range midpoints
+    assert prog_mean["rl_320"] != (160 + 320) / 2 and single_mean != 320
+    assert 160 < prog_mean["rl_320"] <= 320 < prog_mean["rl_640"] <= 640 and single_mean < prog_mean["rl_640"]
+    plan = ablation_cfg.single_stage_plan()
+    assert plan["steps"] == single.steps and plan["budget_tokens"] == pytest.approx(budget)
 
 
 def test_unknown_variant():
     with pytest.raises(ValueError, match="unknown variant 'rl_magic'"):
         ablation_cfg.get_config("rl_magic")
+
+
+# ----------------------------------------------------------------------------- verdicts
+def test_binomial_variance_is_agresti_coull_adjusted():
+    assert ablation.binomial_var(0.5, 96) == pytest.approx(0.25 / 100)
+    assert ablation.binomial_var(0.0, 48) == pytest.approx((2 / 52) * (50 / 52) / 52)  # 0 of 48: not 0
+    assert ablation.binomial_var(1.0, 48) == pytest.approx(ablation.binomial_var(0.0, 48))
+    assert ablation.binomial_var(0.3, 10_000) == pytest.approx(0.3 * 0.7 / 10_000, rel=1e-3)  # ~ m(1-m)/N
+
+
+def test_verdict_held_not_shown_reversed():
+    """Constructed arms: SE² = sd²/n + B(m, N) per arm; HELD iff gap > 2 SE."""
+    N = 100
+    a = ablation.arm([0.50, 0.55, 0.60], N)  # mean .55, sd .05
+    assert a.mean == pytest.approx(0.55) and a.sd == pytest.approx(0.05)
+    p = (55 + 2) / 104
+    assert a.se2 == pytest.approx(0.05 ** 2 / 3 + p * (1 - p) / 104)
+    b = ablation.arm([0.30, 0.30, 0.30], N)  # sd 0
+    se = math.sqrt(a.se2 + b.se2)
+    v = ablation.verdict(a, b)
+    assert v["verdict"] == "HELD" and v["gap"] == pytest.approx(0.25) and v["se"] == pytest.approx(se)
+    assert v["seed_term_known"] and "+25.0 pts > 2 SE" in v["why"]
+    assert ablation.verdict(b, a)["verdict"] == "REVERSED"
+    c = ablation.arm([0.45, 0.55, 0.65], N)  # mean .55 like a: no gap
+    assert ablation.verdict(a, c)["verdict"] == "NOT SHOWN"
+    # a gap just inside / just outside 2 SE
+    lo = ablation.arm([0.40] * 3, N)
+    hi_in = 0.40 + 1.9 * math.sqrt(2 * 0.4 * 0.6 / N)
+    assert ablation.verdict(ablation.arm([hi_in] * 3, N), lo)["verdict"] == "NOT SHOWN"
+    hi_out = 0.40 + 2.2 * math.sqrt(2 * 0.45 * 0.55 / N)
+    assert ablation.verdict(ablation.arm([hi_out] * 3, N), lo)["verdict"] == "HELD"
+    # a large seed spread hides a gap that the binomial error alone would call significant
+    wide = ablation.arm([0.2, 0.9, 0.5], 10_000)
+    narrow = ablation.arm([0.3, 0.3, 0.3], 10_000)
+    assert ablation.verdict(wide, narrow)["verdict"] == "NOT SHOWN"
+    assert ablation.verdict(ablation.arm([0.5] * 3, 10_000), narrow)["verdict"] == "HELD"
+
+
+def test_verdict_with_one_seed_uses_the_binomial_error_and_says_so():
+    """The default run's one-seed headline, 5 of 48 after RL vs 0 of 48 after SFT (+10.4
+    points): within 2 SE (5.4 points), so NOT SHOWN; the same rates on 96 examples would hold."""
+    rl, sft = ablation.arm([5 / 48], 48), ablation.arm([0.0], 48)
+    assert rl.sd is None and rl.se2 == pytest.approx((7 / 52) * (45 / 52) / 52)
+    assert sft.se2 == pytest.approx((2 / 52) * (50 / 52) / 52)
+    v = ablation.verdict(rl, sft)
+    assert v["se"] == pytest.approx(math.sqrt(rl.se2 + sft.se2))
+    assert v["verdict"] == "NOT SHOWN" and not v["seed_term_known"]
+    assert "binomial only for the better and worse arms" in v["why"]
+    assert ablation.verdict(ablation.arm([10 / 96], 96), ablation.arm([0.0], 96))["verdict"] == "HELD"
+    v = ablation.verdict(ablation.arm([0.1, 0.12], 96), ablation.arm([0.0], 96))
+    assert "binomial only for the worse arm" in v["why"]
+    v = ablation.verdict(ablation.arm([0.146], 48), ablation.arm([0.125], 48))  # the one-seed ablation's 512-token pair
+    assert v["verdict"] == "NOT SHOWN"
+
+
+def test_average_arm_binomial_term():
+    runs = [{128: 0.5, 512: 0.1}, {128: 0.7, 512: 0.3}]
+    a = ablation.average_arm(runs, 50)
+    assert a.mean == pytest.approx(0.4) and a.sd == pytest.approx(np.std([0.3, 0.5], ddof=1))
+    assert a.binom_var == pytest.approx((ablation.binomial_var(0.6, 50) + ablation.binomial_var(0.2, 50)) / 4)
 
 
 RESULTS = {
@@ -46,20 +142,46 @@ RESULTS = {
 
 
 def test_aggregate_table_and_claims(tmp_path):
-    agg = ablation.aggregate(RESULTS)
-    assert agg["rl_single_stage"]["lengths"][128] == pytest.approx((0.5, 0.1))
-    assert agg["rl_progressive"]["avg"] == pytest.approx((0.55, 0.05))  # per-seed averages 0.5, 0.6
+    agg = ablation.aggregate(RESULTS, 1000)
+    a = agg["rl_single_stage"]["lengths"][128]
+    assert (a.mean, a.sd, a.seeds) == pytest.approx((0.5, math.sqrt(0.02), 2))
+    assert agg["rl_progressive"]["avg"].mean == pytest.approx(0.55)  # per-seed averages 0.5, 0.6
+    assert agg["rl_progressive"]["avg"].sd == pytest.approx(math.sqrt(0.005))
     table = ablation.markdown_table(agg)
     assert table.splitlines()[0] == "| variant | seeds | 128 tok | 512 tok | avg |"
     assert "| sft_only | 1 | 50.0 | 10.0 | 30.0 |" in table
-    assert "| rl_progressive | 2 | 70.0 ± 0.0 | 40.0 ± 10.0 | 55.0 ± 5.0 |" in table
-    held = {c["better"] + ">" + c["worse"]: c["held"] for c in ablation.claims(agg)}
-    assert held == {"rl_progressive_retro>sft_only": True,  # 55 vs 30
-                    "rl_progressive>rl_single_stage": True,  # 55 +- 5 vs 40 +- 0
-                    "rl_progressive_retro>rl_progressive": False}  # 55 vs 55: not better
+    assert "| rl_progressive | 2 | 70.0 ± 0.0 | 40.0 ± 14.1 | 55.0 ± 7.1 |" in table
+    cl = {c["better"] + ">" + c["worse"]: c for c in ablation.claims(agg)}
+    # 55 vs 30 (sft one seed: binomial only on its side): gap 25, SE ~5.1
+    assert cl["rl_progressive_retro>sft_only"]["verdict"] == "HELD"
+    assert not cl["rl_progressive_retro>sft_only"]["seed_term_known"]
+    # 55 +- 7.1 vs 40 +- 0 over 2 seeds: gap 15, SE ~5.2 -> held; at 128 tok 70 vs 50 +- 14
+    p = cl["rl_progressive>rl_single_stage"]
+    assert p["verdict"] == "HELD" and p["by_length"][128]["verdict"] == "NOT SHOWN"
+    assert cl["rl_progressive_retro>rl_progressive"]["verdict"] == "NOT SHOWN"  # 55 vs 55
+    md = ablation.claims_markdown(ablation.claims(agg))
+    assert "| rl_progressive > rl_single_stage | avg | +15.0 |" in md
     path = tmp_path / "a.png"
-    ablation.plot(agg, str(path), "t")
+    ablation.plot(agg, str(path), "t", raw=RESULTS)
     assert path.stat().st_size > 1000
+
+
+def test_headline_report_from_default_run_summaries():
+    """SFT = the sweep after the SFT phase, RL = the last one, per seed; longest length first."""
+    def summary(sft512, rl512):
+        return {"minutes": 15.0, "evals": [
+            {"step": 40, "phase": "sft", "heldout/acc@128": 0.75, "heldout/acc@512": sft512},
+            {"step": 64, "phase": "rl_320", "heldout/acc@128": 0.8, "heldout/acc@512": 0.05},
+            {"step": 88, "phase": "rl_640", "heldout/acc@128": 0.85, "heldout/acc@512": rl512}]}
+    h = ablation.headline_report([summary(0.0, 0.10), summary(0.01, 0.14), summary(0.0, 0.12)], 96)
+    assert h["lengths"] == [512, 128]
+    top = h["rows"][512]
+    assert top["rl"]["mean"] == pytest.approx(0.12) and top["sft"]["mean"] == pytest.approx(0.01 / 3)
+    assert top["gap"] == pytest.approx(0.12 - 0.01 / 3) and top["verdict"] == "HELD"
+    md = ablation.headline_markdown(h)
+    assert md.splitlines()[2].startswith("| 512 tok | 0.3 ± 0.6 | 12.0 ± 2.0 | +11.7 |")
+    with pytest.raises(ValueError, match="no evaluation after phase 'sft'"):
+        ablation.headline_report([{"evals": [{"phase": "rl_640", "heldout/acc@512": 0.1}]}], 96)
 
 
 def test_runner_rejects_unknown_variants():
@@ -89,11 +211,39 @@ def test_tiny_ablation_end_to_end(tmp_path):
     stdout, report = run()
     assert set(report["raw"]) == {"sft_only", *ablation.RL_VARIANTS}
     assert [len(v) for v in report["raw"].values()] == [1, 2, 2, 2]
-    assert "| variant | seeds |" in stdout and "HELD" in stdout
+    assert "| variant | seeds |" in stdout and "SE" in stdout
+    assert sum(stdout.count(v) for v in ("HELD", "NOT SHOWN", "REVERSED")) >= 3
     for name in ("results.json", "table.md", "ablation.png"):
         assert os.path.getsize(os.path.join(out, name)) > 0
     summary = json.load(open(os.path.join(out, "rl_progressive", "seed1", "summary.json")))
     assert summary["steps"] == 2 and [e["phase"] for e in summary["evals"]] == ["rl_320", "rl_640"]
+    single = json.load(open(os.path.join(out, "rl_single_stage", "seed0", "summary.json")))
+    assert [e["phase"] for e in single["evals"]] == ["rl_640"]
     _, again = run()
     assert again["raw"] == report["raw"]
     assert again["minutes_this_invocation"] < report["minutes_this_invocation"]
+
+
+@pytest.mark.slow
+def test_tiny_headline_end_to_end(tmp_path):
+    """--headline at a few steps per run: the default config once per seed (SFT + both RL
+    phases in one run), RL vs the same run's post-SFT sweep, mean ± sd and a verdict."""
+    import json
+    import os
+    import subprocess
+    import sys
+    out = str(tmp_path / "head")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    cmd = [sys.executable, "-m", "qwenlong_jax.ablation", "--headline", "--out", out, "--seeds", "0,1",
+           "--tiny", "--quiet"]
+    p = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=900)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
+    h = json.load(open(os.path.join(out, "headline.json")))
+    assert h["seeds"] == 2 and h["lengths"] == [128, 64] and h["seed_list"] == [0, 1]
+    assert h["rows"]["128"]["verdict"] in ("HELD", "NOT SHOWN", "REVERSED")
+    assert "RL after SFT beats SFT alone at 128 tokens" in p.stdout and "SE" in p.stdout
+    for s in (0, 1):
+        summary = json.load(open(os.path.join(out, "default", f"seed{s}", "summary.json")))
+        assert [e["phase"] for e in summary["evals"]] == ["sft", "rl_320", "rl_640"]
+    assert os.path.getsize(os.path.join(out, "headline.md")) > 0

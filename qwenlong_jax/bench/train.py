@@ -9,9 +9,16 @@ tied embeddings) is built by transformers and saved; ours loads it with models.l
   packed  ours: rl.packing.pack_groups -> ONE row [prompt | resp_1 | ... | resp_G] with
           shared_prefix_segment=1, rl.grpo_step.grpo_loss under jax.value_and_grad, jitted.
   naive   ours: packing.unpacked_rows -> G rows [prompt | resp_g], shared_prefix_segment=None.
-  torch   transformers Qwen2ForCausalLM on the same G rows (its default attention, sdpa on CPU):
-          forward, log_softmax of the response logits, token logprobs, entropy, the same clipped
-          token-mean loss minus 0.001 x entropy, backward (what a verl / TRL actor update runs).
+  torch   transformers Qwen2ForCausalLM on the same G rows: forward, log_softmax of the
+          response logits, token logprobs, entropy, the same clipped token-mean loss minus
+          0.001 x entropy, backward (what a verl / TRL actor update runs).
+
+The torch baseline runs in its fastest ordinary configuration: attn_implementation="sdpa" set
+explicitly (torch's fused CPU attention; flash-attention kernels do not exist on CPU), no
+attention_mask (the G rows are all the same length, nothing is padded, so a user passes
+input_ids alone and sdpa takes its causal fast path), float32 like ours, and torch threads =
+the cores this process may run on (`--threads`, default os.sched_getaffinity). No
+torch.compile: not what a training loop gets by default.
 
 Our attention: `--attention xla,flash` (default: both). `xla` computes dense masked [T, S]
 scores, so the packed row pays for its masked blocks; its naive layout needs far more memory than
@@ -24,6 +31,11 @@ first full-size run minus the RSS just before it (Linux VmHWM, reset via /proc/s
 for all three (torch allocations are invisible to tracemalloc); for ours also XLA's compiled
 memory analysis (arguments + outputs + temporaries - aliased), which the RSS delta tracks closely.
 Time: median of --iters runs after --warmup untimed runs (ours: compile timed separately).
+`--rounds R` runs the whole sequence of variant subprocesses R times in turn (A B C A B C ...);
+the speed ratios (torch / packed, naive / packed) are then taken round by round and their
+median reported with their range, so both sides of a ratio see the same machine load (on a
+shared CPU the ratios are the figures to trust; the seconds move with the load). Memory comes
+from the first round.
 Model FLOPs (printed with the table): 6 x P_mm x tokens + 12 x L x N x H x visible (q, k) pairs,
 where P_mm are the matmul weights (layers + LM head) and tokens/pairs those of each layout (the
 naive layout really does G times the prompt's work). Dense masked scores, our LM-head
@@ -162,7 +174,8 @@ def run_torch(args, model_dir: str) -> dict:
     import transformers
 
     torch.set_num_threads(args.threads)
-    model = transformers.Qwen2ForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    model = transformers.Qwen2ForCausalLM.from_pretrained(model_dir, dtype=torch.float32,
+                                                          attn_implementation="sdpa")
     model.train()
     prompt, responses, adv_N, old_NR = make_group(args)
     P, R = args.prompt_len, args.resp_len
@@ -172,7 +185,7 @@ def run_torch(args, model_dir: str) -> dict:
 
     def step(ids=ids, P=P, resp=resp, old=old, adv=adv):
         model.zero_grad(set_to_none=True)
-        logits = model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=False).logits
+        logits = model(input_ids=ids, use_cache=False).logits  # unpadded rows: no mask
         logp_all = torch.log_softmax(logits[:, P - 1:-1].float(), dim=-1)  # temperature 1
         logp = torch.gather(logp_all, -1, resp[..., None])[..., 0]
         entropy = -(logp_all.exp() * logp_all).sum(-1)
@@ -258,14 +271,41 @@ def _met(x: float, target: float) -> str:
     return f"target >= {target}x: {'met' if x >= target else 'MISSED'}"
 
 
-def report(args, argv, res: dict, peak: float) -> None:
+def round_ratio(runs: Sequence[dict], num: str, den: str) -> list[float] | None:
+    """Per-round ratio of median times num / den (None when either was not run in a round)."""
+    out = []
+    for r in runs:
+        if "times" not in r.get(num, {}) or "times" not in r.get(den, {}):
+            return None
+        out.append(statistics.median(r[num]["times"]) / statistics.median(r[den]["times"]))
+    return out
+
+
+def merge_rounds(runs: Sequence[dict]) -> dict:
+    """One result per variant: the first round's (memory, loss), with every round's times."""
+    res = {}
+    for k, first in runs[0].items():
+        res[k] = dict(first)
+        if "times" in first:
+            res[k]["times"] = [t for r in runs for t in r[k].get("times", [])]
+    return res
+
+
+def _ratio_text(ratios: list[float] | None, fallback: float) -> tuple[float, str]:
+    if not ratios or len(ratios) < 2:
+        return fallback, ""
+    return statistics.median(ratios), f", rounds {min(ratios):.1f}-{max(ratios):.1f}x"
+
+
+def report(args, argv, res: dict, peak: float, runs: Sequence[dict] = ()) -> None:
     torch_attn = res.get("torch", {}).get("attn", "?")
     print(f"\nGRPO loss+grad of one group: prompt {args.prompt_len}, G={args.group}, responses "
           f"{args.resp_len}; Qwen2 d={args.d_model} L={args.layers} N={args.heads} K={args.kv_heads} "
           f"V={args.vocab} f32, remat={args.remat}; ours: jax {_platform()} (flash = Pallas "
           f"interpret mode); torch {args.threads} threads, attn_implementation={torch_attn}. "
           f"Matmul peak (best f32 {args.matmul_n}^3 matmul in jax, this run): "
-          f"{peak / 1e9:.1f} GFLOP/s. Time: median of {args.iters} (s each in brackets).\n")
+          f"{peak / 1e9:.1f} GFLOP/s. Time: median of {args.iters} x {args.rounds} round(s) "
+          f"(s each in brackets).\n")
     print("| variant | rows x tokens | time s | peak RSS delta GiB | XLA compiled peak GiB "
           "| model GFLOP | GFLOP/s | of matmul peak | loss | grad norm |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
@@ -289,17 +329,19 @@ def report(args, argv, res: dict, peak: float) -> None:
             xmem = n["xla_peak"] / p["xla_peak"]
             line = f"- {attn}: packed vs naive, XLA compiled peak {xmem:.1f}x less ({_met(xmem, 4)})"
             if f"packed/{attn}" in med and f"naive/{attn}" in med:
-                speed = med[f"naive/{attn}"] / med[f"packed/{attn}"]
+                speed, rng = _ratio_text(round_ratio(runs, f"naive/{attn}", f"packed/{attn}"),
+                                         med[f"naive/{attn}"] / med[f"packed/{attn}"])
                 rss = n["rss_peak_delta"] / p["rss_peak_delta"]
                 line += (f"; peak RSS delta {rss:.1f}x less ({_met(rss, 4)}); "
-                         f"time ratio naive/packed {speed:.1f}x ({_met(speed, 5)})")
+                         f"time ratio naive/packed {speed:.1f}x{rng} ({_met(speed, 5)})")
             else:
                 line += "; time not measured (a variant was not run)"
             print(line)
         if f"packed/{attn}" in med and "torch" in med:
-            speed = med["torch"] / med[f"packed/{attn}"]
+            speed, rng = _ratio_text(round_ratio(runs, "torch", f"packed/{attn}"),
+                                     med["torch"] / med[f"packed/{attn}"])
             rss = res["torch"]["rss_peak_delta"] / p["rss_peak_delta"]
-            print(f"- {attn}: packed vs torch naive, time ratio torch/packed {speed:.1f}x "
+            print(f"- {attn}: packed vs torch naive, time ratio torch/packed {speed:.1f}x{rng} "
                   f"({_met(speed, 3)}); peak RSS delta ratio torch/packed {rss:.1f}x")
         if f"packed/{attn}" in med:
             frac = model_flops(args, "packed") / med[f"packed/{attn}"] / peak
@@ -328,7 +370,9 @@ def parse_args(argv):
     ap.add_argument("--vocab", type=int, default=8192)
     ap.add_argument("--attention", default="xla,flash", help="our attention impls, comma-separated")
     ap.add_argument("--remat", default="none", choices=["none", "full", "dots", "dots_no_batch"])
-    ap.add_argument("--threads", type=int, default=2, help="torch threads")
+    ap.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
+                    help="torch threads (default: the cores this process may use)")
+    ap.add_argument("--rounds", type=int, default=1, help="interleaved rounds of all variants")
     ap.add_argument("--warmup", type=int, default=0, help="untimed full-size runs")
     ap.add_argument("--iters", type=int, default=2, help="timed runs (median reported)")
     ap.add_argument("--matmul_n", type=int, default=4096)
@@ -350,9 +394,9 @@ def main(argv: Sequence[str]) -> None:
         model_dir = os.path.join(tmp, "model")
         build_checkpoint(args, model_dir)
         peaks = [spawn(argv, "matmul", model_dir)]
-        res = {k: spawn(argv, k, model_dir) for k in keys}
+        runs = [{k: spawn(argv, k, model_dir) for k in keys} for _ in range(args.rounds)]
         peaks.append(spawn(argv, "matmul", model_dir))
-    report(args, argv, res, max(p.get("flops_per_s", 0.0) for p in peaks))
+    report(args, argv, merge_rounds(runs), max(p.get("flops_per_s", 0.0) for p in peaks), runs)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,40 @@
+"""The benchmarks' plumbing at toy sizes: baselines in their fastest ordinary configuration,
+interleaved rounds and round-by-round ratios (the figures themselves are in the README)."""
+import statistics
+
+import pytest
+
+from qwenlong_jax.bench import sampler, train
+
+
+def test_sampler_interleaves_rounds_against_sdpa_generate_without_mask(capsys):
+    res = sampler.main(["--prompt_len", "64", "--new_tokens", "4", "--d_model", "64", "--layers", "1",
+                        "--vocab", "512", "--prefill_chunk", "32", "--rounds", "2", "--repeats", "1",
+                        "--threads", "1"])
+    out = capsys.readouterr().out
+    assert len(res["ours_s"]) == len(res["hf_s"]) == len(res["ratios"]) == len(res["cpu_ratios"]) == 2
+    assert res["ratios"] == pytest.approx([h / o for h, o in zip(res["hf_s"], res["ours_s"])])
+    assert "sdpa, no attention mask" in out and "median of 2 interleaved rounds" in out
+    assert res["hf_kv_bytes"] == 8 * res["parts"][8]["kv_bytes"]  # G copies of the prompt cache
+
+
+def test_sampler_baseline_is_sdpa(tmp_path):
+    args = sampler.parse_args(["--prompt_len", "16", "--new_tokens", "2", "--d_model", "64", "--layers", "1",
+                               "--vocab", "128"])
+    import os
+    assert args.threads == len(os.sched_getaffinity(0))
+    hf, _, _ = sampler.build_models(args, str(tmp_path / "m"))
+    assert hf.config._attn_implementation == "sdpa"
+
+
+def test_train_bench_ratios_are_taken_round_by_round():
+    runs = [{"packed/flash": {"times": [1.0, 3.0]}, "torch": {"times": [8.0]}, "naive/xla": {"skipped": "mem"}},
+            {"packed/flash": {"times": [4.0]}, "torch": {"times": [10.0]}, "naive/xla": {"skipped": "mem"}}]
+    assert train.round_ratio(runs, "torch", "packed/flash") == [4.0, 2.5]
+    assert train.round_ratio(runs, "naive/xla", "packed/flash") is None
+    merged = train.merge_rounds(runs)
+    assert merged["packed/flash"]["times"] == [1.0, 3.0, 4.0] and merged["torch"]["times"] == [8.0, 10.0]
+    assert merged["naive/xla"] == {"skipped": "mem"}
+    assert train._ratio_text([4.0, 2.5], 9.0) == (statistics.median([4.0, 2.5]), ", rounds 2.5-4.0x")
+    assert train._ratio_text(None, 9.0) == (9.0, "")
+    assert train.parse_args([]).rounds == 1
