@@ -82,13 +82,15 @@ def out_and_grads(attn, args, ct):
     return out, vjp(ct)
 
 
+@pytest.mark.parametrize("kernel", ["loop", "grid"])
 @pytest.mark.parametrize("c", CASES, ids=lambda c: f"{c.layout}-H{c.H}-G{c.N // c.K}-"
                          f"{'causal' if c.causal else 'full'}-T{c.T}S{c.S}-{c.dtype}")
-def test_flash_matches_reference(c: Case):
+def test_flash_matches_reference(c: Case, kernel: str):
+    """Both kernel shapes (loop: Triton/CPU; grid: Mosaic/TPU) in interpret mode."""
     args, ct, kw = make_inputs(c)
     flash = jax.jit(lambda *a: out_and_grads(
         lambda q, k, v: flash_attention(q, k, v, block_q=c.block_q, block_k=c.block_k,
-                                        interpret=True, **kw), a, ct),
+                                        interpret=True, kernel=kernel, **kw), a, ct),
         compiler_options=FAST_COMPILE)
     out, grads = flash(*args)
     f32 = [x.astype(jnp.float32) for x in args]
