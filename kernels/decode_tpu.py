@@ -35,12 +35,20 @@ def _params(interpret: bool):
     return pltpu.CompilerParams(dimension_semantics=("parallel", "arbitrary"))
 
 
+def _precision(a):
+    """Explicit per-dtype precision: a global jax_default_matmul_precision="highest" would ask
+    Mosaic for fp32 contraction of bf16 operands, which it rejects ("Bad lhs type")."""
+    return lax.Precision.HIGHEST if a.dtype == jnp.float32 else lax.Precision.DEFAULT
+
+
 def _dot(a, b):
-    return lax.dot_general(a, b, (((1,), (0,)), ((), ())), preferred_element_type=jnp.float32)
+    return lax.dot_general(a, b, (((1,), (0,)), ((), ())), precision=_precision(a),
+                           preferred_element_type=jnp.float32)
 
 
 def _dot_nt(a, b):
-    return lax.dot_general(a, b, (((1,), (1,)), ((), ())), preferred_element_type=jnp.float32)
+    return lax.dot_general(a, b, (((1,), (1,)), ((), ())), precision=_precision(a),
+                           preferred_element_type=jnp.float32)
 
 
 def _last_valid_block(length, block: int, num_blocks: int):
