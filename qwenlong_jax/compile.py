@@ -142,10 +142,9 @@ def build_jobs(cfg, mesh, only_phases: Sequence[str] = ()) -> list[Job]:
     tx = make_optimizer(cfg.optim)
     p_shard = sharding.param_shardings(models.logical_axes(mcfg), models.param_shapes(mcfg), mesh)
     params = _abstract(models.param_shapes(mcfg), p_shard)
-    with jax.set_mesh(mesh):  # the state's layout, as the trainer gets it from jit
-        create = jax.jit(lambda p: TrainState.create(p, tx)).trace(params).lower().compile()
-    state_sharding = create.output_shardings
-    state = _abstract(jax.eval_shape(lambda p: TrainState.create(p, tx), params), state_sharding)
+    abstract_state = jax.eval_shape(lambda p: TrainState.create(p, tx), params)
+    state_sharding = step_fns.state_shardings(abstract_state, p_shard, mesh)
+    state = _abstract(abstract_state, state_sharding)
     opt_bytes = _per_chip_bytes(state.opt_state, state_sharding.opt_state)
     estimates = {pm.phase: pm for pm in plan.estimate(cfg, mesh.size, mcfg)}
     batch_axes = sharding.batch_axis_size(mesh)

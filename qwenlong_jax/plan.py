@@ -91,9 +91,12 @@ def model_config(cfg: Config) -> ModelConfig:
     """The ModelConfig the trainer will build (HF config.json of init_from when set)."""
     m = cfg.model
     if m.init_from:
+        from qwenlong_jax.config import rope_overrides
+
         return models.read_hf_config(m.init_from, param_dtype=m.param_dtype, dtype=m.dtype,
                                      attention_impl=m.attention_impl, remat=m.remat,
-                                     scan_layers=m.scan_layers, logits_chunk=m.logits_chunk)
+                                     scan_layers=m.scan_layers, logits_chunk=m.logits_chunk,
+                                     **rope_overrides(m))
     vocab = None
     if m.size == "tiny" and not m.vocab_size:  # the tokenizer's vocabulary, as the trainer does
         from qwenlong_jax.data.tokenizer import load_tokenizer

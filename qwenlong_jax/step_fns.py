@@ -51,3 +51,29 @@ def grpo_fns(mcfg, ls: grpo_step.LossSettings, tx, mesh, state_sharding):
                    in_shardings=(state_sharding.params, batch_sh),
                    out_shardings=rows_sharding(mesh, 2, 1))
     return update, logp
+
+
+def state_shardings(abstract_state, param_sharding, mesh):
+    """Shardings of a TrainState: params by the rules table, every optimizer leaf that mirrors a
+    parameter (AdamW mu/nu) like that parameter, scalars replicated.
+
+    Pass these as `out_shardings` when creating the state: left to propagation, zeros_like
+    moments carry no data dependency on the parameters and XLA:TPU replicates them (the
+    AdamW state of a 32B model then needs 259 GiB per chip: found by the compile check)."""
+    by_path = {tuple(path): s for path, s in
+               jax.tree_util.tree_flatten_with_path(param_sharding)[0]}
+    shapes = {tuple(path): x.shape for path, x in
+              jax.tree_util.tree_flatten_with_path(abstract_state.params)[0]}
+    rep = sharding.replicated(mesh)
+
+    def opt_leaf(path, x):
+        path = tuple(path)
+        for i in range(len(path)):  # the longest suffix that is a parameter's path
+            s = by_path.get(path[i:])
+            if s is not None and shapes[path[i:]] == x.shape:
+                return s
+        return rep
+
+    return abstract_state.replace(
+        step=rep, params=param_sharding, nonfinite_in_a_row=rep, nonfinite_total=rep,
+        opt_state=jax.tree_util.tree_map_with_path(opt_leaf, abstract_state.opt_state))
