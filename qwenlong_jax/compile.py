@@ -24,8 +24,8 @@ the compiler's figure. Exit 0 only when everything compiles and fits the chip's 
 one-line `error:` naming the phase, the function and the knob to change.
 
 Default topology: v5p with as many chips as the config's mesh (64 -> v5p:4x4x4), or the
-smallest v5p slice (4 chips) when the mesh takes all devices; a mesh smaller than the slice
-uses its first chips. The run's mesh is built from the
+smallest v5p slice (4 chips) when the mesh takes all devices (mesh.data=-1). The mesh must
+use every chip of the topology. The run's mesh is built from the
 topology's devices exactly as the trainer builds it (sharding.make_mesh).
 """
 from __future__ import annotations
@@ -94,9 +94,10 @@ class Job:
 
 def default_topology(cfg) -> str:
     sizes = cfg.mesh.sizes()
-    chips = 4 if -1 in sizes else max(4, math.prod(sizes))
+    chips = 4 if -1 in sizes else math.prod(sizes)
     if chips not in V5P_SLICES:
-        raise ValueError(f"mesh of {chips} chips has no default v5p topology; pass --topology")
+        raise ValueError(f"a mesh of {chips} chips is no v5p slice ({', '.join(map(str, V5P_SLICES))}"
+                         " chips); pass --topology and --config.mesh.* to match")
     return V5P_SLICES[chips]
 
 
@@ -306,13 +307,11 @@ def main(argv: list[str] | None = None) -> int:
         topology = args.topology or default_topology(cfg)
         hbm = tpu_topology.hbm_bytes(topology)
         devices = tpu_topology.topology_devices(topology)
-        sizes = cfg.mesh.sizes()
-        if -1 not in sizes and math.prod(sizes) < len(devices):  # a mesh smaller than the slice
-            devices = devices[:math.prod(sizes)]
         try:
             mesh = sharding.make_mesh(cfg.mesh, devices)
-        except ValueError as e:
-            raise ConfigError(f"mesh {cfg.mesh} on {topology} ({len(devices)} chips): {e}") from None
+        except (ValueError, AssertionError) as e:
+            raise ConfigError(f"mesh {cfg.mesh} on {topology} ({len(devices)} chips): {e}; set "
+                              "--config.mesh.* to use every chip, or pass --topology") from None
         phases = [p for p in args.phases.split(",") if p]
         unknown = set(phases) - {p.name for p in cfg.phases}
         if unknown:
