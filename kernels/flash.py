@@ -210,10 +210,15 @@ def flash_attention(q_BTNH, k_BSKH, v_BSKH, *, causal: bool = True, q_segment_id
                     kv_segment_ids_BS=None, shared_prefix_segment: int | None = None,
                     sm_scale: float | None = None, block_q: int | None = None,
                     block_k: int | None = None, interpret: bool | None = None,
-                    kernel: str | None = None):
+                    kernel: str | None = None, mesh=None,
+                    batch_axis: str | tuple[str, ...] | None = None, head_axis: str | None = None):
     """Flash attention with the semantics of `reference_attention`; returns out_BTNH (q's dtype).
 
-    kernel: "grid" (Mosaic shape) or "loop" (Triton shape); default from the compile target."""
+    kernel: "grid" (Mosaic shape) or "loop" (Triton shape); default from the compile target.
+    mesh/batch_axis/head_axis: under a multi-device mesh with automatic (not Explicit) axes, run
+    the kernel per shard of the batch over `batch_axis` and of the heads over `head_axis`: XLA
+    cannot partition a Mosaic kernel by itself ("Mosaic kernels cannot be automatically
+    partitioned"), so without them a TPU mesh of more than one chip fails to compile."""
     _check_inputs(q_BTNH, k_BSKH, v_BSKH, q_segment_ids_BT, kv_segment_ids_BS,
                   shared_prefix_segment)
     B, T, N, H = q_BTNH.shape
@@ -229,7 +234,14 @@ def flash_attention(q_BTNH, k_BSKH, v_BSKH, *, causal: bool = True, q_segment_id
         block_q=blocks.block_q, block_k=blocks.block_k, interpret=interpret)
     args = (q_BTNH, k_BSKH, v_BSKH, q_segment_ids_BT, kv_segment_ids_BS)
     local = functools.partial(_flash_local, static)
-    mesh, spec = _explicit_sharding(q_BTNH)
+    explicit_mesh, spec = _explicit_sharding(q_BTNH)
+    if explicit_mesh is None and mesh is not None and mesh.size > 1:
+        qkv, seg = P(batch_axis, None, head_axis, None), P(batch_axis, None)
+        specs = (qkv, qkv, qkv, seg if q_segment_ids_BT is not None else None,
+                 seg if kv_segment_ids_BS is not None else None)
+        return jax.shard_map(local, mesh=mesh, in_specs=specs, out_specs=qkv,
+                             check_vma=False)(*args)
+    mesh = explicit_mesh
     if mesh is None:
         return local(*args)
     # Explicitly sharded inputs (the model's activations): batch and heads are independent, so

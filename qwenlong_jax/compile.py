@@ -1,7 +1,7 @@
 """Ahead-of-time compile check: every jitted step of a run, compiled for a TPU topology.
 
     python -m qwenlong_jax.compile --config configs/r1_distill_32b_tpu.py [--topology v5p:4x4x4]
-        [--config.a.b=value ...] [--phases rl_20k,rl_60k] [--json FILE]
+        [--config.a.b=value ...] [--phases rl_20k,rl_60k] [--functions update] [--json FILE]
 
 For every phase of the config it builds the functions the run jits, with the run's own code
 (qwenlong_jax/step_fns.py, the sampler, rollout.rl_step_shapes) and shardings, on abstract
@@ -287,6 +287,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--topology", default="", help="TPU topology, e.g. v5p:4x4x4 (default: the "
                     "config mesh's chip count on v5p)")
     ap.add_argument("--phases", default="", help="comma-separated phase names (default: all)")
+    ap.add_argument("--functions", default="", help="comma-separated function names "
+                    "(update, old_logp, sample, generate; default: all)")
     ap.add_argument("--json", default="", help="also write the results to this file")
     args, rest = ap.parse_known_args(argv)
     bad = [a for a in rest if not (a.startswith("--config.") and "=" in a)]
@@ -319,6 +321,8 @@ def main(argv: list[str] | None = None) -> int:
         from qwenlong_jax.trainer import validate_run  # the trainer's own pre-compile checks
         validate_run(cfg, plan.model_config(cfg), mesh)
         jobs = build_jobs(cfg, mesh, phases)
+        if args.functions:
+            jobs = [j for j in jobs if j.fn in args.functions.split(",")]
     except (ConfigError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -340,9 +344,11 @@ def main(argv: list[str] | None = None) -> int:
     bad = [r for r in results if not r.fits]
     if bad:
         r = bad[0]
+        oom = not r.ok and ("memory" in r.error or "RESOURCE_EXHAUSTED" in r.error)
         why = (r.error if not r.ok else
                f"needs {r.total_bytes / GIB:.1f} GiB of {r.hbm_bytes / GIB:.1f} GiB per chip")
-        print(f"error: phase {r.phase}, {r.fn}: {why}; change {r.knob}", file=sys.stderr)
+        knob = f"; change {r.knob}" if r.ok or oom else ""
+        print(f"error: phase {r.phase}, {r.fn}: {why}{knob}", file=sys.stderr)
         return 2
     return 0
 
