@@ -338,7 +338,8 @@ def main(argv: list[str] | None = None) -> int:
     print(format_table(results))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"config": args.config, "topology": topology, "hbm_bytes": hbm,
+            json.dump({"config": args.config, "overrides": [a[len("--config."):] for a in rest],
+                       "topology": topology, "hbm_bytes": hbm,
                        "mesh": dict(mesh.shape), "results": [r.as_dict() for r in results]},
                       f, indent=1)
     bad = [r for r in results if not r.fits]
