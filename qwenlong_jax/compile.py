@@ -19,7 +19,8 @@ devices; no TPU is needed. Functions per phase:
 Per function: compiled or the compiler's error (one line); per-chip argument, temporary and
 total bytes (argument + output + temporary - aliased, from `compiled.memory_analysis()`), plus
 the optimizer state that stays resident while the sampler or the logprob pass runs; FLOPs per
-chip (`cost_analysis()`); compile seconds; and the memory planner's estimate (plan.py) beside
+chip as `cost_analysis()` reports them (a loop body -- layer scan, micro-batches, decode steps
+-- counted once, not times its trip count); compile seconds; and the memory planner's estimate (plan.py) beside
 the compiler's figure. Exit 0 only when everything compiles and fits the chip's HBM; else a
 one-line `error:` naming the phase, the function and the knob to change.
 
