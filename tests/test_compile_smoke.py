@@ -41,3 +41,13 @@ def test_missing_phase_and_bad_mesh_are_one_line_errors(capsys):
                              "--config.mesh.data=3"]) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: mesh") and "\n" not in err
+
+
+def test_without_libtpu_one_line_says_how_to_install(monkeypatch, capsys):
+    from qwenlong_jax import tpu_topology
+
+    monkeypatch.setattr(tpu_topology, "libtpu_available", lambda: False)
+    assert compile_cli.main(["--config", "configs/smoke.py"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: libtpu is not installed: pip install \"jax[tpu]==0.10.2\"")
+    assert "\n" not in err
