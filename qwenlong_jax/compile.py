@@ -87,7 +87,7 @@ class Job:
     phase: str
     fn: str
     shape: str
-    build: Callable[[], Any]  # -> a jax "Traced"/"Lowered"-able: (jitted, args, kwargs)
+    build: Callable[[], Any]  # -> (jitted function, abstract args, static kwargs)
     resident_bytes: int
     plan_bytes: int | None
     knob: str
@@ -132,7 +132,6 @@ def build_jobs(cfg, mesh, only_phases: Sequence[str] = ()) -> list[Job]:
     """Every jitted function of the run for `cfg` on `mesh` (TPU compile-only devices)."""
     import jax
     import jax.numpy as jnp
-    import numpy as np
 
     from qwenlong_jax import models, plan, sharding, step_fns
     from qwenlong_jax.rl import grpo_step
