@@ -51,6 +51,8 @@ def base(**top) -> ml_collections.ConfigDict:
     c.model = ml_collections.ConfigDict(dict(
         size="tiny", hf_path="", init_from="", vocab_size=0, param_dtype="float32", dtype="float32",
         attention_impl="xla", remat="none", scan_layers=True, logits_chunk=1024,
+        rope_scaling=ml_collections.ConfigDict(dict(
+            factor=0.0, original_max_position_embeddings=0, beta_fast=32.0, beta_slow=1.0)),
     ))
     c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1, sequence=1))
     c.optim = recipe_optim()
@@ -95,6 +97,9 @@ def r1_distill_32b(mesh: dict, smoke: bool = False) -> ml_collections.ConfigDict
     c = base()
     c.model.update(size="r1-distill-qwen-32b", param_dtype="float32", dtype="bfloat16",
                    attention_impl="ring", remat="full", scan_layers=True, logits_chunk=2048)
+    # The paper's YaRN: factor 4 over the 32,768 positions the model was trained on (RL rows
+    # reach ~70K positions, evaluation 120K).
+    c.model.rope_scaling.update(factor=4.0, original_max_position_embeddings=32768)
     c.mesh.update(data=1, sequence=1)
     c.mesh.update(**mesh)
     c.phases = paper_phases()

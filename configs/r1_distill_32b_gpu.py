@@ -10,8 +10,10 @@ Launch on each node (SLURM shown; jax.distributed.initialize() reads SLURM_* var
 Without SLURM add --config.coordinator_address=host0:1234 --config.num_processes=16
 --config.process_id=<node rank> on each node.
 Mesh: tensor=4 x sequence=4 (16 GPUs: tensor inside a node over NVLink), fsdp=8 across nodes.
-8 KV heads -> 2 per GPU. Planned peak (python -m qwenlong_jax.plan --config
-configs/r1_distill_32b_gpu.py): ~55 GiB of 80 per GPU. Without CPU offload the 32B recipe at
+8 KV heads -> 2 per GPU. YaRN factor 4 over 32768 positions (model.rope_scaling). Planned
+peak (python -m qwenlong_jax.plan --config configs/r1_distill_32b_gpu.py): ~54 GiB of 80 per
+GPU; checked by the planner only (the compile check needs libtpu's TPU compiler; no GPU was
+available to compile it for CUDA). Without CPU offload the 32B recipe at
 60K inputs does not fit 32 H100s: the planner puts fsdp=2 x tensor=8 x sequence=2 at ~107 GiB;
 8 nodes fit with H200s (fsdp=4 x tensor=4 x sequence=4, ~81 GiB of 141).
 Install the CUDA wheels first: pip install -U "jax[cuda13]==0.10.2".

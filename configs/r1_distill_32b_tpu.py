@@ -11,9 +11,12 @@ discovers the slice from the TPU environment):
 Mesh: fsdp=4 x tensor=4 x sequence=4 (64 chips). 40 query heads / 8 KV heads split 4 ways by
 tensor (each chip holds 10 query and 2 KV heads); weights and optimizer state sharded 16 ways
 over fsdp x tensor; packed rows split 4 ways over sequence (ring attention); batch over fsdp.
-Long inputs: YaRN factor 4 over 32768 positions, full remat. Planned peak (python -m
-qwenlong_jax.plan --config configs/r1_distill_32b_tpu.py): ~81 GiB of 95 per chip, in the
-60K-input phase's update. `:smoke` shrinks the same layout to run on CPU devices.
+Long inputs: YaRN factor 4 over 32768 positions (model.rope_scaling), full remat.
+Compiled for v5p:4x4x4 by XLA:TPU on a CPU (python -m qwenlong_jax.compile --config
+configs/r1_distill_32b_tpu.py; libtpu compile-only devices): every step of every phase
+compiles and fits, the largest being the 60K-input phase's GRPO update at 86.9 of 95.7 GiB per
+chip (the planner, python -m qwenlong_jax.plan, says 80.9). `:smoke` shrinks the same layout to
+run on CPU devices.
 """
 from configs import common
 

@@ -58,9 +58,12 @@ def block_visible(spec: MaskSpec, q_start, k_start, bq: int, bk: int, q_seg_rang
     return visible
 
 
-def element_mask(spec: MaskSpec, q_pos, k_pos, q_seg=None, k_seg=None, *, kv_padded: bool):
+def element_mask(spec: MaskSpec, q_pos, k_pos, q_seg=None, k_seg=None, *, kv_padded: bool,
+                 shape=None):
     """Exact [bq, bk] mask from a column of query positions q_pos [bq, 1] and a row of key
-    positions k_pos [1, bk] (segment ids alike). 2-D throughout, as Mosaic (TPU) prefers."""
+    positions k_pos [1, bk] (segment ids alike). 2-D throughout, as Mosaic (TPU) prefers.
+    `shape`: the result's shape when the operands broadcast otherwise (the TPU backward passes
+    a query row [1, bq] and a key column [bk, 1] for a transposed [bk, bq] mask)."""
     mask = None
 
     def _and(a, b):
@@ -76,9 +79,10 @@ def element_mask(spec: MaskSpec, q_pos, k_pos, q_seg=None, k_seg=None, *, kv_pad
         if p is not None:
             seg_ok = seg_ok | ((k_seg == p) & (q_seg != 0))
         mask = _and(mask, seg_ok)
+    shape = (q_pos.shape[0], k_pos.shape[1]) if shape is None else shape
     if mask is None:
-        mask = jnp.ones((q_pos.shape[0], k_pos.shape[1]), dtype=bool)
-    return jnp.broadcast_to(mask, (q_pos.shape[0], k_pos.shape[1]))
+        mask = jnp.ones(shape, dtype=bool)
+    return jnp.broadcast_to(mask, shape)
 
 
 def _block_ranges(seg_L: np.ndarray, block: int) -> tuple[np.ndarray, np.ndarray]:

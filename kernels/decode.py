@@ -20,9 +20,11 @@ the same treatment per (prompt, sample, kv head, split). The partials are merged
 log-sum-exp weights in XLA. Blocks past the valid lengths are not visited (dynamic loop bounds).
 
 Departures: inference only (no backward). Caches are read in their [B, S, K, H] layout (a per-step
-transpose would copy the cache); on TPU that layout squeezes the head dim out of the second-minor
-block dim, which Mosaic rejects: a TPU build needs a [B, K, S, H] cache (not done). Runs in
-interpret mode on CPU; lowering to Triton is checked from CPU by the tests, never compiled.
+transpose would copy the cache). Two kernel shapes (`kernel=`): "loop" (above; Triton and the CPU
+interpret default), whose [split, None, H] blocks Mosaic rejects, and "grid"
+(`kernels/decode_tpu.py`: the cache viewed as [B, S, K*H], a grid over cache blocks with VMEM
+scratch; the default when the compile target is a TPU). Both run in interpret mode in the tests;
+the grid kernel is compiled for TPU by tests/test_compile_kernels.py, never run on a chip.
 """
 from __future__ import annotations
 
@@ -35,7 +37,8 @@ from jax import lax
 from jax.experimental import pallas as pl
 
 from kernels import flash
-from kernels.flash import MIN_BLOCK, _dot, _dot_nt, _iota, compiler_params, resolve_interpret
+from kernels.flash import (MIN_BLOCK, _dot, _dot_nt, _iota, compiler_params, resolve_interpret,
+                           resolve_kernel)
 from kernels.reference import MASK_VALUE
 
 # ----------------------------------------------------------------------------- constants
@@ -53,6 +56,7 @@ class DecodeStatic:
     heads_per_kv: int  # Q
     sm_scale: float
     interpret: bool
+    kernel: str = "loop"  # "loop" (Triton/CPU) | "grid" (Mosaic, kernels/decode_tpu.py)
 
 
 def _blocks_per_split(length: int, block: int) -> int:
@@ -71,8 +75,11 @@ def decode_block_size(block_s: int | None, backend: str) -> int:
 # ----------------------------------------------------------------------------- public wrapper
 def decode_attention(q_BGTNH, prefix_k_BSKH, prefix_v_BSKH, prefix_len_B, resp_k_BGRKH,
                      resp_v_BGRKH, resp_len_BG, *, block_s: int | None = None,
-                     interpret: bool | None = None, sm_scale: float | None = None):
-    """Attention of G samples' new tokens over a shared prompt cache plus their own responses."""
+                     interpret: bool | None = None, sm_scale: float | None = None,
+                     kernel: str | None = None):
+    """Attention of G samples' new tokens over a shared prompt cache plus their own responses.
+
+    kernel: "grid" (Mosaic shape) or "loop" (Triton shape); default from the compile target."""
     if q_BGTNH.ndim != 5:
         raise ValueError(f"q must be [B,G,T,N,H], got {q_BGTNH.shape}")
     B, G, T, N, H = q_BGTNH.shape
@@ -99,7 +106,7 @@ def decode_attention(q_BGTNH, prefix_k_BSKH, prefix_v_BSKH, prefix_len_B, resp_k
         block_s=bs, prefix_blocks_per_split=_blocks_per_split(S, bs),
         resp_blocks_per_split=_blocks_per_split(R, bs), queries=T, heads_per_kv=Q,
         sm_scale=float(H**-0.5 if sm_scale is None else sm_scale),
-        interpret=resolve_interpret(interpret))
+        interpret=resolve_interpret(interpret), kernel=resolve_kernel(kernel))
 
     # Rows of one (prompt, kv head): (sample, token, head-in-group). A small copy of q, not of KV.
     q_BKGrH = q_BGTNH.reshape(B, G, T, K, Q, H).transpose(0, 3, 1, 2, 4, 5).reshape(
@@ -120,6 +127,9 @@ def decode_attention(q_BGTNH, prefix_k_BSKH, prefix_v_BSKH, prefix_len_B, resp_k
 
 
 def _prefix_partials(static: DecodeStatic, q_BKMH, k_BSKH, v_BSKH, prefix_len_B):
+    if static.kernel == "grid":
+        from kernels.decode_tpu import prefix_partials_grid
+        return prefix_partials_grid(static, q_BKMH, k_BSKH, v_BSKH, prefix_len_B)
     B, K, M, H = q_BKMH.shape
     S = k_BSKH.shape[1]
     split = static.block_s * static.prefix_blocks_per_split
@@ -140,6 +150,9 @@ def _prefix_partials(static: DecodeStatic, q_BKMH, k_BSKH, v_BSKH, prefix_len_B)
 
 
 def _response_partials(static: DecodeStatic, q_BGKrH, k_BGRKH, v_BGRKH, resp_len_BG):
+    if static.kernel == "grid":
+        from kernels.decode_tpu import response_partials_grid
+        return response_partials_grid(static, q_BGKrH, k_BGRKH, v_BGRKH, resp_len_BG)
     B, G, K, rows, H = q_BGKrH.shape
     R = k_BGRKH.shape[2]
     split = static.block_s * static.resp_blocks_per_split

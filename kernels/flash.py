@@ -24,12 +24,20 @@ Departures from the reference: a query row with no visible key at all (inconsist
 T > S with causal) gets output 0 here, a uniform average over all keys in the reference; neither
 value is meaningful. Layout: the wrapper transposes to [B, N, T, H] so that every block's last two
 dims are (sequence block, head dim) as Mosaic (TPU) requires; Triton (GPU) is indifferent.
-Only interpret mode (CPU) has been run. Lowering to Triton (GPU) and Mosaic (TPU) is checked from
-CPU by the tests (`jax.jit(..).trace(..).lower(lowering_platforms=...)`); nothing has been
-compiled or timed on an accelerator.
+Two kernel shapes (`kernel=`): "loop" (above: each program loops over the other side's blocks,
+the shape Triton wants; also the CPU interpret default) and "grid" (`kernels/flash_tpu.py`: a
+grid over kv blocks with VMEM scratch accumulators, lane-dense log-sum-exp rows and
+scalar-prefetched block runs, so on-chip buffers are bounded by the block sizes; the default
+when the compile target is a TPU). Both share the masks (`kernels/block_mask.py`) and the
+reference. The backend is the compile target's (`target_backend`: the active mesh's devices),
+not the host's: a CPU process compiling for TPU devices builds the Mosaic kernel. The grid
+kernel is compiled for TPU (libtpu compile-only devices) by tests/test_compile_kernels.py;
+nothing has been run or timed on an accelerator.
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import functools
 
@@ -85,9 +93,10 @@ def block_sizes(T: int, S: int, block_q: int | None, block_k: int | None,
             return default
         return min(default, _round_up(length, MIN_BLOCK))
 
-    bq = shrink(default_q, T, lane=False) if block_q is None else block_q
+    # On TPU q blocks are lanes too: the log-sum-exp/delta rows are [1, block_q] blocks.
+    bq = shrink(default_q, T, lane=backend == "tpu") if block_q is None else block_q
     bk = shrink(default_k, S, lane=True) if block_k is None else block_k
-    _check_block("block_q", bq, backend, lane=False)
+    _check_block("block_q", bq, backend, lane=backend == "tpu")
     _check_block("block_k", bk, backend, lane=True)
     return BlockSizes(bq, bk)
 
@@ -102,6 +111,10 @@ class FlashStatic:
     block_q: int
     block_k: int
     interpret: bool
+    kernel: str = "loop"  # "loop" (Triton/CPU shape) | "grid" (Mosaic shape, kernels/flash_tpu.py)
+
+
+KERNELS = ("loop", "grid")
 
 
 def _check_inputs(q_BTNH, k_BSKH, v_BSKH, q_segment_ids_BT, kv_segment_ids_BS,
@@ -131,14 +144,51 @@ def _check_inputs(q_BTNH, k_BSKH, v_BSKH, q_segment_ids_BT, kv_segment_ids_BS,
                              f"{q_segment_ids_BT.shape}, {kv_segment_ids_BS.shape}")
 
 
+_TARGET = contextvars.ContextVar("kernels_target_backend", default=None)
+
+
+@contextlib.contextmanager
+def use_target(backend: str):
+    """Build kernels for `backend` ("cpu" | "gpu" | "tpu") inside this block, whatever the mesh."""
+    token = _TARGET.set(_platform_kind(backend))
+    try:
+        yield
+    finally:
+        _TARGET.reset(token)
+
+
+def _platform_kind(platform: str) -> str:
+    return {"cuda": "gpu", "rocm": "gpu"}.get(platform, platform)
+
+
 def target_backend() -> str:
-    """The platform kernels are built for ("cpu" | "gpu" | "tpu"); tests patch it to lower for
-    an accelerator from a CPU-only machine."""
-    return jax.default_backend()
+    """The platform kernels are built for ("cpu" | "gpu" | "tpu"): the compile target, not the
+    host. In order: `use_target`, the devices of the active mesh (`jax.set_mesh`, which every
+    step of the run traces under; a TPU mesh of libtpu compile-only devices in a CPU process is
+    "tpu"), then `jax.default_backend()`."""
+    forced = _TARGET.get()
+    if forced is not None:
+        return forced
+    abstract = jax.sharding.get_abstract_mesh()
+    device = None if abstract.empty else getattr(abstract, "abstract_device", None)
+    if device is not None:
+        return _platform_kind(device.platform)
+    return _platform_kind(jax.default_backend())
+
+
+def default_kernel(backend: str) -> str:
+    return "grid" if backend == "tpu" else "loop"
 
 
 def resolve_interpret(interpret: bool | None) -> bool:
     return target_backend() == "cpu" if interpret is None else bool(interpret)
+
+
+def resolve_kernel(kernel: str | None) -> str:
+    kernel = default_kernel(target_backend()) if kernel is None else kernel
+    if kernel not in KERNELS:
+        raise ValueError(f"kernel={kernel!r} must be one of {KERNELS}")
+    return kernel
 
 
 def compiler_params(num_grid_dims: int, interpret: bool):
@@ -159,15 +209,24 @@ def compiler_params(num_grid_dims: int, interpret: bool):
 def flash_attention(q_BTNH, k_BSKH, v_BSKH, *, causal: bool = True, q_segment_ids_BT=None,
                     kv_segment_ids_BS=None, shared_prefix_segment: int | None = None,
                     sm_scale: float | None = None, block_q: int | None = None,
-                    block_k: int | None = None, interpret: bool | None = None):
-    """Flash attention with the semantics of `reference_attention`; returns out_BTNH (q's dtype)."""
+                    block_k: int | None = None, interpret: bool | None = None,
+                    kernel: str | None = None, mesh=None,
+                    batch_axis: str | tuple[str, ...] | None = None, head_axis: str | None = None):
+    """Flash attention with the semantics of `reference_attention`; returns out_BTNH (q's dtype).
+
+    kernel: "grid" (Mosaic shape) or "loop" (Triton shape); default from the compile target.
+    mesh/batch_axis/head_axis: under a multi-device mesh with automatic (not Explicit) axes, run
+    the kernel per shard of the batch over `batch_axis` and of the heads over `head_axis`: XLA
+    cannot partition a Mosaic kernel by itself ("Mosaic kernels cannot be automatically
+    partitioned"), so without them a TPU mesh of more than one chip fails to compile."""
     _check_inputs(q_BTNH, k_BSKH, v_BSKH, q_segment_ids_BT, kv_segment_ids_BS,
                   shared_prefix_segment)
     B, T, N, H = q_BTNH.shape
     S = k_BSKH.shape[1]
     interpret = resolve_interpret(interpret)
+    kernel = resolve_kernel(kernel)
     blocks = block_sizes(T, S, block_q, block_k, target_backend())
-    static = FlashStatic(
+    static = FlashStatic(kernel=kernel,
         mask=MaskSpec(causal=causal, q_len=T, kv_len=S,
                       has_segments=q_segment_ids_BT is not None,
                       shared_prefix_segment=shared_prefix_segment),
@@ -175,7 +234,14 @@ def flash_attention(q_BTNH, k_BSKH, v_BSKH, *, causal: bool = True, q_segment_id
         block_q=blocks.block_q, block_k=blocks.block_k, interpret=interpret)
     args = (q_BTNH, k_BSKH, v_BSKH, q_segment_ids_BT, kv_segment_ids_BS)
     local = functools.partial(_flash_local, static)
-    mesh, spec = _explicit_sharding(q_BTNH)
+    explicit_mesh, spec = _explicit_sharding(q_BTNH)
+    if explicit_mesh is None and mesh is not None and mesh.size > 1:
+        qkv, seg = P(batch_axis, None, head_axis, None), P(batch_axis, None)
+        specs = (qkv, qkv, qkv, seg if q_segment_ids_BT is not None else None,
+                 seg if kv_segment_ids_BS is not None else None)
+        return jax.shard_map(local, mesh=mesh, in_specs=specs, out_specs=qkv,
+                             check_vma=False)(*args)
+    mesh = explicit_mesh
     if mesh is None:
         return local(*args)
     # Explicitly sharded inputs (the model's activations): batch and heads are independent, so
@@ -261,6 +327,11 @@ def _kv_seg_spec(block: int, index):
 def flash_forward(static: FlashStatic, q_BNTH, k_BKSH, v_BKSH, q_seg_BT, kv_seg_BS,
                   count_blocks: bool = False):
     """Padded forward: (out_BNTH, lse_BNT1[, computed-block count per q block [B,N,nq]])."""
+    if static.kernel == "grid":
+        if count_blocks:
+            raise ValueError("count_blocks is a loop-kernel debug output")
+        from kernels.flash_tpu import flash_forward_grid
+        return flash_forward_grid(static, q_BNTH, k_BKSH, v_BKSH, q_seg_BT, kv_seg_BS)
     B, N, Tp, H = q_BNTH.shape
     K, Sp = k_BKSH.shape[1], k_BKSH.shape[2]
     G, bq = N // K, static.block_q
@@ -293,6 +364,10 @@ def flash_backward(static: FlashStatic, q_BNTH, k_BKSH, v_BKSH, q_seg_BT, kv_seg
 
     grad_dtype: dtype of the gradients (default: the inputs'); ring attention asks for f32 to
     accumulate partial gradients over its steps."""
+    if static.kernel == "grid":
+        from kernels.flash_tpu import flash_backward_grid
+        return flash_backward_grid(static, q_BNTH, k_BKSH, v_BKSH, q_seg_BT, kv_seg_BS,
+                                   do_BNTH, lse_BNT1, delta_BNT1, grad_dtype)
     B, N, Tp, H = q_BNTH.shape
     K, Sp = k_BKSH.shape[1], k_BKSH.shape[2]
     G, bq, bk = N // K, static.block_q, static.block_k

@@ -103,12 +103,13 @@ def ring_attention(q_BTNH, k_BSKH, v_BSKH, *, mesh: Mesh, axis_name: str = "sequ
                    shared_prefix_segment: int | None = None, sm_scale: float | None = None,
                    batch_axis: str | tuple[str, ...] | None = None, head_axis: str | None = None,
                    pair_impl: PairImpl | None = None, block_q: int | None = None,
-                   block_k: int | None = None, interpret: bool | None = None):
+                   block_k: int | None = None, interpret: bool | None = None,
+                   kernel: str | None = None):
     """Attention with the semantics of `reference_attention`, sequence-sharded over `axis_name`.
 
     batch_axis/head_axis: optional mesh axes the batch / head dims are sharded over (both N and K
     must then divide by that axis size). pair_impl: "flash" or "xla" per chunk pair (default:
-    "xla" on CPU, "flash" elsewhere); block_q/block_k/interpret are passed to flash.
+    "xla" on CPU, "flash" elsewhere); block_q/block_k/interpret/kernel are passed to flash.
     """
     flash._check_inputs(q_BTNH, k_BSKH, v_BSKH, q_segment_ids_BT, kv_segment_ids_BS,
                   shared_prefix_segment)
@@ -130,7 +131,8 @@ def ring_attention(q_BTNH, k_BSKH, v_BSKH, *, mesh: Mesh, axis_name: str = "sequ
                       shared_prefix_segment=shared_prefix_segment,
                       sm_scale=float(H**-0.5 if sm_scale is None else sm_scale),
                       block_q=block_q, block_k=block_k,
-                      interpret=flash.resolve_interpret(interpret))
+                      interpret=flash.resolve_interpret(interpret),
+                      kernel=flash.resolve_kernel(kernel))
     static = RingStatic(mesh=mesh, axis_name=axis_name, batch_axis=batch_axis,
                         head_axis=head_axis, causal=causal, has_segments=has_segments,
                         shared_prefix_segment=shared_prefix_segment, pair=pair)

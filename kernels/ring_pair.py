@@ -35,6 +35,7 @@ class PairStatic:
     block_q: int | None = None  # flash only
     block_k: int | None = None
     interpret: bool = True
+    kernel: str = "loop"  # flash only: "loop" | "grid" (kernels/flash.py)
 
 
 def merge(o_BCNH, lse_BCN, o_i, lse_i):
@@ -113,7 +114,7 @@ def _flash_static(ps: PairStatic, diagonal: bool, C: int) -> flash.FlashStatic:
     mask = MaskSpec(causal=diagonal, q_len=C, kv_len=C, has_segments=ps.has_segments,
                     shared_prefix_segment=ps.shared_prefix_segment)
     return flash.FlashStatic(mask=mask, sm_scale=ps.sm_scale, block_q=blocks.block_q,
-                             block_k=blocks.block_k, interpret=ps.interpret)
+                             block_k=blocks.block_k, interpret=ps.interpret, kernel=ps.kernel)
 
 
 def _padded(fs: flash.FlashStatic, ps: PairStatic, q, k, v, q_seg, kv_seg):

@@ -39,6 +39,22 @@ def _at_least(name, v, lo):
 
 
 @dataclasses.dataclass(frozen=True)
+class RopeScalingSection:
+    """YaRN RoPE scaling (models.RopeScaling). factor 0 = none: the size's or checkpoint's own."""
+
+    factor: float = 0.0
+    original_max_position_embeddings: int = 0
+    beta_fast: float = 32.0
+    beta_slow: float = 1.0
+
+    def __post_init__(self):
+        _at_least("model.rope_scaling.factor", self.factor, 0)
+        if self.factor and self.original_max_position_embeddings <= 0:
+            raise ConfigError("model.rope_scaling.original_max_position_embeddings must be > 0 "
+                              "when model.rope_scaling.factor is set")
+
+
+@dataclasses.dataclass(frozen=True)
 class ModelSection:
     """Which model and how to run it. `size` is a name from models.SIZES, or "hf" to read
     config.json from `hf_path`. `init_from` (HF dir) loads weights; empty = random init."""
@@ -53,6 +69,7 @@ class ModelSection:
     remat: str = "none"
     scan_layers: bool = True
     logits_chunk: int = 1024
+    rope_scaling: RopeScalingSection = RopeScalingSection()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -316,6 +333,19 @@ def to_config_dict(cfg: Config) -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(conv(cfg))
 
 
+def rope_overrides(section: ModelSection) -> dict:
+    """ModelConfig fields set by model.rope_scaling (none when its factor is 0)."""
+    rs = section.rope_scaling
+    if not rs.factor:
+        return {}
+    from qwenlong_jax.models.config import RopeScaling
+
+    return dict(rope_scaling=RopeScaling(factor=rs.factor, beta_fast=rs.beta_fast,
+                                         beta_slow=rs.beta_slow,
+                                         original_max_position_embeddings=rs.original_max_position_embeddings),
+                max_position_embeddings=int(rs.original_max_position_embeddings * rs.factor))
+
+
 def build_model_config(section: ModelSection, vocab_size: int | None = None) -> ModelConfig:
     """ModelConfig for the run: the named size (or HF config.json) plus execution settings."""
     from qwenlong_jax import models
@@ -324,6 +354,7 @@ def build_model_config(section: ModelSection, vocab_size: int | None = None) -> 
         param_dtype=section.param_dtype, dtype=section.dtype, attention_impl=section.attention_impl,
         remat=section.remat, scan_layers=section.scan_layers, logits_chunk=section.logits_chunk,
     )
+    overrides.update(rope_overrides(section))
     if section.vocab_size:
         overrides["vocab_size"] = section.vocab_size
     elif vocab_size and section.size == "tiny":

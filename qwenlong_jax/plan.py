@@ -18,19 +18,20 @@ same sharding.RULES the run uses; a dimension its axes don't divide counts unsha
                (RL) or packed SFT rows, under model.remat: the residuals every layer keeps for
                the backward pass, plus one layer's full working set (recomputed under remat);
                with attention_impl="xla" the [rows, heads, W, W] scores and probabilities
-  logits       one LM-head chunk (model.logits_chunk tokens x vocab, f32: logits, softmax and
-               their gradient; chunks are rematerialised) and the gathered hidden states
+  logits       one LM-head chunk (model.logits_chunk tokens x vocab, f32; the softmax and its
+               gradient fuse into it, chunks are rematerialised) and the gathered hidden states
   kv_cache     sampling (RL): each prompt's KV once (L x B x S x K x H x 2) plus G response
                KVs (L x B x G x R x K x H x 2), in the compute dtype
-  sampling     prefill of one chunk (attention scores and a layer's activations) and decode
-               logits
+  sampling     prefill of one chunk (attention scores and a layer's activations) or decode
+               logits, plus the parameters cast to the compute dtype
   peak         params + optimizer + max(gradients + activations + logits, kv_cache + sampling)
 
 The sampler and the update never run at once, so the peak is the larger of the two; the
-optimizer state stays resident during sampling. The per-token counts below were checked
-against XLA's buffer assignment (`compiled.memory_analysis()`) of the jitted GRPO update and
-sampler for the tiny configs on CPU (tests/test_plan.py: within 25%). They are estimates: other
-backends fuse differently, and the compiler may keep fewer or more copies.
+optimizer state stays resident during sampling. The terms are checked against the compiler's
+buffer assignment (`compiled.memory_analysis()`): by `python -m qwenlong_jax.compile` for
+XLA:TPU (the 32B TPU config's phases on v5p:4x4x4 and Qwen2.5-1.5B GRPO at 8K on v5p:2x2x1:
+within 20%, README), and for the tiny configs on CPU by tests/test_plan.py (within 25%). They
+are estimates: other backends fuse differently, and the compiler may keep fewer or more copies.
 """
 from __future__ import annotations
 
@@ -91,9 +92,12 @@ def model_config(cfg: Config) -> ModelConfig:
     """The ModelConfig the trainer will build (HF config.json of init_from when set)."""
     m = cfg.model
     if m.init_from:
+        from qwenlong_jax.config import rope_overrides
+
         return models.read_hf_config(m.init_from, param_dtype=m.param_dtype, dtype=m.dtype,
                                      attention_impl=m.attention_impl, remat=m.remat,
-                                     scan_layers=m.scan_layers, logits_chunk=m.logits_chunk)
+                                     scan_layers=m.scan_layers, logits_chunk=m.logits_chunk,
+                                     **rope_overrides(m))
     vocab = None
     if m.size == "tiny" and not m.vocab_size:  # the tokenizer's vocabulary, as the trainer does
         from qwenlong_jax.data.tokenizer import load_tokenizer
@@ -200,12 +204,16 @@ def train_memory(mcfg: ModelConfig, m: _Mesh, rows: int, W: int) -> tuple[int, i
     working = T * (full * cb + norm32) + 12 * scores
     activations = L * saved_layer + working
     C = min(mcfg.logits_chunk, T)
-    logits = 3 * C * V * 4 + 2 * T * mcfg.hidden_size * cb  # chunk logits/softmax/grad + gathered h
+    # One f32 [chunk, vocab] buffer (XLA:TPU fuses the chunk's softmax and its gradient into
+    # it; three were assumed before the compile check) + the gathered hidden states.
+    logits = C * V * 4 + 2 * T * mcfg.hidden_size * cb
     return activations, logits
 
 
-def sample_memory(mcfg: ModelConfig, m: _Mesh, B: int, G: int, S: int, R: int) -> tuple[int, int]:
-    """(kv_cache, sampling work) bytes per device for B prompts of S tokens, G x R new tokens."""
+def sample_memory(mcfg: ModelConfig, m: _Mesh, B: int, G: int, S: int, R: int,
+                  n_param: int = 0) -> tuple[int, int]:
+    """(kv_cache, sampling work) bytes per device for B prompts of S tokens, G x R new tokens;
+    n_param: parameter elements per device (their compute-dtype copy is sampling work)."""
     cb = 2 if mcfg.dtype in ("bfloat16", "float16") else 4
     L, H = mcfg.num_layers, mcfg.head_dim
     B_d = m.split(B, "data", "fsdp")
@@ -220,7 +228,12 @@ def sample_memory(mcfg: ModelConfig, m: _Mesh, B: int, G: int, S: int, R: int) -
     prefill = scores + B_d * C * (2 * D + 2 * F) * cb
     V = mcfg.vocab_size  # decode logits are not vocab-sharded after the sampling softmax
     decode = 3 * B_d * G * V * 4 + 2 * 4 * B_d * G * N_d * (S + R)
-    return kv, max(prefill, decode)
+    # The parameters are cast to the compute dtype once for the whole sampling call (measured
+    # by the compile check on v5p). XLA:TPU also keeps part of a second prompt-KV copy (the
+    # prefill scan's output): not modelled, as XLA:CPU does not; the estimate is 6-15% low on
+    # the 32B phases, more for longer prompts.
+    cast = n_param * cb if mcfg.param_dtype != mcfg.dtype else 0
+    return kv, max(prefill, decode) + cast
 
 
 def estimate(cfg: Config, num_devices: int, mcfg: ModelConfig | None = None) -> list[PhaseMemory]:
@@ -235,7 +248,7 @@ def estimate(cfg: Config, num_devices: int, mcfg: ModelConfig | None = None) -> 
     for ph in cfg.phases:
         if ph.kind == "rl":
             s = rl_shapes(cfg, ph)
-            kv, samp = sample_memory(mcfg, m, s["sample_B"], s["G"], s["S"], s["R"])
+            kv, samp = sample_memory(mcfg, m, s["sample_B"], s["G"], s["S"], s["R"], n_param)
             shape = (f"B={s['B']} G={s['G']} S={s['S']} R={s['R']} W={s['W']} rows/micro={s['rows']} "
                      f"micro={s['micro']} updates={s['updates']} sampled/call={s['sample_B']}")
             N_local = s["B"] * s["G"]

@@ -35,11 +35,13 @@ CASES = {
 }
 
 
+@pytest.mark.parametrize("kernel", ["loop", "grid"])
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_decode_matches_references(name):
+def test_decode_matches_references(name, kernel):
+    """Both kernel shapes (loop: Triton/CPU; grid: Mosaic/TPU) in interpret mode."""
     c = CASES[name]
     args = make_inputs(**c)
-    out = jax.jit(lambda *a: decode_attention(*a, block_s=16, interpret=True),
+    out = jax.jit(lambda *a: decode_attention(*a, block_s=16, interpret=True, kernel=kernel),
                   compiler_options=FAST_COMPILE)(*args)
     ref, copied = jax.jit(lambda *a: (reference_decode_attention(*a),
                                       materialised_attention(*a)))(*args)

@@ -82,13 +82,15 @@ def out_and_grads(attn, args, ct):
     return out, vjp(ct)
 
 
+@pytest.mark.parametrize("kernel", ["loop", "grid"])
 @pytest.mark.parametrize("c", CASES, ids=lambda c: f"{c.layout}-H{c.H}-G{c.N // c.K}-"
                          f"{'causal' if c.causal else 'full'}-T{c.T}S{c.S}-{c.dtype}")
-def test_flash_matches_reference(c: Case):
+def test_flash_matches_reference(c: Case, kernel: str):
+    """Both kernel shapes (loop: Triton/CPU; grid: Mosaic/TPU) in interpret mode."""
     args, ct, kw = make_inputs(c)
     flash = jax.jit(lambda *a: out_and_grads(
         lambda q, k, v: flash_attention(q, k, v, block_q=c.block_q, block_k=c.block_k,
-                                        interpret=True, **kw), a, ct),
+                                        interpret=True, kernel=kernel, **kw), a, ct),
         compiler_options=FAST_COMPILE)
     out, grads = flash(*args)
     f32 = [x.astype(jnp.float32) for x in args]
@@ -222,3 +224,38 @@ def test_explicitly_sharded_inputs_stay_sharded():
     np.testing.assert_allclose(out, ref_out, atol=1e-5, rtol=0)
     for name, g, r in zip("qkv", grads, ref_grads):
         np.testing.assert_allclose(g, r, atol=1e-4, rtol=0, err_msg=f"d{name}")
+
+
+@pytest.mark.parametrize("layout,pad", [("prefix", False), ("prefix", True), ("packed", True),
+                                        ("random", True)])
+def test_grid_kernel_block_runs_cover_the_schedule(layout, pad):
+    """The grid (TPU) kernel visits the blocks in at most two runs per row of blocks
+    (kernels/flash_tpu.py `block_runs`, for the forward/dq and, transposed, for dk/dv). The runs
+    must cover every block `block_schedule` computes, and for contiguous layouts (packed, the
+    GRPO shared-prefix layout) contain nothing else: those blocks are then never fetched."""
+    from kernels.flash_tpu import block_runs, visibility
+
+    B, T, bq, bk = 2, 256, 32, 32
+    if layout == "random":  # non-contiguous ids: runs are a superset, never miss a block
+        seg = jnp.asarray(np.random.default_rng(0).integers(0, 4, (B, T)), jnp.int32)
+    else:
+        seg = segment_ids(layout, B, T, pad=pad)
+    spec = MaskSpec(causal=True, q_len=T, kv_len=T, has_segments=True,
+                    shared_prefix_segment=1 if layout == "prefix" else None)
+    static = FlashStatic(mask=spec, sm_scale=1.0, block_q=bq, block_k=bk, interpret=True,
+                         kernel="grid")
+    vis = visibility(static, B, T // bq, T // bk, seg, seg)
+    for transpose in (False, True):
+        v = np.asarray(jnp.swapaxes(vis, 1, 2) if transpose else vis)
+        lo1, len1, lo2, len2 = (np.asarray(x) for x in block_runs(jnp.asarray(v)))
+        for b in range(B):
+            sched = block_schedule(spec, bq, bk, np.asarray(seg[b]), np.asarray(seg[b]))
+            sched = sched.T if transpose else sched
+            np.testing.assert_array_equal(v[b], sched)
+            for r in range(v.shape[1]):
+                runs = np.zeros(v.shape[2], bool)
+                runs[lo1[b, r]:lo1[b, r] + len1[b, r]] = True
+                runs[lo2[b, r]:lo2[b, r] + len2[b, r]] = True
+                assert not (sched[r] & ~runs).any(), (b, r, transpose)  # nothing visible missed
+                if layout != "random":
+                    np.testing.assert_array_equal(runs, sched[r])  # exact: nothing else fetched

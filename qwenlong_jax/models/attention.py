@@ -8,7 +8,7 @@ All three share the masking semantics documented in kernels/reference.py (causal
 ids with 0 = padding, and the shared-prefix GRPO layout); tests/test_model_attention_impls.py
 checks that the model's logits and gradients agree across them.
 
-Ring is told which mesh axes the batch and heads are sharded over (from sharding.RULES, the
+Flash and ring are told which mesh axes the batch and heads are sharded over (from sharding.RULES, the
 same table the activations are constrained with), so on a (data, fsdp, tensor, sequence) mesh
 each device keeps its own batch rows / heads instead of shard_map gathering them. A dimension
 its axes do not divide stays unsharded there (as `sharding.constrain` leaves it).
@@ -55,6 +55,10 @@ def self_attention(
     if cfg.attention_impl == "xla":
         return kernels.reference_attention(q_BTNH, k_BTKH, v_BTKH, **kwargs)
     if cfg.attention_impl == "flash":
+        mesh = jax.sharding.get_abstract_mesh()
+        if not mesh.empty and mesh.size > 1:  # per shard: XLA cannot partition a Mosaic kernel
+            B, _, N, _ = q_BTNH.shape
+            kwargs.update(mesh=mesh, **ring_axes(mesh, B, N, k_BTKH.shape[2]))
         return kernels.flash_attention(q_BTNH, k_BTKH, v_BTKH, **kwargs)
     if cfg.attention_impl == "ring":
         mesh = jax.sharding.get_abstract_mesh()
