@@ -174,7 +174,7 @@ class DataConfig:
     eval_files: tuple[str, ...] = ()
     bad_records: BadRecordPolicy = "error"
     tokenizer: str = ""  # HF dir or sentencepiece .model; "" = the model's, else the embedded one
-    shuffle_seed: int = 0
+    shuffle_seed: int = 0  # changes the data order (and hard-pool draws) alone; 0 = set by `seed`
     # Synthetic data (used when train_files is empty): examples per phase, document lengths
     # (tokens) drawn from each phase's own range, held-out examples per eval length.
     synthetic_seed: int = 1234

@@ -421,7 +421,7 @@ class Trainer:
                 phase = cfg.phases[k]
                 recs = self.per_phase[k]
                 hard = hard_pool_for(k, cfg.phases, self.per_phase, difficulty, cfg.retro) if phase.kind == "rl" else []
-                pdata = PhaseData(recs, hard, phase, cfg.retro, seed=cfg.seed * 1000 + k,
+                pdata = PhaseData(recs, hard, phase, cfg.retro, seed=cfg.seed * 1000 + k + 1_000_003 * cfg.data.shuffle_seed,
                                   shard=process_shard() if jax.process_count() > 1 else None,
                                   gather=sharding.process_allgather_ints)
                 if meta["phase_data"] is not None:
