@@ -85,3 +85,34 @@ def test_gen_batch_keeps_extra_valid_groups_across_rounds(tmp_path, monkeypatch)
     assert row["gen_rounds"] == 2 and row["generated_groups"] == 6
     assert row["kept_groups"] == 4 and row["surplus_groups"] == 0 and row["filtered_groups"] == 2
     assert row["updates"] == 1 and row["empty_updates"] == 0
+
+
+def test_validation_planning_and_training_use_the_checkpoints_model_config(tmp_path):
+    import json
+
+    import configs.default
+    from qwenlong_jax import models, plan
+
+    cfg = from_config_dict(configs.default.get_config())
+    with open(f"{cfg.model.init_from}/config.json") as f:
+        inter = json.load(f)["intermediate_size"]
+    assert inter != models.get_model_config("tiny").intermediate_size  # the case that went wrong
+    t = Trainer(cfg, str(tmp_path / "w"), quiet=True, devices=jax.devices()[:1])
+    assert t.mcfg.intermediate_size == inter and t.mcfg == plan.model_config(cfg)
+    state = t._init_state()
+    assert state.params["layers"]["gate"].shape[-1] == inter
+
+
+def test_phase_epochs_set_the_step_count():
+    from qwenlong_jax.config import ConfigError, PhaseConfig
+    from qwenlong_jax.trainer import phase_steps
+
+    assert phase_steps(PhaseConfig(name="s", kind="sft", batch=16, epochs=3), 256) == 48
+    assert phase_steps(PhaseConfig(name="s", kind="sft", batch=16), 256) == 16
+    assert phase_steps(PhaseConfig(name="s", kind="sft", batch=16, steps=5), 256) == 5
+    with pytest.raises(ConfigError, match=r"phases\[s\]: set steps or epochs, not both"):
+        PhaseConfig(name="s", kind="sft", steps=5, epochs=3)
+    c = configs.smoke.get_config()
+    c.phases.sft.steps = 0
+    c.phases.sft.epochs = 3
+    assert from_config_dict(c).phases[0].epochs == 3

@@ -166,7 +166,8 @@ def rollout_agreement(sampler_logp_NR: jax.Array, old_logp_NR: jax.Array, mask_N
     stats = {
         "rollout/logp_diff_mean": jnp.sum(jnp.abs(d)) / n,
         "rollout/logp_diff_max": jnp.max(jnp.abs(d)),
-        "rollout/kl": jnp.sum(jnp.where(valid, jnp.exp(k) - k - 1.0, 0.0)) / n,
+        # exp(k) - k - 1 >= 0; the max only removes float round-off near k = 0.
+        "rollout/kl": jnp.sum(jnp.where(valid, jnp.maximum(jnp.exp(k) - k - 1.0, 0.0), 0.0)) / n,
     }
     if tis_cap:
         w = jnp.where(valid, jnp.minimum(jnp.exp(k), tis_cap), 1.0)
