@@ -144,4 +144,4 @@ def test_planner_prices_the_shapes_the_trainer_builds():
     cfg = plan.load_config(os.path.join(REPO, "configs", "r1_distill_32b_tpu.py"))
     s = plan.rl_shapes(cfg, cfg.phases[2])
     assert s == dict(B=128, G=8, S=60416, R=10_000, W=140416, rows=cfg.rl.micro_batch, updates=4,
-                     micro=32 // cfg.rl.micro_batch, sample_B=cfg.rl.rollout_batch)
+                     micro=32 // cfg.rl.micro_batch, sample_B=cfg.rl.rollout_batch, gen_B=cfg.rl.gen_batch)
