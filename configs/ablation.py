@@ -55,12 +55,12 @@ def mean_prompt_tokens(c) -> dict[str, float]:
     from qwenlong_jax.curriculum import phase_records
     from qwenlong_jax.data.tokenizer import load_tokenizer
     from qwenlong_jax.datasets import load_run_data
-    from qwenlong_jax.trainer import _tokenizer_path
+    from qwenlong_jax.run_setup import tokenizer_path
 
     c = c.copy_and_resolve_references()
     c.data.eval_lengths = ()  # the held-out sets do not enter the budget
     cfg = from_config_dict(c)
-    tok = load_tokenizer(_tokenizer_path(cfg))
+    tok = load_tokenizer(tokenizer_path(cfg))
     data = load_run_data(cfg, tok)
     return {p.name: float(np.mean([r.num_prompt_tokens for r in phase_records(data.train, p)]))
             for p in cfg.phases if p.kind == "rl"}

@@ -9,8 +9,9 @@ def recipe_rl(**overrides) -> ml_collections.ConfigDict:
     0.001, no KL, DAPO dynamic sampling (10 rounds), overlong buffer 1000, T=0.7, top-p 0.95."""
     rl = ml_collections.ConfigDict(dict(
         group_size=8, clip_low=0.2, clip_high=0.2, loss_agg="token-mean", normalize_std=True,
-        entropy_coeff=0.001, kl_coef=0.0, kl_type="low_var_kl", dynamic_sampling=True,
-        max_gen_rounds=10, mini_batch=32, micro_batch=0, rollout_batch=0, epochs=1, overlong_buffer=1000, overlong_factor=1.0,
+        entropy_coeff=0.001, kl_coef=0.0, kl_type="low_var_kl", ref_from="", dynamic_sampling=True,
+        max_gen_rounds=10, gen_batch=0, mini_batch=32, micro_batch=0, loss_scope="mini_batch",
+        rollout_batch=0, epochs=1, tis_cap=0.0, overlong_buffer=1000, overlong_factor=1.0,
         temperature=0.7, top_p=0.95, top_k=0,
     ))
     rl.update(overrides)
@@ -28,19 +29,21 @@ def recipe_optim(**overrides) -> ml_collections.ConfigDict:
 
 
 def phase(order: int, kind: str, max_input: int, max_output: int, *, min_input: int = 0,
-          steps: int = 0, batch: int = 128, lr: float = 0.0, retrospective: bool = True,
-          micro_rows: int = 0):
+          steps: int = 0, epochs: int = 1, batch: int = 128, lr: float = 0.0,
+          retrospective: bool = True, micro_rows: int = 0):
     return ml_collections.ConfigDict(dict(
         order=order, kind=kind, max_input=max_input, max_output=max_output, min_input=min_input,
-        steps=steps, batch=batch, lr=lr, retrospective=retrospective, micro_rows=micro_rows,
+        steps=steps, epochs=epochs, batch=batch, lr=lr, retrospective=retrospective,
+        micro_rows=micro_rows,
     ))
 
 
 def paper_phases(sft_steps: int = 0) -> ml_collections.ConfigDict:
-    """Warm-up SFT (inputs up to 20K, batch 128, lr 5e-6) then two RL phases: inputs up to
+    """Warm-up SFT (inputs up to 20K, 3 epochs, batch 128, lr 5e-6) then two RL phases: inputs up to
     20K then 60K, outputs up to 10K (the paper's progressive context scaling)."""
     return ml_collections.ConfigDict(dict(
-        sft=phase(0, "sft", 20_000, 10_000, steps=sft_steps, batch=128, lr=5e-6),
+        sft=phase(0, "sft", 20_000, 10_000, steps=sft_steps, epochs=1 if sft_steps else 3, batch=128,
+                  lr=5e-6),
         rl_20k=phase(1, "rl", 20_000, 10_000, batch=128),
         rl_60k=phase(2, "rl", 60_000, 10_000, min_input=20_000, batch=128),
     ))
@@ -73,7 +76,6 @@ def base(**top) -> ml_collections.ConfigDict:
     c.checkpoint_every = 50
     c.keep_checkpoints = 3
     c.eval_every = 0
-    c.log_every = 1
     c.export_hf = True
     c.distributed = False
     c.coordinator_address = ""
@@ -112,5 +114,6 @@ def r1_distill_32b(mesh: dict, smoke: bool = False) -> ml_collections.ConfigDict
     shards = c.mesh.data * c.mesh.fsdp
     c.rl.micro_batch = shards
     c.rl.rollout_batch = 2 * shards
+    c.rl.gen_batch = 3 * c.phases.rl_20k.batch  # the recipe: 384 prompts generated per 128 trained
     c.phases.sft.micro_rows = shards
     return c

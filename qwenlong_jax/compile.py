@@ -144,6 +144,8 @@ def build_jobs(cfg, mesh, only_phases: Sequence[str] = ()) -> list[Job]:
     p_shard = sharding.param_shardings(models.logical_axes(mcfg), models.param_shapes(mcfg), mesh)
     params = _abstract(models.param_shapes(mcfg), p_shard)
     abstract_state = jax.eval_shape(lambda p: TrainState.create(p, tx), params)
+    if cfg.rl.kl_coef and any(ph.kind == "rl" for ph in cfg.phases):  # the frozen KL reference
+        abstract_state = abstract_state.replace(ref_params=abstract_state.params)
     state_sharding = step_fns.state_shardings(abstract_state, p_shard, mesh)
     state = _abstract(abstract_state, state_sharding)
     opt_bytes = _per_chip_bytes(state.opt_state, state_sharding.opt_state)
@@ -180,11 +182,13 @@ def build_jobs(cfg, mesh, only_phases: Sequence[str] = ()) -> list[Job]:
                      old_logp_NR=arr((M, U, Nm, R), jnp.float32, rows2),
                      adv_N=arr((M, U, Nm), jnp.float32, rows3))
         ls = grpo_step.LossSettings.from_rl(cfg.rl)
-        update, logp = step_fns.grpo_fns(mcfg, ls, tx, mesh, state_sharding)
+        batch.update({k: arr((M, U, Nm, R), jnp.float32, rows2) for k in ls.token_keys})
+        update, logp, _ = step_fns.grpo_fns(mcfg, ls, tx, mesh, state_sharding)
         shape = f"updates={M} micro={U} rows={Bm} W={W}"
         knob = "rl.micro_batch, model.remat or mesh.sequence"
         jobs.append(Job(ph.name, "old_logp", shape,
-                        lambda logp=logp, batch=batch: (logp, (state.params, batch), {}),
+                        lambda logp=logp, batch=batch: (logp, (state.params, {
+                            k: v for k, v in batch.items() if k not in ("old_logp_NR",) + ls.token_keys}), {}),
                         opt_bytes, None, knob))
         jobs.append(Job(ph.name, "update", shape,
                         lambda update=update, batch=batch: (update, (state, batch), {}), 0,
@@ -318,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
         unknown = set(phases) - {p.name for p in cfg.phases}
         if unknown:
             raise ConfigError(f"--phases: no phase named {', '.join(sorted(unknown))}")
-        from qwenlong_jax.trainer import validate_run  # the trainer's own pre-compile checks
+        from qwenlong_jax.run_setup import validate_run  # the trainer's own pre-compile checks
         validate_run(cfg, plan.model_config(cfg), mesh)
         jobs = build_jobs(cfg, mesh, phases)
         if args.functions:

@@ -20,6 +20,7 @@ from qwenlong_jax.sharding import MeshConfig
 
 LossAgg = Literal["token-mean", "seq-mean-token-mean"]
 KLType = Literal["kl", "abs", "mse", "low_var_kl"]
+LossScope = Literal["mini_batch", "micro_batch"]
 PhaseKind = Literal["sft", "rl"]
 BadRecordPolicy = Literal["error", "skip"]
 
@@ -97,14 +98,27 @@ class RLConfig:
     loss_agg: LossAgg = "token-mean"
     normalize_std: bool = True  # False = Dr.GRPO (mean-centred only)
     entropy_coeff: float = 0.001
-    kl_coef: float = 0.0  # > 0 needs a reference policy
+    # KL to a reference policy: kl_coef > 0 adds kl_coef * (token-mean kl_type penalty) to the
+    # loss. The reference is a frozen copy of each RL phase's starting policy, or the HF
+    # checkpoint `ref_from` when set.
+    kl_coef: float = 0.0
     kl_type: KLType = "low_var_kl"
+    ref_from: str = ""
     dynamic_sampling: bool = True
     max_gen_rounds: int = 10
+    gen_batch: int = 0  # prompts per generation round (0 = the phase batch; the recipe: 3x)
     mini_batch: int = 32  # prompts per optimizer update (train batch / mini_batch updates)
     micro_batch: int = 0  # packed groups per forward/backward (0 = the whole mini-batch)
+    # How micro-batches of one update combine (rl.loss_agg is the per-token/per-sequence mean):
+    # "mini_batch" = the exact mean over the whole mini-batch (each micro-batch weighted by its
+    # real tokens, or real sequences for seq-mean-token-mean); "micro_batch" = the reference's
+    # mean of per-micro-batch means (micro-batches without a real token get weight 0).
+    loss_scope: LossScope = "mini_batch"
     rollout_batch: int = 0  # prompts per sampling call (0 = the whole batch): bounds the KV cache
-    epochs: int = 1
+    epochs: int = 1  # PPO epochs: passes over the step's batch (each pass = batch/mini_batch updates)
+    # Truncated importance sampling of the sampler/trainer mismatch: each token's loss weighted by
+    # min(exp(old_logp - sampler_logp), tis_cap) (old_logp recomputed by the trainer). 0 = off.
+    tis_cap: float = 0.0
     # Overlong reward shaping (tokens).
     overlong_buffer: int = 1000
     overlong_factor: float = 1.0
@@ -120,7 +134,13 @@ class RLConfig:
                 raise ConfigError(f"rl.{n} must be in [0, 1), got {getattr(self, n)}")
         _at_least("rl.max_gen_rounds", self.max_gen_rounds, 1)
         _at_least("rl.mini_batch", self.mini_batch, 1)
+        _at_least("rl.micro_batch", self.micro_batch, 0)
+        _at_least("rl.gen_batch", self.gen_batch, 0)
         _at_least("rl.rollout_batch", self.rollout_batch, 0)
+        _at_least("rl.epochs", self.epochs, 1)
+        _at_least("rl.kl_coef", self.kl_coef, 0)
+        if self.tis_cap and self.tis_cap < 1:
+            raise ConfigError(f"rl.tis_cap must be 0 (off) or >= 1, got {self.tis_cap}")
         _positive("rl.temperature", self.temperature)
         if not 0 < self.top_p <= 1:
             raise ConfigError(f"rl.top_p must be in (0, 1], got {self.top_p}")
@@ -138,7 +158,8 @@ class PhaseConfig:
     max_input: int = 20_000
     max_output: int = 10_000
     min_input: int = 0
-    steps: int = 0  # 0 = one epoch over the phase's examples
+    steps: int = 0  # 0 = `epochs` passes over the phase's examples
+    epochs: int = 1  # passes over the phase's examples when steps = 0 (the recipe's SFT: 3)
     batch: int = 128  # prompts per step
     lr: float = 0.0  # 0 = optim.lr
     retrospective: bool = True  # draw hard examples of earlier phases into this one
@@ -149,6 +170,10 @@ class PhaseConfig:
         _at_least(f"phases[{self.name}].max_output", self.max_output, 1)
         _at_least(f"phases[{self.name}].batch", self.batch, 1)
         _at_least(f"phases[{self.name}].steps", self.steps, 0)
+        _at_least(f"phases[{self.name}].epochs", self.epochs, 1)
+        if self.steps and self.epochs != 1:
+            raise ConfigError(f"phases[{self.name}]: set steps or epochs, not both (steps={self.steps}, "
+                              f"epochs={self.epochs})")
         _at_least(f"phases[{self.name}].micro_rows", self.micro_rows, 0)
         if self.min_input >= self.max_input:
             raise ConfigError(
@@ -167,7 +192,7 @@ class DataConfig:
     eval_files: tuple[str, ...] = ()
     bad_records: BadRecordPolicy = "error"
     tokenizer: str = ""  # HF dir or sentencepiece .model; "" = the model's, else the embedded one
-    shuffle_seed: int = 0
+    shuffle_seed: int = 0  # changes the data order (and hard-pool draws) alone; 0 = set by `seed`
     # Synthetic data (used when train_files is empty): examples per phase, document lengths
     # (tokens) drawn from each phase's own range, held-out examples per eval length.
     synthetic_seed: int = 1234
@@ -221,7 +246,6 @@ class Config:
     checkpoint_every: int = 50
     keep_checkpoints: int = 3
     eval_every: int = 0  # 0 = at phase ends only
-    log_every: int = 1
     export_hf: bool = True
     distributed: bool = False  # call jax.distributed.initialize() (multi-host)
     # Empty / 0 / -1: found by JAX's cluster detection (TPU pods, SLURM, Open MPI, Kubernetes).

@@ -89,22 +89,16 @@ class PhaseMemory:
 # --- the model and the mesh ------------------------------------------------------------------
 
 def model_config(cfg: Config) -> ModelConfig:
-    """The ModelConfig the trainer will build (HF config.json of init_from when set)."""
-    m = cfg.model
-    if m.init_from:
-        from qwenlong_jax.config import rope_overrides
+    """The ModelConfig the trainer will build (run_setup.model_config: the checkpoint's
+    config.json when init_from is set, else the named size with the tokenizer's vocabulary)."""
+    from qwenlong_jax import run_setup
 
-        return models.read_hf_config(m.init_from, param_dtype=m.param_dtype, dtype=m.dtype,
-                                     attention_impl=m.attention_impl, remat=m.remat,
-                                     scan_layers=m.scan_layers, logits_chunk=m.logits_chunk,
-                                     **rope_overrides(m))
     vocab = None
-    if m.size == "tiny" and not m.vocab_size:  # the tokenizer's vocabulary, as the trainer does
+    if cfg.model.size == "tiny" and not cfg.model.vocab_size and not cfg.model.init_from:
         from qwenlong_jax.data.tokenizer import load_tokenizer
-        from qwenlong_jax.trainer import _tokenizer_path
 
-        vocab = load_tokenizer(_tokenizer_path(cfg)).vocab_size
-    return build_model_config(m, vocab)
+        vocab = load_tokenizer(run_setup.tokenizer_path(cfg)).vocab_size
+    return run_setup.model_config(cfg, vocab)
 
 
 @dataclasses.dataclass(frozen=True)

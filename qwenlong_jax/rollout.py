@@ -1,6 +1,6 @@
 """Generate G responses per prompt with the sampler, decode them, and reward them.
 
-One call = one generation round of one RL step: B prompts -> B x G samples, with static
+One call = one generation round of one RL step: gen_B prompts -> gen_B x G samples, with static
 shapes per phase (prompts padded to the phase's bucket, max_output new tokens), so the
 sampler compiles once per phase. Rewards: hybrid rule+judge score of the text after the
 last `</think>` (eos text removed first, as the reference's reward manager does), plus the
@@ -25,6 +25,7 @@ from qwenlong_jax.sampling import decode, sampler, strategies
 class Rollout:
     prompts: list[list[int]]  # [B]
     responses: list[list[int]]  # [B*G], eos included when the sample stopped on it
+    sampler_logps: list[np.ndarray]  # [B*G], float32 per response token: the sampler's log p (logits / T)
     texts: list[str]  # [B*G], eos removed
     score_N: np.ndarray  # rule (or hybrid) score
     reward_N: np.ndarray  # score + overlong penalty (what the advantages use)
@@ -46,7 +47,8 @@ class RLStepShapes:
 
     B prompts x G responses; prompts padded to S, responses capped at R; each group packed into
     one row of W = S + G*R (rounded to 64); `updates` optimizer updates of `micro` micro-batches
-    of `rows` groups; `sample_B` prompts per sampling call."""
+    of `rows` groups (per PPO epoch); `gen_B` prompts per generation round (DAPO), sampled
+    `sample_B` prompts per sampling call."""
     B: int
     G: int
     S: int
@@ -56,6 +58,7 @@ class RLStepShapes:
     updates: int
     micro: int
     sample_B: int
+    gen_B: int
 
 
 def rl_step_shapes(phase: PhaseConfig, rl: RLConfig, prefill_chunk: int = PREFILL_CHUNK) -> RLStepShapes:
@@ -64,7 +67,8 @@ def rl_step_shapes(phase: PhaseConfig, rl: RLConfig, prefill_chunk: int = PREFIL
     mini = min(rl.mini_batch, B)
     micro = rl.micro_batch or mini
     return RLStepShapes(B=B, G=G, S=S, R=R, W=-(-(S + G * R) // 64) * 64, rows=micro, updates=B // mini,
-                        micro=mini // micro, sample_B=rl.rollout_batch or B)
+                        micro=mini // micro, sample_B=rl.rollout_batch or rl.gen_batch or B,
+                        gen_B=rl.gen_batch or B)
 
 
 def rollout(cfg: ModelConfig, params, tokenizer, records: Sequence[Record], prompts: Sequence[list[int]],
@@ -86,11 +90,12 @@ def rollout(cfg: ModelConfig, params, tokenizer, records: Sequence[Record], prom
                                  for f in ("tokens_BGR", "logprobs_BGR", "lengths_BG", "finish_BG")),
                                steps=max(int(p.steps) for p in parts))
     eos = set(tokenizer.eos_ids)
-    responses, texts, items = [], [], []
+    responses, logps, texts, items = [], [], [], []
     for b, rec in enumerate(records):
         for g in range(G):
             n = int(out.lengths_BG[b, g])
             toks = [int(t) for t in out.tokens_BGR[b, g, :n]]
+            logps.append(np.asarray(out.logprobs_BGR[b, g, :n], np.float32))
             body = toks[:-1] if toks and toks[-1] in eos else toks
             text = rewards.strip_eos(tokenizer.decode(body), tokenizer.eos_text)
             responses.append(toks)
@@ -102,5 +107,5 @@ def rollout(cfg: ModelConfig, params, tokenizer, records: Sequence[Record], prom
                                               buffer_len=rl.overlong_buffer, factor=rl.overlong_factor)
                          for s, n in zip(score, length)], np.float32)
     truncated = out.finish_BG.reshape(-1) == decode.FINISH_LENGTH
-    return Rollout(list(map(list, prompts)), responses, texts, score, reward,
+    return Rollout(list(map(list, prompts)), responses, logps, texts, score, reward,
                    (score == 1.0), length, truncated)

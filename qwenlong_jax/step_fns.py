@@ -2,7 +2,7 @@
 ahead-of-time compile check (`python -m qwenlong_jax.compile`).
 
     update = sft_update_fn(mcfg, tx, mesh, state_sharding)
-    update, logp = grpo_fns(mcfg, loss_settings, tx, mesh, state_sharding)
+    update, logp, agree = grpo_fns(mcfg, loss_settings, tx, mesh, state_sharding)
     batch_sharding = rows_sharding(mesh, 2, 1)     # [M, U, rows, W]: rows over the batch axes
 
 Explicit shardings: the state keeps the layout it was created with (params by the rules table,
@@ -29,8 +29,11 @@ def sft_batch_sharding(mesh) -> dict:
     return {k: rows_sharding(mesh, 1, 1) for k in SFT_KEYS}
 
 
-def grpo_batch_sharding(mesh) -> dict:
-    out = {k: rows_sharding(mesh, 2, 1) for k in grpo_step.ROW_KEYS + GRPO_TOKEN_KEYS}
+def grpo_batch_sharding(mesh, ls: grpo_step.LossSettings | None = None) -> dict:
+    """Shardings of the update's batch: rows [M, U, Bm, W], tokens [M, U, Nm, R], adv [M, U, Nm];
+    plus the loss settings' extra token arrays (reference logprobs, IS weights)."""
+    extra = ls.token_keys if ls is not None else ()
+    out = {k: rows_sharding(mesh, 2, 1) for k in grpo_step.ROW_KEYS + GRPO_TOKEN_KEYS + extra}
     out["adv_N"] = rows_sharding(mesh, 2, 0)
     return out
 
@@ -42,15 +45,20 @@ def sft_update_fn(mcfg, tx, mesh, state_sharding):
 
 
 def grpo_fns(mcfg, ls: grpo_step.LossSettings, tx, mesh, state_sharding):
-    """(update, old-logprob pass) of one GRPO step."""
-    batch_sh = grpo_batch_sharding(mesh)
+    """(update, logprob pass, rollout agreement) of one GRPO step. The logprob pass computes
+    old_logp with the step's params, and ref_logp with the frozen reference when KL is on."""
+    tokens = rows_sharding(mesh, 2, 1)
+    batch_sh = grpo_batch_sharding(mesh, ls)
+    logp_sh = {k: v for k, v in batch_sh.items() if k not in ("old_logp_NR",) + ls.token_keys}
     update = jax.jit(lambda s, b: grpo_step.grpo_update(mcfg, ls, tx, s, b), donate_argnums=0,
                      in_shardings=(state_sharding, batch_sh),
                      out_shardings=(state_sharding, sharding.replicated(mesh)))
     logp = jax.jit(lambda p, b: grpo_step.policy_logprobs(mcfg, ls, p, b),
-                   in_shardings=(state_sharding.params, batch_sh),
-                   out_shardings=rows_sharding(mesh, 2, 1))
-    return update, logp
+                   in_shardings=(state_sharding.params, logp_sh), out_shardings=tokens)
+    agree = jax.jit(lambda s, o, m: grpo_step.rollout_agreement(s, o, m, ls.tis_cap),
+                    in_shardings=(tokens, tokens, tokens),
+                    out_shardings=(tokens, sharding.replicated(mesh)))
+    return update, logp, agree
 
 
 def state_shardings(abstract_state, param_sharding, mesh):
@@ -76,4 +84,5 @@ def state_shardings(abstract_state, param_sharding, mesh):
 
     return abstract_state.replace(
         step=rep, params=param_sharding, nonfinite_in_a_row=rep, nonfinite_total=rep,
+        ref_params=None if abstract_state.ref_params is None else param_sharding,
         opt_state=jax.tree_util.tree_map_with_path(opt_leaf, abstract_state.opt_state))

@@ -3,9 +3,9 @@
     state = TrainState.create(params, tx)
     state, metrics = apply_update(state, tx, loss_fn, micro_batches)   # inside a jitted step
 
-`apply_update` accumulates gradients over micro-batches (lax.scan), clips, applies AdamW, and
-skips the update (params and optimizer state unchanged) when the loss or the gradient is not
-finite, counting it. The learning rate lives in the optimizer state (optax.inject_hyperparams)
+`apply_update` accumulates gradients over micro-batches (lax.scan, weighted), clips, applies
+AdamW, and skips the update (params and optimizer state unchanged) when the loss or the gradient
+is not finite, counting it, or when the caller says there is nothing to learn from (`apply`). The learning rate lives in the optimizer state (optax.inject_hyperparams)
 so phases change it without recompiling.
 """
 from __future__ import annotations
@@ -28,6 +28,9 @@ class TrainState:
     opt_state: Any
     nonfinite_in_a_row: jax.Array
     nonfinite_total: jax.Array
+    # The frozen reference policy of the KL term (rl.kl_coef > 0), None otherwise. Kept in the
+    # state so that checkpoints carry it: a resumed phase keeps its starting policy.
+    ref_params: Any = None
 
     @classmethod
     def create(cls, params, tx: optax.GradientTransformation) -> "TrainState":
@@ -66,36 +69,49 @@ LossFn = Callable[[Any, Any], tuple[jax.Array, dict]]
 
 
 def apply_update(state: TrainState, tx: optax.GradientTransformation, loss_fn: LossFn,
-                 micro_batches: Any) -> tuple[TrainState, dict]:
-    """One optimizer update from gradients averaged over the leading axis of `micro_batches`.
+                 micro_batches: Any, weights_U: jax.Array | None = None,
+                 apply: jax.Array | None = None) -> tuple[TrainState, dict]:
+    """One optimizer update from the weighted sum of the micro-batches' gradients.
 
-    loss_fn(params, micro_batch) -> (loss, stats). Each micro-batch's loss is weighted 1/U, as
-    the reference does with gradient accumulation.
+    loss_fn(params, micro_batch) -> (loss, stats). `weights_U` weighs micro-batch u's loss,
+    gradient and stats (default 1/U each, the reference's gradient accumulation); callers pass
+    e.g. each micro-batch's share of the real tokens so that padding never dilutes a gradient.
+    `apply` (bool scalar, default True): False leaves the whole state bitwise unchanged (params,
+    optimizer state, step count) and reports `empty` = 1 -- an update with nothing to learn from
+    must not move AdamW's moments nor decay the weights.
     """
     num_micro = jax.tree.leaves(micro_batches)[0].shape[0]
+    if weights_U is None:
+        weights_U = jnp.full((num_micro,), 1.0 / num_micro, jnp.float32)
+    apply = jnp.asarray(True) if apply is None else jnp.asarray(apply, bool)
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
-    def accumulate(grads_acc, mb):
+    def accumulate(grads_acc, xs):
+        mb, w = xs
         (loss, stats), grads = grad_fn(state.params, mb)
-        grads_acc = jax.tree.map(lambda a, g: a + g.astype(a.dtype) / num_micro, grads_acc, grads)
+        grads_acc = jax.tree.map(lambda a, g: a + w * g.astype(a.dtype), grads_acc, grads)
         return grads_acc, (loss, stats)
 
     zeros = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), state.params)
-    grads, (losses, stats) = jax.lax.scan(accumulate, zeros, micro_batches)
-    loss = jnp.mean(losses)
+    grads, (losses, stats) = jax.lax.scan(accumulate, zeros, (micro_batches, weights_U))
+    wsum = lambda v: jnp.sum(weights_U.reshape((-1,) + (1,) * (v.ndim - 1)) * v, axis=0)
+    loss = wsum(losses)
     grad_norm = optax.global_norm(grads)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    take = finite & apply
     updates, new_opt = tx.update(grads, state.opt_state, state.params)
     new_params = optax.apply_updates(state.params, updates)
-    keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
-    skipped = (~finite).astype(jnp.int32)
+    keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(take, n, o), new, old)
+    skipped = (apply & ~finite).astype(jnp.int32)  # non-finite (an empty update is not one)
     new_state = state.replace(
-        step=state.step + 1 - skipped,
+        step=state.step + take.astype(jnp.int32),
         params=keep(new_params, state.params),
         opt_state=keep(new_opt, state.opt_state),
-        nonfinite_in_a_row=jnp.where(finite, 0, state.nonfinite_in_a_row + 1),
+        nonfinite_in_a_row=jnp.where(apply, jnp.where(finite, 0, state.nonfinite_in_a_row + 1),
+                                     state.nonfinite_in_a_row),
         nonfinite_total=state.nonfinite_total + skipped,
     )
-    metrics = {k: jnp.mean(v) for k, v in stats.items()}
-    metrics.update(loss=loss, grad_norm=grad_norm, skipped=skipped, lr=current_lr(state))
+    metrics = {k: wsum(v) for k, v in stats.items()}
+    metrics.update(loss=loss, grad_norm=grad_norm, skipped=skipped, lr=current_lr(state),
+                   empty=(~apply).astype(jnp.int32))
     return new_state, metrics

@@ -24,7 +24,7 @@ import numpy as np
 from tqdm import tqdm
 
 from qwenlong_jax import config as config_lib
-from qwenlong_jax import distributed, models, paths, plan, rewards, sharding
+from qwenlong_jax import distributed, models, paths, plan, rewards, sharding, step_fns
 from qwenlong_jax.checkpoint import Checkpointer, abstract_like
 from qwenlong_jax.config import Config, PhaseConfig
 from qwenlong_jax.curriculum import Difficulty, PhaseData, hard_pool_for, phase_records
@@ -36,70 +36,18 @@ from qwenlong_jax.datasets import load_run_data
 from qwenlong_jax.metrics import MetricsWriter, plot_run
 from qwenlong_jax.rl import grpo_step, packing
 from qwenlong_jax.rl.advantages import group_advantages
-from qwenlong_jax.rl.dynamic_sampling import DynamicSampler
-from qwenlong_jax.rl.sft_step import pack_sft_rows, sft_update
+from qwenlong_jax.rl.dynamic_sampling import varying_groups
+from qwenlong_jax.rl.sft_step import pack_sft_rows
 from qwenlong_jax.rollout import PREFILL_CHUNK, rl_step_shapes, rollout
 from qwenlong_jax.eval.sweep import accuracy_by_length
 from qwenlong_jax.train_state import TrainState, make_optimizer, with_lr
 from qwenlong_jax.workdir_lock import WorkdirLock
+from qwenlong_jax.run_setup import exec_overrides, model_config, phase_steps, tokenizer_path, validate_run
 
 
 
 class TrainingError(RuntimeError):
     """A run that cannot go on (e.g. K non-finite steps in a row); a checkpoint was written."""
-
-
-def _tokenizer_path(cfg: Config) -> str:
-    if cfg.data.tokenizer:
-        return cfg.data.tokenizer
-    for base in (cfg.model.init_from, cfg.model.hf_path):
-        if base:
-            for cand in (paths.join(base, "tokenizer"), base):
-                if paths.exists(paths.join(cand, "spm.model")) or paths.exists(
-                        paths.join(cand, "tokenizer.json")):
-                    return cand
-    return DEFAULT_TOKENIZER
-
-
-def phase_steps(phase: PhaseConfig, num_records: int) -> int:
-    return phase.steps or max(1, math.ceil(num_records / phase.batch))
-
-
-def validate_run(cfg: Config, mcfg, mesh) -> None:
-    """Everything checkable before compiling: layouts, batch splits, overlong buffer."""
-    batch_axes = sharding.batch_axis_size(mesh)
-    try:
-        sharding.check_layout(models.logical_axes(mcfg), models.param_shapes(mcfg), mesh)
-    except ValueError as e:  # a mesh the model does not split over: a config error, one line
-        raise config_lib.ConfigError(str(e)) from None
-    for ph in cfg.phases:
-        if ph.batch % jax.process_count():
-            raise config_lib.ConfigError(
-                f"phases[{ph.name}].batch={ph.batch} must be divisible by the {jax.process_count()} "
-                "processes (each draws an equal share of every batch)")
-        if ph.kind != "rl":
-            if ph.micro_rows and ph.micro_rows % batch_axes:
-                raise config_lib.ConfigError(
-                    f"phases[{ph.name}].micro_rows={ph.micro_rows} is not divisible by the mesh batch axes "
-                    f"(data*fsdp={batch_axes}); change phases[{ph.name}].micro_rows or mesh")
-            continue
-        if cfg.rl.rollout_batch and ph.batch % cfg.rl.rollout_batch:
-            raise config_lib.ConfigError(
-                f"phases[{ph.name}].batch={ph.batch} must be a multiple of rl.rollout_batch={cfg.rl.rollout_batch}")
-        mini = min(cfg.rl.mini_batch, ph.batch)
-        micro = cfg.rl.micro_batch or mini
-        if ph.batch % mini or mini % micro:
-            raise config_lib.ConfigError(
-                f"phases[{ph.name}].batch={ph.batch} must split into rl.mini_batch={mini} and "
-                f"rl.micro_batch={micro} evenly")
-        if micro % batch_axes:
-            raise config_lib.ConfigError(
-                f"rl.micro_batch={micro} groups is not divisible by the mesh batch axes (data*fsdp="
-                f"{batch_axes}); change rl.micro_batch or mesh")
-        if cfg.rl.overlong_buffer >= ph.max_output:
-            raise config_lib.ConfigError(
-                f"rl.overlong_buffer={cfg.rl.overlong_buffer} must be < phases[{ph.name}].max_output="
-                f"{ph.max_output}")
 
 
 class Trainer:
@@ -115,18 +63,14 @@ class Trainer:
             self.mesh = sharding.make_mesh(cfg.mesh, devices)  # devices: all by default (tests pass a subset)
         except ValueError as e:  # mesh sizes that do not match the devices: a config error
             raise config_lib.ConfigError(str(e)) from None
-        self.tok_path = _tokenizer_path(cfg)
+        self.tok_path = tokenizer_path(cfg)
         try:
             self.tok = load_tokenizer(self.tok_path)
         except (ValueError, OSError, RuntimeError) as e:  # missing, not a tokenizer: one line
             raise config_lib.ConfigError(f"tokenizer ({'data.tokenizer' if cfg.data.tokenizer else 'from the model'}"
                                          f" {self.tok_path}): {str(e).splitlines()[0] if str(e) else type(e).__name__}"
                                          ) from None
-        section = cfg.model
-        if section.size == "hf" and paths.is_remote(section.hf_path):  # config.json read from a local copy
-            import dataclasses
-            section = dataclasses.replace(section, hf_path=paths.local_copy(section.hf_path))
-        self.mcfg = config_lib.build_model_config(section, self.tok.vocab_size)
+        self.mcfg = model_config(cfg, self.tok.vocab_size)  # validated, planned and trained alike
         validate_run(cfg, self.mcfg, self.mesh)
         hbm = plan.device_hbm_bytes()  # None on CPU: nothing to check against
         if hbm:
@@ -167,58 +111,56 @@ class Trainer:
     def _init_state(self) -> TrainState:
         m = self.cfg.model
         if m.init_from:
-            exec_overrides = dict(dtype=m.dtype, attention_impl=m.attention_impl, remat=m.remat,
-                                  scan_layers=m.scan_layers, logits_chunk=m.logits_chunk)
             try:
                 mcfg, params = models.load_hf_checkpoint(paths.local_copy(m.init_from), jnp.dtype(m.param_dtype),
-                                                         mesh=self.mesh, overrides=exec_overrides)
+                                                         mesh=self.mesh, overrides=exec_overrides(m))
             except models.CheckpointError:
                 raise
             except (OSError, ValueError, RuntimeError) as e:  # e.g. a corrupt safetensors header: one line
                 raise models.CheckpointError(
                     f"model.init_from {m.init_from}: cannot read the checkpoint "
                     f"({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
-            if mcfg.vocab_size != self.mcfg.vocab_size and m.size == "tiny":
-                raise config_lib.ConfigError(
-                    f"model.init_from vocab {mcfg.vocab_size} != tokenizer vocab {self.mcfg.vocab_size}")
-            self.mcfg = mcfg
+            assert mcfg == self.mcfg, (mcfg, self.mcfg)  # model_config() read the same config.json
         else:
             params = jax.jit(lambda k: models.init_params(self.mcfg, k), out_shardings=self.p_shard)(
                 jax.random.key(self.cfg.seed))
-        return jax.jit(lambda p: TrainState.create(p, self.tx))(params)
+        # Moments laid out like their parameters (left to propagation, XLA:TPU replicates them).
+        create = lambda p: TrainState.create(p, self.tx)  # noqa: E731
+        out_sh = step_fns.state_shardings(jax.eval_shape(create, params), self.p_shard, self.mesh)
+        state = jax.jit(create, out_shardings=out_sh)(params)
+        if self.cfg.rl.kl_coef and any(p.kind == "rl" for p in self.cfg.phases):
+            state = state.replace(ref_params=self._reference(state.params))
+        return state
+
+    def _reference(self, params):
+        """The KL reference: the checkpoint rl.ref_from, else a copy of `params` (a phase's start)."""
+        ref_from = self.cfg.rl.ref_from
+        if not ref_from:
+            return jax.tree.map(jnp.copy, params)  # distinct buffers: the state is donated
+        m = self.cfg.model
+        rcfg, ref = models.load_hf_checkpoint(paths.local_copy(ref_from), jnp.dtype(m.param_dtype), mesh=self.mesh,
+                                              overrides=exec_overrides(m))
+        if rcfg != self.mcfg:
+            raise config_lib.ConfigError(f"rl.ref_from={ref_from}: its model config differs from the trained "
+                                         "model's (the reference must share the architecture)")
+        return ref
 
     def _prompt(self, rec) -> list[int]:
         if rec.id not in self._prompt_cache:
             self._prompt_cache[rec.id] = self.tok.chat_prompt(rec.prompt)
         return self._prompt_cache[rec.id]
 
-    # --- jitted steps, built per phase -------------------------------------------------------
+    # --- jitted steps, built per phase (step_fns: one definition with the compile check) -----
     def _rows_sharding(self, ndim_lead: int, ndim_tail: int):
-        return sharding.named(self.mesh, *([None] * ndim_lead), "batch", *([None] * ndim_tail))
+        return step_fns.rows_sharding(self.mesh, ndim_lead, ndim_tail)
 
-    # Explicit shardings: the state keeps the layout it was created with (params by the rules
-    # table, optimizer moments alike), batches are split over the mesh's batch axes on their
-    # rows dimension, metrics are replicated. The state is donated.
     @functools.lru_cache(maxsize=None)
     def _sft_fn(self):
-        rows = self._rows_sharding(1, 1)
-        batch_sh = {k: rows for k in ("tokens_BW", "positions_BW", "segment_ids_BW", "loss_mask_BW")}
-        return jax.jit(lambda s, b: sft_update(self.mcfg, self.tx, s, b), donate_argnums=0,
-                       in_shardings=(self._state_sharding, batch_sh),
-                       out_shardings=(self._state_sharding, sharding.replicated(self.mesh)))
+        return step_fns.sft_update_fn(self.mcfg, self.tx, self.mesh, self._state_sharding)
 
     @functools.lru_cache(maxsize=None)
     def _grpo_fns(self, ls: grpo_step.LossSettings):
-        batch_sh = {k: self._rows_sharding(2, 1) for k in grpo_step.ROW_KEYS + (
-            "unpack_idx_NR", "mask_NR", "old_logp_NR")}
-        batch_sh["adv_N"] = self._rows_sharding(2, 0)
-        update = jax.jit(lambda s, b: grpo_step.grpo_update(self.mcfg, ls, self.tx, s, b), donate_argnums=0,
-                         in_shardings=(self._state_sharding, batch_sh),
-                         out_shardings=(self._state_sharding, sharding.replicated(self.mesh)))
-        logp = jax.jit(lambda p, b: grpo_step.policy_logprobs(self.mcfg, ls, p, b),
-                       in_shardings=(self._state_sharding.params, batch_sh),
-                       out_shardings=self._rows_sharding(2, 1))
-        return update, logp
+        return step_fns.grpo_fns(self.mcfg, ls, self.tx, self.mesh, self._state_sharding)
 
     def _lr(self, phase: PhaseConfig, phase_step: int, n_steps: int) -> float:
         """optim.schedule within a phase: linear warmup, then constant or cosine to 10%."""
@@ -254,38 +196,47 @@ class Trainer:
                        "grad_norm": m["grad_norm"], "skipped": m["skipped"]}
 
     def _rl_step(self, state, step, phase, pdata, difficulty):
+        """Generate rounds of gen_B prompts until B groups carry a learning signal (DAPO: the
+        groups whose accuracy varies; every group without dynamic sampling), keeping every
+        valid group of every round, then update on the first B of them (the rest, the surplus
+        of the last round, is counted and dropped: the next step samples afresh from the newer
+        policy). Short of B after max_gen_rounds, the batch is padded with empty groups, which
+        the update never learns from (grpo_step)."""
         cfg, rl, G = self.cfg, self.cfg.rl, self.cfg.rl.group_size
         B = phase.batch
-        ds = DynamicSampler(target_groups=B, group_size=G, max_rounds=rl.max_gen_rounds)
-        pool: list = []  # (record, prompt, responses, rewards, rollout stats)
+        shapes = rl_step_shapes(phase, rl, PREFILL_CHUNK)
+        gen_B = shapes.gen_B
+        pool: list = []  # (record, prompt, responses, rewards, sampler logprobs)
+        kept: list[int] = []  # pool indices of the valid groups, in arrival order
         all_reward, all_acc, all_len, all_trunc, all_score = [], [], [], [], []
-        hard_drawn = 0
+        hard_drawn = rounds = filtered = 0
         t0 = time.time()
         gen_tokens = 0
         while True:
-            recs, k_hard = pdata.next_batch(B, difficulty)
+            recs, k_hard = pdata.next_batch(gen_B, difficulty)
             hard_drawn += k_hard
-            key = jax.random.fold_in(jax.random.fold_in(jax.random.key(cfg.seed), step), ds.rounds)
+            key = jax.random.fold_in(jax.random.fold_in(jax.random.key(cfg.seed), step), rounds)
             with jax.set_mesh(self.mesh):
                 ro = rollout(self.mcfg, state.params, self.tok, recs, [self._prompt(r) for r in recs],
                              phase=phase, rl=rl, key=key, judge=self.judge, prefill_chunk=PREFILL_CHUNK)
+            rounds += 1
             gen_tokens += int(ro.length_N.sum())
-            reward_BG = ro.reward_N.reshape(B, G)
-            difficulty.update([r.id for r in recs], ro.score_N.reshape(B, G).mean(1))
-            base = len(pool)
+            reward_BG = ro.reward_N.reshape(gen_B, G)
+            difficulty.update([r.id for r in recs], ro.score_N.reshape(gen_B, G).mean(1))
+            valid_B = (varying_groups(ro.acc_N.astype(np.float32), G) if rl.dynamic_sampling
+                       else np.ones(gen_B, bool))
             for b, r in enumerate(recs):
-                pool.append((r, ro.prompts[b], ro.responses[b * G:(b + 1) * G], reward_BG[b]))
+                if valid_B[b]:
+                    kept.append(len(pool))
+                pool.append((r, ro.prompts[b], ro.responses[b * G:(b + 1) * G], reward_BG[b],
+                             ro.sampler_logps[b * G:(b + 1) * G]))
+            filtered += int((~valid_B).sum())
             all_reward.append(ro.reward_N); all_acc.append(ro.acc_N); all_len.append(ro.length_N)
             all_trunc.append(ro.truncated_N); all_score.append(ro.score_N)
-            if not rl.dynamic_sampling:  # the reference without DAPO filtering: every group trains
-                groups, ds_stats = list(range(B)), {"dynamic_sampling/filtered_groups": 0.0,
-                                                    "dynamic_sampling/rounds": 1.0}
+            # Without dynamic sampling every group is valid: rounds run until the batch is full.
+            if len(kept) >= B or (rl.dynamic_sampling and rounds >= rl.max_gen_rounds):
                 break
-            ds = ds.add_round({"group": np.repeat(np.arange(base, base + B), G)}, ro.acc_N.astype(np.float32))
-            if not ds.needs_more:
-                kept, ds_stats = ds.finish()
-                groups = list(dict.fromkeys(kept["group"].tolist()))
-                break
+        groups = kept[:B]
         gen_s = time.time() - t0
         metrics = {
             "reward_mean": float(np.mean(np.concatenate(all_reward))),
@@ -294,8 +245,10 @@ class Trainer:
             "accuracy": float(np.mean(np.concatenate(all_acc))),
             "response_length": float(np.mean(np.concatenate(all_len))),
             "truncated_frac": float(np.mean(np.concatenate(all_trunc))),
-            "filtered_groups": ds_stats["dynamic_sampling/filtered_groups"],
-            "gen_rounds": ds_stats["dynamic_sampling/rounds"],
+            "generated_groups": float(len(pool)),
+            "filtered_groups": float(filtered),
+            "surplus_groups": float(len(kept) - len(groups)),
+            "gen_rounds": float(rounds),
             "kept_groups": float(len(groups)),
             "hard_pool": float(len(pdata.hard_pool)),
             "hard_drawn": float(hard_drawn),
@@ -307,29 +260,48 @@ class Trainer:
         if not groups:
             metrics["skipped"] = 1.0
             return state, metrics
-        # Fixed shapes: pad to B groups with empty ones (mask 0 -> no loss, no gradient).
-        prompts = [pool[g][1] for g in groups] + [[self.tok.pad_id]] * (B - len(groups))
-        responses = [resp for g in groups for resp in pool[g][2]] + [[]] * (G * (B - len(groups)))
-        rewards_N = np.concatenate([pool[g][3] for g in groups] + [np.zeros(G * (B - len(groups)), np.float32)])
+        # Fixed shapes: pad to B groups with empty ones (mask 0: no loss, no gradient, and an
+        # update whose mini-batch is all padding is not applied).
+        pad = B - len(groups)
+        prompts = [pool[g][1] for g in groups] + [[self.tok.pad_id]] * pad
+        responses = [resp for g in groups for resp in pool[g][2]] + [[]] * (G * pad)
+        rewards_N = np.concatenate([pool[g][3] for g in groups] + [np.zeros(G * pad, np.float32)])
         adv_N = np.asarray(group_advantages(jnp.asarray(rewards_N), G, normalize_std=rl.normalize_std))
-        shapes = rl_step_shapes(phase, rl, PREFILL_CHUNK)
         rows = packing.pack_groups(prompts, responses, G, shapes.W, shapes.R)
         batch = grpo_step.grpo_batch(rows, adv_N, shapes.updates, shapes.micro)
+        sampler_NR = np.zeros(rows.mask_NR.shape, np.float32)
+        for n, lp in enumerate(lp for g in groups for lp in pool[g][4]):
+            sampler_NR[n, :len(lp)] = lp
+        sampler_NR = sampler_NR.reshape(batch["mask_NR"].shape)
         ls = grpo_step.LossSettings.from_rl(rl)
-        update, logp_fn = self._grpo_fns(ls)
+        update, logp_fn, agree_fn = self._grpo_fns(ls)
         shard = {k: self._rows_sharding(2, v.ndim - 3) for k, v in batch.items()}
         t1 = time.time()
         with jax.set_mesh(self.mesh):
             dev = jax.device_put(batch, shard)
-            dev["old_logp_NR"] = logp_fn(state.params, dev)
+            logp_in = {k: v for k, v in dev.items() if k != "old_logp_NR"}
+            dev["old_logp_NR"] = logp_fn(state.params, logp_in)
+            if ls.kl_coef:  # the reference's logprobs: the same packed pass, frozen params
+                dev["ref_logp_NR"] = logp_fn(state.ref_params, logp_in)
+            is_weight, agree = agree_fn(jax.device_put(sampler_NR, shard["mask_NR"]), dev["old_logp_NR"],
+                                        dev["mask_NR"])
+            if ls.tis_cap:
+                dev["is_weight_NR"] = is_weight
             state, m = update(state, dev)
         m = jax.device_get(m)
         train_tokens = float(rows.mask_NR.sum() + sum(len(p) for p in prompts))
+        metrics.update({k: float(v) for k, v in jax.device_get(agree).items()})
         metrics.update({
             "loss": m["actor_loss"], "pg_loss": m["pg_loss"], "clip_frac": m["clip_frac"],
             "entropy": m["entropy"], "approx_kl": m["approx_kl"], "grad_norm": m["grad_norm"],
+            "ratio_mean": m["ratio_mean"], "ratio_max": m["ratio_max"],
+            "updates": m["updates"], "empty_updates": m["empty_updates"],
             "skipped": m["skipped"], "train_tokens_per_s": train_tokens / max(time.time() - t1, 1e-9),
         })
+        if ls.kl_coef:
+            metrics["kl"] = m["kl"]
+        metrics = {k: float(v) for k, v in metrics.items()}
+        self.last_update_metrics = m["by_update"]  # per update, for tests and debugging
         return state, metrics
 
     # --- evaluation ---------------------------------------------------------------------------
@@ -422,7 +394,7 @@ class Trainer:
                 phase = cfg.phases[k]
                 recs = self.per_phase[k]
                 hard = hard_pool_for(k, cfg.phases, self.per_phase, difficulty, cfg.retro) if phase.kind == "rl" else []
-                pdata = PhaseData(recs, hard, phase, cfg.retro, seed=cfg.seed * 1000 + k,
+                pdata = PhaseData(recs, hard, phase, cfg.retro, seed=cfg.seed * 1000 + k + 1_000_003 * cfg.data.shuffle_seed,
                                   shard=process_shard() if jax.process_count() > 1 else None,
                                   gather=sharding.process_allgather_ints)
                 if meta["phase_data"] is not None:
@@ -430,6 +402,8 @@ class Trainer:
                 n_steps = phase_steps(phase, len(recs))
                 bar = tqdm(total=n_steps, initial=meta["phase_step"], desc=f"{phase.name} ({phase.kind})",
                            disable=self.quiet or jax.process_index() != 0)
+                if phase.kind == "rl" and cfg.rl.kl_coef and not cfg.rl.ref_from and meta["phase_step"] == 0:
+                    state = state.replace(ref_params=self._reference(state.params))  # the phase's start
                 while meta["phase_step"] < n_steps:
                     lr = self._lr(phase, meta["phase_step"], n_steps)
                     state = with_lr(state, lr)

@@ -41,9 +41,9 @@ def test_single_stage_covers_all_inputs_up_to_the_longest_limit():
     from qwenlong_jax.curriculum import phase_records
     from qwenlong_jax.data.tokenizer import load_tokenizer
     from qwenlong_jax.datasets import load_run_data
-    from qwenlong_jax.trainer import _tokenizer_path
+    from qwenlong_jax.run_setup import tokenizer_path
     cfg = from_config_dict(c)
-    recs = phase_records(load_run_data(cfg, load_tokenizer(_tokenizer_path(cfg))).train, single)
+    recs = phase_records(load_run_data(cfg, load_tokenizer(tokenizer_path(cfg))).train, single)
     n = np.asarray([r.num_prompt_tokens for r in recs])
     assert len(recs) == c.data.synthetic_per_phase
     assert (n <= d["rl_320"].min_input).mean() > 0.1 and (n > d["rl_640"].min_input).mean() > 0.3

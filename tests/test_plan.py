@@ -43,10 +43,10 @@ def measured(cfg, mcfg, phase) -> tuple[int, int]:
     ls = grpo_step.LossSettings.from_rl(cfg.rl)
     update = jax.jit(lambda st, b: grpo_step.grpo_update(mcfg, ls, tx, st, b), donate_argnums=0)
     upd = update.lower(state, batch).compile().memory_analysis()
-    keys = jax.eval_shape(lambda: jax.random.split(jax.random.key(0), (s["B"], G)))
+    keys = jax.eval_shape(lambda: jax.random.split(jax.random.key(0), (s["sample_B"], G)))
     strategy = strategies.from_flags(cfg.rl.temperature, cfg.rl.top_p, cfg.rl.top_k, 0.0)
     smp = sampler.sample_groups.lower(
-        mcfg, state.params, sd((s["B"], s["S"]), jnp.int32), sd((s["B"],), jnp.int32), keys,
+        mcfg, state.params, sd((s["sample_B"], s["S"]), jnp.int32), sd((s["sample_B"],), jnp.int32), keys,
         max_new_tokens=R, strategy=strategy, eos_ids=(1,), prefill_chunk=plan.PREFILL_CHUNK,
     ).compile().memory_analysis()
     return _peak(upd), _peak(smp)
@@ -144,7 +144,7 @@ def test_planner_prices_the_shapes_the_trainer_builds():
     cfg = plan.load_config(os.path.join(REPO, "configs", "r1_distill_32b_tpu.py"))
     s = plan.rl_shapes(cfg, cfg.phases[2])
     assert s == dict(B=128, G=8, S=60416, R=10_000, W=140416, rows=cfg.rl.micro_batch, updates=4,
-                     micro=32 // cfg.rl.micro_batch, sample_B=cfg.rl.rollout_batch)
+                     micro=32 // cfg.rl.micro_batch, sample_B=cfg.rl.rollout_batch, gen_B=cfg.rl.gen_batch)
 
 
 # --- against XLA:TPU: the compile check's recorded figures -------------------------------------

@@ -3,8 +3,22 @@
 Batch layout (host arrays from rl.packing, reshaped by `grpo_batch`):
     rows:   tokens/positions/segment_ids/src  [M, U, Bm, W]  (M updates, U micro-batches each)
     tokens: unpack_idx/mask/old_logp          [M, U, Nm, R], adv [M, U, Nm]
+    optional, same layout as old_logp: ref_logp (rl.kl_coef > 0), is_weight (rl.tis_cap > 0)
 `unpack_idx` is local to its micro-batch (b * W + w). Packed rows hold one group each
 (shared_prefix_segment=1); the naive layout (one row per sample) uses shared_prefix_segment=None.
+
+Weighting (`grpo_update`): an update whose mini-batch has no real response token is not applied
+(state bitwise unchanged; `empty_updates` counts it). Otherwise the micro-batches combine as
+`LossSettings.scope` says:
+  "mini_batch"   the exact rl.loss_agg mean over the whole mini-batch: micro-batch u weighs
+                 n_u / n (its share of the real tokens); for seq-mean-token-mean the policy term
+                 is rescaled so each real sequence weighs 1 / (real sequences of the mini-batch)
+                 (entropy and KL stay token means, as RECIPE's objective has them).
+  "micro_batch"  the reference's gradient accumulation: the mean of the per-micro-batch means,
+                 over the micro-batches that hold a real token (padding never dilutes it).
+In both, a padding row (an empty response) is no sequence: seq-mean-token-mean means over real
+rows. The two agree when every micro-batch holds as many tokens (sequences) as the others.
+`epochs` passes run over the same M mini-batches in the same order (PPO epochs).
 """
 from __future__ import annotations
 
@@ -36,11 +50,22 @@ class LossSettings:
     entropy_coeff: float = 0.001
     temperature: float = 1.0
     shared_prefix_segment: int | None = 1
+    kl_coef: float = 0.0  # > 0: the batch holds ref_logp_NR
+    kl_type: str = "low_var_kl"
+    tis_cap: float = 0.0  # > 0: the batch holds is_weight_NR
+    scope: str = "mini_batch"
+    epochs: int = 1
 
     @classmethod
     def from_rl(cls, rl: RLConfig, packed: bool = True) -> "LossSettings":
         return cls(rl.clip_low, rl.clip_high, rl.loss_agg, rl.entropy_coeff, rl.temperature,
-                   1 if packed else None)
+                   1 if packed else None, kl_coef=rl.kl_coef, kl_type=rl.kl_type,
+                   tis_cap=rl.tis_cap, scope=rl.loss_scope, epochs=rl.epochs)
+
+    @property
+    def token_keys(self) -> tuple[str, ...]:
+        """The [M, U, Nm, R] float arrays the update reads besides mask and old_logp."""
+        return (("ref_logp_NR",) if self.kl_coef else ()) + (("is_weight_NR",) if self.tis_cap else ())
 
 
 def micro_logprobs(cfg: ModelConfig, params, mb: dict, ls: LossSettings):
@@ -53,25 +78,104 @@ def micro_logprobs(cfg: ModelConfig, params, mb: dict, ls: LossSettings):
 
 
 def grpo_loss(cfg: ModelConfig, ls: LossSettings, params, mb: dict):
+    """The actor loss of one micro-batch (its own means; `mb["pg_scale"]`, set by grpo_update,
+    rescales the policy term for the exact seq-mean over a mini-batch)."""
     logp_NR, ent_NR = micro_logprobs(cfg, params, mb, ls)
+    mask_NR = mb["mask_NR"]
     loss, stats = actor_loss(
-        logp_NR, mb["old_logp_NR"], mb["adv_N"], mb["mask_NR"], entropy_BT=ent_NR,
+        logp_NR, mb["old_logp_NR"], mb["adv_N"], mask_NR, entropy_BT=ent_NR,
+        ref_logp_BT=mb["ref_logp_NR"] if ls.kl_coef else None,
         clip_low=ls.clip_low, clip_high=ls.clip_high, agg=ls.agg, entropy_coeff=ls.entropy_coeff,
+        kl_coef=ls.kl_coef, kl_kind=ls.kl_type,
+        token_weight_BT=mb["is_weight_NR"] if ls.tis_cap else None,
     )
+    scale = jnp.asarray(mb.get("pg_scale", 1.0), jnp.float32)
+    if ls.agg == "seq-mean-token-mean":  # mean over real rows: padding rows are no sequences
+        n_rows = jnp.sum(jnp.any(mask_NR > 0, axis=-1))
+        scale = scale * mask_NR.shape[0] / jnp.maximum(n_rows, 1)
+    pg = stats["pg_loss"]
+    loss = loss + pg * (scale - 1.0)
+    stats["pg_loss"] = pg * scale
+    stats["actor_loss"] = loss
     return loss, stats
+
+
+def update_weights(mask_UNR: jax.Array, agg: str, scope: str) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """(weights_U, pg_scale_U, apply) for one mini-batch's micro-batches (module docstring)."""
+    m = mask_UNR.astype(jnp.float32)
+    tok_U = jnp.sum(m, axis=(1, 2))
+    seq_U = jnp.sum(jnp.any(m > 0, axis=-1), axis=-1).astype(jnp.float32)
+    n_tok = jnp.sum(tok_U)
+    if scope == "micro_batch":
+        real_U = (tok_U > 0).astype(jnp.float32)
+        return real_U / jnp.maximum(jnp.sum(real_U), 1.0), jnp.ones_like(tok_U), n_tok > 0
+    if scope != "mini_batch":
+        raise ValueError(f"scope must be 'mini_batch' or 'micro_batch', got {scope!r}")
+    w_U = tok_U / jnp.maximum(n_tok, 1.0)
+    if agg == "seq-mean-token-mean":
+        seq_share_U = seq_U / jnp.maximum(jnp.sum(seq_U), 1.0)
+        scale_U = jnp.where(w_U > 0, seq_share_U / jnp.where(w_U > 0, w_U, 1.0), 0.0)
+    else:
+        scale_U = jnp.ones_like(tok_U)
+    return w_U, scale_U, n_tok > 0
 
 
 def grpo_update(cfg: ModelConfig, ls: LossSettings, tx: optax.GradientTransformation,
                 state: TrainState, batch: dict) -> tuple[TrainState, dict]:
-    """M optimizer updates (one per mini-batch), each accumulating U micro-batches."""
+    """ls.epochs x M optimizer updates (one per mini-batch), each accumulating U micro-batches.
+
+    Returns (state, metrics): scalars averaged over the applied updates, `updates` (applied),
+    `empty_updates`, `skipped` (non-finite), `ratio_max` (over all updates), and `by_update`,
+    the per-update metrics [epochs * M] in order."""
 
     def one(state, mini):
-        return apply_update(state, tx, lambda p, mb: grpo_loss(cfg, ls, p, mb), mini)
+        w_U, scale_U, apply = update_weights(mini["mask_NR"], ls.agg, ls.scope)
+        mini = {**mini, "pg_scale": scale_U}
+        return apply_update(state, tx, lambda p, mb: grpo_loss(cfg, ls, p, mb), mini,
+                            weights_U=w_U, apply=apply)
 
-    state, metrics = jax.lax.scan(one, state, batch)
-    out = {k: jnp.mean(v) for k, v in metrics.items()}
-    out["skipped"] = jnp.sum(metrics["skipped"])
+    def epoch(state, _):
+        return jax.lax.scan(one, state, batch)
+
+    state, metrics = jax.lax.scan(epoch, state, None, length=ls.epochs)
+    by_update = {k: v.reshape(-1) for k, v in metrics.items()}
+    used = ((by_update["empty"] == 0) & (by_update["skipped"] == 0)).astype(jnp.float32)
+    n_used = jnp.sum(used)
+    out = {k: jnp.sum(v * used) / jnp.maximum(n_used, 1.0) for k, v in by_update.items()}
+    out["skipped"] = jnp.sum(by_update["skipped"])
+    out["empty_updates"] = jnp.sum(by_update["empty"])
+    out["updates"] = n_used
+    out["ratio_max"] = jnp.max(by_update["ratio_max"])
+    out["by_update"] = by_update
     return state, out
+
+
+def rollout_agreement(sampler_logp_NR: jax.Array, old_logp_NR: jax.Array, mask_NR: jax.Array,
+                      tis_cap: float = 0.0) -> tuple[jax.Array, dict]:
+    """Sampler vs trainer log-probabilities of the sampled tokens (any matching shapes).
+
+    Returns (is_weight, stats): is_weight = min(exp(old_logp - sampler_logp), tis_cap) on real
+    tokens (truncated importance sampling; ones when tis_cap is 0), and stats: mean and max of
+    |sampler_logp - old_logp| and KL(sampler || trainer), estimated on the sampled tokens with
+    the low-variance estimator exp(k) - k - 1, k = old_logp - sampler_logp."""
+    m = mask_NR.astype(jnp.float32)
+    valid = m > 0
+    n = jnp.maximum(jnp.sum(m), 1.0)
+    d = jnp.where(valid, old_logp_NR - sampler_logp_NR, 0.0)
+    k = jnp.clip(d, -20.0, 20.0)
+    stats = {
+        "rollout/logp_diff_mean": jnp.sum(jnp.abs(d)) / n,
+        "rollout/logp_diff_max": jnp.max(jnp.abs(d)),
+        # exp(k) - k - 1 >= 0; the max only removes float round-off near k = 0.
+        "rollout/kl": jnp.sum(jnp.where(valid, jnp.maximum(jnp.exp(k) - k - 1.0, 0.0), 0.0)) / n,
+    }
+    if tis_cap:
+        w = jnp.where(valid, jnp.minimum(jnp.exp(k), tis_cap), 1.0)
+        stats["rollout/tis_weight_mean"] = jnp.sum(w * m) / n
+        stats["rollout/tis_capped_frac"] = jnp.sum((jnp.exp(k) > tis_cap) * m) / n
+    else:
+        w = jnp.ones_like(m)
+    return w, stats
 
 
 def policy_logprobs(cfg: ModelConfig, ls: LossSettings, params, batch: dict) -> jax.Array:

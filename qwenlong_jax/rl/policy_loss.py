@@ -128,14 +128,23 @@ def actor_loss(logp_BT: jnp.ndarray, old_logp_BT: jnp.ndarray, adv_B: jnp.ndarra
                ref_logp_BT: jnp.ndarray | None = None, clip_low: float = 0.2,
                clip_high: float = 0.2, agg: AggMode = "token-mean", entropy_coeff: float = 0.0,
                kl_coef: float = 0.0, kl_kind: KLKind = "low_var_kl",
+               token_weight_BT: jnp.ndarray | None = None,
                ) -> tuple[jnp.ndarray, dict[str, jnp.ndarray]]:
     """pg_loss - entropy_coeff * entropy (+ kl_coef * kl when ref_logp_BT is given).
 
     entropy_BT (per-token entropy of the temperature-scaled policy) is optional for the loss when
     entropy_coeff == 0; when given it is always reported. The KL term needs ref_logp_BT.
+    token_weight_BT (> 0, no gradient) multiplies each token's clipped policy loss, e.g.
+    truncated importance-sampling weights for the sampler/trainer mismatch; it is applied to
+    the advantage, which is the same thing for a positive weight: max(-wA r, -wA clip(r)) =
+    w max(-A r, -A clip(r)).
     """
-    loss, stats = policy_loss(logp_BT, old_logp_BT, adv_B, mask_BT, clip_low=clip_low,
-                              clip_high=clip_high, agg=agg)
+    adv_BT = token_advantages(adv_B, mask_BT)
+    if token_weight_BT is not None:
+        _check_BT("token_weight_BT", token_weight_BT, mask_BT.shape)
+        adv_BT = adv_BT * token_weight_BT.astype(jnp.float32)
+    loss, stats = policy_loss_tokens(logp_BT, old_logp_BT, adv_BT, mask_BT, clip_low=clip_low,
+                                     clip_high=clip_high, agg=agg)
     if entropy_coeff != 0.0 and entropy_BT is None:
         raise ValueError(f"entropy_coeff={entropy_coeff} needs entropy_BT")
     if kl_coef != 0.0 and ref_logp_BT is None:

@@ -1,0 +1,103 @@
+"""What a run is built from, as functions of its config: the tokenizer path, the model config of
+the model actually trained, the checks that run before anything compiles, and phase lengths.
+
+The trainer (trainer.py), the memory planner (plan.py) and the compile check (compile.py) all
+call these, so they validate, price and compile the same model.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import jax
+
+from qwenlong_jax import config as config_lib
+from qwenlong_jax import models, paths, sharding
+from qwenlong_jax.config import Config, PhaseConfig
+from qwenlong_jax.data.tokenizer import DEFAULT_TOKENIZER
+
+
+def tokenizer_path(cfg: Config) -> str:
+    """The one tokenizer resolver: data.tokenizer when set; else a tokenizer inside the model
+    (init_from, then hf_path; its tokenizer/ folder first, then its root); else the embedded one."""
+    if cfg.data.tokenizer:
+        return cfg.data.tokenizer
+    for base in (cfg.model.init_from, cfg.model.hf_path):
+        if base:
+            for cand in (paths.join(base, "tokenizer"), base):
+                if paths.exists(paths.join(cand, "spm.model")) or paths.exists(
+                        paths.join(cand, "tokenizer.json")):
+                    return cand
+    return DEFAULT_TOKENIZER
+
+
+def phase_steps(phase: PhaseConfig, num_records: int) -> int:
+    return phase.steps or max(1, math.ceil(phase.epochs * num_records / phase.batch))
+
+
+def exec_overrides(m: config_lib.ModelSection) -> dict:
+    """The run's execution settings (and rope scaling) laid over a checkpoint's config.json."""
+    return dict(dtype=m.dtype, attention_impl=m.attention_impl, remat=m.remat, scan_layers=m.scan_layers,
+                logits_chunk=m.logits_chunk, **config_lib.rope_overrides(m))
+
+
+def model_config(cfg: Config, vocab_size: int | None) -> models.ModelConfig:
+    """The config of the model actually trained: the checkpoint's (config.json of
+    model.init_from) when set, else the named size; with the run's execution settings."""
+    m = cfg.model
+    if not m.init_from:
+        if m.size == "hf" and paths.is_remote(m.hf_path):  # config.json read from a local copy
+            m = dataclasses.replace(m, hf_path=paths.local_copy(m.hf_path))
+        return config_lib.build_model_config(m, vocab_size)
+    try:
+        mcfg = models.read_hf_config(paths.local_copy(m.init_from), **exec_overrides(m))
+    except models.CheckpointError:
+        raise
+    except (ValueError, OSError) as e:
+        raise config_lib.ConfigError(f"model.init_from: {e}") from None
+    if m.size == "tiny" and vocab_size is not None and mcfg.vocab_size != vocab_size:
+        raise config_lib.ConfigError(
+            f"model.init_from vocab {mcfg.vocab_size} != tokenizer vocab {vocab_size}")
+    return mcfg
+
+
+def validate_run(cfg: Config, mcfg, mesh) -> None:
+    """Everything checkable before compiling: layouts, batch splits, overlong buffer."""
+    batch_axes = sharding.batch_axis_size(mesh)
+    try:
+        sharding.check_layout(models.logical_axes(mcfg), models.param_shapes(mcfg), mesh)
+    except ValueError as e:  # a mesh the model does not split over: a config error, one line
+        raise config_lib.ConfigError(str(e)) from None
+    for ph in cfg.phases:
+        if ph.batch % jax.process_count():
+            raise config_lib.ConfigError(
+                f"phases[{ph.name}].batch={ph.batch} must be divisible by the {jax.process_count()} "
+                "processes (each draws an equal share of every batch)")
+        if ph.kind != "rl":
+            if ph.micro_rows and ph.micro_rows % batch_axes:
+                raise config_lib.ConfigError(
+                    f"phases[{ph.name}].micro_rows={ph.micro_rows} is not divisible by the mesh batch axes "
+                    f"(data*fsdp={batch_axes}); change phases[{ph.name}].micro_rows or mesh")
+            continue
+        gen_b = cfg.rl.gen_batch or ph.batch
+        if gen_b % jax.process_count():
+            raise config_lib.ConfigError(
+                f"rl.gen_batch={gen_b} must be divisible by the {jax.process_count()} processes")
+        if cfg.rl.rollout_batch and gen_b % cfg.rl.rollout_batch:
+            raise config_lib.ConfigError(
+                f"prompts per generation round (rl.gen_batch or phases[{ph.name}].batch) = {gen_b} must be "
+                f"a multiple of rl.rollout_batch={cfg.rl.rollout_batch}")
+        mini = min(cfg.rl.mini_batch, ph.batch)
+        micro = cfg.rl.micro_batch or mini
+        if ph.batch % mini or mini % micro:
+            raise config_lib.ConfigError(
+                f"phases[{ph.name}].batch={ph.batch} must split into rl.mini_batch={mini} and "
+                f"rl.micro_batch={micro} evenly")
+        if micro % batch_axes:
+            raise config_lib.ConfigError(
+                f"rl.micro_batch={micro} groups is not divisible by the mesh batch axes (data*fsdp="
+                f"{batch_axes}); change rl.micro_batch or mesh")
+        if cfg.rl.overlong_buffer >= ph.max_output:
+            raise config_lib.ConfigError(
+                f"rl.overlong_buffer={cfg.rl.overlong_buffer} must be < phases[{ph.name}].max_output="
+                f"{ph.max_output}")

@@ -1,0 +1,118 @@
+"""The RL step end to end in the trainer at the recipe's shape of an update: a reward that
+varies (stub scorer), M=4 updates per step, dynamic sampling on with a forced partial batch
+(2 of 4 groups valid, one generation round): after update 1 the importance ratio differs from 1
+and clipping acts; the two all-padding updates are not applied; kl_coef > 0 changes the loss
+and reports kl; rl.epochs=2 does twice the updates; gen_batch > batch keeps the extra valid
+groups of every round until the batch is full."""
+import jax
+import numpy as np
+import pytest
+
+import configs.smoke
+from configs import common
+from qwenlong_jax import rewards
+from qwenlong_jax.config import from_config_dict
+from qwenlong_jax.metrics import read_metrics
+from qwenlong_jax.trainer import Trainer
+
+G = 4
+
+
+def _stub_scores(items, judge=None):
+    """Group g of a generation call varies (2 of its G responses right) when g is even."""
+    return [1.0 if (i // G) % 2 == 0 and i % G < 2 else 0.0 for i in range(len(items))]
+
+
+def _cfg(**rl):
+    c = configs.smoke.get_config()
+    c.optim.update(lr=3e-2)
+    c.rl.update({**dict(group_size=G, mini_batch=1, gen_batch=4, max_gen_rounds=1, clip_high=0.28), **rl})
+    c.phases = dict(rl=common.phase(0, "rl", 160, 16, steps=1, batch=4))
+    c.data.update(synthetic_per_phase=8, eval_lengths=())
+    c.export_hf = False
+    return from_config_dict(c)
+
+
+def _run(tmp_path, name, **rl):
+    t = Trainer(_cfg(**rl), str(tmp_path / name), quiet=True, devices=jax.devices()[:1])
+    t.run()
+    (row,) = read_metrics(str(tmp_path / name))
+    return row, {k: np.asarray(v) for k, v in t.last_update_metrics.items()}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    mp = pytest.MonkeyPatch()
+    mp.setattr(rewards, "hybrid_scores", _stub_scores)
+    tmp = tmp_path_factory.mktemp("rl_trainer")
+    try:
+        yield {"base": _run(tmp, "base"), "kl_epochs": _run(tmp, "kl_epochs", kl_coef=0.5, epochs=2)}
+    finally:
+        mp.undo()
+
+
+def test_partial_batch_four_updates_ratio_and_clipping(runs):
+    row, upd = runs["base"]
+    # Dynamic sampling kept 2 of the 4 groups (one round): 2 real updates, 2 of padding.
+    assert row["kept_groups"] == 2 and row["filtered_groups"] == 2 and row["gen_rounds"] == 1
+    assert upd["empty"].tolist() == [0, 0, 1, 1] and row["updates"] == 2 and row["empty_updates"] == 2
+    assert upd["ratio_mean"][0] == pytest.approx(1.0, abs=1e-5)  # update 1: old_logp is the policy
+    assert abs(upd["ratio_mean"][1] - 1.0) > 1e-3 or abs(upd["ratio_max"][1] - 1.0) > 1e-3
+    assert upd["clip_frac"][:2].max() > 0
+    # Empty updates contribute nothing to the reported means.
+    np.testing.assert_allclose(row["clip_frac"], upd["clip_frac"][:2].mean(), rtol=1e-5)
+    for k in ("rollout/logp_diff_mean", "rollout/logp_diff_max", "rollout/kl"):
+        assert np.isfinite(row[k]) and row[k] >= 0
+    assert row["rollout/logp_diff_max"] < 1e-3  # float32 CPU: the sampler and the trainer agree
+
+
+def test_kl_changes_the_loss_and_epochs_double_the_updates(runs):
+    (row0, upd0), (row1, upd1) = runs["base"], runs["kl_epochs"]
+    assert len(upd1["loss"]) == 2 * len(upd0["loss"]) == 8
+    assert row1["updates"] == 2 * row0["updates"] == 4 and row1["empty_updates"] == 4
+    assert "kl" in row1 and "kl" not in row0 and row1["kl"] > 0
+    # Update 1 starts at the reference (kl 0, zero gradient); update 2 adds kl_coef * kl.
+    assert upd1["kl"][0] == pytest.approx(0.0, abs=1e-7) and upd1["kl"][1] > 0
+    np.testing.assert_allclose(upd1["actor_loss"][1] - upd0["actor_loss"][1], 0.5 * upd1["kl"][1],
+                               rtol=1e-3, atol=1e-7)
+    assert row1["loss"] != row0["loss"]
+
+
+def test_gen_batch_keeps_extra_valid_groups_across_rounds(tmp_path, monkeypatch):
+    monkeypatch.setattr(rewards, "hybrid_scores", _stub_scores)
+    # 3 prompts per round, groups 0 and 2 valid: round 1 keeps 2, round 2 keeps 2 more -> full.
+    row, upd = _run(tmp_path, "gen", gen_batch=3, max_gen_rounds=5, mini_batch=4)
+    assert row["gen_rounds"] == 2 and row["generated_groups"] == 6
+    assert row["kept_groups"] == 4 and row["surplus_groups"] == 0 and row["filtered_groups"] == 2
+    assert row["updates"] == 1 and row["empty_updates"] == 0
+
+
+def test_validation_planning_and_training_use_the_checkpoints_model_config(tmp_path):
+    import json
+
+    import configs.default
+    from qwenlong_jax import models, plan
+
+    cfg = from_config_dict(configs.default.get_config())
+    with open(f"{cfg.model.init_from}/config.json") as f:
+        inter = json.load(f)["intermediate_size"]
+    assert inter != models.get_model_config("tiny").intermediate_size  # the case that went wrong
+    t = Trainer(cfg, str(tmp_path / "w"), quiet=True, devices=jax.devices()[:1])
+    assert t.mcfg.intermediate_size == inter and t.mcfg == plan.model_config(cfg)
+    state = t._init_state()
+    assert state.params["layers"]["gate"].shape[-1] == inter
+
+
+def test_phase_epochs_set_the_step_count():
+    from qwenlong_jax.config import ConfigError, PhaseConfig
+    from qwenlong_jax.run_setup import phase_steps
+
+    assert phase_steps(PhaseConfig(name="s", kind="sft", batch=16, epochs=3), 256) == 48
+    assert phase_steps(PhaseConfig(name="s", kind="sft", batch=16), 256) == 16
+    assert phase_steps(PhaseConfig(name="s", kind="sft", batch=16, steps=5), 256) == 5
+    with pytest.raises(ConfigError, match=r"phases\[s\]: set steps or epochs, not both"):
+        PhaseConfig(name="s", kind="sft", steps=5, epochs=3)
+    c = configs.smoke.get_config()
+    c.phases.sft.steps = 0
+    c.phases.sft.epochs = 3
+    assert from_config_dict(c).phases[0].epochs == 3
