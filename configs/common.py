@@ -5,7 +5,7 @@ import ml_collections
 
 
 def recipe_rl(**overrides) -> ml_collections.ConfigDict:
-    """QwenLong-L1 reference RL settings (RECIPE.md): G=8, clip 0.2/0.2, token-mean, entropy
+    """QwenLong-L1 reference RL settings (docs/recipe.md): G=8, clip 0.2/0.2, token-mean, entropy
     0.001, no KL, DAPO dynamic sampling (10 rounds), overlong buffer 1000, T=0.7, top-p 0.95."""
     rl = ml_collections.ConfigDict(dict(
         group_size=8, clip_low=0.2, clip_high=0.2, loss_agg="token-mean", normalize_std=True,

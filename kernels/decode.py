@@ -37,8 +37,9 @@ from jax import lax
 from jax.experimental import pallas as pl
 
 from kernels import flash
-from kernels.flash import (MIN_BLOCK, _dot, _dot_nt, _iota, compiler_params, resolve_interpret,
+from kernels.flash import (MIN_BLOCK, compiler_params, resolve_interpret,
                            resolve_kernel)
+from kernels.kernel_math import dot, dot_nt, iota
 from kernels.reference import MASK_VALUE
 
 # ----------------------------------------------------------------------------- constants
@@ -186,15 +187,15 @@ def _split_attention(static: DecodeStatic, q, k_ref, v_ref, split_start, num_val
     def body(j, carry):
         acc, m, l = carry
         sl = pl.ds(pl.multiple_of(j * bs, bs), bs)
-        k_pos = _iota(bs, split_start + j * bs)
+        k_pos = iota(bs, split_start + j * bs)
         mask = k_pos[None, :] < row_limit[:, None]
         # Keys past the cache end may be out-of-bounds garbage (even NaN): zero v, not only p.
         v = jnp.where((k_pos < split_start + num_valid)[:, None], v_ref[sl, :], 0)
-        s = jnp.where(mask, _dot_nt(q, k_ref[sl, :]) * static.sm_scale, MASK_VALUE)
+        s = jnp.where(mask, dot_nt(q, k_ref[sl, :]) * static.sm_scale, MASK_VALUE)
         m_new = jnp.maximum(m, jnp.max(s, axis=1))
         p = jnp.where(mask, jnp.exp(s - m_new[:, None]), 0.0)
         alpha = jnp.exp(m - m_new)
-        return (alpha[:, None] * acc + _dot(p.astype(v.dtype), v), m_new,
+        return (alpha[:, None] * acc + dot(p.astype(v.dtype), v), m_new,
                 alpha * l + jnp.sum(p, axis=1))
 
     init = (jnp.zeros((rows, H), jnp.float32), jnp.full((rows,), MASK_VALUE, jnp.float32),
@@ -221,7 +222,7 @@ def _response_kernel(q_ref, k_ref, v_ref, len_ref, o_ref, lse_ref, *, static):
     resp_len = len_ref[pl.program_id(0), pl.program_id(1)]
     rows = q_ref.shape[0]
     # Row r is new token t = r // Q, at response position resp_len - T + t; it sees keys <= it.
-    token = lax.div(_iota(rows, 0), static.heads_per_kv)
+    token = lax.div(iota(rows, 0), static.heads_per_kv)
     row_limit = resp_len - static.queries + token + 1
     o, lse = _split_attention(static, q_ref[...], k_ref, v_ref, split_start,
                               resp_len - split_start, row_limit)

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 from jax import lax
 from jax.experimental import pallas as pl
 
+from kernels.kernel_math import mosaic_dot, mosaic_dot_nt
 from kernels.reference import MASK_VALUE
 
 
@@ -35,20 +36,10 @@ def _params(interpret: bool):
     return pltpu.CompilerParams(dimension_semantics=("parallel", "arbitrary"))
 
 
-def _precision(a):
-    """Explicit per-dtype precision: a global jax_default_matmul_precision="highest" would ask
-    Mosaic for fp32 contraction of bf16 operands, which it rejects ("Bad lhs type")."""
-    return lax.Precision.HIGHEST if a.dtype == jnp.float32 else lax.Precision.DEFAULT
 
 
-def _dot(a, b):
-    return lax.dot_general(a, b, (((1,), (0,)), ((), ())), precision=_precision(a),
-                           preferred_element_type=jnp.float32)
 
 
-def _dot_nt(a, b):
-    return lax.dot_general(a, b, (((1,), (1,)), ((), ())), precision=_precision(a),
-                           preferred_element_type=jnp.float32)
 
 
 def _last_valid_block(length, block: int, num_blocks: int):
@@ -106,12 +97,12 @@ def _kernel(lens, q_ref, k_ref, v_ref, o_ref, lse_ref, m_sc, l_sc, acc_sc, *, st
         for h in range(K):  # static: head h is the strided slice [:, h, :] of the block
             k = k_ref[:, h, :]
             v = jnp.where(valid, v_ref[:, h, :], 0)  # past the cache end may be garbage/NaN
-            s = jnp.where(mask, _dot_nt(q_ref[h], k) * static.sm_scale, MASK_VALUE)
+            s = jnp.where(mask, mosaic_dot_nt(q_ref[h], k) * static.sm_scale, MASK_VALUE)
             m = m_sc[h]
             m_new = jnp.maximum(m, jnp.max(s, axis=1, keepdims=True))
             p = jnp.where(mask, jnp.exp(s - m_new), 0.0)
             alpha = jnp.exp(m - m_new)
-            acc_sc[h] = alpha * acc_sc[h] + _dot(p.astype(v.dtype), v)
+            acc_sc[h] = alpha * acc_sc[h] + mosaic_dot(p.astype(v.dtype), v)
             l_sc[h] = alpha * l_sc[h] + jnp.sum(p, axis=1, keepdims=True)
             m_sc[h] = m_new
 

@@ -48,6 +48,7 @@ from jax.experimental import pallas as pl
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from kernels.block_mask import MaskSpec, block_visible, element_mask
+from kernels.kernel_math import dot, dot_nt, dot_tn, iota
 from kernels.reference import MASK_VALUE
 
 # ----------------------------------------------------------------------------- constants
@@ -117,7 +118,7 @@ class FlashStatic:
 KERNELS = ("loop", "grid")
 
 
-def _check_inputs(q_BTNH, k_BSKH, v_BSKH, q_segment_ids_BT, kv_segment_ids_BS,
+def check_inputs(q_BTNH, k_BSKH, v_BSKH, q_segment_ids_BT, kv_segment_ids_BS,
                   shared_prefix_segment) -> None:
     if q_BTNH.ndim != 4 or k_BSKH.ndim != 4:
         raise ValueError(f"q must be [B,T,N,H] and k/v [B,S,K,H]; got {q_BTNH.shape}, "
@@ -219,7 +220,7 @@ def flash_attention(q_BTNH, k_BSKH, v_BSKH, *, causal: bool = True, q_segment_id
     the kernel per shard of the batch over `batch_axis` and of the heads over `head_axis`: XLA
     cannot partition a Mosaic kernel by itself ("Mosaic kernels cannot be automatically
     partitioned"), so without them a TPU mesh of more than one chip fails to compile."""
-    _check_inputs(q_BTNH, k_BSKH, v_BSKH, q_segment_ids_BT, kv_segment_ids_BS,
+    check_inputs(q_BTNH, k_BSKH, v_BSKH, q_segment_ids_BT, kv_segment_ids_BS,
                   shared_prefix_segment)
     B, T, N, H = q_BTNH.shape
     S = k_BSKH.shape[1]
@@ -407,20 +408,12 @@ def flash_backward(static: FlashStatic, q_BNTH, k_BKSH, v_BKSH, q_seg_BT, kv_seg
 
 
 # ----------------------------------------------------------------------------- kernels
-def _dot(a, b):  # a @ b with f32 accumulation
-    return lax.dot_general(a, b, (((1,), (0,)), ((), ())), preferred_element_type=jnp.float32)
 
 
-def _dot_nt(a, b):  # a @ b.T
-    return lax.dot_general(a, b, (((1,), (1,)), ((), ())), preferred_element_type=jnp.float32)
 
 
-def _dot_tn(a, b):  # a.T @ b
-    return lax.dot_general(a, b, (((0,), (0,)), ((), ())), preferred_element_type=jnp.float32)
 
 
-def _iota(n: int, start):
-    return start + lax.broadcasted_iota(jnp.int32, (n,), 0)
 
 
 def _column(n: int, start):  # [n, 1] positions
@@ -456,7 +449,7 @@ def _q_block_lo(static: FlashStatic, k_start):
 
 
 def _masked_scores(static, q, k, q_pos, k_pos, q_seg, k_seg):
-    s = _dot_nt(q, k) * static.sm_scale
+    s = dot_nt(q, k) * static.sm_scale
     mask = element_mask(static.mask, q_pos, k_pos, q_seg, k_seg, kv_padded=_kv_padded(static))
     return jnp.where(mask, s, MASK_VALUE), mask
 
@@ -486,7 +479,7 @@ def _fwd_kernel(q_ref, k_ref, v_ref, q_seg_ref, kv_seg_ref, o_ref, lse_ref, *cou
             m_new = jnp.maximum(m, jnp.max(s, axis=1, keepdims=True))
             p = jnp.where(mask, jnp.exp(s - m_new), 0.0)
             alpha = jnp.exp(m - m_new)
-            acc = alpha * acc + _dot(p.astype(v.dtype), v)
+            acc = alpha * acc + dot(p.astype(v.dtype), v)
             return acc, m_new, alpha * l + jnp.sum(p, axis=1, keepdims=True), n + 1
 
         return lax.cond(visible, compute, lambda c: c, carry)
@@ -524,8 +517,8 @@ def _dq_kernel(q_ref, k_ref, v_ref, do_ref, lse_ref, delta_ref, q_seg_ref, kv_se
             k, v = k_ref[k_slice, :], v_ref[k_slice, :]
             s, mask = _masked_scores(static, q, k, q_pos, _row(bk, k_start), q_seg, k_seg)
             p = jnp.where(mask, jnp.exp(s - lse), 0.0)
-            ds = p * (_dot_nt(do, v) - delta)
-            return dq + _dot(ds.astype(k.dtype), k)
+            ds = p * (dot_nt(do, v) - delta)
+            return dq + dot(ds.astype(k.dtype), k)
 
         return lax.cond(visible, compute, lambda d: d, dq)
 
@@ -558,11 +551,11 @@ def _dkdv_kernel(q_ref, k_ref, v_ref, do_ref, lse_ref, delta_ref, q_seg_ref, kv_
                 dk, dv = carry
                 q, do = q_ref[g, q_slice, :], do_ref[g, q_slice, :]
                 lse, delta = lse_ref[g, q_slice, :], delta_ref[g, q_slice, :]
-                s = jnp.where(mask, _dot_nt(q, k) * static.sm_scale, MASK_VALUE)
+                s = jnp.where(mask, dot_nt(q, k) * static.sm_scale, MASK_VALUE)
                 p = jnp.where(mask, jnp.exp(s - lse), 0.0)
-                dv = dv + _dot_tn(p.astype(do.dtype), do)
-                ds = p * (_dot_nt(do, v) - delta)
-                return dk + _dot_tn(ds.astype(q.dtype), q), dv
+                dv = dv + dot_tn(p.astype(do.dtype), do)
+                ds = p * (dot_nt(do, v) - delta)
+                return dk + dot_tn(ds.astype(q.dtype), q), dv
 
             return lax.fori_loop(0, group, head, carry)
 

@@ -36,6 +36,7 @@ from jax import lax
 from jax.experimental import pallas as pl
 
 from kernels.block_mask import block_visible, element_mask
+from kernels.kernel_math import mosaic_dot, mosaic_dot_nt, mosaic_dot_tn
 from kernels.reference import MASK_VALUE
 
 LANES = 128
@@ -125,25 +126,12 @@ def _out(shape, dtype, like):
     return jax.ShapeDtypeStruct(shape, dtype, manual_axis_type=jax.typeof(like).mat)
 
 
-def _precision(a):
-    """Explicit per-dtype precision: a global jax_default_matmul_precision="highest" would ask
-    Mosaic for fp32 contraction of bf16 operands, which it rejects ("Bad lhs type")."""
-    return lax.Precision.HIGHEST if a.dtype == jnp.float32 else lax.Precision.DEFAULT
 
 
-def _dot(a, b):
-    return lax.dot_general(a, b, (((1,), (0,)), ((), ())), precision=_precision(a),
-                           preferred_element_type=jnp.float32)
 
 
-def _dot_nt(a, b):
-    return lax.dot_general(a, b, (((1,), (1,)), ((), ())), precision=_precision(a),
-                           preferred_element_type=jnp.float32)
 
 
-def _dot_tn(a, b):
-    return lax.dot_general(a, b, (((0,), (0,)), ((), ())), precision=_precision(a),
-                           preferred_element_type=jnp.float32)
 
 
 def _positions(n: int, start, axis: int):
@@ -242,12 +230,12 @@ def _fwd_kernel(qmin, qmax, kmin, kmax, lo1, len1, lo2, len2, q_ref, k_ref, v_re
         k_seg = None if kv_seg_ref is None else kv_seg_ref[...]
         mask = element_mask(static.mask, _positions(bq, q_start, 0), _positions(bk, k_start, 1),
                             q_seg, k_seg, kv_padded=_kv_padded(static))
-        s = jnp.where(mask, _dot_nt(q, k) * static.sm_scale, MASK_VALUE)
+        s = jnp.where(mask, mosaic_dot_nt(q, k) * static.sm_scale, MASK_VALUE)
         m = m_sc[...]
         m_new = jnp.maximum(m, jnp.max(s, axis=1, keepdims=True))
         p = jnp.where(mask, jnp.exp(s - m_new), 0.0)
         alpha = jnp.exp(m - m_new)
-        acc_sc[...] = alpha * acc_sc[...] + _dot(p.astype(v.dtype), v)
+        acc_sc[...] = alpha * acc_sc[...] + mosaic_dot(p.astype(v.dtype), v)
         l_sc[...] = alpha * l_sc[...] + jnp.sum(p, axis=1, keepdims=True)
         m_sc[...] = m_new
 
@@ -349,7 +337,7 @@ def flash_backward_grid(static, q_BNTH, k_BKSH, v_BKSH, q_seg_BT1, kv_seg_B1S, d
 
 def _probs_t(static, q, k, lse_row, mask_t):
     """p^T [bk, bq] from transposed scores k q^T and the lse row."""
-    s = jnp.where(mask_t, _dot_nt(k, q) * static.sm_scale, MASK_VALUE)
+    s = jnp.where(mask_t, mosaic_dot_nt(k, q) * static.sm_scale, MASK_VALUE)
     return jnp.where(mask_t, jnp.exp(s - lse_row), 0.0)
 
 
@@ -379,8 +367,8 @@ def _dq_kernel(qmin, qmax, kmin, kmax, lo1, len1, lo2, len2, q_ref, k_ref, v_ref
                          None if q_seg_ref is None else q_seg_ref[...],
                          None if kv_seg_ref is None else kv_seg_ref[...])
         p_t = _probs_t(static, q, k, lse_ref[...], mask_t)
-        ds_t = p_t * (_dot_nt(v, do) - delta_ref[...])
-        dq_sc[...] += _dot_tn(ds_t.astype(k.dtype), k)
+        ds_t = p_t * (mosaic_dot_nt(v, do) - delta_ref[...])
+        dq_sc[...] += mosaic_dot_tn(ds_t.astype(k.dtype), k)
 
     @pl.when(t == nk - 1)
     def _finish():
@@ -415,9 +403,9 @@ def _dkdv_kernel(qmin, qmax, kmin, kmax, lo1, len1, lo2, len2, q_ref, k_ref, v_r
                          None if q_seg_ref is None else q_seg_ref[...],
                          None if kv_seg_ref is None else kv_seg_ref[...])
         p_t = _probs_t(static, q, k, lse_ref[...], mask_t)
-        dv_sc[...] += _dot(p_t.astype(do.dtype), do)
-        ds_t = p_t * (_dot_nt(v, do) - delta_ref[...])
-        dk_sc[...] += _dot(ds_t.astype(q.dtype), q)
+        dv_sc[...] += mosaic_dot(p_t.astype(do.dtype), do)
+        ds_t = p_t * (mosaic_dot_nt(v, do) - delta_ref[...])
+        dk_sc[...] += mosaic_dot(ds_t.astype(q.dtype), q)
 
     @pl.when(s == group * nq - 1)
     def _finish():

@@ -111,7 +111,7 @@ def ring_attention(q_BTNH, k_BSKH, v_BSKH, *, mesh: Mesh, axis_name: str = "sequ
     must then divide by that axis size). pair_impl: "flash" or "xla" per chunk pair (default:
     "xla" on CPU, "flash" elsewhere); block_q/block_k/interpret/kernel are passed to flash.
     """
-    flash._check_inputs(q_BTNH, k_BSKH, v_BSKH, q_segment_ids_BT, kv_segment_ids_BS,
+    flash.check_inputs(q_BTNH, k_BSKH, v_BSKH, q_segment_ids_BT, kv_segment_ids_BS,
                   shared_prefix_segment)
     B, T, N, H = q_BTNH.shape
     if axis_name not in mesh.shape:

@@ -3,7 +3,7 @@
 Config files (configs/*.py) build a ConfigDict with `get_config(arg=None)`; `from_config_dict`
 validates it (unknown keys with a did-you-mean, types, ranges) and returns a `Config`. Past
 this point no code reads the ConfigDict; modules take only the fields they need.
-Defaults follow QwenLong-L1's reference implementation (RECIPE.md).
+Defaults follow QwenLong-L1's reference implementation (docs/recipe.md).
 """
 from __future__ import annotations
 
@@ -210,7 +210,7 @@ class DataConfig:
 
 @dataclasses.dataclass(frozen=True)
 class RetroConfig:
-    """Difficulty-aware retrospective sampling (RECIPE.md 3)."""
+    """Difficulty-aware retrospective sampling (docs/recipe.md, "Pipeline" 3)."""
 
     hard_threshold: float = 0.0  # mean reward at or below this -> hard
     max_weight: float = 8.0  # difficulty weights clipped here
@@ -258,7 +258,6 @@ class Config:
         _at_least("checkpoint_every", self.checkpoint_every, 1)
         _at_least("keep_checkpoints", self.keep_checkpoints, 1)  # 0 would keep none: no resume
         _at_least("eval_every", self.eval_every, 0)
-        _at_least("log_every", self.log_every, 1)
         names = [p.name for p in self.phases]
         if len(set(names)) != len(names):
             raise ConfigError(f"phases: names must be unique, got {names}")

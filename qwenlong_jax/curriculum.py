@@ -1,7 +1,7 @@
 """Phases, progressive context scaling and difficulty-aware retrospective sampling.
 
 * Phase k trains on the examples whose prompt length (tokens, chat template included) lies
-  in (min_input, max_input] of that phase (RECIPE.md: (L_{k-1}, L_k]).
+  in (min_input, max_input] of that phase (docs/recipe.md: (L_{k-1}, L_k]).
 * Every RL rollout updates a per-example reward history (`Difficulty`). An example whose
   mean reward is at or below `hard_threshold` (0 by default: never solved) is *hard*.
   The reference carried such examples into the next phase offline; we do it online: when a

@@ -6,7 +6,7 @@
         --lengths 1024,2048,4096,8192,16384 --per_length 16
 
 Benchmark files are `{data_dir}/{name}.jsonl` (override one with `--bench_file name=PATH`);
-formats in eval/benchmarks.py. Defaults follow RECIPE.md "Evaluation": one sample at
+formats in eval/benchmarks.py. Defaults follow docs/recipe.md "Evaluation": one sample at
 temperature 0.7, top-p 0.95, up to 10,000 new tokens, inputs middle-truncated to 120,000 tokens,
 score max(rule, judge) (the judge only with --judge_url/--judge_model). `--greedy` decodes
 greedily instead. OUT gets predictions/{benchmark}.jsonl (one line per (id, sample); a rerun

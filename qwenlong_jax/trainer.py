@@ -2,7 +2,7 @@
 
     summary = Trainer(cfg, workdir).run()
 
-One loop drives every phase (DESIGN.md): SFT phases take a supervised step; RL phases take
+One loop drives every phase (docs/design.md): SFT phases take a supervised step; RL phases take
 (sample -> reward -> GRPO update) steps with DAPO dynamic sampling. Jitted functions are
 built once per phase (shapes are static within a phase). Checkpoints hold everything needed
 to resume (checkpoint.py); a resumed run produces the same params and metrics as an

@@ -111,7 +111,7 @@ def test_fixture_runs_every_format(tmp_path, no_checkpoint):
         assert m["f1"] == pytest.approx(f1), b
         assert m["rule"] == pytest.approx(score)  # no judge: score == rule
         assert m["pass@1"] == pytest.approx(score)  # one sample, scores in {0, 1}
-    # RECIPE.md's sampling by default; prompts of a batch are length-sorted, longest first.
+    # docs/recipe.md's sampling by default; prompts of a batch are length-sorted, longest first.
     assert {(c["temperature"], c["top_p"], c["num_samples"]) for c in fake.calls} == {(0.7, 0.95, 1)}
     rows = [json.loads(x) for x in open(tmp_path / "predictions" / "2wikimqa.jsonl")]
     assert [r["id"] for r in rows] == ["2wikimqa-0", "2wikimqa-1"]

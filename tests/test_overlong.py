@@ -1,4 +1,4 @@
-"""Overlong shaping (REWARD_RULES.md section 6): float32 values and placement at index L - 1.
+"""Overlong shaping (docs/rewards.md section 6): float32 values and placement at index L - 1.
 
 The parity test evaluates the reference's own expression on a torch int64 scalar (what verl's
 reward manager does) and requires bit-equal float32 results.

@@ -12,7 +12,7 @@ from qwenlong_jax import rl
 
 # ---- Transcription of verl (verl/trainer/ppo/core_algos.py, verl/utils/torch_functional.py) ----
 # Statement for statement, torch; only the dual-clip branch (clip_ratio_c, for A < 0) is
-# dropped, because RECIPE.md's objective has none.
+# dropped, because docs/recipe.md's objective has none.
 def verl_masked_mean(values, mask, axis=None):
     return (values * mask).sum(axis=axis) / (mask.sum(axis=axis) + 1e-8)
 

@@ -1,4 +1,4 @@
-"""Multiple-choice rule reward (REWARD_RULES.md section 5), one case per example in the spec."""
+"""Multiple-choice rule reward (docs/rewards.md section 5), one case per example in the spec."""
 import pytest
 
 from qwenlong_jax import rewards

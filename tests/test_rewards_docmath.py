@@ -1,4 +1,4 @@
-"""Docmath rule reward (REWARD_RULES.md section 4), one case per example in the spec.
+"""Docmath rule reward (docs/rewards.md section 4), one case per example in the spec.
 
 Where our closed hole (power-of-ten tolerance) changes the reference's value, the test says so.
 """

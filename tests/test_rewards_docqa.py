@@ -1,4 +1,4 @@
-"""Doc-QA rule reward (REWARD_RULES.md section 3), one case per example in the spec.
+"""Doc-QA rule reward (docs/rewards.md section 3), one case per example in the spec.
 
 Expected values are the spec's; where our closed hole changes the reference's value, the test
 says so (`# ref: 1`).

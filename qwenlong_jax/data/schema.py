@@ -29,7 +29,7 @@ class DataError(ValueError):
 @dataclasses.dataclass(frozen=True)
 class Record:
     id: str
-    data_source: str  # picks the scorer (REWARD_RULES.md section 0)
+    data_source: str  # picks the scorer (docs/rewards.md section 0)
     prompt: str  # user message text, before the chat template
     ground_truth: str  # passed as is to rewards.compute_score
     answer: str  # the plain answer (ground truth without the answer phrase where it had one)

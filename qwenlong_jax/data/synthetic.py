@@ -13,7 +13,7 @@ other entity or other attribute. Questions reuse the exact key phrase of the fac
 128+ tokens with free-form facts, so the task is made as copy-friendly as possible while keeping
 the paper's prompt and answer format.
 
-Families and their `data_source` (dispatch of REWARD_RULES.md section 0):
+Families and their `data_source` (dispatch of docs/rewards.md section 0):
   synthetic_lookup              one fact                       -> doc-QA sub_em (fallback branch)
   synthetic_multihop            boss-of chain, then attribute  -> doc-QA sub_em (fallback branch)
   synthetic_docmath             sum / difference of two facts  -> docmath numeric scorer
@@ -86,7 +86,7 @@ class Question:
 
     @property
     def ground_truth(self) -> str:
-        """The answer in the form the scorer parses (REWARD_RULES.md section 2)."""
+        """The answer in the form the scorer parses (docs/rewards.md section 2)."""
         if self.family == "choice":
             return f"The correct answer is ({self.answer})"
         return f"Therefore, the answer is {self.answer}"

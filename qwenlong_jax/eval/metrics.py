@@ -4,7 +4,7 @@
     outs[i].score, .rule, .judge, .em, .f1, .prediction
     pass_at_k(n, c, k)
 
-Score (RECIPE.md "Evaluation"): the rule of the data source's family (rewards.dispatch; doc-QA
+Score (docs/recipe.md "Evaluation"): the rule of the data source's family (rewards.dispatch; doc-QA
 sub_em, the docmath numeric rule, the choice letter) and, with a judge, max(rule, judge) where
 the judge is asked exactly when the hybrid reward would ask it (rewards.needs_judge). With several
 gold answers (LongBench), every answer is scored and the maximum taken, for the rule, the judge,

@@ -7,7 +7,7 @@ Table layout (paper Table 4): one row per model, one column per benchmark in the
 (DocMath, Frames, 2WikiMQA, HotpotQA, MuSiQue, NarrativeQA, Qasper; then any other such as our
 own set), then "Avg."; scores are percentages with one decimal, "–" where a row has no number.
 Avg. is the row's own given average if it has one (the paper's rows: paper_table4.json holds
-only the averages RECIPE.md reports), else the mean over the paper benchmarks the row has (our
+only the averages docs/recipe.md reports), else the mean over the paper benchmarks the row has (our
 own set is not averaged in; with none of the seven, the mean over what it has).
 
 Extra-row files: JSON `{"rows": [{"model": ..., "scores": {benchmark: pct}, "avg": pct}]}` (or

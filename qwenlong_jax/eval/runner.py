@@ -5,7 +5,7 @@
                        batch_size=8, pred_path="out/predictions/frames.jsonl", judge=None)
 
 Per record: the paper's prompt (records carry it), chat-templated and middle-truncated on the
-document to `max_input_tokens` (data.truncation.fit_prompt, RECIPE.md "Evaluation"); records
+document to `max_input_tokens` (data.truncation.fit_prompt, docs/recipe.md "Evaluation"); records
 are sorted by prompt length (characters, a free proxy: tokenising 120K-token documents happens
 batch by batch under the progress bar) and cut into batches, longest first so an out-of-memory
 shows up at once. Each batch is one call of `generate_fn` (default `sampling.generate`, which
@@ -39,7 +39,7 @@ GenerateFn = Callable[..., list]
 
 @dataclasses.dataclass(frozen=True)
 class SamplingSettings:
-    """RECIPE.md's evaluation sampling by default; `greedy()` for deterministic runs."""
+    """docs/recipe.md's evaluation sampling by default; `greedy()` for deterministic runs."""
     max_new_tokens: int = 10_000
     temperature: float = 0.7
     top_p: float = 0.95
@@ -116,7 +116,7 @@ class Response:
 def generate_responses(model: Model, prompts: Sequence[Sequence[int]], sampling: SamplingSettings,
                        *, generate_fn: GenerateFn | None = None, mesh=None,
                        seed: int | None = None) -> list[list[Response]]:
-    """`sampling.num_samples` decoded responses per prompt (the sampler contract of DESIGN.md)."""
+    """`sampling.num_samples` decoded responses per prompt (the sampler contract of docs/design.md)."""
     if generate_fn is None:
         from qwenlong_jax import sampling as sampling_lib
         generate_fn = sampling_lib.generate

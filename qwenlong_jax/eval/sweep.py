@@ -12,7 +12,7 @@ choice from data.synthetic), as a dict, a markdown table and a PNG curve.
 Accuracy is the rule score (no judge: synthetic answers are exact) with "correct" meaning
 score == 1, averaged over examples; documents are not truncated (the sweep measures length).
 `per_length` examples per length cycle through the families, so a family's cell averages
-per_length / 4 examples. Greedy by default; greedy=False samples at RECIPE.md's temperature 0.7,
+per_length / 4 examples. Greedy by default; greedy=False samples at docs/recipe.md's temperature 0.7,
 top-p 0.95 with a fixed seed, still reproducible for the same batches.
 """
 from __future__ import annotations

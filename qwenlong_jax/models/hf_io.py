@@ -165,7 +165,7 @@ def load_hf_checkpoint(
     maps = tensor_maps(cfg)
     specs = params_lib.param_specs(cfg)
     flat_specs = {"/".join(str(getattr(k, "key", k)) for k in p): s for p, s in
-                  jax.tree_util.tree_flatten_with_path(specs, is_leaf=params_lib._is_spec)[0]}
+                  jax.tree_util.tree_flatten_with_path(specs, is_leaf=params_lib.is_spec)[0]}
     # Check every tensor is present with the expected shape before reading anything.
     for key, (shape, _) in flat_specs.items():
         tm = maps[key]
@@ -208,7 +208,7 @@ def load_hf_checkpoint(
 
     flat = {key: make(key) for key in flat_specs}
     params = jax.tree_util.tree_map_with_path(
-        lambda p, _: flat["/".join(str(getattr(k, "key", k)) for k in p)], specs, is_leaf=params_lib._is_spec
+        lambda p, _: flat["/".join(str(getattr(k, "key", k)) for k in p)], specs, is_leaf=params_lib.is_spec
     )
     return cfg, params
 

@@ -62,18 +62,18 @@ def param_specs(cfg: ModelConfig) -> dict:
     return specs
 
 
-def _is_spec(x) -> bool:
+def is_spec(x) -> bool:
     return isinstance(x, tuple) and len(x) == 2 and isinstance(x[0], tuple)
 
 
 def logical_axes(cfg: ModelConfig) -> dict:
-    return jax.tree.map(lambda s: s[1], param_specs(cfg), is_leaf=_is_spec)
+    return jax.tree.map(lambda s: s[1], param_specs(cfg), is_leaf=is_spec)
 
 
 def param_shapes(cfg: ModelConfig) -> dict:
     """jax.ShapeDtypeStruct pytree; nothing is allocated."""
     dtype = jnp.dtype(cfg.param_dtype)
-    return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s[0], dtype), param_specs(cfg), is_leaf=_is_spec)
+    return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s[0], dtype), param_specs(cfg), is_leaf=is_spec)
 
 
 def init_params(cfg: ModelConfig, rng: jax.Array, init_std: float = 0.02) -> dict:
@@ -84,8 +84,8 @@ def init_params(cfg: ModelConfig, rng: jax.Array, init_std: float = 0.02) -> dic
     """
     specs = param_specs(cfg)
     dtype = jnp.dtype(cfg.param_dtype)
-    leaves, treedef = jax.tree.flatten(specs, is_leaf=_is_spec)
-    paths = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(specs, is_leaf=_is_spec)[0]]
+    leaves, treedef = jax.tree.flatten(specs, is_leaf=is_spec)
+    paths = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(specs, is_leaf=is_spec)[0]]
     keys = jax.random.split(rng, len(leaves))
     out = []
     for key, path, (shape, _) in zip(keys, paths, leaves):

@@ -4,7 +4,7 @@ Keys used: hidden_size, num_hidden_layers, num_attention_heads, num_key_value_he
 (Qwen3; Qwen2 derives it), intermediate_size, vocab_size, rms_norm_eps, rope_theta,
 max_position_embeddings, tie_word_embeddings.
 
-R1-Distill-Qwen-{14,32}B are Qwen2.5-{14,32}B fine-tunes: same shapes (RECIPE.md), but their
+R1-Distill-Qwen-{14,32}B are Qwen2.5-{14,32}B fine-tunes: same shapes (docs/recipe.md), but their
 config.json sets rms_norm_eps 1e-5 and rope_theta 1e6 with max_position_embeddings 131072.
 """
 from __future__ import annotations

@@ -167,7 +167,7 @@ def forward(
 
     positions_BT: RoPE positions (default 0..T-1). segment_ids_BT: packed sequences; tokens
     attend causally within equal ids, 0 = padding. shared_prefix_segment: keys of that
-    segment are visible to every other segment (GRPO group packing, see DESIGN.md).
+    segment are visible to every other segment (GRPO group packing, see docs/design.md).
     """
     h = hidden_states(cfg, params, tokens_BT, positions_BT, segment_ids_BT,
                       shared_prefix_segment=shared_prefix_segment)

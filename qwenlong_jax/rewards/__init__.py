@@ -1,4 +1,4 @@
-"""Rewards: QwenLong-L1's rule scorer (REWARD_RULES.md), LLM judges, overlong shaping.
+"""Rewards: QwenLong-L1's rule scorer (docs/rewards.md), LLM judges, overlong shaping.
 
 API
     compute_score(data_source, response, ground_truth, judge=None) -> float

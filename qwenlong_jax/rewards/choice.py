@@ -1,6 +1,6 @@
 """Multiple-choice rule reward (`long_toc_choices`): the letter after "The correct answer is".
 
-REWARD_RULES.md section 5. After deleting `*`, search the whole text first for the
+docs/rewards.md section 5. After deleting `*`, search the whole text first for the
 case-sensitive `The correct answer is (X)`, then for `The correct answer is X`, X in A-D (no
 word boundary after X: "Both" reads as B). The ground truth is parsed the same way; if either
 side does not parse the score is 0 (the reference catches the error silently). Score: int 1 if

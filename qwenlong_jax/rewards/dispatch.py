@@ -1,6 +1,6 @@
 """`compute_score`: pick the rule family from `data_source`, score the answer segment.
 
-REWARD_RULES.md section 0. Case-sensitive substring tests, in order: `long_toc_choices` ->
+docs/rewards.md section 0. Case-sensitive substring tests, in order: `long_toc_choices` ->
 multiple choice, else `docmath` -> docmath, else `multihoprag` / `musique` -> doc-QA.
 Departure: any other source is scored as doc-QA (the reference raises NotImplementedError);
 our own data sources use the doc-QA format.
@@ -46,7 +46,7 @@ def rule_result(data_source: str, response: str, ground_truth: str) -> RuleResul
 
 
 def rule_score(data_source: str, response: str, ground_truth: str) -> int | float:
-    """The rule score in the family's own type (see REWARD_RULES.md "Return types")."""
+    """The rule score in the family's own type (see docs/rewards.md "Return types")."""
     return rule_result(data_source, response, ground_truth).score
 
 

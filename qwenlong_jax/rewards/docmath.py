@@ -1,6 +1,6 @@
 """Docmath rule reward: the first number after "the answer is", compared numerically.
 
-REWARD_RULES.md section 4, step by step:
+docs/rewards.md section 4, step by step:
   extraction   `extract_number`: delete `*`; FIRST case-insensitive "the answer is" + one space
                immediately followed by a token [= ≈ ` % $ ° £ € ¥ (each optional, in this order)]
                [-] [0-9.,]+ ; commas deleted, trailing periods removed.

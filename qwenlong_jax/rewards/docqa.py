@@ -1,6 +1,6 @@
 """Doc-QA rule reward (`multihoprag`, `musique`, and our own sources): substring exact match.
 
-REWARD_RULES.md section 3. The answer is the text after the LAST lowercase, case-sensitive
+docs/rewards.md section 3. The answer is the text after the LAST lowercase, case-sensitive
 "the answer is" (after deleting `*`), cleaned of whitespace, two special tokens and
 leading/trailing periods; both sides are SQuAD-normalised and the score is 1.0 when either is a
 character substring of the other ("sub_em").

@@ -1,6 +1,6 @@
 """DAPO overlong reward shaping, in float32 like the reference's torch arithmetic.
 
-REWARD_RULES.md section 6. With L valid response tokens:
+docs/rewards.md section 6. With L valid response tokens:
     penalty = min(-(L - (max_response_length - buffer_len)) / buffer_len * factor, 0)
 0 up to max - buffer, linear to -factor at max, unclamped beyond. The reference computes it on
 an int64 torch scalar, so the division yields float32 and score + penalty is rounded to float32

@@ -11,7 +11,7 @@ import dataclasses
 @dataclasses.dataclass(frozen=True)
 class RuleResult:
     """score: the family's own type (int for docmath/choice and for a missing segment, float for
-    doc-QA), see REWARD_RULES.md. prediction: the answer parsed from the response, None when
+    doc-QA), see docs/rewards.md. prediction: the answer parsed from the response, None when
     nothing parsed (then the judge is never asked). gold: the parsed ground truth, None when it
     did not parse."""
 

@@ -1,6 +1,6 @@
 """The final-answer segment of a response, and the eos-suffix strip done before scoring.
 
-REWARD_RULES.md section 1: only the text after the LAST literal, case-sensitive `</think>` is
+docs/rewards.md section 1: only the text after the LAST literal, case-sensitive `</think>` is
 scored, stripped with `str.strip` (Unicode whitespace). No `</think>` or an empty segment scores 0
 in every family. `<think>` itself is never checked. Before any of this, the reference's reward
 manager removes the tokenizer's eos text when the decoded response ends with it.

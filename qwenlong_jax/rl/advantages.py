@@ -10,7 +10,7 @@ Follows verl `core_algos.compute_grpo_outcome_advantage` (the reference implemen
 Where this departs from the reference, on purpose:
 - A group whose scores are all equal gets exactly 0. verl computes (r - mean) / (std + eps) in
   float32, where the mean of 8 copies of 0.3 is off by one ulp: the residue ~3e-8 over
-  (3e-8 + 1e-6) gives |A| ~ 0.03 instead of 0. RECIPE.md states "equal scores give 0", which is
+  (3e-8 + 1e-6) gives |A| ~ 0.03 instead of 0. docs/recipe.md states "equal scores give 0", which is
   the intent (no learning signal from a zero-variance group), so we force it.
 - Group size 1 follows verl, which special-cases it (mean 0, std 1, so A = r / (1 + eps), or r
   without std normalisation) rather than torch.std's NaN for one sample. It is a degenerate

@@ -10,7 +10,7 @@ with d = logp - ref_logp:
   "low_var_kl" / "k3"   verl's exact sequence: k = ref_logp - logp; k = clip(k, -20, 20) (against
                         exp overflow); kld = exp(k) - k - 1; return clip(kld, -10, 10).
                         (kld >= 0 always, so the outer clip only caps it at 10, where its gradient
-                        becomes 0.) RECIPE.md's "exp(k) - k - 1, clamped to [-10, 10]" is this.
+                        becomes 0.) docs/recipe.md's "exp(k) - k - 1, clamped to [-10, 10]" is this.
 The KL term is off in the QwenLong-L1 recipe (kl_coef 0); this is here for when a reference
 policy is used.
 """

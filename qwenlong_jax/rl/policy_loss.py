@@ -5,7 +5,7 @@
     loss, stats = actor_loss(logp_BT, old_logp_BT, adv_B, mask_BT, entropy_BT=..., ref_logp_BT=...,
                              entropy_coeff=1e-3, kl_coef=0.0, ...)
 
-Follows verl `core_algos.compute_policy_loss` and `agg_loss` (RECIPE.md "Objective, exactly"):
+Follows verl `core_algos.compute_policy_loss` and `agg_loss` (docs/recipe.md "The RL objective"):
   ratio = exp(logp - old_logp)
   per-token loss = max(-A * ratio, -A * clip(ratio, 1 - clip_low, 1 + clip_high))
   clip_frac = masked mean of [clipped term > unclipped term] (strictly)
@@ -23,9 +23,9 @@ Aggregation ("agg"):
 Where this departs from (or pins down) the reference:
 - Like current verl, logp - old_logp is clamped to [-20, 20] before exp (no effect unless a token's
   log-ratio exceeds 20, where it prevents inf/NaN); approx_kl uses the clamped value too.
-- No dual clip (verl's clip_ratio_c for A < 0): RECIPE.md says none.
+- No dual clip (verl's clip_ratio_c for A < 0): docs/recipe.md says none.
 - actor_loss: the entropy bonus and the KL penalty are token-level masked means whatever `agg` is
-  (RECIPE.md); newer verl aggregates them with `agg` too. With the default "token-mean" they agree.
+  (docs/recipe.md); newer verl aggregates them with `agg` too. With the default "token-mean" they agree.
 - Gradient accumulation over micro-batches is the caller's business: token-mean is per call.
 """
 

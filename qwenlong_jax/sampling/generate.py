@@ -1,4 +1,4 @@
-"""Python-level generation over lists of token ids (the DESIGN.md contract).
+"""Python-level generation over lists of token ids (the docs/design.md contract).
 
     samples = sampling.generate(cfg, params, prompts, max_new_tokens=64, temperature=0.7,
                                 top_p=0.95, num_samples=4, eos_ids=tok.eos_ids, seed=0)
