@@ -153,7 +153,7 @@ def rl_shapes(cfg: Config, phase: PhaseConfig) -> dict:
 
 
 def sft_shapes(cfg: Config, phase: PhaseConfig, batch_axes: int) -> dict:
-    """Worst case of trainer._sft_step: one example per packed row; `rows` per micro-batch."""
+    """Worst case of sft_round.sft_step: one example per packed row; `rows` per micro-batch."""
     W = _round_up(phase.max_input + phase.max_output, 64)
     rows = _round_up(1 << (phase.batch - 1).bit_length(), batch_axes)
     micro = phase.micro_rows or rows

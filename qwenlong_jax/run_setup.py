@@ -1,5 +1,6 @@
 """What a run is built from, as functions of its config: the tokenizer path, the model config of
-the model actually trained, the checks that run before anything compiles, and phase lengths.
+the model actually trained, the checks that run before anything compiles, and each phase's length
+and learning rate.
 
 The trainer (trainer.py), the memory planner (plan.py) and the compile check (compile.py) all
 call these, so they validate, price and compile the same model.
@@ -33,6 +34,18 @@ def tokenizer_path(cfg: Config) -> str:
 
 def phase_steps(phase: PhaseConfig, num_records: int) -> int:
     return phase.steps or max(1, math.ceil(phase.epochs * num_records / phase.batch))
+
+
+def phase_lr(cfg: Config, phase: PhaseConfig, phase_step: int, n_steps: int) -> float:
+    """optim.schedule within a phase: linear warmup, then constant or cosine to 10%."""
+    o = cfg.optim
+    lr = phase.lr or o.lr
+    if o.warmup_steps and phase_step < o.warmup_steps:
+        return lr * (phase_step + 1) / o.warmup_steps
+    if o.schedule == "cosine":
+        frac = (phase_step - o.warmup_steps) / max(n_steps - o.warmup_steps, 1)
+        return lr * (0.1 + 0.45 * (1 + math.cos(math.pi * min(max(frac, 0.0), 1.0))))
+    return lr
 
 
 def exec_overrides(m: config_lib.ModelSection) -> dict:

@@ -1,0 +1,167 @@
+"""One RL step: sample -> reward -> filter -> pack -> update (docs/design.md).
+
+    state, metrics, by_update = rl_step(ctx, steps, state, step, phase, pdata, difficulty)
+
+`sample_groups` generates rounds of gen_B prompts until B groups carry a learning signal (DAPO:
+the groups whose accuracy varies; every group without dynamic sampling), keeping every valid
+group of every round; `update` trains on the first B of them (the rest, the surplus of the last
+round, is counted and dropped: the next step samples afresh from the newer policy). Short of B
+after max_gen_rounds, the batch is padded with empty groups, which the update never learns from
+(grpo_step). Keys derive from (seed, step, round), so a resumed run samples the same.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from qwenlong_jax.config import PhaseConfig
+from qwenlong_jax.curriculum import Difficulty, PhaseData
+from qwenlong_jax.rl import grpo_step, packing
+from qwenlong_jax.rl.advantages import group_advantages
+from qwenlong_jax.rl.dynamic_sampling import varying_groups
+from qwenlong_jax.rollout import PREFILL_CHUNK, RLStepShapes, rl_step_shapes, rollout
+from qwenlong_jax.run_context import JittedSteps, RunContext
+
+
+@dataclasses.dataclass(frozen=True)
+class Group:
+    """One prompt's G samples: prompt ids, response ids, rewards [G], sampler logprobs."""
+    record: object
+    prompt: list
+    responses: list
+    reward_G: np.ndarray
+    sampler_logps: list
+
+
+@dataclasses.dataclass(frozen=True)
+class Samples:
+    """Every group a step generated, which of them are kept, and the sampling metrics."""
+    pool: list[Group]  # every generated group, in arrival order
+    groups: list[int]  # pool indices of the (first B) valid groups the update trains on
+    metrics: dict
+
+
+def sample_groups(ctx: RunContext, state, step: int, phase: PhaseConfig, pdata: PhaseData,
+                  difficulty: Difficulty, shapes: RLStepShapes) -> Samples:
+    """Sample, reward and filter rounds of gen_B prompts until B valid groups (or max_gen_rounds)."""
+    cfg, rl, G = ctx.cfg, ctx.cfg.rl, ctx.cfg.rl.group_size
+    B, gen_B = phase.batch, shapes.gen_B
+    pool: list[Group] = []
+    kept: list[int] = []  # pool indices of the valid groups, in arrival order
+    all_reward, all_acc, all_len, all_trunc, all_score = [], [], [], [], []
+    hard_drawn = rounds = filtered = 0
+    t0 = time.time()
+    gen_tokens = 0
+    while True:
+        recs, k_hard = pdata.next_batch(gen_B, difficulty)
+        hard_drawn += k_hard
+        key = jax.random.fold_in(jax.random.fold_in(jax.random.key(cfg.seed), step), rounds)
+        with jax.set_mesh(ctx.mesh):
+            ro = rollout(ctx.mcfg, state.params, ctx.tok, recs, [ctx.prompt(r) for r in recs],
+                         phase=phase, rl=rl, key=key, judge=ctx.judge, prefill_chunk=PREFILL_CHUNK)
+        rounds += 1
+        gen_tokens += int(ro.length_N.sum())
+        reward_BG = ro.reward_N.reshape(gen_B, G)
+        difficulty.update([r.id for r in recs], ro.score_N.reshape(gen_B, G).mean(1))
+        valid_B = (varying_groups(ro.acc_N.astype(np.float32), G) if rl.dynamic_sampling
+                   else np.ones(gen_B, bool))
+        for b, r in enumerate(recs):
+            if valid_B[b]:
+                kept.append(len(pool))
+            pool.append(Group(r, ro.prompts[b], ro.responses[b * G:(b + 1) * G], reward_BG[b],
+                              ro.sampler_logps[b * G:(b + 1) * G]))
+        filtered += int((~valid_B).sum())
+        all_reward.append(ro.reward_N); all_acc.append(ro.acc_N); all_len.append(ro.length_N)
+        all_trunc.append(ro.truncated_N); all_score.append(ro.score_N)
+        # Without dynamic sampling every group is valid: rounds run until the batch is full.
+        if len(kept) >= B or (rl.dynamic_sampling and rounds >= rl.max_gen_rounds):
+            break
+    groups = kept[:B]
+    gen_s = time.time() - t0
+    metrics = {
+        "reward_mean": float(np.mean(np.concatenate(all_reward))),
+        "reward_std": float(np.std(np.concatenate(all_reward))),
+        "score_mean": float(np.mean(np.concatenate(all_score))),
+        "accuracy": float(np.mean(np.concatenate(all_acc))),
+        "response_length": float(np.mean(np.concatenate(all_len))),
+        "truncated_frac": float(np.mean(np.concatenate(all_trunc))),
+        "generated_groups": float(len(pool)),
+        "filtered_groups": float(filtered),
+        "surplus_groups": float(len(kept) - len(groups)),
+        "gen_rounds": float(rounds),
+        "kept_groups": float(len(groups)),
+        "hard_pool": float(len(pdata.hard_pool)),
+        "hard_drawn": float(hard_drawn),
+        "gen_tokens_per_s": gen_tokens / max(gen_s, 1e-9),
+    }
+    if ctx.judge is not None:
+        js = ctx.judge.stats()
+        metrics.update({"judge/calls": float(js.get("calls", 0)), "judge/failures": float(js.get("failures", 0))})
+    return Samples(pool, groups, metrics)
+
+
+def update(ctx: RunContext, steps: JittedSteps, state, samples: Samples, phase: PhaseConfig,
+           shapes: RLStepShapes):
+    """Pack the kept groups (padded to B with empty ones) and take the GRPO update:
+    (new state, update metrics, per-update metrics)."""
+    rl, G = ctx.cfg.rl, ctx.cfg.rl.group_size
+    pool, groups = samples.pool, samples.groups
+    # Fixed shapes: pad to B groups with empty ones (mask 0: no loss, no gradient, and an
+    # update whose mini-batch is all padding is not applied).
+    pad = phase.batch - len(groups)
+    prompts = [pool[g].prompt for g in groups] + [[ctx.tok.pad_id]] * pad
+    responses = [resp for g in groups for resp in pool[g].responses] + [[]] * (G * pad)
+    rewards_N = np.concatenate([pool[g].reward_G for g in groups] + [np.zeros(G * pad, np.float32)])
+    adv_N = np.asarray(group_advantages(jnp.asarray(rewards_N), G, normalize_std=rl.normalize_std))
+    rows = packing.pack_groups(prompts, responses, G, shapes.W, shapes.R)
+    batch = grpo_step.grpo_batch(rows, adv_N, shapes.updates, shapes.micro)
+    sampler_NR = np.zeros(rows.mask_NR.shape, np.float32)
+    for n, lp in enumerate(lp for g in groups for lp in pool[g].sampler_logps):
+        sampler_NR[n, :len(lp)] = lp
+    sampler_NR = sampler_NR.reshape(batch["mask_NR"].shape)
+    ls = grpo_step.LossSettings.from_rl(rl)
+    update_fn, logp_fn, agree_fn = steps.grpo(ls)
+    shard = {k: steps.rows_sharding(2, v.ndim - 3) for k, v in batch.items()}
+    t1 = time.time()
+    with jax.set_mesh(ctx.mesh):
+        dev = jax.device_put(batch, shard)
+        logp_in = {k: v for k, v in dev.items() if k != "old_logp_NR"}
+        dev["old_logp_NR"] = logp_fn(state.params, logp_in)
+        if ls.kl_coef:  # the reference's logprobs: the same packed pass, frozen params
+            dev["ref_logp_NR"] = logp_fn(state.ref_params, logp_in)
+        is_weight, agree = agree_fn(jax.device_put(sampler_NR, shard["mask_NR"]), dev["old_logp_NR"],
+                                    dev["mask_NR"])
+        if ls.tis_cap:
+            dev["is_weight_NR"] = is_weight
+        state, m = update_fn(state, dev)
+    m = jax.device_get(m)
+    train_tokens = float(rows.mask_NR.sum() + sum(len(p) for p in prompts))
+    metrics = {k: float(v) for k, v in jax.device_get(agree).items()}
+    metrics.update({
+        "loss": m["actor_loss"], "pg_loss": m["pg_loss"], "clip_frac": m["clip_frac"],
+        "entropy": m["entropy"], "approx_kl": m["approx_kl"], "grad_norm": m["grad_norm"],
+        "ratio_mean": m["ratio_mean"], "ratio_max": m["ratio_max"],
+        "updates": m["updates"], "empty_updates": m["empty_updates"],
+        "skipped": m["skipped"], "train_tokens_per_s": train_tokens / max(time.time() - t1, 1e-9),
+    })
+    if ls.kl_coef:
+        metrics["kl"] = m["kl"]
+    return state, metrics, m["by_update"]
+
+
+def rl_step(ctx: RunContext, steps: JittedSteps, state, step: int, phase: PhaseConfig, pdata: PhaseData,
+            difficulty: Difficulty):
+    """(new state, metrics, per-update metrics or None when no group was kept) of one RL step."""
+    shapes = rl_step_shapes(phase, ctx.cfg.rl, PREFILL_CHUNK)
+    samples = sample_groups(ctx, state, step, phase, pdata, difficulty, shapes)
+    metrics = dict(samples.metrics)
+    if not samples.groups:
+        metrics["skipped"] = 1.0
+        return state, metrics, None
+    state, update_metrics, by_update = update(ctx, steps, state, samples, phase, shapes)
+    metrics.update(update_metrics)
+    return state, {k: float(v) for k, v in metrics.items()}, by_update
