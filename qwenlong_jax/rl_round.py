@@ -23,8 +23,9 @@ from qwenlong_jax.curriculum import Difficulty, PhaseData
 from qwenlong_jax.rl import grpo_step, packing
 from qwenlong_jax.rl.advantages import group_advantages
 from qwenlong_jax.rl.dynamic_sampling import varying_groups
-from qwenlong_jax.rollout import PREFILL_CHUNK, RLStepShapes, rl_step_shapes, rollout
+from qwenlong_jax.rollout import rollout
 from qwenlong_jax.run_context import JittedSteps, RunContext
+from qwenlong_jax.step_shapes import PREFILL_CHUNK, RLStepShapes, rl_step_shapes
 
 
 @dataclasses.dataclass(frozen=True)

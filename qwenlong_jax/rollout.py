@@ -19,6 +19,8 @@ from qwenlong_jax.config import PhaseConfig, RLConfig
 from qwenlong_jax.data.schema import Record
 from qwenlong_jax.models.config import ModelConfig
 from qwenlong_jax.sampling import decode, sampler, strategies
+# The step shapes live in step_shapes.py; re-exported here for callers of rollout.
+from qwenlong_jax.step_shapes import PREFILL_CHUNK, RLStepShapes, prompt_bucket, rl_step_shapes  # noqa: F401
 
 
 @dataclasses.dataclass
@@ -34,46 +36,9 @@ class Rollout:
     truncated_N: np.ndarray
 
 
-PREFILL_CHUNK = 512  # prompt tokens per prefill step; prompts are padded to a multiple of it
-
-
-def prompt_bucket(phase: PhaseConfig, prefill_chunk: int = PREFILL_CHUNK) -> int:
-    return sampler.bucket_length(phase.max_input, prefill_chunk)
-
-
-@dataclasses.dataclass(frozen=True)
-class RLStepShapes:
-    """The shapes one RL step compiles for (the trainer builds them, the planner prices them).
-
-    B prompts x G responses; prompts padded to S, responses capped at R; each group packed into
-    one row of W = S + G*R (rounded to 64); `updates` optimizer updates of `micro` micro-batches
-    of `rows` groups (per PPO epoch); `gen_B` prompts per generation round (DAPO), sampled
-    `sample_B` prompts per sampling call."""
-    B: int
-    G: int
-    S: int
-    R: int
-    W: int
-    rows: int
-    updates: int
-    micro: int
-    sample_B: int
-    gen_B: int
-
-
-def rl_step_shapes(phase: PhaseConfig, rl: RLConfig, prefill_chunk: int = PREFILL_CHUNK) -> RLStepShapes:
-    G, R, B = rl.group_size, phase.max_output, phase.batch
-    S = prompt_bucket(phase, prefill_chunk)
-    mini = min(rl.mini_batch, B)
-    micro = rl.micro_batch or mini
-    return RLStepShapes(B=B, G=G, S=S, R=R, W=-(-(S + G * R) // 64) * 64, rows=micro, updates=B // mini,
-                        micro=mini // micro, sample_B=rl.rollout_batch or rl.gen_batch or B,
-                        gen_B=rl.gen_batch or B)
-
-
 def rollout(cfg: ModelConfig, params, tokenizer, records: Sequence[Record], prompts: Sequence[list[int]],
             *, phase: PhaseConfig, rl: RLConfig, key: jax.Array, judge=None,
-            prefill_chunk: int = 512, mesh=None) -> Rollout:
+            prefill_chunk: int = PREFILL_CHUNK, mesh=None) -> Rollout:
     G = rl.group_size
     S = prompt_bucket(phase, prefill_chunk)
     tokens_BS, lens_B = sampler.pad_prompts(prompts, S, pad_id=tokenizer.pad_id)

@@ -9,6 +9,7 @@ shapes: the GRPO update (grpo_step.grpo_update, state donated) and the group sam
 gradients + activations + logits + inputs) and sampling total (params + KV cache + sampling
 work; the sampler program does not hold the optimizer state).
 """
+import dataclasses
 import os
 
 import jax
@@ -17,7 +18,7 @@ import pytest
 
 import configs.default
 import configs.smoke
-from qwenlong_jax import models, plan
+from qwenlong_jax import models, plan, step_shapes
 from qwenlong_jax.config import from_config_dict
 from qwenlong_jax.rl import grpo_step
 from qwenlong_jax.sampling import sampler, strategies
@@ -35,7 +36,7 @@ def measured(cfg, mcfg, phase) -> tuple[int, int]:
     """(update peak, sampler peak) bytes from XLA's memory analysis on one CPU device."""
     tx = make_optimizer(cfg.optim)
     state = jax.eval_shape(lambda: TrainState.create(models.init_params(mcfg, jax.random.key(0)), tx))
-    s = plan.rl_shapes(cfg, phase)
+    s = dataclasses.asdict(step_shapes.rl_step_shapes(phase, cfg.rl))  # the trainer's shapes
     M, U, Bm, W, R, G = s["updates"], s["micro"], s["rows"], s["W"], s["R"], s["G"]
     batch = {k: sd((M, U, Bm, W), jnp.int32) for k in grpo_step.ROW_KEYS}
     batch.update(unpack_idx_NR=sd((M, U, Bm * G, R), jnp.int32), mask_NR=sd((M, U, Bm * G, R), jnp.float32),
@@ -47,7 +48,7 @@ def measured(cfg, mcfg, phase) -> tuple[int, int]:
     strategy = strategies.from_flags(cfg.rl.temperature, cfg.rl.top_p, cfg.rl.top_k, 0.0)
     smp = sampler.sample_groups.lower(
         mcfg, state.params, sd((s["sample_B"], s["S"]), jnp.int32), sd((s["sample_B"],), jnp.int32), keys,
-        max_new_tokens=R, strategy=strategy, eos_ids=(1,), prefill_chunk=plan.PREFILL_CHUNK,
+        max_new_tokens=R, strategy=strategy, eos_ids=(1,), prefill_chunk=step_shapes.PREFILL_CHUNK,
     ).compile().memory_analysis()
     return _peak(upd), _peak(smp)
 
@@ -139,10 +140,10 @@ def test_mesh_errors_are_config_errors(capsys):
 
 
 def test_planner_prices_the_shapes_the_trainer_builds():
-    from qwenlong_jax import rollout
-    assert plan.PREFILL_CHUNK == rollout.PREFILL_CHUNK
+    from qwenlong_jax import rl_round, rollout
+    assert rollout.rl_step_shapes is step_shapes.rl_step_shapes is rl_round.rl_step_shapes  # one source
     cfg = plan.load_config(os.path.join(REPO, "configs", "r1_distill_32b_tpu.py"))
-    s = plan.rl_shapes(cfg, cfg.phases[2])
+    s = dataclasses.asdict(step_shapes.rl_step_shapes(cfg.phases[2], cfg.rl))
     assert s == dict(B=128, G=8, S=60416, R=10_000, W=140416, rows=cfg.rl.micro_batch, updates=4,
                      micro=32 // cfg.rl.micro_batch, sample_B=cfg.rl.rollout_batch, gen_B=cfg.rl.gen_batch)
 

@@ -1,0 +1,143 @@
+"""The compile check's jobs: every function the run jits, built with the run's own code
+(step_fns.py, the sampler) at the shapes step_shapes.py gives the trainer, on abstract inputs
+(jax.ShapeDtypeStruct with the run's shardings: nothing the size of the model is allocated).
+compile.py compiles them and reports.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Sequence
+
+# Placeholder end-of-sequence id for the sampler (the tokenizer is not needed to compile: the
+# eos set only changes a comparison, not a shape).
+EOS_PLACEHOLDER = (1,)
+
+
+@dataclasses.dataclass
+class Job:
+    phase: str
+    fn: str
+    shape: str
+    build: Callable[[], Any]  # -> (jitted function, abstract args, static kwargs)
+    resident_bytes: int
+    plan_bytes: int | None
+    knob: str
+
+
+
+def per_chip_bytes(tree, shardings) -> int:
+    import jax
+    import numpy as np
+
+    total = 0
+    for x, s in zip(jax.tree.leaves(tree), jax.tree.leaves(shardings)):
+        total += int(np.prod(s.shard_shape(x.shape))) * x.dtype.itemsize
+    return total
+
+
+def abstract(tree, shardings):
+    import jax
+    return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree,
+                        shardings)
+
+
+def build_jobs(cfg, mesh, only_phases: Sequence[str] = ()) -> list[Job]:
+    """Every jitted function of the run for `cfg` on `mesh` (TPU compile-only devices)."""
+    import jax
+    import jax.numpy as jnp
+
+    from qwenlong_jax import models, plan, sharding, step_fns
+    from qwenlong_jax.rl import grpo_step
+    from qwenlong_jax.step_shapes import PREFILL_CHUNK, rl_step_shapes, sft_step_shapes
+    from qwenlong_jax.sampling import sampler, strategies
+    from qwenlong_jax.train_state import TrainState, make_optimizer
+
+    mcfg = plan.model_config(cfg)
+    tx = make_optimizer(cfg.optim)
+    p_shard = sharding.param_shardings(models.logical_axes(mcfg), models.param_shapes(mcfg), mesh)
+    params = abstract(models.param_shapes(mcfg), p_shard)
+    abstract_state = jax.eval_shape(lambda p: TrainState.create(p, tx), params)
+    if cfg.rl.kl_coef and any(ph.kind == "rl" for ph in cfg.phases):  # the frozen KL reference
+        abstract_state = abstract_state.replace(ref_params=abstract_state.params)
+    state_sharding = step_fns.state_shardings(abstract_state, p_shard, mesh)
+    state = abstract(abstract_state, state_sharding)
+    opt_bytes = per_chip_bytes(state.opt_state, state_sharding.opt_state)
+    estimates = {pm.phase: pm for pm in plan.estimate(cfg, mesh.size, mcfg)}
+    batch_axes = sharding.batch_axis_size(mesh)
+    jobs: list[Job] = []
+
+    def arr(shape, dtype, s):
+        return jax.ShapeDtypeStruct(shape, dtype, sharding=s)
+
+    for ph in cfg.phases:
+        if only_phases and ph.name not in only_phases:
+            continue
+        pm = estimates[ph.name]
+        if ph.kind == "sft":
+            s = sft_step_shapes(ph, batch_axes)
+            U, rows, W = s.micro, s.rows, s.W
+            sh = step_fns.rows_sharding(mesh, 1, 1)
+            batch = {k: arr((U, rows, W), jnp.float32 if k == "loss_mask_BW" else jnp.int32, sh)
+                     for k in step_fns.SFT_KEYS}
+            fn = step_fns.sft_update_fn(mcfg, tx, mesh, state_sharding)
+            jobs.append(Job(ph.name, "update", f"micro={U} rows={rows} W={W}",
+                            lambda fn=fn, batch=batch: (fn, (state, batch), {}), 0,
+                            pm.params + pm.optimizer + pm.train,
+                            f"phases[{ph.name}].micro_rows, model.remat or mesh.sequence"))
+            continue
+        s = rl_step_shapes(ph, cfg.rl, PREFILL_CHUNK)
+        M, U, Bm, W, R, G = s.updates, s.micro, s.rows, s.W, s.R, s.G
+        Nm = Bm * G
+        rows2, rows3 = step_fns.rows_sharding(mesh, 2, 1), step_fns.rows_sharding(mesh, 2, 0)
+        batch = {k: arr((M, U, Bm, W), jnp.int32, rows2) for k in grpo_step.ROW_KEYS}
+        batch.update(unpack_idx_NR=arr((M, U, Nm, R), jnp.int32, rows2),
+                     mask_NR=arr((M, U, Nm, R), jnp.float32, rows2),
+                     old_logp_NR=arr((M, U, Nm, R), jnp.float32, rows2),
+                     adv_N=arr((M, U, Nm), jnp.float32, rows3))
+        ls = grpo_step.LossSettings.from_rl(cfg.rl)
+        batch.update({k: arr((M, U, Nm, R), jnp.float32, rows2) for k in ls.token_keys})
+        update, logp, _ = step_fns.grpo_fns(mcfg, ls, tx, mesh, state_sharding)
+        shape = f"updates={M} micro={U} rows={Bm} W={W}"
+        knob = "rl.micro_batch, model.remat or mesh.sequence"
+        jobs.append(Job(ph.name, "old_logp", shape,
+                        lambda logp=logp, batch=batch: (logp, (state.params, {
+                            k: v for k, v in batch.items() if k not in ("old_logp_NR",) + ls.token_keys}), {}),
+                        opt_bytes, None, knob))
+        jobs.append(Job(ph.name, "update", shape,
+                        lambda update=update, batch=batch: (update, (state, batch), {}), 0,
+                        pm.params + pm.optimizer + pm.train, knob))
+        jobs.append(sample_job(ph.name, mcfg, state.params, s.sample_B, s.S, G, R,
+                                strategies.from_flags(cfg.rl.temperature, cfg.rl.top_p,
+                                                      cfg.rl.top_k, 0.0),
+                                None, opt_bytes, pm.params + pm.optimizer + pm.sample,
+                                "rl.rollout_batch"))
+    for L in cfg.data.eval_lengths:
+        S = sampler.bucket_length(int(L), PREFILL_CHUNK)
+        B = -(-min(16, cfg.data.eval_per_length) // batch_axes) * batch_axes  # eval batch_size 16
+        jobs.append(sample_job(f"eval@{L}", mcfg, state.params, B, S, 1,
+                                cfg.data.eval_max_new_tokens, strategies.Greedy(),
+                                sharding.named(mesh, "batch", None), opt_bytes, None,
+                                "data.eval_max_new_tokens or data.eval_lengths", fn="generate"))
+    return jobs
+
+
+def sample_job(phase, mcfg, params, B, S, G, R, strategy, batch_sharding, resident, plan_bytes,
+                knob, fn="sample") -> Job:
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from qwenlong_jax.sampling import sampler
+    from qwenlong_jax.step_shapes import PREFILL_CHUNK
+
+    def build():
+        tokens = jax.ShapeDtypeStruct((B, S), jnp.int32, sharding=batch_sharding)
+        lens_sh = None if batch_sharding is None else jax.sharding.NamedSharding(
+            batch_sharding.mesh, jax.sharding.PartitionSpec(batch_sharding.spec[0]))
+        lens = jax.ShapeDtypeStruct((B,), jnp.int32, sharding=lens_sh)
+        keys = jax.eval_shape(lambda: sampler.sample_keys(0, np.arange(B), G))
+        kw = dict(max_new_tokens=R, strategy=strategy, eos_ids=EOS_PLACEHOLDER,
+                  prefill_chunk=PREFILL_CHUNK)
+        return sampler.sample_groups, (mcfg, params, tokens, lens, keys), kw
+
+    return Job(phase, fn, f"B={B} S={S} G={G} R={R}", build, resident, plan_bytes, knob)
