@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from qwenlong_jax import models, paths, sampling
+from qwenlong_jax.step_shapes import PREFILL_CHUNK
 
 
 def _tokenizer_path(args) -> str | None:
@@ -47,7 +48,7 @@ def parse_args(argv: Sequence[str] | None):
     ap.add_argument("--min_p", type=float, default=0.0)
     ap.add_argument("--num_samples", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--prefill_chunk", type=int, default=512)
+    ap.add_argument("--prefill_chunk", type=int, default=PREFILL_CHUNK)
     ap.add_argument("--decode_impl", choices=sampling.DECODE_IMPLS, default="xla")
     ap.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
     return ap.parse_args(argv)

@@ -180,3 +180,31 @@ def test_estimate_within_20_percent_of_xla_tpu(record):
                                                                        r["total_bytes"])
         checked += 1
     assert checked >= 2  # an update and a sampler at least
+
+
+def test_sft_padding_rule_is_the_trainers():
+    """sft_round.sft_step pads packed rows with step_shapes.sft_padded_rows; the planner and the
+    compile check price step_shapes.sft_step_shapes, its worst case (one example per row)."""
+    assert step_shapes.sft_padded_rows(5, 2) == (8, 8)  # next power of two, one micro-batch
+    assert step_shapes.sft_padded_rows(5, 2, 4) == (8, 4)
+    assert step_shapes.sft_padded_rows(3, 8, 3) == (9, 3)  # batch axes, then the micro-batch
+    assert step_shapes.sft_padded_rows(0, 1) == (1, 1)
+    cfg = plan.load_config(os.path.join(REPO, "configs", "r1_distill_32b_tpu.py"))
+    sft = cfg.phases[0]
+    s = step_shapes.sft_step_shapes(sft, 16)
+    total, micro = step_shapes.sft_padded_rows(sft.batch, 16, sft.micro_rows)
+    assert (s.rows, s.micro, s.W) == (micro, total // micro, step_shapes.sft_row_width(sft))
+    assert s.W % 64 == 0 and s.W >= sft.max_input + sft.max_output
+
+
+@pytest.mark.parametrize("argv,want", [
+    (["--config", "configs/smoke.py", "--bogus=1"], "error: Unknown command line flag 'bogus'"),
+    (["--config", "configs/smoke.py", "--config.mesh.nope=1"],
+     "error: --config override: the config has no field 'nope'"),
+    (["--config", "configs/nofile.py"], "error: --config: "),
+    (["--config", "configs/smoke.py", "stray"], "error: unrecognized arguments: stray"),
+])
+def test_cli_bad_input_is_one_error_line(argv, want, capsys):
+    assert plan.main(argv) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(want) and "\n" not in err, err
