@@ -201,7 +201,7 @@ def test_sft_padding_rule_is_the_trainers():
     (["--config", "configs/smoke.py", "--bogus=1"], "error: Unknown command line flag 'bogus'"),
     (["--config", "configs/smoke.py", "--config.mesh.nope=1"],
      "error: --config override: the config has no field 'nope'"),
-    (["--config", "configs/nofile.py"], "error: --config: "),
+    (["--config", os.path.join("configs", "nope" + ".py")], "error: --config: "),  # a missing file
     (["--config", "configs/smoke.py", "stray"], "error: unrecognized arguments: stray"),
 ])
 def test_cli_bad_input_is_one_error_line(argv, want, capsys):
