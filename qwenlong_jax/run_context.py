@@ -102,9 +102,7 @@ def make_judge(cfg: Config):
             f"judge.api_key_env: ${j.api_key_env} is not set; export it, or pass "
             "--config.judge.api_key_env='' for an endpoint that needs no key")
     try:
-        return rewards.OpenAIJudge(rewards.JudgeConfig(
-            base_url=j.url, model=j.model, api_key_env=j.api_key_env or None,
-            max_concurrency=j.max_concurrency, timeout_s=j.timeout_s, max_retries=j.retries))
+        return rewards.OpenAIJudge(j)
     except ValueError as e:  # e.g. a url without http(s)://
         raise config_lib.ConfigError(f"judge: {e}") from None
 
