@@ -8,6 +8,7 @@ Defaults follow QwenLong-L1's reference implementation (docs/recipe.md).
 from __future__ import annotations
 
 import dataclasses
+import enum
 from typing import Literal
 
 import ml_collections
@@ -21,8 +22,14 @@ from qwenlong_jax.sharding import MeshConfig
 LossAgg = Literal["token-mean", "seq-mean-token-mean"]
 KLType = Literal["kl", "abs", "mse", "low_var_kl"]
 LossScope = Literal["mini_batch", "micro_batch"]
-PhaseKind = Literal["sft", "rl"]
 BadRecordPolicy = Literal["error", "skip"]
+
+
+class PhaseKind(enum.StrEnum):
+    """What a phase trains: SFT on traces, or RL (sample, reward, update). A str: "sft" == SFT."""
+
+    SFT = "sft"
+    RL = "rl"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -140,7 +147,7 @@ class PhaseConfig:
 
     name: str = "phase"
     order: int = 0  # phases run by increasing order (config files key phases by name)
-    kind: PhaseKind = "rl"
+    kind: PhaseKind = PhaseKind.RL
     max_input: int = 20_000
     max_output: int = 10_000
     min_input: int = 0
@@ -152,6 +159,9 @@ class PhaseConfig:
     micro_rows: int = 0  # SFT: packed rows per forward/backward, gradients accumulated (0 = all)
 
     def __post_init__(self):
+        if self.kind not in tuple(PhaseKind):
+            raise ConfigError(f"phases[{self.name}].kind: {self.kind!r} is not one of 'sft', 'rl'")
+        object.__setattr__(self, "kind", PhaseKind(self.kind))  # "rl" given in code -> PhaseKind.RL
         at_least(f"phases[{self.name}].max_input", self.max_input, 1)
         at_least(f"phases[{self.name}].max_output", self.max_output, 1)
         at_least(f"phases[{self.name}].batch", self.batch, 1)
@@ -233,7 +243,7 @@ class Config:
         if len(set(names)) != len(names):
             raise ConfigError(f"phases: names must be unique, got {names}")
         for p in self.phases:
-            if p.kind == "rl" and p.batch % self.rl.mini_batch and p.batch > self.rl.mini_batch:
+            if p.kind == PhaseKind.RL and p.batch % self.rl.mini_batch and p.batch > self.rl.mini_batch:
                 raise ConfigError(
                     f"phases[{p.name}].batch={p.batch} must be a multiple of rl.mini_batch={self.rl.mini_batch}"
                 )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import enum
 import types
 import typing
 from typing import Any, Literal
@@ -36,6 +37,10 @@ def check_type(path: str, value: Any, tp: Any) -> Any:
         if value not in typing.get_args(tp):
             raise ConfigError(f"{path}: {value!r} is not one of {', '.join(map(repr, typing.get_args(tp)))}")
         return value
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        if value not in [m.value for m in tp]:
+            raise ConfigError(f"{path}: {value!r} is not one of {', '.join(repr(m.value) for m in tp)}")
+        return tp(value)
     if origin in (typing.Union, types.UnionType):
         return value
     if tp is float:
@@ -96,6 +101,8 @@ def to_config_dict(cfg) -> ml_collections.ConfigDict:
             return {f.name: conv(getattr(x, f.name)) for f in dataclasses.fields(x)}
         if isinstance(x, tuple):
             return [conv(v) for v in x]
+        if isinstance(x, enum.Enum):
+            return x.value
         return x
 
     return ml_collections.ConfigDict(conv(cfg))
