@@ -8,35 +8,28 @@ Defaults follow QwenLong-L1's reference implementation (docs/recipe.md).
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import types
-import typing
-from typing import Any, Literal
+import enum
+from typing import Literal
 
 import ml_collections
 
+from qwenlong_jax.config_load import (ConfigError, at_least, build, positive,  # noqa: F401
+                                      to_config_dict)
 from qwenlong_jax.models.config import ModelConfig
+from qwenlong_jax.rewards.judge import JudgeConfig  # noqa: F401  (the run config's `judge` section)
 from qwenlong_jax.sharding import MeshConfig
 
 LossAgg = Literal["token-mean", "seq-mean-token-mean"]
 KLType = Literal["kl", "abs", "mse", "low_var_kl"]
 LossScope = Literal["mini_batch", "micro_batch"]
-PhaseKind = Literal["sft", "rl"]
 BadRecordPolicy = Literal["error", "skip"]
 
 
-class ConfigError(ValueError):
-    """A config value that is missing, unknown, of the wrong type or out of range."""
+class PhaseKind(enum.StrEnum):
+    """What a phase trains: SFT on traces, or RL (sample, reward, update). A str: "sft" == SFT."""
 
-
-def _positive(name, v):
-    if not v > 0:
-        raise ConfigError(f"{name} must be > 0, got {v}")
-
-
-def _at_least(name, v, lo):
-    if v < lo:
-        raise ConfigError(f"{name} must be >= {lo}, got {v}")
+    SFT = "sft"
+    RL = "rl"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,7 +42,7 @@ class RopeScalingSection:
     beta_slow: float = 1.0
 
     def __post_init__(self):
-        _at_least("model.rope_scaling.factor", self.factor, 0)
+        at_least("model.rope_scaling.factor", self.factor, 0)
         if self.factor and self.original_max_position_embeddings <= 0:
             raise ConfigError("model.rope_scaling.original_max_position_embeddings must be > 0 "
                               "when model.rope_scaling.factor is set")
@@ -85,9 +78,9 @@ class OptimConfig:
     max_nonfinite_in_a_row: int = 5
 
     def __post_init__(self):
-        _positive("optim.lr", self.lr)
-        _at_least("optim.weight_decay", self.weight_decay, 0)
-        _positive("optim.grad_clip", self.grad_clip)
+        positive("optim.lr", self.lr)
+        at_least("optim.weight_decay", self.weight_decay, 0)
+        positive("optim.grad_clip", self.grad_clip)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,23 +121,23 @@ class RLConfig:
     top_k: int = 0
 
     def __post_init__(self):
-        _at_least("rl.group_size", self.group_size, 2)
+        at_least("rl.group_size", self.group_size, 2)
         for n in ("clip_low", "clip_high"):
             if not 0 <= getattr(self, n) < 1:
                 raise ConfigError(f"rl.{n} must be in [0, 1), got {getattr(self, n)}")
-        _at_least("rl.max_gen_rounds", self.max_gen_rounds, 1)
-        _at_least("rl.mini_batch", self.mini_batch, 1)
-        _at_least("rl.micro_batch", self.micro_batch, 0)
-        _at_least("rl.gen_batch", self.gen_batch, 0)
-        _at_least("rl.rollout_batch", self.rollout_batch, 0)
-        _at_least("rl.epochs", self.epochs, 1)
-        _at_least("rl.kl_coef", self.kl_coef, 0)
+        at_least("rl.max_gen_rounds", self.max_gen_rounds, 1)
+        at_least("rl.mini_batch", self.mini_batch, 1)
+        at_least("rl.micro_batch", self.micro_batch, 0)
+        at_least("rl.gen_batch", self.gen_batch, 0)
+        at_least("rl.rollout_batch", self.rollout_batch, 0)
+        at_least("rl.epochs", self.epochs, 1)
+        at_least("rl.kl_coef", self.kl_coef, 0)
         if self.tis_cap and self.tis_cap < 1:
             raise ConfigError(f"rl.tis_cap must be 0 (off) or >= 1, got {self.tis_cap}")
-        _positive("rl.temperature", self.temperature)
+        positive("rl.temperature", self.temperature)
         if not 0 < self.top_p <= 1:
             raise ConfigError(f"rl.top_p must be in (0, 1], got {self.top_p}")
-        _at_least("rl.top_k", self.top_k, 0)  # 0 = no top-k filter
+        at_least("rl.top_k", self.top_k, 0)  # 0 = no top-k filter
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,7 +147,7 @@ class PhaseConfig:
 
     name: str = "phase"
     order: int = 0  # phases run by increasing order (config files key phases by name)
-    kind: PhaseKind = "rl"
+    kind: PhaseKind = PhaseKind.RL
     max_input: int = 20_000
     max_output: int = 10_000
     min_input: int = 0
@@ -166,15 +159,18 @@ class PhaseConfig:
     micro_rows: int = 0  # SFT: packed rows per forward/backward, gradients accumulated (0 = all)
 
     def __post_init__(self):
-        _at_least(f"phases[{self.name}].max_input", self.max_input, 1)
-        _at_least(f"phases[{self.name}].max_output", self.max_output, 1)
-        _at_least(f"phases[{self.name}].batch", self.batch, 1)
-        _at_least(f"phases[{self.name}].steps", self.steps, 0)
-        _at_least(f"phases[{self.name}].epochs", self.epochs, 1)
+        if self.kind not in tuple(PhaseKind):
+            raise ConfigError(f"phases[{self.name}].kind: {self.kind!r} is not one of 'sft', 'rl'")
+        object.__setattr__(self, "kind", PhaseKind(self.kind))  # "rl" given in code -> PhaseKind.RL
+        at_least(f"phases[{self.name}].max_input", self.max_input, 1)
+        at_least(f"phases[{self.name}].max_output", self.max_output, 1)
+        at_least(f"phases[{self.name}].batch", self.batch, 1)
+        at_least(f"phases[{self.name}].steps", self.steps, 0)
+        at_least(f"phases[{self.name}].epochs", self.epochs, 1)
         if self.steps and self.epochs != 1:
             raise ConfigError(f"phases[{self.name}]: set steps or epochs, not both (steps={self.steps}, "
                               f"epochs={self.epochs})")
-        _at_least(f"phases[{self.name}].micro_rows", self.micro_rows, 0)
+        at_least(f"phases[{self.name}].micro_rows", self.micro_rows, 0)
         if self.min_input >= self.max_input:
             raise ConfigError(
                 f"phases[{self.name}]: min_input {self.min_input} must be < max_input {self.max_input}"
@@ -204,8 +200,8 @@ class DataConfig:
     eval_max_new_tokens: int = 64
 
     def __post_init__(self):
-        _at_least("data.synthetic_per_phase", self.synthetic_per_phase, 1)
-        _at_least("data.eval_per_length", self.eval_per_length, 1)
+        at_least("data.synthetic_per_phase", self.synthetic_per_phase, 1)
+        at_least("data.eval_per_length", self.eval_per_length, 1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -215,21 +211,6 @@ class RetroConfig:
     hard_threshold: float = 0.0  # mean reward at or below this -> hard
     max_weight: float = 8.0  # difficulty weights clipped here
     hard_fraction: float = 0.25  # at most this share of a batch drawn from the hard pool
-
-
-@dataclasses.dataclass(frozen=True)
-class JudgeConfig:
-    url: str = ""  # empty = no judge (rule reward only)
-    model: str = "Qwen2.5-1.5B-Instruct"
-    api_key_env: str = "JUDGE_API_KEY"
-    timeout_s: float = 30.0  # overall deadline of one request (connect + response), seconds
-    max_concurrency: int = 32
-    retries: int = 2
-
-    def __post_init__(self):
-        _positive("judge.timeout_s", self.timeout_s)
-        _at_least("judge.max_concurrency", self.max_concurrency, 1)
-        _at_least("judge.retries", self.retries, 0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -255,77 +236,17 @@ class Config:
     log_all_processes: bool = False  # processes > 0 also write WORKDIR/process_<i>/metrics.jsonl
 
     def __post_init__(self):
-        _at_least("checkpoint_every", self.checkpoint_every, 1)
-        _at_least("keep_checkpoints", self.keep_checkpoints, 1)  # 0 would keep none: no resume
-        _at_least("eval_every", self.eval_every, 0)
+        at_least("checkpoint_every", self.checkpoint_every, 1)
+        at_least("keep_checkpoints", self.keep_checkpoints, 1)  # 0 would keep none: no resume
+        at_least("eval_every", self.eval_every, 0)
         names = [p.name for p in self.phases]
         if len(set(names)) != len(names):
             raise ConfigError(f"phases: names must be unique, got {names}")
         for p in self.phases:
-            if p.kind == "rl" and p.batch % self.rl.mini_batch and p.batch > self.rl.mini_batch:
+            if p.kind == PhaseKind.RL and p.batch % self.rl.mini_batch and p.batch > self.rl.mini_batch:
                 raise ConfigError(
                     f"phases[{p.name}].batch={p.batch} must be a multiple of rl.mini_batch={self.rl.mini_batch}"
                 )
-
-
-# --- ConfigDict -> dataclasses -------------------------------------------------------------
-
-def _check_type(path: str, value: Any, tp: Any) -> Any:
-    origin = typing.get_origin(tp)
-    if origin is Literal:
-        if value not in typing.get_args(tp):
-            raise ConfigError(f"{path}: {value!r} is not one of {', '.join(map(repr, typing.get_args(tp)))}")
-        return value
-    if origin in (typing.Union, types.UnionType):
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{path}: expected a number, got {value!r}")
-        return float(value)
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{path}: expected an int, got {value!r}")
-        return value
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{path}: expected true/false, got {value!r}")
-        return value
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{path}: expected a string, got {value!r}")
-        return value
-    if origin is tuple:
-        (item_tp, *_rest) = typing.get_args(tp)
-        if isinstance(value, str) or not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{path}: expected a list, got {value!r}")
-        return tuple(_build(f"{path}[{i}]", v, item_tp) for i, v in enumerate(value))
-    return value
-
-
-def _build(path: str, value: Any, tp: Any) -> Any:
-    if dataclasses.is_dataclass(tp):
-        if isinstance(value, tp):
-            return value
-        if isinstance(value, ml_collections.ConfigDict):
-            value = value.to_dict()
-        if not isinstance(value, dict):
-            raise ConfigError(f"{path}: expected a section, got {value!r}")
-        hints = typing.get_type_hints(tp)
-        fields = {f.name for f in dataclasses.fields(tp)}
-        kwargs = {}
-        for key, v in value.items():
-            if key not in fields:
-                close = difflib.get_close_matches(key, fields, n=1)
-                hint = f" (did you mean {close[0]!r}?)" if close else ""
-                raise ConfigError(f"{path}.{key}: unknown key{hint}")
-            kwargs[key] = _build(f"{path}.{key}", v, hints[key])
-        try:
-            return tp(**kwargs)
-        except ConfigError:
-            raise
-        except ValueError as e:
-            raise ConfigError(f"{path}: {e}") from None
-    return _check_type(path, value, tp)
 
 
 def from_config_dict(cd: ml_collections.ConfigDict | dict) -> Config:
@@ -340,20 +261,7 @@ def from_config_dict(cd: ml_collections.ConfigDict | dict) -> Config:
                 raise ConfigError(f"config.phases.{name}: expected a section, got {p!r}")
             items.append({**p, "name": p.get("name", name)})
         d["phases"] = sorted(items, key=lambda p: p.get("order", 0))
-    return _build("config", d, Config)
-
-
-def to_config_dict(cfg: Config) -> ml_collections.ConfigDict:
-    """The ConfigDict a config file would return for `cfg` (for writing it next to a run)."""
-
-    def conv(x):
-        if dataclasses.is_dataclass(x):
-            return {f.name: conv(getattr(x, f.name)) for f in dataclasses.fields(x)}
-        if isinstance(x, tuple):
-            return [conv(v) for v in x]
-        return x
-
-    return ml_collections.ConfigDict(conv(cfg))
+    return build("config", d, Config)
 
 
 def rope_overrides(section: ModelSection) -> dict:

@@ -20,7 +20,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from qwenlong_jax.config import PhaseConfig, RetroConfig
+from qwenlong_jax.config import PhaseConfig, PhaseKind, RetroConfig
 from grain.sharding import ShardOptions
 
 from qwenlong_jax.data.pipeline import make_iterator
@@ -139,7 +139,7 @@ def hard_pool_for(phase_index: int, phases: Sequence[PhaseConfig], per_phase: Se
     """Hard examples from the earlier RL phases (by their reward history)."""
     pool = []
     for k in range(phase_index):
-        if phases[k].kind != "rl":
+        if phases[k].kind != PhaseKind.RL:
             continue
         ids = set(difficulty.hard([r.id for r in per_phase[k]], retro.hard_threshold))
         pool += [r for r in per_phase[k] if r.id in ids]

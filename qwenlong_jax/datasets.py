@@ -7,7 +7,7 @@ import collections
 import dataclasses
 from typing import Sequence
 
-from qwenlong_jax.config import Config, PhaseConfig
+from qwenlong_jax.config import Config, PhaseConfig, PhaseKind
 from qwenlong_jax.data import readers, synthetic
 from qwenlong_jax.data.prompt import build_prompt
 from qwenlong_jax.data.schema import Record
@@ -63,12 +63,12 @@ def load_run_data(cfg: Config, tokenizer) -> RunData:
             ev, rep3 = readers.load_records(d.eval_files, tokenizer, on_bad=d.bad_records)
             reports.append(rep3)
             for ph in cfg.phases:
-                if ph.kind == "rl":
+                if ph.kind == PhaseKind.RL:
                     heldout[ph.max_input] = [r for r in ev if ph.min_input < r.num_prompt_tokens <= ph.max_input]
         for r in reports:
             counts.update({f"skipped/{k}": v for k, v in r.skipped.items()})
-        counts["dropped/too_long"] = (_too_long(train, [p for p in cfg.phases if p.kind == "rl"])
-                                      + (_too_long(sft, [p for p in cfg.phases if p.kind == "sft"])
+        counts["dropped/too_long"] = (_too_long(train, [p for p in cfg.phases if p.kind == PhaseKind.RL])
+                                      + (_too_long(sft, [p for p in cfg.phases if p.kind == PhaseKind.SFT])
                                          if tuple(sft_files) != tuple(d.train_files) else 0))
         text = "; ".join(r.summary() for r in reports if r.skipped)
         return RunData(train, sft, heldout, text, {k: v for k, v in sorted(counts.items()) if v})
@@ -82,7 +82,7 @@ def load_run_data(cfg: Config, tokenizer) -> RunData:
         for r in rows:
             r["id"] = f"{ph.name}-{r['id']}"
         recs = _synthetic_records(rows, tokenizer, ph.name)
-        (sft if ph.kind == "sft" else train).extend(recs)
+        (sft if ph.kind == PhaseKind.SFT else train).extend(recs)
     heldout = {}
     for n in d.eval_lengths:
         rows = synthetic.make_dataset(d.synthetic_seed + 7_000_000 + n, d.eval_per_length, n, tokenizer.count,

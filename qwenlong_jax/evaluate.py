@@ -117,7 +117,8 @@ def _judge(args):
         raise EvalError(f"--judge_api_key_env: ${env} is not set; export it, or pass "
                         "--judge_api_key_env '' for an endpoint that needs no key")
     try:
-        return OpenAIJudge(JudgeConfig(base_url=args.judge_url, model=args.judge_model, api_key_env=env))
+        return OpenAIJudge(JudgeConfig(url=args.judge_url, model=args.judge_model, api_key_env=env or "",
+                                       timeout_s=60.0, max_concurrency=16))
     except ValueError as e:
         raise EvalError(f"judge: {e}") from None
 

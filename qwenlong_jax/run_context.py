@@ -19,7 +19,7 @@ import jax.numpy as jnp
 
 from qwenlong_jax import config as config_lib
 from qwenlong_jax import distributed, models, paths, plan, rewards, sharding, step_fns
-from qwenlong_jax.config import Config
+from qwenlong_jax.config import Config, PhaseKind
 from qwenlong_jax.curriculum import phase_records
 from qwenlong_jax.data.tokenizer import load_tokenizer
 from qwenlong_jax.datasets import RunData, load_run_data
@@ -79,12 +79,12 @@ def setup(cfg: Config, workdir: str, *, judge=None, devices=None) -> RunContext:
     judge = judge if judge is not None else make_judge(cfg)
     data = load_run_data(cfg, tok)
     by_id = {r.id: r for r in data.train + data.sft}
-    per_phase = [phase_records(data.sft if p.kind == "sft" else data.train, p) for p in cfg.phases]
+    per_phase = [phase_records(data.sft if p.kind == PhaseKind.SFT else data.train, p) for p in cfg.phases]
     for p, recs in zip(cfg.phases, per_phase):  # before compiling, not at the phase's start
         if not recs:
-            pool = data.sft if p.kind == "sft" else data.train
+            pool = data.sft if p.kind == PhaseKind.SFT else data.train
             raise config_lib.ConfigError(
-                f"phases[{p.name}]: no {'SFT (with a response) ' if p.kind == 'sft' else ''}example has a "
+                f"phases[{p.name}]: no {'SFT (with a response) ' if p.kind == PhaseKind.SFT else ''}example has a "
                 f"prompt length in ({p.min_input}, {p.max_input}] tokens ({len(pool)} loaded"
                 f"{'; ' + data.report if data.report else ''}); check data files or the phase's range")
     return RunContext(cfg=cfg, workdir=workdir, mesh=mesh, tok=tok, tok_path=tok_path, mcfg=mcfg,
@@ -102,9 +102,7 @@ def make_judge(cfg: Config):
             f"judge.api_key_env: ${j.api_key_env} is not set; export it, or pass "
             "--config.judge.api_key_env='' for an endpoint that needs no key")
     try:
-        return rewards.OpenAIJudge(rewards.JudgeConfig(
-            base_url=j.url, model=j.model, api_key_env=j.api_key_env or None,
-            max_concurrency=j.max_concurrency, timeout_s=j.timeout_s, max_retries=j.retries))
+        return rewards.OpenAIJudge(j)
     except ValueError as e:  # e.g. a url without http(s)://
         raise config_lib.ConfigError(f"judge: {e}") from None
 
@@ -131,7 +129,7 @@ def init_state(ctx: RunContext) -> TrainState:
     create = lambda p: TrainState.create(p, ctx.tx)  # noqa: E731
     out_sh = step_fns.state_shardings(jax.eval_shape(create, params), ctx.p_shard, ctx.mesh)
     state = jax.jit(create, out_shardings=out_sh)(params)
-    if cfg.rl.kl_coef and any(p.kind == "rl" for p in cfg.phases):
+    if cfg.rl.kl_coef and any(p.kind == PhaseKind.RL for p in cfg.phases):
         state = state.replace(ref_params=reference(ctx, state.params))
     return state
 

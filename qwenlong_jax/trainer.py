@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from qwenlong_jax import paths, sharding
 from qwenlong_jax.checkpoint import Checkpointer, abstract_like
-from qwenlong_jax.config import Config
+from qwenlong_jax.config import Config, PhaseKind
 from qwenlong_jax.curriculum import Difficulty, PhaseData, hard_pool_for
 from qwenlong_jax.data.pipeline import process_shard
 from qwenlong_jax.export import export_hf
@@ -135,7 +135,7 @@ class Trainer:
                 k = progress.phase_index
                 phase = cfg.phases[k]
                 recs = ctx.per_phase[k]
-                hard = hard_pool_for(k, cfg.phases, ctx.per_phase, difficulty, cfg.retro) if phase.kind == "rl" else []
+                hard = hard_pool_for(k, cfg.phases, ctx.per_phase, difficulty, cfg.retro) if phase.kind == PhaseKind.RL else []
                 pdata = PhaseData(recs, hard, phase, cfg.retro, seed=cfg.seed * 1000 + k + 1_000_003 * cfg.data.shuffle_seed,
                                   shard=process_shard() if jax.process_count() > 1 else None,
                                   gather=sharding.process_allgather_ints)
@@ -144,12 +144,12 @@ class Trainer:
                 n_steps = phase_steps(phase, len(recs))
                 bar = tqdm(total=n_steps, initial=progress.phase_step, desc=f"{phase.name} ({phase.kind})",
                            disable=self.quiet or jax.process_index() != 0)
-                if phase.kind == "rl" and cfg.rl.kl_coef and not cfg.rl.ref_from and progress.phase_step == 0:
+                if phase.kind == PhaseKind.RL and cfg.rl.kl_coef and not cfg.rl.ref_from and progress.phase_step == 0:
                     state = state.replace(ref_params=reference(ctx, state.params))  # the phase's start
                 while progress.phase_step < n_steps:
                     lr = phase_lr(cfg, phase, progress.phase_step, n_steps)
                     state = with_lr(state, lr)
-                    if phase.kind == "sft":
+                    if phase.kind == PhaseKind.SFT:
                         batch_recs, _ = pdata.next_batch(phase.batch, difficulty)
                         state, metrics = sft_step(ctx, steps, state, batch_recs, phase)
                     else:

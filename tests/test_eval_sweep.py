@@ -33,7 +33,7 @@ def test_sweep_records_lengths_and_families():
     recs = sweep.sweep_records(TOK, [96, 192], per_length=8, seed=3)
     assert sorted(recs) == [96, 192]
     for L, rs in recs.items():
-        assert [sweep.family_of(r) for r in rs] == list(FAMILIES) * 2
+        assert [sweep.task_family(r) for r in rs] == list(FAMILIES) * 2
         assert all(TOK.count(r.document) <= L for r in rs)
         assert len({r.id for r in rs}) == 8 and all(r.id.startswith(f"L{L}-") for r in rs)
     # the longer setting gives longer documents; same seed -> same records

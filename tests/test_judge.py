@@ -1,6 +1,6 @@
 """LLM judge clients against a real HTTP server on loopback, started inside this file.
 
-The server routes on the first path segment of base_url (`http://127.0.0.1:PORT/<mode>/v1`):
+The server routes on the first path segment of url (`http://127.0.0.1:PORT/<mode>/v1`):
 yes, no, garbage, badjson, 500, 401, flaky (500 then YES), slow (sleeps past the timeout),
 echo (YES iff Answer 1 == Answer 2, sleeps 50 ms and records the peak number in flight).
 """
@@ -126,8 +126,9 @@ def server():
 
 
 def make_judge(port, mode, **kw):
-    kw = {"timeout_s": 0.2, "max_retries": 0, "backoff_s": 0.01, **kw}
-    return OpenAIJudge(JudgeConfig(base_url=f"http://127.0.0.1:{port}/{mode}/v1",
+    kw = {"timeout_s": 0.2, "retries": 0, "backoff_s": 0.01, "api_key_env": "", "max_concurrency": 16,
+          **kw}
+    return OpenAIJudge(JudgeConfig(url=f"http://127.0.0.1:{port}/{mode}/v1",
                                    model="judge-model", **kw))
 
 
@@ -178,7 +179,7 @@ def test_failures_score_zero_and_are_counted_by_kind(server):
     cases = {"garbage": "failures_garbage", "badjson": "failures_bad_response",
              "500": "failures_http", "401": "failures_http"}
     for mode, counter in cases.items():
-        judge = make_judge(port, mode, max_retries=2)
+        judge = make_judge(port, mode, retries=2)
         before = state.count[mode]
         assert judge.score_batch([q(1), q(2)]) == [0.0, 0.0]
         stats = judge.stats()
@@ -190,7 +191,7 @@ def test_failures_score_zero_and_are_counted_by_kind(server):
 
 def test_retry_recovers_from_transient_500(server):
     port, state = server
-    judge = make_judge(port, "flaky", max_retries=1)
+    judge = make_judge(port, "flaky", retries=1)
     before = state.count["flaky"]
     assert judge.score("Paris0", "Paris", "Where?") == 1.0
     assert state.count["flaky"] - before == 2
@@ -199,7 +200,7 @@ def test_retry_recovers_from_transient_500(server):
 
 def test_timeout(server):
     port, _ = server
-    judge = make_judge(port, "slow", timeout_s=0.2, max_retries=1)
+    judge = make_judge(port, "slow", timeout_s=0.2, retries=1)
     start = time.monotonic()
     assert judge.score_batch([q(0), q(1), q(2)]) == [0.0, 0.0, 0.0]
     elapsed = time.monotonic() - start
@@ -211,7 +212,7 @@ def test_timeout(server):
 def test_overall_deadline_per_request_against_a_dripping_server(server):
     """Each byte arrives well within the socket timeout, so only an overall deadline ends it."""
     port, _ = server
-    judge = make_judge(port, "drip", timeout_s=0.5, max_retries=0)
+    judge = make_judge(port, "drip", timeout_s=0.5, retries=0)
     start = time.monotonic()
     assert judge.score_batch([q(0)]) == [0.0]
     elapsed = time.monotonic() - start
@@ -277,8 +278,8 @@ def test_dead_endpoint_never_raises():
     with socket.socket() as sock:  # a port that was free a moment ago and now refuses
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    judge = OpenAIJudge(JudgeConfig(base_url=f"http://127.0.0.1:{port}/v1", model="m",
-                                    timeout_s=0.2, max_retries=1, backoff_s=0.01))
+    judge = OpenAIJudge(JudgeConfig(url=f"http://127.0.0.1:{port}/v1", model="m",
+                                    timeout_s=0.2, retries=1, backoff_s=0.01, api_key_env=""))
     assert judge.score_batch([q(i) for i in range(4)]) == [0.0] * 4
     stats = judge.stats()
     assert stats["failures_connection"] == 4 and stats["calls"] == 8
@@ -293,8 +294,8 @@ def _dead_judge(**kw):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    kw = {"timeout_s": 0.2, "max_retries": 0, "max_concurrency": 1, **kw}
-    return OpenAIJudge(JudgeConfig(base_url=f"http://127.0.0.1:{port}/v1", model="m", **kw))
+    kw = {"timeout_s": 0.2, "retries": 0, "max_concurrency": 1, "api_key_env": "", **kw}
+    return OpenAIJudge(JudgeConfig(url=f"http://127.0.0.1:{port}/v1", model="m", **kw))
 
 
 def test_circuit_breaker_stops_calling_a_dead_endpoint():
@@ -354,7 +355,7 @@ def test_config_validation(monkeypatch):
         OpenAIJudge(JudgeConfig("http://127.0.0.1:1/v1", "m", api_key_env="QWENLONG_UNSET_KEY"))
     with pytest.raises(ValueError, match="max_concurrency"):
         JudgeConfig("http://127.0.0.1:1/v1", "m", max_concurrency=0)
-    with pytest.raises(ValueError, match="base_url"):
+    with pytest.raises(ValueError, match="judge.url"):
         JudgeConfig("127.0.0.1:1/v1", "m")
 
 

@@ -44,7 +44,8 @@ def sweep_records(tokenizer, lengths: Sequence[int], per_length: int, seed: int 
     return out
 
 
-def family_of(record: Record) -> str:
+def task_family(record: Record) -> str:
+    """The synthetic task family a sweep record came from (not the scorer family)."""
     return _FAMILY_OF_SOURCE.get(record.data_source, record.data_source)
 
 
@@ -55,7 +56,7 @@ def _mean(xs: Sequence[float]) -> float | None:
 def aggregate(rows_by_length: dict[int, list[dict]],
               records_by_length: dict[int, list[Record]]) -> dict:
     """Accuracies from prediction rows (score == 1 is correct; mean over samples then ids)."""
-    fam = {r.id: family_of(r) for recs in records_by_length.values() for r in recs}
+    fam = {r.id: task_family(r) for recs in records_by_length.values() for r in recs}
     by_len, by_len_fam, by_fam, count = {}, {}, {}, {}
     every = []
     for L, rows in sorted(rows_by_length.items()):

@@ -10,7 +10,7 @@ API
         The rule score in its family's type (int/float) and the answers it compared.
     hybrid_scores(items: list[ScoreItem], judge=None) -> list[float]
         Batched compute_score; one judge batch (with question texts) for the rule misses.
-    OpenAIJudge(JudgeConfig(base_url, model, api_key_env, max_concurrency, timeout_s, ...))
+    OpenAIJudge(JudgeConfig(url, model, api_key_env, max_concurrency, timeout_s, ...))
     LocalJudge(generate_fn, prompt_fn=plain_prompt)
         .score(prediction, gold, question=None) -> float, .score_batch(list[JudgeQuery]) ->
         list[float]: never raise; failures score 0 and are counted in .stats() (queries,

@@ -1,14 +1,14 @@
 """LLM judge over any OpenAI-compatible chat-completions endpoint (vLLM, SGLang, OpenAI, ...).
 
-    judge = OpenAIJudge(JudgeConfig(base_url="http://127.0.0.1:8000/v1",
+    judge = OpenAIJudge(JudgeConfig(url="http://127.0.0.1:8000/v1",
                                     model="Qwen2.5-1.5B-Instruct", api_key_env="JUDGE_API_KEY"))
     scores = judge.score_batch([JudgeQuery(prediction, gold, question), ...])
 
-Requests go to `{base_url}/chat/completions` (base_url includes `/v1`, as with the OpenAI client),
+Requests go to `{url}/chat/completions` (url includes `/v1`, as with the OpenAI client),
 temperature 0. Standard library only: urllib for HTTP, a thread pool per batch, and one semaphore
 per judge that bounds requests in flight across all concurrent batches (`max_concurrency`).
 
-Each query: up to 1 + max_retries attempts, exponential backoff (backoff_s, 2*backoff_s, ...);
+Each query: up to 1 + retries attempts, exponential backoff (backoff_s, 2*backoff_s, ...);
 retried on timeouts, refused/reset connections, HTTP 429 and 5xx; not retried on other HTTP
 errors, malformed JSON or a reply without [[YES]]/[[NO]]. `timeout_s` is an overall deadline
 per attempt (connect, send, headers and body together): a server that drips bytes cannot hold
@@ -16,7 +16,7 @@ a request past it, because a timer shuts the socket down at the deadline; each s
 operation is bounded by it as well.
 
 Circuit breaker: a dead or black-holed endpoint would otherwise cost every rule miss
-(1 + max_retries) x timeout_s in every step. After `breaker_failures` consecutive queries fail
+(1 + retries) x timeout_s in every step. After `breaker_failures` consecutive queries fail
 in transport (timeout, connection, retryable HTTP status), the judge stops sending for
 `breaker_cooldown_s`: queries score 0 at once, counted as failures of kind "unavailable". After
 the cool-down requests flow again; one answered request resets the count. 0 disables it.
@@ -24,7 +24,7 @@ the cool-down requests flow again; one answered request resets the count. 0 disa
 The API key: only the NAME of the environment variable is stored. The key is read from the
 environment when each request is built and sent as `Authorization: Bearer ...`; it is never
 logged, never in repr or stats, never in anything checkpointed. Environment proxies
-(http_proxy, ...) are ignored and redirects are refused, so the key only goes to base_url.
+(http_proxy, ...) are ignored and redirects are refused, so the key only goes to url.
 """
 from __future__ import annotations
 
@@ -40,6 +40,7 @@ import urllib.error
 import urllib.request
 from typing import Sequence
 
+from qwenlong_jax.config_load import ConfigError, at_least, positive
 from qwenlong_jax.rewards.judge_core import (CachingJudge, JudgeQuery, Verdict, judge_messages,
                                              parse_verdict)
 
@@ -48,37 +49,33 @@ _RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
 
 @dataclasses.dataclass(frozen=True)
 class JudgeConfig:
-    """Endpoint and client limits. `api_key_env` is the NAME of an env var, never the key."""
+    """The LLM judge's endpoint and client limits: the run config's `judge` section, and what
+    `OpenAIJudge` takes. `api_key_env` is the NAME of an env var, never the key ("" = no key)."""
 
-    base_url: str
-    model: str
-    api_key_env: str | None = None
-    max_concurrency: int = 16
-    timeout_s: float = 60.0
-    max_retries: int = 2
-    backoff_s: float = 0.5
+    url: str = ""  # empty = no judge (rule reward only)
+    model: str = "Qwen2.5-1.5B-Instruct"
+    api_key_env: str = "JUDGE_API_KEY"
+    timeout_s: float = 30.0  # overall deadline of one request (connect + response), seconds
+    max_concurrency: int = 32
+    retries: int = 2
+    backoff_s: float = 0.5  # first retry's wait; doubles per retry
     max_tokens: int = 1024
     max_cache_entries: int = 1_000_000
-    breaker_failures: int = 8
+    breaker_failures: int = 8  # consecutive failures that open the circuit breaker (0 = never)
     breaker_cooldown_s: float = 30.0
 
     def __post_init__(self):
-        if not self.base_url.startswith(("http://", "https://")):
-            raise ValueError(f"JudgeConfig.base_url must start with http:// or https://, "
-                             f"got {self.base_url!r}")
+        if self.url and not self.url.startswith(("http://", "https://")):
+            raise ConfigError(f"judge.url must start with http:// or https://, got {self.url!r}")
         if not self.model:
-            raise ValueError("JudgeConfig.model must be a non-empty model name")
-        if self.max_concurrency < 1:
-            raise ValueError(
-                f"JudgeConfig.max_concurrency must be >= 1, got {self.max_concurrency}")
-        if self.timeout_s <= 0:
-            raise ValueError(f"JudgeConfig.timeout_s must be > 0, got {self.timeout_s}")
-        if self.breaker_failures < 0 or self.breaker_cooldown_s < 0:
-            raise ValueError(f"JudgeConfig.breaker_failures ({self.breaker_failures}) and "
-                             f"breaker_cooldown_s ({self.breaker_cooldown_s}) must be >= 0")
-        if self.max_retries < 0 or self.backoff_s < 0:
-            raise ValueError(f"JudgeConfig.max_retries ({self.max_retries}) and backoff_s "
-                             f"({self.backoff_s}) must be >= 0")
+            raise ConfigError("judge.model must be a non-empty model name")
+        positive("judge.timeout_s", self.timeout_s)
+        at_least("judge.max_concurrency", self.max_concurrency, 1)
+        at_least("judge.retries", self.retries, 0)
+        at_least("judge.backoff_s", self.backoff_s, 0)
+        at_least("judge.max_tokens", self.max_tokens, 1)
+        at_least("judge.breaker_failures", self.breaker_failures, 0)
+        at_least("judge.breaker_cooldown_s", self.breaker_cooldown_s, 0)
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -118,11 +115,13 @@ class OpenAIJudge(CachingJudge):
 
     def __init__(self, config: JudgeConfig):
         super().__init__(config.max_cache_entries)
-        if config.api_key_env is not None and config.api_key_env not in os.environ:
+        if not config.url:
+            raise ValueError("JudgeConfig.url is empty: no judge endpoint to call")
+        if config.api_key_env and config.api_key_env not in os.environ:
             raise ValueError(f"JudgeConfig.api_key_env names ${config.api_key_env}, which is not "
                              "set in the environment")
         self.config = config
-        self._url = config.base_url.rstrip("/") + "/chat/completions"
+        self._url = config.url.rstrip("/") + "/chat/completions"
         self._in_flight = threading.BoundedSemaphore(config.max_concurrency)
         self._breaker_lock = threading.Lock()
         self._consecutive_transport_failures = 0
@@ -130,7 +129,7 @@ class OpenAIJudge(CachingJudge):
 
     def __repr__(self) -> str:
         c = self.config
-        return (f"OpenAIJudge(base_url={c.base_url!r}, model={c.model!r}, "
+        return (f"OpenAIJudge(url={c.url!r}, model={c.model!r}, "
                 f"api_key_env={c.api_key_env!r}, max_concurrency={c.max_concurrency})")
 
     __str__ = __repr__
@@ -165,7 +164,7 @@ class OpenAIJudge(CachingJudge):
             "max_tokens": self.config.max_tokens,
         }).encode("utf-8")
         kind = "internal"
-        for attempt in range(self.config.max_retries + 1):
+        for attempt in range(self.config.retries + 1):
             if attempt:
                 time.sleep(self.config.backoff_s * 2 ** (attempt - 1))
             try:
@@ -184,7 +183,7 @@ class OpenAIJudge(CachingJudge):
         """One HTTP request; returns the reply text, raises _Retryable for transient failures.
         The whole request must finish within timeout_s (a timer cuts the socket at the deadline)."""
         headers = {"Content-Type": "application/json"}
-        if self.config.api_key_env is not None:
+        if self.config.api_key_env:
             key = os.environ.get(self.config.api_key_env, "")
             if key:
                 headers["Authorization"] = f"Bearer {key}"
