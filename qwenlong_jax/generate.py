@@ -13,7 +13,6 @@ Only HF directories are read; an orbax training checkpoint is exported to HF fir
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from typing import Sequence
@@ -24,15 +23,6 @@ import numpy as np
 
 from qwenlong_jax import models, paths, sampling
 from qwenlong_jax.step_shapes import PREFILL_CHUNK
-
-
-def _tokenizer_path(args) -> str | None:
-    if args.tokenizer:
-        return args.tokenizer
-    if any(os.path.exists(os.path.join(args.checkpoint, f))
-           for f in ("tokenizer.json", "tokenizer_config.json", "spm.model")):
-        return args.checkpoint
-    return None  # the embedded default
 
 
 def parse_args(argv: Sequence[str] | None):
@@ -77,11 +67,11 @@ def check_args(args) -> None:
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     check_args(args)
-    from qwenlong_jax.data.tokenizer import load_tokenizer
+    from qwenlong_jax.data.tokenizer import find_tokenizer, load_tokenizer
 
     args.checkpoint = paths.local_copy(args.checkpoint)
     try:
-        tok = load_tokenizer(_tokenizer_path(args))
+        tok = load_tokenizer(find_tokenizer(args.tokenizer, args.checkpoint))
         cfg, params = models.load_hf_checkpoint(args.checkpoint, dtype=jnp.dtype(args.dtype))
     except (models.CheckpointError, ValueError, OSError, RuntimeError) as e:  # one line, no traceback
         sys.exit(f"error: {str(e).splitlines()[0] if str(e) else type(e).__name__}")

@@ -15,21 +15,13 @@ import jax
 from qwenlong_jax import config as config_lib
 from qwenlong_jax import models, paths, sharding
 from qwenlong_jax.config import Config, PhaseConfig
-from qwenlong_jax.data.tokenizer import DEFAULT_TOKENIZER
+from qwenlong_jax.data.tokenizer import DEFAULT_TOKENIZER, find_tokenizer
 
 
 def tokenizer_path(cfg: Config) -> str:
-    """The one tokenizer resolver: data.tokenizer when set; else a tokenizer inside the model
-    (init_from, then hf_path; its tokenizer/ folder first, then its root); else the embedded one."""
-    if cfg.data.tokenizer:
-        return cfg.data.tokenizer
-    for base in (cfg.model.init_from, cfg.model.hf_path):
-        if base:
-            for cand in (paths.join(base, "tokenizer"), base):
-                if paths.exists(paths.join(cand, "spm.model")) or paths.exists(
-                        paths.join(cand, "tokenizer.json")):
-                    return cand
-    return DEFAULT_TOKENIZER
+    """data.tokenizer when set; else a tokenizer inside the model (init_from, then hf_path;
+    data.tokenizer.find_tokenizer's rule); else the embedded one."""
+    return find_tokenizer(cfg.data.tokenizer, cfg.model.init_from, cfg.model.hf_path) or DEFAULT_TOKENIZER
 
 
 def phase_steps(phase: PhaseConfig, num_records: int) -> int:

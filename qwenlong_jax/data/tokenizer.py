@@ -113,6 +113,26 @@ def load_hf(path: str) -> Tokenizer:
                      len(tok))
 
 
+TOKENIZER_FILES = ("spm.model", "tokenizer.json", "tokenizer_config.json")
+
+
+def find_tokenizer(explicit: str | None, *model_dirs: str) -> str | None:
+    """The one tokenizer resolver (train, plan, compile, evaluate, generate): `explicit` when
+    given; else the first model directory's `tokenizer/` folder, then its root, that holds a
+    tokenizer file (our checkpoints and exports keep ours in `tokenizer/`, an HF model keeps
+    its own at the root); None means the embedded default."""
+    from qwenlong_jax import paths
+
+    if explicit:
+        return explicit
+    for base in model_dirs:
+        if base:
+            for cand in (paths.join(base, "tokenizer"), base):
+                if any(paths.exists(paths.join(cand, f)) for f in TOKENIZER_FILES):
+                    return cand
+    return None
+
+
 def load_tokenizer(path: str | None = None) -> Tokenizer:
     """An HF tokenizer directory, a sentencepiece `.model` file (or a directory holding
     `spm.model`), or the embedded default when `path` is None."""

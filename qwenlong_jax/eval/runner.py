@@ -68,30 +68,19 @@ class Model:
     tokenizer: object = dataclasses.field(repr=False)
 
 
-def find_tokenizer(checkpoint: str) -> str | None:
-    """Our trainer's checkpoints hold `tokenizer/`; an HF model dir holds tokenizer.json."""
-    sub = os.path.join(checkpoint, "tokenizer")
-    if os.path.isdir(sub):
-        return sub
-    if any(os.path.exists(os.path.join(checkpoint, f))
-           for f in ("tokenizer.json", "tokenizer_config.json")):
-        return checkpoint
-    return None
-
-
 def load_model(checkpoint: str, tokenizer_path: str | None = None, dtype: str = "float32",
                mesh=None) -> Model:
     import jax.numpy as jnp
 
     from qwenlong_jax import models
-    from qwenlong_jax.data.tokenizer import load_tokenizer
+    from qwenlong_jax.data.tokenizer import find_tokenizer, load_tokenizer
 
     if not os.path.isfile(os.path.join(checkpoint, "config.json")):
         hint = (f"; a training workdir? its export is {os.path.join(checkpoint, 'hf')}"
                 if os.path.isfile(os.path.join(checkpoint, "hf", "config.json")) else "")
         raise EvalError(f"checkpoint {checkpoint!r}: no config.json (expected an HF model "
                         f"directory or the trainer's hf/ export){hint}")
-    tok_path = tokenizer_path or find_tokenizer(checkpoint)
+    tok_path = find_tokenizer(tokenizer_path, checkpoint)
     if tok_path is None:
         raise EvalError(f"checkpoint {checkpoint!r}: no tokenizer/ or tokenizer.json in it; "
                         "pass --tokenizer")
