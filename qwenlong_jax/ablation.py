@@ -16,7 +16,8 @@ Headline (`--headline`): trains configs/default.py (SFT + both RL phases in one 
 `python -m qwenlong_jax.train` does) once per seed, `--config.seed=k`, with `--eval_per_length`
 held-out examples per length, and judges "RL after SFT beats SFT alone" at every length, the
 longest first: SFT = the held-out sweep after the SFT phase, RL = the one after the last phase.
-Writes OUT/headline.json and OUT/headline.md.
+Writes OUT/headline.json, OUT/headline.md and OUT/headline.png (SFT vs RL by length, with
+the spread over seeds).
 
 Statistics and verdicts: qwenlong_jax/ablation_stats.py.
 """
@@ -31,8 +32,8 @@ from typing import Sequence
 
 from qwenlong_jax.ablation_stats import (  # noqa: F401  (arm, average_arm, binomial_var,
     aggregate, arm, as_json, average_arm, binomial_var,  # verdict: re-exported for callers)
-    claims, claims_markdown, final_accuracy, headline_markdown, headline_report, markdown_table,
-    plot, print_claims, verdict)
+    claims, claims_markdown, final_accuracy, headline_markdown, headline_plot, headline_report,
+    markdown_table, plot, print_claims, verdict)
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if _REPO not in sys.path:  # config files import `configs.common`
@@ -97,6 +98,7 @@ def run_headline(args, seeds: Sequence[int]) -> dict:
         json.dump(h, f, indent=2)
     with open(os.path.join(args.out, "headline.md"), "w") as f:
         f.write(md + "\n")
+    headline_plot(h, os.path.join(args.out, "headline.png"))
     top = h["rows"][h["lengths"][0]]
     print("\n" + md + "\n")
     print(f"  {top['verdict']:<9} RL after SFT beats SFT alone at {h['lengths'][0]} tokens "

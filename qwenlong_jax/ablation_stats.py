@@ -225,3 +225,12 @@ def headline_markdown(h: dict) -> str:
         lines.append(f"| {n} tok | {cell(s)} | {cell(q)} | {100 * r['gap']:+.1f} | {100 * r['se']:.1f} | "
                      f"{r['verdict']} |")
     return "\n".join(lines)
+
+
+def headline_plot(h: dict, path: str) -> None:
+    """The headline as a picture: per length, the post-SFT and the final sweep (bars: means,
+    error bars: sd over seeds, dots: single seeds), drawn by `plot`."""
+    per_arm = {"after SFT": h["raw"]["sft"], "after RL": h["raw"]["rl"]}
+    plot(aggregate(per_arm, h["n_examples"]), path,
+         f"Default run, held-out accuracy after SFT vs after RL: mean ± sd over {h['seeds']} seeds "
+         f"({h['n_examples']} examples per length)", raw=per_arm)

@@ -166,7 +166,7 @@ def test_aggregate_table_and_claims(tmp_path):
     assert path.stat().st_size > 1000
 
 
-def test_headline_report_from_default_run_summaries():
+def test_headline_report_from_default_run_summaries(tmp_path):
     """SFT = the sweep after the SFT phase, RL = the last one, per seed; longest length first."""
     def summary(sft512, rl512):
         return {"minutes": 15.0, "evals": [
@@ -180,6 +180,9 @@ def test_headline_report_from_default_run_summaries():
     assert top["gap"] == pytest.approx(0.12 - 0.01 / 3) and top["verdict"] == "HELD"
     md = ablation.headline_markdown(h)
     assert md.splitlines()[2].startswith("| 512 tok | 0.3 ± 0.6 | 12.0 ± 2.0 | +11.7 |")
+    path = tmp_path / "h.png"
+    ablation.headline_plot(h, str(path))
+    assert path.stat().st_size > 1000
     with pytest.raises(ValueError, match="no evaluation after phase 'sft'"):
         ablation.headline_report([{"evals": [{"phase": "rl_640", "heldout/acc@512": 0.1}]}], 96)
 
@@ -246,4 +249,5 @@ def test_tiny_headline_end_to_end(tmp_path):
     for s in (0, 1):
         summary = json.load(open(os.path.join(out, "default", f"seed{s}", "summary.json")))
         assert [e["phase"] for e in summary["evals"]] == ["sft", "rl_320", "rl_640"]
-    assert os.path.getsize(os.path.join(out, "headline.md")) > 0
+    for name in ("headline.md", "headline.png"):
+        assert os.path.getsize(os.path.join(out, name)) > 0
