@@ -161,6 +161,16 @@ class Checkpointer:
     def steps(self) -> list[int]:
         return sorted(self.manager.all_steps())
 
+    def has_state_field(self, step: int, field: str) -> bool | None:
+        """Whether checkpoint `step` holds arrays under the state's `field` (e.g. `ref_params`),
+        read from its metadata without restoring it; None when that cannot be read (a torn
+        checkpoint: restore_latest then reports it and falls back)."""
+        try:  # the manager's item_metadata needs the handlers registered; the handler reads it directly
+            tree = ocp.StandardCheckpointHandler().metadata(self.manager.directory / str(step) / "state").tree
+        except Exception:  # noqa: BLE001 (any unreadable metadata is "unknown")
+            return None
+        return tree.get(field) is not None if isinstance(tree, dict) else None
+
     def restore_latest(self, abstract_state: Any) -> tuple[int, Any, dict] | None:
         """(step, state, meta) of the newest checkpoint that restores, or None."""
         for step in reversed(self.steps()):

@@ -94,6 +94,35 @@ class Trainer:
                 return progress, {**json.loads(paths.read_text(spath)), "already_finished": True}
         return progress, None
 
+    def _restore(self, ckpt: Checkpointer, state: TrainState):
+        """restore_latest into the layout of `state`, with the KL reference reconciled when the
+        checkpoint was written with another rl.kl_coef: a reference the run no longer uses is
+        dropped; a missing one is rebuilt where the run can (rl.ref_from, or the resumed phase
+        takes its reference at its start anyway), and otherwise the run stops in one line
+        instead of treating every checkpoint as unreadable and starting over."""
+        saved = ckpt.steps()
+        saved_ref = ckpt.has_state_field(saved[-1], "ref_params") if saved else None
+        wants_ref = state.ref_params is not None
+        if saved_ref is None or saved_ref == wants_ref:
+            return ckpt.restore_latest(abstract_like(state))
+        restored = ckpt.restore_latest(abstract_like(state.replace(ref_params=state.params if saved_ref else None)))
+        if restored is None:
+            return None
+        step, rstate, meta = restored
+        if not wants_ref:  # rl.kl_coef is 0 now
+            return step, rstate.replace(ref_params=None), meta
+        cfg, progress = self.cfg, Progress.from_meta(meta)
+        mid_rl_phase = (progress.phase_index < len(cfg.phases) and progress.phase_step > 0
+                        and cfg.phases[progress.phase_index].kind == PhaseKind.RL)
+        if mid_rl_phase and not cfg.rl.ref_from:
+            raise TrainingError(
+                f"the checkpoint at step {step} in {self.workdir}/checkpoints was written with rl.kl_coef=0, "
+                f"in the middle of RL phase {cfg.phases[progress.phase_index].name!r}, so it holds no KL reference "
+                f"(the phase's starting policy); resume with --config.rl.kl_coef=0, or set rl.ref_from to the "
+                "reference checkpoint, or start over in a new --workdir")
+        # The reference from rl.ref_from, or a placeholder the next RL phase's start replaces.
+        return step, rstate.replace(ref_params=reference(self.ctx, rstate.params)), meta
+
     def _run(self) -> dict:
         cfg, ctx = self.cfg, self.ctx
         t_start = time.time()
@@ -101,14 +130,15 @@ class Trainer:
         state = init_state(ctx)
         steps = JittedSteps(ctx, state)  # built on first use, with the state's shardings
         progress = Progress(difficulty=Difficulty().state())
-        restored = ckpt.restore_latest(abstract_like(state))
-        if restored is not None:
-            _, state, meta = restored
-            try:
+        try:
+            restored = self._restore(ckpt, state)
+            if restored is not None:
+                _, state, meta = restored
                 progress, done = self._resume_check(state, Progress.from_meta(meta))
-            except TrainingError:
-                ckpt.close()
-                raise
+        except TrainingError:
+            ckpt.close()
+            raise
+        if restored is not None:
             if done is not None:
                 ckpt.close()
                 return done

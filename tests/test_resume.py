@@ -133,6 +133,45 @@ def test_stop_and_resume_is_bitwise_equal(uninterrupted, tmp_path):
     assert [r["step"] for r in rows] == list(range(1, TOTAL_STEPS + 1))
 
 
+def test_resume_across_a_kl_coef_change(tmp_path, capsys):
+    """A checkpoint written with another rl.kl_coef is resumed from, not taken for unreadable
+    (which used to restart the run at step 0): a reference the run no longer needs is dropped;
+    a missing one is rebuilt where the phase takes its reference at its start anyway; in the
+    middle of an RL phase without rl.ref_from the run stops with one line, checkpoint intact."""
+    from qwenlong_jax.trainer import TrainingError
+
+    def cfg(kl):
+        c = small_config()
+        c.rl.kl_coef = kl
+        return from_config_dict(c)
+
+    dev = jax.devices()[:1]
+    # kl 0 stopped after the SFT step, resumed with kl 0.5: goes on at step 2, with a reference.
+    a = str(tmp_path / "a")
+    assert Trainer(cfg(0.0), a, quiet=True, stop_after_steps=1, devices=dev).run() == {"stopped": True, "step": 1}
+    assert final_state(a)[1]["ref_params"] is None
+    assert Trainer(cfg(0.5), a, quiet=True, stop_after_steps=1, devices=dev).run() == {"stopped": True, "step": 2}
+    assert Trainer(cfg(0.5), a, quiet=True, devices=dev).run()["steps"] == TOTAL_STEPS
+    step, state = final_state(a)
+    assert step == TOTAL_STEPS and state["ref_params"] is not None
+    assert [r["step"] for r in read_metrics(a)] == list(range(1, TOTAL_STEPS + 1))
+    assert all("kl" in r for r in read_metrics(a) if r["phase"] != "sft")
+    # kl 0 stopped inside rl_short, resumed with kl 0.5: the phase's starting policy is gone.
+    b = str(tmp_path / "b")
+    Trainer(cfg(0.0), b, quiet=True, stop_after_steps=2, devices=dev).run()
+    with pytest.raises(TrainingError, match=r"written with rl.kl_coef=0, in the middle of RL phase "
+                                            r"'rl_short'.*kl_coef=0, or set rl.ref_from") as e:
+        Trainer(cfg(0.5), b, quiet=True, devices=dev).run()
+    assert "\n" not in str(e.value) and final_state(b)[0] == 2
+    # kl 0.5 stopped inside rl_short, resumed with kl 0: the saved reference is dropped.
+    c = str(tmp_path / "c")
+    Trainer(cfg(0.5), c, quiet=True, stop_after_steps=2, devices=dev).run()
+    assert final_state(c)[1]["ref_params"] is not None
+    assert Trainer(cfg(0.0), c, quiet=True, stop_after_steps=1, devices=dev).run() == {"stopped": True, "step": 3}
+    assert final_state(c)[1]["ref_params"] is None
+    assert "unreadable" not in capsys.readouterr().out
+
+
 # --- the data side: every example exactly once per epoch across a stop/resume -------------
 
 def _records(n: int) -> list[Record]:
