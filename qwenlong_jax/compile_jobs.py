@@ -82,7 +82,7 @@ def build_jobs(cfg, mesh, only_phases: Sequence[str] = ()) -> list[Job]:
             fn = step_fns.sft_update_fn(mcfg, tx, mesh, state_sharding)
             jobs.append(Job(ph.name, "update", f"micro={U} rows={rows} W={W}",
                             lambda fn=fn, batch=batch: (fn, (state, batch), {}), 0,
-                            pm.params + pm.optimizer + pm.train,
+                            pm.resident + pm.train,
                             f"phases[{ph.name}].micro_rows, model.remat or mesh.sequence"))
             continue
         s = rl_step_shapes(ph, cfg.rl, PREFILL_CHUNK)
@@ -105,11 +105,11 @@ def build_jobs(cfg, mesh, only_phases: Sequence[str] = ()) -> list[Job]:
                         opt_bytes, None, knob))
         jobs.append(Job(ph.name, "update", shape,
                         lambda update=update, batch=batch: (update, (state, batch), {}), 0,
-                        pm.params + pm.optimizer + pm.train, knob))
+                        pm.resident + pm.train, knob))
         jobs.append(sample_job(ph.name, mcfg, state.params, s.sample_B, s.S, G, R,
                                 strategies.from_flags(cfg.rl.temperature, cfg.rl.top_p,
                                                       cfg.rl.top_k, 0.0),
-                                None, opt_bytes, pm.params + pm.optimizer + pm.sample,
+                                None, opt_bytes, pm.resident + pm.sample,
                                 "rl.rollout_batch"))
     for L in cfg.data.eval_lengths:
         S = sampler.bucket_length(int(L), PREFILL_CHUNK)

@@ -3,6 +3,8 @@
 On the config's mesh, each term is divided by the mesh axes that shard it, by the same
 sharding.RULES the run uses; a dimension its axes don't divide counts unsharded:
   params       every leaf in model.param_dtype
+  reference    the frozen KL reference policy, a second copy of the params, held in the train
+               state for the whole run when rl.kl_coef > 0 and the run has an RL phase
   optimizer    AdamW mu and nu, 2 x float32 per parameter
   gradients    the float32 accumulator, one micro-batch's gradients when rl.micro_batch splits
                the mini-batch, and the optimizer update's temporaries (updates, new moments
@@ -17,7 +19,8 @@ sharding.RULES the run uses; a dimension its axes don't divide counts unsharded:
                KVs (L x B x G x R x K x H x 2), in the compute dtype
   sampling     prefill of one chunk (attention scores and a layer's activations) or decode
                logits, plus the parameters cast to the compute dtype
-  peak         params + optimizer + max(gradients + activations + logits, kv_cache + sampling)
+  peak         params + reference + optimizer + max(gradients + activations + logits,
+               kv_cache + sampling)
 """
 from __future__ import annotations
 
@@ -47,6 +50,7 @@ class PhaseMemory:
     batch: int  # the update's input arrays
     kv_cache: int
     sampling: int
+    reference: int = 0  # the KL reference's params (rl.kl_coef > 0), resident like the optimizer
 
     @property
     def train(self) -> int:
@@ -58,7 +62,12 @@ class PhaseMemory:
 
     @property
     def peak(self) -> int:
-        return self.params + self.optimizer + max(self.train, self.sample)
+        return self.resident + max(self.train, self.sample)
+
+    @property
+    def resident(self) -> int:
+        """Held for the whole step: params, the KL reference and the optimizer state."""
+        return self.params + self.reference + self.optimizer
 
 
 @dataclasses.dataclass(frozen=True)

@@ -7,11 +7,11 @@
     phases = estimate(cfg, num_devices)          # [PhaseMemory], bytes per device
     check_fits(cfg, num_devices, hbm_bytes)      # PlanError naming the knob when a phase won't fit
 
-Per phase, the terms (params, optimizer, gradients, activations, logits, kv_cache, sampling)
-are priced by memory_terms.py at the shapes step_shapes.py gives the trainer;
-peak = params + optimizer + max(update terms, sampling terms).
-The sampler and the update never run at once, so the peak is the larger of the two; the
-optimizer state stays resident during sampling. The terms are checked against the compiler's
+Per phase, the terms (params, the KL reference when rl.kl_coef > 0, optimizer, gradients,
+activations, logits, kv_cache, sampling) are priced by memory_terms.py at the shapes
+step_shapes.py gives the trainer; peak = params + reference + optimizer + max(update terms,
+sampling terms). The sampler and the update never run at once, so the peak is the larger of
+the two; the optimizer state and the reference stay resident during sampling. The terms are checked against the compiler's
 buffer assignment (`compiled.memory_analysis()`): by `python -m qwenlong_jax.compile` for
 XLA:TPU (the 32B TPU config's phases on v5p:4x4x4 and Qwen2.5-1.5B GRPO at 8K on v5p:2x2x1:
 within 20%, README), and for the tiny configs on CPU by tests/test_plan.py (within 25%). They
@@ -67,6 +67,8 @@ def estimate(cfg: Config, num_devices: int, mcfg: ModelConfig | None = None) -> 
     pb = 2 if mcfg.param_dtype in ("bfloat16", "float16") else 4
     params, optimizer = n_param * pb, 2 * n_param * 4
     batch_axes = m.data * m.fsdp
+    # The frozen KL reference lives in the train state from the start when any phase uses it.
+    reference = params if cfg.rl.kl_coef and any(ph.kind == "rl" for ph in cfg.phases) else 0
     out = []
     for ph in cfg.phases:
         if ph.kind == "rl":
@@ -85,14 +87,15 @@ def estimate(cfg: Config, num_devices: int, mcfg: ModelConfig | None = None) -> 
             batch = 5 * 4 * m.split(s.rows, "data", "fsdp") * s.W
         acts, logits = train_memory(mcfg, m, s.rows, s.W)
         grads = n_param * 4 * (3 + (1 if s.micro > 1 else 0))
-        out.append(PhaseMemory(ph.name, ph.kind, shape, params, optimizer, grads, acts, logits, batch, kv, samp))
+        out.append(PhaseMemory(ph.name, ph.kind, shape, params, optimizer, grads, acts, logits, batch, kv, samp,
+                               reference))
     return out
 
 
 # --- refusal ---------------------------------------------------------------------------------
 
 def _knob(cfg: Config, mcfg: ModelConfig, pm: PhaseMemory) -> str:
-    parts = {"params+optimizer": pm.params + pm.optimizer}
+    parts = {"params+optimizer": pm.resident}
     if pm.train >= pm.sample:
         parts.update(activations=pm.activations, logits=pm.logits, gradients=pm.gradients)
     else:
@@ -141,7 +144,7 @@ def device_hbm_bytes(device: jax.Device | None = None) -> int | None:
 
 # --- table ---------------------------------------------------------------------------------
 
-ROWS = (("params", "params"), ("optimizer", "optimizer"), ("gradients", "gradients"),
+ROWS = (("params", "params"), ("KL reference", "reference"), ("optimizer", "optimizer"), ("gradients", "gradients"),
         ("activations", "activations"), ("logits", "logits"), ("update inputs", "batch"),
         ("= update", "train"), ("kv cache", "kv_cache"), ("sampling work", "sampling"),
         ("= sampling", "sample"), ("PEAK", "peak"))

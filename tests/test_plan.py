@@ -133,6 +133,23 @@ def test_knob_follows_the_dominant_term():
         plan.check_fits(cfg, 1, 1, mcfg)
 
 
+def test_kl_reference_is_priced_as_a_resident_params_copy():
+    """rl.kl_coef > 0 keeps a frozen copy of the params in the train state for the whole run
+    (compile_jobs and the trainer build the state with it): every phase's peak grows by exactly
+    the params' bytes, and the table shows the term."""
+    cd = configs.smoke.get_config()
+    without = from_config_dict(cd)
+    cd.rl.kl_coef = 0.1
+    with_kl = from_config_dict(cd)
+    mcfg = plan.model_config(without)
+    a, b = plan.estimate(without, 1, mcfg), plan.estimate(with_kl, 1, mcfg)
+    assert [p.kind for p in b] == ["sft", "rl", "rl"]
+    for p0, p1 in zip(a, b):
+        assert p0.reference == 0 and p1.reference == p1.params > 0
+        assert p1.peak - p0.peak == p1.params and p1.resident == p1.params * 2 + p1.optimizer
+    assert "KL reference" in plan.format_table(b)
+
+
 def test_mesh_errors_are_config_errors(capsys):
     rc = plan.main(["--config", os.path.join(REPO, "configs", "r1_distill_32b_tpu.py"), "--devices", "48"])
     assert rc == 1
