@@ -57,7 +57,7 @@ def build_jobs(cfg, mesh, only_phases: Sequence[str] = ()) -> list[Job]:
     p_shard = sharding.param_shardings(models.logical_axes(mcfg), models.param_shapes(mcfg), mesh)
     params = abstract(models.param_shapes(mcfg), p_shard)
     abstract_state = jax.eval_shape(lambda p: TrainState.create(p, tx), params)
-    if cfg.rl.kl_coef and any(ph.kind == "rl" for ph in cfg.phases):  # the frozen KL reference
+    if cfg.keeps_kl_reference:
         abstract_state = abstract_state.replace(ref_params=abstract_state.params)
     state_sharding = step_fns.state_shardings(abstract_state, p_shard, mesh)
     state = abstract(abstract_state, state_sharding)

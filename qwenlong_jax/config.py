@@ -248,6 +248,12 @@ class Config:
                     f"phases[{p.name}].batch={p.batch} must be a multiple of rl.mini_batch={self.rl.mini_batch}"
                 )
 
+    @property
+    def keeps_kl_reference(self) -> bool:
+        """Whether the train state holds the frozen KL reference (rl.kl_coef > 0 and an RL
+        phase): the trainer, the compile check and the planner all build or price it from this."""
+        return bool(self.rl.kl_coef) and any(p.kind == PhaseKind.RL for p in self.phases)
+
 
 def from_config_dict(cd: ml_collections.ConfigDict | dict) -> Config:
     """Validate and freeze. `phases` is keyed by phase name in config files (so that

@@ -11,10 +11,11 @@ Per phase, the terms (params, the KL reference when rl.kl_coef > 0, optimizer, g
 activations, logits, kv_cache, sampling) are priced by memory_terms.py at the shapes
 step_shapes.py gives the trainer; peak = params + reference + optimizer + max(update terms,
 sampling terms). The sampler and the update never run at once, so the peak is the larger of
-the two; the optimizer state and the reference stay resident during sampling. The terms are checked against the compiler's
-buffer assignment (`compiled.memory_analysis()`): by `python -m qwenlong_jax.compile` for
-XLA:TPU (the 32B TPU config's phases on v5p:4x4x4 and Qwen2.5-1.5B GRPO at 8K on v5p:2x2x1:
-within 20%, README), and for the tiny configs on CPU by tests/test_plan.py (within 25%). They
+the two; the optimizer state and the reference stay resident during sampling. The terms are
+checked against the compiler's buffer assignment (`compiled.memory_analysis()`): by
+`python -m qwenlong_jax.compile` for XLA:TPU (the 32B TPU config's phases on v5p:4x4x4 and
+Qwen2.5-1.5B GRPO at 8K on v5p:2x2x1: within 20%, README), and for the tiny configs on CPU by
+tests/test_plan.py (within 25%). They
 are estimates: other backends fuse differently, and the compiler may keep fewer or more copies.
 """
 from __future__ import annotations
@@ -67,8 +68,7 @@ def estimate(cfg: Config, num_devices: int, mcfg: ModelConfig | None = None) -> 
     pb = 2 if mcfg.param_dtype in ("bfloat16", "float16") else 4
     params, optimizer = n_param * pb, 2 * n_param * 4
     batch_axes = m.data * m.fsdp
-    # The frozen KL reference lives in the train state from the start when any phase uses it.
-    reference = params if cfg.rl.kl_coef and any(ph.kind == "rl" for ph in cfg.phases) else 0
+    reference = params if cfg.keeps_kl_reference else 0  # in the train state from the start
     out = []
     for ph in cfg.phases:
         if ph.kind == "rl":
@@ -144,8 +144,8 @@ def device_hbm_bytes(device: jax.Device | None = None) -> int | None:
 
 # --- table ---------------------------------------------------------------------------------
 
-ROWS = (("params", "params"), ("KL reference", "reference"), ("optimizer", "optimizer"), ("gradients", "gradients"),
-        ("activations", "activations"), ("logits", "logits"), ("update inputs", "batch"),
+ROWS = (("params", "params"), ("KL reference", "reference"), ("optimizer", "optimizer"),
+        ("gradients", "gradients"), ("activations", "activations"), ("logits", "logits"), ("update inputs", "batch"),
         ("= update", "train"), ("kv cache", "kv_cache"), ("sampling work", "sampling"),
         ("= sampling", "sample"), ("PEAK", "peak"))
 

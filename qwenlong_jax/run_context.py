@@ -129,7 +129,7 @@ def init_state(ctx: RunContext) -> TrainState:
     create = lambda p: TrainState.create(p, ctx.tx)  # noqa: E731
     out_sh = step_fns.state_shardings(jax.eval_shape(create, params), ctx.p_shard, ctx.mesh)
     state = jax.jit(create, out_shardings=out_sh)(params)
-    if cfg.rl.kl_coef and any(p.kind == PhaseKind.RL for p in cfg.phases):
+    if cfg.keeps_kl_reference:
         state = state.replace(ref_params=reference(ctx, state.params))
     return state
 
