@@ -7,11 +7,12 @@ response slot t of the per-sample response cache [L, B, G, R, K, H], and attends
 [prompt cache (< prompt_len) | own response (<= t)]. The prompt cache [L, B, S, K, H] is read
 as is for all G samples:
 
-  xla     plain jnp (default; fast on CPU): the G*Q query rows of a (prompt, kv head) are one
-          matrix against the prompt keys ("bgkqh,bskh->bgkqs" contracts without broadcasting
-          the cache to G), and the prompt / own-response / current-token scores go through one
-          concatenated-score softmax. The current token's k/v enter as a third score block, so
-          the layer scan never copies the response cache.
+  xla     plain jnp (default): flash-decoding with an online softmax over prompt-cache blocks
+          and over the FILLED response blocks only (a dynamic trip count: step t reads ~t
+          slots, not R). The G*Q query rows of a (prompt, kv head) are one matrix against each
+          prompt block ("bgkqh,bskh->bgkqs" contracts without broadcasting the cache to G).
+          The current token's k/v enter as a last one-key block, so the layer scan never
+          copies the response cache.
   pallas  kernels.decode_attention (flash-decoding with per-split log-sum-exp merge). The kernel
           wants the new token as the last valid entry of the response cache, so the layer's
           response cache slice gets it written first.
@@ -39,6 +40,15 @@ from qwenlong_jax.sampling.prompt_cache import PromptCache
 DecodeImpl = Literal["xla", "pallas"]
 DECODE_IMPLS = ("xla", "pallas")
 RESP_AXES = ("layers", "batch", None, None, "kv_heads", None)  # [L, B, G, R, K, H]
+# The sampler's layout (sharding.rules): prompts over every mesh axis the weights leave to the
+# batch -- data, fsdp AND sequence. A decode step has one token per sample, nothing for the
+# sequence axis to split, so with the training layout the chips of a sequence group would hold
+# the same caches and compute the same tokens. Splitting the batch over it instead ("more
+# prompts per call": rl.rollout_batch a multiple of data*fsdp*sequence) keeps the per-chip
+# caches and step time of the training layout and does sequence-times more prompts per call;
+# the step-time model (qwenlong_jax/roofline.py) prefers it to splitting the prompt cache over
+# sequence with a log-sum-exp merge, which leaves the weight reads of a step at B/4 prompts.
+SAMPLER_RULES = dict(batch=("data", "fsdp", "sequence"), length=())
 
 FINISH_LENGTH, FINISH_EOS, FINISH_STOP = 0, 1, 2
 FINISH_REASONS = ("length", "eos", "stop")
@@ -59,28 +69,81 @@ class DecodeState:
     logits_BGRV: jax.Array | None  # debug: every step's logits (None unless asked for)
 
 
+PROMPT_BLOCK = 8192  # prompt-cache keys per block of the xla path's online softmax
+
+
+def response_block(R: int) -> int:
+    """Response-cache keys per block: a power of two near R/8 in [128, 2048] (a step reads the
+    filled blocks only, so at most one partly filled block; few loop trips at R = 10K)."""
+    return min(R, max(128, min(2048, 1 << max(R // 8 - 1, 1).bit_length())))
+
+
+def _online_block(carry, s_BGKQT, v_blk, pv: str):
+    """Fold one block of scores (-inf where masked) and its values into (max, sum, acc)."""
+    m, l, acc = carry
+    m_new = jnp.maximum(m, jnp.max(s_BGKQT, axis=-1))
+    m_use = jnp.where(m_new == -jnp.inf, 0.0, m_new)  # nothing visible yet: keep zeros, no nan
+    p = jnp.exp(s_BGKQT - m_use[..., None])
+    alpha = jnp.exp(m - m_use)
+    acc = alpha[..., None] * acc + jnp.einsum(pv, p.astype(v_blk.dtype), v_blk,
+                                              preferred_element_type=jnp.float32)
+    return m_new, alpha * l + jnp.sum(p, axis=-1), acc
+
+
+def _block_start(j, block: int, n: int):
+    """Start of block j, pulled back so the block stays inside [0, n) (the last block of a
+    length that `block` does not divide overlaps the previous one; the overlap is masked)."""
+    return jnp.minimum(j * block, n - block)
+
+
 def xla_decode_attention(q_BGNH, k_BGKH, v_BGKH, prompt_k_BSKH, prompt_v_BSKH, prompt_lens_B,
                          resp_k_BGRKH, resp_v_BGRKH, step):
-    """One new token per sample over [prompt (< len) | response (< step) | itself]."""
+    """One new token per sample over [prompt (< len) | response (< step) | itself].
+
+    Flash-decoding in plain jnp: an online softmax over prompt-cache blocks (PROMPT_BLOCK keys,
+    all G*Q query rows of a (prompt, kv head) against each block at once), then over the
+    FILLED response blocks only (ceil(step / block) of them: a dynamic trip count, so step t
+    reads t slots, not R), then the current token. No score tensor spans the whole cache."""
     B, G, N, H = q_BGNH.shape
     S, K = prompt_k_BSKH.shape[1], prompt_k_BSKH.shape[2]
     R = resp_k_BGRKH.shape[2]
-    q = q_BGNH.reshape(B, G, K, N // K, H)
+    Q = N // K
+    q = q_BGNH.reshape(B, G, K, Q, H)
     scale = H**-0.5
     f32 = jnp.float32
-    s_pre = jnp.einsum("bgkqh,bskh->bgkqs", q, prompt_k_BSKH, preferred_element_type=f32) * scale
-    s_res = jnp.einsum("bgkqh,bgrkh->bgkqr", q, resp_k_BGRKH, preferred_element_type=f32) * scale
+    carry = (jnp.full((B, G, K, Q), -jnp.inf, f32), jnp.zeros((B, G, K, Q), f32),
+             jnp.zeros((B, G, K, Q, H), f32))
+
+    Pb = min(S, PROMPT_BLOCK)
+
+    def prompt_block(j, carry):
+        start = _block_start(j, Pb, S)
+        k_blk = lax.dynamic_slice_in_dim(prompt_k_BSKH, start, Pb, axis=1)
+        v_blk = lax.dynamic_slice_in_dim(prompt_v_BSKH, start, Pb, axis=1)
+        s = jnp.einsum("bgkqh,bskh->bgkqs", q, k_blk, preferred_element_type=f32) * scale
+        pos = start + jnp.arange(Pb)
+        ok_BS = (pos[None] >= j * Pb) & (pos[None] < prompt_lens_B[:, None])
+        s = jnp.where(ok_BS[:, None, None, None, :], s, -jnp.inf)
+        return _online_block(carry, s, v_blk, "bgkqs,bskh->bgkqh")
+
+    carry = lax.fori_loop(0, -(-S // Pb), prompt_block, carry)
+
+    Rb = response_block(R)
+
+    def resp_block(j, carry):
+        start = _block_start(j, Rb, R)
+        k_blk = lax.dynamic_slice_in_dim(resp_k_BGRKH, start, Rb, axis=2)
+        v_blk = lax.dynamic_slice_in_dim(resp_v_BGRKH, start, Rb, axis=2)
+        s = jnp.einsum("bgkqh,bgrkh->bgkqr", q, k_blk, preferred_element_type=f32) * scale
+        pos = start + jnp.arange(Rb)
+        s = jnp.where((pos >= j * Rb) & (pos < step), s, -jnp.inf)
+        return _online_block(carry, s, v_blk, "bgkqr,bgrkh->bgkqh")
+
+    carry = lax.fori_loop(0, (step + Rb - 1) // Rb, resp_block, carry)
+
     s_cur = jnp.einsum("bgkqh,bgkh->bgkq", q, k_BGKH, preferred_element_type=f32)[..., None] * scale
-    pre_ok = (jnp.arange(S)[None, :] < prompt_lens_B[:, None])[:, None, None, None, :]
-    res_ok = jnp.arange(R) < step
-    s_pre = jnp.where(pre_ok, s_pre, -jnp.inf)
-    s_res = jnp.where(res_ok, s_res, -jnp.inf)
-    p = jax.nn.softmax(jnp.concatenate([s_pre, s_res, s_cur], axis=-1), axis=-1)
-    out = (jnp.einsum("bgkqs,bskh->bgkqh", p[..., :S].astype(prompt_v_BSKH.dtype), prompt_v_BSKH,
-                      preferred_element_type=f32)
-           + jnp.einsum("bgkqr,bgrkh->bgkqh", p[..., S:S + R].astype(resp_v_BGRKH.dtype),
-                        resp_v_BGRKH, preferred_element_type=f32)
-           + p[..., S + R:] * v_BGKH[:, :, :, None, :].astype(f32))
+    m, l, acc = _online_block(carry, s_cur, v_BGKH[:, :, :, None, :], "bgkqr,bgkrh->bgkqh")
+    out = acc / l[..., None]
     return out.reshape(B, G, N, H).astype(q_BGNH.dtype)
 
 
