@@ -344,29 +344,88 @@ class _Walker:
                         yield _attr(f.attrs, "direction"), *(
                             cond.instrs.get(c.operands[by_param[o]]) for o in f.operands[:2])
 
-    def trip_count(self, ins: Instr, comp: Computation, outer: tuple[int, ...]) -> tuple[float, str | None]:
+    def trip_count(self, ins: Instr, comp: Computation, frames: tuple) -> tuple[float, int, str | None]:
+        """(trip count, counter's tuple index or -1, note when guessed) of a while loop."""
         known = re.search(r'"known_trip_count":\{"n":"(\d+)"', ins.attrs)
+        trip, counter, note = self._trip_from_condition(ins, comp, frames)
         if known:
-            return int(known.group(1)), None
+            return int(known.group(1)), counter, None
+        return trip, counter, note
+
+    def _trip_from_condition(self, ins: Instr, comp: Computation, frames: tuple):
         cond = self.comps[_attr(ins.attrs, "condition")]
         init = comp.instrs.get(ins.operands[0]) if ins.operands else None
+
+        def init_of(idx):
+            if init is not None and init.opcode == "tuple" and idx < len(init.operands):
+                return comp.instrs.get(init.operands[idx])
+            return None
+
+        dynamic = None
         for d, a, b in self._compares(cond):
             if a is None or b is None:
                 continue
             if d in ("GT", "GE"):
                 a, b = b, a
                 d = {"GT": "LT", "GE": "LE"}[d]
-            if d not in ("LT", "LE") or a.opcode != "get-tuple-element" or b.opcode != "constant":
+            if d not in ("LT", "LE") or a.opcode != "get-tuple-element":
                 continue
             idx = int(_attr(a.attrs, "index") or 0)
-            start = 0
-            if init is not None and init.opcode == "tuple" and idx < len(init.operands):
-                src = comp.instrs.get(init.operands[idx])
-                if src is not None and src.opcode == "constant":
-                    start = _int_literal(src)
-            return max(_int_literal(b) - start + (d == "LE"), 0), None
-        trip = self.unknown_trip(ins.name, outer)
-        return trip, f"{ins.name}: trip count not a constant, assumed {trip:g}"
+            src = init_of(idx)
+            start = (self.mean_value(comp.name, src.name, ()) if src is not None else None) or 0
+            if b.opcode == "constant":
+                return max(int(_int_literal(b) - start) + (d == "LE"), 0), idx, None
+            if b.opcode == "get-tuple-element" and dynamic is None:
+                bound = init_of(int(_attr(b.attrs, "index") or 0))
+                mean = None if bound is None else self.mean_value(comp.name, bound.name, frames)
+                if mean is not None:
+                    dynamic = (max(mean - start + (d == "LE"), 0.0), idx)
+        if dynamic is not None:
+            return dynamic[0], dynamic[1], (f"{ins.name}: bound follows an outer loop's counter, "
+                                            f"mean {dynamic[0]:.4g} trips")
+        trip = self.unknown_trip(ins.name, tuple(f[2] for f in frames))
+        return trip, -1, f"{ins.name}: trip count not a constant, assumed {trip:g}"
+
+    def mean_value(self, comp_name: str, name: str, frames: tuple, depth: int = 0) -> float | None:
+        """The mean, over the enclosing loops' iterations, of an integer scalar computed from
+        loop counters and constants (+ - * / max min, fusions of those); None if it is not."""
+        comp = self.comps[comp_name]
+        ins = comp.instrs.get(name)
+        if ins is None or depth > 64:
+            return None
+        op = ins.opcode
+        if op == "constant":
+            return float(_int_literal(ins))
+        if op in ("convert", "bitcast", "copy", "reshape", "broadcast") and ins.operands:
+            return self.mean_value(comp_name, ins.operands[0], frames, depth + 1)
+        if op in _ARITH:
+            vals = [self.mean_value(comp_name, o, frames, depth + 1) for o in ins.operands]
+            return None if any(v is None for v in vals) else _ARITH[op](*vals)
+        if op == "fusion":
+            fused = self.comps.get(_attr(ins.attrs, "calls") or "")
+            if fused is None or fused.root is None:
+                return None
+            vals = [self.mean_value(comp_name, o, frames, depth + 1) for o in ins.operands]
+            return _eval_fused(fused, fused.root.name, vals)
+        if op == "get-tuple-element" and frames:
+            src = comp.instrs.get(ins.operands[0]) if ins.operands else None
+            outer_comp, while_name, trip, start, counter = frames[-1]
+            if src is None or src.opcode != "parameter":
+                return None
+            idx = int(_attr(ins.attrs, "index") or 0)
+            if idx == counter:
+                return start + (trip - 1) / 2
+            w = self.comps[outer_comp].instrs[while_name]
+            body = self.comps[_attr(w.attrs, "body")]
+            root = body.root
+            passes = (root is not None and root.opcode == "tuple" and idx < len(root.operands)
+                      and body.instrs[root.operands[idx]].opcode == "get-tuple-element"
+                      and int(_attr(body.instrs[root.operands[idx]].attrs, "index") or -1) == idx)
+            init = self.comps[outer_comp].instrs.get(w.operands[0])
+            if not passes or init is None or init.opcode != "tuple":
+                return None  # changes from step to step in a way not followed here
+            return self.mean_value(outer_comp, init.operands[idx], frames[:-1], depth + 1)
+        return None
 
     def fusion_bytes(self, ins: Instr, comp: Computation) -> int:
         fused = self.comps.get(_attr(ins.attrs, "calls") or "")
@@ -436,7 +495,10 @@ class _Walker:
         return total
 
     @functools.lru_cache(maxsize=None)
-    def walk(self, name: str, outer: tuple[int, ...]) -> Cost:
+    def walk(self, name: str, frames: tuple) -> Cost:
+        """Cost of one run of computation `name`; frames: the enclosing loops, outermost first,
+        as (computation holding the while, while name, trip count, counter start, counter
+        index)."""
         comp = self.comps[name]
         total = Cost()
         for ins in comp.instrs.values():
@@ -444,8 +506,12 @@ class _Walker:
             if op in _FREE:
                 continue
             if op == "while":
-                trip, note = self.trip_count(ins, comp, outer)
-                inner = outer + (max(int(trip), 1),)
+                trip, counter, note = self.trip_count(ins, comp, frames)
+                init = comp.instrs.get(ins.operands[0]) if ins.operands else None
+                src = (comp.instrs.get(init.operands[counter]) if init is not None and
+                       init.opcode == "tuple" and 0 <= counter < len(init.operands) else None)
+                start = (self.mean_value(name, src.name, ()) if src is not None else None) or 0
+                inner = frames + ((name, ins.name, max(int(trip), 1), start, counter),)
                 body = self.walk(_attr(ins.attrs, "body"), inner)
                 cond = self.walk(_attr(ins.attrs, "condition"), inner)
                 total += (body + cond).scaled(trip)
@@ -454,12 +520,12 @@ class _Walker:
                 continue
             if op in ("call", "async-start"):
                 for c in _called(ins.attrs, "to_apply") + _called(ins.attrs, "calls"):
-                    total += self.walk(c, outer)
+                    total += self.walk(c, frames)
                 continue
             if op == "conditional":
                 branches = _called(ins.attrs, "branch_computations") or (
                     _called(ins.attrs, "true_computation") + _called(ins.attrs, "false_computation"))
-                costs = [self.walk(b, outer) for b in branches]
+                costs = [self.walk(b, frames) for b in branches]
                 if costs:
                     total += max(costs, key=lambda c: (c.hbm_bytes, c.flops))
                 continue
@@ -500,6 +566,28 @@ class _Walker:
             elif ins.opcode == "fusion":
                 f += self.fused_flops(_attr(ins.attrs, "calls"))
         return f
+
+
+_ARITH = {"add": lambda a, b: a + b, "subtract": lambda a, b: a - b,
+          "multiply": lambda a, b: a * b, "divide": lambda a, b: a / b if b else 0.0,
+          "maximum": max, "minimum": min, "clamp": lambda lo, x, hi: min(max(x, lo), hi)}
+
+
+def _eval_fused(fused: Computation, name: str, params: list) -> float | None:
+    ins = fused.instrs.get(name)
+    if ins is None:
+        return None
+    if ins.opcode == "parameter":
+        i = next((k for k, p in fused.params.items() if p.name == name), None)
+        return None if i is None or i >= len(params) else params[i]
+    if ins.opcode == "constant":
+        return float(_int_literal(ins))
+    if ins.opcode in ("convert", "bitcast", "copy", "reshape", "broadcast") and ins.operands:
+        return _eval_fused(fused, ins.operands[0], params)
+    if ins.opcode in _ARITH:
+        vals = [_eval_fused(fused, o, params) for o in ins.operands]
+        return None if any(v is None for v in vals) else _ARITH[ins.opcode](*vals)
+    return None
 
 
 def _int_literal(ins: Instr) -> int:

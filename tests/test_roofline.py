@@ -103,8 +103,9 @@ def test_jitted_loop_flops_multiplied_by_trip_count():
     assert cost.hbm_bytes >= 7 * (2 * M * K + K * K) * 4
 
 
-def test_unknown_trip_count_is_assumed_and_said():
-    """A loop whose bound is the outer loop's counter (a causal block loop): triangular guess."""
+def test_loop_bounded_by_an_outer_counter_counts_its_mean():
+    """A loop whose bound is the outer loop's counter (a causal block loop) runs the counter's
+    mean number of times, and the estimate says so."""
     def f(x):
         def outer(i, x):
             return jax.lax.fori_loop(0, i, lambda j, y: y @ y, x)
@@ -113,7 +114,18 @@ def test_unknown_trip_count_is_assumed_and_said():
     compiled = jax.jit(f).lower(jnp.ones((16, 16))).compile()
     cost = roofline.analyze(compiled.as_text())
     assert cost.flops == 9 * 4 * 2 * 16**3  # 9 outer steps x mean(0..8) = 4 inner steps
-    assert len(cost.assumed) == 1 and "assumed 4" in cost.assumed[0]
+    assert len(cost.assumed) == 1 and "mean 4 trips" in cost.assumed[0]
+
+
+def test_unknown_trip_count_is_assumed_and_said():
+    """A loop whose bound is data (not a counter): the guess is used and reported."""
+    def f(x, n):
+        return jax.lax.fori_loop(0, n, lambda j, y: y @ y, x)
+
+    compiled = jax.jit(f).lower(jnp.ones((16, 16)), 3).compile()
+    cost = roofline.analyze(compiled.as_text(), unknown_trip=lambda name, outer: 5.0)
+    assert cost.flops == 5 * 2 * 16**3
+    assert len(cost.assumed) == 1 and "assumed 5" in cost.assumed[0]
 
 
 @pytest.mark.skipif(not tpu_topology.libtpu_available(), reason="libtpu not installed")

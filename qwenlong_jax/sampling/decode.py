@@ -139,7 +139,7 @@ def xla_decode_attention(q_BGNH, k_BGKH, v_BGKH, prompt_k_BSKH, prompt_v_BSKH, p
         s = jnp.where((pos >= j * Rb) & (pos < step), s, -jnp.inf)
         return _online_block(carry, s, v_blk, "bgkqr,bgrkh->bgkqh")
 
-    carry = lax.fori_loop(0, (step + Rb - 1) // Rb, resp_block, carry)
+    carry = lax.fori_loop(0, lax.div(step + Rb - 1, Rb), resp_block, carry)  # step >= 0
 
     s_cur = jnp.einsum("bgkqh,bgkh->bgkq", q, k_BGKH, preferred_element_type=f32)[..., None] * scale
     m, l, acc = _online_block(carry, s_cur, v_BGKH[:, :, :, None, :], "bgkqr,bgkrh->bgkqh")
