@@ -98,7 +98,8 @@ def _block_start(j, block: int, n: int):
 
 def xla_decode_attention(q_BGNH, k_BGKH, v_BGKH, prompt_k_BSKH, prompt_v_BSKH, prompt_lens_B,
                          resp_k_BGRKH, resp_v_BGRKH, step):
-    """One new token per sample over [prompt (< len) | response (< step) | itself].
+    """One new token per sample over [prompt (< len) | response (< step) | itself]; `step` is
+    one int for all samples (lockstep) or [B, G] (continuous batching: each its own).
 
     Flash-decoding in plain jnp: an online softmax over prompt-cache blocks (PROMPT_BLOCK keys,
     all G*Q query rows of a (prompt, kv head) against each block at once), then over the
@@ -136,10 +137,16 @@ def xla_decode_attention(q_BGNH, k_BGKH, v_BGKH, prompt_k_BSKH, prompt_v_BSKH, p
         v_blk = lax.dynamic_slice_in_dim(resp_v_BGRKH, start, Rb, axis=2)
         s = jnp.einsum("bgkqh,bgrkh->bgkqr", q, k_blk, preferred_element_type=f32) * scale
         pos = start + jnp.arange(Rb)
-        s = jnp.where((pos >= j * Rb) & (pos < step), s, -jnp.inf)
+        pos = pos[None, None, :]
+        ok = (pos >= j * Rb) & (pos < step_BG1[..., None])  # [B or 1, G or 1, Rb]
+        s = jnp.where(ok[:, :, None, None, :], s, -jnp.inf)
         return _online_block(carry, s, v_blk, "bgkqr,bgrkh->bgkqh")
 
-    carry = lax.fori_loop(0, lax.div(step + Rb - 1, Rb), resp_block, carry)  # step >= 0
+    if jnp.ndim(step) == 0:
+        step_BG1, filled = jnp.reshape(step, (1, 1)), step
+    else:
+        step_BG1, filled = step, jnp.max(step)
+    carry = lax.fori_loop(0, lax.div(filled + Rb - 1, Rb), resp_block, carry)  # filled >= 0
 
     s_cur = jnp.einsum("bgkqh,bgkh->bgkq", q, k_BGKH, preferred_element_type=f32)[..., None] * scale
     m, l, acc = _online_block(carry, s_cur, v_BGKH[:, :, :, None, :], "bgkqr,bgkrh->bgkqh")
@@ -151,12 +158,24 @@ def pallas_decode_attention(q_BGNH, k_BGKH, v_BGKH, prompt_k_BSKH, prompt_v_BSKH
                             resp_k_BGRKH, resp_v_BGRKH, step):
     import kernels  # lazy exports: kernels/decode.py is imported only on this path
     B, G = q_BGNH.shape[:2]
-    resp_k = lax.dynamic_update_slice_in_dim(resp_k_BGRKH, k_BGKH[:, :, None], step, axis=2)
-    resp_v = lax.dynamic_update_slice_in_dim(resp_v_BGRKH, v_BGKH[:, :, None], step, axis=2)
-    resp_len_BG = jnp.full((B, G), step + 1, jnp.int32)
+    step_BG = jnp.broadcast_to(step, (B, G)).astype(jnp.int32)
+    resp_k = write_slots(resp_k_BGRKH, k_BGKH, step_BG, axis=2)
+    resp_v = write_slots(resp_v_BGRKH, v_BGKH, step_BG, axis=2)
+    resp_len_BG = step_BG + 1
     out = kernels.decode_attention(q_BGNH[:, :, None], prompt_k_BSKH, prompt_v_BSKH, prompt_lens_B,
                            resp_k, resp_v, resp_len_BG)
     return out[:, :, 0]
+
+
+def write_slots(cache, new_BG, slot, axis: int):
+    """cache with new_BG[b, g] written at index slot (int, or [B, G] per sample) of `axis`
+    (the R axis; dims before it are [B, G] or [L, B, G])."""
+    if jnp.ndim(slot) == 0:
+        return lax.dynamic_update_slice_in_dim(cache, jnp.expand_dims(new_BG, axis), slot, axis)
+    lead = axis - 2  # 0 for [B, G, R, ...], 1 for [L, B, G, R, ...]
+    B, G = slot.shape
+    idx = (slice(None),) * lead + (jnp.arange(B)[:, None], jnp.arange(G)[None, :], slot)
+    return cache.at[idx].set(new_BG, mode="promise_in_bounds")
 
 
 _ATTENTION = {"xla": xla_decode_attention, "pallas": pallas_decode_attention}
@@ -166,7 +185,7 @@ def decode_step(cfg: ModelConfig, params: dict, cache: PromptCache, resp_k_LBGRK
                 tokens_BG: jax.Array, slot, decode_impl: DecodeImpl = "xla"):
     """Logits [B, G, V] after feeding `tokens_BG` at response slot `slot` (RoPE position
     prompt_len + slot; response slots < slot must be filled), and the new per-layer k/v
-    [L, B, G, K, H] to store at that slot."""
+    [L, B, G, K, H] to store at that slot. `slot`: one int, or [B, G] (each sample its own)."""
     if decode_impl not in _ATTENTION:
         raise ValueError(f"decode_impl: {decode_impl!r} is not one of {', '.join(DECODE_IMPLS)}")
     B, G = tokens_BG.shape
@@ -192,8 +211,10 @@ def decode_step(cfg: ModelConfig, params: dict, cache: PromptCache, resp_k_LBGRK
 
 
 def step_keys(keys_BG: jax.Array, step) -> jax.Array:
-    """Key of sample (b, g) at `step`: fold_in(keys_BG[b, g], step) — layout independent."""
-    return jax.vmap(jax.vmap(lambda k: jax.random.fold_in(k, step)))(keys_BG)
+    """Key of sample (b, g) at `step` (an int, or [B, G]): fold_in(keys_BG[b, g], step) —
+    layout independent."""
+    step_BG = jnp.broadcast_to(step, keys_BG.shape)
+    return jax.vmap(jax.vmap(jax.random.fold_in))(keys_BG, step_BG)
 
 
 def _ends_with(tokens_BGR, end, seq: tuple[int, ...]):
