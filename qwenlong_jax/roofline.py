@@ -401,6 +401,15 @@ class _Walker:
         if op in _ARITH:
             vals = [self.mean_value(comp_name, o, frames, depth + 1) for o in ins.operands]
             return None if any(v is None for v in vals) else _ARITH[op](*vals)
+        if op == "compare" and len(ins.operands) == 2:  # evaluated at the means
+            a, b = (self.mean_value(comp_name, o, frames, depth + 1) for o in ins.operands)
+            d = _attr(ins.attrs, "direction")
+            return None if a is None or b is None or d not in _COMPARE else float(_COMPARE[d](a, b))
+        if op == "select" and len(ins.operands) == 3:  # e.g. floor division's sign fix-up
+            p, a, b = (self.mean_value(comp_name, o, frames, depth + 1) for o in ins.operands)
+            if a is None or b is None:
+                return None
+            return (a + b) / 2 if p is None else (a if p else b)
         if op == "fusion":
             fused = self.comps.get(_attr(ins.attrs, "calls") or "")
             if fused is None or fused.root is None:
@@ -494,6 +503,20 @@ class _Walker:
                     return None
         return total
 
+    def _loop(self, ins: Instr, comp: Computation, frames: tuple):
+        """(trip count, frames inside the loop, note when guessed) of a while instruction."""
+        trip, counter, note = self.trip_count(ins, comp, frames)
+        init = comp.instrs.get(ins.operands[0]) if ins.operands else None
+        src = (comp.instrs.get(init.operands[counter]) if init is not None and
+               init.opcode == "tuple" and 0 <= counter < len(init.operands) else None)
+        start = (self.mean_value(comp.name, src.name, ()) if src is not None else None) or 0
+        return trip, frames + ((comp.name, ins.name, max(int(trip), 1), start, counter),), note
+
+    @staticmethod
+    def _branches(ins: Instr) -> list[str]:
+        return _called(ins.attrs, "branch_computations") or (
+            _called(ins.attrs, "true_computation") + _called(ins.attrs, "false_computation"))
+
     @functools.lru_cache(maxsize=None)
     def walk(self, name: str, frames: tuple) -> Cost:
         """Cost of one run of computation `name`; frames: the enclosing loops, outermost first,
@@ -503,53 +526,74 @@ class _Walker:
         total = Cost()
         for ins in comp.instrs.values():
             op = ins.opcode
-            if op in _FREE:
-                continue
             if op == "while":
-                trip, counter, note = self.trip_count(ins, comp, frames)
-                init = comp.instrs.get(ins.operands[0]) if ins.operands else None
-                src = (comp.instrs.get(init.operands[counter]) if init is not None and
-                       init.opcode == "tuple" and 0 <= counter < len(init.operands) else None)
-                start = (self.mean_value(name, src.name, ()) if src is not None else None) or 0
-                inner = frames + ((name, ins.name, max(int(trip), 1), start, counter),)
+                trip, inner, note = self._loop(ins, comp, frames)
                 body = self.walk(_attr(ins.attrs, "body"), inner)
                 cond = self.walk(_attr(ins.attrs, "condition"), inner)
                 total += (body + cond).scaled(trip)
                 if note:
                     total.assumed.append(note)
-                continue
-            if op in ("call", "async-start"):
+            elif op in ("call", "async-start"):
                 for c in _called(ins.attrs, "to_apply") + _called(ins.attrs, "calls"):
                     total += self.walk(c, frames)
-                continue
-            if op == "conditional":
-                branches = _called(ins.attrs, "branch_computations") or (
-                    _called(ins.attrs, "true_computation") + _called(ins.attrs, "false_computation"))
-                costs = [self.walk(b, frames) for b in branches]
+            elif op == "conditional":
+                costs = [self.walk(b, frames) for b in self._branches(ins)]
                 if costs:
                     total += max(costs, key=lambda c: (c.hbm_bytes, c.flops))
-                continue
-            operands = [comp.instrs[o] for o in ins.operands if o in comp.instrs]
-            if op == "fusion":
-                total.flops += self.fused_flops(_attr(ins.attrs, "calls"))
-                total.hbm_bytes += self.fusion_bytes(ins, comp)
-                continue
-            if op in ("dynamic-slice", "slice"):
-                total.hbm_bytes += 2 * _hbm(ins.type)
-                continue
-            if op == "dynamic-update-slice":
-                total.hbm_bytes += 2 * (_hbm(operands[1].type) if len(operands) > 1 else 0)
-                continue
-            if op in ("convolution", "dot"):
-                total.flops += conv_flops(ins, comp) if op == "convolution" else dot_flops(ins, comp)
-            if op in _COLLECTIVES:
-                kind = _COLLECTIVES[op]
-                arrays = ins.type if kind == "out" else [a for o in operands for a in o.type]
-                if op.endswith("-start") and kind == "out":  # (operands, result) tuple
-                    arrays = ins.type[len(arrays) // 2:] if len(ins.type) > 1 else ins.type
-                n = sum(a.bytes for a in arrays)
-                total.collective_bytes += 2 * n if kind == "in2" else n
-            total.hbm_bytes += _hbm(ins.type) + sum(_hbm(o.type) for o in operands)
+            else:
+                total += self.instr_cost(ins, comp)
+        return total
+
+    def records(self, name: str, frames: tuple, mult: float, out: list) -> None:
+        """(cost x executions, executions, computation, instruction) of every costed
+        instruction under `name` (a conditional's branches all listed, each as if taken)."""
+        comp = self.comps[name]
+        for ins in comp.instrs.values():
+            if ins.opcode == "while":
+                trip, inner, _ = self._loop(ins, comp, frames)
+                for c in (_attr(ins.attrs, "body"), _attr(ins.attrs, "condition")):
+                    self.records(c, inner, mult * trip, out)
+            elif ins.opcode in ("call", "async-start", "conditional"):
+                for c in (_called(ins.attrs, "to_apply") + _called(ins.attrs, "calls")
+                          + (self._branches(ins) if ins.opcode == "conditional" else [])):
+                    self.records(c, frames, mult, out)
+            else:
+                c = self.instr_cost(ins, comp)
+                if c.flops or c.hbm_bytes or c.collective_bytes:
+                    out.append((c.scaled(mult), mult, name, ins))
+
+    def instr_cost(self, ins: Instr, comp: Computation) -> Cost:
+        """Cost of one execution of a non-control instruction."""
+        op = ins.opcode
+        total = Cost()
+        if op in _FREE:
+            return total
+        operands = [comp.instrs[o] for o in ins.operands if o in comp.instrs]
+        if op == "fusion":
+            total.flops += self.fused_flops(_attr(ins.attrs, "calls"))
+            total.hbm_bytes += self.fusion_bytes(ins, comp)
+            return total
+        if op in ("dynamic-slice", "slice"):
+            total.hbm_bytes += 2 * _hbm(ins.type)
+            return total
+        if op == "dynamic-update-slice":
+            total.hbm_bytes += 2 * (_hbm(operands[1].type) if len(operands) > 1 else 0)
+            return total
+        if op == "scatter":  # in place: reads the indices and updates, writes the updates
+            upd = operands[len(operands) // 2 + 1:] if len(operands) >= 3 else []
+            total.hbm_bytes += sum(2 * _hbm(o.type) for o in upd) + (
+                _hbm(operands[len(operands) // 2].type) if len(operands) >= 3 else 0)
+            return total
+        if op in ("convolution", "dot"):
+            total.flops += conv_flops(ins, comp) if op == "convolution" else dot_flops(ins, comp)
+        if op in _COLLECTIVES:
+            kind = _COLLECTIVES[op]
+            arrays = ins.type if kind == "out" else [a for o in operands for a in o.type]
+            if op.endswith("-start") and kind == "out":  # (operands, result) tuple
+                arrays = ins.type[len(arrays) // 2:] if len(ins.type) > 1 else ins.type
+            n = sum(a.bytes for a in arrays)
+            total.collective_bytes += 2 * n if kind == "in2" else n
+        total.hbm_bytes += _hbm(ins.type) + sum(_hbm(o.type) for o in operands)
         return total
 
     @functools.lru_cache(maxsize=None)
@@ -570,7 +614,15 @@ class _Walker:
 
 _ARITH = {"add": lambda a, b: a + b, "subtract": lambda a, b: a - b,
           "multiply": lambda a, b: a * b, "divide": lambda a, b: a / b if b else 0.0,
-          "maximum": max, "minimum": min, "clamp": lambda lo, x, hi: min(max(x, lo), hi)}
+          "maximum": max, "minimum": min, "clamp": lambda lo, x, hi: min(max(x, lo), hi),
+          "and": lambda a, b: float(bool(a) and bool(b)), "or": lambda a, b: float(bool(a) or bool(b)),
+          "not": lambda a: float(not a), "negate": lambda a: -a, "abs": abs, "shift-left": lambda a, b: a * 2**b,
+          "shift-right-logical": lambda a, b: abs(a) / 2**b,
+          "shift-right-arithmetic": lambda a, b: a / 2**b}
+
+
+_COMPARE = {"LT": lambda a, b: a < b, "LE": lambda a, b: a <= b, "GT": lambda a, b: a > b,
+            "GE": lambda a, b: a >= b, "EQ": lambda a, b: a == b, "NE": lambda a, b: a != b}
 
 
 def _eval_fused(fused: Computation, name: str, params: list) -> float | None:
@@ -657,3 +709,17 @@ def format_rl_steps(cfg, results) -> str:
             f"+ update {p['update']:.0f}s; each DAPO refill round (up to "
             f"{step['max_rounds']}) adds {p['sample']:.0f}s")
     return "\n".join(lines)
+
+
+def top(hlo_text: str, n: int = 20, key: str = "hbm_bytes") -> list[tuple]:
+    """The n instructions with the most `key` (hbm_bytes, flops, collective_bytes) over the
+    whole run: (Cost summed over executions, executions, computation, opcode, op_name)."""
+    comps, entry = parse_module(hlo_text)
+    recs: list = []
+    _Walker(comps, triangular).records(entry, (), 1.0, recs)
+    recs.sort(key=lambda r: -getattr(r[0], key))
+    out = []
+    for cost, mult, comp, ins in recs[:n]:
+        m = re.search(r'op_name="([^"]*)"', ins.attrs)
+        out.append((cost, mult, comp, ins.opcode, m.group(1) if m else ins.name))
+    return out

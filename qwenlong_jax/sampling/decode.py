@@ -49,6 +49,11 @@ RESP_AXES = ("layers", "batch", None, None, "kv_heads", None)  # [L, B, G, R, K,
 # the step-time model (qwenlong_jax/roofline.py) prefers it to splitting the prompt cache over
 # sequence with a log-sum-exp merge, which leaves the weight reads of a step at B/4 prompts.
 SAMPLER_RULES = dict(batch=("data", "fsdp", "sequence"), length=())
+# Inside a decode step, outside attention: tokens over data and sequence only, so the hidden
+# dim stays split over fsdp like the weights' and every matmul runs where its weight shard
+# lives (partial sums reduced over fsdp: a few MB per layer), instead of all-gathering every
+# layer's weights over fsdp at every step (GBs per step per chip).
+STEP_RULES = dict(batch=("data", "sequence"), length=())
 
 FINISH_LENGTH, FINISH_EOS, FINISH_STOP = 0, 1, 2
 FINISH_REASONS = ("length", "eos", "stop")
@@ -96,18 +101,32 @@ def _block_start(j, block: int, n: int):
     return jnp.minimum(j * block, n - block)
 
 
+def _block(cache, layer, start, size: int, axis: int):
+    """cache[..., start:start+size, ...] along `axis`; with `layer`, of cache[layer] (a cache
+    with a leading layer axis is sliced block by block, never copied out layer by layer)."""
+    if layer is None:
+        return lax.dynamic_slice_in_dim(cache, start, size, axis)
+    starts = [0] * cache.ndim
+    starts[0], starts[axis + 1] = layer, start
+    sizes = list(cache.shape)
+    sizes[0], sizes[axis + 1] = 1, size
+    return lax.dynamic_slice(cache, starts, sizes)[0]
+
+
 def xla_decode_attention(q_BGNH, k_BGKH, v_BGKH, prompt_k_BSKH, prompt_v_BSKH, prompt_lens_B,
-                         resp_k_BGRKH, resp_v_BGRKH, step):
+                         resp_k_BGRKH, resp_v_BGRKH, step, layer=None):
     """One new token per sample over [prompt (< len) | response (< step) | itself]; `step` is
     one int for all samples (lockstep) or [B, G] (continuous batching: each its own).
 
     Flash-decoding in plain jnp: an online softmax over prompt-cache blocks (PROMPT_BLOCK keys,
     all G*Q query rows of a (prompt, kv head) against each block at once), then over the
     FILLED response blocks only (ceil(step / block) of them: a dynamic trip count, so step t
-    reads t slots, not R), then the current token. No score tensor spans the whole cache."""
+    reads t slots, not R), then the current token. No score tensor spans the whole cache.
+    With `layer`, the four caches are the whole [L, ...] stacks and layer `layer` is read."""
     B, G, N, H = q_BGNH.shape
-    S, K = prompt_k_BSKH.shape[1], prompt_k_BSKH.shape[2]
-    R = resp_k_BGRKH.shape[2]
+    lead = 0 if layer is None else 1
+    S, K = prompt_k_BSKH.shape[1 + lead], prompt_k_BSKH.shape[2 + lead]
+    R = resp_k_BGRKH.shape[2 + lead]
     Q = N // K
     q = q_BGNH.reshape(B, G, K, Q, H)
     scale = H**-0.5
@@ -119,8 +138,8 @@ def xla_decode_attention(q_BGNH, k_BGKH, v_BGKH, prompt_k_BSKH, prompt_v_BSKH, p
 
     def prompt_block(j, carry):
         start = _block_start(j, Pb, S)
-        k_blk = lax.dynamic_slice_in_dim(prompt_k_BSKH, start, Pb, axis=1)
-        v_blk = lax.dynamic_slice_in_dim(prompt_v_BSKH, start, Pb, axis=1)
+        k_blk = _block(prompt_k_BSKH, layer, start, Pb, 1)
+        v_blk = _block(prompt_v_BSKH, layer, start, Pb, 1)
         s = jnp.einsum("bgkqh,bskh->bgkqs", q, k_blk, preferred_element_type=f32) * scale
         pos = start + jnp.arange(Pb)
         ok_BS = (pos[None] >= j * Pb) & (pos[None] < prompt_lens_B[:, None])
@@ -133,8 +152,8 @@ def xla_decode_attention(q_BGNH, k_BGKH, v_BGKH, prompt_k_BSKH, prompt_v_BSKH, p
 
     def resp_block(j, carry):
         start = _block_start(j, Rb, R)
-        k_blk = lax.dynamic_slice_in_dim(resp_k_BGRKH, start, Rb, axis=2)
-        v_blk = lax.dynamic_slice_in_dim(resp_v_BGRKH, start, Rb, axis=2)
+        k_blk = _block(resp_k_BGRKH, layer, start, Rb, 2)
+        v_blk = _block(resp_v_BGRKH, layer, start, Rb, 2)
         s = jnp.einsum("bgkqh,bgrkh->bgkqr", q, k_blk, preferred_element_type=f32) * scale
         pos = start + jnp.arange(Rb)
         pos = pos[None, None, :]
@@ -155,8 +174,12 @@ def xla_decode_attention(q_BGNH, k_BGKH, v_BGKH, prompt_k_BSKH, prompt_v_BSKH, p
 
 
 def pallas_decode_attention(q_BGNH, k_BGKH, v_BGKH, prompt_k_BSKH, prompt_v_BSKH, prompt_lens_B,
-                            resp_k_BGRKH, resp_v_BGRKH, step):
+                            resp_k_BGRKH, resp_v_BGRKH, step, layer=None):
     import kernels  # lazy exports: kernels/decode.py is imported only on this path
+    if layer is not None:
+        prompt_k_BSKH, prompt_v_BSKH, resp_k_BGRKH, resp_v_BGRKH = (
+            lax.dynamic_index_in_dim(a, layer, 0, keepdims=False)
+            for a in (prompt_k_BSKH, prompt_v_BSKH, resp_k_BGRKH, resp_v_BGRKH))
     B, G = q_BGNH.shape[:2]
     step_BG = jnp.broadcast_to(step, (B, G)).astype(jnp.int32)
     resp_k = write_slots(resp_k_BGRKH, k_BGKH, step_BG, axis=2)
@@ -194,19 +217,22 @@ def decode_step(cfg: ModelConfig, params: dict, cache: PromptCache, resp_k_LBGRK
     positions = (cache.lens_B[:, None] + step).astype(jnp.int32)
     positions_M1 = jnp.broadcast_to(positions, (B, G)).reshape(B * G, 1)
 
-    def attend(_idx, q_M1NH, k_M1KH, v_M1KH, layer_state):
-        pk, pv, rk, rv = layer_state
-        split = lambda a: a.reshape((B, G) + a.shape[2:])  # noqa: E731  [B*G, 1, ...] -> [B, G, ...]
-        out_BGNH = attention(split(q_M1NH), split(k_M1KH), split(v_M1KH), pk, pv, cache.lens_B,
-                             rk, rv, step)
-        return out_BGNH.reshape(B * G, 1, *out_BGNH.shape[2:]), (split(k_M1KH), split(v_M1KH))
+    def attend(idx, q_M1NH, k_M1KH, v_M1KH, _state):
+        # The caches' layout for the attention (batch over every axis it can take); the rest
+        # of the step runs in STEP_RULES' weight-stationary layout.
+        with sharding.rules(**SAMPLER_RULES):
+            split = lambda a, ax: sharding.constrain(a.reshape((B, G) + a.shape[2:]), ("batch", None, ax, None))  # noqa: E731
+            q, k, v = split(q_M1NH, "heads"), split(k_M1KH, "kv_heads"), split(v_M1KH, "kv_heads")
+            out_BGNH = attention(q, k, v, cache.k_LBSKH, cache.v_LBSKH, cache.lens_B,
+                                 resp_k_LBGRKH, resp_v_LBGRKH, step, layer=idx)
+        return out_BGNH.reshape(B * G, 1, *out_BGNH.shape[2:]), (k, v)
 
-    x = transformer.embed(cfg, params, tokens_BG.reshape(B * G, 1))
-    layer_states = (cache.k_LBSKH, cache.v_LBSKH, resp_k_LBGRKH, resp_v_LBGRKH)
-    x, (k_LBGKH, v_LBGKH) = transformer.decoder_stack(
-        cfg, params["layers"], x, positions_M1, attend, layer_states)
-    h = transformer.final_hidden(cfg, params, x)
-    logits = transformer.logits_from_hidden(cfg, params, h)
+    with sharding.rules(**STEP_RULES):
+        x = transformer.embed(cfg, params, tokens_BG.reshape(B * G, 1))
+        x, (k_LBGKH, v_LBGKH) = transformer.decoder_stack(
+            cfg, params["layers"], x, positions_M1, attend, None)
+        h = transformer.final_hidden(cfg, params, x)
+        logits = transformer.logits_from_hidden(cfg, params, h)
     return logits.reshape(B, G, -1), k_LBGKH, v_LBGKH
 
 
