@@ -109,7 +109,8 @@ def main(argv: Sequence[str]) -> dict:
         "truncated_frac": float((lengths >= kw["max_new_tokens"]).mean()),
         "utilization": {k: kept / res[k][2] for k in runs},
         "wall_s": {k: float(np.median(v)) for k, v in times.items()},
-        "speedup_median": float(np.median(ratio)), "speedup_range": [min(ratio), max(ratio)],
+        "speedup_rounds": ratio, "speedup_median": float(np.median(ratio)),
+        "speedup_range": [min(ratio), max(ratio)],
     }
     print(f"rollout bench: {out['prompts']} prompts x G={out['G']}, R={out['R']}, "
           f"{args.slots} prompts per lockstep call / prompt slots, chunk {args.chunk}; "
