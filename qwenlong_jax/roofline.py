@@ -639,6 +639,15 @@ def _eval_fused(fused: Computation, name: str, params: list) -> float | None:
     if ins.opcode in _ARITH:
         vals = [_eval_fused(fused, o, params) for o in ins.operands]
         return None if any(v is None for v in vals) else _ARITH[ins.opcode](*vals)
+    if ins.opcode == "compare" and len(ins.operands) == 2:
+        a, b = (_eval_fused(fused, o, params) for o in ins.operands)
+        d = _attr(ins.attrs, "direction")
+        return None if a is None or b is None or d not in _COMPARE else float(_COMPARE[d](a, b))
+    if ins.opcode == "select" and len(ins.operands) == 3:
+        p, a, b = (_eval_fused(fused, o, params) for o in ins.operands)
+        if a is None or b is None:
+            return None
+        return (a + b) / 2 if p is None else (a if p else b)
     return None
 
 
