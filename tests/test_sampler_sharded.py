@@ -53,7 +53,8 @@ def test_sequence_axis_takes_a_share_of_the_decode():
     for i in range(len(prompts)):
         for g in range(2):
             assert out[i][g].tokens == ref[i][g].tokens
-            np.testing.assert_allclose(out[i][g].logprobs, ref[i][g].logprobs, atol=1e-5)
+            # partial sums over fsdp (weight-stationary matmuls) add in another order
+            np.testing.assert_allclose(out[i][g].logprobs, ref[i][g].logprobs, rtol=1e-5, atol=1e-5)
     # The sampler's own layout: the prompt cache of the compiled call is split 8 ways
     # (prompts over fsdp x sequence, kv heads over tensor).
     p_shard = sharding.param_shardings(models.logical_axes(CFG), models.param_shapes(CFG), mesh)
