@@ -94,8 +94,10 @@ def r1_distill_32b(mesh: dict, smoke: bool = False) -> ml_collections.ConfigDict
     What makes it fit (python -m qwenlong_jax.plan): packed rows of up to 140K tokens are split
     over mesh.sequence with ring attention; one packed row (SFT) or group (RL) per batch shard
     per forward/backward, gradients accumulated over the rest (phases.sft.micro_rows,
-    rl.micro_batch); prompts sampled two per batch shard at a time (rl.rollout_batch) so the
-    KV cache of 128 prompts x 8 responses x 70K tokens never exists at once."""
+    rl.micro_batch); prompts sampled two per chip of the sampler's batch axes (data, fsdp and
+    sequence: a decode step has nothing for the sequence axis to split) at a time
+    (rl.rollout_batch) so the KV cache of 128 prompts x 8 responses x 70K tokens never exists at
+    once."""
     c = base()
     c.model.update(size="r1-distill-qwen-32b", param_dtype="float32", dtype="bfloat16",
                    attention_impl="ring", remat="full", scan_layers=True, logits_chunk=2048)
@@ -113,7 +115,7 @@ def r1_distill_32b(mesh: dict, smoke: bool = False) -> ml_collections.ConfigDict
         c.distributed = False
     shards = c.mesh.data * c.mesh.fsdp
     c.rl.micro_batch = shards
-    c.rl.rollout_batch = 2 * shards
+    c.rl.rollout_batch = 2 * shards * c.mesh.sequence
     c.rl.gen_batch = 3 * c.phases.rl_20k.batch  # the recipe: 384 prompts generated per 128 trained
     c.phases.sft.micro_rows = shards
     return c

@@ -20,8 +20,10 @@ Per function: compiled or the compiler's error (one line); per-chip argument, te
 total bytes (argument + output + temporary - aliased, from `compiled.memory_analysis()`), plus
 the optimizer state that stays resident while the sampler or the logprob pass runs; FLOPs per
 chip as `cost_analysis()` reports them (a loop body -- layer scan, micro-batches, decode steps
--- counted once, not times its trip count); compile seconds; and the memory planner's estimate (plan.py) beside
-the compiler's figure. Exit 0 only when everything compiles and fits the chip's HBM; else a
+-- counted once, not times its trip count); compile seconds; the memory planner's estimate (plan.py) beside
+the compiler's figure; and `est.`, a step-time ESTIMATE (a roofline read from the compiled HLO
+with loop trip counts multiplied out, qwenlong_jax/roofline.py: not a measurement) with the
+bound that dominates, plus per RL phase the estimated RL step (sampler calls + old_logp + update). Exit 0 only when everything compiles and fits the chip's HBM; else a
 one-line `error:` naming the phase, the function and the knob to change.
 
 Default topology: v5p with as many chips as the config's mesh (64 -> v5p:4x4x4), or the
@@ -66,6 +68,7 @@ class FnResult:
     plan_bytes: int | None = None
     hbm_bytes: int = 0
     knob: str = ""
+    est: dict | None = None  # roofline.summary(): estimated seconds and bound (not measured)
 
     @property
     def total_bytes(self) -> int:
@@ -101,7 +104,7 @@ def _one_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {lines[0] if lines else ''}"[:400]
 
 
-def compile_job(job: Job, mesh, hbm: int) -> FnResult:
+def compile_job(job: Job, mesh, hbm: int, chip=None) -> FnResult:
     import jax
 
     from qwenlong_jax import tpu_topology
@@ -125,6 +128,9 @@ def compile_job(job: Job, mesh, hbm: int) -> FnResult:
     cost = cost[0] if isinstance(cost, (list, tuple)) and cost else cost
     res.flops = float((cost or {}).get("flops", 0.0))
     res.mosaic_kernels = tpu_topology.mosaic_kernel_count(compiled)
+    if chip is not None:
+        from qwenlong_jax import roofline
+        res.est = roofline.summary(compiled.as_text(), chip)
     return res
 
 
@@ -135,12 +141,17 @@ def _gib(n: int | None) -> str:
     return f"{n / GIB:.1f}G" if abs(n) >= GIB else f"{n / 2**20:.1f}M"
 
 
+def _est(r: FnResult) -> str:
+    return "-" if not r.est else f"{r.est['seconds']:.3g}s {r.est['bound']}"
+
+
 def format_table(results: Sequence[FnResult]) -> str:
     head = (f"{'phase':<9} {'function':<9} {'status':<7} {'args':>7} {'temp':>7} {'resid':>6} "
             f"{'total':>7} {'HBM':>6} {'plan':>7} {'plan/c':>6} {'TFLOP':>8} {'Mosaic':>6} "
-            f"{'compile':>8}  shape")
+            f"{'compile':>8} {'est.':>13}  shape")
     lines = [head, "(bytes per chip; total = args + outputs + temp - aliased + resident optimizer "
-             "state; plan/c = planner / compiler total)"]
+             "state; plan/c = planner / compiler total; est. = roofline ESTIMATE of one call, "
+             "not a measurement: qwenlong_jax/roofline.py)"]
     for r in results:
         status = "OK" if r.fits else ("no fit" if r.ok else "FAILED")
         ratio = (f"{r.plan_bytes / r.total_bytes:.2f}" if r.ok and r.plan_bytes and r.total_bytes
@@ -149,7 +160,8 @@ def format_table(results: Sequence[FnResult]) -> str:
             f"{r.phase:<9} {r.fn:<9} {status:<7} {_gib(r.argument_bytes):>7} "
             f"{_gib(r.temp_bytes):>7} {_gib(r.resident_bytes):>6} {_gib(r.total_bytes):>7} "
             f"{_gib(r.hbm_bytes):>6} {_gib(r.plan_bytes):>7} {ratio:>6} "
-            f"{r.flops / 1e12:>8.1f} {r.mosaic_kernels:>6} {r.compile_s:>7.0f}s  {r.shape}")
+            f"{r.flops / 1e12:>8.1f} {r.mosaic_kernels:>6} {r.compile_s:>7.0f}s "
+            f"{_est(r):>13}  {r.shape}")
         if not r.ok:
             lines.append(f"          {r.error}")
     return "\n".join(lines)
@@ -174,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
 
-    from qwenlong_jax import plan, sharding
+    from qwenlong_jax import plan, roofline, sharding
     from qwenlong_jax.config import ConfigError
 
     try:
@@ -204,12 +216,13 @@ def main(argv: list[str] | None = None) -> int:
           f"mesh {dict(mesh.shape)}: compiling {len(jobs)} functions", flush=True)
     results = []
     for job in jobs:
-        r = compile_job(job, mesh, hbm)
+        r = compile_job(job, mesh, hbm, roofline.chip_for(topology))
         results.append(r)
         status = "OK" if r.fits else ("does not fit" if r.ok else "FAILED")
         print(f"  {r.phase} {r.fn}: {status} ({_gib(r.total_bytes)}, {r.compile_s:.0f}s)"
               + (f" {r.error}" if r.error else ""), flush=True)
     print(format_table(results))
+    print(roofline.format_rl_steps(cfg, results))
     if json_flag.value:
         with open(json_flag.value, "w") as f:
             json.dump({"config": spec, "overrides": overrides,

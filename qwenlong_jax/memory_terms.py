@@ -32,6 +32,7 @@ import jax
 from qwenlong_jax import models, sharding
 from qwenlong_jax.config import Config, ConfigError
 from qwenlong_jax.models.config import ModelConfig
+from qwenlong_jax.sampling import decode
 from qwenlong_jax.step_shapes import PREFILL_CHUNK
 
 
@@ -156,7 +157,7 @@ def sample_memory(mcfg: ModelConfig, m: MeshSizes, B: int, G: int, S: int, R: in
     n_param: parameter elements per device (their compute-dtype copy is sampling work)."""
     cb = 2 if mcfg.dtype in ("bfloat16", "float16") else 4
     L, H = mcfg.num_layers, mcfg.head_dim
-    B_d = m.split(B, "data", "fsdp")
+    B_d = m.split(B, *decode.SAMPLER_RULES["batch"])  # the sampler's layout
     K_d = m.split(mcfg.num_kv_heads, "tensor")
     N_d = m.split(mcfg.num_heads, "tensor")
     kv = 2 * L * B_d * (S + G * R) * K_d * H * cb
@@ -167,10 +168,12 @@ def sample_memory(mcfg: ModelConfig, m: MeshSizes, B: int, G: int, S: int, R: in
     scores = 5 * B_d * N_d * C * S if mcfg.attention_impl == "xla" else 0
     prefill = scores + B_d * C * (2 * D + 2 * F) * cb
     V = mcfg.vocab_size  # decode logits are not vocab-sharded after the sampling softmax
-    decode = 3 * B_d * G * V * 4 + 2 * 4 * B_d * G * N_d * (S + R)
+    # flash-decoding (sampling/decode.py): f32 scores of one prompt block and one response block
+    blocks = min(S, decode.PROMPT_BLOCK) + decode.response_block(R)
+    decode_b = 3 * B_d * G * V * 4 + 2 * 4 * B_d * G * N_d * blocks
     # The parameters are cast to the compute dtype once for the whole sampling call (measured
     # by the compile check on v5p). XLA:TPU also keeps part of a second prompt-KV copy (the
     # prefill scan's output): not modelled, as XLA:CPU does not; the estimate is 6-15% low on
     # the 32B phases, more for longer prompts.
     cast = n_param * cb if mcfg.param_dtype != mcfg.dtype else 0
-    return kv, max(prefill, decode) + cast
+    return kv, max(prefill, decode_b) + cast

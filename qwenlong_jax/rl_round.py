@@ -56,7 +56,7 @@ def sample_groups(ctx: RunContext, state, step: int, phase: PhaseConfig, pdata: 
     all_reward, all_acc, all_len, all_trunc, all_score = [], [], [], [], []
     hard_drawn = rounds = filtered = 0
     t0 = time.time()
-    gen_tokens = 0
+    gen_tokens = token_steps = 0
     while True:
         recs, k_hard = pdata.next_batch(gen_B, difficulty)
         hard_drawn += k_hard
@@ -66,6 +66,7 @@ def sample_groups(ctx: RunContext, state, step: int, phase: PhaseConfig, pdata: 
                          phase=phase, rl=rl, key=key, judge=ctx.judge, prefill_chunk=PREFILL_CHUNK)
         rounds += 1
         gen_tokens += int(ro.length_N.sum())
+        token_steps += ro.token_steps
         reward_BG = ro.reward_N.reshape(gen_B, G)
         difficulty.update([r.id for r in recs], ro.score_N.reshape(gen_B, G).mean(1))
         valid_B = (varying_groups(ro.acc_N.astype(np.float32), G) if rl.dynamic_sampling
@@ -98,6 +99,8 @@ def sample_groups(ctx: RunContext, state, step: int, phase: PhaseConfig, pdata: 
         "hard_pool": float(len(pdata.hard_pool)),
         "hard_drawn": float(hard_drawn),
         "gen_tokens_per_s": gen_tokens / max(gen_s, 1e-9),
+        # tokens kept / sample-steps computed (a finished sample idles until its call ends)
+        "rollout_utilization": gen_tokens / max(token_steps, 1),
     }
     if ctx.judge is not None:
         js = ctx.judge.stats()

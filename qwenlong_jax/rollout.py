@@ -34,6 +34,7 @@ class Rollout:
     acc_N: np.ndarray  # score == 1 (what dynamic sampling filters on)
     length_N: np.ndarray
     truncated_N: np.ndarray
+    token_steps: int = 0  # sample-steps the sampler computed (lockstep: steps x B x G per call)
 
 
 def rollout(cfg: ModelConfig, params, tokenizer, records: Sequence[Record], prompts: Sequence[list[int]],
@@ -54,6 +55,8 @@ def rollout(cfg: ModelConfig, params, tokenizer, records: Sequence[Record], prom
     out = sampler.SampleOutput(*(np.concatenate([getattr(p, f) for p in parts])
                                  for f in ("tokens_BGR", "logprobs_BGR", "lengths_BG", "finish_BG")),
                                steps=max(int(p.steps) for p in parts))
+    # every sample of a call computes every step until the call's longest sample is done
+    token_steps = sum(int(p.steps) * p.tokens_BGR.shape[0] * G for p in parts)
     eos = set(tokenizer.eos_ids)
     responses, logps, texts, items = [], [], [], []
     for b, rec in enumerate(records):
@@ -73,4 +76,4 @@ def rollout(cfg: ModelConfig, params, tokenizer, records: Sequence[Record], prom
                          for s, n in zip(score, length)], np.float32)
     truncated = out.finish_BG.reshape(-1) == decode.FINISH_LENGTH
     return Rollout(list(map(list, prompts)), responses, logps, texts, score, reward,
-                   (score == 1.0), length, truncated)
+                   (score == 1.0), length, truncated, token_steps)

@@ -12,6 +12,7 @@ dimension that its mesh axes do not divide, is refused with one line naming the 
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 from typing import Sequence
@@ -35,6 +36,29 @@ RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("norm", ()),
 )
 _RULES = dict(RULES)
+_OVERRIDES: list[dict[str, tuple[str, ...]]] = []  # sharding.rules(...) stack (trace time)
+
+
+@contextlib.contextmanager
+def rules(**overrides: tuple[str, ...]):
+    """Trace code under other mesh axes for some logical names, e.g. the sampler's
+    `rules(batch=("data", "fsdp", "sequence"), length=())`. Read when a function is traced
+    (constrain, logical_to_spec), so wrap the body of the jitted function."""
+    unknown = set(overrides) - set(_RULES)
+    if unknown:
+        raise ValueError(f"sharding.rules: no logical axis {', '.join(sorted(unknown))}")
+    _OVERRIDES.append(overrides)
+    try:
+        yield
+    finally:
+        _OVERRIDES.pop()
+
+
+def _rule(name: str) -> tuple[str, ...]:
+    for o in reversed(_OVERRIDES):
+        if name in o:
+            return o[name]
+    return _RULES[name]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,7 +114,7 @@ def logical_to_spec(axes: Sequence[str | None], mesh_axis_names: Sequence[str] =
             continue
         if name not in _RULES:
             raise ValueError(f"logical axis {name!r} has no rule in sharding.RULES")
-        mesh_axes = tuple(a for a in _RULES[name] if a in mesh_axis_names and a not in used)
+        mesh_axes = tuple(a for a in _rule(name) if a in mesh_axis_names and a not in used)
         used.update(mesh_axes)
         out.append(mesh_axes if len(mesh_axes) > 1 else (mesh_axes[0] if mesh_axes else None))
     return P(*out)

@@ -4,7 +4,7 @@ import statistics
 
 import pytest
 
-from qwenlong_jax.bench import sampler, train
+from qwenlong_jax.bench import rollout, sampler, train
 
 
 def test_sampler_interleaves_rounds_against_sdpa_generate_without_mask(capsys):
@@ -38,3 +38,16 @@ def test_train_bench_ratios_are_taken_round_by_round():
     assert train._ratio_text([4.0, 2.5], 9.0) == (statistics.median([4.0, 2.5]), ", rounds 2.5-4.0x")
     assert train._ratio_text(None, 9.0) == (9.0, "")
     assert train.parse_args([]).rounds == 1
+
+
+@pytest.mark.slow
+def test_rollout_bench_same_samples_and_round_ratios(capsys):
+    """Continuous vs lockstep on the default config's prompts: same samples token for token,
+    utilization from the samplers' own step counts, per-round ratios."""
+    res = rollout.main(["--prompts", "3", "--slots", "2", "--chunk", "4", "--rounds", "2"])
+    assert res["same_samples"] and res["prompts"] == 3 and res["G"] == 8
+    assert len(res["speedup_rounds"]) == 2
+    assert res["speedup_median"] == pytest.approx(statistics.median(res["speedup_rounds"]))
+    for u in res["utilization"].values():
+        assert res["length_mean"] / res["R"] <= u <= 1
+    assert "same samples token for token: True" in capsys.readouterr().out

@@ -31,6 +31,13 @@ def test_smoke_steps_compile_for_v5p_2x2x1(tmp_path, capsys):
     assert resident > 0 and fns[("rl_short", "old_logp")]["resident_bytes"] == resident
     assert fns[("rl_short", "update")]["resident_bytes"] == 0
     assert "rl_short  update    OK" in text
+    # The roofline estimate: per function (loops multiplied out, so never below XLA's
+    # loop-bodies-once FLOPs) and per RL step.
+    for r in fns.values():
+        est = r["est"]
+        assert est["chip"] == "v5p" and est["seconds"] > 0 and est["flops"] >= r["flops"]
+        assert est["bound"] in ("compute", "hbm", "ici")
+    assert "rl_short: estimated RL step (roofline, not measured)" in text
 
 
 def test_missing_phase_and_bad_mesh_are_one_line_errors(capsys):

@@ -98,13 +98,14 @@ def test_32b_tables(name, devices, hbm_gib, capsys):
     # partly replicated: < 0.2%).
     assert phases[0].params == pytest.approx(mcfg.num_params * 4 / (devices // cfg.mesh.sequence), rel=2e-3)
     assert phases[0].optimizer == 2 * phases[0].params
-    # KV cache by hand: each prompt's KV once + G responses, batch over data*fsdp, KV heads over tensor.
+    # KV cache by hand: each prompt's KV once + G responses, prompts over data*fsdp*sequence
+    # (the sampler's layout), KV heads over tensor.
     L, K, H = mcfg.num_layers, mcfg.num_kv_heads, mcfg.head_dim
     m = cfg.mesh
     rl60 = next(p for p in phases if p.phase == "rl_60k")
     S, G, R, B = 60416, 8, 10_000, cfg.rl.rollout_batch  # prompts sampled per call
     assert B and 128 % B == 0
-    assert rl60.kv_cache == 2 * L * (B // (m.data * m.fsdp)) * (S + G * R) * (K // m.tensor) * H * 2
+    assert rl60.kv_cache == 2 * L * (B // (m.data * m.fsdp * m.sequence)) * (S + G * R) * (K // m.tensor) * H * 2
     # As first written (fsdp only, the whole batch in one forward and one sampling call) they
     # did not fit; the refusal names a knob.
     refused = 0

@@ -40,3 +40,33 @@ def test_prompt_cache_is_sharded_over_batch_and_kv_heads():
     # Each device holds a quarter of the prompts and half of the kv heads: 1/8 of the cache.
     shard = cache.k_LBSKH.addressable_shards[0].data
     assert shard.size * 8 == cache.k_LBSKH.size
+
+
+def test_sequence_axis_takes_a_share_of_the_decode():
+    """fsdp=2 x tensor=2 x sequence=2: prompts split over fsdp AND sequence (no two chips hold
+    the same cache rows or compute the same token), same tokens as one device."""
+    mesh = sharding.make_mesh(MeshConfig(data=1, fsdp=2, tensor=2, sequence=2))
+    prompts = PROMPTS + PROMPTS[:1]  # 4 prompts: one per (fsdp, sequence) pair
+    kwargs = dict(max_new_tokens=8, temperature=1.0, top_k=20, num_samples=2, seed=5, prefill_chunk=16)
+    ref = sampling.generate(CFG, PARAMS, prompts, **kwargs)
+    out = sampling.generate(CFG, PARAMS, prompts, mesh=mesh, **kwargs)
+    for i in range(len(prompts)):
+        for g in range(2):
+            assert out[i][g].tokens == ref[i][g].tokens
+            # partial sums over fsdp (weight-stationary matmuls) add in another order
+            np.testing.assert_allclose(out[i][g].logprobs, ref[i][g].logprobs, rtol=1e-5, atol=1e-5)
+    # The sampler's own layout: the prompt cache of the compiled call is split 8 ways
+    # (prompts over fsdp x sequence, kv heads over tensor).
+    p_shard = sharding.param_shardings(models.logical_axes(CFG), models.param_shapes(CFG), mesh)
+    tokens, lens = sampling.pad_prompts(prompts, 32)
+    keys = sampling.sample_keys(0, np.arange(4), 2)
+    with jax.set_mesh(mesh), sharding.rules(**sampling.decode.SAMPLER_RULES):
+        cache = jax.jit(lambda p, t, n: sampling.prefill(CFG, p, t, n, chunk=16))(
+            jax.device_put(PARAMS, p_shard), tokens, lens)
+        out2 = sampling.sample_groups(CFG, jax.device_put(PARAMS, p_shard), tokens, lens, keys,
+                                      max_new_tokens=4)
+    want = jax.sharding.NamedSharding(mesh, P(None, ("fsdp", "sequence"), None, "tensor", None))
+    assert cache.k_LBSKH.sharding.is_equivalent_to(want, 5), cache.k_LBSKH.sharding
+    assert cache.k_LBSKH.addressable_shards[0].data.size * 8 == cache.k_LBSKH.size
+    ref2 = sampling.sample_groups(CFG, PARAMS, tokens, lens, keys, max_new_tokens=4)
+    np.testing.assert_array_equal(np.asarray(out2.tokens_BGR), np.asarray(ref2.tokens_BGR))

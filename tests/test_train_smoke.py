@@ -29,10 +29,14 @@ def test_phases_run_in_order_with_metrics(smoke_run):
     for r in rows[:2]:
         assert np.isfinite(r["sft/nll"]) and r["sft/nll"] > 0
     rl_keys = {"reward_mean", "reward_std", "accuracy", "response_length", "clip_frac", "entropy",
-               "approx_kl", "grad_norm", "filtered_groups", "hard_pool", "gen_tokens_per_s", "kept_groups"}
+               "approx_kl", "grad_norm", "filtered_groups", "hard_pool", "gen_tokens_per_s", "kept_groups",
+               "rollout_utilization"}
+    max_output = {p.name: p.max_output for p in cfg.phases}
     for r in rows[2:]:
         if r.get("kept_groups", 0) > 0:
             assert rl_keys <= set(r), rl_keys - set(r)
+            # kept tokens / computed sample-steps: each call runs at most max_output steps
+            assert r["response_length"] / max_output[r["phase"]] <= r["rollout_utilization"] <= 1
         assert 0.0 <= r["accuracy"] <= 1.0
         # A random model never writes "</think>": reward 0, plus the overlong penalty when cut off.
         assert -1.0 - 1e-6 <= r["reward_mean"] <= 1.0

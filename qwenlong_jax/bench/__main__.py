@@ -2,7 +2,7 @@
 import importlib
 import sys
 
-BENCHMARKS = ("attention", "sampler", "train")
+BENCHMARKS = ("attention", "rollout", "sampler", "train")
 
 
 def main(argv: list[str]) -> None:

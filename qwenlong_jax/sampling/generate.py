@@ -31,7 +31,11 @@ class Sample:
 
 
 def _batch_multiple(mesh) -> int:
-    return 1 if mesh is None else sharding.batch_axis_size(mesh)
+    """Prompts per call are padded to the sampler's batch axes (decode.SAMPLER_RULES)."""
+    if mesh is None:
+        return 1
+    return sharding.mesh_axis_size(mesh, tuple(a for a in decode.SAMPLER_RULES["batch"]
+                                               if a in mesh.axis_names))
 
 
 def generate(

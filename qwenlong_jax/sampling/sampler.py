@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from qwenlong_jax import sharding
 from qwenlong_jax.models.config import ModelConfig
 from qwenlong_jax.sampling import decode, prompt_cache, strategies
 
@@ -93,7 +94,20 @@ def sample_groups(
     """G = keys_BG.shape[1] samples of R = max_new_tokens tokens for each right-padded prompt."""
     B, S = prompt_tokens_BS.shape
     _check_static(cfg, B, S, keys_BG.shape, max_new_tokens, eos_ids, stop_sequences, decode_impl)
+    with sharding.rules(**decode.SAMPLER_RULES):
+        return _sample_groups(cfg, params, prompt_tokens_BS, prompt_lens_B, keys_BG,
+                              max_new_tokens, strategy, eos_ids, stop_sequences, prefill_chunk,
+                              decode_impl, return_logits)
+
+
+def _sample_groups(cfg, params, prompt_tokens_BS, prompt_lens_B, keys_BG, max_new_tokens,
+                   strategy, eos_ids, stop_sequences, prefill_chunk, decode_impl, return_logits):
+    B, S = prompt_tokens_BS.shape
     G, R = keys_BG.shape[1], max_new_tokens
+    # The weights in the compute dtype once per call (every decode step reads them).
+    dt = jnp.dtype(cfg.dtype)
+    params = jax.tree.map(lambda a: a.astype(dt) if jnp.issubdtype(a.dtype, jnp.floating) else a,
+                          params)
     cache = prompt_cache.prefill(cfg, params, prompt_tokens_BS, prompt_lens_B, chunk=prefill_chunk)
     state = decode.init_state(cfg, B, G, R, return_logits=return_logits)
     # First token of every sample from the shared prefill logits (no per-sample copy of them).
