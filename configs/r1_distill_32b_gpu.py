@@ -20,6 +20,8 @@ Install the CUDA wheels first: pip install -U "jax[cuda13]==0.10.2".
 """
 from configs import common
 
+COMPILE_TARGET = "h100:16x8"  # python -m qwenlong_jax.compile's default for this file
+
 
 def get_config(arg: str | None = None):
     return common.r1_distill_32b(dict(data=1, fsdp=8, tensor=4, sequence=4), smoke=arg == "smoke")
