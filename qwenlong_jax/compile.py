@@ -66,7 +66,7 @@ class FnResult:
     alias_bytes: int = 0
     temp_bytes: int = 0
     resident_bytes: int = 0  # optimizer state held in HBM while this function runs (not an arg)
-    flops: float = 0.0
+    flops: float | None = None  # None: the backend gives no cost analysis (XLA:GPU compile-only)
     compile_s: float = 0.0
     pallas_kernels: int = 0  # Mosaic (TPU) or Triton (GPU) custom calls
     plan_bytes: int | None = None
@@ -90,24 +90,12 @@ class FnResult:
 
 def default_target(cfg, spec: str) -> str:
     """The config file's COMPILE_TARGET (a plain path, no :arg), else the v5p slice of its mesh."""
-    named = config_target(spec)
+    from qwenlong_jax import config_cli, targets
+    named = config_cli.config_target(spec)
     if named:
         return named
-    from qwenlong_jax import targets
     sizes = cfg.mesh.sizes()
     return targets.default_target(4 if -1 in sizes else math.prod(sizes))
-
-
-def config_target(spec: str) -> str:
-    """COMPILE_TARGET of the config file `spec` ("" when it names none or `spec` has an :arg,
-    which changes the mesh)."""
-    if ":" in spec or not os.path.isfile(spec):
-        return ""
-    import importlib.util
-    mod_spec = importlib.util.spec_from_file_location("_compile_target_of_config", spec)
-    module = importlib.util.module_from_spec(mod_spec)
-    mod_spec.loader.exec_module(module)
-    return str(getattr(module, "COMPILE_TARGET", "") or "")
 
 
 def _one_line(e: BaseException) -> str:
@@ -142,7 +130,7 @@ def compile_job(job: Job, mesh, hbm: int, kind: str = "tpu") -> FnResult:
     res.alias_bytes, res.temp_bytes = mem.alias_size_in_bytes, mem.temp_size_in_bytes
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) and cost else cost
-    res.flops = float((cost or {}).get("flops", 0.0))
+    res.flops = float(cost["flops"]) if cost and "flops" in cost else None
     res.pallas_kernels = targets.kernel_count(compiled, kind)
     return res
 
@@ -152,6 +140,10 @@ def _gib(n: int | None) -> str:
     if n is None:
         return "-"
     return f"{n / GIB:.1f}G" if abs(n) >= GIB else f"{n / 2**20:.1f}M"
+
+
+def _tflop(flops: float | None) -> str:
+    return "-" if flops is None else f"{flops / 1e12:.1f}"
 
 
 def format_table(results: Sequence[FnResult], kernel_name: str = "Mosaic") -> str:
@@ -168,7 +160,7 @@ def format_table(results: Sequence[FnResult], kernel_name: str = "Mosaic") -> st
             f"{r.phase:<9} {r.fn:<9} {status:<7} {_gib(r.argument_bytes):>7} "
             f"{_gib(r.temp_bytes):>7} {_gib(r.resident_bytes):>6} {_gib(r.total_bytes):>7} "
             f"{_gib(r.hbm_bytes):>6} {_gib(r.plan_bytes):>7} {ratio:>6} "
-            f"{r.flops / 1e12:>8.1f} {r.pallas_kernels:>6} {r.compile_s:>7.0f}s  {r.shape}")
+            f"{_tflop(r.flops):>8} {r.pallas_kernels:>6} {r.compile_s:>7.0f}s  {r.shape}")
         if not r.ok:
             lines.append(f"          {r.error}")
     return "\n".join(lines)
