@@ -63,9 +63,9 @@ def model_config(cfg: Config) -> ModelConfig:
 
 # f32 gradient-sized buffers the update keeps besides the parameters and optimizer state, plus one
 # gradient accumulator when the step has micro-batches. Fitted to the compilers' buffer
-# assignment of the 32B configs' updates (README "Compile check"): XLA:TPU holds three
-# (gradients, the AdamW update and the new moments before they replace the old); XLA:GPU one (it
-# updates the donated state in place, fusing the AdamW arithmetic). CPU is priced as TPU.
+# assignment of the 32B configs' SFT and GRPO updates (README "Compile check"): XLA:TPU's
+# temporaries hold three, XLA:GPU's one (0.97-1.01 of the compiler with it, 1.16-1.26 with
+# three). Which buffers XLA:TPU keeps that XLA:GPU does not was not traced. CPU is priced as TPU.
 GRADIENT_COPIES = {"gpu": 1}
 GRADIENT_COPIES_DEFAULT = 3
 
