@@ -23,8 +23,13 @@ Departures: inference only (no backward). Caches are read in their [B, S, K, H] 
 transpose would copy the cache). Two kernel shapes (`kernel=`): "loop" (above; Triton and the CPU
 interpret default), whose [split, None, H] blocks Mosaic rejects, and "grid"
 (`kernels/decode_tpu.py`: the cache viewed as [B, S, K*H], a grid over cache blocks with VMEM
-scratch; the default when the compile target is a TPU). Both run in interpret mode in the tests;
-the grid kernel is compiled for TPU by tests/test_compile_kernels.py, never run on a chip.
+scratch; the default when the compile target is a TPU). For Triton (a GPU target) the loop
+kernel pads its query rows (G*T*Q, T*Q) to a power of two of at least 16 and its length vectors
+to powers of two, and slices the padding off (Triton's lowering takes power-of-two arrays only;
+40 query heads over 8 kv heads give 5 rows per kv head). Both run in interpret mode in the
+tests (the padded program too); the grid kernel is compiled for TPU by
+tests/test_compile_kernels.py, the loop kernel for H100 by tests/test_compile_gpu.py, neither
+run on a chip.
 """
 from __future__ import annotations
 
