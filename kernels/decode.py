@@ -142,8 +142,12 @@ def _triton_padding(static: DecodeStatic) -> bool:
     return flash.target_backend() == "gpu"
 
 
+def _pow2(n: int) -> int:
+    return 1 << max(n - 1, 0).bit_length()
+
+
 def _rows_pow2(n: int) -> int:
-    return max(16, flash._next_pow2(n))
+    return max(16, _pow2(n))
 
 
 def _pad_to(x, axis: int, n: int):
@@ -160,7 +164,7 @@ def _prefix_partials(static: DecodeStatic, q_BKMH, k_BSKH, v_BSKH, prefix_len_B)
     S = k_BSKH.shape[1]
     if _triton_padding(static):
         q_BKMH = _pad_to(q_BKMH, 2, _rows_pow2(M))
-        prefix_len_B = _pad_to(prefix_len_B, 0, flash._next_pow2(B))
+        prefix_len_B = _pad_to(prefix_len_B, 0, _pow2(B))
     Mp, Bl = q_BKMH.shape[2], prefix_len_B.shape[0]
     split = static.block_s * static.prefix_blocks_per_split
     n_splits = -(-S // split)
@@ -188,8 +192,7 @@ def _response_partials(static: DecodeStatic, q_BGKrH, k_BGRKH, v_BGRKH, resp_len
     R = k_BGRKH.shape[2]
     if _triton_padding(static):
         q_BGKrH = _pad_to(q_BGKrH, 3, _rows_pow2(rows))
-        resp_len_BG = _pad_to(_pad_to(resp_len_BG, 0, flash._next_pow2(B)), 1,
-                              flash._next_pow2(G))
+        resp_len_BG = _pad_to(_pad_to(resp_len_BG, 0, _pow2(B)), 1, _pow2(G))
     rows_p, len_shape = q_BGKrH.shape[3], resp_len_BG.shape
     split = static.block_s * static.resp_blocks_per_split
     n_splits = -(-R // split)
