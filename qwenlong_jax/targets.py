@@ -156,9 +156,10 @@ def mosaic_kernel_count(compiled) -> int:
 
 def cuda_available() -> bool:
     """jax's CUDA plugin and the ptxas/libdevice wheels XLA:GPU compiles with."""
-    if importlib.util.find_spec("jax_plugins.xla_cuda13") is None:
-        return False
-    if importlib.util.find_spec("nvidia") is None:
+    try:
+        if importlib.util.find_spec("jax_plugins.xla_cuda13") is None:
+            return False
+    except ModuleNotFoundError:  # no jax_plugins namespace at all
         return False
     root = _nvidia_cuda_root()
     return root is not None and all(os.path.exists(os.path.join(root, p)) for p in (
