@@ -47,7 +47,7 @@ def test_without_libtpu_one_line_says_how_to_install(monkeypatch, capsys):
     from qwenlong_jax import targets
 
     monkeypatch.setattr(targets, "libtpu_available", lambda: False)
-    assert compile_cli.main(["--config", "configs/smoke.py"]) == 1
+    assert compile_cli.main(["--config", "configs/smoke.py", "--target", "v5p:2x2x1"]) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: libtpu is not installed: pip install \"jax[tpu]==0.10.2\"")
     assert "\n" not in err
