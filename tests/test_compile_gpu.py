@@ -186,3 +186,18 @@ def test_bad_target_is_one_line(capsys):
     assert compile_cli.main(["--config", "configs/smoke.py", "--target", "h100:16"]) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: target 'h100:16'") and "\n" not in err
+
+
+@needs_cuda
+def test_gpu_no_fit_is_exit_2_naming_phase_function_and_knob(monkeypatch, capsys):
+    """The exit rule is the TPU one: a function over the GPU's budget (here a 1e-6 share of the
+    H100's memory) exits 2 with one error line naming the phase, the function and the knob."""
+    monkeypatch.setenv("XLA_CLIENT_MEM_FRACTION", "0.000001")
+    rc = compile_cli.main([
+        "--config", "configs/smoke.py", "--target", "h100:1x4", "--phases", "rl_short",
+        "--functions", "old_logp", "--config.mesh.data=2", "--config.mesh.tensor=2",
+        "--config.data.eval_lengths=()"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2, err
+    assert err.startswith("error: phase rl_short, old_logp: needs ") and "\n" not in err
+    assert err.endswith("per device; change rl.micro_batch, model.remat or mesh.sequence")
