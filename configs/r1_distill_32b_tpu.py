@@ -20,6 +20,8 @@ run on CPU devices.
 """
 from configs import common
 
+COMPILE_TARGET = "v5p:4x4x4"  # python -m qwenlong_jax.compile's default for this file
+
 
 def get_config(arg: str | None = None):
     return common.r1_distill_32b(dict(data=1, fsdp=4, tensor=4, sequence=4), smoke=arg == "smoke")

@@ -23,8 +23,13 @@ Departures: inference only (no backward). Caches are read in their [B, S, K, H] 
 transpose would copy the cache). Two kernel shapes (`kernel=`): "loop" (above; Triton and the CPU
 interpret default), whose [split, None, H] blocks Mosaic rejects, and "grid"
 (`kernels/decode_tpu.py`: the cache viewed as [B, S, K*H], a grid over cache blocks with VMEM
-scratch; the default when the compile target is a TPU). Both run in interpret mode in the tests;
-the grid kernel is compiled for TPU by tests/test_compile_kernels.py, never run on a chip.
+scratch; the default when the compile target is a TPU). For Triton (a GPU target) the loop
+kernel pads its query rows (G*T*Q, T*Q) to a power of two of at least 16 and its length vectors
+to powers of two, and slices the padding off (Triton's lowering takes power-of-two arrays only;
+40 query heads over 8 kv heads give 5 rows per kv head). Both run in interpret mode in the
+tests (the padded program too); the grid kernel is compiled for TPU by
+tests/test_compile_kernels.py, the loop kernel for H100 by tests/test_compile_gpu.py, neither
+run on a chip.
 """
 from __future__ import annotations
 
@@ -127,27 +132,56 @@ def decode_attention(q_BGTNH, prefix_k_BSKH, prefix_v_BSKH, prefix_len_B, resp_k
     return out.reshape(B, G, T, N, H).astype(q_BGTNH.dtype)
 
 
+def _triton_padding(static: DecodeStatic) -> bool:
+    """Triton (the GPU lowering) wants every block's size a power of two (and a dot's rows >= 16):
+    the query rows (G*T*Q or T*Q, e.g. 16 x 5 for 40 query heads over 8 kv heads) and the length
+    vectors are padded to that and the padded rows sliced off; they cost the kernel's matmuls
+    their padding, no extra pass over the cache. Also in interpret mode when the target is a GPU
+    (`flash.use_target("gpu")`), so that the padded program is checked against the reference on
+    CPU (tests/test_decode_attention.py)."""
+    return flash.target_backend() == "gpu"
+
+
+def _pow2(n: int) -> int:
+    return 1 << max(n - 1, 0).bit_length()
+
+
+def _rows_pow2(n: int) -> int:
+    return max(16, _pow2(n))
+
+
+def _pad_to(x, axis: int, n: int):
+    pad = [(0, 0)] * x.ndim
+    pad[axis] = (0, n - x.shape[axis])
+    return jnp.pad(x, pad)
+
+
 def _prefix_partials(static: DecodeStatic, q_BKMH, k_BSKH, v_BSKH, prefix_len_B):
     if static.kernel == "grid":
         from kernels.decode_tpu import prefix_partials_grid
         return prefix_partials_grid(static, q_BKMH, k_BSKH, v_BSKH, prefix_len_B)
     B, K, M, H = q_BKMH.shape
     S = k_BSKH.shape[1]
+    if _triton_padding(static):
+        q_BKMH = _pad_to(q_BKMH, 2, _rows_pow2(M))
+        prefix_len_B = _pad_to(prefix_len_B, 0, _pow2(B))
+    Mp, Bl = q_BKMH.shape[2], prefix_len_B.shape[0]
     split = static.block_s * static.prefix_blocks_per_split
     n_splits = -(-S // split)
     kv_spec = pl.BlockSpec((None, split, None, H), lambda b, h, j: (b, j, h, 0))
-    return pl.pallas_call(
+    o, lse = pl.pallas_call(
         functools.partial(_prefix_kernel, static=static),
         grid=(B, K, n_splits),
-        in_specs=[pl.BlockSpec((None, None, M, H), lambda b, h, j: (b, h, 0, 0)), kv_spec,
-                  kv_spec, pl.BlockSpec((B,), lambda b, h, j: (0,))],
-        out_specs=[pl.BlockSpec((None, None, None, M, H), lambda b, h, j: (b, h, j, 0, 0)),
-                   pl.BlockSpec((None, None, None, M), lambda b, h, j: (b, h, j, 0))],
-        out_shape=[jax.ShapeDtypeStruct((B, K, n_splits, M, H), jnp.float32),
-                   jax.ShapeDtypeStruct((B, K, n_splits, M), jnp.float32)],
+        in_specs=[pl.BlockSpec((None, None, Mp, H), lambda b, h, j: (b, h, 0, 0)), kv_spec,
+                  kv_spec, pl.BlockSpec((Bl,), lambda b, h, j: (0,))],
+        out_specs=[pl.BlockSpec((None, None, None, Mp, H), lambda b, h, j: (b, h, j, 0, 0)),
+                   pl.BlockSpec((None, None, None, Mp), lambda b, h, j: (b, h, j, 0))],
+        out_shape=[jax.ShapeDtypeStruct((B, K, n_splits, Mp, H), jnp.float32),
+                   jax.ShapeDtypeStruct((B, K, n_splits, Mp), jnp.float32)],
         interpret=static.interpret, name="decode_attention_prefix",
         compiler_params=compiler_params(3, static.interpret),
     )(q_BKMH, k_BSKH, v_BSKH, prefix_len_B)
+    return o[:, :, :, :M], lse[:, :, :, :M]
 
 
 def _response_partials(static: DecodeStatic, q_BGKrH, k_BGRKH, v_BGRKH, resp_len_BG):
@@ -156,22 +190,28 @@ def _response_partials(static: DecodeStatic, q_BGKrH, k_BGRKH, v_BGRKH, resp_len
         return response_partials_grid(static, q_BGKrH, k_BGRKH, v_BGRKH, resp_len_BG)
     B, G, K, rows, H = q_BGKrH.shape
     R = k_BGRKH.shape[2]
+    if _triton_padding(static):
+        q_BGKrH = _pad_to(q_BGKrH, 3, _rows_pow2(rows))
+        resp_len_BG = _pad_to(_pad_to(resp_len_BG, 0, _pow2(B)), 1, _pow2(G))
+    rows_p, len_shape = q_BGKrH.shape[3], resp_len_BG.shape
     split = static.block_s * static.resp_blocks_per_split
     n_splits = -(-R // split)
     kv_spec = pl.BlockSpec((None, None, split, None, H), lambda b, g, h, j: (b, g, j, h, 0))
-    return pl.pallas_call(
+    o, lse = pl.pallas_call(
         functools.partial(_response_kernel, static=static),
         grid=(B, G, K, n_splits),
-        in_specs=[pl.BlockSpec((None, None, None, rows, H), lambda b, g, h, j: (b, g, h, 0, 0)),
-                  kv_spec, kv_spec, pl.BlockSpec((B, G), lambda b, g, h, j: (0, 0))],
-        out_specs=[pl.BlockSpec((None, None, None, None, rows, H),
+        in_specs=[pl.BlockSpec((None, None, None, rows_p, H), lambda b, g, h, j: (b, g, h, 0, 0)),
+                  kv_spec, kv_spec, pl.BlockSpec(len_shape, lambda b, g, h, j: (0, 0))],
+        out_specs=[pl.BlockSpec((None, None, None, None, rows_p, H),
                                 lambda b, g, h, j: (b, g, h, j, 0, 0)),
-                   pl.BlockSpec((None, None, None, None, rows), lambda b, g, h, j: (b, g, h, j, 0))],
-        out_shape=[jax.ShapeDtypeStruct((B, G, K, n_splits, rows, H), jnp.float32),
-                   jax.ShapeDtypeStruct((B, G, K, n_splits, rows), jnp.float32)],
+                   pl.BlockSpec((None, None, None, None, rows_p),
+                                lambda b, g, h, j: (b, g, h, j, 0))],
+        out_shape=[jax.ShapeDtypeStruct((B, G, K, n_splits, rows_p, H), jnp.float32),
+                   jax.ShapeDtypeStruct((B, G, K, n_splits, rows_p), jnp.float32)],
         interpret=static.interpret, name="decode_attention_response",
         compiler_params=compiler_params(4, static.interpret),
     )(q_BGKrH, k_BGRKH, v_BGRKH, resp_len_BG)
+    return o[..., :rows, :], lse[..., :rows]
 
 
 # ----------------------------------------------------------------------------- kernels
@@ -223,7 +263,8 @@ def _response_kernel(q_ref, k_ref, v_ref, len_ref, o_ref, lse_ref, *, static):
     rows = q_ref.shape[0]
     # Row r is new token t = r // Q, at response position resp_len - T + t; it sees keys <= it.
     token = lax.div(iota(rows, 0), static.heads_per_kv)
-    row_limit = resp_len - static.queries + token + 1
+    # (min: rows past T*Q are Triton's power-of-two padding, sliced off; keep them in bounds)
+    row_limit = jnp.minimum(resp_len - static.queries + token + 1, resp_len)
     o, lse = _split_attention(static, q_ref[...], k_ref, v_ref, split_start,
                               resp_len - split_start, row_limit)
     o_ref[...], lse_ref[...] = o, lse

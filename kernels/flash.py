@@ -31,8 +31,9 @@ scalar-prefetched block runs, so on-chip buffers are bounded by the block sizes;
 when the compile target is a TPU). Both share the masks (`kernels/block_mask.py`) and the
 reference. The backend is the compile target's (`target_backend`: the active mesh's devices),
 not the host's: a CPU process compiling for TPU devices builds the Mosaic kernel. The grid
-kernel is compiled for TPU (libtpu compile-only devices) by tests/test_compile_kernels.py;
-nothing has been run or timed on an accelerator.
+kernel is compiled for TPU (libtpu compile-only devices) by tests/test_compile_kernels.py, the
+loop kernel for H100 by XLA:GPU and Triton (CUDA-plugin compile-only devices) by
+tests/test_compile_gpu.py; nothing has been run or timed on an accelerator.
 """
 from __future__ import annotations
 

@@ -42,7 +42,7 @@ def abstract(tree, shardings):
 
 
 def build_jobs(cfg, mesh, only_phases: Sequence[str] = ()) -> list[Job]:
-    """Every jitted function of the run for `cfg` on `mesh` (TPU compile-only devices)."""
+    """Every jitted function of the run for `cfg` on `mesh` (compile-only TPU or GPU devices)."""
     import jax
     import jax.numpy as jnp
 
@@ -62,7 +62,8 @@ def build_jobs(cfg, mesh, only_phases: Sequence[str] = ()) -> list[Job]:
     state_sharding = step_fns.state_shardings(abstract_state, p_shard, mesh)
     state = abstract(abstract_state, state_sharding)
     opt_bytes = per_chip_bytes(state.opt_state, state_sharding.opt_state)
-    estimates = {pm.phase: pm for pm in plan.estimate(cfg, mesh.size, mcfg)}
+    backend = mesh.devices.flat[0].platform  # "tpu" | "gpu": the planner's terms differ
+    estimates = {pm.phase: pm for pm in plan.estimate(cfg, mesh.size, mcfg, backend)}
     batch_axes = sharding.batch_axis_size(mesh)
     jobs: list[Job] = []
 

@@ -67,6 +67,18 @@ def load_config(spec: str, overrides: Sequence[str] = ()) -> Config:
     return parse(fv, holder, argv)
 
 
+def config_target(spec: str) -> str:
+    """The compile target a config file names (module-level COMPILE_TARGET, e.g. "h100:16x8"),
+    "" when it names none or `spec` carries an :arg (a variant with another mesh)."""
+    if ":" in spec or not os.path.isfile(spec):
+        return ""
+    import importlib.util
+    mod_spec = importlib.util.spec_from_file_location("_config_file_target", spec)
+    module = importlib.util.module_from_spec(mod_spec)
+    mod_spec.loader.exec_module(module)
+    return str(getattr(module, "COMPILE_TARGET", "") or "")
+
+
 def _last_line(e: BaseException) -> str:
     """The innermost message of an error whose text may hold a traceback (config_flags)."""
     lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]

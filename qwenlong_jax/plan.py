@@ -1,10 +1,10 @@
 """Memory planner: per-device memory of every phase, before anything compiles.
 
-    python -m qwenlong_jax.plan --config configs/r1_distill_32b_tpu.py              # v5p: 64 chips, 95 GiB
-    python -m qwenlong_jax.plan --config configs/r1_distill_32b_gpu.py --hbm_gib 80
+    python -m qwenlong_jax.plan --config configs/r1_distill_32b_tpu.py   # v5p: 64 chips, 95.7 GiB
+    python -m qwenlong_jax.plan --config configs/r1_distill_32b_gpu.py   # H100: 128, 59.3 of 79.1 GiB
     python -m qwenlong_jax.plan --config configs/default.py --devices 1
 
-    phases = estimate(cfg, num_devices)          # [PhaseMemory], bytes per device
+    phases = estimate(cfg, num_devices, backend="gpu")   # [PhaseMemory], bytes per device
     check_fits(cfg, num_devices, hbm_bytes)      # PlanError naming the knob when a phase won't fit
 
 Per phase, the terms (params, the KL reference when rl.kl_coef > 0, optimizer, gradients,
@@ -14,9 +14,12 @@ sampling terms). The sampler and the update never run at once, so the peak is th
 the two; the optimizer state and the reference stay resident during sampling. The terms are
 checked against the compiler's buffer assignment (`compiled.memory_analysis()`): by
 `python -m qwenlong_jax.compile` for XLA:TPU (the 32B TPU config's phases on v5p:4x4x4 and
-Qwen2.5-1.5B GRPO at 8K on v5p:2x2x1: within 20%, README), and for the tiny configs on CPU by
-tests/test_plan.py (within 25%). They
-are estimates: other backends fuse differently, and the compiler may keep fewer or more copies.
+Qwen2.5-1.5B GRPO at 8K on v5p:2x2x1) and XLA:GPU (the 32B GPU config's phases on 16 x 8 H100):
+within 20% (README, tests/test_plan.py against the recorded figures), and for the tiny configs on
+CPU by tests/test_plan.py (within 25%). The backend matters for one term: how many gradient-sized
+buffers the update keeps (GRADIENT_COPIES). Memory per device and the backend default to the
+config file's COMPILE_TARGET (qwenlong_jax/targets.py). They are estimates: the compiler may keep
+fewer or more copies.
 """
 from __future__ import annotations
 
@@ -35,8 +38,6 @@ from qwenlong_jax.models.config import ModelConfig
 from qwenlong_jax.step_shapes import PREFILL_CHUNK  # noqa: F401  (plan.PREFILL_CHUNK, as before)
 
 GIB = 2**30
-# Known accelerators (per chip / GPU).
-HBM_GIB = {"tpu-v5p": 95.0, "tpu-v5e": 16.0, "tpu-v4": 32.0, "h100": 80.0, "h200": 141.0, "a100": 80.0}
 
 
 class PlanError(ConfigError):
@@ -60,9 +61,27 @@ def model_config(cfg: Config) -> ModelConfig:
 
 # --- the estimate -----------------------------------------------------------------------------
 
-def estimate(cfg: Config, num_devices: int, mcfg: ModelConfig | None = None) -> list[PhaseMemory]:
-    """PhaseMemory (bytes per device) for every phase of `cfg` on `num_devices` devices."""
+# f32 gradient-sized buffers the update keeps besides the parameters and optimizer state, plus one
+# gradient accumulator when the step has micro-batches. Fitted to the compilers' buffer
+# assignment of the 32B configs' SFT and GRPO updates (README "Compile check"): XLA:TPU's
+# temporaries hold three, XLA:GPU's one (0.97-1.01 of the compiler with it, 1.16-1.26 with
+# three). Which buffers XLA:TPU keeps that XLA:GPU does not was not traced. CPU is priced as TPU.
+GRADIENT_COPIES = {"gpu": 1}
+GRADIENT_COPIES_DEFAULT = 3
+
+
+def backend_kind(platform: str | None = None) -> str:
+    """"tpu" | "gpu" | "cpu" for a jax platform name (default: this process's backend)."""
+    platform = platform or jax.default_backend()
+    return {"cuda": "gpu", "rocm": "gpu"}.get(platform, platform)
+
+
+def estimate(cfg: Config, num_devices: int, mcfg: ModelConfig | None = None,
+             backend: str | None = None) -> list[PhaseMemory]:
+    """PhaseMemory (bytes per device) for every phase of `cfg` on `num_devices` devices of
+    `backend` ("tpu" | "gpu" | "cpu"; default: this process's backend)."""
     mcfg = mcfg or model_config(cfg)
+    copies = GRADIENT_COPIES.get(backend_kind(backend), GRADIENT_COPIES_DEFAULT)
     m, amesh = mesh_sizes(cfg, num_devices)
     n_param = param_elements_per_device(mcfg, amesh)
     pb = 2 if mcfg.param_dtype in ("bfloat16", "float16") else 4
@@ -86,7 +105,7 @@ def estimate(cfg: Config, num_devices: int, mcfg: ModelConfig | None = None) -> 
             shape = f"rows/micro={s.rows} micro={s.micro} W={s.W}"
             batch = 5 * 4 * m.split(s.rows, "data", "fsdp") * s.W
         acts, logits = train_memory(mcfg, m, s.rows, s.W)
-        grads = n_param * 4 * (3 + (1 if s.micro > 1 else 0))
+        grads = n_param * 4 * (copies + (1 if s.micro > 1 else 0))
         out.append(PhaseMemory(ph.name, ph.kind, shape, params, optimizer, grads, acts, logits, batch, kv, samp,
                                reference))
     return out
@@ -122,11 +141,12 @@ def _knob(cfg: Config, mcfg: ModelConfig, pm: PhaseMemory) -> str:
     return f"{big} is the largest part ({parts[big] / GIB:.1f} GiB); change {knob}"
 
 
-def check_fits(cfg: Config, num_devices: int, hbm_bytes: int, mcfg: ModelConfig | None = None) -> list[PhaseMemory]:
+def check_fits(cfg: Config, num_devices: int, hbm_bytes: int, mcfg: ModelConfig | None = None,
+               backend: str | None = None) -> list[PhaseMemory]:
     """Raise PlanError (one line, naming the knob) for the first phase whose estimated peak
     exceeds `hbm_bytes` per device; return the estimates otherwise."""
     mcfg = mcfg or model_config(cfg)
-    phases = estimate(cfg, num_devices, mcfg)
+    phases = estimate(cfg, num_devices, mcfg, backend)
     for pm in phases:
         if pm.peak > hbm_bytes:
             raise PlanError(
@@ -172,25 +192,32 @@ def main(argv: list[str] | None = None) -> int:
     fv, config = config_cli.new_flags(argv)
     devices = flags.DEFINE_integer("devices", 0, "device count (default: the mesh's, or this host's)",
                                    flag_values=fv)
-    hbm_gib = flags.DEFINE_float("hbm_gib", 0.0, "memory per device (default: from the config name)",
-                                 flag_values=fv)
+    hbm_gib = flags.DEFINE_float("hbm_gib", 0.0, "memory per device (default: the config's "
+                                 "COMPILE_TARGET's, see qwenlong_jax/targets.py)", flag_values=fv)
+    backend_flag = flags.DEFINE_enum("backend", None, ["tpu", "gpu", "cpu"], "whose compiler to "
+                                     "price (default: the config's COMPILE_TARGET's kind, else "
+                                     "this host's backend)", flag_values=fv)
     try:
         cfg = config_cli.parse(fv, config, argv)
         spec = fv["config"].config_filename
         n = devices.value or _mesh_devices(cfg) or jax.device_count()
-        hbm = int(hbm_gib.value * GIB) if hbm_gib.value else _guess_hbm(spec)
+        from qwenlong_jax import targets
+        named = config_cli.config_target(spec)
+        target = targets.parse(named) if named else None
+        backend = backend_flag.value or (target.kind if target else None)
+        hbm = int(hbm_gib.value * GIB) if hbm_gib.value else (target.memory_bytes if target else None)
         mcfg = model_config(cfg)
-        phases = estimate(cfg, n, mcfg)
+        phases = estimate(cfg, n, mcfg, backend)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     size = f"{mcfg.num_params / 1e9:.2f}B" if mcfg.num_params >= 1e9 else f"{mcfg.num_params / 1e6:.2f}M"
-    print(f"{spec}: {size} params, mesh {cfg.mesh} on {n} devices, "
+    print(f"{spec}: {size} params, mesh {cfg.mesh} on {n} {backend_kind(backend)} devices, "
           f"dtype {mcfg.dtype}, remat {mcfg.remat}, attention {mcfg.attention_impl}")
     print(format_table(phases, hbm))
     if hbm:
         try:
-            check_fits(cfg, n, hbm, mcfg)
+            check_fits(cfg, n, hbm, mcfg, backend)
         except PlanError as e:
             print(f"does not fit: {e}")
             return 2
@@ -200,15 +227,6 @@ def main(argv: list[str] | None = None) -> int:
 def _mesh_devices(cfg: Config) -> int:
     sizes = cfg.mesh.sizes()
     return 0 if -1 in sizes else math.prod(sizes)
-
-
-def _guess_hbm(config_path: str) -> int | None:
-    name = config_path.lower()
-    if "tpu" in name:
-        return int(HBM_GIB["tpu-v5p"] * GIB)
-    if "gpu" in name:
-        return int(HBM_GIB["h100"] * GIB)
-    return None
 
 
 if __name__ == "__main__":

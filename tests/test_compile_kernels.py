@@ -14,7 +14,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 import kernels
 from kernels import flash
-from qwenlong_jax import tpu_topology
+from qwenlong_jax import targets
 
 GIB = 2**30
 
@@ -22,7 +22,7 @@ GIB = 2**30
 @pytest.fixture(scope="module")
 def chip_mesh():
     """One v5p chip (of the smallest v5p slice libtpu describes)."""
-    devices = tpu_topology.topology_devices("v5p:2x2x1")
+    devices = targets.topology_devices("v5p:2x2x1")
     return Mesh(np.array(devices[:1]), ("data",))
 
 
@@ -53,7 +53,7 @@ def test_flash_fwd_bwd_compiles_on_one_v5p_chip(chip_mesh, T):
 
     with jax.set_mesh(chip_mesh):
         compiled = jax.jit(fwd_bwd).trace(q, kv, kv, seg).lower().compile()
-    assert tpu_topology.mosaic_kernel_count(compiled) == 3  # fwd, dq, dk/dv
+    assert targets.mosaic_kernel_count(compiled) == 3  # fwd, dq, dk/dv
     mem = compiled.memory_analysis()
     # Inputs+outputs are ~7 x T x 2.5 KiB; temporaries (padding, lse/delta rows, block runs)
     # must stay O(T) too: under 4 KiB per token (0.5 GiB at 128K).
@@ -68,14 +68,14 @@ def test_decode_compiles_with_a_64k_prompt_cache(chip_mesh):
             a((B, G, R, K, H)), a((B, G, R, K, H)), a((B, G), jnp.int32))
     with jax.set_mesh(chip_mesh):
         compiled = jax.jit(kernels.decode_attention).trace(*args).lower().compile()
-    assert tpu_topology.mosaic_kernel_count(compiled) == 2  # prompt cache, response caches
+    assert targets.mosaic_kernel_count(compiled) == 2  # prompt cache, response caches
     mem = compiled.memory_analysis()
     assert mem.temp_size_in_bytes < 64 * 2**20, mem  # no copy of the 128 MiB cache
 
 
 def test_ring_with_flash_pairs_compiles_on_a_v5p_slice():
     """Ring attention over 4 chips (sequence axis), flash pairs, 32K tokens, shared prefix."""
-    devices = tpu_topology.topology_devices("v5p:2x2x1")
+    devices = targets.topology_devices("v5p:2x2x1")
     mesh = Mesh(np.array(devices), ("sequence",))
     T = 32768
     spec = lambda *s: NamedSharding(mesh, P(*s))
@@ -92,5 +92,5 @@ def test_ring_with_flash_pairs_compiles_on_a_v5p_slice():
 
     with jax.set_mesh(mesh):
         compiled = jax.jit(fwd_bwd).trace(q, kv, kv, seg).lower().compile()
-    assert tpu_topology.mosaic_kernel_count(compiled) >= 3
+    assert targets.mosaic_kernel_count(compiled) >= 3
     assert compiled.memory_analysis().temp_size_in_bytes < 1 * GIB

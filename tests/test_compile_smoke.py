@@ -44,17 +44,17 @@ def test_missing_phase_and_bad_mesh_are_one_line_errors(capsys):
     assert compile_cli.main(["--config", "configs/smoke.py", "--phases", "nope",
                              "--config.mesh.data=-1"]) == 1
     assert capsys.readouterr().err.strip() == "error: --phases: no phase named nope"
-    assert compile_cli.main(["--config", "configs/smoke.py", "--topology", "v5p:2x2x1",
+    assert compile_cli.main(["--config", "configs/smoke.py", "--target", "v5p:2x2x1",
                              "--config.mesh.data=3"]) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: mesh") and "\n" not in err
 
 
 def test_without_libtpu_one_line_says_how_to_install(monkeypatch, capsys):
-    from qwenlong_jax import tpu_topology
+    from qwenlong_jax import targets
 
-    monkeypatch.setattr(tpu_topology, "libtpu_available", lambda: False)
-    assert compile_cli.main(["--config", "configs/smoke.py"]) == 1
+    monkeypatch.setattr(targets, "libtpu_available", lambda: False)
+    assert compile_cli.main(["--config", "configs/smoke.py", "--target", "v5p:2x2x1"]) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: libtpu is not installed: pip install \"jax[tpu]==0.10.2\"")
     assert "\n" not in err

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from qwenlong_jax import roofline, tpu_topology
+from qwenlong_jax import roofline, targets
 
 # A hand-written module: a 10-trip loop of [8,16]x[16,16] matmuls that also writes one row of a
 # [10,16] buffer per step in place, a padded convolution, an all-reduce and a copy into VMEM.
@@ -128,11 +128,11 @@ def test_unknown_trip_count_is_assumed_and_said():
     assert len(cost.assumed) == 1 and "assumed 5" in cost.assumed[0]
 
 
-@pytest.mark.skipif(not tpu_topology.libtpu_available(), reason="libtpu not installed")
+@pytest.mark.skipif(not targets.libtpu_available(), reason="libtpu not installed")
 def test_tpu_layer_scan_flops_exact():
     """XLA:TPU writes the matmuls as convolutions inside fusions; a 5-layer scan of
     [256,512]x[512,1024] then [256,1024]x[1024,512] counts 5 x both."""
-    devices = tpu_topology.topology_devices("v5p:2x2x1")
+    devices = targets.topology_devices("v5p:2x2x1")
     mesh = Mesh(np.array(devices[:1]), ("data",))
     L, T, D, F = 5, 256, 512, 1024
 
