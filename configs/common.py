@@ -66,7 +66,7 @@ def base(**top) -> ml_collections.ConfigDict:
         synthetic_families=("lookup", "multihop"), synthetic_attributes=8, eval_lengths=(),
         eval_per_length=32, eval_max_new_tokens=64,
     ))
-    c.retro = ml_collections.ConfigDict(dict(hard_threshold=0.0, max_weight=8.0, hard_fraction=0.25))
+    c.retro = ml_collections.ConfigDict(dict(hard_threshold=0.0, max_weight=64.0, hard_fraction=0.25))
     c.judge = ml_collections.ConfigDict(dict(
         url="", model="Qwen2.5-1.5B-Instruct", api_key_env="JUDGE_API_KEY", timeout_s=30.0,
         max_concurrency=32, retries=2,

@@ -209,7 +209,9 @@ class RetroConfig:
     """Difficulty-aware retrospective sampling (docs/recipe.md, "Pipeline" 3)."""
 
     hard_threshold: float = 0.0  # mean reward at or below this -> hard
-    max_weight: float = 8.0  # difficulty weights clipped here
+    # Difficulty weights (1 / smoothed success rate, curriculum.py) clipped here; a never-solved
+    # example weighs 2 + G x its visits (10 after one visit of G=8), so 64 keeps them apart.
+    max_weight: float = 64.0
     hard_fraction: float = 0.25  # at most this share of a batch drawn from the hard pool
 
 

@@ -5,7 +5,10 @@
 `sample_groups` generates rounds of gen_B prompts until B groups carry a learning signal (DAPO:
 the groups whose accuracy varies; every group without dynamic sampling), keeping every valid
 group of every round; `update` trains on the first B of them (the rest, the surplus of the last
-round, is counted and dropped: the next step samples afresh from the newer policy). Short of B
+round, is counted and dropped: the next step samples afresh from the newer policy). A round's
+hard-pool prompts are shuffled in among its fresh ones (curriculum.PhaseData.next_batch), so the
+cut drops hard and fresh groups alike; `hard_trained` counts the hard groups kept beside
+`hard_drawn`, the hard prompts generated for. Short of B
 after max_gen_rounds, the batch is padded with empty groups, which the update never learns from
 (grpo_step). Keys derive from (seed, step, round), so a resumed run samples the same.
 """
@@ -32,6 +35,7 @@ from qwenlong_jax.step_shapes import PREFILL_CHUNK, RLStepShapes, rl_step_shapes
 class Group:
     """One prompt's G samples: prompt ids, response ids, rewards [G], sampler logprobs."""
     record: object
+    hard: bool  # drawn from the hard pool (retrospective sampling)
     prompt: list
     responses: list
     reward_G: np.ndarray
@@ -58,8 +62,8 @@ def sample_groups(ctx: RunContext, state, step: int, phase: PhaseConfig, pdata: 
     t0 = time.time()
     gen_tokens = 0
     while True:
-        recs, k_hard = pdata.next_batch(gen_B, difficulty)
-        hard_drawn += k_hard
+        recs, hard_B = pdata.next_batch(gen_B, difficulty)
+        hard_drawn += int(hard_B.sum())
         key = jax.random.fold_in(jax.random.fold_in(jax.random.key(cfg.seed), step), rounds)
         with jax.set_mesh(ctx.mesh):
             ro = rollout(ctx.mcfg, state.params, ctx.tok, recs, [ctx.prompt(r) for r in recs],
@@ -73,7 +77,7 @@ def sample_groups(ctx: RunContext, state, step: int, phase: PhaseConfig, pdata: 
         for b, r in enumerate(recs):
             if valid_B[b]:
                 kept.append(len(pool))
-            pool.append(Group(r, ro.prompts[b], ro.responses[b * G:(b + 1) * G], reward_BG[b],
+            pool.append(Group(r, bool(hard_B[b]), ro.prompts[b], ro.responses[b * G:(b + 1) * G], reward_BG[b],
                               ro.sampler_logps[b * G:(b + 1) * G]))
         filtered += int((~valid_B).sum())
         all_reward.append(ro.reward_N); all_acc.append(ro.acc_N); all_len.append(ro.length_N)
@@ -97,6 +101,7 @@ def sample_groups(ctx: RunContext, state, step: int, phase: PhaseConfig, pdata: 
         "kept_groups": float(len(groups)),
         "hard_pool": float(len(pdata.hard_pool)),
         "hard_drawn": float(hard_drawn),
+        "hard_trained": float(sum(pool[g].hard for g in groups)),
         "gen_tokens_per_s": gen_tokens / max(gen_s, 1e-9),
     }
     if ctx.judge is not None:

@@ -168,7 +168,7 @@ class Trainer:
                 hard = hard_pool_for(k, cfg.phases, ctx.per_phase, difficulty, cfg.retro) if phase.kind == PhaseKind.RL else []
                 pdata = PhaseData(recs, hard, phase, cfg.retro, seed=cfg.seed * 1000 + k + 1_000_003 * cfg.data.shuffle_seed,
                                   shard=process_shard() if jax.process_count() > 1 else None,
-                                  gather=sharding.process_allgather_ints)
+                                  gather=sharding.process_allgather_ints, group_size=cfg.rl.group_size)
                 if progress.phase_data is not None:
                     pdata.restore(progress.phase_data, ctx.by_id)
                 n_steps = phase_steps(phase, len(recs))
