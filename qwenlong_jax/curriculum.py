@@ -10,9 +10,9 @@
   proportional to difficulty = 1 / p, p = (successes + 1) / (attempts + 2) the example's success
   rate over every response it was given (the paper's 1 / mean reward, with one success and one
   failure added so that a never-solved example has a finite difficulty that grows with each
-  failed attempt), clipped to `max_weight`. The drawn hard prompts are shuffled in among the
-  fresh ones (a seeded permutation of the whole batch), so the step's keep-the-first-B cut of
-  the valid groups falls on hard and fresh prompts alike.
+  failed attempt), clipped to `max_weight`. The drawn hard prompts are put at seeded random
+  positions among the fresh ones, so the step's keep-the-first-B cut of the valid groups falls
+  on hard and fresh prompts alike.
 * Phase data order comes from a grain iterator (seeded shuffle, a new permutation per epoch,
   each example exactly once per epoch, per-process shard); its state is checkpointed.
 
@@ -121,10 +121,10 @@ class PhaseData:
         return k - k % self.processes
 
     def next_batch(self, batch: int, difficulty: Difficulty) -> tuple[list[Record], np.ndarray]:
-        """(records, hard_B: which of them come from the hard pool). With hard prompts drawn, the
-        batch is a seeded permutation of fresh + hard (the same on every process), so no
-        position in it -- in particular not the tail a surplus cut drops -- is reserved for
-        either kind; without, the fresh prompts in epoch order."""
+        """(records, hard_B: which of them come from the hard pool). The fresh prompts come in
+        epoch order; the hard ones sit at seeded random positions among them (the same on every
+        process), so no position -- in particular not the tail a surplus cut drops -- is
+        reserved for either kind."""
         k = self.num_hard(batch)
         if (batch - k) % self.processes:
             raise ValueError(f"batch {batch} does not split over {self.processes} processes")
@@ -138,10 +138,12 @@ class PhaseData:
             w = difficulty.weights(ids, self.retro.max_weight, self.group_size)
             pick = rng.choice(len(ids), size=k, replace=False, p=w / w.sum())
             recs += [self.hard_pool[i] for i in sorted(pick)]
-        hard_B = np.arange(len(recs)) >= len(recs) - k
-        if k:
-            order = np.random.default_rng([self.seed, 11, self.draws]).permutation(len(recs))
-            recs, hard_B = [recs[i] for i in order], hard_B[order]
+        hard_B = np.zeros(len(recs), bool)
+        if k:  # the hard prompts at random positions, the fresh ones in epoch order around them
+            slots = np.random.default_rng([self.seed, 11, self.draws]).choice(len(recs), k, replace=False)
+            hard_B[slots] = True
+            fresh, hard = iter(recs[:len(recs) - k]), iter(recs[len(recs) - k:])
+            recs = [next(hard) if h else next(fresh) for h in hard_B]
         self.draws += 1
         return recs, hard_B
 
