@@ -11,7 +11,7 @@ def recipe_rl(**overrides) -> ml_collections.ConfigDict:
         group_size=8, clip_low=0.2, clip_high=0.2, loss_agg="token-mean", normalize_std=True,
         entropy_coeff=0.001, kl_coef=0.0, kl_type="low_var_kl", ref_from="", dynamic_sampling=True,
         max_gen_rounds=10, gen_batch=0, mini_batch=32, micro_batch=0, loss_scope="mini_batch",
-        rollout_batch=0, epochs=1, tis_cap=0.0, overlong_buffer=1000, overlong_factor=1.0,
+        token_budget=0, rollout_batch=0, epochs=1, tis_cap=0.0, overlong_buffer=1000, overlong_factor=1.0,
         temperature=0.7, top_p=0.95, top_k=0,
     ))
     rl.update(overrides)

@@ -23,7 +23,7 @@ import numpy as np
 
 from qwenlong_jax.config import PhaseConfig
 from qwenlong_jax.curriculum import Difficulty, PhaseData
-from qwenlong_jax.rl import grpo_step, packing
+from qwenlong_jax.rl import dynamic_batch, grpo_step, packing
 from qwenlong_jax.rl.advantages import group_advantages
 from qwenlong_jax.rl.dynamic_sampling import varying_groups
 from qwenlong_jax.rollout import rollout
@@ -125,6 +125,10 @@ def update(ctx: RunContext, steps: JittedSteps, state, samples: Samples, phase: 
     adv_N = np.asarray(group_advantages(jnp.asarray(rewards_N), G, normalize_std=rl.normalize_std))
     rows = packing.pack_groups(prompts, responses, G, shapes.W, shapes.R)
     batch = grpo_step.grpo_batch(rows, adv_N, shapes.updates, shapes.micro)
+    if rl.loss_scope == "dynamic":  # the reference's per-token weights (rl/dynamic_batch.py)
+        seq_N = np.repeat([len(p) for p in prompts], G) + rows.mask_NR.sum(1)
+        batch["coef_NR"] = dynamic_batch.token_coef(batch["mask_NR"], seq_N.reshape(batch["adv_N"].shape),
+                                                    rl.token_budget)
     sampler_NR = np.zeros(rows.mask_NR.shape, np.float32)
     for n, lp in enumerate(lp for g in groups for lp in pool[g].sampler_logps):
         sampler_NR[n, :len(lp)] = lp
@@ -135,7 +139,7 @@ def update(ctx: RunContext, steps: JittedSteps, state, samples: Samples, phase: 
     t1 = time.time()
     with jax.set_mesh(ctx.mesh):
         dev = jax.device_put(batch, shard)
-        logp_in = {k: v for k, v in dev.items() if k != "old_logp_NR"}
+        logp_in = {k: v for k, v in dev.items() if k not in ("old_logp_NR",) + ls.token_keys}
         dev["old_logp_NR"] = logp_fn(state.params, logp_in)
         if ls.kl_coef:  # the reference's logprobs: the same packed pass, frozen params
             dev["ref_logp_NR"] = logp_fn(state.ref_params, logp_in)
@@ -152,7 +156,7 @@ def update(ctx: RunContext, steps: JittedSteps, state, samples: Samples, phase: 
         "entropy": m["entropy"], "approx_kl": m["approx_kl"], "grad_norm": m["grad_norm"],
         "ratio_mean": m["ratio_mean"], "ratio_max": m["ratio_max"],
         "updates": m["updates"], "empty_updates": m["empty_updates"],
-        "skipped": m["skipped"], "train_tokens_per_s": train_tokens / max(time.time() - t1, 1e-9),
+        "nonfinite_updates": m["nonfinite_updates"], "train_tokens_per_s": train_tokens / max(time.time() - t1, 1e-9),
     })
     if ls.kl_coef:
         metrics["kl"] = m["kl"]
@@ -165,8 +169,9 @@ def rl_step(ctx: RunContext, steps: JittedSteps, state, step: int, phase: PhaseC
     shapes = rl_step_shapes(phase, ctx.cfg.rl, PREFILL_CHUNK)
     samples = sample_groups(ctx, state, step, phase, pdata, difficulty, shapes)
     metrics = dict(samples.metrics)
-    if not samples.groups:
-        metrics["skipped"] = 1.0
+    if not samples.groups:  # nothing to learn from: every update of the step is empty
+        metrics.update(updates=0.0, empty_updates=float(shapes.updates * ctx.cfg.rl.epochs),
+                       nonfinite_updates=0.0)
         return state, metrics, None
     state, update_metrics, by_update = update(ctx, steps, state, samples, phase, shapes)
     metrics.update(update_metrics)

@@ -102,6 +102,10 @@ def validate_run(cfg: Config, mcfg, mesh) -> None:
             raise config_lib.ConfigError(
                 f"rl.micro_batch={micro} groups is not divisible by the mesh batch axes (data*fsdp="
                 f"{batch_axes}); change rl.micro_batch or mesh")
+        if cfg.rl.loss_scope == "dynamic" and cfg.rl.token_budget < ph.max_input + ph.max_output:
+            raise config_lib.ConfigError(
+                f"rl.token_budget={cfg.rl.token_budget} is below the longest sequence of phases[{ph.name}] "
+                f"(max_input + max_output = {ph.max_input + ph.max_output}): a micro-batch must hold one")
         if cfg.rl.overlong_buffer >= ph.max_output:
             raise config_lib.ConfigError(
                 f"rl.overlong_buffer={cfg.rl.overlong_buffer} must be < phases[{ph.name}].max_output="
