@@ -8,6 +8,7 @@ import jax
 import numpy as np
 import pytest
 
+import configs.r1_distill_32b_tpu
 import configs.smoke
 from configs import common
 from qwenlong_jax import rewards
@@ -116,3 +117,31 @@ def test_phase_epochs_set_the_step_count():
     c.phases.sft.steps = 0
     c.phases.sft.epochs = 3
     assert from_config_dict(c).phases[0].epochs == 3
+
+
+def test_rl_epochs_count_generation_batches():
+    """An RL step generates for rl.gen_batch prompts, so `epochs` passes take epochs x N /
+    gen_batch steps (the reference's count), not epochs x N / batch (3x as many at gen 3x)."""
+    from qwenlong_jax.config import PhaseConfig, RLConfig
+    from qwenlong_jax.run_setup import phase_steps
+
+    rl_phase = PhaseConfig(name="r", kind="rl", batch=128)
+    assert phase_steps(rl_phase, 1200, RLConfig(gen_batch=384)) == 4  # ceil(1200 / 384)
+    assert phase_steps(rl_phase, 1200, RLConfig()) == 10  # gen_batch 0: the phase batch
+    assert phase_steps(PhaseConfig(name="r", kind="rl", batch=128, epochs=2), 1200, RLConfig(gen_batch=384)) == 7
+    with pytest.raises(ValueError, match="needs the rl section"):
+        phase_steps(rl_phase, 1200)
+    # The 32B configs: one pass over each RL phase's examples in generation batches of 384.
+    cfg = from_config_dict(configs.r1_distill_32b_tpu.get_config())
+    assert cfg.rl.gen_batch == 384 and [p.epochs for p in cfg.phases if p.kind == "rl"] == [1, 1]
+    assert [phase_steps(p, 1591, cfg.rl) for p in cfg.phases] == [38, 5, 5]  # SFT: 3 x 1591 / 128
+
+
+def test_a_step_without_any_valid_group_counts_its_updates_empty(tmp_path, monkeypatch):
+    """No group varies: nothing is trained; the step reports its M updates as empty and none as
+    non-finite (one counter each, where `skipped` used to mean both)."""
+    monkeypatch.setattr(rewards, "hybrid_scores", lambda items, judge=None: [0.0] * len(items))
+    Trainer(_cfg(), str(tmp_path / "none"), quiet=True, devices=jax.devices()[:1]).run()
+    (row,) = read_metrics(str(tmp_path / "none"))
+    assert row["kept_groups"] == 0 and row["updates"] == 0
+    assert row["empty_updates"] == 4 and row["nonfinite_updates"] == 0 and "skipped" not in row
