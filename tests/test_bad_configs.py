@@ -29,10 +29,6 @@ CLI_CASES = {
     "override_unknown_field": (["--config", "configs/smoke.py", "--config.rl.grup_size=4"], "grup_size"),
     "override_out_of_range": (["--config", "configs/smoke.py", "--config.optim.lr=-1.0"], "optim.lr"),
     "missing_config_file": (["--config", "configs/no_such_config.py"], "no_such_config.py"),
-    "gen_batch_over_batch_without_dynamic_sampling": (
-        ["--config", "configs/smoke.py", "--config.mesh.data=8", "--config.rl.dynamic_sampling=False",
-         "--config.rl.gen_batch=4"],
-        "rl.gen_batch=4 > phases[rl_short].batch=2 with rl.dynamic_sampling=False"),
 }
 
 

@@ -145,3 +145,19 @@ def test_a_step_without_any_valid_group_counts_its_updates_empty(tmp_path, monke
     (row,) = read_metrics(str(tmp_path / "none"))
     assert row["kept_groups"] == 0 and row["updates"] == 0
     assert row["empty_updates"] == 4 and row["nonfinite_updates"] == 0 and "skipped" not in row
+
+
+def test_gen_batch_over_batch_without_dynamic_sampling_is_a_config_error():
+    """Without dynamic sampling every group is kept, so a generation batch over the train batch
+    would generate groups only to throw them away: refused before anything compiles."""
+    from qwenlong_jax import sharding
+    from qwenlong_jax.config import ConfigError
+    from qwenlong_jax.run_setup import model_config, validate_run
+
+    mesh = sharding.make_mesh(_cfg().mesh, jax.devices()[:1])
+    ok = _cfg(dynamic_sampling=True, gen_batch=8)
+    validate_run(ok, model_config(ok, 512), mesh)
+    validate_run(_cfg(dynamic_sampling=False, gen_batch=4), model_config(ok, 512), mesh)  # = batch
+    bad = _cfg(dynamic_sampling=False, gen_batch=8)
+    with pytest.raises(ConfigError, match=r"rl.gen_batch=8 > phases\[rl\].batch=4 with rl.dynamic_sampling=False"):
+        validate_run(bad, model_config(bad, 512), mesh)
