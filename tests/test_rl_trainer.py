@@ -161,3 +161,12 @@ def test_gen_batch_over_batch_without_dynamic_sampling_is_a_config_error():
     bad = _cfg(dynamic_sampling=False, gen_batch=8)
     with pytest.raises(ConfigError, match=r"rl.gen_batch=8 > phases\[rl\].batch=4 with rl.dynamic_sampling=False"):
         validate_run(bad, model_config(bad, 512), mesh)
+
+
+def test_dynamic_loss_scope_trains_in_the_trainer(tmp_path, monkeypatch):
+    """rl.loss_scope="dynamic" through the real step: the host computes each token's coefficient
+    from the packed batch, the jitted update takes it, and the updates apply."""
+    monkeypatch.setattr(rewards, "hybrid_scores", _stub_scores)
+    row, upd = _run(tmp_path, "dyn", loss_scope="dynamic", token_budget=200)
+    assert row["kept_groups"] == 2 and row["updates"] == 2 and row["nonfinite_updates"] == 0
+    assert np.isfinite(row["loss"]) and upd["empty"].tolist() == [0, 0, 1, 1]
