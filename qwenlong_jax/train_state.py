@@ -74,7 +74,7 @@ def apply_update(state: TrainState, tx: optax.GradientTransformation, loss_fn: L
     """One optimizer update from the weighted sum of the micro-batches' gradients.
 
     loss_fn(params, micro_batch) -> (loss, stats). `weights_U` weighs micro-batch u's loss,
-    gradient and stats (default 1/U each, the reference's gradient accumulation); callers pass
+    gradient and stats (default 1/U each, plain gradient accumulation); callers pass
     e.g. each micro-batch's share of the real tokens so that padding never dilutes a gradient.
     `apply` (bool scalar, default True): False leaves the whole state bitwise unchanged (params,
     optimizer state, step count) and reports `empty` = 1 -- an update with nothing to learn from
