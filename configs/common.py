@@ -40,7 +40,8 @@ def phase(order: int, kind: str, max_input: int, max_output: int, *, min_input: 
 
 def paper_phases(sft_steps: int = 0) -> ml_collections.ConfigDict:
     """Warm-up SFT (inputs up to 20K, 3 epochs, batch 128, lr 5e-6) then two RL phases: inputs up to
-    20K then 60K, outputs up to 10K (the paper's progressive context scaling)."""
+    20K then 60K, outputs up to 10K (the paper's progressive context scaling), 1 epoch each: one
+    pass over the phase's examples in generation batches (rl.gen_batch prompts per step)."""
     return ml_collections.ConfigDict(dict(
         sft=phase(0, "sft", 20_000, 10_000, steps=sft_steps, epochs=1 if sft_steps else 3, batch=128,
                   lr=5e-6),
