@@ -2,11 +2,11 @@
 
     python -m qwenlong_jax.ablation --out runs/ablation          # all variants, 3 seeds, resumable
     python -m qwenlong_jax.train --config configs/ablation.py:rl_progressive \\
-        --config.model.init_from=runs/ablation/sft_only/hf --workdir runs/ablation/rl_progressive/seed0
+        --config.model.init_from=runs/ablation/sft_only/seed0/hf --workdir runs/ablation/rl_progressive/seed0
 
 Variants (configs/default.py supplies every number not named here):
-  sft_only              the SFT warm-up alone, from the shipped base; its HF export is the
-                        starting point of every RL variant (trained once, reused)
+  sft_only              the SFT warm-up alone, from the shipped base, once per seed; seed k's
+                        HF export is the starting point of every RL variant's seed k
   rl_single_stage       one RL phase over ALL inputs up to the longest limit, (0, 640] prompt
                         tokens, as the paper's single-stage baseline: it sees the short documents
                         too, so the comparison isolates the curriculum, not the data coverage
@@ -28,7 +28,7 @@ Same RL budget for the single stage:
   * data: its one phase draws from as many synthetic examples as the progressive phases
     together (`data.synthetic_per_phase` x 2), spread over its whole input range.
 The RL variants read `model.init_from`, which the ablation runner points at the sft_only
-export; by default it is the shipped base.
+export of the same seed; by default it is the shipped base.
 """
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ def recipe_rl(**overrides) -> ml_collections.ConfigDict:
         group_size=8, clip_low=0.2, clip_high=0.2, loss_agg="token-mean", normalize_std=True,
         entropy_coeff=0.001, kl_coef=0.0, kl_type="low_var_kl", ref_from="", dynamic_sampling=True,
         max_gen_rounds=10, gen_batch=0, mini_batch=32, micro_batch=0, loss_scope="mini_batch",
-        rollout_batch=0, epochs=1, tis_cap=0.0, overlong_buffer=1000, overlong_factor=1.0,
+        token_budget=0, rollout_batch=0, epochs=1, tis_cap=0.0, overlong_buffer=1000, overlong_factor=1.0,
         temperature=0.7, top_p=0.95, top_k=0,
     ))
     rl.update(overrides)
@@ -40,7 +40,8 @@ def phase(order: int, kind: str, max_input: int, max_output: int, *, min_input: 
 
 def paper_phases(sft_steps: int = 0) -> ml_collections.ConfigDict:
     """Warm-up SFT (inputs up to 20K, 3 epochs, batch 128, lr 5e-6) then two RL phases: inputs up to
-    20K then 60K, outputs up to 10K (the paper's progressive context scaling)."""
+    20K then 60K, outputs up to 10K (the paper's progressive context scaling), 1 epoch each: one
+    pass over the phase's examples in generation batches (rl.gen_batch prompts per step)."""
     return ml_collections.ConfigDict(dict(
         sft=phase(0, "sft", 20_000, 10_000, steps=sft_steps, epochs=1 if sft_steps else 3, batch=128,
                   lr=5e-6),
@@ -66,7 +67,7 @@ def base(**top) -> ml_collections.ConfigDict:
         synthetic_families=("lookup", "multihop"), synthetic_attributes=8, eval_lengths=(),
         eval_per_length=32, eval_max_new_tokens=64,
     ))
-    c.retro = ml_collections.ConfigDict(dict(hard_threshold=0.0, max_weight=8.0, hard_fraction=0.25))
+    c.retro = ml_collections.ConfigDict(dict(hard_threshold=0.0, max_weight=64.0, hard_fraction=0.25))
     c.judge = ml_collections.ConfigDict(dict(
         url="", model="Qwen2.5-1.5B-Instruct", api_key_env="JUDGE_API_KEY", timeout_s=30.0,
         max_concurrency=32, retries=2,

@@ -3,14 +3,17 @@
     python -m qwenlong_jax.ablation --out runs/ablation                  # 3 seeds (0,1,2)
     python -m qwenlong_jax.ablation --out runs/headline --headline       # the default run, 3 seeds
 
-Ablation: trains `sft_only` once (configs/ablation.py), then every RL variant from its HF
-export, once per seed; each run is a normal training workdir (OUT/<variant>/seed<k>), so
-re-running the command resumes unfinished runs and skips finished ones. Every run ends with
+Ablation: trains `sft_only` once per seed (configs/ablation.py, `seed=k`), then every RL
+variant's seed k from that seed's HF export, so the SFT arm has a seed spread too; each run
+is a normal training workdir (OUT/<variant>/seed<k>), so re-running the command resumes
+unfinished runs and skips finished ones. Every run ends with
 the held-out synthetic sweep (the trainer's end-of-phase evaluation: the same examples at the
 same lengths for every run, `EVAL_PER_LENGTH` of them per length), which is what is compared.
 Writes OUT/results.json, OUT/table.md (variant x context length with the average, mean ± sd over
-seeds, then each claim's verdict) and OUT/ablation.png (bars = means, error bars = sd over
-seeds, dots = single seeds), and prints each claim's verdict with its gap and standard error.
+seeds, then each claim's verdict, then the hard groups of `rl_progressive_retro`: hard prompts
+drawn and hard groups trained per step, per seed) and OUT/ablation.png (bars = means, error
+bars = sd over seeds, dots = single seeds), and prints each claim's verdict with its gap and
+standard error.
 
 Headline (`--headline`): trains configs/default.py (SFT + both RL phases in one run, as
 `python -m qwenlong_jax.train` does) once per seed, `--config.seed=k`, with `--eval_per_length`
@@ -32,8 +35,8 @@ from typing import Sequence
 
 from qwenlong_jax.ablation_stats import (  # noqa: F401  (arm, average_arm, binomial_var,
     aggregate, arm, as_json, average_arm, binomial_var,  # verdict: re-exported for callers)
-    claims, claims_markdown, final_accuracy, headline_markdown, headline_plot, headline_report,
-    markdown_table, plot, print_claims, verdict)
+    claims, claims_markdown, final_accuracy, hard_group_stats, hard_groups_markdown, headline_markdown,
+    headline_plot, headline_report, markdown_table, plot, print_claims, verdict)
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if _REPO not in sys.path:  # config files import `configs.common`
@@ -126,34 +129,44 @@ def main(argv: Sequence[str] | None = None) -> dict:
     os.makedirs(args.out, exist_ok=True)
     if args.headline:
         return run_headline(args, seeds)
+    from qwenlong_jax.metrics import read_metrics
+
     t0 = time.time()
-    sft_dir = os.path.join(args.out, "sft_only")
-    print(f"[ablation] sft_only -> {sft_dir}", flush=True)
-    sft_cfg = variant_config("sft_only", 0, None, args.tiny)
-    n_examples = sft_cfg.data.eval_per_length
-    results = {"sft_only": [final_accuracy(run_config(sft_cfg, sft_dir, args.quiet))]}
-    init = os.path.join(sft_dir, "hf")
+    results, inits = {"sft_only": []}, {}
+    for s in seeds:
+        sft_dir = os.path.join(args.out, "sft_only", f"seed{s}")
+        print(f"[ablation] sft_only seed {s} -> {sft_dir}", flush=True)
+        sft_cfg = variant_config("sft_only", s, None, args.tiny)
+        n_examples = sft_cfg.data.eval_per_length
+        results["sft_only"].append(final_accuracy(run_config(sft_cfg, sft_dir, args.quiet)))
+        inits[s] = os.path.join(sft_dir, "hf")
+    hard = {}
     for v in variants:
         results[v] = []
         for s in seeds:
             wd = os.path.join(args.out, v, f"seed{s}")
             print(f"[ablation] {v} seed {s} -> {wd}  ({(time.time() - t0) / 60:.1f} min so far)", flush=True)
-            results[v].append(final_accuracy(run_config(variant_config(v, s, init, args.tiny), wd, args.quiet)))
+            results[v].append(final_accuracy(run_config(variant_config(v, s, inits[s], args.tiny), wd, args.quiet)))
+            if v == "rl_progressive_retro":
+                hard[f"seed{s}"] = hard_group_stats(read_metrics(wd))
     agg = aggregate(results, n_examples)
     table = markdown_table(agg)
     held = claims(agg)
     minutes = (time.time() - t0) / 60
     report = {"minutes_this_invocation": round(minutes, 1), "seeds": seeds, "n_examples_per_length": n_examples,
-              "raw": results, "aggregate": as_json(agg), "claims": held}
+              "raw": results, "aggregate": as_json(agg), "claims": held, "hard_groups": hard}
+    hard_md = hard_groups_markdown("rl_progressive_retro", hard) if hard else ""
     with open(os.path.join(args.out, "results.json"), "w") as f:
         json.dump(report, f, indent=2)
     with open(os.path.join(args.out, "table.md"), "w") as f:
-        f.write(table + "\n\n" + claims_markdown(held) + "\n")
+        f.write(table + "\n\n" + claims_markdown(held) + "\n" + (f"\n{hard_md}\n" if hard_md else ""))
     plot(agg, os.path.join(args.out, "ablation.png"),
          f"Held-out accuracy, mean ± sd over seeds {','.join(map(str, seeds))} "
-         f"({n_examples} examples per length; sft_only: one run)", raw=results)
+         f"({n_examples} examples per length)", raw=results)
     print("\n" + table + "\n")
     print_claims(held)
+    if hard_md:
+        print("\n" + hard_md)
     print(f"\n{minutes:.1f} min; results in {args.out}/ (results.json, table.md, ablation.png)")
     return report
 

@@ -197,6 +197,37 @@ def as_json(agg: dict[str, dict]) -> dict:
                 "lengths": {n: dataclasses.asdict(x) for n, x in a["lengths"].items()}} for v, a in agg.items()}
 
 
+# ----------------------------------------------------------------------------- hard groups
+def hard_group_stats(rows: Sequence[dict]) -> dict:
+    """Retrospective sampling at work in one run, from its metrics rows: over the RL steps with
+    a non-empty hard pool, the hard prompts drawn and the hard groups trained per step (mean),
+    the groups trained per step, and the hard share of the trained groups."""
+    steps = [r for r in rows if r.get("hard_pool", 0) > 0 and "hard_trained" in r]
+    if not steps:
+        return {"steps": 0}
+    kept = sum(r["kept_groups"] for r in steps)
+    trained = sum(r["hard_trained"] for r in steps)
+    return {"steps": len(steps), "hard_pool": steps[-1]["hard_pool"],
+            "hard_drawn_per_step": float(np.mean([r["hard_drawn"] for r in steps])),
+            "hard_trained_per_step": trained / len(steps), "kept_per_step": kept / len(steps),
+            "hard_share_of_trained": trained / kept if kept else 0.0,
+            "steps_without_hard_trained": sum(r["hard_trained"] == 0 for r in steps)}
+
+
+def hard_groups_markdown(variant: str, per_seed: dict[str, dict]) -> str:
+    lines = [f"Hard groups of `{variant}` (steps with a hard pool):", "",
+             "| seed | steps | pool | hard drawn / step | hard trained / step | trained / step | hard share |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for seed, h in per_seed.items():
+        if not h["steps"]:
+            lines.append(f"| {seed} | 0 | | | | | |")
+            continue
+        lines.append(f"| {seed} | {h['steps']} | {h['hard_pool']:.0f} | {h['hard_drawn_per_step']:.2f} | "
+                     f"{h['hard_trained_per_step']:.2f} | {h['kept_per_step']:.2f} | "
+                     f"{100 * h['hard_share_of_trained']:.0f}% |")
+    return "\n".join(lines)
+
+
 # ----------------------------------------------------------------------------- headline
 def headline_report(summaries: Sequence[dict], n_examples: int, sft_phase: str = "sft") -> dict:
     """RL vs SFT per length from default runs (one summary per seed): SFT = the evaluation

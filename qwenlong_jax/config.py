@@ -21,7 +21,7 @@ from qwenlong_jax.sharding import MeshConfig
 
 LossAgg = Literal["token-mean", "seq-mean-token-mean"]
 KLType = Literal["kl", "abs", "mse", "low_var_kl"]
-LossScope = Literal["mini_batch", "micro_batch"]
+LossScope = Literal["mini_batch", "micro_batch", "dynamic"]
 BadRecordPolicy = Literal["error", "skip"]
 
 
@@ -104,9 +104,14 @@ class RLConfig:
     micro_batch: int = 0  # packed groups per forward/backward (0 = the whole mini-batch)
     # How micro-batches of one update combine (rl.loss_agg is the per-token/per-sequence mean):
     # "mini_batch" = the exact mean over the whole mini-batch (each micro-batch weighted by its
-    # real tokens, or real sequences for seq-mean-token-mean); "micro_batch" = the reference's
-    # mean of per-micro-batch means (micro-batches without a real token get weight 0).
+    # real tokens, or real sequences for seq-mean-token-mean); "micro_batch" = plain gradient
+    # accumulation, the mean of per-micro-batch means (verl without dynamic batching;
+    # micro-batches without a real token get weight 0); "dynamic" = the reference recipe's
+    # dynamic batching (verl use_dynamic_bsz): micro-batches of at most `token_budget` tokens
+    # (prompt + response), balanced by length, each one's token-mean scaled by its share of
+    # the sequences (rl/dynamic_batch.py; token-mean only).
     loss_scope: LossScope = "mini_batch"
+    token_budget: int = 0  # loss_scope="dynamic": tokens per micro-batch (verl ppo_max_token_len_per_gpu)
     rollout_batch: int = 0  # prompts per sampling call (0 = the whole batch): bounds the KV cache
     epochs: int = 1  # PPO epochs: passes over the step's batch (each pass = batch/mini_batch updates)
     # Truncated importance sampling of the sampler/trainer mismatch: each token's loss weighted by
@@ -131,6 +136,17 @@ class RLConfig:
         at_least("rl.gen_batch", self.gen_batch, 0)
         at_least("rl.rollout_batch", self.rollout_batch, 0)
         at_least("rl.epochs", self.epochs, 1)
+        at_least("rl.token_budget", self.token_budget, 0)
+        if self.loss_scope == "dynamic":
+            if not self.token_budget:
+                raise ConfigError("rl.token_budget must be > 0 with rl.loss_scope='dynamic' (the reference: "
+                                  "ppo_max_token_len_per_gpu)")
+            if self.loss_agg != "token-mean":
+                raise ConfigError(f"rl.loss_scope='dynamic' weighs token means; with rl.loss_agg="
+                                  f"{self.loss_agg!r} it equals 'mini_batch': use that")
+        elif self.token_budget:
+            raise ConfigError(f"rl.token_budget={self.token_budget} is read only with rl.loss_scope='dynamic' "
+                              f"(got {self.loss_scope!r}); set it to 0")
         at_least("rl.kl_coef", self.kl_coef, 0)
         if self.tis_cap and self.tis_cap < 1:
             raise ConfigError(f"rl.tis_cap must be 0 (off) or >= 1, got {self.tis_cap}")
@@ -209,7 +225,9 @@ class RetroConfig:
     """Difficulty-aware retrospective sampling (docs/recipe.md, "Pipeline" 3)."""
 
     hard_threshold: float = 0.0  # mean reward at or below this -> hard
-    max_weight: float = 8.0  # difficulty weights clipped here
+    # Difficulty weights (1 / smoothed success rate, curriculum.py) clipped here; a never-solved
+    # example weighs 2 + G x its visits (10 after one visit of G=8), so 64 keeps them apart.
+    max_weight: float = 64.0
     hard_fraction: float = 0.25  # at most this share of a batch drawn from the hard pool
 
 

@@ -7,7 +7,12 @@
   The reference carried such examples into the next phase offline; we do it online: when a
   phase with `retrospective=True` starts, the hard examples of earlier phases form its hard
   pool, and each batch draws up to `hard_fraction` of its prompts from it, with probability
-  proportional to difficulty = 1 / mean reward, clipped to `max_weight` (mean 0 -> max_weight).
+  proportional to difficulty = 1 / p, p = (successes + 1) / (attempts + 2) the example's success
+  rate over every response it was given (the paper's 1 / mean reward, with one success and one
+  failure added so that a never-solved example has a finite difficulty that grows with each
+  failed attempt), clipped to `max_weight`. The drawn hard prompts are put at seeded random
+  positions among the fresh ones, so the step's keep-the-first-B cut of the valid groups falls
+  on hard and fresh prompts alike.
 * Phase data order comes from a grain iterator (seeded shuffle, a new permutation per epoch,
   each example exactly once per epoch, per-process shard); its state is checkpointed.
 
@@ -57,11 +62,18 @@ class Difficulty:
     def hard(self, ids: Sequence[str], threshold: float) -> list[str]:
         return [i for i in ids if (m := self.mean(i)) is not None and m <= threshold]
 
-    def weights(self, ids: Sequence[str], max_weight: float) -> np.ndarray:
+    def weights(self, ids: Sequence[str], max_weight: float, group_size: int) -> np.ndarray:
+        """Sampling weight of each id: difficulty = 1 / p, clipped to max_weight, with
+        p = (successes + 1) / (attempts + 2) over its `group_size` responses per visit (module
+        docstring); an id never seen gets max_weight."""
         w = []
         for i in ids:
-            m = self.mean(i)
-            w.append(max_weight if m is None or m <= 0 else min(1.0 / m, max_weight))
+            h = self.history.get(i)
+            if h is None:
+                w.append(max_weight)
+                continue
+            p = (h[0] * group_size + 1.0) / (h[1] * group_size + 2.0)
+            w.append(min(1.0 / p, max_weight))
         return np.asarray(w, np.float64)
 
     def state(self) -> dict:
@@ -74,18 +86,19 @@ class Difficulty:
 
 class PhaseData:
     """Batches of records for one phase: its own examples in epoch order (grain), plus up to
-    `hard_fraction` of each batch from the hard pool of earlier phases."""
+    `hard_fraction` of each batch from the hard pool of earlier phases, shuffled in."""
 
     def __init__(self, records: Sequence[Record], hard_pool: Sequence[Record], phase: PhaseConfig,
                  retro: RetroConfig, seed: int, shard: ShardOptions | None = None,
-                 gather: Callable[[np.ndarray], np.ndarray] | None = None):
+                 gather: Callable[[np.ndarray], np.ndarray] | None = None, group_size: int = 8):
         """shard: iterate only this shard of the phase's examples (multi-host: grain's
         ShardByJaxProcess, `data.pipeline.process_shard()`). With several shards each process
         draws batch/shard_count of the phase's own examples per batch, and `gather` (an
         all-gather across processes, [n] -> [shard_count, n]) assembles the global batch in
         process order, so every process holds the same batch; the hard-pool draw is seeded and
         identical everywhere. The shard count must divide the batch; the hard count is rounded
-        down to a multiple of it."""
+        down to a multiple of it. group_size: responses per prompt (rl.group_size), the attempts
+        a visit adds to an example's difficulty."""
         if not records:
             raise ValueError(
                 f"phase {phase.name!r}: no examples with prompt length in ({phase.min_input}, "
@@ -101,13 +114,17 @@ class PhaseData:
         if self.processes > 1 and gather is None:
             raise ValueError("PhaseData: several shards need a gather function")
         self.gather = gather
+        self.group_size = group_size
 
     def num_hard(self, batch: int) -> int:
         k = min(len(self.hard_pool), int(self.retro.hard_fraction * batch))
         return k - k % self.processes
 
-    def next_batch(self, batch: int, difficulty: Difficulty) -> tuple[list[Record], int]:
-        """(records, number drawn from the hard pool)."""
+    def next_batch(self, batch: int, difficulty: Difficulty) -> tuple[list[Record], np.ndarray]:
+        """(records, hard_B: which of them come from the hard pool). The fresh prompts come in
+        epoch order; the hard ones sit at seeded random positions among them (the same on every
+        process), so no position -- in particular not the tail a surplus cut drops -- is
+        reserved for either kind."""
         k = self.num_hard(batch)
         if (batch - k) % self.processes:
             raise ValueError(f"batch {batch} does not split over {self.processes} processes")
@@ -118,11 +135,17 @@ class PhaseData:
         if k:
             rng = np.random.default_rng([self.seed, 7, self.draws])
             ids = [r.id for r in self.hard_pool]
-            w = difficulty.weights(ids, self.retro.max_weight)
+            w = difficulty.weights(ids, self.retro.max_weight, self.group_size)
             pick = rng.choice(len(ids), size=k, replace=False, p=w / w.sum())
             recs += [self.hard_pool[i] for i in sorted(pick)]
+        hard_B = np.zeros(len(recs), bool)
+        if k:  # the hard prompts at random positions, the fresh ones in epoch order around them
+            slots = np.random.default_rng([self.seed, 11, self.draws]).choice(len(recs), k, replace=False)
+            hard_B[slots] = True
+            fresh, hard = iter(recs[:len(recs) - k]), iter(recs[len(recs) - k:])
+            recs = [next(hard) if h else next(fresh) for h in hard_B]
         self.draws += 1
-        return recs, k
+        return recs, hard_B
 
     def state(self) -> dict:
         return {"iterator": self._it.get_state(), "draws": self.draws,

@@ -5,7 +5,10 @@
 `sample_groups` generates rounds of gen_B prompts until B groups carry a learning signal (DAPO:
 the groups whose accuracy varies; every group without dynamic sampling), keeping every valid
 group of every round; `update` trains on the first B of them (the rest, the surplus of the last
-round, is counted and dropped: the next step samples afresh from the newer policy). Short of B
+round, is counted and dropped: the next step samples afresh from the newer policy). A round's
+hard-pool prompts are shuffled in among its fresh ones (curriculum.PhaseData.next_batch), so the
+cut drops hard and fresh groups alike; `hard_trained` counts the hard groups kept beside
+`hard_drawn`, the hard prompts generated for. Short of B
 after max_gen_rounds, the batch is padded with empty groups, which the update never learns from
 (grpo_step). Keys derive from (seed, step, round), so a resumed run samples the same.
 """
@@ -20,7 +23,7 @@ import numpy as np
 
 from qwenlong_jax.config import PhaseConfig
 from qwenlong_jax.curriculum import Difficulty, PhaseData
-from qwenlong_jax.rl import grpo_step, packing
+from qwenlong_jax.rl import dynamic_batch, grpo_step, packing
 from qwenlong_jax.rl.advantages import group_advantages
 from qwenlong_jax.rl.dynamic_sampling import varying_groups
 from qwenlong_jax.rollout import rollout
@@ -32,6 +35,7 @@ from qwenlong_jax.step_shapes import PREFILL_CHUNK, RLStepShapes, rl_step_shapes
 class Group:
     """One prompt's G samples: prompt ids, response ids, rewards [G], sampler logprobs."""
     record: object
+    hard: bool  # drawn from the hard pool (retrospective sampling)
     prompt: list
     responses: list
     reward_G: np.ndarray
@@ -58,8 +62,8 @@ def sample_groups(ctx: RunContext, state, step: int, phase: PhaseConfig, pdata: 
     t0 = time.time()
     gen_tokens = token_steps = 0
     while True:
-        recs, k_hard = pdata.next_batch(gen_B, difficulty)
-        hard_drawn += k_hard
+        recs, hard_B = pdata.next_batch(gen_B, difficulty)
+        hard_drawn += int(hard_B.sum())
         key = jax.random.fold_in(jax.random.fold_in(jax.random.key(cfg.seed), step), rounds)
         with jax.set_mesh(ctx.mesh):
             ro = rollout(ctx.mcfg, state.params, ctx.tok, recs, [ctx.prompt(r) for r in recs],
@@ -74,7 +78,7 @@ def sample_groups(ctx: RunContext, state, step: int, phase: PhaseConfig, pdata: 
         for b, r in enumerate(recs):
             if valid_B[b]:
                 kept.append(len(pool))
-            pool.append(Group(r, ro.prompts[b], ro.responses[b * G:(b + 1) * G], reward_BG[b],
+            pool.append(Group(r, bool(hard_B[b]), ro.prompts[b], ro.responses[b * G:(b + 1) * G], reward_BG[b],
                               ro.sampler_logps[b * G:(b + 1) * G]))
         filtered += int((~valid_B).sum())
         all_reward.append(ro.reward_N); all_acc.append(ro.acc_N); all_len.append(ro.length_N)
@@ -98,6 +102,7 @@ def sample_groups(ctx: RunContext, state, step: int, phase: PhaseConfig, pdata: 
         "kept_groups": float(len(groups)),
         "hard_pool": float(len(pdata.hard_pool)),
         "hard_drawn": float(hard_drawn),
+        "hard_trained": float(sum(pool[g].hard for g in groups)),
         "gen_tokens_per_s": gen_tokens / max(gen_s, 1e-9),
         # tokens kept / sample-steps computed (a finished sample idles until its call ends)
         "rollout_utilization": gen_tokens / max(token_steps, 1),
@@ -123,6 +128,10 @@ def update(ctx: RunContext, steps: JittedSteps, state, samples: Samples, phase: 
     adv_N = np.asarray(group_advantages(jnp.asarray(rewards_N), G, normalize_std=rl.normalize_std))
     rows = packing.pack_groups(prompts, responses, G, shapes.W, shapes.R)
     batch = grpo_step.grpo_batch(rows, adv_N, shapes.updates, shapes.micro)
+    if rl.loss_scope == "dynamic":  # the reference's per-token weights (rl/dynamic_batch.py)
+        seq_N = np.repeat([len(p) for p in prompts], G) + rows.mask_NR.sum(1)
+        batch["coef_NR"] = dynamic_batch.token_coef(batch["mask_NR"], seq_N.reshape(batch["adv_N"].shape),
+                                                    rl.token_budget)
     sampler_NR = np.zeros(rows.mask_NR.shape, np.float32)
     for n, lp in enumerate(lp for g in groups for lp in pool[g].sampler_logps):
         sampler_NR[n, :len(lp)] = lp
@@ -133,7 +142,7 @@ def update(ctx: RunContext, steps: JittedSteps, state, samples: Samples, phase: 
     t1 = time.time()
     with jax.set_mesh(ctx.mesh):
         dev = jax.device_put(batch, shard)
-        logp_in = {k: v for k, v in dev.items() if k != "old_logp_NR"}
+        logp_in = {k: v for k, v in dev.items() if k not in ("old_logp_NR",) + ls.token_keys}
         dev["old_logp_NR"] = logp_fn(state.params, logp_in)
         if ls.kl_coef:  # the reference's logprobs: the same packed pass, frozen params
             dev["ref_logp_NR"] = logp_fn(state.ref_params, logp_in)
@@ -150,7 +159,7 @@ def update(ctx: RunContext, steps: JittedSteps, state, samples: Samples, phase: 
         "entropy": m["entropy"], "approx_kl": m["approx_kl"], "grad_norm": m["grad_norm"],
         "ratio_mean": m["ratio_mean"], "ratio_max": m["ratio_max"],
         "updates": m["updates"], "empty_updates": m["empty_updates"],
-        "skipped": m["skipped"], "train_tokens_per_s": train_tokens / max(time.time() - t1, 1e-9),
+        "nonfinite_updates": m["nonfinite_updates"], "train_tokens_per_s": train_tokens / max(time.time() - t1, 1e-9),
     })
     if ls.kl_coef:
         metrics["kl"] = m["kl"]
@@ -163,8 +172,9 @@ def rl_step(ctx: RunContext, steps: JittedSteps, state, step: int, phase: PhaseC
     shapes = rl_step_shapes(phase, ctx.cfg.rl, PREFILL_CHUNK)
     samples = sample_groups(ctx, state, step, phase, pdata, difficulty, shapes)
     metrics = dict(samples.metrics)
-    if not samples.groups:
-        metrics["skipped"] = 1.0
+    if not samples.groups:  # nothing to learn from: every update of the step is empty
+        metrics.update(updates=0.0, empty_updates=float(shapes.updates * ctx.cfg.rl.epochs),
+                       nonfinite_updates=0.0)
         return state, metrics, None
     state, update_metrics, by_update = update(ctx, steps, state, samples, phase, shapes)
     metrics.update(update_metrics)

@@ -14,7 +14,7 @@ import jax
 
 from qwenlong_jax import config as config_lib
 from qwenlong_jax import models, paths, sharding
-from qwenlong_jax.config import Config, PhaseConfig
+from qwenlong_jax.config import Config, PhaseConfig, PhaseKind, RLConfig
 from qwenlong_jax.data.tokenizer import DEFAULT_TOKENIZER, find_tokenizer
 
 
@@ -24,8 +24,18 @@ def tokenizer_path(cfg: Config) -> str:
     return find_tokenizer(cfg.data.tokenizer, cfg.model.init_from, cfg.model.hf_path) or DEFAULT_TOKENIZER
 
 
-def phase_steps(phase: PhaseConfig, num_records: int) -> int:
-    return phase.steps or max(1, math.ceil(phase.epochs * num_records / phase.batch))
+def phase_steps(phase: PhaseConfig, num_records: int, rl: RLConfig | None = None) -> int:
+    """A phase's steps: `steps`, else `epochs` passes over its examples. An SFT step takes
+    `batch` examples; an RL step generates for one generation batch (rl.gen_batch, or the phase
+    batch), and epochs count those, as the reference counts them (docs/recipe.md)."""
+    if phase.steps:
+        return phase.steps
+    per_step = phase.batch
+    if phase.kind == PhaseKind.RL:
+        if rl is None:
+            raise ValueError(f"phase_steps: RL phase {phase.name!r} needs the rl section (rl.gen_batch)")
+        per_step = rl.gen_batch or phase.batch
+    return max(1, math.ceil(phase.epochs * num_records / per_step))
 
 
 def phase_lr(cfg: Config, phase: PhaseConfig, phase_step: int, n_steps: int) -> float:
@@ -85,6 +95,11 @@ def validate_run(cfg: Config, mcfg, mesh) -> None:
                     f"(data*fsdp={batch_axes}); change phases[{ph.name}].micro_rows or mesh")
             continue
         gen_b = cfg.rl.gen_batch or ph.batch
+        if gen_b > ph.batch and not cfg.rl.dynamic_sampling:
+            raise config_lib.ConfigError(
+                f"rl.gen_batch={gen_b} > phases[{ph.name}].batch={ph.batch} with rl.dynamic_sampling=False: every "
+                f"group is kept, so {gen_b - ph.batch} of every {gen_b} would be generated and thrown away; set "
+                f"rl.gen_batch=0 (the phase batch) or turn rl.dynamic_sampling on")
         if gen_b % jax.process_count():
             raise config_lib.ConfigError(
                 f"rl.gen_batch={gen_b} must be divisible by the {jax.process_count()} processes")
@@ -102,6 +117,10 @@ def validate_run(cfg: Config, mcfg, mesh) -> None:
             raise config_lib.ConfigError(
                 f"rl.micro_batch={micro} groups is not divisible by the mesh batch axes (data*fsdp="
                 f"{batch_axes}); change rl.micro_batch or mesh")
+        if cfg.rl.loss_scope == "dynamic" and cfg.rl.token_budget < ph.max_input + ph.max_output:
+            raise config_lib.ConfigError(
+                f"rl.token_budget={cfg.rl.token_budget} is below the longest sequence of phases[{ph.name}] "
+                f"(max_input + max_output = {ph.max_input + ph.max_output}): a micro-batch must hold one")
         if cfg.rl.overlong_buffer >= ph.max_output:
             raise config_lib.ConfigError(
                 f"rl.overlong_buffer={cfg.rl.overlong_buffer} must be < phases[{ph.name}].max_output="

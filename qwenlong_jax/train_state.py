@@ -70,15 +70,17 @@ LossFn = Callable[[Any, Any], tuple[jax.Array, dict]]
 
 def apply_update(state: TrainState, tx: optax.GradientTransformation, loss_fn: LossFn,
                  micro_batches: Any, weights_U: jax.Array | None = None,
-                 apply: jax.Array | None = None) -> tuple[TrainState, dict]:
+                 apply: jax.Array | None = None, max_keys: tuple[str, ...] = ()) -> tuple[TrainState, dict]:
     """One optimizer update from the weighted sum of the micro-batches' gradients.
 
     loss_fn(params, micro_batch) -> (loss, stats). `weights_U` weighs micro-batch u's loss,
-    gradient and stats (default 1/U each, the reference's gradient accumulation); callers pass
+    gradient and stats (default 1/U each, plain gradient accumulation); callers pass
     e.g. each micro-batch's share of the real tokens so that padding never dilutes a gradient.
     `apply` (bool scalar, default True): False leaves the whole state bitwise unchanged (params,
     optimizer state, step count) and reports `empty` = 1 -- an update with nothing to learn from
     must not move AdamW's moments nor decay the weights.
+    Stats are the weighted sums over micro-batches, except those named in `max_keys` (e.g. a
+    maximum): their largest value over the micro-batches.
     """
     num_micro = jax.tree.leaves(micro_batches)[0].shape[0]
     if weights_U is None:
@@ -111,7 +113,7 @@ def apply_update(state: TrainState, tx: optax.GradientTransformation, loss_fn: L
                                      state.nonfinite_in_a_row),
         nonfinite_total=state.nonfinite_total + skipped,
     )
-    metrics = {k: wsum(v) for k, v in stats.items()}
+    metrics = {k: (jnp.max(v, axis=0) if k in max_keys else wsum(v)) for k, v in stats.items()}
     metrics.update(loss=loss, grad_norm=grad_norm, skipped=skipped, lr=current_lr(state),
                    empty=(~apply).astype(jnp.int32))
     return new_state, metrics

@@ -76,7 +76,7 @@ class Trainer:
         a state already over the non-finite limit is a TrainingError saying what to do."""
         cfg, per_phase = self.cfg, self.ctx.per_phase
         while progress.phase_index < len(cfg.phases) and progress.phase_step >= phase_steps(
-                cfg.phases[progress.phase_index], len(per_phase[progress.phase_index])):
+                cfg.phases[progress.phase_index], len(per_phase[progress.phase_index]), cfg.rl):
             progress = progress.next_phase()
         bad = int(jax.device_get(state.nonfinite_in_a_row))
         if bad >= cfg.optim.max_nonfinite_in_a_row:
@@ -168,10 +168,10 @@ class Trainer:
                 hard = hard_pool_for(k, cfg.phases, ctx.per_phase, difficulty, cfg.retro) if phase.kind == PhaseKind.RL else []
                 pdata = PhaseData(recs, hard, phase, cfg.retro, seed=cfg.seed * 1000 + k + 1_000_003 * cfg.data.shuffle_seed,
                                   shard=process_shard() if jax.process_count() > 1 else None,
-                                  gather=sharding.process_allgather_ints)
+                                  gather=sharding.process_allgather_ints, group_size=cfg.rl.group_size)
                 if progress.phase_data is not None:
                     pdata.restore(progress.phase_data, ctx.by_id)
-                n_steps = phase_steps(phase, len(recs))
+                n_steps = phase_steps(phase, len(recs), cfg.rl)
                 bar = tqdm(total=n_steps, initial=progress.phase_step, desc=f"{phase.name} ({phase.kind})",
                            disable=self.quiet or jax.process_index() != 0)
                 if phase.kind == PhaseKind.RL and cfg.rl.kl_coef and not cfg.rl.ref_from and progress.phase_step == 0:

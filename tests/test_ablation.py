@@ -192,6 +192,55 @@ def test_runner_rejects_unknown_variants():
         ablation.main(["--out", "/nonexistent", "--variants", "rl_magic"])
 
 
+def _fake_runs(calls):
+    """run_config stand-in: records each run, writes a retro run's metrics rows, and returns a
+    summary whose accuracy depends on the seed."""
+    import json
+    import os
+
+    def run(c, workdir, quiet):
+        calls.append((os.path.relpath(workdir), c.seed, c.model.init_from, tuple(c.phases)))
+        os.makedirs(workdir, exist_ok=True)
+        if "rl_progressive_retro" in workdir:
+            rows = [{"phase": "rl_320", "hard_pool": 0, "hard_drawn": 0, "hard_trained": 0, "kept_groups": 3},
+                    {"phase": "rl_640", "hard_pool": 14, "hard_drawn": 6, "hard_trained": 2, "kept_groups": 4},
+                    {"phase": "rl_640", "hard_pool": 14, "hard_drawn": 6, "hard_trained": 0, "kept_groups": 2}]
+            with open(os.path.join(workdir, "metrics.jsonl"), "w") as f:
+                f.write("".join(json.dumps(r) + "\n" for r in rows))
+        return {"evals": [{"phase": "last", "heldout/acc@64": 0.5 + 0.1 * c.seed, "heldout/acc@128": 0.2}]}
+    return run
+
+
+def test_runner_trains_sft_per_seed_and_reports_hard_groups(tmp_path, monkeypatch):
+    """sft_only once per seed, each RL seed from its own seed's SFT export; the retro variant's
+    hard prompts drawn and hard groups trained per step, per seed, in results and table."""
+    import os
+
+    calls = []
+    monkeypatch.setattr(ablation, "run_config", _fake_runs(calls))
+    monkeypatch.chdir(tmp_path)
+    report = ablation.main(["--out", "abl", "--seeds", "0,1", "--tiny", "--quiet"])
+    sft = [c for c in calls if c[0].startswith("abl/sft_only")]
+    assert [(c[0], c[1], c[3]) for c in sft] == [("abl/sft_only/seed0", 0, ("sft",)),
+                                                 ("abl/sft_only/seed1", 1, ("sft",))]
+    for wd, seed, init, _ in calls:
+        if not wd.startswith("abl/sft_only"):
+            assert init == os.path.join("abl", "sft_only", f"seed{seed}", "hf"), (wd, init)
+    assert report["raw"]["sft_only"] == [{64: 0.5, 128: 0.2}, {64: 0.6, 128: 0.2}]
+    assert report["aggregate"]["sft_only"]["avg"]["sd"] is not None  # a seed term on the SFT side
+    h = report["hard_groups"]
+    assert set(h) == {"seed0", "seed1"}
+    assert h["seed0"] == {"steps": 2, "hard_pool": 14, "hard_drawn_per_step": 6.0, "hard_trained_per_step": 1.0,
+                          "kept_per_step": 3.0, "hard_share_of_trained": pytest.approx(1 / 3),
+                          "steps_without_hard_trained": 1}
+    table = (tmp_path / "abl" / "table.md").read_text()
+    assert "| seed0 | 2 | 14 | 6.00 | 1.00 | 3.00 | 33% |" in table
+
+
+def test_hard_group_stats_without_a_pool():
+    assert ablation.hard_group_stats([{"hard_pool": 0, "hard_trained": 0, "kept_groups": 8}]) == {"steps": 0}
+
+
 @pytest.mark.slow
 def test_tiny_ablation_end_to_end(tmp_path):
     """The whole command at a few steps per run (its own process: one CPU device, as users run
@@ -213,7 +262,10 @@ def test_tiny_ablation_end_to_end(tmp_path):
 
     stdout, report = run()
     assert set(report["raw"]) == {"sft_only", *ablation.RL_VARIANTS}
-    assert [len(v) for v in report["raw"].values()] == [1, 2, 2, 2]
+    assert [len(v) for v in report["raw"].values()] == [2, 2, 2, 2]  # sft_only per seed too
+    assert set(report["hard_groups"]) == {"seed0", "seed1"}
+    assert all(h["steps"] == 1 and h["hard_drawn_per_step"] > 0 for h in report["hard_groups"].values())
+    assert "hard trained / step" in stdout
     assert "| variant | seeds |" in stdout and "SE" in stdout
     assert sum(stdout.count(v) for v in ("HELD", "NOT SHOWN", "REVERSED")) >= 3
     for name in ("results.json", "table.md", "ablation.png"):

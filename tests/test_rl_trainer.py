@@ -8,6 +8,7 @@ import jax
 import numpy as np
 import pytest
 
+import configs.r1_distill_32b_tpu
 import configs.smoke
 from configs import common
 from qwenlong_jax import rewards
@@ -116,3 +117,56 @@ def test_phase_epochs_set_the_step_count():
     c.phases.sft.steps = 0
     c.phases.sft.epochs = 3
     assert from_config_dict(c).phases[0].epochs == 3
+
+
+def test_rl_epochs_count_generation_batches():
+    """An RL step generates for rl.gen_batch prompts, so `epochs` passes take epochs x N /
+    gen_batch steps (the reference's count), not epochs x N / batch (3x as many at gen 3x)."""
+    from qwenlong_jax.config import PhaseConfig, RLConfig
+    from qwenlong_jax.run_setup import phase_steps
+
+    rl_phase = PhaseConfig(name="r", kind="rl", batch=128)
+    assert phase_steps(rl_phase, 1200, RLConfig(gen_batch=384)) == 4  # ceil(1200 / 384)
+    assert phase_steps(rl_phase, 1200, RLConfig()) == 10  # gen_batch 0: the phase batch
+    assert phase_steps(PhaseConfig(name="r", kind="rl", batch=128, epochs=2), 1200, RLConfig(gen_batch=384)) == 7
+    with pytest.raises(ValueError, match="needs the rl section"):
+        phase_steps(rl_phase, 1200)
+    # The 32B configs: one pass over each RL phase's examples in generation batches of 384.
+    cfg = from_config_dict(configs.r1_distill_32b_tpu.get_config())
+    assert cfg.rl.gen_batch == 384 and [p.epochs for p in cfg.phases if p.kind == "rl"] == [1, 1]
+    assert [phase_steps(p, 1591, cfg.rl) for p in cfg.phases] == [38, 5, 5]  # SFT: 3 x 1591 / 128
+
+
+def test_a_step_without_any_valid_group_counts_its_updates_empty(tmp_path, monkeypatch):
+    """No group varies: nothing is trained; the step reports its M updates as empty and none as
+    non-finite (one counter each, where `skipped` used to mean both)."""
+    monkeypatch.setattr(rewards, "hybrid_scores", lambda items, judge=None: [0.0] * len(items))
+    Trainer(_cfg(), str(tmp_path / "none"), quiet=True, devices=jax.devices()[:1]).run()
+    (row,) = read_metrics(str(tmp_path / "none"))
+    assert row["kept_groups"] == 0 and row["updates"] == 0
+    assert row["empty_updates"] == 4 and row["nonfinite_updates"] == 0 and "skipped" not in row
+
+
+def test_gen_batch_over_batch_without_dynamic_sampling_is_a_config_error():
+    """Without dynamic sampling every group is kept, so a generation batch over the train batch
+    would generate groups only to throw them away: refused before anything compiles."""
+    from qwenlong_jax import sharding
+    from qwenlong_jax.config import ConfigError
+    from qwenlong_jax.run_setup import model_config, validate_run
+
+    mesh = sharding.make_mesh(_cfg().mesh, jax.devices()[:1])
+    ok = _cfg(dynamic_sampling=True, gen_batch=8)
+    validate_run(ok, model_config(ok, 512), mesh)
+    validate_run(_cfg(dynamic_sampling=False, gen_batch=4), model_config(ok, 512), mesh)  # = batch
+    bad = _cfg(dynamic_sampling=False, gen_batch=8)
+    with pytest.raises(ConfigError, match=r"rl.gen_batch=8 > phases\[rl\].batch=4 with rl.dynamic_sampling=False"):
+        validate_run(bad, model_config(bad, 512), mesh)
+
+
+def test_dynamic_loss_scope_trains_in_the_trainer(tmp_path, monkeypatch):
+    """rl.loss_scope="dynamic" through the real step: the host computes each token's coefficient
+    from the packed batch, the jitted update takes it, and the updates apply."""
+    monkeypatch.setattr(rewards, "hybrid_scores", _stub_scores)
+    row, upd = _run(tmp_path, "dyn", loss_scope="dynamic", token_budget=200)
+    assert row["kept_groups"] == 2 and row["updates"] == 2 and row["nonfinite_updates"] == 0
+    assert np.isfinite(row["loss"]) and upd["empty"].tolist() == [0, 0, 1, 1]

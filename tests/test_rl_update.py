@@ -93,7 +93,7 @@ def test_all_padding_mini_batch_leaves_state_bitwise_unchanged():
     new, m = _update(tx, ls, state, pad)
     for a, b in zip(before, _leaves(new)):
         np.testing.assert_array_equal(a, b)  # params, AdamW moments and count, step: bitwise
-    assert int(m["empty_updates"]) == 1 and int(m["updates"]) == 0 and int(m["skipped"]) == 0
+    assert int(m["empty_updates"]) == 1 and int(m["updates"]) == 0 and int(m["nonfinite_updates"]) == 0
 
 
 @pytest.mark.parametrize("scope", ["mini_batch", "micro_batch"])
@@ -205,3 +205,36 @@ def test_tis_weights_scale_each_token_loss():
     mb["is_weight_NR"] = np.full(mb["mask_NR"].shape, 0.5, np.float32)
     half, _ = grpo_step.grpo_loss(CFG, _ls(entropy_coeff=0.0, tis_cap=2.0), params, mb)
     np.testing.assert_allclose(half, 0.5 * loss, rtol=1e-5)
+
+
+def test_ratio_max_is_the_true_maximum_over_micro_batches():
+    """One update of 4 groups in 4 micro-batches: ratio_max is the largest ratio of any real
+    token (it was a token-weighted sum of the per-micro-batch maxima, below the maximum)."""
+    ls = _ls()
+    params = _params()
+    groups = _groups(4, 0, seed=3)
+    b = _batch(params, *groups, 1, 4, ls)
+    logp = np.asarray(_logp_fn(ls)(params, {k: v for k, v in b.items() if k != "old_logp_NR"}))
+    ratio = np.exp(logp - b["old_logp_NR"])
+    want = ratio[b["mask_NR"] > 0].max()
+    per_micro = [ratio[0, u][b["mask_NR"][0, u] > 0].max() for u in range(4)]
+    assert min(per_micro) < want - 1e-3  # the micro-batches' maxima differ
+    _, m = _update(SGD, ls, TrainState.create(params, SGD), b)
+    np.testing.assert_allclose(float(m["ratio_max"]), want, rtol=1e-5)
+
+
+def test_empty_and_nonfinite_updates_are_counted_apart():
+    """M = 3 updates: one real, one all padding (empty), one with a NaN advantage (non-finite)."""
+    ls = _ls()
+    params = _params()
+    prompts, responses, adv = _groups(2, 1, seed=4)
+    order = [0, 2, 1]  # group 2 is the padding: update 0 real, update 1 empty, update 2 NaN
+    prompts = [prompts[g] for g in order]
+    responses = [r for g in order for r in responses[g * G:(g + 1) * G]]
+    adv = np.concatenate([adv[g * G:(g + 1) * G] for g in order])
+    adv[2 * G] = np.nan
+    state = TrainState.create(params, SGD)
+    new, m = _update(SGD, ls, state, _batch(params, prompts, responses, adv, 3, 1, ls))
+    assert (int(m["updates"]), int(m["empty_updates"]), int(m["nonfinite_updates"])) == (1, 1, 1)
+    assert m["by_update"]["empty"].tolist() == [0, 1, 0] and m["by_update"]["nonfinite"].tolist() == [0, 0, 1]
+    assert "skipped" not in m and int(new.step) == 1 and np.isfinite(float(m["ratio_max"]))

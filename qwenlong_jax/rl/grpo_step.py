@@ -3,7 +3,8 @@
 Batch layout (host arrays from rl.packing, reshaped by `grpo_batch`):
     rows:   tokens/positions/segment_ids/src  [M, U, Bm, W]  (M updates, U micro-batches each)
     tokens: unpack_idx/mask/old_logp          [M, U, Nm, R], adv [M, U, Nm]
-    optional, same layout as old_logp: ref_logp (rl.kl_coef > 0), is_weight (rl.tis_cap > 0)
+    optional, same layout as old_logp: ref_logp (rl.kl_coef > 0), is_weight (rl.tis_cap > 0),
+    coef (rl.loss_scope = "dynamic", from rl.dynamic_batch.token_coef)
 `unpack_idx` is local to its micro-batch (b * W + w). Packed rows hold one group each
 (shared_prefix_segment=1); the naive layout (one row per sample) uses shared_prefix_segment=None.
 
@@ -14,10 +15,16 @@ Weighting (`grpo_update`): an update whose mini-batch has no real response token
                  n_u / n (its share of the real tokens); for seq-mean-token-mean the policy term
                  is rescaled so each real sequence weighs 1 / (real sequences of the mini-batch)
                  (entropy and KL stay token means, as RECIPE's objective has them).
-  "micro_batch"  the reference's gradient accumulation: the mean of the per-micro-batch means,
-                 over the micro-batches that hold a real token (padding never dilutes it).
-In both, a padding row (an empty response) is no sequence: seq-mean-token-mean means over real
-rows. The two agree when every micro-batch holds as many tokens (sequences) as the others.
+  "micro_batch"  plain gradient accumulation over the fixed micro-batches (verl without
+                 dynamic batching): the mean of the per-micro-batch means, over the
+                 micro-batches that hold a real token (padding never dilutes it).
+  "dynamic"      the reference recipe's weighting (verl's use_dynamic_bsz): micro-batches of at
+                 most rl.token_budget tokens, balanced by length, each micro-batch's token-mean
+                 scaled by its share of the mini-batch's sequences (rl/dynamic_batch.py: the
+                 host computes each token's coefficient; micro-batches combine by token share).
+In all, a padding row (an empty response) is no sequence: seq-mean-token-mean means over real
+rows. "mini_batch" and "micro_batch" agree when every micro-batch holds as many tokens
+(sequences) as the others.
 `epochs` passes run over the same M mini-batches in the same order (PPO epochs).
 """
 from __future__ import annotations
@@ -65,7 +72,8 @@ class LossSettings:
     @property
     def token_keys(self) -> tuple[str, ...]:
         """The [M, U, Nm, R] float arrays the update reads besides mask and old_logp."""
-        return (("ref_logp_NR",) if self.kl_coef else ()) + (("is_weight_NR",) if self.tis_cap else ())
+        return ((("ref_logp_NR",) if self.kl_coef else ()) + (("is_weight_NR",) if self.tis_cap else ())
+                + (("coef_NR",) if self.scope == "dynamic" else ()))
 
 
 def micro_logprobs(cfg: ModelConfig, params, mb: dict, ls: LossSettings):
@@ -88,6 +96,7 @@ def grpo_loss(cfg: ModelConfig, ls: LossSettings, params, mb: dict):
         clip_low=ls.clip_low, clip_high=ls.clip_high, agg=ls.agg, entropy_coeff=ls.entropy_coeff,
         kl_coef=ls.kl_coef, kl_kind=ls.kl_type,
         token_weight_BT=mb["is_weight_NR"] if ls.tis_cap else None,
+        token_coef_BT=mb["coef_NR"] if ls.scope == "dynamic" else None,
     )
     scale = jnp.asarray(mb.get("pg_scale", 1.0), jnp.float32)
     if ls.agg == "seq-mean-token-mean":  # mean over real rows: padding rows are no sequences
@@ -109,8 +118,10 @@ def update_weights(mask_UNR: jax.Array, agg: str, scope: str) -> tuple[jax.Array
     if scope == "micro_batch":
         real_U = (tok_U > 0).astype(jnp.float32)
         return real_U / jnp.maximum(jnp.sum(real_U), 1.0), jnp.ones_like(tok_U), n_tok > 0
-    if scope != "mini_batch":
-        raise ValueError(f"scope must be 'mini_batch' or 'micro_batch', got {scope!r}")
+    if scope not in ("mini_batch", "dynamic"):
+        raise ValueError(f"scope must be 'mini_batch', 'micro_batch' or 'dynamic', got {scope!r}")
+    if scope == "dynamic" and agg != "token-mean":
+        raise ValueError(f"scope 'dynamic' weighs token means; agg {agg!r} has none")
     w_U = tok_U / jnp.maximum(n_tok, 1.0)
     if agg == "seq-mean-token-mean":
         seq_share_U = seq_U / jnp.maximum(jnp.sum(seq_U), 1.0)
@@ -125,27 +136,30 @@ def grpo_update(cfg: ModelConfig, ls: LossSettings, tx: optax.GradientTransforma
     """ls.epochs x M optimizer updates (one per mini-batch), each accumulating U micro-batches.
 
     Returns (state, metrics): scalars averaged over the applied updates, `updates` (applied),
-    `empty_updates`, `skipped` (non-finite), `ratio_max` (over all updates), and `by_update`,
-    the per-update metrics [epochs * M] in order."""
+    `empty_updates` (no real token: not applied), `nonfinite_updates` (non-finite loss or
+    gradient: not applied), `ratio_max` (the largest ratio of any real token in an applied
+    update), and `by_update`, the per-update metrics [epochs * M] in order (`empty`,
+    `nonfinite` flags; `ratio_max` each update's largest ratio)."""
 
     def one(state, mini):
         w_U, scale_U, apply = update_weights(mini["mask_NR"], ls.agg, ls.scope)
         mini = {**mini, "pg_scale": scale_U}
         return apply_update(state, tx, lambda p, mb: grpo_loss(cfg, ls, p, mb), mini,
-                            weights_U=w_U, apply=apply)
+                            weights_U=w_U, apply=apply, max_keys=("ratio_max",))
 
     def epoch(state, _):
         return jax.lax.scan(one, state, batch)
 
     state, metrics = jax.lax.scan(epoch, state, None, length=ls.epochs)
-    by_update = {k: v.reshape(-1) for k, v in metrics.items()}
-    used = ((by_update["empty"] == 0) & (by_update["skipped"] == 0)).astype(jnp.float32)
+    by_update = {("nonfinite" if k == "skipped" else k): v.reshape(-1) for k, v in metrics.items()}
+    used = ((by_update["empty"] == 0) & (by_update["nonfinite"] == 0)).astype(jnp.float32)
     n_used = jnp.sum(used)
     out = {k: jnp.sum(v * used) / jnp.maximum(n_used, 1.0) for k, v in by_update.items()}
-    out["skipped"] = jnp.sum(by_update["skipped"])
+    del out["nonfinite"], out["empty"]
+    out["nonfinite_updates"] = jnp.sum(by_update["nonfinite"])
     out["empty_updates"] = jnp.sum(by_update["empty"])
     out["updates"] = n_used
-    out["ratio_max"] = jnp.max(by_update["ratio_max"])
+    out["ratio_max"] = jnp.max(jnp.where(used > 0, by_update["ratio_max"], 0.0))
     out["by_update"] = by_update
     return state, out
 

@@ -72,10 +72,18 @@ def _masked_mean(x_BT: jnp.ndarray, m_BT: jnp.ndarray) -> jnp.ndarray:
     return agg_loss(x_BT, m_BT, "token-mean")
 
 
+def coef_sum(x_BT: jnp.ndarray, mask_BT: jnp.ndarray, coef_BT: jnp.ndarray) -> jnp.ndarray:
+    """sum(x * coef) over the valid tokens: a loss whose per-token weights the caller computed
+    (e.g. rl.dynamic_batch); padding never counts."""
+    return jnp.sum(jnp.where(mask_BT != 0, x_BT.astype(jnp.float32) * coef_BT.astype(jnp.float32), 0.0))
+
+
 def policy_loss_tokens(logp_BT: jnp.ndarray, old_logp_BT: jnp.ndarray, adv_BT: jnp.ndarray,
                        mask_BT: jnp.ndarray, clip_low: float = 0.2, clip_high: float = 0.2,
-                       agg: AggMode = "token-mean") -> tuple[jnp.ndarray, dict[str, jnp.ndarray]]:
-    """Clipped policy loss with a per-token advantage [B, T]; see the module docstring."""
+                       agg: AggMode = "token-mean", token_coef_BT: jnp.ndarray | None = None,
+                       ) -> tuple[jnp.ndarray, dict[str, jnp.ndarray]]:
+    """Clipped policy loss with a per-token advantage [B, T]; see the module docstring.
+    token_coef_BT: aggregate as sum(loss * coef) instead of `agg` (the statistics stay means)."""
     shape = mask_BT.shape
     if len(shape) != 2:
         raise ValueError(f"mask_BT must be [B, T], got shape {shape}")
@@ -95,7 +103,7 @@ def policy_loss_tokens(logp_BT: jnp.ndarray, old_logp_BT: jnp.ndarray, adv_BT: j
     unclipped_BT = -adv_BT * ratio_BT
     clipped_BT = -adv_BT * jnp.clip(ratio_BT, 1.0 - clip_low, 1.0 + clip_high)
     loss_BT = jnp.maximum(unclipped_BT, clipped_BT)
-    loss = agg_loss(loss_BT, m_BT, agg)
+    loss = agg_loss(loss_BT, m_BT, agg) if token_coef_BT is None else coef_sum(loss_BT, m_BT, token_coef_BT)
 
     is_clipped_BT = (clipped_BT > unclipped_BT).astype(jnp.float32)
     valid_BT = m_BT != 0
@@ -128,7 +136,7 @@ def actor_loss(logp_BT: jnp.ndarray, old_logp_BT: jnp.ndarray, adv_B: jnp.ndarra
                ref_logp_BT: jnp.ndarray | None = None, clip_low: float = 0.2,
                clip_high: float = 0.2, agg: AggMode = "token-mean", entropy_coeff: float = 0.0,
                kl_coef: float = 0.0, kl_kind: KLKind = "low_var_kl",
-               token_weight_BT: jnp.ndarray | None = None,
+               token_weight_BT: jnp.ndarray | None = None, token_coef_BT: jnp.ndarray | None = None,
                ) -> tuple[jnp.ndarray, dict[str, jnp.ndarray]]:
     """pg_loss - entropy_coeff * entropy (+ kl_coef * kl when ref_logp_BT is given).
 
@@ -138,13 +146,21 @@ def actor_loss(logp_BT: jnp.ndarray, old_logp_BT: jnp.ndarray, adv_B: jnp.ndarra
     truncated importance-sampling weights for the sampler/trainer mismatch; it is applied to
     the advantage, which is the same thing for a positive weight: max(-wA r, -wA clip(r)) =
     w max(-A r, -A clip(r)).
+    token_coef_BT (no gradient): every loss term (policy, entropy, KL) is sum(term * coef) over
+    the valid tokens instead of its mean -- the caller's own weighting of the tokens, as the
+    reference's dynamic batching weighs each micro-batch's token means (rl/dynamic_batch.py).
+    The reported entropy and KL stay token means.
     """
     adv_BT = token_advantages(adv_B, mask_BT)
     if token_weight_BT is not None:
         _check_BT("token_weight_BT", token_weight_BT, mask_BT.shape)
         adv_BT = adv_BT * token_weight_BT.astype(jnp.float32)
+    if token_coef_BT is not None:
+        _check_BT("token_coef_BT", token_coef_BT, mask_BT.shape)
     loss, stats = policy_loss_tokens(logp_BT, old_logp_BT, adv_BT, mask_BT, clip_low=clip_low,
-                                     clip_high=clip_high, agg=agg)
+                                     clip_high=clip_high, agg=agg, token_coef_BT=token_coef_BT)
+    term = (lambda x_BT, mean: mean) if token_coef_BT is None else (
+        lambda x_BT, mean: coef_sum(x_BT, mask_BT, token_coef_BT))
     if entropy_coeff != 0.0 and entropy_BT is None:
         raise ValueError(f"entropy_coeff={entropy_coeff} needs entropy_BT")
     if kl_coef != 0.0 and ref_logp_BT is None:
@@ -152,12 +168,13 @@ def actor_loss(logp_BT: jnp.ndarray, old_logp_BT: jnp.ndarray, adv_B: jnp.ndarra
     if entropy_BT is not None:
         _check_BT("entropy_BT", entropy_BT, mask_BT.shape)
         entropy = _masked_mean(entropy_BT, mask_BT)
-        loss = loss - entropy_coeff * entropy
+        loss = loss - entropy_coeff * term(entropy_BT, entropy)
         stats["entropy"] = entropy
     if ref_logp_BT is not None:
         _check_BT("ref_logp_BT", ref_logp_BT, mask_BT.shape)
-        kl = _masked_mean(kl_penalty(logp_BT, ref_logp_BT, kl_kind), mask_BT)
-        loss = loss + kl_coef * kl
+        kl_BT = kl_penalty(logp_BT, ref_logp_BT, kl_kind)
+        kl = _masked_mean(kl_BT, mask_BT)
+        loss = loss + kl_coef * term(kl_BT, kl)
         stats["kl"] = kl
     stats["actor_loss"] = loss
     return loss, stats
