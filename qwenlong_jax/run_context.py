@@ -72,7 +72,8 @@ def setup(cfg: Config, workdir: str, *, judge=None, devices=None) -> RunContext:
                                      ) from None
     mcfg = model_config(cfg, tok.vocab_size)  # validated, planned and trained alike
     validate_run(cfg, mcfg, mesh)
-    hbm = plan.device_hbm_bytes()  # None on CPU: nothing to check against
+    local = sum(d.process_index == jax.process_index() for d in mesh.devices.flat)
+    hbm = plan.device_memory_bytes(local)  # HBM, or on CPU the host's memory per device
     if hbm:
         plan.check_fits(cfg, mesh.size, hbm, mcfg)  # refuse a phase that cannot fit
     p_shard = sharding.param_shardings(models.logical_axes(mcfg), models.param_shapes(mcfg), mesh)
