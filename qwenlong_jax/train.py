@@ -34,14 +34,9 @@ def parse_flags(argv: list[str]) -> list[str]:
         msg, first = _last_line(e), str(e).split(": ")[0]
         sys.exit(f"error: {msg}" if msg.startswith("flag --") or not first.startswith("flag --")
                  else f"error: {first}: {msg}")
-    except AttributeError as e:  # --config.a.b=v naming a field the config does not have
-        field = _last_line(e).strip("'\"")
-        sys.exit(f"error: --config override: the config has no field {field!r}")
-    except KeyError as e:  # --config.phases.<name>.x=v naming a phase (a dict key) that is not there
-        text = e.args[0] if e.args and isinstance(e.args[0], str) else str(e)
-        parts = [p.strip().strip("'\"") for p in text.splitlines() if p.strip()]
-        hint = f" ({parts[1]})" if len(parts) > 1 else ""
-        sys.exit(f"error: --config override: the config has no key {parts[0] if parts else text!r}{hint}")
+    except (AttributeError, KeyError) as e:  # --config.a.b=v naming a field or key that is not there
+        from qwenlong_jax.config_cli import override_error
+        sys.exit(f"error: {override_error(e, argv)}")
 
 
 def _last_line(e: BaseException) -> str:
