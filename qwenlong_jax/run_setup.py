@@ -77,6 +77,9 @@ def check_paths(cfg: Config, workdir: str | None = None) -> None:
                                ("rl.ref_from", cfg.rl.ref_from, "dir")):
         if value:
             paths.check_readable(value, field, want)
+    for field in ("train_files", "sft_files", "eval_files"):
+        if getattr(cfg.data, field):  # each file (or each glob's hits) readable, before any is read
+            paths.expand(getattr(cfg.data, field), f"data.{field} file")
     if workdir is None or paths.is_remote(workdir):
         return
     problem = paths.local_problem(workdir, "dir")
