@@ -146,7 +146,7 @@ def test_phases_sharing_an_order_cli(tmp_path):
     ("phases", "rl_long", "max_input", 10**9),
     ("data", "eval_lengths", (10**9,)),
     ("data", "eval_max_new_tokens", 10**9),
-])
+], ids=["rl_batch", "sft_batch", "group_size", "max_output", "max_input", "eval_length", "eval_new_tokens"])
 def test_impossible_sizes_are_refused_before_compiling_with_the_planner_figure(override, tmp_path):
     c = configs.smoke.get_config()
     *path, key, value = override
@@ -154,8 +154,13 @@ def test_impossible_sizes_are_refused_before_compiling_with_the_planner_figure(o
     for p in path:
         node = node[p]
     node[key] = value
+    from qwenlong_jax.plan import PlanError
+    from qwenlong_jax.trainer import Trainer
+
     t0 = time.time()
-    msg = _trainer_error(c, tmp_path / "run")
+    with pytest.raises(PlanError) as info:  # the set-up refuses it: nothing is compiled or run
+        Trainer(from_config_dict(c), str(tmp_path / "run"), quiet=True, devices=jax.devices()[:1])
+    msg = str(info.value)
     assert re.search(r"needs ~[\d.]+ GiB per device, [\d.]+ GiB available", msg), msg
     assert time.time() - t0 < 60 and not (tmp_path / "run" / "checkpoints").exists()
 
