@@ -154,7 +154,8 @@ def _localize(args) -> None:
 def check_args(args) -> None:
     """Flag values and local paths that cannot work, as one EvalError, before anything loads
     (generate's and train's checks: numbers in range and finite, paths readable and of the
-    right kind, a sweep whose generation cannot fit in memory refused with the figure)."""
+    right kind, a sweep whose generation cannot fit in memory refused with the figure). The
+    checkpoint is checked where it is loaded (runner.load_model), after the benchmark files."""
     checks = [("--max_new_tokens", args.max_new_tokens, args.max_new_tokens >= 1, ">= 1"),
               ("--num_samples", args.num_samples, args.num_samples >= 1, ">= 1"),
               ("--temperature", args.temperature, 0 <= args.temperature < math.inf, "a finite number >= 0"),
@@ -170,7 +171,6 @@ def check_args(args) -> None:
         if not ok:
             raise EvalError(f"{flag} must be {want}, got {value}")
     try:
-        paths.check_readable(args.checkpoint, "--checkpoint", "dir")
         for flag, value, want in (("--tokenizer", args.tokenizer, "any"), ("--data_dir", args.data_dir, "dir")):
             if value:
                 paths.check_readable(value, flag, want)

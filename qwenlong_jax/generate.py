@@ -62,7 +62,6 @@ def check_args(args) -> None:
         sys.exit(f"error: {f} must be {want}, got {v}")
     try:
         paths.check_readable(args.checkpoint, "--checkpoint", "dir")
-        paths.check_readable(paths.join(args.checkpoint, "config.json"), "--checkpoint's config.json", "file")
         if args.tokenizer:
             paths.check_readable(args.tokenizer, "--tokenizer")
     except paths.PathError as e:
@@ -72,6 +71,10 @@ def check_args(args) -> None:
     if not paths.exists(paths.join(args.checkpoint, "config.json")):
         sys.exit(f"error: --checkpoint {args.checkpoint} has no config.json (an HF model directory is "
                  "needed; a training run exports one to WORKDIR/hf)")
+    try:
+        paths.check_readable(paths.join(args.checkpoint, "config.json"), "--checkpoint's config.json", "file")
+    except paths.PathError as e:
+        sys.exit(f"error: {e}")
 
 
 def check_fits(cfg: models.ModelConfig, S: int, args) -> None:
