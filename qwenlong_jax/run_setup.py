@@ -80,7 +80,10 @@ def check_paths(cfg: Config, workdir: str | None = None) -> None:
     for field in ("train_files", "sft_files", "eval_files"):
         if getattr(cfg.data, field):  # each file (or each glob's hits) readable, before any is read
             paths.expand(getattr(cfg.data, field), f"data.{field} file")
-    if workdir is None or paths.is_remote(workdir):
+    if workdir is None:
+        return
+    if paths.is_remote(workdir):
+        paths.makedirs(workdir)
         return
     problem = paths.local_problem(workdir, "dir")
     if problem and problem != "does not exist":
