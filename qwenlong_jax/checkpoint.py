@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import sys
 import tempfile
 import time
 from typing import Any
@@ -173,6 +174,7 @@ class Checkpointer:
 
     def restore_latest(self, abstract_state: Any) -> tuple[int, Any, dict] | None:
         """(step, state, meta) of the newest checkpoint that restores, or None."""
+        _drop_closed_loop_callbacks()  # a torn checkpoint's abandoned reads call back late
         for step in reversed(self.steps()):
             try:
                 out = self.manager.restore(step, args=ocp.args.Composite(
@@ -196,6 +198,25 @@ class Checkpointer:
                 self._muted = None
         if self.staged:
             shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def _drop_closed_loop_callbacks() -> None:
+    """After a restore that failed part-way, tensorstore completes the reads orbax abandoned and
+    calls back into orbax's event loop, already closed: each callback's RuntimeError('Event loop
+    is closed') reaches sys.unraisablehook, which prints a traceback (dozens, seconds later).
+    They are harmless and not the user's; only they are dropped (installed before restoring, kept
+after: they arrive during and after the failed restore); every other unraisable exception
+still goes to the previous hook."""
+    hook = sys.unraisablehook
+    if getattr(hook, "_drops_closed_loop", False):
+        return
+
+    def drop(u):
+        if not (isinstance(u.exc_value, RuntimeError) and str(u.exc_value) == "Event loop is closed"):
+            hook(u)
+
+    drop._drops_closed_loop = True
+    sys.unraisablehook = drop
 
 
 def abstract_like(tree: Any) -> Any:

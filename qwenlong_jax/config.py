@@ -81,6 +81,11 @@ class OptimConfig:
         positive("optim.lr", self.lr)
         at_least("optim.weight_decay", self.weight_decay, 0)
         positive("optim.grad_clip", self.grad_clip)
+        for n in ("b1", "b2"):
+            if not 0 <= getattr(self, n) < 1:
+                raise ConfigError(f"optim.{n} must be in [0, 1), got {getattr(self, n)}")
+        at_least("optim.warmup_steps", self.warmup_steps, 0)
+        at_least("optim.max_nonfinite_in_a_row", self.max_nonfinite_in_a_row, 1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,6 +159,8 @@ class RLConfig:
         if not 0 < self.top_p <= 1:
             raise ConfigError(f"rl.top_p must be in (0, 1], got {self.top_p}")
         at_least("rl.top_k", self.top_k, 0)  # 0 = no top-k filter
+        at_least("rl.overlong_buffer", self.overlong_buffer, 0)
+        at_least("rl.overlong_factor", self.overlong_factor, 0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -187,6 +194,8 @@ class PhaseConfig:
             raise ConfigError(f"phases[{self.name}]: set steps or epochs, not both (steps={self.steps}, "
                               f"epochs={self.epochs})")
         at_least(f"phases[{self.name}].micro_rows", self.micro_rows, 0)
+        at_least(f"phases[{self.name}].min_input", self.min_input, 0)
+        at_least(f"phases[{self.name}].lr", self.lr, 0)  # 0 = optim.lr
         if self.min_input >= self.max_input:
             raise ConfigError(
                 f"phases[{self.name}]: min_input {self.min_input} must be < max_input {self.max_input}"
@@ -218,6 +227,10 @@ class DataConfig:
     def __post_init__(self):
         at_least("data.synthetic_per_phase", self.synthetic_per_phase, 1)
         at_least("data.eval_per_length", self.eval_per_length, 1)
+        at_least("data.eval_max_new_tokens", self.eval_max_new_tokens, 1)
+        at_least("data.synthetic_attributes", self.synthetic_attributes, 1)
+        for n in self.eval_lengths:
+            at_least("data.eval_lengths[...]", n, 1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -229,6 +242,11 @@ class RetroConfig:
     # example weighs 2 + G x its visits (10 after one visit of G=8), so 64 keeps them apart.
     max_weight: float = 64.0
     hard_fraction: float = 0.25  # at most this share of a batch drawn from the hard pool
+
+    def __post_init__(self):
+        positive("retro.max_weight", self.max_weight)
+        if not 0 <= self.hard_fraction <= 1:
+            raise ConfigError(f"retro.hard_fraction must be in [0, 1], got {self.hard_fraction}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -260,6 +278,12 @@ class Config:
         names = [p.name for p in self.phases]
         if len(set(names)) != len(names):
             raise ConfigError(f"phases: names must be unique, got {names}")
+        first: dict[int, str] = {}
+        for p in self.phases:  # an order shared by two phases leaves their order to chance
+            if p.order in first:
+                raise ConfigError(f"phases[{first[p.order]}] and phases[{p.name}] both have order={p.order}; "
+                                  "give each phase its own order (phases run by increasing order)")
+            first[p.order] = p.name
         for p in self.phases:
             if p.kind == PhaseKind.RL and p.batch % self.rl.mini_batch and p.batch > self.rl.mini_batch:
                 raise ConfigError(

@@ -9,6 +9,7 @@ absl's config_flags exactly as train.py reads it, with bad input as one-line Con
 from __future__ import annotations
 
 import os
+import re
 import sys
 from typing import Sequence
 
@@ -40,13 +41,8 @@ def parse(fv: flags.FlagValues, holder: flags.FlagHolder, argv: Sequence[str]) -
         msg, first = _last_line(e), str(e).split(": ")[0]
         raise ConfigError(msg if msg.startswith("flag --") or not first.startswith("flag --")
                           else f"{first}: {msg}") from None
-    except AttributeError as e:  # --config.a.b=v naming a field the config does not have
-        raise ConfigError(f"--config override: the config has no field {_last_line(e).strip(chr(34) + chr(39))!r}") from None
-    except KeyError as e:  # --config.phases.<name>.x=v naming a phase (a dict key) that is not there
-        text = e.args[0] if e.args and isinstance(e.args[0], str) else str(e)
-        parts = [p.strip().strip("'\"") for p in text.splitlines() if p.strip()]
-        hint = f" ({parts[1]})" if len(parts) > 1 else ""
-        raise ConfigError(f"--config override: the config has no key {parts[0] if parts else text!r}{hint}") from None
+    except (AttributeError, KeyError) as e:  # --config.a.b=v naming a field or key that is not there
+        raise ConfigError(override_error(e, argv)) from None
     if rest[1:]:
         raise ConfigError(f"unrecognized arguments: {' '.join(rest[1:])} (overrides are --config.a.b=value)")
     if holder.value is None:
@@ -57,6 +53,23 @@ def parse(fv: flags.FlagValues, holder: flags.FlagHolder, argv: Sequence[str]) -
     except OSError as e:
         raise ConfigError(f"--config: {_last_line(e)}") from None
     return from_config_dict(config_dict)
+
+
+def override_error(e: AttributeError | KeyError, argv: Sequence[str]) -> str:
+    """One line for an override naming a field (or a phase, a dict key) the config does not
+    have. ml_collections raises a KeyError holding "'name'\\nDid you mean ...", wrapped in an
+    AttributeError for attribute access: unwrapped here, with the override that named it."""
+    inner: BaseException = e
+    while inner.args and isinstance(inner.args[0], BaseException):
+        inner = inner.args[0]
+    text = inner.args[0] if inner.args and isinstance(inner.args[0], str) else str(inner)
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    name = lines[0].strip("'\"") if lines else text
+    close = re.search(r'Did you mean "([^"]+)"', text)
+    flag = next((a.split("=", 1)[0] for a in argv if a.startswith("--config.")
+                 and name in a.split("=", 1)[0][len("--config."):].split(".")), "")
+    return (f"--config override: the config has no field {name!r}" + (f" in {flag}" if flag else "")
+            + (f" (did you mean {close.group(1)!r}?)" if close else ""))
 
 
 def load_config(spec: str, overrides: Sequence[str] = ()) -> Config:

@@ -3,13 +3,16 @@
 `build(path, value, tp)` turns a ConfigDict (or dict) into the dataclass `tp`, checking each
 key against the fields (an unknown key gets a did-you-mean), each value against the field's type
 (a Literal names its choices), and running the dataclass's own range checks; every failure is a
-one-line `ConfigError` naming the field's path. `to_config_dict` is the inverse.
+one-line `ConfigError` naming the field's path. A float field must be finite (nan and inf are
+refused wherever they are set: a run would otherwise fail, or silently train nothing, steps
+later). `to_config_dict` is the inverse.
 """
 from __future__ import annotations
 
 import dataclasses
 import difflib
 import enum
+import math
 import types
 import typing
 from typing import Any, Literal
@@ -21,12 +24,19 @@ class ConfigError(ValueError):
     """A config value that is missing, unknown, of the wrong type or out of range."""
 
 
+def finite(name, v):
+    if isinstance(v, float) and not math.isfinite(v):
+        raise ConfigError(f"{name} must be a finite number, got {v}")
+
+
 def positive(name, v):
+    finite(name, v)
     if not v > 0:
         raise ConfigError(f"{name} must be > 0, got {v}")
 
 
 def at_least(name, v, lo):
+    finite(name, v)
     if v < lo:
         raise ConfigError(f"{name} must be >= {lo}, got {v}")
 
@@ -46,6 +56,7 @@ def check_type(path: str, value: Any, tp: Any) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{path}: expected a number, got {value!r}")
+        finite(path, float(value))
         return float(value)
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):

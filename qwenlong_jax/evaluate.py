@@ -19,6 +19,7 @@ from the predictions already in OUT) end the program with one line, no traceback
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 
@@ -150,9 +151,68 @@ def _localize(args) -> None:
         raise EvalError(str(e)) from None
 
 
+def check_args(args) -> None:
+    """Flag values and local paths that cannot work, as one EvalError, before anything loads
+    (generate's and train's checks: numbers in range and finite, paths readable and of the
+    right kind, a sweep whose generation cannot fit in memory refused with the figure). The
+    checkpoint is checked where it is loaded (runner.load_model), after the benchmark files."""
+    checks = [("--max_new_tokens", args.max_new_tokens, args.max_new_tokens >= 1, ">= 1"),
+              ("--num_samples", args.num_samples, args.num_samples >= 1, ">= 1"),
+              ("--temperature", args.temperature, 0 <= args.temperature < math.inf, "a finite number >= 0"),
+              ("--top_p", args.top_p, 0 < args.top_p <= 1, "in (0, 1]"),
+              ("--top_k", args.top_k, args.top_k >= 0, ">= 0"),
+              ("--batch_size", args.batch_size, args.batch_size >= 1, ">= 1"),
+              ("--max_input_tokens", args.max_input_tokens, args.max_input_tokens >= 1, ">= 1"),
+              ("--limit", args.limit, args.limit is None or args.limit >= 1, ">= 1"),
+              ("--per_length", args.per_length, args.per_length >= 1, ">= 1"),
+              ("--lengths", args.lengths, bool(args.lengths) and min(args.lengths) >= 1,
+               "one or more lengths, each >= 1")]
+    for flag, value, ok, want in checks:
+        if not ok:
+            raise EvalError(f"{flag} must be {want}, got {value}")
+    try:
+        for flag, value, want in (("--tokenizer", args.tokenizer, "any"), ("--data_dir", args.data_dir, "dir")):
+            if value:
+                paths.check_readable(value, flag, want)
+        for item in args.bench_file:
+            name, sep, path = item.partition("=")
+            if sep:
+                paths.check_readable(path, f"--bench_file {name}", "file")
+        if not paths.is_remote(args.out) and os.path.exists(args.out) and not os.path.isdir(args.out):
+            raise paths.PathError(f"--out {args.out!r} is a file, not a directory")
+    except paths.PathError as e:
+        raise EvalError(str(e)) from None
+    if args.sweep:
+        _check_sweep_fits(args)
+
+
+def _check_sweep_fits(args) -> None:
+    """The sweep's longest length, generated --batch_size prompts at a time, must fit in the
+    device's memory (on CPU, the host's): memory_terms.sample_memory, as the trainer's planner."""
+    from qwenlong_jax import models, plan
+    from qwenlong_jax.memory_terms import MeshSizes, sample_memory
+    from qwenlong_jax.sampling import sampler
+    from qwenlong_jax.step_shapes import PREFILL_CHUNK
+
+    limit = plan.device_memory_bytes()
+    try:
+        cfg = models.read_hf_config(args.checkpoint)
+    except (ValueError, OSError):
+        return  # load_model reports the checkpoint's problem in its own line
+    L = max(args.lengths)
+    S = sampler.bucket_length(L + plan.PROMPT_OVERHEAD, PREFILL_CHUNK)
+    kv, work = sample_memory(cfg, MeshSizes(1, 1, 1, 1), args.batch_size, args.num_samples, S, args.max_new_tokens)
+    need = cfg.num_params * (2 if args.dtype == "bfloat16" else 4) + kv + work
+    if limit and need > limit:
+        raise EvalError(f"--lengths {L}: generating {args.batch_size} x {args.num_samples} x {args.max_new_tokens} "
+                        f"tokens needs ~{need / 2**30:.1f} GiB, {limit / 2**30:.1f} GiB available; lower "
+                        "--lengths, --max_new_tokens or --batch_size")
+
+
 def run(args, generate_fn=None) -> dict:
     """Everything main does, raising EvalError for user-fixable problems."""
     _localize(args)
+    check_args(args)
     sampling = _sampling(args)
     bad_k = [k for k in args.pass_k if not 1 <= k <= args.num_samples]
     if bad_k:

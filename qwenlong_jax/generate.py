@@ -13,6 +13,7 @@ Only HF directories are read; an orbax training checkpoint is exported to HF fir
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from typing import Sequence
@@ -46,10 +47,12 @@ def parse_args(argv: Sequence[str] | None):
 
 def check_args(args) -> None:
     """Flag values that cannot work, as one `error:` line (before anything loads)."""
+    if not args.prompt.strip():
+        sys.exit("error: --prompt is empty; give the text to continue (with --chat, the user's message)")
     bad = [(f, v, want) for f, v, ok, want in (
         ("--max_new_tokens", args.max_new_tokens, args.max_new_tokens >= 1, ">= 1"),
         ("--num_samples", args.num_samples, args.num_samples >= 1, ">= 1"),
-        ("--temperature", args.temperature, args.temperature >= 0, ">= 0"),
+        ("--temperature", args.temperature, 0 <= args.temperature < math.inf, "a finite number >= 0"),
         ("--top_p", args.top_p, 0 < args.top_p <= 1, "in (0, 1]"),
         ("--top_k", args.top_k, args.top_k >= 0, ">= 0"),
         ("--min_p", args.min_p, 0 <= args.min_p < 1, "in [0, 1)"),
@@ -57,11 +60,37 @@ def check_args(args) -> None:
     if bad:
         f, v, want = bad[0]
         sys.exit(f"error: {f} must be {want}, got {v}")
+    try:
+        paths.check_readable(args.checkpoint, "--checkpoint", "dir")
+        if args.tokenizer:
+            paths.check_readable(args.tokenizer, "--tokenizer")
+    except paths.PathError as e:
+        sys.exit(f"error: {e}")
     if not paths.exists(args.checkpoint):
         sys.exit(f"error: --checkpoint {args.checkpoint} does not exist")
     if not paths.exists(paths.join(args.checkpoint, "config.json")):
         sys.exit(f"error: --checkpoint {args.checkpoint} has no config.json (an HF model directory is "
                  "needed; a training run exports one to WORKDIR/hf)")
+    try:
+        paths.check_readable(paths.join(args.checkpoint, "config.json"), "--checkpoint's config.json", "file")
+    except paths.PathError as e:
+        sys.exit(f"error: {e}")
+
+
+def check_fits(cfg: models.ModelConfig, S: int, args) -> None:
+    """Refuse, in one line with the planner's figure, a generation whose KV cache and sampling
+    work (memory_terms.sample_memory, one device) exceed the device's memory (on CPU, the
+    host's) before anything compiles."""
+    from qwenlong_jax import plan
+    from qwenlong_jax.memory_terms import MeshSizes, sample_memory
+
+    limit = plan.device_memory_bytes()
+    kv, work = sample_memory(cfg, MeshSizes(1, 1, 1, 1), 1, args.num_samples, S, args.max_new_tokens)
+    need = cfg.num_params * (2 if args.dtype == "bfloat16" else 4) + kv + work
+    if limit and need > limit:
+        sys.exit(f"error: generating {args.num_samples} x {args.max_new_tokens} tokens after the prompt (padded to {S} tokens) needs "
+                 f"~{need / 2**30:.1f} GiB, {limit / 2**30:.1f} GiB available; lower --max_new_tokens or "
+                 "--num_samples")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -79,8 +108,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     if tok.vocab_size > cfg.vocab_size:
         sys.exit(f"error: tokenizer vocab {tok.vocab_size} exceeds the model's {cfg.vocab_size}")
     prompt = tok.chat_prompt(args.prompt) if args.chat else tok.encode(args.prompt)
+    if not prompt:
+        sys.exit(f"error: --prompt {args.prompt!r} encodes to no token")
     strategy = sampling.from_flags(args.temperature, args.top_p, args.top_k, args.min_p)
     S = sampling.bucket_length(len(prompt), args.prefill_chunk)
+    check_fits(cfg, S, args)
     tokens_BS, lens_B = sampling.pad_prompts([prompt], S)
     keys_BG = sampling.sample_keys(args.seed, [0], args.num_samples)
     static = dict(max_new_tokens=args.max_new_tokens, strategy=strategy,

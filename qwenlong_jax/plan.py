@@ -24,6 +24,7 @@ fewer or more copies.
 from __future__ import annotations
 
 import math
+import os
 import sys
 
 import jax
@@ -151,8 +152,37 @@ def check_fits(cfg: Config, num_devices: int, hbm_bytes: int, mcfg: ModelConfig 
         if pm.peak > hbm_bytes:
             raise PlanError(
                 f"phase {pm.phase}: needs ~{pm.peak / GIB:.1f} GiB per device, {hbm_bytes / GIB:.1f} GiB "
-                f"available; {_knob(cfg, mcfg, pm)}")
+                f"available ({pm.shape}); {_knob(cfg, mcfg, pm)}")
+    resident = max((pm.resident for pm in phases), default=0)
+    for length, need in heldout_memory(cfg, num_devices, mcfg):
+        if resident + need > hbm_bytes:
+            raise PlanError(
+                f"held-out set data.eval_lengths={length}: generating needs ~{(resident + need) / GIB:.1f} GiB "
+                f"per device, {hbm_bytes / GIB:.1f} GiB available; lower data.eval_lengths or "
+                "data.eval_max_new_tokens")
     return phases
+
+
+EVAL_BATCH = 16  # held-out prompts per sampling call (eval.sweep.accuracy_by_length)
+PROMPT_OVERHEAD = 64  # chat template and question around a synthetic document (tokens, at most)
+
+
+def heldout_memory(cfg: Config, num_devices: int, mcfg: ModelConfig) -> list[tuple[int, int]]:
+    """(length, kv cache + sampling bytes per device) of generating each synthetic held-out set
+    (data.eval_lengths; used when data.train_files is empty)."""
+    if cfg.data.train_files:
+        return []
+    from qwenlong_jax.sampling import sampler
+
+    m, amesh = mesh_sizes(cfg, num_devices)
+    n_param = param_elements_per_device(mcfg, amesh)
+    out = []
+    for length in cfg.data.eval_lengths:
+        S = sampler.bucket_length(length + PROMPT_OVERHEAD, step_shapes.PREFILL_CHUNK)
+        kv, samp = sample_memory(mcfg, m, min(EVAL_BATCH, cfg.data.eval_per_length), 1, S,
+                                 cfg.data.eval_max_new_tokens, n_param)
+        out.append((length, kv + samp))
+    return out
 
 
 def device_hbm_bytes(device: jax.Device | None = None) -> int | None:
@@ -160,6 +190,25 @@ def device_hbm_bytes(device: jax.Device | None = None) -> int | None:
     device = device or jax.local_devices()[0]  # memory_stats needs an addressable device
     stats = device.memory_stats() if hasattr(device, "memory_stats") else None
     return int(stats["bytes_limit"]) if stats and "bytes_limit" in stats else None
+
+
+def host_memory_bytes() -> int | None:
+    """The host's physical memory (None where the OS does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def device_memory_bytes(local_devices: int = 1) -> int | None:
+    """Memory per device that a run's phases must fit in: the accelerator's limit, or on CPU
+    (where the run's `local_devices` devices on this host share its memory) the host's memory
+    over that count. None when neither is known."""
+    hbm = device_hbm_bytes()
+    if hbm:
+        return hbm
+    host = host_memory_bytes()
+    return host // max(local_devices, 1) if host else None
 
 
 # --- table ---------------------------------------------------------------------------------

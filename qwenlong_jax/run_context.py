@@ -25,7 +25,7 @@ from qwenlong_jax.data.tokenizer import load_tokenizer
 from qwenlong_jax.datasets import RunData, load_run_data
 from qwenlong_jax.eval.sweep import accuracy_by_length
 from qwenlong_jax.rl import grpo_step
-from qwenlong_jax.run_setup import exec_overrides, model_config, tokenizer_path, validate_run
+from qwenlong_jax.run_setup import check_paths, exec_overrides, model_config, tokenizer_path, validate_run
 from qwenlong_jax.train_state import TrainState, make_optimizer
 
 
@@ -56,7 +56,7 @@ class RunContext:
 
 def setup(cfg: Config, workdir: str, *, judge=None, devices=None) -> RunContext:
     """Mesh, tokenizer, model config, pre-compile checks, judge, data and optimizer of a run."""
-    paths.makedirs(workdir)
+    check_paths(cfg, workdir)  # the workdir made, every path the config names readable
     if cfg.distributed:
         distributed.initialize(cfg.coordinator_address, cfg.num_processes, cfg.process_id)
     try:
@@ -72,7 +72,8 @@ def setup(cfg: Config, workdir: str, *, judge=None, devices=None) -> RunContext:
                                      ) from None
     mcfg = model_config(cfg, tok.vocab_size)  # validated, planned and trained alike
     validate_run(cfg, mcfg, mesh)
-    hbm = plan.device_hbm_bytes()  # None on CPU: nothing to check against
+    local = sum(d.process_index == jax.process_index() for d in mesh.devices.flat)
+    hbm = plan.device_memory_bytes(local)  # HBM, or on CPU the host's memory per device
     if hbm:
         plan.check_fits(cfg, mesh.size, hbm, mcfg)  # refuse a phase that cannot fit
     p_shard = sharding.param_shardings(models.logical_axes(mcfg), models.param_shapes(mcfg), mesh)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 
 import jax
 
@@ -74,6 +75,35 @@ def model_config(cfg: Config, vocab_size: int | None) -> models.ModelConfig:
         raise config_lib.ConfigError(
             f"model.init_from vocab {mcfg.vocab_size} != tokenizer vocab {vocab_size}")
     return mcfg
+
+
+def check_paths(cfg: Config, workdir: str | None = None) -> None:
+    """Every local path the config names (and the workdir) usable, or a PathError naming the
+    field and what is wrong: missing, a symlink loop, permission, a file for a directory."""
+    m = cfg.model
+    for field, value, want in (("model.init_from", m.init_from, "dir"),
+                               ("model.hf_path", m.hf_path if m.size == "hf" else "", "dir"),
+                               ("data.tokenizer", cfg.data.tokenizer, "any"),
+                               ("rl.ref_from", cfg.rl.ref_from, "dir")):
+        if value:
+            paths.check_readable(value, field, want)
+    for field in ("train_files", "sft_files", "eval_files"):
+        if getattr(cfg.data, field):  # each file (or each glob's hits) readable, before any is read
+            paths.expand(getattr(cfg.data, field), f"data.{field} file")
+    if workdir is None:
+        return
+    if paths.is_remote(workdir):
+        paths.makedirs(workdir)
+        return
+    problem = paths.local_problem(workdir, "dir")
+    if problem and problem != "does not exist":
+        raise paths.PathError(f"--workdir {workdir!r} {problem}")
+    try:
+        paths.makedirs(workdir)
+    except OSError as e:
+        raise paths.PathError(f"--workdir {workdir!r}: cannot create it ({e.strerror or type(e).__name__})") from None
+    if not os.access(workdir, os.W_OK | os.X_OK):
+        raise paths.PathError(f"--workdir {workdir!r} is not writable (permission denied)")
 
 
 def validate_run(cfg: Config, mcfg, mesh) -> None:

@@ -20,6 +20,9 @@ _CONFIG = config_flags.DEFINE_config_file(
     "config", os.path.join(_REPO, "configs", "default.py"), "Config file (optionally path:arg).",
     lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", "runs/default", "Output directory (resumes if it has checkpoints).")
+_STOP_GRACE = flags.DEFINE_float(
+    "stop_grace_s", 120.0, "After SIGTERM/SIGINT, seconds the current step has to finish and checkpoint "
+    "before the process exits anyway (naming the latest checkpoint).")
 
 
 def parse_flags(argv: list[str]) -> list[str]:
@@ -31,14 +34,9 @@ def parse_flags(argv: list[str]) -> list[str]:
         msg, first = _last_line(e), str(e).split(": ")[0]
         sys.exit(f"error: {msg}" if msg.startswith("flag --") or not first.startswith("flag --")
                  else f"error: {first}: {msg}")
-    except AttributeError as e:  # --config.a.b=v naming a field the config does not have
-        field = _last_line(e).strip("'\"")
-        sys.exit(f"error: --config override: the config has no field {field!r}")
-    except KeyError as e:  # --config.phases.<name>.x=v naming a phase (a dict key) that is not there
-        text = e.args[0] if e.args and isinstance(e.args[0], str) else str(e)
-        parts = [p.strip().strip("'\"") for p in text.splitlines() if p.strip()]
-        hint = f" ({parts[1]})" if len(parts) > 1 else ""
-        sys.exit(f"error: --config override: the config has no key {parts[0] if parts else text!r}{hint}")
+    except (AttributeError, KeyError) as e:  # --config.a.b=v naming a field or key that is not there
+        from qwenlong_jax.config_cli import override_error
+        sys.exit(f"error: {override_error(e, argv)}")
 
 
 def _last_line(e: BaseException) -> str:
@@ -63,6 +61,21 @@ def user_errors() -> tuple[type[Exception], ...]:
 def main(argv) -> None:
     del argv
     logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
+    from qwenlong_jax.stop import StopSignals
+
+    if not (_STOP_GRACE.value > 0 and _STOP_GRACE.value < float("inf")):
+        sys.exit(f"error: --stop_grace_s must be a finite number > 0, got {_STOP_GRACE.value}")
+    with StopSignals(_STOP_GRACE.value) as signals:  # from here a signal ends the process in bounded time
+        summary = _train(signals)
+    if summary.get("already_finished"):
+        return  # the trainer said so in one line
+    if summary.get("stopped"):
+        print(f"stopped at step {summary['step']}; checkpoint saved in {_WORKDIR.value}/checkpoints")
+        return
+    print_summary(summary)
+
+
+def _train(signals) -> dict:
     from qwenlong_jax.config import from_config_dict
     from qwenlong_jax.trainer import Trainer
 
@@ -73,7 +86,7 @@ def main(argv) -> None:
         sys.exit(f"error: --config: {_last_line(e)}")
     try:
         cfg = from_config_dict(config_dict)
-        summary = Trainer(cfg, _WORKDIR.value).run()
+        return Trainer(cfg, _WORKDIR.value, signals=signals).run()
     except user_errors() as e:
         from qwenlong_jax.checkpoint import CheckpointSaveError
         from qwenlong_jax.trainer import TrainingError
@@ -85,12 +98,6 @@ def main(argv) -> None:
             sys.stderr.flush()
             os._exit(1)
         sys.exit(line)
-    if summary.get("already_finished"):
-        return  # the trainer said so in one line
-    if summary.get("stopped"):
-        print(f"stopped at step {summary['step']}; checkpoint saved in {_WORKDIR.value}/checkpoints")
-        return
-    print_summary(summary)
 
 
 def print_summary(summary: dict) -> None:
@@ -100,7 +107,11 @@ def print_summary(summary: dict) -> None:
         by_phase[ev["phase"]] = ev
     for phase, ev in by_phase.items():
         accs = "  ".join(f"{k.split('@')[1]} tok: {v:.1%}" for k, v in ev.items() if k.startswith("heldout/acc@"))
-        print(f"  held-out accuracy after {phase:<10s} {accs}")
+        if accs:
+            print(f"  held-out accuracy after {phase:<10s} {accs}")
+    if not any(k.startswith("heldout/acc@") for ev in summary["evals"] for k in ev):
+        print("  held-out accuracy: not measured (no held-out set: data.eval_files, or with synthetic data "
+              "data.eval_lengths, is empty)")
     if summary.get("data"):
         print("  data rows left out: " + ", ".join(f"{k}={v}" for k, v in summary["data"].items())
               + " (skipped = data.bad_records='skip'; dropped/too_long = longer than every phase's max_input)")

@@ -9,16 +9,20 @@ data, state, jitted steps); sft_round.sft_step and rl_round.rl_step (sample -> r
 once per shape (shapes are static within a phase). Checkpoints hold everything needed to resume
 (checkpoint.py); a resumed run produces the same params and metrics as an uninterrupted one (RNG
 keys derive from (seed, step), the data order from the checkpointed grain iterator).
-SIGTERM/SIGINT: the current step finishes, a checkpoint is written, exit 0.
+SIGTERM/SIGINT (stop.py): the current step finishes, a checkpoint is written, exit 0; a step
+that does not finish within the grace period (a long compile or generation) or a second signal
+ends the process anyway, naming the latest checkpoint. Parameters are checked at every save: a
+run never checkpoints, exports or reports "done" from non-finite parameters.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
-import signal
 import time
 
 import jax
+import jax.numpy as jnp
 from tqdm import tqdm
 
 from qwenlong_jax import paths, sharding
@@ -33,8 +37,14 @@ from qwenlong_jax.rl_round import rl_step
 from qwenlong_jax.run_context import JittedSteps, evaluate, init_state, reference, setup
 from qwenlong_jax.run_setup import phase_lr, phase_steps
 from qwenlong_jax.sft_round import sft_step
+from qwenlong_jax.stop import StopSignals
 from qwenlong_jax.train_state import TrainState, with_lr
 from qwenlong_jax.workdir_lock import WorkdirLock
+
+
+@jax.jit
+def _all_finite(tree) -> jax.Array:
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
 
 
 class TrainingError(RuntimeError):
@@ -43,10 +53,13 @@ class TrainingError(RuntimeError):
 
 class Trainer:
     def __init__(self, cfg: Config, workdir: str, *, judge=None, stop_after_steps: int | None = None,
-                 quiet: bool = False, devices=None):
+                 quiet: bool = False, devices=None, signals: StopSignals | None = None):
+        """signals: the process's StopSignals when the caller installed one (train.py, before the
+        set-up); otherwise run() installs its own."""
         self.cfg, self.workdir, self.quiet = cfg, workdir, quiet
         self.stop_after_steps = stop_after_steps  # test hook: stop (with a checkpoint) after N steps
-        self._stop_requested = False
+        self.signals = signals
+        self.saved_step: int | None = None  # the latest checkpoint this run restored or wrote
         self.ctx = setup(cfg, workdir, judge=judge, devices=devices)  # fails before anything compiles
         self.mcfg = self.ctx.mcfg
         self.last_update_metrics = None  # the last RL update's metrics per update, for tests and debugging
@@ -57,18 +70,26 @@ class Trainer:
     def evaluate(self, params) -> dict:
         return evaluate(self.ctx, params)
 
-    def _on_signal(self, signum, frame):
-        self._stop_requested = True
-        if not self.quiet:
-            print(f"\nsignal {signum}: finishing the current step, then checkpointing and exiting")
+    def _checkpoint_note(self) -> str:
+        if self.saved_step is None:
+            return f"no checkpoint in {self.workdir}/checkpoints yet (a rerun starts at step 0)"
+        return (f"the latest checkpoint is step {self.saved_step} in {self.workdir}/checkpoints (rerun the same "
+                "command to resume from it)")
 
     def run(self) -> dict:
-        lock = WorkdirLock(self.workdir).acquire() if jax.process_index() == 0 else None
-        try:
-            return self._run()
-        finally:
-            if lock is not None:
-                lock.release()
+        own = self.signals is None
+        with (StopSignals(quiet=self.quiet) if own else contextlib.nullcontext(self.signals)) as signals:
+            self.signals = signals
+            signals.disarm("starting the run (initialising the state, restoring the latest checkpoint)")
+            signals.note = self._checkpoint_note
+            lock = WorkdirLock(self.workdir).acquire() if jax.process_index() == 0 else None
+            try:
+                return self._run()
+            finally:
+                if lock is not None:
+                    lock.release()
+                if own:
+                    self.signals = None
 
     def _resume_check(self, state, progress: Progress) -> tuple[Progress, dict | None]:
         """A restored state that cannot make progress ends the run here, in one line, instead of
@@ -78,6 +99,10 @@ class Trainer:
         while progress.phase_index < len(cfg.phases) and progress.phase_step >= phase_steps(
                 cfg.phases[progress.phase_index], len(per_phase[progress.phase_index]), cfg.rl):
             progress = progress.next_phase()
+        if not bool(jax.device_get(_all_finite(state.params))):
+            raise TrainingError(
+                f"the checkpoint at step {progress.step} in {self.workdir}/checkpoints holds non-finite parameters; "
+                "resume from an earlier one (delete the later step directories) or start again in a new --workdir")
         bad = int(jax.device_get(state.nonfinite_in_a_row))
         if bad >= cfg.optim.max_nonfinite_in_a_row:
             raise TrainingError(
@@ -133,7 +158,7 @@ class Trainer:
         try:
             restored = self._restore(ckpt, state)
             if restored is not None:
-                _, state, meta = restored
+                self.saved_step, state, meta = restored
                 progress, done = self._resume_check(state, Progress.from_meta(meta))
         except TrainingError:
             ckpt.close()
@@ -150,14 +175,16 @@ class Trainer:
         writer = MetricsWriter(self.workdir if pi == 0 else paths.join(self.workdir, f"process_{pi}"),
                                resume_step=progress.step, enabled=pi == 0 or cfg.log_all_processes,
                                tensorboard=pi == 0)
-        old_handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        self.signals.arm(self._checkpoint_note)
         step = progress.step
         steps_this_run = 0
 
         def save():
             nonlocal progress
+            self._check_params_finite(state, step)  # never a checkpoint of a broken model
             progress = dataclasses.replace(progress, step=step, difficulty=difficulty.state())
             ckpt.save(step, state, progress.to_meta())  # the checkpoint's meta: the same JSON dict as ever
+            self.saved_step = step
             writer.flush()  # the steps up to a checkpoint survive a kill -9 in TensorBoard too
 
         try:
@@ -203,7 +230,7 @@ class Trainer:
                     bar.set_postfix({k2: f"{metrics[k2]:.3f}" for k2 in ("reward_mean", "sft/nll", "loss") if k2 in metrics})
                     if last_of_phase:
                         progress = progress.next_phase()
-                    stop = self._stop_requested or (self.stop_after_steps and steps_this_run >= self.stop_after_steps)
+                    stop = self.signals.requested or (self.stop_after_steps and steps_this_run >= self.stop_after_steps)
                     if step % cfg.checkpoint_every == 0 or last_of_phase or stop:
                         save()
                     if stop:
@@ -214,11 +241,25 @@ class Trainer:
                 bar.close()
             save()
         finally:
-            for s, h in old_handlers.items():
-                signal.signal(s, h)
+            self.signals.disarm("closing the run's files")
             writer.close()
             ckpt.close()
+        self.signals.disarm(f"exporting (training finished; the final checkpoint, step {step}, is saved: "
+                            "rerun the same command to export)")
         return self._finish(state, progress, time.time() - t_start)
+
+    def _check_params_finite(self, state, step: int) -> None:
+        """TrainingError (one line, naming the latest checkpoint, which is finite: every save is
+        checked) when a parameter is nan or inf. The update skips a non-finite loss or gradient,
+        but an update of finite numbers can still overflow the parameters."""
+        if bool(jax.device_get(_all_finite(state.params))):
+            return
+        raise TrainingError(
+            f"the parameters are not finite at step {step} (an update overflowed: e.g. too large an optim.lr "
+            f"or phase lr); nothing from step {step} was saved or exported, and the last finite parameters are "
+            + (f"checkpoint step {self.saved_step} in {self.workdir}/checkpoints" if self.saved_step is not None
+               else "the initial ones (no checkpoint was written)")
+            + "; lower the learning rate and start again in a new --workdir")
 
     def _check_finite(self, state, metrics, save) -> None:
         bad = int(jax.device_get(state.nonfinite_in_a_row))

@@ -28,6 +28,7 @@ from typing import Callable, Sequence
 
 from tqdm import tqdm
 
+from qwenlong_jax import paths
 from qwenlong_jax.data.schema import Record
 from qwenlong_jax.data.truncation import fit_prompt
 from qwenlong_jax.eval.benchmarks import EvalError, gold_answers
@@ -75,6 +76,9 @@ def load_model(checkpoint: str, tokenizer_path: str | None = None, dtype: str = 
     from qwenlong_jax import models
     from qwenlong_jax.data.tokenizer import find_tokenizer, load_tokenizer
 
+    problem = paths.local_problem(checkpoint, "dir") if not paths.is_remote(checkpoint) else None
+    if problem and problem != "does not exist":  # a symlink loop, permission, a file: say so
+        raise EvalError(f"checkpoint {checkpoint!r} {problem}")
     if not os.path.isfile(os.path.join(checkpoint, "config.json")):
         hint = (f"; a training workdir? its export is {os.path.join(checkpoint, 'hf')}"
                 if os.path.isfile(os.path.join(checkpoint, "hf", "config.json")) else "")
