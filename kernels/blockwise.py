@@ -38,7 +38,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from kernels.block_mask import MaskSpec, block_visible, element_mask
-from kernels.flash import check_inputs
+from kernels.flash import check_inputs, run_per_shard
 from kernels.reference import MASK_VALUE
 
 DEFAULT_BLOCK = 256
@@ -70,10 +70,23 @@ def _block(name: str, b, length: int) -> int:
 def blockwise_attention(q_BTNH, k_BSKH, v_BSKH, *, causal: bool = True, q_segment_ids_BT=None,
                         kv_segment_ids_BS=None, shared_prefix_segment: int | None = None,
                         sm_scale: float | None = None, block_q: int | None = None,
-                        block_k: int | None = None):
-    """Attention with the semantics of `reference_attention`; returns out_BTNH (q's dtype)."""
+                        block_k: int | None = None, mesh=None,
+                        batch_axis: str | tuple[str, ...] | None = None,
+                        head_axis: str | None = None):
+    """Attention with the semantics of `reference_attention`; returns out_BTNH (q's dtype).
+
+    mesh/batch_axis/head_axis: as for `flash_attention`, run per shard of the batch and heads
+    (the loops index rows and blocks, which XLA would otherwise gather to partition)."""
     check_inputs(q_BTNH, k_BSKH, v_BSKH, q_segment_ids_BT, kv_segment_ids_BS,
                  shared_prefix_segment)
+    local = functools.partial(_local, causal=causal, shared_prefix_segment=shared_prefix_segment,
+                              sm_scale=sm_scale, block_q=block_q, block_k=block_k)
+    args = (q_BTNH, k_BSKH, v_BSKH, q_segment_ids_BT, kv_segment_ids_BS)
+    return run_per_shard(local, args, mesh=mesh, batch_axis=batch_axis, head_axis=head_axis)
+
+
+def _local(q_BTNH, k_BSKH, v_BSKH, q_segment_ids_BT, kv_segment_ids_BS, *, causal,
+           shared_prefix_segment, sm_scale, block_q, block_k):
     B, T, N, H = q_BTNH.shape
     S = k_BSKH.shape[1]
     static = BlockwiseStatic(
