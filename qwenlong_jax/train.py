@@ -101,6 +101,13 @@ def print_summary(summary: dict) -> None:
     for phase, ev in by_phase.items():
         accs = "  ".join(f"{k.split('@')[1]} tok: {v:.1%}" for k, v in ev.items() if k.startswith("heldout/acc@"))
         print(f"  held-out accuracy after {phase:<10s} {accs}")
+    split = summary.get("time_split_seconds") or {}
+    if split:
+        print("  wall seconds by part (generate / reward / update / eval / other = step - parts):")
+        for phase, t in split.items():
+            print(f"    {phase:<10s} " + "  ".join(f"{k} {t[k]:7.1f}" for k in
+                                                     ("generate", "reward", "update", "eval", "other"))
+                  + f"  = steps {t['step']:7.1f}")
     if summary.get("data"):
         print("  data rows left out: " + ", ".join(f"{k}={v}" for k, v in summary["data"].items())
               + " (skipped = data.bad_records='skip'; dropped/too_long = longer than every phase's max_input)")
