@@ -35,7 +35,9 @@ BASE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
 
 def get_config(arg: str | None = None):
     c = common.base()
-    c.model.update(size="tiny", init_from=BASE, logits_chunk=512)
+    # blockwise: the packed GRPO rows' attention as compiled lax blocks that skip masked ones
+    # (kernels/blockwise.py); dense `xla` scores cost this run's updates 2-3x more time.
+    c.model.update(size="tiny", init_from=BASE, logits_chunk=512, attention_impl="blockwise")
     c.mesh.update(data=1)
     c.optim.update(lr=5e-5)
     c.rl.update(group_size=8, mini_batch=2, gen_batch=24, max_gen_rounds=1, overlong_buffer=8,

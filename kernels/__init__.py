@@ -1,6 +1,7 @@
 """Attention kernels (Pallas) and their plain-jnp references.
 
     flash_attention     kernels/flash.py             training/prefill, Pallas fwd+bwd
+    blockwise_attention kernels/blockwise.py         the same in plain lax: CPU and fallback
     decode_attention    kernels/decode.py            sampler: G samples share one prompt KV cache
     ring_attention      kernels/ring.py              sequence-parallel under shard_map
     reference_attention kernels/reference.py         plain jnp; the ground truth and `xla` path
@@ -20,6 +21,7 @@ _EXPORTS = {
     "attention_mask": "kernels.reference",
     "reference_attention": "kernels.reference",
     "flash_attention": "kernels.flash",
+    "blockwise_attention": "kernels.blockwise",
     "decode_attention": "kernels.decode",
     "reference_decode_attention": "kernels.decode",
     "ring_attention": "kernels.ring",

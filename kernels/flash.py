@@ -235,7 +235,16 @@ def flash_attention(q_BTNH, k_BSKH, v_BSKH, *, causal: bool = True, q_segment_id
         sm_scale=float(H**-0.5 if sm_scale is None else sm_scale),
         block_q=blocks.block_q, block_k=blocks.block_k, interpret=interpret)
     args = (q_BTNH, k_BSKH, v_BSKH, q_segment_ids_BT, kv_segment_ids_BS)
-    local = functools.partial(_flash_local, static)
+    return run_per_shard(functools.partial(_flash_local, static), args, mesh=mesh,
+                         batch_axis=batch_axis, head_axis=head_axis)
+
+
+def run_per_shard(local, args, *, mesh=None, batch_axis=None, head_axis=None):
+    """local(q, k, v, q_seg, kv_seg) once, or per shard of the batch and heads: under `mesh`
+    (automatic axes) over batch_axis / head_axis, or over the Explicit axes q is sharded on.
+    Attention is independent per batch row and per kv-head group, so no shard talks to another
+    (shared by the flash and blockwise kernels; a sharded sequence needs ring_attention)."""
+    q_BTNH, _, _, q_segment_ids_BT, kv_segment_ids_BS = args
     explicit_mesh, spec = _explicit_sharding(q_BTNH)
     if explicit_mesh is None and mesh is not None and mesh.size > 1:
         qkv, seg = P(batch_axis, None, head_axis, None), P(batch_axis, None)
@@ -249,7 +258,7 @@ def flash_attention(q_BTNH, k_BSKH, v_BSKH, *, causal: bool = True, q_segment_id
     # Explicitly sharded inputs (the model's activations): batch and heads are independent, so
     # run the kernel per shard. A sharded sequence needs ring_attention instead.
     if spec[1] is not None:
-        raise ValueError(f"flash_attention: q's sequence dim is sharded over {spec[1]!r}; "
+        raise ValueError(f"attention: q's sequence dim is sharded over {spec[1]!r}; "
                          f"use ring_attention for sequence parallelism")
     qkv, seg = P(spec[0], None, spec[2], None), P(spec[0], None)
     specs = (qkv, qkv, qkv, seg if q_segment_ids_BT is not None else None,

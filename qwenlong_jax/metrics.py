@@ -102,6 +102,29 @@ def read_metrics(workdir: str) -> list[dict]:
     return [json.loads(ln) for ln in paths.read_text(path).splitlines() if ln.strip()]
 
 
+TIME_PARTS = ("generate", "reward", "update", "eval")
+
+
+def time_split(rows: list[dict]) -> dict:
+    """Wall seconds per phase (in order) and in total, from the rows' `time/*_seconds`:
+    generation, reward, update (RL: packing, logprobs and updates; SFT: the update), held-out
+    eval, and `other` = the step's wall time minus those (data, host bookkeeping, checkpoints
+    are outside steps). Rows without timing (written before it existed) count as nothing."""
+    out: dict[str, dict[str, float]] = {}
+    for r in rows:
+        if "time/step_seconds" not in r:
+            continue
+        ph = out.setdefault(r["phase"], dict.fromkeys(TIME_PARTS + ("other", "step"), 0.0))
+        parts = {p: float(r.get(f"time/{p}_seconds") or 0.0) for p in TIME_PARTS}
+        for p, v in parts.items():
+            ph[p] += v
+        ph["step"] += float(r["time/step_seconds"])
+        ph["other"] += float(r["time/step_seconds"]) - sum(parts.values())
+    if out:
+        out["total"] = {k: sum(ph[k] for ph in out.values()) for k in next(iter(out.values()))}
+    return {ph: {k: round(v, 2) for k, v in d.items()} for ph, d in out.items()}
+
+
 def plot_run(workdir: str) -> list[str]:
     """reward.png (reward per step, coloured by phase) and heldout.png (held-out accuracy by
     document length at each evaluation). Returns the written paths."""

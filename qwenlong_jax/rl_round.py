@@ -61,6 +61,7 @@ def sample_groups(ctx: RunContext, state, step: int, phase: PhaseConfig, pdata: 
     hard_drawn = rounds = filtered = 0
     t0 = time.time()
     gen_tokens = token_steps = 0
+    generate_s = reward_s = 0.0
     while True:
         recs, hard_B = pdata.next_batch(gen_B, difficulty)
         hard_drawn += int(hard_B.sum())
@@ -71,6 +72,7 @@ def sample_groups(ctx: RunContext, state, step: int, phase: PhaseConfig, pdata: 
         rounds += 1
         gen_tokens += int(ro.length_N.sum())
         token_steps += ro.token_steps
+        generate_s, reward_s = generate_s + ro.generate_s, reward_s + ro.reward_s
         reward_BG = ro.reward_N.reshape(gen_B, G)
         difficulty.update([r.id for r in recs], ro.score_N.reshape(gen_B, G).mean(1))
         valid_B = (varying_groups(ro.acc_N.astype(np.float32), G) if rl.dynamic_sampling
@@ -106,6 +108,7 @@ def sample_groups(ctx: RunContext, state, step: int, phase: PhaseConfig, pdata: 
         "gen_tokens_per_s": gen_tokens / max(gen_s, 1e-9),
         # tokens kept / sample-steps computed (a finished sample idles until its call ends)
         "rollout_utilization": gen_tokens / max(token_steps, 1),
+        "time/generate_seconds": generate_s, "time/reward_seconds": reward_s,
     }
     if ctx.judge is not None:
         js = ctx.judge.stats()
@@ -119,6 +122,7 @@ def update(ctx: RunContext, steps: JittedSteps, state, samples: Samples, phase: 
     (new state, update metrics, per-update metrics)."""
     rl, G = ctx.cfg.rl, ctx.cfg.rl.group_size
     pool, groups = samples.pool, samples.groups
+    t_pack = time.time()  # packing + logprobs + update, to the metrics on the host
     # Fixed shapes: pad to B groups with empty ones (mask 0: no loss, no gradient, and an
     # update whose mini-batch is all padding is not applied).
     pad = phase.batch - len(groups)
@@ -160,6 +164,7 @@ def update(ctx: RunContext, steps: JittedSteps, state, samples: Samples, phase: 
         "ratio_mean": m["ratio_mean"], "ratio_max": m["ratio_max"],
         "updates": m["updates"], "empty_updates": m["empty_updates"],
         "nonfinite_updates": m["nonfinite_updates"], "train_tokens_per_s": train_tokens / max(time.time() - t1, 1e-9),
+        "time/update_seconds": time.time() - t_pack,
     })
     if ls.kl_coef:
         metrics["kl"] = m["kl"]

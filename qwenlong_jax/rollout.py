@@ -9,6 +9,7 @@ overlong penalty computed on the token length (rewards.shape_reward).
 from __future__ import annotations
 
 import dataclasses
+import time
 from typing import Sequence
 
 import jax
@@ -35,6 +36,8 @@ class Rollout:
     length_N: np.ndarray
     truncated_N: np.ndarray
     token_steps: int = 0  # sample-steps the sampler computed (lockstep: steps x B x G per call)
+    generate_s: float = 0.0  # wall seconds in the sampler (to host arrays), compile included
+    reward_s: float = 0.0  # wall seconds decoding the texts and scoring them (judge included)
 
 
 def rollout(cfg: ModelConfig, params, tokenizer, records: Sequence[Record], prompts: Sequence[list[int]],
@@ -48,6 +51,7 @@ def rollout(cfg: ModelConfig, params, tokenizer, records: Sequence[Record], prom
     # rl.rollout_batch prompts per sampling call bound the KV cache; keys are per prompt, so
     # the samples do not depend on the chunking.
     chunk = rl.rollout_batch or len(prompts)
+    t0 = time.perf_counter()
     parts = [sharding.to_host(sampler.sample_groups(
         cfg, params, tokens_BS[i:i + chunk], lens_B[i:i + chunk], keys_BG[i:i + chunk],
         max_new_tokens=phase.max_output, strategy=strategy, eos_ids=tuple(tokenizer.eos_ids),
@@ -57,6 +61,7 @@ def rollout(cfg: ModelConfig, params, tokenizer, records: Sequence[Record], prom
                                steps=max(int(p.steps) for p in parts))
     # every sample of a call computes every step until the call's longest sample is done
     token_steps = sum(int(p.steps) * p.tokens_BGR.shape[0] * G for p in parts)
+    t1 = time.perf_counter()
     eos = set(tokenizer.eos_ids)
     responses, logps, texts, items = [], [], [], []
     for b, rec in enumerate(records):
@@ -76,4 +81,5 @@ def rollout(cfg: ModelConfig, params, tokenizer, records: Sequence[Record], prom
                          for s, n in zip(score, length)], np.float32)
     truncated = out.finish_BG.reshape(-1) == decode.FINISH_LENGTH
     return Rollout(list(map(list, prompts)), responses, logps, texts, score, reward,
-                   (score == 1.0), length, truncated, token_steps)
+                   (score == 1.0), length, truncated, token_steps, generate_s=t1 - t0,
+                   reward_s=time.perf_counter() - t1)

@@ -112,6 +112,13 @@ def print_summary(summary: dict) -> None:
     if not any(k.startswith("heldout/acc@") for ev in summary["evals"] for k in ev):
         print("  held-out accuracy: not measured (no held-out set: data.eval_files, or with synthetic data "
               "data.eval_lengths, is empty)")
+    split = summary.get("time_split_seconds") or {}
+    if split:
+        print("  wall seconds by part (generate / reward / update / eval / other = step - parts):")
+        for phase, t in split.items():
+            print(f"    {phase:<10s} " + "  ".join(f"{k} {t[k]:7.1f}" for k in
+                                                     ("generate", "reward", "update", "eval", "other"))
+                  + f"  = steps {t['step']:7.1f}")
     if summary.get("data"):
         print("  data rows left out: " + ", ".join(f"{k}={v}" for k, v in summary["data"].items())
               + " (skipped = data.bad_records='skip'; dropped/too_long = longer than every phase's max_input)")

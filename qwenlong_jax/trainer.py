@@ -31,7 +31,7 @@ from qwenlong_jax.config import Config, PhaseKind
 from qwenlong_jax.curriculum import Difficulty, PhaseData, hard_pool_for
 from qwenlong_jax.data.pipeline import process_shard
 from qwenlong_jax.export import export_hf
-from qwenlong_jax.metrics import MetricsWriter, plot_run
+from qwenlong_jax.metrics import MetricsWriter, plot_run, read_metrics, time_split
 from qwenlong_jax.progress import Progress
 from qwenlong_jax.rl_round import rl_step
 from qwenlong_jax.run_context import JittedSteps, evaluate, init_state, reference, setup
@@ -204,11 +204,14 @@ class Trainer:
                 if phase.kind == PhaseKind.RL and cfg.rl.kl_coef and not cfg.rl.ref_from and progress.phase_step == 0:
                     state = state.replace(ref_params=reference(ctx, state.params))  # the phase's start
                 while progress.phase_step < n_steps:
+                    t_step = time.perf_counter()
                     lr = phase_lr(cfg, phase, progress.phase_step, n_steps)
                     state = with_lr(state, lr)
                     if phase.kind == PhaseKind.SFT:
                         batch_recs, _ = pdata.next_batch(phase.batch, difficulty)
+                        t_update = time.perf_counter()
                         state, metrics = sft_step(ctx, steps, state, batch_recs, phase)
+                        metrics["time/update_seconds"] = time.perf_counter() - t_update
                     else:
                         state, metrics, by_update = rl_step(ctx, steps, state, step, phase, pdata, difficulty)
                         if by_update is not None:
@@ -220,10 +223,13 @@ class Trainer:
                     self._check_finite(state, metrics, save)
                     last_of_phase = progress.phase_step == n_steps
                     if (cfg.eval_every and step % cfg.eval_every == 0) or last_of_phase:
+                        t_eval = time.perf_counter()
                         ev = evaluate(ctx, state.params)
                         metrics.update(ev)
+                        metrics["time/eval_seconds"] = time.perf_counter() - t_eval
                         progress = dataclasses.replace(
                             progress, evals=progress.evals + ({"step": step, "phase": phase.name, **ev},))
+                    metrics["time/step_seconds"] = time.perf_counter() - t_step
                     writer.write(step, phase.name, {**metrics, "lr": float(lr), **{
                         f"data/{k2}": float(v) for k2, v in ctx.data.counts.items()}})
                     bar.update(1)
@@ -282,5 +288,7 @@ class Trainer:
                    "export": export if self.cfg.export_hf else None, "plots": plots,
                    "data": dict(ctx.data.counts)}  # rows skipped / dropped, by reason
         if jax.process_index() == 0:
+            # Where the steps' wall time went, per phase (metrics.time_split), resumed steps too.
+            summary["time_split_seconds"] = time_split(read_metrics(self.workdir))
             paths.write_text(paths.join(self.workdir, "summary.json"), json.dumps(summary, indent=2))
         return summary

@@ -1,4 +1,4 @@
-"""The model with attention_impl `flash` and `ring` gives the logits and gradients of `xla`.
+"""The model with attention_impl `flash`, `blockwise` and `ring` gives the logits and gradients of `xla`.
 
 Tiny 2-layer model, B=2 rows of T=64 tokens, three layouts: plain causal, packed sequences
 (segment ids, positions restarting per segment, trailing padding) and the GRPO shared-prefix
@@ -94,6 +94,27 @@ def test_flash_model_matches_xla(layout):
     seg, pos, _ = _layout(layout)
     f = jax.jit(functools.partial(logits_and_grads, "flash", layout), compiler_options=FAST_COMPILE)
     assert_matches_xla(layout, *f(PARAMS, TOKENS, seg, pos))
+
+
+@pytest.mark.parametrize("layout", ["causal", "packed", "prefix"])
+def test_blockwise_model_matches_xla(layout):
+    seg, pos, _ = _layout(layout)
+    f = jax.jit(functools.partial(logits_and_grads, "blockwise", layout))
+    assert_matches_xla(layout, *f(PARAMS, TOKENS, seg, pos))
+
+
+def test_blockwise_model_on_a_data_tensor_mesh_matches_xla():
+    """Under a (data=2, tensor=2) mesh the kernel runs per shard of batch and heads."""
+    mesh = sharding.make_mesh(sharding.MeshConfig(data=2, fsdp=1, tensor=2, sequence=1),
+                              devices=jax.devices()[:4])
+    p_shard = sharding.param_shardings(models.logical_axes(CFG), models.param_shapes(CFG), mesh)
+    bt = sharding.named(mesh, "batch", "length")
+    seg, pos, _ = _layout("prefix")
+    f = jax.jit(functools.partial(logits_and_grads, "blockwise", "prefix"))
+    with jax.set_mesh(mesh):
+        logits, grads = f(jax.device_put(PARAMS, p_shard), jax.device_put(TOKENS, bt),
+                          jax.device_put(seg, bt), jax.device_put(pos, bt))
+    assert_matches_xla("prefix", logits, grads)
 
 
 @pytest.mark.parametrize("layout", ["causal", "packed", "prefix"])

@@ -33,7 +33,9 @@ from qwenlong_jax.trainer import Trainer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Metrics that measure time, not training: the only keys allowed to differ after a resume.
-WALL_CLOCK_KEYS = frozenset({"gen_tokens_per_s", "train_tokens_per_s"})
+WALL_CLOCK_KEYS = frozenset({"gen_tokens_per_s", "train_tokens_per_s", "time/generate_seconds",
+                             "time/reward_seconds", "time/update_seconds", "time/eval_seconds",
+                             "time/step_seconds"})
 TOTAL_STEPS = 4  # sft 1 + rl_short 2 + rl_long 1
 
 

@@ -78,3 +78,31 @@ def test_rerun_of_a_finished_run_does_nothing_new(smoke_run):
     summary = Trainer(cfg, workdir, quiet=True, devices=jax.devices()[:1]).run()
     assert summary["steps"] == 6
     assert [r["step"] for r in read_metrics(workdir)] == list(range(1, 7))
+
+
+def test_time_split_is_logged_per_step_and_summed(smoke_run, capsys):
+    """Every step logs its wall time and its parts (generation, reward, update, eval); the
+    summary sums them per phase (other = step - parts >= 0) and train.py prints them."""
+    from qwenlong_jax.train import print_summary
+
+    _, workdir, summary = smoke_run
+    rows = read_metrics(workdir)
+    for r in rows:
+        assert r["time/step_seconds"] > 0
+        # An RL step that kept no group takes no update (rl_round.rl_step).
+        assert ("time/update_seconds" in r) == (r.get("kept_groups", 1) > 0), r["step"]
+        parts = ("generate", "reward") if r["phase"] != "sft" else ()
+        for p in parts:
+            assert r[f"time/{p}_seconds"] > 0, (r["step"], p)
+        assert ("time/eval_seconds" in r) == ("heldout/acc@64" in r)
+    split = summary["time_split_seconds"]
+    assert list(split) == ["sft", "rl_short", "rl_long", "total"]
+    steps = {ph: sum(r["time/step_seconds"] for r in rows if r["phase"] == ph) for ph in split if ph != "total"}
+    for ph, t in steps.items():
+        assert split[ph]["step"] == pytest.approx(t, abs=0.02)
+        assert split[ph]["other"] >= -0.02
+        parts = sum(split[ph][p] for p in ("generate", "reward", "update", "eval"))
+        assert parts + split[ph]["other"] == pytest.approx(split[ph]["step"], abs=0.05)
+    assert split["total"]["step"] == pytest.approx(sum(steps.values()), abs=0.05)
+    print_summary(summary)
+    assert "wall seconds by part" in capsys.readouterr().out

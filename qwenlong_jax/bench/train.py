@@ -20,11 +20,12 @@ input_ids alone and sdpa takes its causal fast path), float32 like ours, and tor
 the cores this process may run on (`--threads`, default os.sched_getaffinity). No
 torch.compile: not what a training loop gets by default.
 
-Our attention: `--attention xla,flash` (default: both). `xla` computes dense masked [T, S]
-scores, so the packed row pays for its masked blocks; its naive layout needs far more memory than
-this CPU has (it is compiled for the memory analysis, not run). `flash` is the Pallas kernel in
-interpret mode on CPU (a jax loop over blocks that skips fully masked ones, O(T) memory): not the
-GPU/TPU kernel, but here faster than `xla` at 4K+ tokens.
+Our attention: `--attention blockwise,flash,xla` (default: all three). `blockwise`
+(kernels/blockwise.py) is the CPU path: plain lax over the visible (q block, kv block) pairs only,
+compiled by XLA as ordinary matmuls, O(T) memory. `flash` is the Pallas kernel in interpret mode
+on CPU (the same blocks, but emulated program by program: for testing the kernel, not speed).
+`xla` computes dense masked [T, S] scores, so the packed row pays for its masked blocks; its
+naive layout needs far more memory than this CPU has (compiled for the memory analysis, not run).
 
 Each variant runs in its own subprocess (clean memory accounting). Memory: peak RSS during the
 first full-size run minus the RSS just before it (Linux VmHWM, reset via /proc/self/clear_refs),
@@ -151,8 +152,8 @@ def report(args, argv, res: dict, peak: float, runs: Sequence[dict] = ()) -> Non
     torch_attn = res.get("torch", {}).get("attn", "?")
     print(f"\nGRPO loss+grad of one group: prompt {args.prompt_len}, G={args.group}, responses "
           f"{args.resp_len}; Qwen2 d={args.d_model} L={args.layers} N={args.heads} K={args.kv_heads} "
-          f"V={args.vocab} f32, remat={args.remat}; ours: jax {_platform()} (flash = Pallas "
-          f"interpret mode); torch {args.threads} threads, attn_implementation={torch_attn}. "
+          f"V={args.vocab} f32, remat={args.remat}; ours: jax {_platform()} (blockwise = "
+          f"compiled lax blocks, flash = Pallas interpret mode); torch {args.threads} threads, attn_implementation={torch_attn}. "
           f"Matmul peak (best f32 {args.matmul_n}^3 matmul in jax, this run): "
           f"{peak / 1e9:.1f} GFLOP/s. Time: median of {args.iters} x {args.rounds} round(s) "
           f"(s each in brackets).\n")
@@ -218,7 +219,8 @@ def parse_args(argv):
     ap.add_argument("--heads", type=int, default=4)
     ap.add_argument("--kv_heads", type=int, default=2)
     ap.add_argument("--vocab", type=int, default=8192)
-    ap.add_argument("--attention", default="xla,flash", help="our attention impls, comma-separated")
+    ap.add_argument("--attention", default="blockwise,flash,xla",
+                    help="our attention impls, comma-separated (blockwise, flash, xla)")
     ap.add_argument("--remat", default="none", choices=["none", "full", "dots", "dots_no_batch"])
     ap.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
                     help="torch threads (default: the cores this process may use)")

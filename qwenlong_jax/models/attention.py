@@ -2,9 +2,12 @@
 
   xla   plain jnp (kernels.reference_attention): materialises [B, N, T, S]; any backend.
   flash Pallas flash attention (kernels.flash_attention): O(T) memory, skips masked blocks.
+        On a CPU compile target it is the Pallas interpreter (for testing the kernels: slow).
+  blockwise  the same blocks in plain lax (kernels.blockwise_attention): O(T) memory, skips
+        masked blocks, compiled by XLA as ordinary matmuls; the CPU path (configs/default.py).
   ring  ring attention over the mesh's `sequence` axis (kernels.ring_attention).
 
-All three share the masking semantics documented in kernels/reference.py (causal, segment
+All four share the masking semantics documented in kernels/reference.py (causal, segment
 ids with 0 = padding, and the shared-prefix GRPO layout); tests/test_model_attention_impls.py
 checks that the model's logits and gradients agree across them.
 
@@ -54,12 +57,13 @@ def self_attention(
     )
     if cfg.attention_impl == "xla":
         return kernels.reference_attention(q_BTNH, k_BTKH, v_BTKH, **kwargs)
-    if cfg.attention_impl == "flash":
+    if cfg.attention_impl in ("flash", "blockwise"):
         mesh = jax.sharding.get_abstract_mesh()
         if not mesh.empty and mesh.size > 1:  # per shard: XLA cannot partition a Mosaic kernel
             B, _, N, _ = q_BTNH.shape
             kwargs.update(mesh=mesh, **ring_axes(mesh, B, N, k_BTKH.shape[2]))
-        return kernels.flash_attention(q_BTNH, k_BTKH, v_BTKH, **kwargs)
+        attn = kernels.flash_attention if cfg.attention_impl == "flash" else kernels.blockwise_attention
+        return attn(q_BTNH, k_BTKH, v_BTKH, **kwargs)
     if cfg.attention_impl == "ring":
         mesh = jax.sharding.get_abstract_mesh()
         if mesh.empty or "sequence" not in mesh.axis_names or mesh.shape["sequence"] < 2:

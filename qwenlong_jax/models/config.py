@@ -8,12 +8,12 @@ import dataclasses
 from typing import Literal
 
 ModelType = Literal["qwen2", "qwen3"]
-AttentionImpl = Literal["xla", "flash", "ring"]
+AttentionImpl = Literal["xla", "flash", "blockwise", "ring"]
 RematPolicy = Literal["none", "full", "dots", "dots_no_batch"]
 DType = Literal["float32", "bfloat16", "float16"]
 
 MODEL_TYPES = ("qwen2", "qwen3")
-ATTENTION_IMPLS = ("xla", "flash", "ring")
+ATTENTION_IMPLS = ("xla", "flash", "blockwise", "ring")
 REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")
 DTYPES = ("float32", "bfloat16", "float16")
 
