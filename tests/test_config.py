@@ -65,7 +65,7 @@ def test_bad_model_value():
     c = _load("r1_distill_32b_gpu")
     c.model.attention_impl = "sdpa"
     cfg = from_config_dict(c)
-    with pytest.raises(ConfigError, match=r"model\.attention_impl: 'sdpa' is not one of xla, flash, ring"):
+    with pytest.raises(ConfigError, match=r"model\.attention_impl: 'sdpa' is not one of xla, flash, blockwise, ring"):
         config_lib.build_model_config(cfg.model)
     c.model.size = "qwen9-1t"
     with pytest.raises(ConfigError, match=r"model\.size: unknown 'qwen9-1t'"):
