@@ -163,9 +163,10 @@ def sample_memory(mcfg: ModelConfig, m: MeshSizes, B: int, G: int, S: int, R: in
     kv = 2 * L * B_d * (S + G * R) * K_d * H * cb
     C = min(PREFILL_CHUNK, S)
     D, F = mcfg.hidden_size, m.split(mcfg.intermediate_size, "tensor")
-    # xla attention: a chunk's f32 scores [B, N, C, S] and a quarter copy more (XLA fuses the
-    # softmax into its neighbours in part: 1.25-2 copies measured on CPU, 1.25 used).
-    scores = 5 * B_d * N_d * C * S if mcfg.attention_impl == "xla" else 0
+    # The chunked prefill (sampling/prompt_cache.chunk_attention) is the same jnp code for every
+    # model.attention_impl: a chunk's f32 scores [B, N, C, S] and a quarter copy more (XLA fuses
+    # the softmax into its neighbours in part: 1.25-2 copies measured on CPU, 1.25 used).
+    scores = 5 * B_d * N_d * C * S
     prefill = scores + B_d * C * (2 * D + 2 * F) * cb
     V = mcfg.vocab_size  # decode logits are not vocab-sharded after the sampling softmax
     # flash-decoding (sampling/decode.py): f32 scores of one prompt block and one response block
