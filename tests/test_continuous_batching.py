@@ -48,8 +48,9 @@ def test_stop_sequences_and_greedy_match_lockstep():
 
 
 def test_sample_refill_equals_lockstep_token_for_token():
-    """Decode rows decoupled from prompt caches: a finished sample's row takes the next sample
-    (of whichever prompt is next); rows fewer than G, prompt slots fewer than the prompts."""
+    """Decode rows decoupled from prompt caches: a finished block of rows takes the next samples
+    (of whichever prompt is next); blocks of 1 and of G rows, rows fewer than G, prompt slots
+    fewer than the prompts."""
     P, G, R, S = 7, 3, 14, 16
     tokens, lens = sampling.pad_prompts(_prompts(P, S), S)
     keys = sampling.sample_keys(5, np.arange(P), G)
@@ -57,8 +58,8 @@ def test_sample_refill_equals_lockstep_token_for_token():
     ref = sampling.sample_groups(CFG, PARAMS, tokens, lens, keys, max_new_tokens=R,
                                  strategy=strategy, eos_ids=EOS, prefill_chunk=8)
     lengths = np.asarray(ref.lengths_BG)
-    for rows, prompt_slots, chunk in ((4, 2, 3), (2, 1, 1), (5, 3, 2)):
-        out = sample_refill.sample_refill(CFG, PARAMS, tokens, lens, keys, rows=rows,
+    for rows, block, prompt_slots, chunk in ((4, 1, 2, 3), (2, 1, 1, 1), (6, 3, 3, 2)):
+        out = sample_refill.sample_refill(CFG, PARAMS, tokens, lens, keys, rows=rows, block=block,
                                           prompt_slots=prompt_slots, max_new_tokens=R,
                                           strategy=strategy, eos_ids=EOS, prefill_chunk=8,
                                           chunk=chunk)
@@ -78,7 +79,7 @@ def test_sample_refill_stop_sequences_match_lockstep():
     kw = dict(max_new_tokens=R, strategy=strategies.Temperature(1.5), eos_ids=(3,),
               stop_sequences=((40, 41), (50,)), prefill_chunk=16)
     ref = sampling.sample_groups(CFG, PARAMS, tokens, lens, keys, **kw)
-    out = sample_refill.sample_refill(CFG, PARAMS, tokens, lens, keys, rows=3, prompt_slots=2,
-                                      chunk=2, **kw)
+    out = sample_refill.sample_refill(CFG, PARAMS, tokens, lens, keys, rows=4, block=2,
+                                      prompt_slots=2, chunk=2, **kw)
     np.testing.assert_array_equal(out.tokens_PGR, np.asarray(ref.tokens_BGR))
     np.testing.assert_array_equal(out.finish_PG, np.asarray(ref.finish_BG))

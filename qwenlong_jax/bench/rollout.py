@@ -15,8 +15,9 @@ the default run's rollouts (from the base checkpoint: the run's SFT warm-up is n
   continuous  sampling.continuous.sample_continuous with `--slots` prompt slots: a slot whose G
               samples are done takes the next prompt (decode chunks of `--chunk` steps).
   per-sample  sampling.sample_refill.sample_refill with slots x G decode rows (the same rows
-              per step as the others) and `--prompt-slots` prompt caches: a finished sample's
-              row takes the next sample, of whichever prompt is next.
+              per step as the others) in blocks of `--block` rows sharing a prompt, and
+              `--prompt-slots` prompt caches: a finished block takes the next `--block` samples,
+              of whichever prompt is next.
 
 All are compiled first; then `--rounds` rounds each time the three back to back (interleaved,
 so all see the same machine load) and the speedups over lockstep are taken per round; the table
@@ -46,6 +47,7 @@ def parse_args(argv):
     p.add_argument("--chunk", type=int, default=4, help="continuous: decode steps between refills")
     p.add_argument("--prompt-slots", type=int, default=0, help="per-sample: prompt caches "
                    "(default 2 x slots)")
+    p.add_argument("--block", type=int, default=1, help="per-sample: rows per block (divides G)")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
     return p.parse_args(argv)
@@ -89,9 +91,9 @@ def continuous_run(mcfg, params, tokens, lens, keys, kw, slots, chunk):
     return out.tokens_PGR, out.lengths_PG, out.token_steps
 
 
-def sample_refill_run(mcfg, params, tokens, lens, keys, kw, rows, prompt_slots, chunk):
+def sample_refill_run(mcfg, params, tokens, lens, keys, kw, rows, block, prompt_slots, chunk):
     from qwenlong_jax.sampling import sample_refill
-    out = sample_refill.sample_refill(mcfg, params, tokens, lens, keys, rows=rows,
+    out = sample_refill.sample_refill(mcfg, params, tokens, lens, keys, rows=rows, block=block,
                                       prompt_slots=prompt_slots, chunk=chunk, **kw)
     return out.tokens_PGR, out.lengths_PG, out.token_steps
 
@@ -103,7 +105,7 @@ def main(argv: Sequence[str]) -> dict:
             "continuous": lambda: continuous_run(mcfg, params, tokens, lens, keys, kw, args.slots,
                                                  args.chunk),
             "per-sample": lambda: sample_refill_run(mcfg, params, tokens, lens, keys, kw,
-                                                    args.slots * keys.shape[1],
+                                                    args.slots * keys.shape[1], args.block,
                                                     args.prompt_slots or 2 * args.slots,
                                                     args.chunk)}
     res = {k: f() for k, f in runs.items()}  # compile (and the reference samples)
@@ -121,7 +123,7 @@ def main(argv: Sequence[str]) -> dict:
     out = {
         "prompts": len(tokens), "G": int(keys.shape[1]), "R": kw["max_new_tokens"],
         "slots": args.slots, "chunk": args.chunk, "rows": args.slots * int(keys.shape[1]),
-        "prompt_slots": args.prompt_slots or 2 * args.slots, "same_samples": same,
+        "prompt_slots": args.prompt_slots or 2 * args.slots, "block": args.block, "same_samples": same,
         "length_mean": float(lengths.mean()), "length_p50": float(np.median(lengths)),
         "truncated_frac": float((lengths >= kw["max_new_tokens"]).mean()),
         "utilization": {k: kept / res[k][2] for k in runs},
@@ -131,7 +133,8 @@ def main(argv: Sequence[str]) -> dict:
     }
     print(f"rollout bench: {out['prompts']} prompts x G={out['G']}, R={out['R']}, "
           f"{args.slots} prompts per lockstep call / prompt slots, chunk {args.chunk}; "
-          f"per-sample: {out['rows']} rows, {out['prompt_slots']} prompt slots; "
+          f"per-sample: {out['rows']} rows in blocks of {args.block}, {out['prompt_slots']} "
+          f"prompt slots; "
           f"{args.rounds} interleaved rounds (host: {os.cpu_count()} CPUs)")
     print(f"response lengths: mean {out['length_mean']:.1f}, median {out['length_p50']:.0f}, "
           f"at the cap {out['truncated_frac']:.0%}")

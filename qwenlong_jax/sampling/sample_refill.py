@@ -1,37 +1,38 @@
-"""Sample-level continuous batching: a finished sample's decode row takes the next sample, of
-whichever prompt is next, instead of waiting for the slowest sample of its group.
+"""Sample-level continuous batching: decode rows decoupled from prompt caches. A block of W
+decode rows that finished takes the next W samples, of whichever prompt is next, instead of
+waiting for the slowest of the G samples of its prompt.
 
-    out = sample_refill(cfg, params, prompt_tokens_PS, prompt_lens_P, keys_PG,
-                        rows=D, prompt_slots=Q, max_new_tokens=R, strategy=..., chunk=4)
+    out = sample_refill(cfg, params, prompt_tokens_PS, prompt_lens_P, keys_PG, rows=D,
+                        block=W, prompt_slots=Q, max_new_tokens=R, strategy=..., chunk=4)
     out.tokens_PGR, out.logprobs_PGR, out.lengths_PG, out.finish_PG   # as sample_groups' B = P
     out.token_steps, out.decode_steps          # (continuous.ContinuousOutput)
 
-Decode rows are decoupled from prompt caches. Device state: Q prompt caches [L, Q, S, K, H]
-(with each prompt's last logits) and D decode rows, each with a prompt-slot index pidx_D, its
-own response cache row [L, D, 1, R, K, H], key, step counter, tokens and stop bookkeeping (the
-[B, G] arrays of continuous.SlotState with B = D, G = 1). A decode chunk gathers each row's
-prompt cache once (`cache.k[:, pidx_D]`: [L, D, S, K, H]) and runs decode.decode_step on the D
-rows with per-row positions and response slots.
+Device state: Q prompt caches [L, Q, S, K, H] (with each prompt's last logits) and D = Nb x W
+decode rows in Nb blocks of W (W divides G). Each block points at a prompt slot (pidx_Nb) and
+holds W samples of that prompt; each row has its own response cache row [L, Nb, W, R, K, H],
+key, step counter, tokens and stop bookkeeping (continuous.SlotState with B = Nb, G = W). A
+decode chunk gathers each block's prompt cache once (`cache.k[:, pidx_Nb]`) and runs
+decode.decode_step on it: the W rows of a block read their prompt cache once per step, as the
+G samples of a prompt do in the lockstep sampler.
+
+W trades the two costs of a step: W = 1 refills every sample on its own but reads a prompt's
+cache once per live sample (G times per step where lockstep reads it once); W = G is the
+group refill of continuous.py (one read, but a block waits for the slowest of G samples).
 
 The host loop alternates `decode_rows` (`chunk` steps, or fewer when every row is done) with
 harvesting and refilling, samples taken in (prompt, sample) order:
-- a done row hands its sample to the output; a prompt slot whose G samples are all harvested
-  is free;
-- a free row takes the next sample; if its prompt is not cached yet, the prompt is prefilled
-  into a free prompt slot (`prefill_prompt`); with no free prompt slot the row waits;
-- the rows that took a sample draw their first token from their prompt's prefill logits
+- a block whose W rows are done hands its samples to the output; a prompt slot whose G
+  samples are all harvested is free;
+- a free block takes the next W samples; if their prompt is not cached yet, it is prefilled
+  into a free prompt slot (`prefill_prompt`); with no free prompt slot the block waits;
+- the blocks that took samples draw their first tokens from their prompt's prefill logits
   (`start_rows`, one call for all of them).
 
 Token for token the same samples as `sampler.sample_groups` (tested): sample (p, g) draws token
-t from fold_in(keys_PG[p, g], t) whatever row, prompt slot or step it runs in, and every op of
-a step is row-independent.
-
-Cost: a decode step reads each row's prompt cache once per row (G reads of a prompt shared by G
-live samples, where the lockstep and group-refill samplers read it once per prompt), and each
-chunk copies the D rows' prompt caches. At short
-prompts (the default run) that is cheap; at long prompts the prompt-cache reads dominate a step
-(docs/rollout_performance.md) and sharing them matters more than row occupancy.
+t from fold_in(keys_PG[p, g], t) whatever row, block, prompt slot or step it runs in, and every
+op of a step is row-independent.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -52,24 +53,18 @@ from qwenlong_jax.sampling.decode import FINISH_LENGTH, PAD_ID
 @dataclasses.dataclass
 class RowState:
     cache: prompt_cache.PromptCache  # k/v [L, Q, S, K, H], lens_Q, last_logits_QV
-    pidx_D: jax.Array  # prompt slot of each decode row
-    rows: continuous.SlotState  # B = D rows, G = 1; its own `cache` field is unused (None)
+    pidx_Nb: jax.Array  # prompt slot of each block of decode rows
+    rows: continuous.SlotState  # [Nb, W] rows; its own `cache` field is unused (None)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3, 4))
-def init_rows(cfg: ModelConfig, Q: int, D: int, S: int, R: int, keys_11) -> RowState:
-    """Q empty prompt slots and D idle decode rows (every row done)."""
+@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3, 4, 5))
+def init_rows(cfg: ModelConfig, Q: int, Nb: int, W: int, S: int, R: int, keys_11) -> RowState:
+    """Q empty prompt slots and Nb x W idle decode rows (every row done)."""
     with sharding.rules(**decode.SAMPLER_RULES):
         cache_st = continuous._init_slots(cfg, Q, S, 1, 1, keys_11)  # the prompt caches only
-        rows = continuous._init_slots(cfg, 1, 1, D, R, keys_11)
-        L, K, H = cfg.num_layers, cfg.num_kv_heads, cfg.head_dim
-        resp = lambda: sharding.constrain(jnp.zeros((L, D, 1, R, K, H), jnp.dtype(cfg.dtype)),  # noqa: E731
-                                          decode.RESP_AXES)
-        one = lambda a: a.reshape((D, 1) + a.shape[2:])  # noqa: E731  [1, D, ...] -> [D, 1, ...]
-        rows = continuous.SlotState(
-            None, resp(), resp(), one(rows.keys_BG), one(rows.step_BG), one(rows.tokens_BGR),
-            one(rows.logprobs_BGR), one(rows.done_BG), one(rows.lengths_BG), one(rows.finish_BG))
-        return RowState(cache_st.cache, jnp.zeros((D,), jnp.int32), rows)
+        rows = continuous._init_slots(cfg, Nb, 1, W, R, keys_11)
+        return RowState(cache_st.cache, jnp.zeros((Nb,), jnp.int32),
+                        dataclasses.replace(rows, cache=None))
 
 
 @functools.partial(jax.jit, static_argnums=(0,), static_argnames=("prefill_chunk",),
@@ -90,27 +85,28 @@ def prefill_prompt(cfg: ModelConfig, params, st: RowState, slot, tokens_1S, lens
 
 @functools.partial(jax.jit, static_argnames=("strategy", "eos_ids", "stop_sequences"),
                    donate_argnames=("st",))
-def start_rows(st: RowState, start_D, pidx_D, keys_D, *, strategy, eos_ids,
+def start_rows(st: RowState, start_Nb, pidx_Nb, keys_NbW, *, strategy, eos_ids,
                stop_sequences) -> RowState:
-    """Rows with start_D take a new sample (prompt slot pidx_D, key keys_D) and draw its first
-    token from the prompt's prefill logits; the other rows do not move."""
+    """Blocks with start_Nb take W new samples (prompt slot pidx_Nb, keys keys_NbW) and draw
+    their first tokens from the prompt's prefill logits; the other rows do not move."""
     with sharding.rules(**decode.SAMPLER_RULES):
         r = st.rows
         R = r.tokens_BGR.shape[2]
-        s1 = start_D[:, None]
-        pidx = jnp.where(start_D, pidx_D, st.pidx_D)
+        s1 = jnp.broadcast_to(start_Nb[:, None], r.done_BG.shape)
+        pidx = jnp.where(start_Nb, pidx_Nb, st.pidx_Nb)
         fresh = dataclasses.replace(
-            r, keys_BG=jnp.where(s1, keys_D[:, None], r.keys_BG),
+            r, keys_BG=jnp.where(s1, keys_NbW, r.keys_BG),
             step_BG=jnp.where(s1, 0, r.step_BG),
             tokens_BGR=jnp.where(s1[..., None], PAD_ID, r.tokens_BGR),
             logprobs_BGR=jnp.where(s1[..., None], 0.0, r.logprobs_BGR),
             done_BG=~s1,  # only the starting rows are live for this draw
             lengths_BG=jnp.where(s1, 0, r.lengths_BG),
             finish_BG=jnp.where(s1, FINISH_LENGTH, r.finish_BG))
-        logits = st.cache.last_logits_BV[pidx][:, None]  # [D, 1, V]
+        logits = jnp.broadcast_to(st.cache.last_logits_BV[pidx][:, None],
+                                  r.done_BG.shape + st.cache.last_logits_BV.shape[1:])
         new = continuous._sample_and_record(strategy, fresh, logits, eos_ids, stop_sequences, R)
         new = dataclasses.replace(new, done_BG=jnp.where(s1, new.done_BG, r.done_BG))
-        return dataclasses.replace(st, pidx_D=pidx, rows=new)
+        return dataclasses.replace(st, pidx_Nb=pidx, rows=new)
 
 
 @functools.partial(jax.jit, static_argnums=(0,), static_argnames=(
@@ -123,11 +119,11 @@ def decode_rows(cfg: ModelConfig, params, st: RowState, *, strategy, eos_ids, st
     with sharding.rules(**decode.SAMPLER_RULES):
         params = continuous._cast(cfg, params)
         c = st.cache
-        # each row's prompt cache, gathered once per chunk (pidx_D is fixed within a chunk)
+        # each block's prompt cache, gathered once per chunk (pidx_Nb is fixed within a chunk)
         rows_cache = prompt_cache.PromptCache(
-            sharding.constrain(c.k_LBSKH[:, st.pidx_D], prompt_cache.CACHE_AXES),
-            sharding.constrain(c.v_LBSKH[:, st.pidx_D], prompt_cache.CACHE_AXES),
-            c.lens_B[st.pidx_D], c.last_logits_BV[st.pidx_D])
+            sharding.constrain(c.k_LBSKH[:, st.pidx_Nb], prompt_cache.CACHE_AXES),
+            sharding.constrain(c.v_LBSKH[:, st.pidx_Nb], prompt_cache.CACHE_AXES),
+            c.lens_B[st.pidx_Nb], c.last_logits_BV[st.pidx_Nb])
 
         def cond(carry):
             s, n = carry
@@ -135,14 +131,14 @@ def decode_rows(cfg: ModelConfig, params, st: RowState, *, strategy, eos_ids, st
 
         def body(carry):
             s, n = carry
-            slot_D1 = jnp.maximum(s.step_BG - 1, 0)  # the newest token's response slot
-            prev_D1 = jnp.take_along_axis(s.tokens_BGR, slot_D1[..., None], axis=2)[..., 0]
-            logits, k_LD1KH, v_LD1KH = decode.decode_step(
-                cfg, params, rows_cache, s.resp_k_LBGRKH, s.resp_v_LBGRKH, prev_D1, slot_D1,
+            slot_NbW = jnp.maximum(s.step_BG - 1, 0)  # the newest token's response slot
+            prev_NbW = jnp.take_along_axis(s.tokens_BGR, slot_NbW[..., None], axis=2)[..., 0]
+            logits, k_LNbWKH, v_LNbWKH = decode.decode_step(
+                cfg, params, rows_cache, s.resp_k_LBGRKH, s.resp_v_LBGRKH, prev_NbW, slot_NbW,
                 decode_impl)
             s = dataclasses.replace(
-                s, resp_k_LBGRKH=decode.write_slots(s.resp_k_LBGRKH, k_LD1KH, slot_D1, axis=3),
-                resp_v_LBGRKH=decode.write_slots(s.resp_v_LBGRKH, v_LD1KH, slot_D1, axis=3))
+                s, resp_k_LBGRKH=decode.write_slots(s.resp_k_LBGRKH, k_LNbWKH, slot_NbW, axis=3),
+                resp_v_LBGRKH=decode.write_slots(s.resp_v_LBGRKH, v_LNbWKH, slot_NbW, axis=3))
             return continuous._sample_and_record(strategy, s, logits, eos_ids, stop_sequences,
                                                  R), n + 1
 
@@ -151,74 +147,77 @@ def decode_rows(cfg: ModelConfig, params, st: RowState, *, strategy, eos_ids, st
 
 
 def sample_refill(cfg: ModelConfig, params, prompt_tokens_PS, prompt_lens_P, keys_PG, *,
-                  rows: int, prompt_slots: int, max_new_tokens: int,
+                  rows: int, prompt_slots: int, max_new_tokens: int, block: int = 1,
                   strategy: strategies.AnyStrategy = strategies.Greedy(),
                   eos_ids: tuple[int, ...] = (), stop_sequences: tuple[tuple[int, ...], ...] = (),
                   prefill_chunk: int = 512, chunk: int = 4,
                   decode_impl: decode.DecodeImpl = "xla") -> continuous.ContinuousOutput:
-    """P prompts x G samples through `rows` decode rows and `prompt_slots` prompt caches; the
-    same samples as sample_groups on all P."""
+    """P prompts x G samples through `rows` decode rows (blocks of `block` rows sharing a
+    prompt) and `prompt_slots` prompt caches; the same samples as sample_groups on all P."""
     tokens_PS = np.asarray(prompt_tokens_PS)
     lens_P = np.asarray(prompt_lens_P)
     P, S = tokens_PS.shape
-    G, R = keys_PG.shape[1], max_new_tokens
-    if chunk <= 0 or rows <= 0 or prompt_slots <= 0:
-        raise ValueError(f"rows, prompt_slots and chunk must be > 0, got rows={rows}, "
-                         f"prompt_slots={prompt_slots}, chunk={chunk}")
-    D, Q = min(rows, P * G), min(prompt_slots, P)
+    G, R, W = keys_PG.shape[1], max_new_tokens, block
+    if chunk <= 0 or rows <= 0 or prompt_slots <= 0 or W <= 0 or G % W or rows % W:
+        raise ValueError(f"rows, prompt_slots, block and chunk must be > 0 and block must divide "
+                         f"G={G} and rows, got rows={rows}, prompt_slots={prompt_slots}, "
+                         f"block={block}, chunk={chunk}")
+    U = P * G // W  # units of W samples, in (prompt, sample) order
+    Nb, Q = min(rows // W, U), min(prompt_slots, P)
     static = dict(strategy=strategy, eos_ids=tuple(eos_ids),
                   stop_sequences=tuple(tuple(s) for s in stop_sequences))
-    keys_N = jnp.reshape(keys_PG, (P * G,))
-    st = init_rows(cfg, Q, D, S, R, keys_N[:1].reshape(1, 1))
+    keys_UW = jnp.reshape(keys_PG, (U, W))
+    st = init_rows(cfg, Q, Nb, W, S, R, keys_UW[:1, :1])
     out_tok = np.full((P, G, R), PAD_ID, np.int32)
     out_lp = np.zeros((P, G, R), np.float32)
     out_len = np.zeros((P, G), np.int32)
     out_fin = np.zeros((P, G), np.int32)
-    row_sample = [-1] * D  # sample index p * G + g held by each row
+    unit_of = [-1] * Nb  # unit held by each block
     slot_of: dict[int, int] = {}  # cached prompt -> prompt slot
-    left = [0] * Q  # samples of the slot's prompt not yet harvested
+    left = [0] * Q  # units of the slot's prompt not yet harvested
     free_slots = list(range(Q))
     nxt, token_steps, decode_steps = 0, 0, 0
-    done_D = np.ones((D,), bool)
+    done_Nb = np.ones((Nb,), bool)
     while True:
-        finished = [d for d in range(D) if row_sample[d] >= 0 and done_D[d]]
+        finished = [b for b in range(Nb) if unit_of[b] >= 0 and done_Nb[b]]
         if finished:
             r = jax.device_get(st.rows)
-            for d in finished:
-                p, g = divmod(row_sample[d], G)
-                out_tok[p, g], out_lp[p, g] = r.tokens_BGR[d, 0], r.logprobs_BGR[d, 0]
-                out_len[p, g], out_fin[p, g] = r.lengths_BG[d, 0], r.finish_BG[d, 0]
-                row_sample[d] = -1
+            for b in finished:
+                p, j = divmod(unit_of[b], G // W)
+                g = slice(j * W, (j + 1) * W)
+                out_tok[p, g], out_lp[p, g] = r.tokens_BGR[b], r.logprobs_BGR[b]
+                out_len[p, g], out_fin[p, g] = r.lengths_BG[b], r.finish_BG[b]
+                unit_of[b] = -1
                 q = slot_of[p]
                 left[q] -= 1
                 if left[q] == 0:
                     del slot_of[p]
                     free_slots.append(q)
-        start_D = np.zeros((D,), bool)
-        pidx_D = np.zeros((D,), np.int32)
-        for d in range(D):
-            if row_sample[d] >= 0 or nxt == P * G:
+        start_Nb = np.zeros((Nb,), bool)
+        pidx_Nb = np.zeros((Nb,), np.int32)
+        for b in range(Nb):
+            if unit_of[b] >= 0 or nxt == U:
                 continue
-            p = nxt // G
+            p = nxt // (G // W)
             if p not in slot_of:
                 if not free_slots:
                     break
                 q = free_slots.pop(0)
                 st = prefill_prompt(cfg, params, st, q, tokens_PS[p:p + 1], lens_P[p:p + 1],
                                     prefill_chunk=prefill_chunk)
-                slot_of[p], left[q] = q, G
-            row_sample[d], start_D[d], pidx_D[d] = nxt, True, slot_of[p]
+                slot_of[p], left[q] = q, G // W
+            unit_of[b], start_Nb[b], pidx_Nb[b] = nxt, True, slot_of[p]
             nxt += 1
-        if start_D.any():
-            st = start_rows(st, jnp.asarray(start_D), jnp.asarray(pidx_D),
-                            keys_N[np.asarray(row_sample).clip(0)], **static)
-            token_steps += int(start_D.sum())
-        if all(s < 0 for s in row_sample):
+        if start_Nb.any():
+            st = start_rows(st, jnp.asarray(start_Nb), jnp.asarray(pidx_Nb),
+                            keys_UW[np.asarray(unit_of).clip(0)], **static)
+            token_steps += int(start_Nb.sum()) * W
+        if all(u < 0 for u in unit_of):
             break
         st, n = decode_rows(cfg, params, st, steps=chunk, decode_impl=decode_impl, **static)
         n = int(n)
         decode_steps += n
-        token_steps += n * D
-        done_D = np.asarray(st.rows.done_BG)[:, 0]
+        token_steps += n * Nb * W
+        done_Nb = np.asarray(st.rows.done_BG).all(axis=1)
     return continuous.ContinuousOutput(out_tok, out_lp, out_len, out_fin, token_steps,
                                        decode_steps)
