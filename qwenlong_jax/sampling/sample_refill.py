@@ -61,8 +61,8 @@ class RowState:
 def init_rows(cfg: ModelConfig, Q: int, Nb: int, W: int, S: int, R: int, keys_11) -> RowState:
     """Q empty prompt slots and Nb x W idle decode rows (every row done)."""
     with sharding.rules(**decode.SAMPLER_RULES):
-        cache_st = continuous._init_slots(cfg, Q, S, 1, 1, keys_11)  # the prompt caches only
-        rows = continuous._init_slots(cfg, Nb, 1, W, R, keys_11)
+        cache_st = continuous.empty_slots(cfg, Q, S, 1, 1, keys_11)  # the prompt caches only
+        rows = continuous.empty_slots(cfg, Nb, 1, W, R, keys_11)
         return RowState(cache_st.cache, jnp.zeros((Nb,), jnp.int32),
                         dataclasses.replace(rows, cache=None))
 
@@ -73,7 +73,7 @@ def prefill_prompt(cfg: ModelConfig, params, st: RowState, slot, tokens_1S, lens
                    prefill_chunk: int) -> RowState:
     """Prefill one prompt into prompt slot `slot` (its cache rows and last logits)."""
     with sharding.rules(**decode.SAMPLER_RULES):
-        one = prompt_cache.prefill(cfg, continuous._cast(cfg, params), tokens_1S, lens_1,
+        one = prompt_cache.prefill(cfg, continuous.cast_params(cfg, params), tokens_1S, lens_1,
                                    chunk=prefill_chunk)
         c = st.cache
         put = lambda a, x, ax: lax.dynamic_update_slice_in_dim(a, x.astype(a.dtype), slot, ax)  # noqa: E731
@@ -104,7 +104,7 @@ def start_rows(st: RowState, start_Nb, pidx_Nb, keys_NbW, *, strategy, eos_ids,
             finish_BG=jnp.where(s1, FINISH_LENGTH, r.finish_BG))
         logits = jnp.broadcast_to(st.cache.last_logits_BV[pidx][:, None],
                                   r.done_BG.shape + st.cache.last_logits_BV.shape[1:])
-        new = continuous._sample_and_record(strategy, fresh, logits, eos_ids, stop_sequences, R)
+        new = continuous.sample_and_record(strategy, fresh, logits, eos_ids, stop_sequences, R)
         new = dataclasses.replace(new, done_BG=jnp.where(s1, new.done_BG, r.done_BG))
         return dataclasses.replace(st, pidx_Nb=pidx, rows=new)
 
@@ -117,7 +117,7 @@ def decode_rows(cfg: ModelConfig, params, st: RowState, *, strategy, eos_ids, st
     Returns (state, steps run)."""
     R = st.rows.tokens_BGR.shape[2]
     with sharding.rules(**decode.SAMPLER_RULES):
-        params = continuous._cast(cfg, params)
+        params = continuous.cast_params(cfg, params)
         c = st.cache
         # each block's prompt cache, gathered once per chunk (pidx_Nb is fixed within a chunk)
         rows_cache = prompt_cache.PromptCache(
@@ -139,7 +139,7 @@ def decode_rows(cfg: ModelConfig, params, st: RowState, *, strategy, eos_ids, st
             s = dataclasses.replace(
                 s, resp_k_LBGRKH=decode.write_slots(s.resp_k_LBGRKH, k_LNbWKH, slot_NbW, axis=3),
                 resp_v_LBGRKH=decode.write_slots(s.resp_v_LBGRKH, v_LNbWKH, slot_NbW, axis=3))
-            return continuous._sample_and_record(strategy, s, logits, eos_ids, stop_sequences,
+            return continuous.sample_and_record(strategy, s, logits, eos_ids, stop_sequences,
                                                  R), n + 1
 
         rows, n = lax.while_loop(cond, body, (st.rows, jnp.zeros((), jnp.int32)))
