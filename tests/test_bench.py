@@ -42,12 +42,15 @@ def test_train_bench_ratios_are_taken_round_by_round():
 
 @pytest.mark.slow
 def test_rollout_bench_same_samples_and_round_ratios(capsys):
-    """Continuous vs lockstep on the default config's prompts: same samples token for token,
-    utilization from the samplers' own step counts, per-round ratios."""
+    """Continuous (group and per-sample refill) vs lockstep on the default config's prompts:
+    same samples token for token, utilization from the samplers' own step counts, per-round
+    ratios."""
     res = rollout.main(["--prompts", "3", "--slots", "2", "--chunk", "4", "--rounds", "2"])
-    assert res["same_samples"] and res["prompts"] == 3 and res["G"] == 8
-    assert len(res["speedup_rounds"]) == 2
-    assert res["speedup_median"] == pytest.approx(statistics.median(res["speedup_rounds"]))
+    assert res["same_samples"] == {"continuous": True, "per-sample": True}
+    assert res["prompts"] == 3 and res["G"] == 8 and res["rows"] == 16
+    for k in ("continuous", "per-sample"):
+        assert len(res["speedup_rounds"][k]) == 2
+        assert res["speedup_median"][k] == pytest.approx(statistics.median(res["speedup_rounds"][k]))
     for u in res["utilization"].values():
         assert res["length_mean"] / res["R"] <= u <= 1
-    assert "same samples token for token: True" in capsys.readouterr().out
+    assert capsys.readouterr().out.count("same samples token for token: True") == 2

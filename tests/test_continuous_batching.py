@@ -3,7 +3,7 @@ import jax
 import numpy as np
 
 from qwenlong_jax import models, sampling
-from qwenlong_jax.sampling import continuous, strategies
+from qwenlong_jax.sampling import continuous, sample_refill, strategies
 
 CFG = models.get_model_config("tiny", vocab_size=64, num_layers=2)
 PARAMS = jax.jit(models.init_params, static_argnums=(0, 2))(CFG, jax.random.key(0), 0.2)
@@ -43,5 +43,43 @@ def test_stop_sequences_and_greedy_match_lockstep():
               stop_sequences=((40, 41), (50,)), prefill_chunk=16)
     ref = sampling.sample_groups(CFG, PARAMS, tokens, lens, keys, **kw)
     out = continuous.sample_continuous(CFG, PARAMS, tokens, lens, keys, slots=3, chunk=4, **kw)
+    np.testing.assert_array_equal(out.tokens_PGR, np.asarray(ref.tokens_BGR))
+    np.testing.assert_array_equal(out.finish_PG, np.asarray(ref.finish_BG))
+
+
+def test_sample_refill_equals_lockstep_token_for_token():
+    """Decode rows decoupled from prompt caches: a finished block of rows takes the next samples
+    (of whichever prompt is next); blocks of 1 and of G rows, rows fewer than G, prompt slots
+    fewer than the prompts."""
+    P, G, R, S = 7, 3, 14, 16
+    tokens, lens = sampling.pad_prompts(_prompts(P, S), S)
+    keys = sampling.sample_keys(5, np.arange(P), G)
+    strategy = strategies.SamplingParams(1.0, top_k=40)
+    ref = sampling.sample_groups(CFG, PARAMS, tokens, lens, keys, max_new_tokens=R,
+                                 strategy=strategy, eos_ids=EOS, prefill_chunk=8)
+    lengths = np.asarray(ref.lengths_BG)
+    for rows, block, prompt_slots, chunk in ((4, 1, 2, 3), (2, 1, 1, 1), (6, 3, 3, 2)):
+        out = sample_refill.sample_refill(CFG, PARAMS, tokens, lens, keys, rows=rows, block=block,
+                                          prompt_slots=prompt_slots, max_new_tokens=R,
+                                          strategy=strategy, eos_ids=EOS, prefill_chunk=8,
+                                          chunk=chunk)
+        np.testing.assert_array_equal(out.lengths_PG, lengths)
+        np.testing.assert_array_equal(out.tokens_PGR, np.asarray(ref.tokens_BGR))
+        np.testing.assert_array_equal(out.finish_PG, np.asarray(ref.finish_BG))
+        np.testing.assert_allclose(out.logprobs_PGR, np.asarray(ref.logprobs_BGR), atol=1e-5)
+        # computed sample-steps: at least the kept tokens, at most rows x steps + one per sample
+        assert lengths.sum() <= out.token_steps <= out.decode_steps * rows + P * G
+    assert len(set(lengths.ravel().tolist())) > 2
+
+
+def test_sample_refill_stop_sequences_match_lockstep():
+    P, G, R, S = 4, 2, 10, 12
+    tokens, lens = sampling.pad_prompts(_prompts(P, S, seed=1), S)
+    keys = sampling.sample_keys(0, np.arange(P), G)
+    kw = dict(max_new_tokens=R, strategy=strategies.Temperature(1.5), eos_ids=(3,),
+              stop_sequences=((40, 41), (50,)), prefill_chunk=16)
+    ref = sampling.sample_groups(CFG, PARAMS, tokens, lens, keys, **kw)
+    out = sample_refill.sample_refill(CFG, PARAMS, tokens, lens, keys, rows=4, block=2,
+                                      prompt_slots=2, chunk=2, **kw)
     np.testing.assert_array_equal(out.tokens_PGR, np.asarray(ref.tokens_BGR))
     np.testing.assert_array_equal(out.finish_PG, np.asarray(ref.finish_BG))

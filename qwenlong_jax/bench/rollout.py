@@ -14,9 +14,13 @@ the default run's rollouts (from the base checkpoint: the run's SFT warm-up is n
               longest sample is done.
   continuous  sampling.continuous.sample_continuous with `--slots` prompt slots: a slot whose G
               samples are done takes the next prompt (decode chunks of `--chunk` steps).
+  per-sample  sampling.sample_refill.sample_refill with slots x G decode rows (the same rows
+              per step as the others) in blocks of `--block` rows sharing a prompt, and
+              `--prompt-slots` prompt caches: a finished block takes the next `--block` samples,
+              of whichever prompt is next.
 
-Both are compiled first; then `--rounds` rounds each time lockstep and continuous back to back
-(interleaved, so both see the same machine load) and the speedup is taken per round; the table
+All are compiled first; then `--rounds` rounds each time the three back to back (interleaved,
+so all see the same machine load) and the speedups over lockstep are taken per round; the table
 reports medians. Utilization = tokens kept / sample-steps computed. The samples are compared
 token for token.
 """
@@ -41,6 +45,9 @@ def parse_args(argv):
                    "generation batch is 24)")
     p.add_argument("--slots", type=int, default=4, help="prompts per lockstep call / prompt slots")
     p.add_argument("--chunk", type=int, default=4, help="continuous: decode steps between refills")
+    p.add_argument("--prompt-slots", type=int, default=0, help="per-sample: prompt caches "
+                   "(default 2 x slots)")
+    p.add_argument("--block", type=int, default=1, help="per-sample: rows per block (divides G)")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
     return p.parse_args(argv)
@@ -84,43 +91,58 @@ def continuous_run(mcfg, params, tokens, lens, keys, kw, slots, chunk):
     return out.tokens_PGR, out.lengths_PG, out.token_steps
 
 
+def sample_refill_run(mcfg, params, tokens, lens, keys, kw, rows, block, prompt_slots, chunk):
+    from qwenlong_jax.sampling import sample_refill
+    out = sample_refill.sample_refill(mcfg, params, tokens, lens, keys, rows=rows, block=block,
+                                      prompt_slots=prompt_slots, chunk=chunk, **kw)
+    return out.tokens_PGR, out.lengths_PG, out.token_steps
+
+
 def main(argv: Sequence[str]) -> dict:
     args = parse_args(argv)
     mcfg, params, tokens, lens, keys, kw = setup(args)
     runs = {"lockstep": lambda: lockstep(mcfg, params, tokens, lens, keys, kw, args.slots),
             "continuous": lambda: continuous_run(mcfg, params, tokens, lens, keys, kw, args.slots,
-                                                 args.chunk)}
+                                                 args.chunk),
+            "per-sample": lambda: sample_refill_run(mcfg, params, tokens, lens, keys, kw,
+                                                    args.slots * keys.shape[1], args.block,
+                                                    args.prompt_slots or 2 * args.slots,
+                                                    args.chunk)}
     res = {k: f() for k, f in runs.items()}  # compile (and the reference samples)
-    same = bool(np.array_equal(res["lockstep"][0], res["continuous"][0])
-                and np.array_equal(res["lockstep"][1], res["continuous"][1]))
+    same = {k: bool(np.array_equal(res["lockstep"][0], res[k][0])
+                    and np.array_equal(res["lockstep"][1], res[k][1])) for k in runs if k != "lockstep"}
     times: dict[str, list[float]] = {k: [] for k in runs}
     for _ in range(args.rounds):
         for k, f in runs.items():
             t0 = time.perf_counter()
             f()
             times[k].append(time.perf_counter() - t0)
-    ratio = [a / b for a, b in zip(times["lockstep"], times["continuous"])]
+    ratios = {k: [a / b for a, b in zip(times["lockstep"], times[k])] for k in same}
     lengths = res["lockstep"][1].ravel()
     kept = int(lengths.sum())
     out = {
         "prompts": len(tokens), "G": int(keys.shape[1]), "R": kw["max_new_tokens"],
-        "slots": args.slots, "chunk": args.chunk, "same_samples": same,
+        "slots": args.slots, "chunk": args.chunk, "rows": args.slots * int(keys.shape[1]),
+        "prompt_slots": args.prompt_slots or 2 * args.slots, "block": args.block, "same_samples": same,
         "length_mean": float(lengths.mean()), "length_p50": float(np.median(lengths)),
         "truncated_frac": float((lengths >= kw["max_new_tokens"]).mean()),
         "utilization": {k: kept / res[k][2] for k in runs},
         "wall_s": {k: float(np.median(v)) for k, v in times.items()},
-        "speedup_rounds": ratio, "speedup_median": float(np.median(ratio)),
-        "speedup_range": [min(ratio), max(ratio)],
+        "speedup_rounds": ratios, "speedup_median": {k: float(np.median(v)) for k, v in ratios.items()},
+        "speedup_range": {k: [min(v), max(v)] for k, v in ratios.items()},
     }
     print(f"rollout bench: {out['prompts']} prompts x G={out['G']}, R={out['R']}, "
           f"{args.slots} prompts per lockstep call / prompt slots, chunk {args.chunk}; "
+          f"per-sample: {out['rows']} rows in blocks of {args.block}, {out['prompt_slots']} "
+          f"prompt slots; "
           f"{args.rounds} interleaved rounds (host: {os.cpu_count()} CPUs)")
     print(f"response lengths: mean {out['length_mean']:.1f}, median {out['length_p50']:.0f}, "
           f"at the cap {out['truncated_frac']:.0%}")
     print(f"{'':11} {'utilization':>11} {'wall s (median)':>16}")
     for k in runs:
         print(f"{k:11} {out['utilization'][k]:>11.2f} {out['wall_s'][k]:>16.2f}")
-    print(f"continuous throughput / lockstep: {out['speedup_median']:.2f}x (per-round range "
-          f"{out['speedup_range'][0]:.2f}-{out['speedup_range'][1]:.2f}); same samples token for "
-          f"token: {same}")
+    for k in same:
+        lo, hi = out["speedup_range"][k]
+        print(f"{k} throughput / lockstep: {out['speedup_median'][k]:.2f}x (per-round range "
+              f"{lo:.2f}-{hi:.2f}); same samples token for token: {same[k]}")
     return out

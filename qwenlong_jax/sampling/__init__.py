@@ -7,6 +7,7 @@
 
 Files: strategies.py (greedy/temperature/top-k/top-p/min-p, logprob convention), prompt_cache.py
 (chunked prefill, prompt KV cache), decode.py (shared-prefix decode step and while_loop),
+continuous.py and sample_refill.py (continuous batching: group and per-sample refill),
 sampler.py (jitted array API, RNG, bucketing), generate.py (list-of-ids API).
 """
 from qwenlong_jax.sampling.decode import (  # noqa: F401

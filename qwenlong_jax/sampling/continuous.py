@@ -60,7 +60,7 @@ class ContinuousOutput:
     decode_steps: int
 
 
-def _cast(cfg: ModelConfig, params):
+def cast_params(cfg: ModelConfig, params):
     dt = jnp.dtype(cfg.dtype)
     return jax.tree.map(lambda a: a.astype(dt) if jnp.issubdtype(a.dtype, jnp.floating) else a,
                         params)
@@ -70,10 +70,10 @@ def _cast(cfg: ModelConfig, params):
 def init_slots(cfg: ModelConfig, B: int, S: int, G: int, R: int, keys_1G) -> SlotState:
     """Empty slots (every sample done); keys_1G: any keys of the run's kind (placeholders)."""
     with sharding.rules(**decode.SAMPLER_RULES):
-        return _init_slots(cfg, B, S, G, R, keys_1G)
+        return empty_slots(cfg, B, S, G, R, keys_1G)
 
 
-def _init_slots(cfg, B, S, G, R, keys_1G):
+def empty_slots(cfg, B, S, G, R, keys_1G):
     L, K, H = cfg.num_layers, cfg.num_kv_heads, cfg.head_dim
     dt = jnp.dtype(cfg.dtype)
     cache = prompt_cache.PromptCache(
@@ -86,7 +86,7 @@ def _init_slots(cfg, B, S, G, R, keys_1G):
                      jnp.zeros((B, G), jnp.int32), jnp.full((B, G), FINISH_LENGTH, jnp.int32))
 
 
-def _sample_and_record(strategy, st: SlotState, logits_BGV, eos_ids, stop_sequences,
+def sample_and_record(strategy, st: SlotState, logits_BGV, eos_ids, stop_sequences,
                        R: int) -> SlotState:
     """Each live sample draws its token number st.step_BG and records it (decode.advance with
     per-sample positions); done samples are left as they are."""
@@ -125,7 +125,7 @@ def prefill_slot(cfg: ModelConfig, params, st: SlotState, slot, tokens_1S, lens_
                  strategy, eos_ids, stop_sequences, prefill_chunk: int) -> SlotState:
     """Prefill one prompt into prompt slot `slot` and sample its G first tokens."""
     with sharding.rules(**decode.SAMPLER_RULES):
-        params = _cast(cfg, params)
+        params = cast_params(cfg, params)
         one = prompt_cache.prefill(cfg, params, tokens_1S, lens_1, chunk=prefill_chunk)
         c = st.cache
         put = lambda a, x, ax: lax.dynamic_update_slice_in_dim(a, x.astype(a.dtype), slot, ax)  # noqa: E731
@@ -148,7 +148,7 @@ def prefill_slot(cfg: ModelConfig, params, st: SlotState, slot, tokens_1S, lens_
         others = jnp.arange(B)[:, None] != slot
         logits = jnp.broadcast_to(cache.last_logits_BV[:, None], (B, G, cfg.vocab_size))
         frozen = dataclasses.replace(st, done_BG=st.done_BG | others)
-        new = _sample_and_record(strategy, frozen, logits, eos_ids, stop_sequences, R)
+        new = sample_and_record(strategy, frozen, logits, eos_ids, stop_sequences, R)
         return dataclasses.replace(new, done_BG=jnp.where(others, st.done_BG, new.done_BG))
 
 
@@ -160,7 +160,7 @@ def decode_chunk(cfg: ModelConfig, params, st: SlotState, *, strategy, eos_ids, 
     Returns (state, steps run)."""
     R = st.tokens_BGR.shape[2]
     with sharding.rules(**decode.SAMPLER_RULES):
-        params = _cast(cfg, params)
+        params = cast_params(cfg, params)
 
         def cond(c):
             s, n = c
@@ -176,7 +176,7 @@ def decode_chunk(cfg: ModelConfig, params, st: SlotState, *, strategy, eos_ids, 
             s = dataclasses.replace(
                 s, resp_k_LBGRKH=decode.write_slots(s.resp_k_LBGRKH, k_LBGKH, slot_BG, axis=3),
                 resp_v_LBGRKH=decode.write_slots(s.resp_v_LBGRKH, v_LBGKH, slot_BG, axis=3))
-            return _sample_and_record(strategy, s, logits, eos_ids, stop_sequences, R), n + 1
+            return sample_and_record(strategy, s, logits, eos_ids, stop_sequences, R), n + 1
 
         return lax.while_loop(cond, body, (st, jnp.zeros((), jnp.int32)))
 

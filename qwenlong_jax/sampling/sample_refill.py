@@ -1,0 +1,223 @@
+"""Sample-level continuous batching: decode rows decoupled from prompt caches. A block of W
+decode rows that finished takes the next W samples, of whichever prompt is next, instead of
+waiting for the slowest of the G samples of its prompt.
+
+    out = sample_refill(cfg, params, prompt_tokens_PS, prompt_lens_P, keys_PG, rows=D,
+                        block=W, prompt_slots=Q, max_new_tokens=R, strategy=..., chunk=4)
+    out.tokens_PGR, out.logprobs_PGR, out.lengths_PG, out.finish_PG   # as sample_groups' B = P
+    out.token_steps, out.decode_steps          # (continuous.ContinuousOutput)
+
+Device state: Q prompt caches [L, Q, S, K, H] (with each prompt's last logits) and D = Nb x W
+decode rows in Nb blocks of W (W divides G). Each block points at a prompt slot (pidx_Nb) and
+holds W samples of that prompt; each row has its own response cache row [L, Nb, W, R, K, H],
+key, step counter, tokens and stop bookkeeping (continuous.SlotState with B = Nb, G = W). A
+decode chunk gathers each block's prompt cache once (`cache.k[:, pidx_Nb]`) and runs
+decode.decode_step on it: the W rows of a block read their prompt cache once per step, as the
+G samples of a prompt do in the lockstep sampler.
+
+W trades the two costs of a step: W = 1 refills every sample on its own but reads a prompt's
+cache once per live sample (G times per step where lockstep reads it once); W = G is the
+group refill of continuous.py (one read, but a block waits for the slowest of G samples).
+
+The host loop alternates `decode_rows` (`chunk` steps, or fewer when every row is done) with
+harvesting and refilling, samples taken in (prompt, sample) order:
+- a block whose W rows are done hands its samples to the output; a prompt slot whose G
+  samples are all harvested is free;
+- a free block takes the next W samples; if their prompt is not cached yet, it is prefilled
+  into a free prompt slot (`prefill_prompt`); with no free prompt slot the block waits;
+- the blocks that took samples draw their first tokens from their prompt's prefill logits
+  (`start_rows`, one call for all of them).
+
+Token for token the same samples as `sampler.sample_groups` (tested): sample (p, g) draws token
+t from fold_in(keys_PG[p, g], t) whatever row, block, prompt slot or step it runs in, and every
+op of a step is row-independent.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from qwenlong_jax import sharding
+from qwenlong_jax.models.config import ModelConfig
+from qwenlong_jax.sampling import continuous, decode, prompt_cache, strategies
+from qwenlong_jax.sampling.decode import FINISH_LENGTH, PAD_ID
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass
+class RowState:
+    cache: prompt_cache.PromptCache  # k/v [L, Q, S, K, H], lens_Q, last_logits_QV
+    pidx_Nb: jax.Array  # prompt slot of each block of decode rows
+    rows: continuous.SlotState  # [Nb, W] rows; its own `cache` field is unused (None)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3, 4, 5))
+def init_rows(cfg: ModelConfig, Q: int, Nb: int, W: int, S: int, R: int, keys_11) -> RowState:
+    """Q empty prompt slots and Nb x W idle decode rows (every row done)."""
+    with sharding.rules(**decode.SAMPLER_RULES):
+        cache_st = continuous.empty_slots(cfg, Q, S, 1, 1, keys_11)  # the prompt caches only
+        rows = continuous.empty_slots(cfg, Nb, 1, W, R, keys_11)
+        return RowState(cache_st.cache, jnp.zeros((Nb,), jnp.int32),
+                        dataclasses.replace(rows, cache=None))
+
+
+@functools.partial(jax.jit, static_argnums=(0,), static_argnames=("prefill_chunk",),
+                   donate_argnames=("st",))
+def prefill_prompt(cfg: ModelConfig, params, st: RowState, slot, tokens_1S, lens_1, *,
+                   prefill_chunk: int) -> RowState:
+    """Prefill one prompt into prompt slot `slot` (its cache rows and last logits)."""
+    with sharding.rules(**decode.SAMPLER_RULES):
+        one = prompt_cache.prefill(cfg, continuous.cast_params(cfg, params), tokens_1S, lens_1,
+                                   chunk=prefill_chunk)
+        c = st.cache
+        put = lambda a, x, ax: lax.dynamic_update_slice_in_dim(a, x.astype(a.dtype), slot, ax)  # noqa: E731
+        cache = prompt_cache.PromptCache(put(c.k_LBSKH, one.k_LBSKH, 1), put(c.v_LBSKH, one.v_LBSKH, 1),
+                                         put(c.lens_B, one.lens_B, 0),
+                                         put(c.last_logits_BV, one.last_logits_BV, 0))
+        return dataclasses.replace(st, cache=cache)
+
+
+@functools.partial(jax.jit, static_argnames=("strategy", "eos_ids", "stop_sequences"),
+                   donate_argnames=("st",))
+def start_rows(st: RowState, start_Nb, pidx_Nb, keys_NbW, *, strategy, eos_ids,
+               stop_sequences) -> RowState:
+    """Blocks with start_Nb take W new samples (prompt slot pidx_Nb, keys keys_NbW) and draw
+    their first tokens from the prompt's prefill logits; the other rows do not move."""
+    with sharding.rules(**decode.SAMPLER_RULES):
+        r = st.rows
+        R = r.tokens_BGR.shape[2]
+        s1 = jnp.broadcast_to(start_Nb[:, None], r.done_BG.shape)
+        pidx = jnp.where(start_Nb, pidx_Nb, st.pidx_Nb)
+        fresh = dataclasses.replace(
+            r, keys_BG=jnp.where(s1, keys_NbW, r.keys_BG),
+            step_BG=jnp.where(s1, 0, r.step_BG),
+            tokens_BGR=jnp.where(s1[..., None], PAD_ID, r.tokens_BGR),
+            logprobs_BGR=jnp.where(s1[..., None], 0.0, r.logprobs_BGR),
+            done_BG=~s1,  # only the starting rows are live for this draw
+            lengths_BG=jnp.where(s1, 0, r.lengths_BG),
+            finish_BG=jnp.where(s1, FINISH_LENGTH, r.finish_BG))
+        logits = jnp.broadcast_to(st.cache.last_logits_BV[pidx][:, None],
+                                  r.done_BG.shape + st.cache.last_logits_BV.shape[1:])
+        new = continuous.sample_and_record(strategy, fresh, logits, eos_ids, stop_sequences, R)
+        new = dataclasses.replace(new, done_BG=jnp.where(s1, new.done_BG, r.done_BG))
+        return dataclasses.replace(st, pidx_Nb=pidx, rows=new)
+
+
+@functools.partial(jax.jit, static_argnums=(0,), static_argnames=(
+    "strategy", "eos_ids", "stop_sequences", "steps", "decode_impl"), donate_argnames=("st",))
+def decode_rows(cfg: ModelConfig, params, st: RowState, *, strategy, eos_ids, stop_sequences,
+                steps: int, decode_impl: decode.DecodeImpl = "xla"):
+    """Up to `steps` decode steps of every live row (stops early when all are done).
+    Returns (state, steps run)."""
+    R = st.rows.tokens_BGR.shape[2]
+    with sharding.rules(**decode.SAMPLER_RULES):
+        params = continuous.cast_params(cfg, params)
+        c = st.cache
+        # each block's prompt cache, gathered once per chunk (pidx_Nb is fixed within a chunk)
+        rows_cache = prompt_cache.PromptCache(
+            sharding.constrain(c.k_LBSKH[:, st.pidx_Nb], prompt_cache.CACHE_AXES),
+            sharding.constrain(c.v_LBSKH[:, st.pidx_Nb], prompt_cache.CACHE_AXES),
+            c.lens_B[st.pidx_Nb], c.last_logits_BV[st.pidx_Nb])
+
+        def cond(carry):
+            s, n = carry
+            return (n < steps) & ~jnp.all(s.done_BG)
+
+        def body(carry):
+            s, n = carry
+            slot_NbW = jnp.maximum(s.step_BG - 1, 0)  # the newest token's response slot
+            prev_NbW = jnp.take_along_axis(s.tokens_BGR, slot_NbW[..., None], axis=2)[..., 0]
+            logits, k_LNbWKH, v_LNbWKH = decode.decode_step(
+                cfg, params, rows_cache, s.resp_k_LBGRKH, s.resp_v_LBGRKH, prev_NbW, slot_NbW,
+                decode_impl)
+            s = dataclasses.replace(
+                s, resp_k_LBGRKH=decode.write_slots(s.resp_k_LBGRKH, k_LNbWKH, slot_NbW, axis=3),
+                resp_v_LBGRKH=decode.write_slots(s.resp_v_LBGRKH, v_LNbWKH, slot_NbW, axis=3))
+            return continuous.sample_and_record(strategy, s, logits, eos_ids, stop_sequences,
+                                                 R), n + 1
+
+        rows, n = lax.while_loop(cond, body, (st.rows, jnp.zeros((), jnp.int32)))
+        return dataclasses.replace(st, rows=rows), n
+
+
+def sample_refill(cfg: ModelConfig, params, prompt_tokens_PS, prompt_lens_P, keys_PG, *,
+                  rows: int, prompt_slots: int, max_new_tokens: int, block: int = 1,
+                  strategy: strategies.AnyStrategy = strategies.Greedy(),
+                  eos_ids: tuple[int, ...] = (), stop_sequences: tuple[tuple[int, ...], ...] = (),
+                  prefill_chunk: int = 512, chunk: int = 4,
+                  decode_impl: decode.DecodeImpl = "xla") -> continuous.ContinuousOutput:
+    """P prompts x G samples through `rows` decode rows (blocks of `block` rows sharing a
+    prompt) and `prompt_slots` prompt caches; the same samples as sample_groups on all P."""
+    tokens_PS = np.asarray(prompt_tokens_PS)
+    lens_P = np.asarray(prompt_lens_P)
+    P, S = tokens_PS.shape
+    G, R, W = keys_PG.shape[1], max_new_tokens, block
+    if chunk <= 0 or rows <= 0 or prompt_slots <= 0 or W <= 0 or G % W or rows % W:
+        raise ValueError(f"rows, prompt_slots, block and chunk must be > 0 and block must divide "
+                         f"G={G} and rows, got rows={rows}, prompt_slots={prompt_slots}, "
+                         f"block={block}, chunk={chunk}")
+    U = P * G // W  # units of W samples, in (prompt, sample) order
+    Nb, Q = min(rows // W, U), min(prompt_slots, P)
+    static = dict(strategy=strategy, eos_ids=tuple(eos_ids),
+                  stop_sequences=tuple(tuple(s) for s in stop_sequences))
+    keys_UW = jnp.reshape(keys_PG, (U, W))
+    st = init_rows(cfg, Q, Nb, W, S, R, keys_UW[:1, :1])
+    out_tok = np.full((P, G, R), PAD_ID, np.int32)
+    out_lp = np.zeros((P, G, R), np.float32)
+    out_len = np.zeros((P, G), np.int32)
+    out_fin = np.zeros((P, G), np.int32)
+    unit_of = [-1] * Nb  # unit held by each block
+    slot_of: dict[int, int] = {}  # cached prompt -> prompt slot
+    left = [0] * Q  # units of the slot's prompt not yet harvested
+    free_slots = list(range(Q))
+    nxt, token_steps, decode_steps = 0, 0, 0
+    done_Nb = np.ones((Nb,), bool)
+    while True:
+        finished = [b for b in range(Nb) if unit_of[b] >= 0 and done_Nb[b]]
+        if finished:
+            r = jax.device_get(st.rows)
+            for b in finished:
+                p, j = divmod(unit_of[b], G // W)
+                g = slice(j * W, (j + 1) * W)
+                out_tok[p, g], out_lp[p, g] = r.tokens_BGR[b], r.logprobs_BGR[b]
+                out_len[p, g], out_fin[p, g] = r.lengths_BG[b], r.finish_BG[b]
+                unit_of[b] = -1
+                q = slot_of[p]
+                left[q] -= 1
+                if left[q] == 0:
+                    del slot_of[p]
+                    free_slots.append(q)
+        start_Nb = np.zeros((Nb,), bool)
+        pidx_Nb = np.zeros((Nb,), np.int32)
+        for b in range(Nb):
+            if unit_of[b] >= 0 or nxt == U:
+                continue
+            p = nxt // (G // W)
+            if p not in slot_of:
+                if not free_slots:
+                    break
+                q = free_slots.pop(0)
+                st = prefill_prompt(cfg, params, st, q, tokens_PS[p:p + 1], lens_P[p:p + 1],
+                                    prefill_chunk=prefill_chunk)
+                slot_of[p], left[q] = q, G // W
+            unit_of[b], start_Nb[b], pidx_Nb[b] = nxt, True, slot_of[p]
+            nxt += 1
+        if start_Nb.any():
+            st = start_rows(st, jnp.asarray(start_Nb), jnp.asarray(pidx_Nb),
+                            keys_UW[np.asarray(unit_of).clip(0)], **static)
+            token_steps += int(start_Nb.sum()) * W
+        if all(u < 0 for u in unit_of):
+            break
+        st, n = decode_rows(cfg, params, st, steps=chunk, decode_impl=decode_impl, **static)
+        n = int(n)
+        decode_steps += n
+        token_steps += n * Nb * W
+        done_Nb = np.asarray(st.rows.done_BG).all(axis=1)
+    return continuous.ContinuousOutput(out_tok, out_lp, out_len, out_fin, token_steps,
+                                       decode_steps)
