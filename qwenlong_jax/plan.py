@@ -15,7 +15,7 @@ the two; the optimizer state and the reference stay resident during sampling. Th
 checked against the compiler's buffer assignment (`compiled.memory_analysis()`): by
 `python -m qwenlong_jax.compile` for XLA:TPU (the 32B TPU config's phases on v5p:4x4x4 and
 Qwen2.5-1.5B GRPO at 8K on v5p:2x2x1) and XLA:GPU (the 32B GPU config's phases on 16 x 8 H100):
-within 20% (README, tests/test_plan.py against the recorded figures), and for the tiny configs on
+within 20% (docs/benchmarks.md "Compile check: the recorded tables", tests/test_plan.py against the recorded figures), and for the tiny configs on
 CPU by tests/test_plan.py (within 25%). The backend matters for one term: how many gradient-sized
 buffers the update keeps (GRADIENT_COPIES). Memory per device and the backend default to the
 config file's COMPILE_TARGET (qwenlong_jax/targets.py). They are estimates: the compiler may keep
@@ -64,7 +64,7 @@ def model_config(cfg: Config) -> ModelConfig:
 
 # f32 gradient-sized buffers the update keeps besides the parameters and optimizer state, plus one
 # gradient accumulator when the step has micro-batches. Fitted to the compilers' buffer
-# assignment of the 32B configs' SFT and GRPO updates (README "Compile check"): XLA:TPU's
+# assignment of the 32B configs' SFT and GRPO updates (docs/benchmarks.md, "Compile check: the recorded tables"): XLA:TPU's
 # temporaries hold three, XLA:GPU's one (0.97-1.01 of the compiler with it, 1.16-1.26 with
 # three). Which buffers XLA:TPU keeps that XLA:GPU does not was not traced. CPU is priced as TPU.
 GRADIENT_COPIES = {"gpu": 1}

@@ -2,7 +2,7 @@
 
     python -m qwenlong_jax.pretrain --out /tmp/s1 --minutes 7 --copy_fraction 1.0 ...   # stage 1 of 3
 
-(the README's "The tiny base checkpoint" lists the three stages that made the shipped base.)
+(docs/results.md, "The tiny base checkpoint", lists the three stages that made the shipped base.)
 Next-token pretraining of a small Qwen2-shaped model from scratch on the synthetic stream of
 data/pretrain.py (documents with facts and interleaved QA lines; a quarter of the examples are
 full chat-formatted SFT examples), with a length curriculum from 48 to `--max_doc_tokens`

@@ -1,5 +1,5 @@
 """The benchmarks' plumbing at toy sizes: baselines in their fastest ordinary configuration,
-interleaved rounds and round-by-round ratios (the figures themselves are in the README)."""
+interleaved rounds and round-by-round ratios (the figures themselves are in docs/benchmarks.md)."""
 import statistics
 
 import pytest

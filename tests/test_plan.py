@@ -175,7 +175,7 @@ RECORDS = ["r1_distill_32b_tpu_v5p_4x4x4.json", "qwen25_1p5b_8k_v5p_2x2x1.json",
 @pytest.mark.parametrize("record", RECORDS)
 def test_estimate_within_20_percent_of_the_compiler(record):
     """The planner against XLA:TPU's / XLA:GPU's per-device totals recorded by `python -m
-    qwenlong_jax.compile` (README "Compile check"; recompiling the 32B steps takes 10-30 min, so
+    qwenlong_jax.compile` (docs/benchmarks.md, "Compile check: the recorded tables"; recompiling the 32B steps takes 10-30 min, so
     the compiler's side is the recorded JSON and the planner's side is recomputed here, priced
     for the record's backend): GRPO/SFT update = params + optimizer + update terms; sampler =
     params + optimizer (resident) + sampling terms."""

@@ -98,7 +98,7 @@ def pretrain_example(seed: int, index: int, progress: float, tokenizer, min_toke
     qa_reserve (pretrain_text): 0 puts `questions` QA lines on top of a full-length document
     (denser targets). copy_fraction: share of `copy_drill` examples.
 
-    What made a 1M-parameter model read (README, "The tiny base checkpoint"): names and values
+    What made a 1M-parameter model read (docs/results.md, "The tiny base checkpoint"): names and values
     as single tokenizer pieces, and copy drills alone first (copy_fraction=1.0, from scratch)
     so an induction head forms before documents join (copy_fraction=0.5, qa_reserve=0,
     restate=1.0, attributes=1); drills mixed into documents from the start never formed it."""
