@@ -158,27 +158,35 @@ def decode_chunk(cfg: ModelConfig, params, st: SlotState, *, strategy, eos_ids, 
                  steps: int, decode_impl: decode.DecodeImpl = "xla"):
     """Up to `steps` decode steps of every live sample (stops early when all are done).
     Returns (state, steps run)."""
-    R = st.tokens_BGR.shape[2]
     with sharding.rules(**decode.SAMPLER_RULES):
-        params = cast_params(cfg, params)
+        return decode_loop(cfg, cast_params(cfg, params), st.cache, st, strategy=strategy,
+                           eos_ids=eos_ids, stop_sequences=stop_sequences, steps=steps,
+                           decode_impl=decode_impl)
 
-        def cond(c):
-            s, n = c
-            return (n < steps) & ~jnp.all(s.done_BG)
 
-        def body(c):
-            s, n = c
-            slot_BG = jnp.maximum(s.step_BG - 1, 0)  # the newest token's response slot
-            prev_BG = jnp.take_along_axis(s.tokens_BGR, slot_BG[..., None], axis=2)[..., 0]
-            logits, k_LBGKH, v_LBGKH = decode.decode_step(
-                cfg, params, s.cache, s.resp_k_LBGRKH, s.resp_v_LBGRKH, prev_BG, slot_BG,
-                decode_impl)
-            s = dataclasses.replace(
-                s, resp_k_LBGRKH=decode.write_slots(s.resp_k_LBGRKH, k_LBGKH, slot_BG, axis=3),
-                resp_v_LBGRKH=decode.write_slots(s.resp_v_LBGRKH, v_LBGKH, slot_BG, axis=3))
-            return sample_and_record(strategy, s, logits, eos_ids, stop_sequences, R), n + 1
+def decode_loop(cfg: ModelConfig, params, cache, st: SlotState, *, strategy, eos_ids,
+                stop_sequences, steps: int, decode_impl: decode.DecodeImpl):
+    """The decode loop both refill samplers trace (inside their jit and sharding rules): up to
+    `steps` steps of every live sample of `st` against the prompt `cache` (one entry per row of
+    st), stopping early when all are done. Returns (state, steps run)."""
+    R = st.tokens_BGR.shape[2]
 
-        return lax.while_loop(cond, body, (st, jnp.zeros((), jnp.int32)))
+    def cond(c):
+        s, n = c
+        return (n < steps) & ~jnp.all(s.done_BG)
+
+    def body(c):
+        s, n = c
+        slot_BG = jnp.maximum(s.step_BG - 1, 0)  # the newest token's response slot
+        prev_BG = jnp.take_along_axis(s.tokens_BGR, slot_BG[..., None], axis=2)[..., 0]
+        logits, k_LBGKH, v_LBGKH = decode.decode_step(
+            cfg, params, cache, s.resp_k_LBGRKH, s.resp_v_LBGRKH, prev_BG, slot_BG, decode_impl)
+        s = dataclasses.replace(
+            s, resp_k_LBGRKH=decode.write_slots(s.resp_k_LBGRKH, k_LBGKH, slot_BG, axis=3),
+            resp_v_LBGRKH=decode.write_slots(s.resp_v_LBGRKH, v_LBGKH, slot_BG, axis=3))
+        return sample_and_record(strategy, s, logits, eos_ids, stop_sequences, R), n + 1
+
+    return lax.while_loop(cond, body, (st, jnp.zeros((), jnp.int32)))
 
 
 def sample_continuous(cfg: ModelConfig, params, prompt_tokens_PS, prompt_lens_P, keys_PG, *,

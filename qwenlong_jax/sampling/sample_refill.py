@@ -115,7 +115,6 @@ def decode_rows(cfg: ModelConfig, params, st: RowState, *, strategy, eos_ids, st
                 steps: int, decode_impl: decode.DecodeImpl = "xla"):
     """Up to `steps` decode steps of every live row (stops early when all are done).
     Returns (state, steps run)."""
-    R = st.rows.tokens_BGR.shape[2]
     with sharding.rules(**decode.SAMPLER_RULES):
         params = continuous.cast_params(cfg, params)
         c = st.cache
@@ -125,24 +124,9 @@ def decode_rows(cfg: ModelConfig, params, st: RowState, *, strategy, eos_ids, st
             sharding.constrain(c.v_LBSKH[:, st.pidx_Nb], prompt_cache.CACHE_AXES),
             c.lens_B[st.pidx_Nb], c.last_logits_BV[st.pidx_Nb])
 
-        def cond(carry):
-            s, n = carry
-            return (n < steps) & ~jnp.all(s.done_BG)
-
-        def body(carry):
-            s, n = carry
-            slot_NbW = jnp.maximum(s.step_BG - 1, 0)  # the newest token's response slot
-            prev_NbW = jnp.take_along_axis(s.tokens_BGR, slot_NbW[..., None], axis=2)[..., 0]
-            logits, k_LNbWKH, v_LNbWKH = decode.decode_step(
-                cfg, params, rows_cache, s.resp_k_LBGRKH, s.resp_v_LBGRKH, prev_NbW, slot_NbW,
-                decode_impl)
-            s = dataclasses.replace(
-                s, resp_k_LBGRKH=decode.write_slots(s.resp_k_LBGRKH, k_LNbWKH, slot_NbW, axis=3),
-                resp_v_LBGRKH=decode.write_slots(s.resp_v_LBGRKH, v_LNbWKH, slot_NbW, axis=3))
-            return continuous.sample_and_record(strategy, s, logits, eos_ids, stop_sequences,
-                                                 R), n + 1
-
-        rows, n = lax.while_loop(cond, body, (st.rows, jnp.zeros((), jnp.int32)))
+        rows, n = continuous.decode_loop(
+            cfg, params, rows_cache, st.rows, strategy=strategy, eos_ids=eos_ids,
+            stop_sequences=stop_sequences, steps=steps, decode_impl=decode_impl)
         return dataclasses.replace(st, rows=rows), n
 
 
