@@ -9,8 +9,9 @@ samples are done, instead of every sample of a call waiting for the longest one.
 Device state (slot_state.SlotState): B prompt caches and B x G response caches, one step
 counter per SAMPLE. The host loop alternates `decode_chunk` with harvesting: a slot whose G
 samples are all done hands its rows to the output and takes the next prompt (`prefill_slots`:
-the prompt's chunked prefill written into the slot's cache rows, its G first tokens sampled;
-the first B prompts in one call). A chunk runs up to `chunk` steps and stops as soon as a slot
+the prompt's chunked prefill written into the slot's cache rows, its G first tokens sampled).
+A prompt is prefilled alone, over its own prefill chunks only (prompt_cache.own_length), where
+a lockstep call prefills every prompt to the call's padded length. A chunk runs up to `chunk` steps and stops as soon as a slot
 becomes free (while prompts wait, or in the drain), so a refill never waits for the end of a
 chunk. A
 finished sample of a slot still running computes masked steps until its siblings finish (they
@@ -146,8 +147,14 @@ def sample_continuous(cfg: ModelConfig, params, prompt_tokens_PS, prompt_lens_P,
     out_lp = np.zeros((P, G, R), np.float32)
     out_len = np.zeros((P, G), np.int32)
     out_fin = np.zeros((P, G), np.int32)
-    st = prefill_slots(cfg, params, st, 0, tokens_PS[:B], lens_P[:B], keys_PG[:B],
-                       prefill_chunk=prefill_chunk, **static)
+
+    def prefill(st, b, p):  # prompt p into slot b, at its own chunks (prompt_cache.own_length)
+        n = prompt_cache.own_length(int(lens_P[p]), S, prefill_chunk)
+        return prefill_slots(cfg, params, st, b, tokens_PS[p:p + 1, :n], lens_P[p:p + 1],
+                             keys_PG[p:p + 1], prefill_chunk=prefill_chunk, **static)
+
+    for b in range(B):
+        st = prefill(st, b, b)
     owner = list(range(B))  # prompt index held by each slot (-1: free)
     nxt, token_steps, decode_steps = B, B * G, 0
     while True:
@@ -160,9 +167,7 @@ def sample_continuous(cfg: ModelConfig, params, prompt_tokens_PS, prompt_lens_P,
                 out_tok[p], out_lp[p], out_len[p], out_fin[p] = (a[b] for a in h)
                 owner[b] = -1
                 if nxt < P:
-                    st = prefill_slots(cfg, params, st, b, tokens_PS[nxt:nxt + 1],
-                                       lens_P[nxt:nxt + 1], keys_PG[nxt:nxt + 1],
-                                       prefill_chunk=prefill_chunk, **static)
+                    st = prefill(st, b, nxt)
                     owner[b], nxt, token_steps = nxt, nxt + 1, token_steps + G
         busy = [b for b in range(len(owner)) if owner[b] >= 0]
         if not busy:

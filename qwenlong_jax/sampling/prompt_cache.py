@@ -88,6 +88,14 @@ def check_chunk(S: int, chunk: int) -> int:
     return chunk
 
 
+def own_length(n: int, S: int, chunk: int) -> int:
+    """The padded length a lone n-token prompt of a batch padded to S needs: its own chunks
+    only (the chunks past its end change nothing of it: attention is causal), the same C-token
+    chunks as at S, so its cache and logits are computed exactly as in the batch."""
+    C = check_chunk(S, chunk)
+    return min(S, -(-n // C) * C)
+
+
 def prefill(cfg: ModelConfig, params: dict, prompt_tokens_BS: jax.Array, prompt_lens_B: jax.Array,
             *, chunk: int) -> PromptCache:
     """Runs the prompts through the model chunk by chunk, filling one KV cache per prompt."""

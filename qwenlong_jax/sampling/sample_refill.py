@@ -200,7 +200,8 @@ def sample_refill(cfg: ModelConfig, params, prompt_tokens_PS, prompt_lens_P, key
                 if not free_slots:
                     break
                 q = free_slots.pop(0)
-                st = prefill_prompt(cfg, params, st, q, tokens_PS[p:p + 1], lens_P[p:p + 1],
+                n = prompt_cache.own_length(int(lens_P[p]), S, prefill_chunk)
+                st = prefill_prompt(cfg, params, st, q, tokens_PS[p:p + 1, :n], lens_P[p:p + 1],
                                     prefill_chunk=prefill_chunk)
                 slot_of[p], left[q] = q, G // W
             unit_of[b], start_Nb[b], pidx_Nb[b] = nxt, True, slot_of[p]
