@@ -57,7 +57,7 @@ def test_rollout_bench_same_samples_and_round_ratios(capsys, tmp_path):
              "rollout_utilization": 0.6}]
     (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     res = rollout.main(["--prompts", "3", "--slots", "2", "--chunk", "4", "--rounds", "2",
-                        "--run", str(tmp_path)])
+                        "--run", str(tmp_path), "--profile"])
     assert res["same_samples"] == {"lockstep/2": True, "group_refill": True, "per-sample": True}
     assert res["prompts"] == 3 and res["G"] == 8 and res["rows"] == 16 and res["policy"] == "hf"
     assert res["run"] == pytest.approx({"steps": 2, "length_mean": 25.0, "truncated_frac": 0.25,
@@ -67,4 +67,7 @@ def test_rollout_bench_same_samples_and_round_ratios(capsys, tmp_path):
         assert res["speedup_median"][k] == pytest.approx(statistics.median(res["speedup_rounds"][k]))
     for u in res["utilization"].values():
         assert res["length_mean"] / res["R"] <= u <= 1
+    prof = res["profile"]
+    assert prof["lockstep"]["sample_groups"] > 0 and prof["group_refill"]["decode_chunk"] > 0
+    assert prof["per-sample"]["decode_rows"] > 0 and prof["per-sample"]["prefill_prompt"] > 0
     assert capsys.readouterr().out.count("same samples token for token: True") == 3

@@ -60,6 +60,8 @@ def parse_args(argv):
     p.add_argument("--samplers", default="lockstep,lockstep/B,group_refill,per-sample")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--profile", action="store_true", help="after the rounds, one more run of "
+                   "each sampler with its jitted calls timed one by one: prefill / decode / host")
     return p.parse_args(argv)
 
 
@@ -133,6 +135,9 @@ def main(argv: Sequence[str]) -> dict:
             f()
             times[k].append(time.perf_counter() - t0)
     ratios = {k: [a / b for a, b in zip(times["lockstep"], times[k])] for k in same}
+    small = f"lockstep/{args.slots}"  # lockstep at the refill samplers' rows, when it ran
+    vs_small = {k: float(np.median([a / b for a, b in zip(times[small], times[k])]))
+                for k in same if small in times and k != small}
     lengths = ref.lengths_PG.ravel()
     kept = int(lengths.sum())
     out = {
@@ -148,11 +153,46 @@ def main(argv: Sequence[str]) -> dict:
         "wall_s": {k: float(np.median(v)) for k, v in times.items()},
         "speedup_rounds": ratios, "speedup_median": {k: float(np.median(v)) for k, v in ratios.items()},
         "speedup_range": {k: [min(v), max(v)] for k, v in ratios.items()},
+        "speedup_vs_small_lockstep": vs_small,
     }
     if args.run:
         out["run"] = run_lengths(args.run, args.phase)
+    if args.profile:
+        out["profile"] = {k: profile(f) for k, f in runs.items()}
     report(out, args)
     return out
+
+
+PROFILED = {"sampler": ("sample_groups",), "continuous": ("prefill_slots", "decode_chunk", "take_slots"),
+            "sample_refill": ("prefill_prompt", "start_rows", "decode_rows")}
+
+
+def profile(run) -> dict:
+    """Seconds in each jitted call of one run (each waited for: the calls no longer overlap
+    the host) and the rest (host); sample_groups is the lockstep call, prefill and decode."""
+    import importlib
+    spent: dict[str, float] = {}
+    saved = []
+    for mod_name, fns in PROFILED.items():
+        mod = importlib.import_module(f"qwenlong_jax.sampling.{mod_name}")
+        for name in fns:
+            f = getattr(mod, name)
+            saved.append((mod, name, f))
+
+            def timed(*a, _f=f, _n=name, **k):
+                t0 = time.perf_counter()
+                r = jax.block_until_ready(_f(*a, **k))
+                spent[_n] = spent.get(_n, 0.0) + time.perf_counter() - t0
+                return r
+            setattr(mod, name, timed)
+    try:
+        t0 = time.perf_counter()
+        run()
+        wall = time.perf_counter() - t0
+    finally:
+        for mod, name, f in saved:
+            setattr(mod, name, f)
+    return {"wall_s": wall, **spent, "host_s": wall - sum(spent.values())}
 
 
 def report(out: dict, args) -> None:
@@ -173,7 +213,11 @@ def report(out: dict, args) -> None:
     for k in out["wall_s"]:
         print(f"{k:14} {out['utilization'][k]:>11.2f} {out['decode_steps'][k]:>12} "
               f"{out['wall_s'][k]:>16.2f}")
+    for k, prof in out.get("profile", {}).items():
+        print(f"profile {k}: " + ", ".join(f"{n} {v:.2f} s" for n, v in prof.items()))
     for k, same in out["same_samples"].items():
         lo, hi = out["speedup_range"][k]
+        vs = out["speedup_vs_small_lockstep"].get(k)
         print(f"{k} throughput / lockstep: {out['speedup_median'][k]:.2f}x (per-round range "
-              f"{lo:.2f}-{hi:.2f}); same samples token for token: {same}")
+              f"{lo:.2f}-{hi:.2f}{'' if vs is None else f'; / lockstep/{args.slots}: {vs:.2f}x'})"
+              f"; same samples token for token: {same}")
