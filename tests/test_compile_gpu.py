@@ -1,7 +1,7 @@
 """The attention kernels and the smoke config's steps compile for NVIDIA H100 (sm_90a) on this CPU.
 
 jax's CUDA plugin describes compile-only GPUs from the project's spec files
-(qwenlong_jax/assets/gpu_specs/, qwenlong_jax/targets.py); the programs go through XLA:GPU,
+(qwenlong_jax/assets/gpu_specs/, qwenlong_jax/capacity/targets.py); the programs go through XLA:GPU,
 Triton and ptxas as on a GPU host, without autotuning. No monkeypatching: the kernels take their
 Triton ("loop") shape because the active mesh is made of GPU devices. Each test asserts the
 compiled program holds the Triton kernels it should -- a silent XLA fallback (the reference
@@ -20,7 +20,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 import kernels
 from kernels import flash
 from qwenlong_jax import compile as compile_cli
-from qwenlong_jax import targets
+from qwenlong_jax.capacity import targets
 
 GIB = 2**30
 needs_cuda = pytest.mark.skipif(not targets.cuda_available(), reason=targets.CUDA_INSTALL)

@@ -14,7 +14,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 import kernels
 from kernels import flash
-from qwenlong_jax import targets
+from qwenlong_jax.capacity import targets
 
 GIB = 2**30
 

@@ -37,7 +37,7 @@ import os
 import re
 
 GIB = 2**30
-SPEC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets", "gpu_specs")
+SPEC_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets", "gpu_specs")
 
 TPU_INSTALL = ('libtpu is not installed: pip install "jax[tpu]==0.10.2" (brings libtpu 0.0.42.1, '
                'pinned in tests/requirements.txt)')
