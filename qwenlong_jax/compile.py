@@ -202,7 +202,8 @@ def main(argv: list[str] | None = None) -> int:
         jax.config.update("jax_platforms", "cpu")  # compile-only devices; no accelerator backend
     os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
 
-    from qwenlong_jax import plan, sharding
+    from qwenlong_jax import plan
+    from qwenlong_jax.parallel import sharding
     from qwenlong_jax.capacity import chips, roofline, targets
     from qwenlong_jax.config import ConfigError
 

@@ -98,7 +98,7 @@ def _bench_files(args) -> dict[str, str]:
 def _mesh(sizes):
     if sizes is None:
         return None
-    from qwenlong_jax import sharding
+    from qwenlong_jax.parallel import sharding
     if len(sizes) != 4:
         raise EvalError(f"--mesh needs 4 sizes (data,fsdp,tensor,sequence), got {sizes}")
     try:

@@ -18,7 +18,8 @@ import jax
 import jax.numpy as jnp
 
 from qwenlong_jax import config as config_lib
-from qwenlong_jax import distributed, models, paths, plan, rewards, sharding, step_fns
+from qwenlong_jax import models, paths, plan, rewards, step_fns
+from qwenlong_jax.parallel import distributed, sharding
 from qwenlong_jax.config import Config, PhaseKind
 from qwenlong_jax.curriculum import phase_records
 from qwenlong_jax.data.tokenizer import load_tokenizer

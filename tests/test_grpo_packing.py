@@ -4,9 +4,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from qwenlong_jax import models, sharding
+from qwenlong_jax import models
+from qwenlong_jax.parallel import sharding
 from qwenlong_jax.rl import grpo_step, packing
-from qwenlong_jax.sharding import MeshConfig
+from qwenlong_jax.parallel.sharding import MeshConfig
 
 CFG = models.get_model_config("tiny", vocab_size=128, hidden_size=64, num_heads=4, num_kv_heads=2,
                               head_dim=16, intermediate_size=96, num_layers=2, logits_chunk=16)

@@ -17,7 +17,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from qwenlong_jax import models, sharding
+from qwenlong_jax import models
+from qwenlong_jax.parallel import sharding
 from qwenlong_jax.models.attention import ring_axes
 
 CFG = models.get_model_config("tiny", vocab_size=128, hidden_size=64, num_heads=4, num_kv_heads=2,

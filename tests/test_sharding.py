@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
-from qwenlong_jax import models, sharding
-from qwenlong_jax.sharding import MeshConfig
+from qwenlong_jax import models
+from qwenlong_jax.parallel import sharding
+from qwenlong_jax.parallel.sharding import MeshConfig
 
 CFG = models.get_model_config("tiny", vocab_size=256, num_heads=8, num_kv_heads=4, hidden_size=64,
                               head_dim=16, intermediate_size=128, num_layers=2)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import jax
 
 import kernels
-from qwenlong_jax import sharding
+from qwenlong_jax.parallel import sharding
 from qwenlong_jax.models.config import ModelConfig
 
 

@@ -181,7 +181,7 @@ def load_hf_checkpoint(
                 raise CheckpointError(f"{path}: tensor {name} has shape {got}, config.json implies {want}")
 
     if mesh is not None:
-        from qwenlong_jax import sharding
+        from qwenlong_jax.parallel import sharding
         shardings = sharding.param_shardings(params_lib.logical_axes(cfg), params_lib.param_shapes(cfg), mesh)
     else:
         single = jax.sharding.SingleDeviceSharding(jax.devices()[0])
@@ -232,7 +232,7 @@ def _hf_tensor(kind: str, ours: np.ndarray) -> np.ndarray:
 
 
 def _to_host(x: jax.Array) -> np.ndarray:
-    from qwenlong_jax.sharding import to_host
+    from qwenlong_jax.parallel.sharding import to_host
     return np.asarray(to_host(x))
 
 

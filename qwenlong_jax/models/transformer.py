@@ -4,7 +4,7 @@ Written as functions rather than flax Modules on purpose: the same layer functio
 training (full self-attention over packed rows), chunked prefill and shared-prefix decode
 (the sampler passes its own `attend`), scan-over-layers is a plain `lax.scan` over the
 stacked layer params, and HF import is a pytree of arrays. Flax supplies the sharding
-vocabulary (logical axis names -> mesh axes, see sharding.py).
+vocabulary (logical axis names -> mesh axes, see parallel/sharding.py).
 
 Numerics follow transformers' Qwen2/Qwen3: RMSNorm in float32 then cast back, q/k RMSNorm
 per head before RoPE (Qwen3), rotate-half RoPE, SwiGLU MLP, no o_proj bias.
@@ -16,7 +16,7 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
-from qwenlong_jax import sharding
+from qwenlong_jax.parallel import sharding
 from qwenlong_jax.models import rope
 from qwenlong_jax.models.attention import self_attention
 from qwenlong_jax.models.config import ModelConfig
