@@ -9,6 +9,7 @@
     python -m qwenlong_jax.data.train_tokenizer --out qwenlong_jax/assets/tokenizer
 
 Modules: tokenizer, prompt, schema, readers, truncation, synthetic, pretrain, make_synthetic,
+run_data (the run's records split into phases; imports the config),
 pipeline, tfds_source. This package imports neither jax nor grain; pipeline.py does.
 """
 from qwenlong_jax.data.prompt import PROMPT_TEMPLATE, build_prompt, split_prompt  # noqa: F401
