@@ -1,4 +1,4 @@
-"""The path layer (paths.py): local paths and object-store URLs behave alike; gs:// is served
+"""The path layer (qwenlong_jax/paths/): local paths and object-store URLs behave alike; gs:// is served
 here by an in-memory fsspec filesystem registered under the "gs" protocol (the real one is
 gcsfs), so URL handling, globs, whole-file writes and local copies are what a bucket gets."""
 import importlib.util

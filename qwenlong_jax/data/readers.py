@@ -135,7 +135,7 @@ def _parse_plain(row: dict, loc: str) -> Record:
 
 def read_rows(path: str) -> Iterator[tuple[str, Any]]:
     """(loc, row-or-DataError) for each row of a .jsonl/.json(l) or .parquet file, local or on
-    an object store (paths.py); loc is "file:line" (1-based; the row number for parquet).
+    an object store (qwenlong_jax/paths/); loc is "file:line" (1-based; the row number for parquet).
     A file with no rows at all (empty, blank lines only, a 0-row parquet) raises DataError
     whatever the bad-record policy: it is a wrong file, not a bad row."""
     n = 0
