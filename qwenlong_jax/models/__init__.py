@@ -6,7 +6,8 @@
 """
 from qwenlong_jax.models.config import ModelConfig, RopeScaling  # noqa: F401
 from qwenlong_jax.models.hf_config import CheckpointError, model_config_from_hf, read_hf_config  # noqa: F401
-from qwenlong_jax.models.hf_io import load_hf_checkpoint, save_hf_checkpoint  # noqa: F401
+from qwenlong_jax.models.hf_load import load_hf_checkpoint  # noqa: F401
+from qwenlong_jax.models.hf_save import save_hf_checkpoint  # noqa: F401
 from qwenlong_jax.models.params import (  # noqa: F401
     count_params, init_params, logical_axes, param_shapes, param_specs,
 )
