@@ -19,8 +19,9 @@ from typing import Literal
 
 import jax.numpy as jnp
 
-from kernels import flash
+from kernels import backend, flash
 from kernels.block_mask import MaskSpec
+from kernels.block_sizes import block_sizes
 from kernels.reference import MASK_VALUE
 
 PairImpl = Literal["xla", "flash"]
@@ -110,7 +111,7 @@ def _scores(ps: PairStatic, q_BCKGH, k_BCKH, mask):
 
 # ----------------------------------------------------------------------------- flash impl
 def _flash_static(ps: PairStatic, diagonal: bool, C: int) -> flash.FlashStatic:
-    blocks = flash.block_sizes(C, C, ps.block_q, ps.block_k, flash.target_backend())
+    blocks = block_sizes(C, C, ps.block_q, ps.block_k, backend.target_backend())
     mask = MaskSpec(causal=diagonal, q_len=C, kv_len=C, has_segments=ps.has_segments,
                     shared_prefix_segment=ps.shared_prefix_segment)
     return flash.FlashStatic(mask=mask, sm_scale=ps.sm_scale, block_q=blocks.block_q,

@@ -18,7 +18,7 @@ import pytest
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 import kernels
-from kernels import flash
+from kernels import backend
 from qwenlong_jax import compile as compile_cli
 from qwenlong_jax.capacity import targets
 
@@ -82,8 +82,8 @@ def test_gpu_spec_files_parse(chip_name):
 def test_backend_comes_from_the_gpu_mesh(gpu_mesh):
     assert jax.default_backend() == "cpu"
     with jax.set_mesh(gpu_mesh):
-        assert flash.target_backend() == "gpu" and flash.resolve_kernel(None) == "loop"
-        assert not flash.resolve_interpret(None)
+        assert backend.target_backend() == "gpu" and backend.resolve_kernel(None) == "loop"
+        assert not backend.resolve_interpret(None)
 
 
 @needs_cuda

@@ -1,7 +1,7 @@
 """The attention kernels compile for TPU (libtpu compile-only devices, on this CPU machine).
 
 No monkeypatching: the kernels pick the Mosaic ("grid") shape because the active mesh is made of
-TPU devices (`kernels.flash.target_backend`), although this process's default backend is CPU.
+TPU devices (`kernels.backend.target_backend`), although this process's default backend is CPU.
 Each test asserts the compiled program contains the Mosaic kernels and that its temporaries stay
 far below the chip's HBM (bounded on-chip buffers are checked by the compiler itself: a kernel
 whose VMEM does not fit fails to compile, as the loop kernels did at 8K tokens).
@@ -13,7 +13,7 @@ import pytest
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 import kernels
-from kernels import flash
+from kernels import backend
 from qwenlong_jax.capacity import targets
 
 GIB = 2**30
@@ -31,11 +31,11 @@ def _abstract(mesh, shape, dtype=jnp.bfloat16):
 
 
 def test_backend_comes_from_the_mesh(chip_mesh):
-    assert jax.default_backend() == "cpu" and flash.target_backend() == "cpu"
+    assert jax.default_backend() == "cpu" and backend.target_backend() == "cpu"
     with jax.set_mesh(chip_mesh):
-        assert flash.target_backend() == "tpu"
-    with flash.use_target("gpu"):
-        assert flash.target_backend() == "gpu"
+        assert backend.target_backend() == "tpu"
+    with backend.use_target("gpu"):
+        assert backend.target_backend() == "gpu"
 
 
 @pytest.mark.parametrize("T", [8192, 32768, 131072])

@@ -53,12 +53,12 @@ def test_triton_padding_matches_references():
     """For a GPU target the loop kernel pads its query rows and length vectors to powers of two
     (Triton's rule; 40 query heads over 8 kv heads give 5 rows per kv head). The padded program,
     run in interpret mode here, equals both references: B=3 prompts, G=3 samples, Q=5."""
-    from kernels import flash
+    from kernels import backend
 
     c = dict(B=3, G=3, T=1, N=10, K=2, H=32, S=70, R=20, prefix_len=[70, 33, 1],
              resp_len=[[1, 7, 20], [4, 11, 2], [20, 1, 9]])
     args = make_inputs(**c)
-    with flash.use_target("gpu"):
+    with backend.use_target("gpu"):
         out = jax.jit(lambda *a: decode_attention(*a, block_s=16, interpret=True, kernel="loop"),
                       compiler_options=FAST_COMPILE)(*args)
     ref, copied = jax.jit(lambda *a: (reference_decode_attention(*a),
@@ -138,9 +138,9 @@ def test_decode_validation():
 def test_lowers_for_gpu(monkeypatch):
     """Both decode kernels lower to Triton for GPU from this CPU machine (lowering only; TPU
     would need a [B, K, S, H] cache layout, see kernels/decode.py)."""
-    import kernels.flash
+    import kernels.backend
 
-    monkeypatch.setattr(kernels.flash, "target_backend", lambda: "gpu")
+    monkeypatch.setattr(kernels.backend, "target_backend", lambda: "gpu")
     B, G, T, N, K, H, S, R = 2, 4, 1, 8, 2, 64, 512, 128
     shapes = [((B, G, T, N, H), jnp.bfloat16), ((B, S, K, H), jnp.bfloat16),
               ((B, S, K, H), jnp.bfloat16), ((B,), jnp.int32), ((B, G, R, K, H), jnp.bfloat16),
