@@ -1,4 +1,5 @@
-"""Block sizes of the flash kernels: per-backend defaults, shrunk to the sequence, validated.
+"""Block sizes of the flash kernels (per-backend defaults, shrunk to the sequence, validated) and
+`FlashStatic`, everything static about one flash call (blocks, mask, scale, kernel shape).
 
 Triton wants powers of two; Mosaic wants the kv block (the lane dim of the [bq, bk] score tile)
 a multiple of 128 and bq a multiple of 8.
@@ -6,6 +7,8 @@ a multiple of 128 and bq a multiple of 8.
 from __future__ import annotations
 
 import dataclasses
+
+from kernels.block_mask import MaskSpec
 
 # Default (block_q, block_k) per backend.
 DEFAULT_BLOCKS = {"cpu": (128, 128), "gpu": (64, 64), "tpu": (128, 128)}
@@ -53,3 +56,15 @@ def block_sizes(T: int, S: int, block_q: int | None, block_k: int | None,
     _check_block("block_q", bq, backend, lane=backend == "tpu")
     _check_block("block_k", bk, backend, lane=True)
     return BlockSizes(bq, bk)
+
+
+@dataclasses.dataclass(frozen=True)
+class FlashStatic:
+    """Everything static about one call (hashable: it is a custom_vjp nondiff argument)."""
+
+    mask: MaskSpec
+    sm_scale: float
+    block_q: int
+    block_k: int
+    interpret: bool
+    kernel: str = "loop"  # "loop" (Triton/CPU shape) | "grid" (Mosaic shape, kernels/flash_tpu.py)

@@ -33,18 +33,13 @@ run on a chip.
 """
 from __future__ import annotations
 
-import dataclasses
-import functools
-
 import jax
 import jax.numpy as jnp
-from jax import lax
-from jax.experimental import pallas as pl
 
 from kernels import backend
 from kernels.backend import resolve_interpret, resolve_kernel
 from kernels.block_sizes import MIN_BLOCK
-from kernels.decode_loop import prefix_partials, response_partials
+from kernels.decode_loop import DecodeStatic, prefix_partials, response_partials
 from kernels.reference import MASK_VALUE
 
 # ----------------------------------------------------------------------------- constants
@@ -53,18 +48,6 @@ MAX_SPLITS = 16  # splits per cache: enough parallelism without a huge partial-r
 
 
 # ----------------------------------------------------------------------------- block sizes
-@dataclasses.dataclass(frozen=True)
-class DecodeStatic:
-    block_s: int
-    prefix_blocks_per_split: int
-    resp_blocks_per_split: int
-    queries: int  # T
-    heads_per_kv: int  # Q
-    sm_scale: float
-    interpret: bool
-    kernel: str = "loop"  # "loop" (Triton/CPU) | "grid" (Mosaic, kernels/decode_tpu.py)
-
-
 def _blocks_per_split(length: int, block: int) -> int:
     return max(1, -(-(-(-length // block)) // MAX_SPLITS))
 
@@ -129,6 +112,7 @@ def decode_attention(q_BGTNH, prefix_k_BSKH, prefix_v_BSKH, prefix_len_B, resp_k
     w = jnp.exp(lse_all - jnp.max(lse_all, axis=3, keepdims=True))
     out_BGKrH = jnp.sum(w[..., None] * o_all, axis=3) / jnp.sum(w, axis=3)[..., None]
     out = out_BGKrH.reshape(B, G, K, T, Q, H).transpose(0, 1, 3, 2, 4, 5)
+    return out.reshape(B, G, T, N, H).astype(q_BGTNH.dtype)
 
 
 # ----------------------------------------------------------------------------- reference

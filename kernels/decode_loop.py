@@ -1,4 +1,4 @@
-"""The "loop" shape of the decode kernels (Triton's, and the CPU interpret default).
+"""`DecodeStatic` and the "loop" shape of the decode kernels (Triton's, and the CPU interpret default).
 
 One Pallas program per (prompt, kv head, split) of the prompt cache, and per (prompt, sample, kv
 head, split) of the response caches, loops over the split's blocks with an online softmax and
@@ -8,8 +8,8 @@ kernels/decode_tpu.py; `prefix_partials` / `response_partials` dispatch on `stat
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
-from typing import TYPE_CHECKING
 
 import jax
 import jax.numpy as jnp
@@ -21,8 +21,17 @@ from kernels.backend import compiler_params
 from kernels.kernel_math import dot, dot_nt, iota
 from kernels.reference import MASK_VALUE
 
-if TYPE_CHECKING:
-    from kernels.decode import DecodeStatic
+
+@dataclasses.dataclass(frozen=True)
+class DecodeStatic:
+    block_s: int
+    prefix_blocks_per_split: int
+    resp_blocks_per_split: int
+    queries: int  # T
+    heads_per_kv: int  # Q
+    sm_scale: float
+    interpret: bool
+    kernel: str = "loop"  # "loop" (Triton/CPU) | "grid" (Mosaic, kernels/decode_tpu.py)
 
 
 def _triton_padding(static: DecodeStatic) -> bool:

@@ -28,7 +28,6 @@ from kernels.kernel_math import mosaic_dot, mosaic_dot_nt
 from kernels.reference import MASK_VALUE
 
 
-
 def _params(interpret: bool):
     if interpret:
         return None

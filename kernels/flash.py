@@ -31,7 +31,6 @@ on an accelerator.
 """
 from __future__ import annotations
 
-import dataclasses
 import functools
 
 import jax
@@ -39,25 +38,12 @@ import jax.numpy as jnp
 
 from kernels import backend
 from kernels.block_mask import MaskSpec
-from kernels.block_sizes import block_sizes, round_up
+from kernels.block_sizes import FlashStatic, block_sizes, round_up
 from kernels.flash_loop import flash_backward_loop, flash_forward_loop
 from kernels.per_shard import run_per_shard
 
 
 # ----------------------------------------------------------------------------- public wrapper
-@dataclasses.dataclass(frozen=True)
-class FlashStatic:
-    """Everything static about one call (hashable: it is a custom_vjp nondiff argument)."""
-
-    mask: MaskSpec
-    sm_scale: float
-    block_q: int
-    block_k: int
-    interpret: bool
-    kernel: str = "loop"  # "loop" (Triton/CPU shape) | "grid" (Mosaic shape, kernels/flash_tpu.py)
-
-
-
 def check_inputs(q_BTNH, k_BSKH, v_BSKH, q_segment_ids_BT, kv_segment_ids_BS,
                   shared_prefix_segment) -> None:
     if q_BTNH.ndim != 4 or k_BSKH.ndim != 4:

@@ -13,7 +13,6 @@ The kernel bodies are in kernels/flash_loop_kernels.py; the inputs are padded as
 from __future__ import annotations
 
 import functools
-from typing import TYPE_CHECKING
 
 import jax
 import jax.numpy as jnp
@@ -21,10 +20,8 @@ from jax import lax
 from jax.experimental import pallas as pl
 
 from kernels.backend import compiler_params
+from kernels.block_sizes import FlashStatic
 from kernels.flash_loop_kernels import dkdv_kernel, dq_kernel, fwd_kernel
-
-if TYPE_CHECKING:
-    from kernels.flash import FlashStatic
 
 
 def _out(shape, dtype, like):

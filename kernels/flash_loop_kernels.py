@@ -7,18 +7,14 @@ Scores, softmax statistics and accumulators are f32; p is cast to v's dtype for 
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import jax.numpy as jnp
 from jax import lax
 from jax.experimental import pallas as pl
 
 from kernels.block_mask import block_visible, element_mask
+from kernels.block_sizes import FlashStatic
 from kernels.kernel_math import dot, dot_nt, dot_tn
 from kernels.reference import MASK_VALUE
-
-if TYPE_CHECKING:
-    from kernels.flash import FlashStatic
 
 
 def _column(n: int, start):  # [n, 1] positions

@@ -34,38 +34,19 @@ heads are sharded, otherwise shard_map gathers them onto every device of the rin
 """
 from __future__ import annotations
 
-import dataclasses
 import functools
 
 import jax
 import jax.numpy as jnp
-import numpy as np
-from jax import lax
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
 from kernels import backend, flash
 from kernels.ring_pair import PairImpl, PairStatic
-from kernels.ring_schedule import to_zigzag
+from kernels.ring_schedule import RingStatic, to_zigzag
 from kernels.ring_steps import backward_zigzag, forward_zigzag
 
 
 # ----------------------------------------------------------------------------- public wrapper
-@dataclasses.dataclass(frozen=True)
-class RingStatic:
-    mesh: Mesh
-    axis_name: str
-    batch_axis: str | tuple[str, ...] | None
-    head_axis: str | None
-    causal: bool
-    has_segments: bool
-    shared_prefix_segment: int | None
-    pair: PairStatic
-
-    @property
-    def num_devices(self) -> int:
-        return self.mesh.shape[self.axis_name]
-
-
 def ring_attention(q_BTNH, k_BSKH, v_BSKH, *, mesh: Mesh, axis_name: str = "sequence",
                    causal: bool = True, q_segment_ids_BT=None, kv_segment_ids_BS=None,
                    shared_prefix_segment: int | None = None, sm_scale: float | None = None,

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 
 from kernels import backend, flash
 from kernels.block_mask import MaskSpec
-from kernels.block_sizes import block_sizes
+from kernels.block_sizes import FlashStatic, block_sizes
 from kernels.reference import MASK_VALUE
 
 PairImpl = Literal["xla", "flash"]
@@ -110,15 +110,15 @@ def _scores(ps: PairStatic, q_BCKGH, k_BCKH, mask):
 
 
 # ----------------------------------------------------------------------------- flash impl
-def _flash_static(ps: PairStatic, diagonal: bool, C: int) -> flash.FlashStatic:
+def _flash_static(ps: PairStatic, diagonal: bool, C: int) -> FlashStatic:
     blocks = block_sizes(C, C, ps.block_q, ps.block_k, backend.target_backend())
     mask = MaskSpec(causal=diagonal, q_len=C, kv_len=C, has_segments=ps.has_segments,
                     shared_prefix_segment=ps.shared_prefix_segment)
-    return flash.FlashStatic(mask=mask, sm_scale=ps.sm_scale, block_q=blocks.block_q,
+    return FlashStatic(mask=mask, sm_scale=ps.sm_scale, block_q=blocks.block_q,
                              block_k=blocks.block_k, interpret=ps.interpret, kernel=ps.kernel)
 
 
-def _padded(fs: flash.FlashStatic, ps: PairStatic, q, k, v, q_seg, kv_seg):
+def _padded(fs: FlashStatic, ps: PairStatic, q, k, v, q_seg, kv_seg):
     segs = (q_seg, kv_seg) if ps.has_segments else (None, None)
     return flash.pad_inputs(fs, q, k, v, *segs)
 

@@ -1,4 +1,5 @@
-"""Which chunks each device of the ring holds, and which (q chunk, kv chunk) pairs it computes.
+"""The ring's static description (`RingStatic`), which chunks each device holds, and which
+(q chunk, kv chunk) pairs it computes.
 
 Causal: the sequence is cut into 2P chunks and device d holds chunks d and 2P-1-d ("zigzag"), so
 every device computes exactly 2P+1 of the pairs that are not fully masked (3 at the step where it
@@ -10,16 +11,32 @@ the natural order; inside `shard_map` four ppermutes (an all-to-all of the local
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import dataclasses
 
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+from jax.sharding import Mesh
 
-if TYPE_CHECKING:
-    from kernels.ring import RingStatic
+from kernels.ring_pair import PairStatic
 
 SKIP, FULL, DIAGONAL = 0, 1, 2  # pair modes
+
+
+@dataclasses.dataclass(frozen=True)
+class RingStatic:
+    mesh: Mesh
+    axis_name: str
+    batch_axis: str | tuple[str, ...] | None
+    head_axis: str | None
+    causal: bool
+    has_segments: bool
+    shared_prefix_segment: int | None
+    pair: PairStatic
+
+    @property
+    def num_devices(self) -> int:
+        return self.mesh.shape[self.axis_name]
 
 
 def chunk_ids(device, num_devices: int, causal: bool):

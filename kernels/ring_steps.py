@@ -10,7 +10,6 @@ after P rotations each dk/dv is back on the device that owns that K/V chunk. Ful
 from __future__ import annotations
 
 import functools
-from typing import TYPE_CHECKING
 
 import jax
 import jax.numpy as jnp
@@ -19,10 +18,7 @@ from jax import lax
 from kernels.block_mask import MaskSpec, block_visible
 from kernels.reference import MASK_VALUE
 from kernels.ring_pair import merge, pair_backward, pair_forward
-from kernels.ring_schedule import SKIP, chunk_ids, halves, pair_mode
-
-if TYPE_CHECKING:
-    from kernels.ring import RingStatic
+from kernels.ring_schedule import SKIP, RingStatic, chunk_ids, halves, pair_mode
 
 
 def _varying_like(x, ref):

@@ -4,7 +4,7 @@ import statistics
 
 import pytest
 
-from qwenlong_jax.bench import rollout, sampler, train, train_report
+from qwenlong_jax.bench import rollout, sampler, train
 
 
 def test_sampler_interleaves_rounds_against_sdpa_generate_without_mask(capsys):
@@ -30,13 +30,13 @@ def test_sampler_baseline_is_sdpa(tmp_path):
 def test_train_bench_ratios_are_taken_round_by_round():
     runs = [{"packed/flash": {"times": [1.0, 3.0]}, "torch": {"times": [8.0]}, "naive/xla": {"skipped": "mem"}},
             {"packed/flash": {"times": [4.0]}, "torch": {"times": [10.0]}, "naive/xla": {"skipped": "mem"}}]
-    assert train_report.round_ratio(runs, "torch", "packed/flash") == [4.0, 2.5]
-    assert train_report.round_ratio(runs, "naive/xla", "packed/flash") is None
-    merged = train_report.merge_rounds(runs)
+    assert train.round_ratio(runs, "torch", "packed/flash") == [4.0, 2.5]
+    assert train.round_ratio(runs, "naive/xla", "packed/flash") is None
+    merged = train.merge_rounds(runs)
     assert merged["packed/flash"]["times"] == [1.0, 3.0, 4.0] and merged["torch"]["times"] == [8.0, 10.0]
     assert merged["naive/xla"] == {"skipped": "mem"}
-    assert train_report.ratio_text([4.0, 2.5], 9.0) == (statistics.median([4.0, 2.5]), ", rounds 2.5-4.0x")
-    assert train_report.ratio_text(None, 9.0) == (9.0, "")
+    assert train._ratio_text([4.0, 2.5], 9.0) == (statistics.median([4.0, 2.5]), ", rounds 2.5-4.0x")
+    assert train._ratio_text(None, 9.0) == (9.0, "")
     assert train.parse_args([]).rounds == 1
 
 

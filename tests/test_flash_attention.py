@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from kernels.block_mask import MaskSpec, block_schedule
-from kernels.block_sizes import block_sizes
-from kernels.flash import FlashStatic, flash_attention, flash_forward, pad_inputs
+from kernels.block_sizes import FlashStatic, block_sizes
+from kernels.flash import flash_attention, flash_forward, pad_inputs
 from kernels.reference import attention_mask, reference_attention
 
 FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}

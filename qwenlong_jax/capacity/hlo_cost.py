@@ -26,6 +26,7 @@ class _Walker:
         self.comps = comps
         self.trips = TripCounter(comps, unknown_trip)
         self.ops = OpCosts(comps)
+        self.walk = functools.cache(self._walk)  # a computation run in several places is walked once
 
     def _loop(self, ins: Instr, comp: Computation, frames: tuple):
         """(trip count, frames inside the loop, note when guessed) of a while instruction."""
@@ -41,8 +42,7 @@ class _Walker:
         return called(ins.attrs, "branch_computations") or (
             called(ins.attrs, "true_computation") + called(ins.attrs, "false_computation"))
 
-    @functools.lru_cache(maxsize=None)
-    def walk(self, name: str, frames: tuple) -> Cost:
+    def _walk(self, name: str, frames: tuple) -> Cost:
         """Cost of one run of computation `name`; frames: the enclosing loops, outermost first,
         as (computation holding the while, while name, trip count, counter start, counter
         index)."""

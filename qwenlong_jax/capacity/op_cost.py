@@ -33,6 +33,9 @@ class OpCosts:
 
     def __init__(self, comps: dict[str, Computation]):
         self.comps = comps
+        # Per-instance caches: a fused computation is costed once however often it is called.
+        self.fused_flops = functools.cache(self._fused_flops)
+        self._sliced_read = functools.cache(self._sliced_read_once)
 
     def instr_cost(self, ins: Instr, comp: Computation) -> Cost:
         """Cost of one execution of a non-control instruction."""
@@ -68,8 +71,7 @@ class OpCosts:
         total.hbm_bytes += hbm_bytes(ins.type) + sum(hbm_bytes(o.type) for o in operands)
         return total
 
-    @functools.lru_cache(maxsize=None)
-    def fused_flops(self, name: str | None) -> float:
+    def _fused_flops(self, name: str | None) -> float:
         comp = self.comps.get(name or "")
         if comp is None:
             return 0.0
@@ -122,8 +124,7 @@ class OpCosts:
             in_bytes += hbm_bytes(src.type) if sliced is None else sliced
         return in_bytes + out_bytes
 
-    @functools.lru_cache(maxsize=None)
-    def _sliced_read(self, fused_name: str, index: int) -> int | None:
+    def _sliced_read_once(self, fused_name: str, index: int) -> int | None:
         """Bytes a fused computation reads of its parameter `index` when it only slices it
         (dynamic-slice / slice, through bitcasts and nested fusions); None when it reads it all."""
         fused = self.comps[fused_name]

@@ -20,7 +20,6 @@ from qwenlong_jax.capacity.cost import estimate
 from qwenlong_jax.capacity.hlo_cost import analyze
 
 
-
 def summary(hlo_text: str, chip: Chip) -> dict:
     """The estimate of one run of a compiled program on `chip`, as a JSON-able dict."""
     cost = analyze(hlo_text)

@@ -33,7 +33,6 @@ from qwenlong_jax.data.schema import Record
 from qwenlong_jax.data.truncation import fit_prompt
 from qwenlong_jax.eval.benchmarks import EvalError, gold_answers
 from qwenlong_jax.eval.metrics import ScoreInput, score_responses
-from qwenlong_jax.eval.predictions import plain_answers, prediction_row, read_predictions
 from qwenlong_jax.rewards.segment import strip_eos
 
 GenerateFn = Callable[..., list]
@@ -137,6 +136,31 @@ def generate_responses(model: Model, prompts: Sequence[Sequence[int]], sampling:
     return result
 
 
+def read_predictions(path: str, num_samples: int) -> dict[str, list[dict]]:
+    """Complete (all samples present) prediction groups by id; rewrites the file without torn
+    lines and incomplete groups so later appends stay aligned."""
+    if not os.path.exists(path):
+        return {}
+    groups: dict[str, list[dict]] = {}
+    dirty = False
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            try:
+                row = json.loads(line)
+                groups.setdefault(str(row["id"]), []).append(row)
+            except (json.JSONDecodeError, KeyError, TypeError):
+                dirty = True
+            if not line.endswith("\n"):
+                dirty = True
+    done = {i: rs for i, rs in groups.items() if len(rs) == num_samples}
+    if dirty or len(done) != len(groups):
+        with open(path, "w", encoding="utf-8") as f:
+            for rs in done.values():
+                for row in rs:
+                    f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    return done
+
+
 def length_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
     """Indices grouped into batches of similar length, longest first."""
     if batch_size <= 0:
@@ -175,11 +199,11 @@ def run_records(model: Model, records: Sequence[Record], sampling: SamplingSetti
             responses = generate_responses(model, [ids for ids, _ in encoded], sampling,
                                            generate_fn=generate_fn, mesh=mesh, seed=seed)
             items = [ScoreInput(r.data_source, resp.text, tuple(gold_answers(r)),
-                                tuple(plain_answers(r)), r.question)
+                                tuple(_plain_answers(r)), r.question)
                      for r, rs in zip(recs, responses) for resp in rs]
             scores = iter(score_responses(items, judge))
             for r, (ids, full), rs in zip(recs, encoded, responses):
-                rows = [prediction_row(benchmark, r, g, resp, next(scores), len(ids), full)
+                rows = [_row(benchmark, r, g, resp, next(scores), len(ids), full)
                         for g, resp in enumerate(rs)]
                 done[r.id] = rows
                 if sink:
@@ -193,6 +217,24 @@ def run_records(model: Model, records: Sequence[Record], sampling: SamplingSetti
             sink.close()
     return [row for r in records for row in done[r.id]]
 
+
+def _plain_answers(record: Record) -> list[str]:
+    answers = record.extra_info.get("answers") if record.extra_info else None
+    return list(answers) if answers else [record.answer]
+
+
+def _row(benchmark: str, record: Record, sample: int, resp: Response, score, input_tokens: int,
+         full_tokens: int) -> dict:
+    return {
+        "benchmark": benchmark, "id": record.id, "sample": sample,
+        "data_source": record.data_source, "response": resp.text,
+        "score": score.score, "rule": score.rule, "judge": score.judge,
+        "em": score.em, "f1": score.f1, "prediction": score.prediction,
+        "gold": _plain_answers(record),
+        "input_tokens": input_tokens, "full_input_tokens": full_tokens,
+        "truncated": full_tokens > input_tokens, "output_tokens": resp.num_tokens,
+        "finish_reason": resp.finish_reason,
+    }
 
 
 def check_run_config(out_dir: str, config: dict) -> None:

@@ -21,8 +21,8 @@ from __future__ import annotations
 import jax
 
 import kernels
-from qwenlong_jax.parallel import sharding
 from qwenlong_jax.models.config import ModelConfig
+from qwenlong_jax.parallel import sharding
 
 
 def _mesh_axis_for(logical: str, dims: tuple[int, ...], mesh):

@@ -20,7 +20,6 @@ from qwenlong_jax.models.config import ModelConfig
 from qwenlong_jax.models.hf_config import CheckpointError, read_hf_config
 from qwenlong_jax.models.hf_tensors import INDEX_FILE, SINGLE_FILE, hf_shape, norm_slice, read_region, tensor_maps
 
-
 # --- safetensors directory ------------------------------------------------------------
 
 class _SafetensorsDir:

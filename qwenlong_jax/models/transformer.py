@@ -16,10 +16,10 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
-from qwenlong_jax.parallel import sharding
 from qwenlong_jax.models import rope
 from qwenlong_jax.models.attention import self_attention
 from qwenlong_jax.models.config import ModelConfig
+from qwenlong_jax.parallel import sharding
 
 # attend(layer_index, q_BTNH, k_BTKH, v_BTKH, layer_state) -> (out_BTNH, new_layer_state)
 AttendFn = Callable[[jax.Array, jax.Array, jax.Array, jax.Array, Any], tuple[jax.Array, Any]]

@@ -12,7 +12,6 @@ import shutil
 from typing import IO
 
 
-
 class PathError(ValueError):
     """A user path that does not exist, is of the wrong kind, or whose filesystem is unusable."""
 

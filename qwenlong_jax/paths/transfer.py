@@ -13,7 +13,6 @@ import tempfile
 from qwenlong_jax.paths.filesystem import PathError, filesystem
 
 
-
 def cache_dir() -> str:
     return os.environ.get("QWENLONG_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "qwenlong_jax"))
 
