@@ -7,10 +7,12 @@ A CPU process compiling for TPU devices (libtpu compile-only devices under `jax.
 builds the Mosaic kernels. From the backend follow the kernel shape ("grid" on TPU, "loop"
 elsewhere), interpret mode (on CPU) and the Pallas compiler parameters.
 """
+
 from __future__ import annotations
 
 import contextlib
 import contextvars
+from typing import Literal
 
 import jax
 
@@ -18,7 +20,7 @@ import jax
 # interpret default) and "grid" (a grid over blocks with VMEM scratch; Mosaic, TPU).
 KERNELS = ("loop", "grid")
 
-_TARGET = contextvars.ContextVar("kernels_target_backend", default=None)
+_TARGET: contextvars.ContextVar[str | None] = contextvars.ContextVar("kernels_target_backend", default=None)
 
 
 @contextlib.contextmanager
@@ -72,9 +74,12 @@ def compiler_params(num_grid_dims: int, interpret: bool):
         return None
     if backend == "gpu":
         from jax.experimental.pallas import triton as pltriton
+
         return pltriton.CompilerParams(num_warps=4, num_stages=2)
     if backend == "tpu":
         from jax.experimental.pallas import tpu as pltpu
+
         # Every program writes its own output block (no cross-program accumulation).
-        return pltpu.CompilerParams(dimension_semantics=("parallel",) * num_grid_dims)
+        parallel: tuple[Literal["parallel"], ...] = ("parallel",) * num_grid_dims
+        return pltpu.CompilerParams(dimension_semantics=parallel)
     return None

@@ -10,6 +10,7 @@ of blocks that `visible_at` says are invisible. Two runs are exact for causal ma
 documents and the GRPO `[prompt | resp_1 | .. | resp_G]` layout (prompt blocks plus the
 response's own blocks); for other layouts they are a superset.
 """
+
 from __future__ import annotations
 
 import jax.numpy as jnp
@@ -29,7 +30,7 @@ def visibility(static, B: int, nq: int, nk: int, q_seg_BT=None, kv_seg_BS=None):
     bq, bk = static.block_q, static.block_k
     q_start = (jnp.arange(nq, dtype=jnp.int32) * bq)[None, :, None]
     k_start = (jnp.arange(nk, dtype=jnp.int32) * bk)[None, None, :]
-    ranges = (None, None)
+    ranges: tuple = (None, None)
     if static.mask.has_segments:
         q_min, q_max = block_ranges(q_seg_BT, bq)
         k_min, k_max = block_ranges(kv_seg_BS, bk)
@@ -82,7 +83,7 @@ def prefetch_runs(static, B, nq, nk, q_seg, kv_seg, transpose: bool):
 
 
 def visible_at(static, q_start, k_start, b, i, j, nq, nk, qmin, qmax, kmin, kmax):
-    ranges = (None, None)
+    ranges: tuple = (None, None)
     if static.mask.has_segments:
         ranges = ((qmin[b * nq + i], qmax[b * nq + i]), (kmin[b * nk + j], kmax[b * nk + j]))
     return block_visible(static.mask, q_start, k_start, static.block_q, static.block_k, *ranges)

@@ -4,6 +4,7 @@
 Triton wants powers of two; Mosaic wants the kv block (the lane dim of the [bq, bk] score tile)
 a multiple of 128 and bq a multiple of 8.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -38,8 +39,7 @@ def _check_block(name: str, b, backend: str, lane: bool) -> None:
         raise ValueError(f"{name}={b} must be a multiple of 128 on tpu (Mosaic lane dim)")
 
 
-def block_sizes(T: int, S: int, block_q: int | None, block_k: int | None,
-                backend: str) -> BlockSizes:
+def block_sizes(T: int, S: int, block_q: int | None, block_k: int | None, backend: str) -> BlockSizes:
     """Validated block sizes; defaults shrink to the (rounded-up) sequence length."""
     default_q, default_k = DEFAULT_BLOCKS.get(backend, DEFAULT_BLOCKS["cpu"])
 

@@ -28,6 +28,7 @@ O(T + (T / block_q) * (S / block_k)).
 Block sizes: CPU wants large blocks (fewer loop trips, bigger matmuls); `DEFAULT_BLOCK` is what
 measured fastest on this project's CPU (docs/benchmarks.md), shrunk to the sequence length.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -63,35 +64,67 @@ def _block(name: str, b, length: int) -> int:
     return b
 
 
-def blockwise_attention(q_BTNH, k_BSKH, v_BSKH, *, causal: bool = True, q_segment_ids_BT=None,
-                        kv_segment_ids_BS=None, shared_prefix_segment: int | None = None,
-                        sm_scale: float | None = None, block_q: int | None = None,
-                        block_k: int | None = None, mesh=None,
-                        batch_axis: str | tuple[str, ...] | None = None,
-                        head_axis: str | None = None):
+def blockwise_attention(
+    q_BTNH,
+    k_BSKH,
+    v_BSKH,
+    *,
+    causal: bool = True,
+    q_segment_ids_BT=None,
+    kv_segment_ids_BS=None,
+    shared_prefix_segment: int | None = None,
+    sm_scale: float | None = None,
+    block_q: int | None = None,
+    block_k: int | None = None,
+    mesh=None,
+    batch_axis: str | tuple[str, ...] | None = None,
+    head_axis: str | None = None,
+):
     """Attention with the semantics of `reference_attention`; returns out_BTNH (q's dtype).
 
     mesh/batch_axis/head_axis: as for `flash_attention`, run per shard of the batch and heads
     (the loops index rows and blocks, which XLA would otherwise gather to partition)."""
-    check_inputs(q_BTNH, k_BSKH, v_BSKH, q_segment_ids_BT, kv_segment_ids_BS,
-                 shared_prefix_segment)
-    local = functools.partial(_local, causal=causal, shared_prefix_segment=shared_prefix_segment,
-                              sm_scale=sm_scale, block_q=block_q, block_k=block_k)
+    check_inputs(q_BTNH, k_BSKH, v_BSKH, q_segment_ids_BT, kv_segment_ids_BS, shared_prefix_segment)
+    local = functools.partial(
+        _local,
+        causal=causal,
+        shared_prefix_segment=shared_prefix_segment,
+        sm_scale=sm_scale,
+        block_q=block_q,
+        block_k=block_k,
+    )
     args = (q_BTNH, k_BSKH, v_BSKH, q_segment_ids_BT, kv_segment_ids_BS)
     return run_per_shard(local, args, mesh=mesh, batch_axis=batch_axis, head_axis=head_axis)
 
 
-def _local(q_BTNH, k_BSKH, v_BSKH, q_segment_ids_BT, kv_segment_ids_BS, *, causal,
-           shared_prefix_segment, sm_scale, block_q, block_k):
+def _local(
+    q_BTNH,
+    k_BSKH,
+    v_BSKH,
+    q_segment_ids_BT,
+    kv_segment_ids_BS,
+    *,
+    causal,
+    shared_prefix_segment,
+    sm_scale,
+    block_q,
+    block_k,
+):
     B, T, N, H = q_BTNH.shape
     S = k_BSKH.shape[1]
     static = BlockwiseStatic(
-        mask=MaskSpec(causal=causal, q_len=T, kv_len=S, has_segments=q_segment_ids_BT is not None,
-                      shared_prefix_segment=shared_prefix_segment),
+        mask=MaskSpec(
+            causal=causal,
+            q_len=T,
+            kv_len=S,
+            has_segments=q_segment_ids_BT is not None,
+            shared_prefix_segment=shared_prefix_segment,
+        ),
         sm_scale=float(H**-0.5 if sm_scale is None else sm_scale),
-        block_q=_block("block_q", block_q, T), block_k=_block("block_k", block_k, S))
-    q, k, v, q_seg, kv_seg = _pad(static, q_BTNH, k_BSKH, v_BSKH, q_segment_ids_BT,
-                                  kv_segment_ids_BS)
+        block_q=_block("block_q", block_q, T),
+        block_k=_block("block_k", block_k, S),
+    )
+    q, k, v, q_seg, kv_seg = _pad(static, q_BTNH, k_BSKH, v_BSKH, q_segment_ids_BT, kv_segment_ids_BS)
     sched = schedule(static, B, q_seg, kv_seg)
     out_BKGTH = _core(static, q, k, v, q_seg, kv_seg, *sched)
     out_BTKGH = out_BKGTH[:, :, :, :T].transpose(0, 3, 1, 2, 4)
@@ -106,8 +139,7 @@ def _pad(static: BlockwiseStatic, q_BTNH, k_BSKH, v_BSKH, q_seg_BT, kv_seg_BS):
     Tp, Sp = round_up(T, static.block_q), round_up(S, static.block_k)
     q = jnp.pad(q_BTNH, ((0, 0), (0, Tp - T), (0, 0), (0, 0)))
     q = q.reshape(B, Tp, K, N // K, H).transpose(0, 2, 3, 1, 4)
-    k, v = (jnp.pad(x, ((0, 0), (0, Sp - S), (0, 0), (0, 0))).transpose(0, 2, 1, 3)
-            for x in (k_BSKH, v_BSKH))
+    k, v = (jnp.pad(x, ((0, 0), (0, Sp - S), (0, 0), (0, 0))).transpose(0, 2, 1, 3) for x in (k_BSKH, v_BSKH))
     if q_seg_BT is None:
         return q, k, v, jnp.zeros((B, Tp), jnp.int32), jnp.zeros((B, Sp), jnp.int32)
     q_seg = jnp.pad(q_seg_BT.astype(jnp.int32), ((0, 0), (0, Tp - T)), mode="edge")
@@ -123,14 +155,12 @@ def schedule(static: BlockwiseStatic, B: int, q_seg_BTp, kv_seg_BSp):
     nq, nk = q_seg_BTp.shape[1] // bq, kv_seg_BSp.shape[1] // bk
     q_start = (jnp.arange(nq, dtype=jnp.int32) * bq)[None, :, None]
     k_start = (jnp.arange(nk, dtype=jnp.int32) * bk)[None, None, :]
-    ranges = (None, None)
+    ranges: tuple = (None, None)
     if static.mask.has_segments:
         qb = q_seg_BTp.reshape(B, nq, bq)
         kb = kv_seg_BSp.reshape(B, nk, bk)
-        ranges = ((qb.min(-1)[:, :, None], qb.max(-1)[:, :, None]),
-                  (kb.min(-1)[:, None, :], kb.max(-1)[:, None, :]))
-    vis = jnp.broadcast_to(block_visible(static.mask, q_start, k_start, bq, bk, *ranges),
-                           (B, nq, nk))
+        ranges = ((qb.min(-1)[:, :, None], qb.max(-1)[:, :, None]), (kb.min(-1)[:, None, :], kb.max(-1)[:, None, :]))
+    vis = jnp.broadcast_to(block_visible(static.mask, q_start, k_start, bq, bk, *ranges), (B, nq, nk))
     order = jnp.argsort(~vis, axis=-1, stable=True).astype(jnp.int32)
     return order, vis.sum(-1).astype(jnp.int32)
 

@@ -9,6 +9,7 @@
   (dynamic-update-slice, in place), so each pair costs 5 matmuls (FlashAttention-2's split dq /
   dk-dv kernels recompute q k^T twice: 7).
 """
+
 from __future__ import annotations
 
 import jax.numpy as jnp
@@ -22,8 +23,7 @@ def _scores_mask(static, q_KMH, k_KbH, q_seg_b, kv_seg_b, q_start, k_start):
     """Scaled masked scores [K, G, bq, bk] (f32) and the element mask [bq, bk]."""
     bq, bk = static.block_q, static.block_k
     K, M, H = q_KMH.shape
-    s = lax.dot_general(q_KMH, k_KbH, (((2,), (2,)), ((0,), (0,))),
-                        preferred_element_type=jnp.float32)  # [K, G*bq, bk]
+    s = lax.dot_general(q_KMH, k_KbH, (((2,), (2,)), ((0,), (0,))), preferred_element_type=jnp.float32)  # [K, G*bq, bk]
     s = s.reshape(K, M // bq, bq, bk) * static.sm_scale
     q_pos = q_start + lax.broadcasted_iota(jnp.int32, (bq, 1), 0)
     k_pos = k_start + lax.broadcasted_iota(jnp.int32, (1, bk), 1)
@@ -31,8 +31,7 @@ def _scores_mask(static, q_KMH, k_KbH, q_seg_b, kv_seg_b, q_start, k_start):
     if static.mask.has_segments:
         q_seg = lax.dynamic_slice_in_dim(q_seg_b, q_start, bq)[:, None]
         k_seg = lax.dynamic_slice_in_dim(kv_seg_b, k_start, bk)[None, :]
-    mask = element_mask(static.mask, q_pos, k_pos, q_seg, k_seg,
-                        kv_padded=static.mask.kv_len % bk != 0)
+    mask = element_mask(static.mask, q_pos, k_pos, q_seg, k_seg, kv_padded=static.mask.kv_len % bk != 0)
     return jnp.where(mask, s, MASK_VALUE), mask
 
 
@@ -68,15 +67,20 @@ def blockwise_forward(static, q, k, v, q_seg, kv_seg, order, count):
             m_new = jnp.maximum(m, s.max(-1, keepdims=True))
             p = jnp.where(mask, jnp.exp(s - m_new), 0.0)
             alpha = jnp.exp(m - m_new)
-            pv = lax.dot_general(p.reshape(K, G * bq, bk).astype(v_blk.dtype), v_blk,
-                                 (((2,), (1,)), ((0,), (0,))),
-                                 preferred_element_type=jnp.float32)
+            pv = lax.dot_general(
+                p.reshape(K, G * bq, bk).astype(v_blk.dtype),
+                v_blk,
+                (((2,), (1,)), ((0,), (0,))),
+                preferred_element_type=jnp.float32,
+            )
             acc = alpha * acc + pv.reshape(K, G, bq, H)
             return acc, m_new, alpha * l + p.sum(-1, keepdims=True)
 
-        init = (jnp.zeros((K, G, bq, H), jnp.float32),
-                jnp.full((K, G, bq, 1), MASK_VALUE, jnp.float32),
-                jnp.zeros((K, G, bq, 1), jnp.float32))
+        init = (
+            jnp.zeros((K, G, bq, H), jnp.float32),
+            jnp.full((K, G, bq, 1), MASK_VALUE, jnp.float32),
+            jnp.zeros((K, G, bq, 1), jnp.float32),
+        )
         acc, m, l = lax.fori_loop(0, count[b, i], kv_step, init)
         empty = l == 0.0
         l_safe = jnp.where(empty, 1.0, l)
@@ -113,23 +117,22 @@ def blockwise_backward(static, q, k, v, q_seg, kv_seg, order, count, do, lse, de
             s, mask = _scores_mask(static, q_blk, k_blk, q_seg[b], kv_seg[b], q_start, k_start)
             p = jnp.where(mask, jnp.exp(s - lse_blk), 0.0)  # [K, G, bq, bk]
             p_KMb = p.reshape(K, G * bq, bk)
-            dv_blk = lax.dot_general(p_KMb.astype(do_blk.dtype), do_blk,
-                                     (((1,), (1,)), ((0,), (0,))),
-                                     preferred_element_type=jnp.float32)  # [K, bk, H]
-            dp = lax.dot_general(do_blk, v_blk, (((2,), (2,)), ((0,), (0,))),
-                                 preferred_element_type=jnp.float32).reshape(K, G, bq, bk)
+            dv_blk = lax.dot_general(
+                p_KMb.astype(do_blk.dtype), do_blk, (((1,), (1,)), ((0,), (0,))), preferred_element_type=jnp.float32
+            )  # [K, bk, H]
+            dp = lax.dot_general(
+                do_blk, v_blk, (((2,), (2,)), ((0,), (0,))), preferred_element_type=jnp.float32
+            ).reshape(K, G, bq, bk)
             ds = (p * (dp - delta_blk)).reshape(K, G * bq, bk)
-            dq_blk = dq_blk + lax.dot_general(ds.astype(k_blk.dtype), k_blk,
-                                              (((2,), (1,)), ((0,), (0,))),
-                                              preferred_element_type=jnp.float32)
-            dk_blk = lax.dot_general(ds.astype(q_blk.dtype), q_blk,
-                                     (((1,), (1,)), ((0,), (0,))),
-                                     preferred_element_type=jnp.float32)  # [K, bk, H]
+            dq_blk = dq_blk + lax.dot_general(
+                ds.astype(k_blk.dtype), k_blk, (((2,), (1,)), ((0,), (0,))), preferred_element_type=jnp.float32
+            )
+            dk_blk = lax.dot_general(
+                ds.astype(q_blk.dtype), q_blk, (((1,), (1,)), ((0,), (0,))), preferred_element_type=jnp.float32
+            )  # [K, bk, H]
             at = (b, 0, k_start, 0)
-            dk = lax.dynamic_update_slice(
-                dk, lax.dynamic_slice(dk, at, (1, K, bk, H)) + dk_blk[None], at)
-            dv = lax.dynamic_update_slice(
-                dv, lax.dynamic_slice(dv, at, (1, K, bk, H)) + dv_blk[None], at)
+            dk = lax.dynamic_update_slice(dk, lax.dynamic_slice(dk, at, (1, K, bk, H)) + dk_blk[None], at)
+            dv = lax.dynamic_update_slice(dv, lax.dynamic_slice(dv, at, (1, K, bk, H)) + dv_blk[None], at)
             return dq_blk, dk, dv
 
         init = (jnp.zeros((K, G * bq, H), jnp.float32), dk, dv)
@@ -139,6 +142,5 @@ def blockwise_backward(static, q, k, v, q_seg, kv_seg, order, count, do, lse, de
         return dq, dk, dv
 
     zeros_kv = jnp.zeros(k.shape, jnp.float32)
-    dq, dk, dv = lax.fori_loop(0, B * nq, q_block, (jnp.zeros(q.shape, q.dtype), zeros_kv,
-                                                     zeros_kv))
+    dq, dk, dv = lax.fori_loop(0, B * nq, q_block, (jnp.zeros(q.shape, q.dtype), zeros_kv, zeros_kv))
     return dq, (dk * static.sm_scale).astype(k.dtype), dv.astype(v.dtype)

@@ -31,6 +31,7 @@ tests (the padded program too); the grid kernel is compiled for TPU by
 tests/test_compile_kernels.py, the loop kernel for H100 by tests/test_compile_gpu.py, neither
 run on a chip.
 """
+
 from __future__ import annotations
 
 import jax
@@ -49,7 +50,8 @@ MAX_SPLITS = 16  # splits per cache: enough parallelism without a huge partial-r
 
 # ----------------------------------------------------------------------------- block sizes
 def _blocks_per_split(length: int, block: int) -> int:
-    return max(1, -(-(-(-length // block)) // MAX_SPLITS))
+    num_blocks = -(-length // block)
+    return max(1, -(-num_blocks // MAX_SPLITS))
 
 
 def decode_block_size(block_s: int | None, backend: str) -> int:
@@ -62,10 +64,20 @@ def decode_block_size(block_s: int | None, backend: str) -> int:
 
 
 # ----------------------------------------------------------------------------- public wrapper
-def decode_attention(q_BGTNH, prefix_k_BSKH, prefix_v_BSKH, prefix_len_B, resp_k_BGRKH,
-                     resp_v_BGRKH, resp_len_BG, *, block_s: int | None = None,
-                     interpret: bool | None = None, sm_scale: float | None = None,
-                     kernel: str | None = None):
+def decode_attention(
+    q_BGTNH,
+    prefix_k_BSKH,
+    prefix_v_BSKH,
+    prefix_len_B,
+    resp_k_BGRKH,
+    resp_v_BGRKH,
+    resp_len_BG,
+    *,
+    block_s: int | None = None,
+    interpret: bool | None = None,
+    sm_scale: float | None = None,
+    kernel: str | None = None,
+):
     """Attention of G samples' new tokens over a shared prompt cache plus their own responses.
 
     kernel: "grid" (Mosaic shape) or "loop" (Triton shape); default from the compile target."""
@@ -73,37 +85,48 @@ def decode_attention(q_BGTNH, prefix_k_BSKH, prefix_v_BSKH, prefix_len_B, resp_k
         raise ValueError(f"q must be [B,G,T,N,H], got {q_BGTNH.shape}")
     B, G, T, N, H = q_BGTNH.shape
     if prefix_k_BSKH.shape != prefix_v_BSKH.shape or prefix_k_BSKH.ndim != 4:
-        raise ValueError(f"prefix k/v must both be [B,S,K,H]; got {prefix_k_BSKH.shape}, "
-                         f"{prefix_v_BSKH.shape}")
+        raise ValueError(f"prefix k/v must both be [B,S,K,H]; got {prefix_k_BSKH.shape}, {prefix_v_BSKH.shape}")
     _, S, K, _ = prefix_k_BSKH.shape
     if prefix_k_BSKH.shape[0] != B or prefix_k_BSKH.shape[3] != H or N % K:
-        raise ValueError(f"prefix cache {prefix_k_BSKH.shape} does not fit q {q_BGTNH.shape} "
-                         f"(need same B and H, N % K == 0)")
-    if resp_k_BGRKH.shape != resp_v_BGRKH.shape or resp_k_BGRKH.ndim != 5 or (
-            resp_k_BGRKH.shape[:2] != (B, G) or resp_k_BGRKH.shape[3:] != (K, H)):
-        raise ValueError(f"response k/v must both be [B,G,R,K,H]=[{B},{G},R,{K},{H}]; got "
-                         f"{resp_k_BGRKH.shape}, {resp_v_BGRKH.shape}")
+        raise ValueError(
+            f"prefix cache {prefix_k_BSKH.shape} does not fit q {q_BGTNH.shape} (need same B and H, N % K == 0)"
+        )
+    if (
+        resp_k_BGRKH.shape != resp_v_BGRKH.shape
+        or resp_k_BGRKH.ndim != 5
+        or (resp_k_BGRKH.shape[:2] != (B, G) or resp_k_BGRKH.shape[3:] != (K, H))
+    ):
+        raise ValueError(
+            f"response k/v must both be [B,G,R,K,H]=[{B},{G},R,{K},{H}]; got {resp_k_BGRKH.shape}, {resp_v_BGRKH.shape}"
+        )
     if prefix_len_B.shape != (B,) or resp_len_BG.shape != (B, G):
-        raise ValueError(f"prefix_len_B must be [{B}] and resp_len_BG [{B},{G}]; got "
-                         f"{prefix_len_B.shape}, {resp_len_BG.shape}")
+        raise ValueError(
+            f"prefix_len_B must be [{B}] and resp_len_BG [{B},{G}]; got {prefix_len_B.shape}, {resp_len_BG.shape}"
+        )
     R = resp_k_BGRKH.shape[2]
     if R < T:
         raise ValueError(f"response cache length R={R} must be >= new tokens T={T}")
     bs = decode_block_size(block_s, backend.target_backend())
     Q = N // K
     static = DecodeStatic(
-        block_s=bs, prefix_blocks_per_split=_blocks_per_split(S, bs),
-        resp_blocks_per_split=_blocks_per_split(R, bs), queries=T, heads_per_kv=Q,
+        block_s=bs,
+        prefix_blocks_per_split=_blocks_per_split(S, bs),
+        resp_blocks_per_split=_blocks_per_split(R, bs),
+        queries=T,
+        heads_per_kv=Q,
         sm_scale=float(H**-0.5 if sm_scale is None else sm_scale),
-        interpret=resolve_interpret(interpret), kernel=resolve_kernel(kernel))
+        interpret=resolve_interpret(interpret),
+        kernel=resolve_kernel(kernel),
+    )
 
     # Rows of one (prompt, kv head): (sample, token, head-in-group). A small copy of q, not of KV.
-    q_BKGrH = q_BGTNH.reshape(B, G, T, K, Q, H).transpose(0, 3, 1, 2, 4, 5).reshape(
-        B, K, G, T * Q, H)
-    o_pre, lse_pre = prefix_partials(static, q_BKGrH.reshape(B, K, G * T * Q, H),
-                                      prefix_k_BSKH, prefix_v_BSKH, prefix_len_B.astype(jnp.int32))
-    o_res, lse_res = response_partials(static, q_BKGrH.transpose(0, 2, 1, 3, 4), resp_k_BGRKH,
-                                        resp_v_BGRKH, resp_len_BG.astype(jnp.int32))
+    q_BKGrH = q_BGTNH.reshape(B, G, T, K, Q, H).transpose(0, 3, 1, 2, 4, 5).reshape(B, K, G, T * Q, H)
+    o_pre, lse_pre = prefix_partials(
+        static, q_BKGrH.reshape(B, K, G * T * Q, H), prefix_k_BSKH, prefix_v_BSKH, prefix_len_B.astype(jnp.int32)
+    )
+    o_res, lse_res = response_partials(
+        static, q_BKGrH.transpose(0, 2, 1, 3, 4), resp_k_BGRKH, resp_v_BGRKH, resp_len_BG.astype(jnp.int32)
+    )
     # Both to [B, G, K, splits, rows(T*Q), ...] and merge all splits by log-sum-exp.
     o_pre = o_pre.reshape(B, K, -1, G, T * Q, H).transpose(0, 3, 1, 2, 4, 5)
     lse_pre = lse_pre.reshape(B, K, -1, G, T * Q).transpose(0, 3, 1, 2, 4)
@@ -116,27 +139,39 @@ def decode_attention(q_BGTNH, prefix_k_BSKH, prefix_v_BSKH, prefix_len_B, resp_k
 
 
 # ----------------------------------------------------------------------------- reference
-def reference_decode_attention(q_BGTNH, prefix_k_BSKH, prefix_v_BSKH, prefix_len_B,
-                               resp_k_BGRKH, resp_v_BGRKH, resp_len_BG, *,
-                               sm_scale: float | None = None):
+def reference_decode_attention(
+    q_BGTNH,
+    prefix_k_BSKH,
+    prefix_v_BSKH,
+    prefix_len_B,
+    resp_k_BGRKH,
+    resp_v_BGRKH,
+    resp_len_BG,
+    *,
+    sm_scale: float | None = None,
+):
     """Plain-jnp decode attention with the same masking (full scores, f32 softmax)."""
     B, G, T, N, H = q_BGTNH.shape
     S, K = prefix_k_BSKH.shape[1], prefix_k_BSKH.shape[2]
     R = resp_k_BGRKH.shape[2]
     scale = H**-0.5 if sm_scale is None else sm_scale
     q = q_BGTNH.reshape(B, G, T, K, N // K, H)
-    s_pre = jnp.einsum("bgtkqh,bskh->bgtkqs", q, prefix_k_BSKH,
-                       preferred_element_type=jnp.float32) * scale
-    s_res = jnp.einsum("bgtkqh,bgrkh->bgtkqr", q, resp_k_BGRKH,
-                       preferred_element_type=jnp.float32) * scale
+    s_pre = jnp.einsum("bgtkqh,bskh->bgtkqs", q, prefix_k_BSKH, preferred_element_type=jnp.float32) * scale
+    s_res = jnp.einsum("bgtkqh,bgrkh->bgtkqr", q, resp_k_BGRKH, preferred_element_type=jnp.float32) * scale
     pre_ok = (jnp.arange(S)[None, :] < prefix_len_B[:, None])[:, None, None, None, None, :]
     pos_BGT = resp_len_BG[:, :, None] - T + jnp.arange(T)[None, None, :]
     res_ok = (jnp.arange(R)[None, None, None, :] <= pos_BGT[..., None])[:, :, :, None, None, :]
-    scores = jnp.concatenate([jnp.where(pre_ok, s_pre, MASK_VALUE),
-                              jnp.where(res_ok, s_res, MASK_VALUE)], axis=-1)
+    scores = jnp.concatenate([jnp.where(pre_ok, s_pre, MASK_VALUE), jnp.where(res_ok, s_res, MASK_VALUE)], axis=-1)
     probs = jax.nn.softmax(scores, axis=-1)
-    out = (jnp.einsum("bgtkqs,bskh->bgtkqh", probs[..., :S].astype(prefix_v_BSKH.dtype),
-                      prefix_v_BSKH, preferred_element_type=jnp.float32)
-           + jnp.einsum("bgtkqr,bgrkh->bgtkqh", probs[..., S:].astype(resp_v_BGRKH.dtype),
-                        resp_v_BGRKH, preferred_element_type=jnp.float32))
+    out = jnp.einsum(
+        "bgtkqs,bskh->bgtkqh",
+        probs[..., :S].astype(prefix_v_BSKH.dtype),
+        prefix_v_BSKH,
+        preferred_element_type=jnp.float32,
+    ) + jnp.einsum(
+        "bgtkqr,bgrkh->bgtkqh",
+        probs[..., S:].astype(resp_v_BGRKH.dtype),
+        resp_v_BGRKH,
+        preferred_element_type=jnp.float32,
+    )
     return out.reshape(B, G, T, N, H).astype(q_BGTNH.dtype)

@@ -6,6 +6,7 @@ writes a normalised partial output plus its log-sum-exp (merged in kernels/decod
 past the valid lengths are not visited (dynamic loop bounds). The "grid" shape (Mosaic) is in
 kernels/decode_tpu.py; `prefix_partials` / `response_partials` dispatch on `static.kernel`.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -61,6 +62,7 @@ def _pad_to(x, axis: int, n: int):
 def prefix_partials(static: DecodeStatic, q_BKMH, k_BSKH, v_BSKH, prefix_len_B):
     if static.kernel == "grid":
         from kernels.decode_tpu import prefix_partials_grid
+
         return prefix_partials_grid(static, q_BKMH, k_BSKH, v_BSKH, prefix_len_B)
     B, K, M, H = q_BKMH.shape
     S = k_BSKH.shape[1]
@@ -74,13 +76,22 @@ def prefix_partials(static: DecodeStatic, q_BKMH, k_BSKH, v_BSKH, prefix_len_B):
     o, lse = pl.pallas_call(
         functools.partial(_prefix_kernel, static=static),
         grid=(B, K, n_splits),
-        in_specs=[pl.BlockSpec((None, None, Mp, H), lambda b, h, j: (b, h, 0, 0)), kv_spec,
-                  kv_spec, pl.BlockSpec((Bl,), lambda b, h, j: (0,))],
-        out_specs=[pl.BlockSpec((None, None, None, Mp, H), lambda b, h, j: (b, h, j, 0, 0)),
-                   pl.BlockSpec((None, None, None, Mp), lambda b, h, j: (b, h, j, 0))],
-        out_shape=[jax.ShapeDtypeStruct((B, K, n_splits, Mp, H), jnp.float32),
-                   jax.ShapeDtypeStruct((B, K, n_splits, Mp), jnp.float32)],
-        interpret=static.interpret, name="decode_attention_prefix",
+        in_specs=[
+            pl.BlockSpec((None, None, Mp, H), lambda b, h, j: (b, h, 0, 0)),
+            kv_spec,
+            kv_spec,
+            pl.BlockSpec((Bl,), lambda b, h, j: (0,)),
+        ],
+        out_specs=[
+            pl.BlockSpec((None, None, None, Mp, H), lambda b, h, j: (b, h, j, 0, 0)),
+            pl.BlockSpec((None, None, None, Mp), lambda b, h, j: (b, h, j, 0)),
+        ],
+        out_shape=[
+            jax.ShapeDtypeStruct((B, K, n_splits, Mp, H), jnp.float32),
+            jax.ShapeDtypeStruct((B, K, n_splits, Mp), jnp.float32),
+        ],
+        interpret=static.interpret,
+        name="decode_attention_prefix",
         compiler_params=compiler_params(3, static.interpret),
     )(q_BKMH, k_BSKH, v_BSKH, prefix_len_B)
     return o[:, :, :, :M], lse[:, :, :, :M]
@@ -89,6 +100,7 @@ def prefix_partials(static: DecodeStatic, q_BKMH, k_BSKH, v_BSKH, prefix_len_B):
 def response_partials(static: DecodeStatic, q_BGKrH, k_BGRKH, v_BGRKH, resp_len_BG):
     if static.kernel == "grid":
         from kernels.decode_tpu import response_partials_grid
+
         return response_partials_grid(static, q_BGKrH, k_BGRKH, v_BGRKH, resp_len_BG)
     B, G, K, rows, H = q_BGKrH.shape
     R = k_BGRKH.shape[2]
@@ -102,15 +114,22 @@ def response_partials(static: DecodeStatic, q_BGKrH, k_BGRKH, v_BGRKH, resp_len_
     o, lse = pl.pallas_call(
         functools.partial(_response_kernel, static=static),
         grid=(B, G, K, n_splits),
-        in_specs=[pl.BlockSpec((None, None, None, rows_p, H), lambda b, g, h, j: (b, g, h, 0, 0)),
-                  kv_spec, kv_spec, pl.BlockSpec(len_shape, lambda b, g, h, j: (0, 0))],
-        out_specs=[pl.BlockSpec((None, None, None, None, rows_p, H),
-                                lambda b, g, h, j: (b, g, h, j, 0, 0)),
-                   pl.BlockSpec((None, None, None, None, rows_p),
-                                lambda b, g, h, j: (b, g, h, j, 0))],
-        out_shape=[jax.ShapeDtypeStruct((B, G, K, n_splits, rows_p, H), jnp.float32),
-                   jax.ShapeDtypeStruct((B, G, K, n_splits, rows_p), jnp.float32)],
-        interpret=static.interpret, name="decode_attention_response",
+        in_specs=[
+            pl.BlockSpec((None, None, None, rows_p, H), lambda b, g, h, j: (b, g, h, 0, 0)),
+            kv_spec,
+            kv_spec,
+            pl.BlockSpec(len_shape, lambda b, g, h, j: (0, 0)),
+        ],
+        out_specs=[
+            pl.BlockSpec((None, None, None, None, rows_p, H), lambda b, g, h, j: (b, g, h, j, 0, 0)),
+            pl.BlockSpec((None, None, None, None, rows_p), lambda b, g, h, j: (b, g, h, j, 0)),
+        ],
+        out_shape=[
+            jax.ShapeDtypeStruct((B, G, K, n_splits, rows_p, H), jnp.float32),
+            jax.ShapeDtypeStruct((B, G, K, n_splits, rows_p), jnp.float32),
+        ],
+        interpret=static.interpret,
+        name="decode_attention_response",
         compiler_params=compiler_params(4, static.interpret),
     )(q_BGKrH, k_BGRKH, v_BGRKH, resp_len_BG)
     return o[..., :rows, :], lse[..., :rows]
@@ -137,11 +156,13 @@ def _split_attention(static: DecodeStatic, q, k_ref, v_ref, split_start, num_val
         m_new = jnp.maximum(m, jnp.max(s, axis=1))
         p = jnp.where(mask, jnp.exp(s - m_new[:, None]), 0.0)
         alpha = jnp.exp(m - m_new)
-        return (alpha[:, None] * acc + dot(p.astype(v.dtype), v), m_new,
-                alpha * l + jnp.sum(p, axis=1))
+        return (alpha[:, None] * acc + dot(p.astype(v.dtype), v), m_new, alpha * l + jnp.sum(p, axis=1))
 
-    init = (jnp.zeros((rows, H), jnp.float32), jnp.full((rows,), MASK_VALUE, jnp.float32),
-            jnp.zeros((rows,), jnp.float32))
+    init = (
+        jnp.zeros((rows, H), jnp.float32),
+        jnp.full((rows,), MASK_VALUE, jnp.float32),
+        jnp.zeros((rows,), jnp.float32),
+    )
     hi = jnp.clip(lax.div(jnp.maximum(num_valid, 0) + bs - 1, bs), 0, k_ref.shape[0] // bs)
     acc, m, l = lax.fori_loop(0, hi, body, init)
     empty = l == 0.0
@@ -154,8 +175,7 @@ def _prefix_kernel(q_ref, k_ref, v_ref, len_ref, o_ref, lse_ref, *, static):
     prefix_len = len_ref[pl.program_id(0)]
     rows = q_ref.shape[0]
     row_limit = jnp.full((rows,), prefix_len, jnp.int32)
-    o, lse = _split_attention(static, q_ref[...], k_ref, v_ref, split_start,
-                              prefix_len - split_start, row_limit)
+    o, lse = _split_attention(static, q_ref[...], k_ref, v_ref, split_start, prefix_len - split_start, row_limit)
     o_ref[...], lse_ref[...] = o, lse
 
 
@@ -167,6 +187,5 @@ def _response_kernel(q_ref, k_ref, v_ref, len_ref, o_ref, lse_ref, *, static):
     token = lax.div(iota(rows, 0), static.heads_per_kv)
     # (min: rows past T*Q are Triton's power-of-two padding, sliced off; keep them in bounds)
     row_limit = jnp.minimum(resp_len - static.queries + token + 1, resp_len)
-    o, lse = _split_attention(static, q_ref[...], k_ref, v_ref, split_start,
-                              resp_len - split_start, row_limit)
+    o, lse = _split_attention(static, q_ref[...], k_ref, v_ref, split_start, resp_len - split_start, row_limit)
     o_ref[...], lse_ref[...] = o, lse

@@ -29,6 +29,7 @@ devices) by tests/test_compile_kernels.py, the loop kernel for H100 by XLA:GPU a
 (CUDA-plugin compile-only devices) by tests/test_compile_gpu.py; nothing has been run or timed
 on an accelerator.
 """
+
 from __future__ import annotations
 
 import functools
@@ -44,11 +45,9 @@ from kernels.per_shard import run_per_shard
 
 
 # ----------------------------------------------------------------------------- public wrapper
-def check_inputs(q_BTNH, k_BSKH, v_BSKH, q_segment_ids_BT, kv_segment_ids_BS,
-                  shared_prefix_segment) -> None:
+def check_inputs(q_BTNH, k_BSKH, v_BSKH, q_segment_ids_BT, kv_segment_ids_BS, shared_prefix_segment) -> None:
     if q_BTNH.ndim != 4 or k_BSKH.ndim != 4:
-        raise ValueError(f"q must be [B,T,N,H] and k/v [B,S,K,H]; got {q_BTNH.shape}, "
-                         f"{k_BSKH.shape}")
+        raise ValueError(f"q must be [B,T,N,H] and k/v [B,S,K,H]; got {q_BTNH.shape}, {k_BSKH.shape}")
     if k_BSKH.shape != v_BSKH.shape:
         raise ValueError(f"k {k_BSKH.shape} and v {v_BSKH.shape} must have the same shape")
     B, T, N, H = q_BTNH.shape
@@ -65,18 +64,31 @@ def check_inputs(q_BTNH, k_BSKH, v_BSKH, q_segment_ids_BT, kv_segment_ids_BS,
         raise ValueError("q_segment_ids_BT and kv_segment_ids_BS must be given together")
     if q_segment_ids_BT is None and shared_prefix_segment is not None:
         raise ValueError("shared_prefix_segment needs segment ids")
-    if q_segment_ids_BT is not None:
-        if q_segment_ids_BT.shape != (B, T) or kv_segment_ids_BS.shape != (B, S):
-            raise ValueError(f"segment ids must be [B,T]={(B, T)} and [B,S]={(B, S)}; got "
-                             f"{q_segment_ids_BT.shape}, {kv_segment_ids_BS.shape}")
+    if q_segment_ids_BT is not None and (q_segment_ids_BT.shape != (B, T) or kv_segment_ids_BS.shape != (B, S)):
+        raise ValueError(
+            f"segment ids must be [B,T]={(B, T)} and [B,S]={(B, S)}; got "
+            f"{q_segment_ids_BT.shape}, {kv_segment_ids_BS.shape}"
+        )
 
 
-def flash_attention(q_BTNH, k_BSKH, v_BSKH, *, causal: bool = True, q_segment_ids_BT=None,
-                    kv_segment_ids_BS=None, shared_prefix_segment: int | None = None,
-                    sm_scale: float | None = None, block_q: int | None = None,
-                    block_k: int | None = None, interpret: bool | None = None,
-                    kernel: str | None = None, mesh=None,
-                    batch_axis: str | tuple[str, ...] | None = None, head_axis: str | None = None):
+def flash_attention(
+    q_BTNH,
+    k_BSKH,
+    v_BSKH,
+    *,
+    causal: bool = True,
+    q_segment_ids_BT=None,
+    kv_segment_ids_BS=None,
+    shared_prefix_segment: int | None = None,
+    sm_scale: float | None = None,
+    block_q: int | None = None,
+    block_k: int | None = None,
+    interpret: bool | None = None,
+    kernel: str | None = None,
+    mesh=None,
+    batch_axis: str | tuple[str, ...] | None = None,
+    head_axis: str | None = None,
+):
     """Flash attention with the semantics of `reference_attention`; returns out_BTNH (q's dtype).
 
     kernel: "grid" (Mosaic shape) or "loop" (Triton shape); default from the compile target.
@@ -84,28 +96,36 @@ def flash_attention(q_BTNH, k_BSKH, v_BSKH, *, causal: bool = True, q_segment_id
     the kernel per shard of the batch over `batch_axis` and of the heads over `head_axis`: XLA
     cannot partition a Mosaic kernel by itself ("Mosaic kernels cannot be automatically
     partitioned"), so without them a TPU mesh of more than one chip fails to compile."""
-    check_inputs(q_BTNH, k_BSKH, v_BSKH, q_segment_ids_BT, kv_segment_ids_BS,
-                  shared_prefix_segment)
+    check_inputs(q_BTNH, k_BSKH, v_BSKH, q_segment_ids_BT, kv_segment_ids_BS, shared_prefix_segment)
     B, T, N, H = q_BTNH.shape
     S = k_BSKH.shape[1]
     interpret = backend.resolve_interpret(interpret)
     kernel = backend.resolve_kernel(kernel)
     blocks = block_sizes(T, S, block_q, block_k, backend.target_backend())
-    static = FlashStatic(kernel=kernel,
-        mask=MaskSpec(causal=causal, q_len=T, kv_len=S,
-                      has_segments=q_segment_ids_BT is not None,
-                      shared_prefix_segment=shared_prefix_segment),
+    static = FlashStatic(
+        kernel=kernel,
+        mask=MaskSpec(
+            causal=causal,
+            q_len=T,
+            kv_len=S,
+            has_segments=q_segment_ids_BT is not None,
+            shared_prefix_segment=shared_prefix_segment,
+        ),
         sm_scale=float(H**-0.5 if sm_scale is None else sm_scale),
-        block_q=blocks.block_q, block_k=blocks.block_k, interpret=interpret)
+        block_q=blocks.block_q,
+        block_k=blocks.block_k,
+        interpret=interpret,
+    )
     args = (q_BTNH, k_BSKH, v_BSKH, q_segment_ids_BT, kv_segment_ids_BS)
-    return run_per_shard(functools.partial(_flash_local, static), args, mesh=mesh,
-                         batch_axis=batch_axis, head_axis=head_axis)
+    return run_per_shard(
+        functools.partial(_flash_local, static), args, mesh=mesh, batch_axis=batch_axis, head_axis=head_axis
+    )
 
 
 def _flash_local(static: FlashStatic, q_BTNH, k_BSKH, v_BSKH, q_seg_BT, kv_seg_BS):
     q, k, v, q_seg, kv_seg = pad_inputs(static, q_BTNH, k_BSKH, v_BSKH, q_seg_BT, kv_seg_BS)
     out_BNTH = _flash_core(static, q, k, v, q_seg, kv_seg)
-    return out_BNTH[:, :, :static.mask.q_len].transpose(0, 2, 1, 3)
+    return out_BNTH[:, :, : static.mask.q_len].transpose(0, 2, 1, 3)
 
 
 def pad_inputs(static: FlashStatic, q_BTNH, k_BSKH, v_BSKH, q_seg_BT, kv_seg_BS):
@@ -137,8 +157,7 @@ def _flash_core_fwd(static, q_BNTH, k_BKSH, v_BKSH, q_seg_BT, kv_seg_BS):
 
 def _flash_core_bwd(static, res, do_BNTH):
     q, k, v, q_seg, kv_seg, out, lse = res
-    delta_BNT1 = jnp.sum(out.astype(jnp.float32) * do_BNTH.astype(jnp.float32), axis=-1,
-                         keepdims=True)
+    delta_BNT1 = jnp.sum(out.astype(jnp.float32) * do_BNTH.astype(jnp.float32), axis=-1, keepdims=True)
     dq, dk, dv = flash_backward(static, q, k, v, q_seg, kv_seg, do_BNTH, lse, delta_BNT1)
     return dq, dk, dv, None, None
 
@@ -146,26 +165,30 @@ def _flash_core_bwd(static, res, do_BNTH):
 _flash_core.defvjp(_flash_core_fwd, _flash_core_bwd)
 
 
-def flash_forward(static: FlashStatic, q_BNTH, k_BKSH, v_BKSH, q_seg_BT, kv_seg_BS,
-                  count_blocks: bool = False):
+def flash_forward(static: FlashStatic, q_BNTH, k_BKSH, v_BKSH, q_seg_BT, kv_seg_BS, count_blocks: bool = False):
     """Padded forward: (out_BNTH, lse_BNT1[, computed-block count per q block [B,N,nq]])."""
     if static.kernel == "grid":
         if count_blocks:
             raise ValueError("count_blocks is a loop-kernel debug output")
         from kernels.flash_tpu import flash_forward_grid
+
         return flash_forward_grid(static, q_BNTH, k_BKSH, v_BKSH, q_seg_BT, kv_seg_BS)
     return flash_forward_loop(static, q_BNTH, k_BKSH, v_BKSH, q_seg_BT, kv_seg_BS, count_blocks)
 
 
-def flash_backward(static: FlashStatic, q_BNTH, k_BKSH, v_BKSH, q_seg_BT, kv_seg_BS, do_BNTH,
-                   lse_BNT1, delta_BNT1, grad_dtype=None):
+def flash_backward(
+    static: FlashStatic, q_BNTH, k_BKSH, v_BKSH, q_seg_BT, kv_seg_BS, do_BNTH, lse_BNT1, delta_BNT1, grad_dtype=None
+):
     """Padded backward given the log-sum-exp and delta = rowsum(o * do): (dq, dk, dv).
 
     grad_dtype: dtype of the gradients (default: the inputs'); ring attention asks for f32 to
     accumulate partial gradients over its steps."""
     if static.kernel == "grid":
         from kernels.flash_tpu_bwd import flash_backward_grid
-        return flash_backward_grid(static, q_BNTH, k_BKSH, v_BKSH, q_seg_BT, kv_seg_BS,
-                                   do_BNTH, lse_BNT1, delta_BNT1, grad_dtype)
-    return flash_backward_loop(static, q_BNTH, k_BKSH, v_BKSH, q_seg_BT, kv_seg_BS, do_BNTH,
-                               lse_BNT1, delta_BNT1, grad_dtype)
+
+        return flash_backward_grid(
+            static, q_BNTH, k_BKSH, v_BKSH, q_seg_BT, kv_seg_BS, do_BNTH, lse_BNT1, delta_BNT1, grad_dtype
+        )
+    return flash_backward_loop(
+        static, q_BNTH, k_BKSH, v_BKSH, q_seg_BT, kv_seg_BS, do_BNTH, lse_BNT1, delta_BNT1, grad_dtype
+    )

@@ -10,6 +10,7 @@
 The kernel bodies are in kernels/flash_loop_kernels.py; the inputs are padded as
 `flash.pad_inputs` returns them.
 """
+
 from __future__ import annotations
 
 import functools
@@ -38,28 +39,34 @@ def _kv_seg_spec(block: int, index):
     return pl.BlockSpec((None, 1, block), index)
 
 
-def flash_forward_loop(static: FlashStatic, q_BNTH, k_BKSH, v_BKSH, q_seg_BT, kv_seg_BS,
-                       count_blocks: bool = False):
+def flash_forward_loop(static: FlashStatic, q_BNTH, k_BKSH, v_BKSH, q_seg_BT, kv_seg_BS, count_blocks: bool = False):
     """Padded forward: (out_BNTH, lse_BNT1[, computed-block count per q block [B,N,nq]])."""
     B, N, Tp, H = q_BNTH.shape
     K, Sp = k_BKSH.shape[1], k_BKSH.shape[2]
     G, bq = N // K, static.block_q
     seg = q_seg_BT is not None
     kv_full = pl.BlockSpec((None, None, Sp, H), lambda b, n, i: (b, lax.div(n, G), 0, 0))
-    in_specs = [pl.BlockSpec((None, None, bq, H), lambda b, n, i: (b, n, i, 0)), kv_full, kv_full,
-                _q_seg_spec(bq, lambda b, n, i: (b, i, 0)) if seg else None,
-                _kv_seg_spec(Sp, lambda b, n, i: (b, 0, 0)) if seg else None]
+    in_specs = [
+        pl.BlockSpec((None, None, bq, H), lambda b, n, i: (b, n, i, 0)),
+        kv_full,
+        kv_full,
+        _q_seg_spec(bq, lambda b, n, i: (b, i, 0)) if seg else None,
+        _kv_seg_spec(Sp, lambda b, n, i: (b, 0, 0)) if seg else None,
+    ]
     row_spec = pl.BlockSpec((None, None, bq, 1), lambda b, n, i: (b, n, i, 0))
-    out_shape = [_out(q_BNTH.shape, q_BNTH.dtype, q_BNTH),
-                 _out((B, N, Tp, 1), jnp.float32, q_BNTH)]
+    out_shape = [_out(q_BNTH.shape, q_BNTH.dtype, q_BNTH), _out((B, N, Tp, 1), jnp.float32, q_BNTH)]
     out_specs = [pl.BlockSpec((None, None, bq, H), lambda b, n, i: (b, n, i, 0)), row_spec]
     if count_blocks:  # debug output: number of kv blocks computed, broadcast over the q block
         out_shape.append(_out((B, N, Tp, 1), jnp.int32, q_BNTH))
         out_specs.append(row_spec)
     outs = pl.pallas_call(
         functools.partial(fwd_kernel, static=static),
-        grid=(B, N, Tp // bq), in_specs=in_specs, out_specs=out_specs, out_shape=out_shape,
-        interpret=static.interpret, name="flash_attention_fwd",
+        grid=(B, N, Tp // bq),
+        in_specs=in_specs,
+        out_specs=out_specs,
+        out_shape=out_shape,
+        interpret=static.interpret,
+        name="flash_attention_fwd",
         compiler_params=compiler_params(3, static.interpret),
     )(q_BNTH, k_BKSH, v_BKSH, q_seg_BT, kv_seg_BS)
     if count_blocks:
@@ -67,8 +74,9 @@ def flash_forward_loop(static: FlashStatic, q_BNTH, k_BKSH, v_BKSH, q_seg_BT, kv
     return outs[0], outs[1]
 
 
-def flash_backward_loop(static: FlashStatic, q_BNTH, k_BKSH, v_BKSH, q_seg_BT, kv_seg_BS,
-                        do_BNTH, lse_BNT1, delta_BNT1, grad_dtype=None):
+def flash_backward_loop(
+    static: FlashStatic, q_BNTH, k_BKSH, v_BKSH, q_seg_BT, kv_seg_BS, do_BNTH, lse_BNT1, delta_BNT1, grad_dtype=None
+):
     """Padded backward given the log-sum-exp and delta = rowsum(o * do): (dq, dk, dv)."""
     B, N, Tp, H = q_BNTH.shape
     K, Sp = k_BKSH.shape[1], k_BKSH.shape[2]
@@ -81,11 +89,20 @@ def flash_backward_loop(static: FlashStatic, q_BNTH, k_BKSH, v_BKSH, q_seg_BT, k
     dq = pl.pallas_call(
         functools.partial(dq_kernel, static=static),
         grid=(B, N, Tp // bq),
-        in_specs=[q_blk, kv_full, kv_full, q_blk, row_blk, row_blk,
-                  _q_seg_spec(bq, lambda b, n, i: (b, i, 0)) if seg else None,
-                  _kv_seg_spec(Sp, lambda b, n, i: (b, 0, 0)) if seg else None],
-        out_specs=q_blk, out_shape=_out(q_BNTH.shape, grad_dtype or q_BNTH.dtype, q_BNTH),
-        interpret=static.interpret, name="flash_attention_dq",
+        in_specs=[
+            q_blk,
+            kv_full,
+            kv_full,
+            q_blk,
+            row_blk,
+            row_blk,
+            _q_seg_spec(bq, lambda b, n, i: (b, i, 0)) if seg else None,
+            _kv_seg_spec(Sp, lambda b, n, i: (b, 0, 0)) if seg else None,
+        ],
+        out_specs=q_blk,
+        out_shape=_out(q_BNTH.shape, grad_dtype or q_BNTH.dtype, q_BNTH),
+        interpret=static.interpret,
+        name="flash_attention_dq",
         compiler_params=compiler_params(3, static.interpret),
     )(q_BNTH, k_BKSH, v_BKSH, do_BNTH, lse_BNT1, delta_BNT1, q_seg_BT, kv_seg_BS)
 
@@ -96,13 +113,23 @@ def flash_backward_loop(static: FlashStatic, q_BNTH, k_BKSH, v_BKSH, q_seg_BT, k
     dk, dv = pl.pallas_call(
         functools.partial(dkdv_kernel, static=static, group=G),
         grid=(B, K, Sp // bk),
-        in_specs=[q_group, kv_blk, kv_blk, q_group, row_group, row_group,
-                  _q_seg_spec(Tp, lambda b, h, j: (b, 0, 0)) if seg else None,
-                  _kv_seg_spec(bk, lambda b, h, j: (b, 0, j)) if seg else None],
+        in_specs=[
+            q_group,
+            kv_blk,
+            kv_blk,
+            q_group,
+            row_group,
+            row_group,
+            _q_seg_spec(Tp, lambda b, h, j: (b, 0, 0)) if seg else None,
+            _kv_seg_spec(bk, lambda b, h, j: (b, 0, j)) if seg else None,
+        ],
         out_specs=[kv_blk, kv_blk],
-        out_shape=[_out(k_BKSH.shape, grad_dtype or k_BKSH.dtype, q_BNTH),
-                   _out(v_BKSH.shape, grad_dtype or v_BKSH.dtype, q_BNTH)],
-        interpret=static.interpret, name="flash_attention_dkdv",
+        out_shape=[
+            _out(k_BKSH.shape, grad_dtype or k_BKSH.dtype, q_BNTH),
+            _out(v_BKSH.shape, grad_dtype or v_BKSH.dtype, q_BNTH),
+        ],
+        interpret=static.interpret,
+        name="flash_attention_dkdv",
         compiler_params=compiler_params(3, static.interpret),
     )(q_BNTH, k_BKSH, v_BKSH, do_BNTH, lse_BNT1, delta_BNT1, q_seg_BT, kv_seg_BS)
     return dq, dk, dv

@@ -5,6 +5,7 @@ a block-level predicate (`block_mask.block_visible`: causal position and per-blo
 segment ids) guards the block with `lax.cond`, so skipped blocks load nothing and do no matmuls.
 Scores, softmax statistics and accumulators are f32; p is cast to v's dtype for the p@v matmul.
 """
+
 from __future__ import annotations
 
 import jax.numpy as jnp
@@ -38,8 +39,7 @@ def _kv_block_hi(static: FlashStatic, q_start, num_kv_blocks: int):
     if not static.mask.causal:
         return num_kv_blocks
     last_key = q_start + static.block_q + static.mask.causal_offset  # exclusive
-    return jnp.clip(lax.div(jnp.maximum(last_key, 0) + static.block_k - 1, static.block_k),
-                    0, num_kv_blocks)
+    return jnp.clip(lax.div(jnp.maximum(last_key, 0) + static.block_k - 1, static.block_k), 0, num_kv_blocks)
 
 
 def _q_block_lo(static: FlashStatic, k_start):
@@ -69,14 +69,12 @@ def fwd_kernel(q_ref, k_ref, v_ref, q_seg_ref, kv_seg_ref, o_ref, lse_ref, *coun
         k_start = j * bk
         k_slice = pl.ds(pl.multiple_of(k_start, bk), bk)
         k_seg = None if kv_seg_ref is None else kv_seg_ref[:, k_slice]
-        visible = block_visible(static.mask, q_start, k_start, bq, bk, q_range,
-                                _seg_range(k_seg))
+        visible = block_visible(static.mask, q_start, k_start, bq, bk, q_range, _seg_range(k_seg))
 
         def compute(carry):
             acc, m, l, n = carry
             v = v_ref[k_slice, :]
-            s, mask = _masked_scores(static, q, k_ref[k_slice, :], q_pos, _row(bk, k_start),
-                                     q_seg, k_seg)
+            s, mask = _masked_scores(static, q, k_ref[k_slice, :], q_pos, _row(bk, k_start), q_seg, k_seg)
             m_new = jnp.maximum(m, jnp.max(s, axis=1, keepdims=True))
             p = jnp.where(mask, jnp.exp(s - m_new), 0.0)
             alpha = jnp.exp(m - m_new)
@@ -86,8 +84,12 @@ def fwd_kernel(q_ref, k_ref, v_ref, q_seg_ref, kv_seg_ref, o_ref, lse_ref, *coun
         return lax.cond(visible, compute, lambda c: c, carry)
 
     H = q.shape[-1]
-    init = (jnp.zeros((bq, H), jnp.float32), jnp.full((bq, 1), MASK_VALUE, jnp.float32),
-            jnp.zeros((bq, 1), jnp.float32), jnp.int32(0))
+    init = (
+        jnp.zeros((bq, H), jnp.float32),
+        jnp.full((bq, 1), MASK_VALUE, jnp.float32),
+        jnp.zeros((bq, 1), jnp.float32),
+        jnp.int32(0),
+    )
     hi = _kv_block_hi(static, q_start, k_ref.shape[0] // bk)
     acc, m, l, n = lax.fori_loop(0, hi, body, init)
     empty = l == 0.0  # no visible key in any computed block
@@ -98,8 +100,7 @@ def fwd_kernel(q_ref, k_ref, v_ref, q_seg_ref, kv_seg_ref, o_ref, lse_ref, *coun
         count_ref[0][...] = jnp.full((bq, 1), n, jnp.int32)
 
 
-def dq_kernel(q_ref, k_ref, v_ref, do_ref, lse_ref, delta_ref, q_seg_ref, kv_seg_ref, dq_ref,
-               *, static):
+def dq_kernel(q_ref, k_ref, v_ref, do_ref, lse_ref, delta_ref, q_seg_ref, kv_seg_ref, dq_ref, *, static):
     bq, bk = static.block_q, static.block_k
     q_start = pl.program_id(2) * bq
     q, do, lse, delta = q_ref[...], do_ref[...], lse_ref[...], delta_ref[...]
@@ -111,8 +112,7 @@ def dq_kernel(q_ref, k_ref, v_ref, do_ref, lse_ref, delta_ref, q_seg_ref, kv_seg
         k_start = j * bk
         k_slice = pl.ds(pl.multiple_of(k_start, bk), bk)
         k_seg = None if kv_seg_ref is None else kv_seg_ref[:, k_slice]
-        visible = block_visible(static.mask, q_start, k_start, bq, bk, q_range,
-                                _seg_range(k_seg))
+        visible = block_visible(static.mask, q_start, k_start, bq, bk, q_range, _seg_range(k_seg))
 
         def compute(dq):
             k, v = k_ref[k_slice, :], v_ref[k_slice, :]
@@ -128,8 +128,9 @@ def dq_kernel(q_ref, k_ref, v_ref, do_ref, lse_ref, delta_ref, q_seg_ref, kv_seg
     dq_ref[...] = (dq * static.sm_scale).astype(dq_ref.dtype)
 
 
-def dkdv_kernel(q_ref, k_ref, v_ref, do_ref, lse_ref, delta_ref, q_seg_ref, kv_seg_ref, dk_ref,
-                 dv_ref, *, static, group):
+def dkdv_kernel(
+    q_ref, k_ref, v_ref, do_ref, lse_ref, delta_ref, q_seg_ref, kv_seg_ref, dk_ref, dv_ref, *, static, group
+):
     bq, bk = static.block_q, static.block_k
     k_start = pl.program_id(2) * bk
     k, v = k_ref[...], v_ref[...]
@@ -141,12 +142,10 @@ def dkdv_kernel(q_ref, k_ref, v_ref, do_ref, lse_ref, delta_ref, q_seg_ref, kv_s
         q_start = i * bq
         q_slice = pl.ds(pl.multiple_of(q_start, bq), bq)
         q_seg = None if q_seg_ref is None else q_seg_ref[q_slice, :]
-        visible = block_visible(static.mask, q_start, k_start, bq, bk, _seg_range(q_seg),
-                                k_range)
+        visible = block_visible(static.mask, q_start, k_start, bq, bk, _seg_range(q_seg), k_range)
 
         def compute(carry):
-            mask = element_mask(static.mask, _column(bq, q_start), k_pos, q_seg, k_seg,
-                                kv_padded=_kv_padded(static))
+            mask = element_mask(static.mask, _column(bq, q_start), k_pos, q_seg, k_seg, kv_padded=_kv_padded(static))
 
             def head(g, carry):  # the query heads sharing this kv head
                 dk, dv = carry

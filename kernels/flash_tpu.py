@@ -27,6 +27,7 @@ Here every on-chip buffer is bounded by the block sizes, whatever the sequence l
   per-(q block, kv block) `data_next` table, O(nq * nk) of SMEM, which outgrows SMEM at 128K
   tokens with 128-token blocks; runs are O(nq).
 """
+
 from __future__ import annotations
 
 import functools
@@ -48,16 +49,12 @@ def grid_params(interpret: bool):
     if interpret:
         return None
     from jax.experimental.pallas import tpu as pltpu
-    return pltpu.CompilerParams(
-        dimension_semantics=("parallel", "parallel", "parallel", "arbitrary"))
+
+    return pltpu.CompilerParams(dimension_semantics=("parallel", "parallel", "parallel", "arbitrary"))
 
 
 def out_struct(shape, dtype, like):
     return jax.ShapeDtypeStruct(shape, dtype, manual_axis_type=jax.typeof(like).mat)
-
-
-
-
 
 
 def positions(n: int, start, axis: int):
@@ -67,7 +64,6 @@ def positions(n: int, start, axis: int):
 
 def kv_padded(static) -> bool:
     return static.mask.kv_len % static.block_k != 0
-
 
 
 def seg_layouts(static, q_seg_BT1, kv_seg_B1S):
@@ -87,8 +83,9 @@ def flash_forward_grid(static, q_BNTH, k_BKSH, v_BKSH, q_seg_BT1, kv_seg_B1S):
     nq, nk = Tp // bq, Sp // bk
     seg = static.mask.has_segments
     q_col, _, kv_row, _ = seg_layouts(static, q_seg_BT1, kv_seg_B1S)
-    prefetch = prefetch_runs(static, B, nq, nk, q_seg_BT1[..., 0] if seg else None,
-                         kv_seg_B1S[:, 0] if seg else None, transpose=False)
+    prefetch = prefetch_runs(
+        static, B, nq, nk, q_seg_BT1[..., 0] if seg else None, kv_seg_B1S[:, 0] if seg else None, transpose=False
+    )
 
     def kv_index(b, n, i, t, *refs):
         j, _ = visited_block(refs[4:], b * nq + i, t)
@@ -102,28 +99,36 @@ def flash_forward_grid(static, q_BNTH, k_BKSH, v_BKSH, q_seg_BT1, kv_seg_B1S):
     in_specs = [q_spec, kv_spec, kv_spec]
     args = [q_BNTH, k_BKSH, v_BKSH]
     if seg:
-        in_specs += [pl.BlockSpec((None, bq, 1), lambda b, n, i, t, *_: (b, i, 0)),
-                     pl.BlockSpec((None, 1, bk), kv_seg_index)]
+        in_specs += [
+            pl.BlockSpec((None, bq, 1), lambda b, n, i, t, *_: (b, i, 0)),
+            pl.BlockSpec((None, 1, bk), kv_seg_index),
+        ]
         args += [q_col, kv_row]
     from jax.experimental.pallas import tpu as pltpu
+
     spec = pltpu.PrefetchScalarGridSpec(
-        num_scalar_prefetch=len(prefetch), grid=(B, N, nq, nk), in_specs=in_specs,
+        num_scalar_prefetch=len(prefetch),
+        grid=(B, N, nq, nk),
+        in_specs=in_specs,
         out_specs=[q_spec, pl.BlockSpec((None, None, 1, bq), lambda b, n, i, t, *_: (b, n, 0, i))],
-        scratch_shapes=[pltpu.VMEM((bq, 1), jnp.float32), pltpu.VMEM((bq, 1), jnp.float32),
-                        pltpu.VMEM((bq, H), jnp.float32)])
+        scratch_shapes=[
+            pltpu.VMEM((bq, 1), jnp.float32),
+            pltpu.VMEM((bq, 1), jnp.float32),
+            pltpu.VMEM((bq, H), jnp.float32),
+        ],
+    )
     out, lse_row = pl.pallas_call(
         functools.partial(_fwd_kernel, static=static, nq=nq, nk=nk, seg=seg),
         grid_spec=spec,
-        out_shape=[out_struct(q_BNTH.shape, q_BNTH.dtype, q_BNTH),
-                   out_struct((B, N, 1, Tp), jnp.float32, q_BNTH)],
-        interpret=static.interpret, name="flash_attention_fwd",
+        out_shape=[out_struct(q_BNTH.shape, q_BNTH.dtype, q_BNTH), out_struct((B, N, 1, Tp), jnp.float32, q_BNTH)],
+        interpret=static.interpret,
+        name="flash_attention_fwd",
         compiler_params=grid_params(static.interpret),
     )(*prefetch, *args)
     return out, lse_row.reshape(B, N, Tp, 1)
 
 
-def _fwd_kernel(qmin, qmax, kmin, kmax, lo1, len1, lo2, len2, q_ref, k_ref, v_ref, *rest,
-                static, nq, nk, seg):
+def _fwd_kernel(qmin, qmax, kmin, kmax, lo1, len1, lo2, len2, q_ref, k_ref, v_ref, *rest, static, nq, nk, seg):
     if seg:
         q_seg_ref, kv_seg_ref, o_ref, lse_ref, m_sc, l_sc, acc_sc = rest
     else:
@@ -140,16 +145,16 @@ def _fwd_kernel(qmin, qmax, kmin, kmax, lo1, len1, lo2, len2, q_ref, k_ref, v_re
 
     j, in_runs = visited_block((lo1, len1, lo2, len2), b * nq + i, t)
     q_start, k_start = i * bq, j * bk
-    visible = in_runs & visible_at(static, q_start, k_start, b, i, j, nq, nk, qmin, qmax, kmin,
-                                 kmax)
+    visible = in_runs & visible_at(static, q_start, k_start, b, i, j, nq, nk, qmin, qmax, kmin, kmax)
 
     @pl.when(visible)
     def _compute():
         q, k, v = q_ref[...], k_ref[...], v_ref[...]
         q_seg = None if q_seg_ref is None else q_seg_ref[...]
         k_seg = None if kv_seg_ref is None else kv_seg_ref[...]
-        mask = element_mask(static.mask, positions(bq, q_start, 0), positions(bk, k_start, 1),
-                            q_seg, k_seg, kv_padded=kv_padded(static))
+        mask = element_mask(
+            static.mask, positions(bq, q_start, 0), positions(bk, k_start, 1), q_seg, k_seg, kv_padded=kv_padded(static)
+        )
         s = jnp.where(mask, mosaic_dot_nt(q, k) * static.sm_scale, MASK_VALUE)
         m = m_sc[...]
         m_new = jnp.maximum(m, jnp.max(s, axis=1, keepdims=True))
@@ -173,4 +178,3 @@ def _column_to_row(x_col):
     """[n, 1] -> [1, n] through an aligned [n, 128] transpose (what Mosaic transposes)."""
     n = x_col.shape[0]
     return jnp.transpose(jnp.broadcast_to(x_col, (n, LANES)))[:1, :]
-

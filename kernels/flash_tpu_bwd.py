@@ -5,8 +5,9 @@ kernel is "grid"). dq: grid (batch, head, q block, step over kv blocks), like th
 grid (batch, kv head, kv block, step over (query head of the group, q block)). Both compute
 transposed scores s^T = k q^T [bk, bq] so that the lane-dense log-sum-exp and delta rows
 broadcast without a transpose. Only the blocks inside the block runs (kernels/block_runs.py)
-are fetched, only the visible ones computed.
+are fetched, only the visible ones computed (kernel bodies: kernels/flash_tpu_bwd_kernels.py).
 """
+
 from __future__ import annotations
 
 import functools
@@ -15,23 +16,14 @@ import jax.numpy as jnp
 from jax import lax
 from jax.experimental import pallas as pl
 
-from kernels.block_mask import element_mask
-from kernels.block_runs import prefetch_runs, visible_at, visited_block
-from kernels.flash_tpu import grid_params, kv_padded, out_struct, positions, seg_layouts
-from kernels.kernel_math import mosaic_dot, mosaic_dot_nt, mosaic_dot_tn
-from kernels.reference import MASK_VALUE
+from kernels.block_runs import prefetch_runs, visited_block
+from kernels.flash_tpu import grid_params, out_struct, seg_layouts
+from kernels.flash_tpu_bwd_kernels import dkdv_kernel, dq_kernel
 
 
-def _mask_t(static, q_start, k_start, q_seg_row, kv_seg_col):
-    """Transposed element mask [bk, bq] (keys on sublanes, queries on lanes)."""
-    bq, bk = static.block_q, static.block_k
-    return element_mask(static.mask, positions(bq, q_start, 1), positions(bk, k_start, 0),
-                        q_seg_row, kv_seg_col, kv_padded=kv_padded(static), shape=(bk, bq))
-
-
-
-def flash_backward_grid(static, q_BNTH, k_BKSH, v_BKSH, q_seg_BT1, kv_seg_B1S, do_BNTH,
-                        lse_BNT1, delta_BNT1, grad_dtype=None):
+def flash_backward_grid(
+    static, q_BNTH, k_BKSH, v_BKSH, q_seg_BT1, kv_seg_B1S, do_BNTH, lse_BNT1, delta_BNT1, grad_dtype=None
+):
     """(dq, dk, dv) of padded inputs; lse/delta given as [B, N, Tp, 1] (stored as rows)."""
     B, N, Tp, H = q_BNTH.shape
     K, Sp = k_BKSH.shape[1], k_BKSH.shape[2]
@@ -59,16 +51,23 @@ def flash_backward_grid(static, q_BNTH, k_BKSH, v_BKSH, q_seg_BT1, kv_seg_B1S, d
     in_specs = [q_spec, kv_spec, kv_spec, q_spec, row_spec, row_spec]
     args = [q_BNTH, k_BKSH, v_BKSH, do_BNTH, lse_row, delta_row]
     if seg:
-        in_specs += [pl.BlockSpec((None, 1, bq), lambda b, n, i, t, *_: (b, 0, i)),
-                     pl.BlockSpec((None, bk, 1), kv_seg_index)]
+        in_specs += [
+            pl.BlockSpec((None, 1, bq), lambda b, n, i, t, *_: (b, 0, i)),
+            pl.BlockSpec((None, bk, 1), kv_seg_index),
+        ]
         args += [q_row, kv_col]
     dq = pl.pallas_call(
-        functools.partial(_dq_kernel, static=static, nq=nq, nk=nk, seg=seg),
+        functools.partial(dq_kernel, static=static, nq=nq, nk=nk, seg=seg),
         grid_spec=pltpu.PrefetchScalarGridSpec(
-            num_scalar_prefetch=len(pre_q), grid=(B, N, nq, nk), in_specs=in_specs,
-            out_specs=q_spec, scratch_shapes=[pltpu.VMEM((bq, H), jnp.float32)]),
+            num_scalar_prefetch=len(pre_q),
+            grid=(B, N, nq, nk),
+            in_specs=in_specs,
+            out_specs=q_spec,
+            scratch_shapes=[pltpu.VMEM((bq, H), jnp.float32)],
+        ),
         out_shape=out_struct(q_BNTH.shape, grad_dtype or q_BNTH.dtype, q_BNTH),
-        interpret=static.interpret, name="flash_attention_dq",
+        interpret=static.interpret,
+        name="flash_attention_dq",
         compiler_params=grid_params(static.interpret),
     )(*pre_q, *args)
 
@@ -92,96 +91,26 @@ def flash_backward_grid(static, q_BNTH, k_BKSH, v_BKSH, q_seg_BT1, kv_seg_B1S, d
     in_specs = [q_blk, kv_blk, kv_blk, q_blk, rows, rows]
     args = [q_BNTH, k_BKSH, v_BKSH, do_BNTH, lse_row, delta_row]
     if seg:
-        in_specs += [pl.BlockSpec((None, 1, bq), q_seg_index),
-                     pl.BlockSpec((None, bk, 1), lambda b, h, j, s, *_: (b, j, 0))]
+        in_specs += [
+            pl.BlockSpec((None, 1, bq), q_seg_index),
+            pl.BlockSpec((None, bk, 1), lambda b, h, j, s, *_: (b, j, 0)),
+        ]
         args += [q_row, kv_col]
     dk, dv = pl.pallas_call(
-        functools.partial(_dkdv_kernel, static=static, nq=nq, nk=nk, seg=seg, group=G),
+        functools.partial(dkdv_kernel, static=static, nq=nq, nk=nk, seg=seg, group=G),
         grid_spec=pltpu.PrefetchScalarGridSpec(
-            num_scalar_prefetch=len(pre_k), grid=(B, K, nk, G * nq), in_specs=in_specs,
+            num_scalar_prefetch=len(pre_k),
+            grid=(B, K, nk, G * nq),
+            in_specs=in_specs,
             out_specs=[kv_blk, kv_blk],
-            scratch_shapes=[pltpu.VMEM((bk, H), jnp.float32), pltpu.VMEM((bk, H), jnp.float32)]),
-        out_shape=[out_struct(k_BKSH.shape, grad_dtype or k_BKSH.dtype, q_BNTH),
-                   out_struct(v_BKSH.shape, grad_dtype or v_BKSH.dtype, q_BNTH)],
-        interpret=static.interpret, name="flash_attention_dkdv",
+            scratch_shapes=[pltpu.VMEM((bk, H), jnp.float32), pltpu.VMEM((bk, H), jnp.float32)],
+        ),
+        out_shape=[
+            out_struct(k_BKSH.shape, grad_dtype or k_BKSH.dtype, q_BNTH),
+            out_struct(v_BKSH.shape, grad_dtype or v_BKSH.dtype, q_BNTH),
+        ],
+        interpret=static.interpret,
+        name="flash_attention_dkdv",
         compiler_params=grid_params(static.interpret),
     )(*pre_k, *args)
     return dq, dk, dv
-
-
-def _probs_t(static, q, k, lse_row, mask_t):
-    """p^T [bk, bq] from transposed scores k q^T and the lse row."""
-    s = jnp.where(mask_t, mosaic_dot_nt(k, q) * static.sm_scale, MASK_VALUE)
-    return jnp.where(mask_t, jnp.exp(s - lse_row), 0.0)
-
-
-def _dq_kernel(qmin, qmax, kmin, kmax, lo1, len1, lo2, len2, q_ref, k_ref, v_ref, do_ref,
-               lse_ref, delta_ref, *rest, static, nq, nk, seg):
-    if seg:
-        q_seg_ref, kv_seg_ref, dq_ref, dq_sc = rest
-    else:
-        q_seg_ref = kv_seg_ref = None
-        dq_ref, dq_sc = rest
-    bq, bk = static.block_q, static.block_k
-    b, i, t = pl.program_id(0), pl.program_id(2), pl.program_id(3)
-
-    @pl.when(t == 0)
-    def _init():
-        dq_sc[...] = jnp.zeros(dq_sc.shape, jnp.float32)
-
-    j, in_runs = visited_block((lo1, len1, lo2, len2), b * nq + i, t)
-    q_start, k_start = i * bq, j * bk
-    visible = in_runs & visible_at(static, q_start, k_start, b, i, j, nq, nk, qmin, qmax, kmin,
-                                 kmax)
-
-    @pl.when(visible)
-    def _compute():
-        q, k, v, do = q_ref[...], k_ref[...], v_ref[...], do_ref[...]
-        mask_t = _mask_t(static, q_start, k_start,
-                         None if q_seg_ref is None else q_seg_ref[...],
-                         None if kv_seg_ref is None else kv_seg_ref[...])
-        p_t = _probs_t(static, q, k, lse_ref[...], mask_t)
-        ds_t = p_t * (mosaic_dot_nt(v, do) - delta_ref[...])
-        dq_sc[...] += mosaic_dot_tn(ds_t.astype(k.dtype), k)
-
-    @pl.when(t == nk - 1)
-    def _finish():
-        dq_ref[...] = (dq_sc[...] * static.sm_scale).astype(dq_ref.dtype)
-
-
-def _dkdv_kernel(qmin, qmax, kmin, kmax, lo1, len1, lo2, len2, q_ref, k_ref, v_ref, do_ref,
-                 lse_ref, delta_ref, *rest, static, nq, nk, seg, group):
-    if seg:
-        q_seg_ref, kv_seg_ref, dk_ref, dv_ref, dk_sc, dv_sc = rest
-    else:
-        q_seg_ref = kv_seg_ref = None
-        dk_ref, dv_ref, dk_sc, dv_sc = rest
-    bq, bk = static.block_q, static.block_k
-    b, j, s = pl.program_id(0), pl.program_id(2), pl.program_id(3)
-    t = lax.rem(s, nq)
-
-    @pl.when(s == 0)
-    def _init():
-        dk_sc[...] = jnp.zeros(dk_sc.shape, jnp.float32)
-        dv_sc[...] = jnp.zeros(dv_sc.shape, jnp.float32)
-
-    i, in_runs = visited_block((lo1, len1, lo2, len2), b * nk + j, t)
-    q_start, k_start = i * bq, j * bk
-    visible = in_runs & visible_at(static, q_start, k_start, b, i, j, nq, nk, qmin, qmax, kmin,
-                                 kmax)
-
-    @pl.when(visible)
-    def _compute():
-        q, k, v, do = q_ref[...], k_ref[...], v_ref[...], do_ref[...]
-        mask_t = _mask_t(static, q_start, k_start,
-                         None if q_seg_ref is None else q_seg_ref[...],
-                         None if kv_seg_ref is None else kv_seg_ref[...])
-        p_t = _probs_t(static, q, k, lse_ref[...], mask_t)
-        dv_sc[...] += mosaic_dot(p_t.astype(do.dtype), do)
-        ds_t = p_t * (mosaic_dot_nt(v, do) - delta_ref[...])
-        dk_sc[...] += mosaic_dot(ds_t.astype(q.dtype), q)
-
-    @pl.when(s == group * nq - 1)
-    def _finish():
-        dk_ref[...] = (dk_sc[...] * static.sm_scale).astype(dk_ref.dtype)
-        dv_ref[...] = dv_sc[...].astype(dv_ref.dtype)

@@ -4,6 +4,7 @@ Attention is independent per batch row and per kv-head group, so no shard talks 
 XLA cannot partition a Mosaic kernel by itself ("Mosaic kernels cannot be automatically
 partitioned"). A sharded sequence needs ring_attention instead.
 """
+
 from __future__ import annotations
 
 import jax
@@ -19,21 +20,31 @@ def run_per_shard(local, args, *, mesh=None, batch_axis=None, head_axis=None):
     explicit_mesh, spec = _explicit_sharding(q_BTNH)
     if explicit_mesh is None and mesh is not None and mesh.size > 1:
         qkv, seg = P(batch_axis, None, head_axis, None), P(batch_axis, None)
-        specs = (qkv, qkv, qkv, seg if q_segment_ids_BT is not None else None,
-                 seg if kv_segment_ids_BS is not None else None)
-        return jax.shard_map(local, mesh=mesh, in_specs=specs, out_specs=qkv,
-                             check_vma=False)(*args)
+        specs = (
+            qkv,
+            qkv,
+            qkv,
+            seg if q_segment_ids_BT is not None else None,
+            seg if kv_segment_ids_BS is not None else None,
+        )
+        return jax.shard_map(local, mesh=mesh, in_specs=specs, out_specs=qkv, check_vma=False)(*args)
     mesh = explicit_mesh
     if mesh is None:
         return local(*args)
     # Explicitly sharded inputs (the model's activations): batch and heads are independent, so
     # run the kernel per shard. A sharded sequence needs ring_attention instead.
     if spec[1] is not None:
-        raise ValueError(f"attention: q's sequence dim is sharded over {spec[1]!r}; "
-                         f"use ring_attention for sequence parallelism")
+        raise ValueError(
+            f"attention: q's sequence dim is sharded over {spec[1]!r}; use ring_attention for sequence parallelism"
+        )
     qkv, seg = P(spec[0], None, spec[2], None), P(spec[0], None)
-    specs = (qkv, qkv, qkv, seg if q_segment_ids_BT is not None else None,
-             seg if kv_segment_ids_BS is not None else None)
+    specs = (
+        qkv,
+        qkv,
+        qkv,
+        seg if q_segment_ids_BT is not None else None,
+        seg if kv_segment_ids_BS is not None else None,
+    )
     args = [x if s is None else jax.reshard(x, NamedSharding(mesh, s)) for x, s in zip(args, specs)]
     # check_vma=False: jax 0.10.2's Pallas interpreter loses the varying-axes annotation.
     return jax.shard_map(local, mesh=mesh, in_specs=specs, out_specs=qkv, check_vma=False)(*args)

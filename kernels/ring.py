@@ -32,6 +32,7 @@ With flash pairs the shard_map runs with check_vma=False (jax 0.10.2's Pallas in
 the varying-axes annotation of its loop carries). Pass `batch_axis`/`head_axis` when the batch or
 heads are sharded, otherwise shard_map gathers them onto every device of the ring.
 """
+
 from __future__ import annotations
 
 import functools
@@ -47,21 +48,33 @@ from kernels.ring_steps import backward_zigzag, forward_zigzag
 
 
 # ----------------------------------------------------------------------------- public wrapper
-def ring_attention(q_BTNH, k_BSKH, v_BSKH, *, mesh: Mesh, axis_name: str = "sequence",
-                   causal: bool = True, q_segment_ids_BT=None, kv_segment_ids_BS=None,
-                   shared_prefix_segment: int | None = None, sm_scale: float | None = None,
-                   batch_axis: str | tuple[str, ...] | None = None, head_axis: str | None = None,
-                   pair_impl: PairImpl | None = None, block_q: int | None = None,
-                   block_k: int | None = None, interpret: bool | None = None,
-                   kernel: str | None = None):
+def ring_attention(
+    q_BTNH,
+    k_BSKH,
+    v_BSKH,
+    *,
+    mesh: Mesh,
+    axis_name: str = "sequence",
+    causal: bool = True,
+    q_segment_ids_BT=None,
+    kv_segment_ids_BS=None,
+    shared_prefix_segment: int | None = None,
+    sm_scale: float | None = None,
+    batch_axis: str | tuple[str, ...] | None = None,
+    head_axis: str | None = None,
+    pair_impl: PairImpl | None = None,
+    block_q: int | None = None,
+    block_k: int | None = None,
+    interpret: bool | None = None,
+    kernel: str | None = None,
+):
     """Attention with the semantics of `reference_attention`, sequence-sharded over `axis_name`.
 
     batch_axis/head_axis: optional mesh axes the batch / head dims are sharded over (both N and K
     must then divide by that axis size). pair_impl: "flash" or "xla" per chunk pair (default:
     "xla" on CPU, "flash" elsewhere); block_q/block_k/interpret/kernel are passed to flash.
     """
-    flash.check_inputs(q_BTNH, k_BSKH, v_BSKH, q_segment_ids_BT, kv_segment_ids_BS,
-                  shared_prefix_segment)
+    flash.check_inputs(q_BTNH, k_BSKH, v_BSKH, q_segment_ids_BT, kv_segment_ids_BS, shared_prefix_segment)
     B, T, N, H = q_BTNH.shape
     if axis_name not in mesh.shape:
         raise ValueError(f"axis_name={axis_name!r} is not a mesh axis {tuple(mesh.shape)}")
@@ -69,26 +82,37 @@ def ring_attention(q_BTNH, k_BSKH, v_BSKH, *, mesh: Mesh, axis_name: str = "sequ
     if k_BSKH.shape[1] != T:
         raise ValueError(f"ring attention needs self-attention: T={T} != S={k_BSKH.shape[1]}")
     if T % (2 * num):
-        raise ValueError(f"sequence length T={T} must be divisible by 2 * {axis_name} size "
-                         f"= {2 * num}")
+        raise ValueError(f"sequence length T={T} must be divisible by 2 * {axis_name} size = {2 * num}")
     if pair_impl is None:
         pair_impl = "xla" if backend.target_backend() == "cpu" else "flash"
     if pair_impl not in ("xla", "flash"):
         raise ValueError(f"pair_impl={pair_impl!r} must be 'xla' or 'flash'")
     has_segments = q_segment_ids_BT is not None
-    pair = PairStatic(impl=pair_impl, has_segments=has_segments,
-                      shared_prefix_segment=shared_prefix_segment,
-                      sm_scale=float(H**-0.5 if sm_scale is None else sm_scale),
-                      block_q=block_q, block_k=block_k,
-                      interpret=backend.resolve_interpret(interpret),
-                      kernel=backend.resolve_kernel(kernel))
-    static = RingStatic(mesh=mesh, axis_name=axis_name, batch_axis=batch_axis,
-                        head_axis=head_axis, causal=causal, has_segments=has_segments,
-                        shared_prefix_segment=shared_prefix_segment, pair=pair)
+    pair = PairStatic(
+        impl=pair_impl,
+        has_segments=has_segments,
+        shared_prefix_segment=shared_prefix_segment,
+        sm_scale=float(H**-0.5 if sm_scale is None else sm_scale),
+        block_q=block_q,
+        block_k=block_k,
+        interpret=backend.resolve_interpret(interpret),
+        kernel=backend.resolve_kernel(kernel),
+    )
+    static = RingStatic(
+        mesh=mesh,
+        axis_name=axis_name,
+        batch_axis=batch_axis,
+        head_axis=head_axis,
+        causal=causal,
+        has_segments=has_segments,
+        shared_prefix_segment=shared_prefix_segment,
+        pair=pair,
+    )
     if q_segment_ids_BT is None:  # dummy ids keep one code path; has_segments=False ignores them
         q_segment_ids_BT = kv_segment_ids_BS = jnp.zeros((B, T), jnp.int32)
-    return _ring_core(static, q_BTNH, k_BSKH, v_BSKH, q_segment_ids_BT.astype(jnp.int32),
-                      kv_segment_ids_BS.astype(jnp.int32))
+    return _ring_core(
+        static, q_BTNH, k_BSKH, v_BSKH, q_segment_ids_BT.astype(jnp.int32), kv_segment_ids_BS.astype(jnp.int32)
+    )
 
 
 def _specs(static: RingStatic):
@@ -121,8 +145,11 @@ def _ring_core_fwd(static, q, k, v, q_seg, kv_seg):
     qkv, seg = _specs(static)
     specs = (qkv, qkv, qkv, seg, seg)
     out, *res = jax.shard_map(
-        functools.partial(_forward_local, static), mesh=static.mesh,
-        in_specs=specs, out_specs=(qkv, *specs, qkv, qkv), check_vma=_check_vma(static),
+        functools.partial(_forward_local, static),
+        mesh=static.mesh,
+        in_specs=specs,
+        out_specs=(qkv, *specs, qkv, qkv),
+        check_vma=_check_vma(static),
     )(*_place(static, (q, k, v, q_seg, kv_seg), specs))
     return out, tuple(res)  # residuals stay in the zigzag layout (opaque to the caller)
 
@@ -131,13 +158,17 @@ def _ring_core_bwd(static, res, do):
     qkv, seg = _specs(static)
     specs = (qkv, qkv, qkv, seg, seg, qkv, qkv, qkv)
     dq, dk, dv = jax.shard_map(
-        functools.partial(_backward_local, static), mesh=static.mesh,
-        in_specs=specs, out_specs=(qkv, qkv, qkv), check_vma=_check_vma(static),
+        functools.partial(_backward_local, static),
+        mesh=static.mesh,
+        in_specs=specs,
+        out_specs=(qkv, qkv, qkv),
+        check_vma=_check_vma(static),
     )(*_place(static, (*res, do), specs))
     return dq, dk, dv, None, None
 
 
 _ring_core.defvjp(_ring_core_fwd, _ring_core_bwd)
+
 
 def _forward_local(static: RingStatic, q, k, v, q_seg, kv_seg):
     q, k, v, q_seg, kv_seg = (to_zigzag(static, x) for x in (q, k, v, q_seg, kv_seg))
@@ -148,4 +179,3 @@ def _forward_local(static: RingStatic, q, k, v, q_seg, kv_seg):
 def _backward_local(static: RingStatic, q, k, v, q_seg, kv_seg, out, lse, do):
     grads = backward_zigzag(static, q, k, v, q_seg, kv_seg, out, lse, to_zigzag(static, do))
     return tuple(to_zigzag(static, g, inverse=True) for g in grads)
-

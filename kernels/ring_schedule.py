@@ -9,6 +9,7 @@ the natural order; inside `shard_map` four ppermutes (an all-to-all of the local
 `to_zigzag`) move chunks into zigzag order and back. Non-causal attention keeps contiguous chunks
 (all pairs are full, balance is automatic).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -57,21 +58,18 @@ def pair_mode(q_chunk, kv_chunk, causal: bool):
 
 def ring_schedule(num_devices: int, causal: bool, zigzag: bool = True) -> np.ndarray:
     """[device, step] number of computed (not fully masked) chunk pairs, without segments."""
-    ids = (lambda d: chunk_ids(d, num_devices, causal)) if zigzag else (
-        lambda d: (2 * d, 2 * d + 1))
+    ids = (lambda d: chunk_ids(d, num_devices, causal)) if zigzag else (lambda d: (2 * d, 2 * d + 1))
     out = np.zeros((num_devices, num_devices), dtype=int)
     for d in range(num_devices):
         for step in range(num_devices):
             src = (d - step) % num_devices
-            out[d, step] = sum(pair_mode(qc, kc, causal) != SKIP
-                               for qc in ids(d) for kc in ids(src))
+            out[d, step] = sum(pair_mode(qc, kc, causal) != SKIP for qc in ids(d) for kc in ids(src))
     return out
 
 
 def halves(x):
     c = x.shape[1] // 2
     return x[:, :c], x[:, c:]
-
 
 
 def zigzag_moves(num: int):
@@ -81,7 +79,7 @@ def zigzag_moves(num: int):
     Within one (h, s) group every device sends and receives at most one chunk, so each group is
     one ppermute; the four together are an all-to-all of the local data (no gather).
     """
-    moves = {}
+    moves: dict[tuple[int, int], list[tuple[int, int]]] = {}
     for c in range(2 * num):
         dest, slot = (c, 0) if c < num else (2 * num - 1 - c, 1)
         moves.setdefault((c % 2, slot), []).append((c // 2, dest))
@@ -98,4 +96,3 @@ def to_zigzag(static: RingStatic, x, inverse: bool = False):
         perm = [(b, a) for a, b in pairs] if inverse else pairs
         out[dst] = out[dst] + lax.ppermute(parts[src], static.axis_name, perm)
     return jnp.concatenate(out, axis=1)
-

@@ -7,6 +7,7 @@ second ring; K/V rotate again together with their dk/dv accumulators, dq accumul
 after P rotations each dk/dv is back on the device that owns that K/V chunk. Fully masked pairs
 (causal, or disjoint segment ranges) are skipped with `lax.switch`.
 """
+
 from __future__ import annotations
 
 import functools
@@ -35,13 +36,20 @@ def _rotate(static: RingStatic, xs):
 def _pair_mode(static, q_chunk, kv_chunk, q_seg, kv_seg):
     mode = pair_mode(q_chunk, kv_chunk, static.causal)
     if static.has_segments:  # skip pairs whose segment ranges cannot meet (any batch row)
-        spec = MaskSpec(causal=False, q_len=1, kv_len=1, has_segments=True,
-                        shared_prefix_segment=static.shared_prefix_segment)
-        seen = block_visible(spec, 0, 0, 1, 1, (jnp.min(q_seg, axis=1), jnp.max(q_seg, axis=1)),
-                             (jnp.min(kv_seg, axis=1), jnp.max(kv_seg, axis=1)))
+        spec = MaskSpec(
+            causal=False, q_len=1, kv_len=1, has_segments=True, shared_prefix_segment=static.shared_prefix_segment
+        )
+        seen = block_visible(
+            spec,
+            0,
+            0,
+            1,
+            1,
+            (jnp.min(q_seg, axis=1), jnp.max(q_seg, axis=1)),
+            (jnp.min(kv_seg, axis=1), jnp.max(kv_seg, axis=1)),
+        )
         mode = jnp.where(jnp.any(seen), mode, SKIP)
     return mode
-
 
 
 def _pair_forward(static, mode, q, k, v, q_seg, kv_seg, carry):
@@ -50,8 +58,7 @@ def _pair_forward(static, mode, q, k, v, q_seg, kv_seg, carry):
     def attend(diagonal, carry):
         return merge(*carry, *pair_forward(static.pair, diagonal, q, k, v, q_seg, kv_seg))
 
-    return lax.switch(mode, [lambda c: c, functools.partial(attend, False),
-                             functools.partial(attend, True)], carry)
+    return lax.switch(mode, [lambda c: c, functools.partial(attend, False), functools.partial(attend, True)], carry)
 
 
 def _pair_backward(static, mode, q, k, v, q_seg, kv_seg, do, lse, delta):
@@ -90,8 +97,7 @@ def forward_zigzag(static: RingStatic, q, k, v, q_seg, kv_seg):
         def pair(idx, carry):
             (o, lse), qi, ki = carry, idx // 2, idx % 2
             mode = _pair_mode(static, q_ids[qi], kv_ids[ki], q_segs[qi], kv_segs[ki])
-            o_q, lse_q = _pair_forward(static, mode, qs[qi], ks[ki], vs[ki], q_segs[qi],
-                                       kv_segs[ki], (o[qi], lse[qi]))
+            o_q, lse_q = _pair_forward(static, mode, qs[qi], ks[ki], vs[ki], q_segs[qi], kv_segs[ki], (o[qi], lse[qi]))
             return o.at[qi].set(o_q), lse.at[qi].set(lse_q)
 
         return lax.fori_loop(0, 4, pair, carry)
@@ -124,8 +130,9 @@ def backward_zigzag(static: RingStatic, q, k, v, q_seg, kv_seg, out, lse, do):
         def pair(idx, grads):
             (dq, dk, dv), qi, ki = grads, idx // 2, idx % 2
             mode = _pair_mode(static, q_ids[qi], kv_ids[ki], q_segs[qi], kv_segs[ki])
-            dq_, dk_, dv_ = _pair_backward(static, mode, qs[qi], ks[ki], vs[ki], q_segs[qi],
-                                           kv_segs[ki], dos[qi], lses[qi], deltas[qi])
+            dq_, dk_, dv_ = _pair_backward(
+                static, mode, qs[qi], ks[ki], vs[ki], q_segs[qi], kv_segs[ki], dos[qi], lses[qi], deltas[qi]
+            )
             return dq.at[qi].add(dq_), dk.at[ki].add(dk_), dv.at[ki].add(dv_)
 
         dq, dk, dv = lax.fori_loop(0, 4, pair, (dq, dk, dv))
@@ -135,8 +142,11 @@ def backward_zigzag(static: RingStatic, q, k, v, q_seg, kv_seg, out, lse, do):
     dq0 = _varying_like(jnp.zeros((2, B, C, N, H), jnp.float32), q)
     dkv0 = _varying_like(jnp.zeros((2,) + _half_shape(k), jnp.float32), q)
     dq, _, _, _, dk, dv = lax.fori_loop(0, n, step, (dq0, k, v, kv_seg, dkv0, dkv0))
-    return (_unstack_halves(dq).astype(q.dtype), _unstack_halves(dk).astype(k.dtype),
-            _unstack_halves(dv).astype(v.dtype))
+    return (
+        _unstack_halves(dq).astype(q.dtype),
+        _unstack_halves(dk).astype(k.dtype),
+        _unstack_halves(dv).astype(v.dtype),
+    )
 
 
 def _half_shape(k):  # shape of one half of a local [B, 2C, K, H] shard

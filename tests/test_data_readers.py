@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from qwenlong_jax.data import readers
+from qwenlong_jax.data import rows as rows_lib
 from qwenlong_jax.data.prompt import PROMPT_TEMPLATE, build_prompt, split_prompt
 from qwenlong_jax.data.readers import load_records
 from qwenlong_jax.data.schema import DataError, Record
@@ -76,7 +76,7 @@ def test_plain_jsonl_rows(tok):
     assert p0.prompt == build_prompt(p0.document, p0.question) and p0.ground_truth == "Warsaw"
     assert (p1.id, p1.answer, p1.ground_truth) == ("1", "150", "150")  # numbers become text
     assert (p2.answer, p2.ground_truth) == ("C", "The correct answer is (C)")
-    assert p3.data_source == readers.DEFAULT_DATA_SOURCE and p3.response.startswith("<think>")
+    assert p3.data_source == rows_lib.DEFAULT_DATA_SOURCE and p3.response.startswith("<think>")
     assert p0.num_prompt_tokens == len(tok.chat_prompt(p0.prompt))
 
 
@@ -191,9 +191,9 @@ def test_multiple_choice_ground_truth_accepted_iff_the_scorer_parses_it(gt, lett
            "reward_model": {"ground_truth": gt}}
     if letter is None:
         with pytest.raises(DataError, match="f.jsonl:3: field 'reward_model.ground_truth'"):
-            readers.parse_row(row, "f.jsonl:3")
+            rows_lib.parse_row(row, "f.jsonl:3")
     else:
-        assert readers.parse_row(row, "f.jsonl:3").answer == letter
+        assert rows_lib.parse_row(row, "f.jsonl:3").answer == letter
 
 
 @pytest.mark.parametrize("answer,letter", [("B", "B"), ("(C)", "C"), ("D.", "D"),
@@ -204,9 +204,9 @@ def test_plain_multiple_choice_answers(answer, letter):
            "data_source": "synthetic_long_toc_choices"}
     if letter is None:
         with pytest.raises(DataError, match="field 'answer': multiple-choice answer"):
-            readers.parse_row(row, "f.jsonl:1")
+            rows_lib.parse_row(row, "f.jsonl:1")
     else:
-        rec = readers.parse_row(row, "f.jsonl:1")
+        rec = rows_lib.parse_row(row, "f.jsonl:1")
         assert (rec.answer, rec.ground_truth) == (letter, f"The correct answer is ({letter})")
 
 

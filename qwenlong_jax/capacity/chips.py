@@ -10,6 +10,7 @@
 The communication bound uses the one-way ICI/NVLink figure (half the bidirectional one) and all
 of a chip's links at once, which flatters collectives that use one ring axis.
 """
+
 from __future__ import annotations
 
 import dataclasses

@@ -4,6 +4,7 @@ XLA:TPU writes matmuls as convolutions; the window positions that fall in paddin
 counted. Elementwise work is not counted at all: these programs are matmul bound or memory
 bound, never elementwise bound.
 """
+
 from __future__ import annotations
 
 import math
@@ -25,8 +26,9 @@ def dot_flops(ins: Instr, comp: Computation) -> float:
     return 2.0 * math.prod(ins.type[0].dims) * contract
 
 
-def _valid_window_pairs(out_size: int, in_size: int, size: int, stride: int, pad_lo: int,
-                        lhs_dil: int, rhs_dil: int) -> int:
+def _valid_window_pairs(
+    out_size: int, in_size: int, size: int, stride: int, pad_lo: int, lhs_dil: int, rhs_dil: int
+) -> int:
     """(output position, window tap) pairs of one spatial dim that land on a real input."""
     n = 0
     for o in range(out_size):
@@ -66,9 +68,7 @@ def conv_flops(ins: Instr, comp: Computation) -> float:
     for i, c in enumerate(spatial):
         out_size = odims[out_l.index(c)]
         in_size = ldims[lhs_l.index(c)]
-        pairs = _valid_window_pairs(out_size, in_size, sizes[i], strides[i], int(pads[i][0]),
-                                    lhs_dil[i], rhs_dil[i])
+        pairs = _valid_window_pairs(out_size, in_size, sizes[i], strides[i], int(pads[i][0]), lhs_dil[i], rhs_dil[i])
         taps_per_out *= pairs / max(out_size, 1)
     del groups  # rhs's input-feature dim already counts the features of one group
     return 2.0 * out_elems * in_feat * taps_per_out
-

@@ -8,15 +8,31 @@ Only what the step-time model reads is kept: each instruction's name, result arr
 memory space: S(1) is on-chip VMEM), opcode, operand names, the attribute text after the
 operand list, and a constant's literal.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import math
 import re
-from typing import Sequence
+from collections.abc import Sequence
 
-_ITEM_BYTES = {"pred": 1, "s8": 1, "u8": 1, "s16": 2, "u16": 2, "f16": 2, "bf16": 2, "s32": 4,
-               "u32": 4, "f32": 4, "s64": 8, "u64": 8, "f64": 8, "c64": 8, "c128": 16}
+_ITEM_BYTES = {
+    "pred": 1,
+    "s8": 1,
+    "u8": 1,
+    "s16": 2,
+    "u16": 2,
+    "f16": 2,
+    "bf16": 2,
+    "s32": 4,
+    "u32": 4,
+    "f32": 4,
+    "s64": 8,
+    "u64": 8,
+    "f64": 8,
+    "c64": 8,
+    "c128": 16,
+}
 _ARRAY = re.compile(r"([a-z][a-z0-9]*)\[([0-9,]*)\](\{[^}]*\})?")
 
 
@@ -85,19 +101,23 @@ def _parse_instr(line: str) -> Instr | None:
     if not m:
         return None
     i = m.end()
-    if line[i] == "(":
-        j = _balanced(line, i)
-    else:
-        j = line.index(" ", i)
+    j = _balanced(line, i) if line[i] == "(" else line.index(" ", i)
     type_text = line[i:j]
     rest = line[j:].lstrip()
     om = re.match(r"([a-z][a-z0-9\-]*)\(", rest)
     if not om:
         return None
     k = _balanced(rest, om.end() - 1)
-    operands = re.findall(r"%([\w.\-]+)", rest[om.end():k - 1])
-    return Instr(m.group(2), parse_type(type_text), om.group(1), operands, rest[k:],
-                 bool(m.group(1)), rest[om.end():k - 1].strip())
+    operands = re.findall(r"%([\w.\-]+)", rest[om.end() : k - 1])
+    return Instr(
+        m.group(2),
+        parse_type(type_text),
+        om.group(1),
+        operands,
+        rest[k:],
+        bool(m.group(1)),
+        rest[om.end() : k - 1].strip(),
+    )
 
 
 @dataclasses.dataclass
@@ -132,7 +152,8 @@ def parse_module(text: str) -> tuple[dict[str, Computation], str]:
         if ins.root:
             cur.root = ins
         if ins.opcode == "parameter":
-            pm = re.match(r"\s*(\d+)", line[line.index("parameter(") + len("parameter("):])
+            pm = re.match(r"\s*(\d+)", line[line.index("parameter(") + len("parameter(") :])
+            assert pm is not None, line  # XLA always writes parameter(N)
             cur.params[int(pm.group(1))] = ins
     if not entry:
         raise ValueError("no ENTRY computation in the HLO text")

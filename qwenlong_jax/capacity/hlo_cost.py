@@ -10,6 +10,7 @@ optimized HLO text is walked instead, and every loop body is multiplied by its t
 guessed). Each other instruction costs what capacity/op_cost.py says; calls are followed; a
 conditional costs its most expensive branch.
 """
+
 from __future__ import annotations
 
 import functools
@@ -32,15 +33,19 @@ class _Walker:
         """(trip count, frames inside the loop, note when guessed) of a while instruction."""
         trip, counter, note = self.trips.trip_count(ins, comp, frames)
         init = comp.instrs.get(ins.operands[0]) if ins.operands else None
-        src = (comp.instrs.get(init.operands[counter]) if init is not None and
-               init.opcode == "tuple" and 0 <= counter < len(init.operands) else None)
+        src = (
+            comp.instrs.get(init.operands[counter])
+            if init is not None and init.opcode == "tuple" and 0 <= counter < len(init.operands)
+            else None
+        )
         start = (self.trips.mean_value(comp.name, src.name, ()) if src is not None else None) or 0
         return trip, frames + ((comp.name, ins.name, max(int(trip), 1), start, counter),), note
 
     @staticmethod
     def _branches(ins: Instr) -> list[str]:
         return called(ins.attrs, "branch_computations") or (
-            called(ins.attrs, "true_computation") + called(ins.attrs, "false_computation"))
+            called(ins.attrs, "true_computation") + called(ins.attrs, "false_computation")
+        )
 
     def _walk(self, name: str, frames: tuple) -> Cost:
         """Cost of one run of computation `name`; frames: the enclosing loops, outermost first,
@@ -75,23 +80,25 @@ class _Walker:
         for ins in comp.instrs.values():
             if ins.opcode == "while":
                 trip, inner, _ = self._loop(ins, comp, frames)
-                for c in (attr(ins.attrs, "body"), attr(ins.attrs, "condition")):
+                for c in (attr(ins.attrs, "body") or "", attr(ins.attrs, "condition") or ""):
                     self.records(c, inner, mult * trip, out)
             elif ins.opcode in ("call", "async-start", "conditional"):
-                for c in (called(ins.attrs, "to_apply") + called(ins.attrs, "calls")
-                          + (self._branches(ins) if ins.opcode == "conditional" else [])):
+                for c in (
+                    called(ins.attrs, "to_apply")
+                    + called(ins.attrs, "calls")
+                    + (self._branches(ins) if ins.opcode == "conditional" else [])
+                ):
                     self.records(c, frames, mult, out)
             else:
-                c = self.ops.instr_cost(ins, comp)
-                if c.flops or c.hbm_bytes or c.collective_bytes:
-                    out.append((c.scaled(mult), mult, name, ins))
+                cost = self.ops.instr_cost(ins, comp)
+                if cost.flops or cost.hbm_bytes or cost.collective_bytes:
+                    out.append((cost.scaled(mult), mult, name, ins))
 
 
 def analyze(hlo_text: str, unknown_trip: UnknownTrip = triangular) -> Cost:
     """Per-chip FLOPs, HBM bytes and collective bytes of one run of the program."""
     comps, entry = parse_module(hlo_text)
     return _Walker(comps, unknown_trip).walk(entry, ())
-
 
 
 def top(hlo_text: str, n: int = 20, key: str = "hbm_bytes") -> list[tuple]:

@@ -1,15 +1,16 @@
 """Cost of one execution of one HLO instruction (loops and calls are capacity/hlo_cost.py's).
 
-  FLOPs       every dot and convolution (capacity/flops.py), inside fusions too.
-  HBM bytes   every top-level instruction (a fusion is one) reads its operands and writes its
-              result, except: arrays in memory space S(1) (on-chip VMEM after XLA's memory
-              space assignment) are free, a dynamic-slice reads only its slice, a
-              dynamic-update-slice (also as a fusion's root, in place) writes only its update and
-              does not read the buffer it updates, bitcasts/tuples/parameters are free.
-  collective  bytes each chip sends: all-gather its result, reduce-scatter and all-to-all and
-              collective-permute their operand, all-reduce twice its operand (reduce-scatter +
-              all-gather).
+FLOPs       every dot and convolution (capacity/flops.py), inside fusions too.
+HBM bytes   every top-level instruction (a fusion is one) reads its operands and writes its
+            result, except: arrays in memory space S(1) (on-chip VMEM after XLA's memory
+            space assignment) are free, a dynamic-slice reads only its slice, a
+            dynamic-update-slice (also as a fusion's root, in place) writes only its update and
+            does not read the buffer it updates, bitcasts/tuples/parameters are free.
+collective  bytes each chip sends: all-gather its result, reduce-scatter and all-to-all and
+            collective-permute their operand, all-reduce twice its operand (reduce-scatter +
+            all-gather).
 """
+
 from __future__ import annotations
 
 import functools
@@ -18,14 +19,38 @@ from qwenlong_jax.capacity.cost import Cost
 from qwenlong_jax.capacity.flops import conv_flops, dot_flops
 from qwenlong_jax.capacity.hlo import Computation, Instr, attr, hbm_bytes
 
-_FREE = {"parameter", "constant", "get-tuple-element", "tuple", "bitcast", "after-all",
-         "partition-id", "replica-id", "opt-barrier", "iota", "copy-done", "all-gather-done",
-         "all-reduce-done", "collective-permute-done", "send-done", "recv-done", "slice-done",
-         "async-done", "async-update", "add-dependency"}
-_COLLECTIVES = {"all-gather": "out", "all-gather-start": "out", "reduce-scatter": "in",
-                "all-to-all": "in", "collective-permute": "in", "collective-permute-start": "in",
-                "all-reduce": "in2", "all-reduce-start": "in2"}
-
+_FREE = {
+    "parameter",
+    "constant",
+    "get-tuple-element",
+    "tuple",
+    "bitcast",
+    "after-all",
+    "partition-id",
+    "replica-id",
+    "opt-barrier",
+    "iota",
+    "copy-done",
+    "all-gather-done",
+    "all-reduce-done",
+    "collective-permute-done",
+    "send-done",
+    "recv-done",
+    "slice-done",
+    "async-done",
+    "async-update",
+    "add-dependency",
+}
+_COLLECTIVES = {
+    "all-gather": "out",
+    "all-gather-start": "out",
+    "reduce-scatter": "in",
+    "all-to-all": "in",
+    "collective-permute": "in",
+    "collective-permute-start": "in",
+    "all-reduce": "in2",
+    "all-reduce-start": "in2",
+}
 
 
 class OpCosts:
@@ -55,9 +80,10 @@ class OpCosts:
             total.hbm_bytes += 2 * (hbm_bytes(operands[1].type) if len(operands) > 1 else 0)
             return total
         if op == "scatter":  # in place: reads the indices and updates, writes the updates
-            upd = operands[len(operands) // 2 + 1:] if len(operands) >= 3 else []
+            upd = operands[len(operands) // 2 + 1 :] if len(operands) >= 3 else []
             total.hbm_bytes += sum(2 * hbm_bytes(o.type) for o in upd) + (
-                hbm_bytes(operands[len(operands) // 2].type) if len(operands) >= 3 else 0)
+                hbm_bytes(operands[len(operands) // 2].type) if len(operands) >= 3 else 0
+            )
             return total
         if op in ("convolution", "dot"):
             total.flops += conv_flops(ins, comp) if op == "convolution" else dot_flops(ins, comp)
@@ -65,7 +91,7 @@ class OpCosts:
             kind = _COLLECTIVES[op]
             arrays = ins.type if kind == "out" else [a for o in operands for a in o.type]
             if op.endswith("-start") and kind == "out":  # (operands, result) tuple
-                arrays = ins.type[len(arrays) // 2:] if len(ins.type) > 1 else ins.type
+                arrays = ins.type[len(arrays) // 2 :] if len(ins.type) > 1 else ins.type
             n = sum(a.bytes for a in arrays)
             total.collective_bytes += 2 * n if kind == "in2" else n
         total.hbm_bytes += hbm_bytes(ins.type) + sum(hbm_bytes(o.type) for o in operands)
@@ -88,8 +114,7 @@ class OpCosts:
     def fusion_bytes(self, ins: Instr, comp: Computation) -> int:
         fused = self.comps.get(attr(ins.attrs, "calls") or "")
         if fused is None:
-            return hbm_bytes(ins.type) + sum(hbm_bytes(comp.instrs[o].type) for o in ins.operands
-                                        if o in comp.instrs)
+            return hbm_bytes(ins.type) + sum(hbm_bytes(comp.instrs[o].type) for o in ins.operands if o in comp.instrs)
         in_place: set[str] = set()
 
         def through_bitcast(name: str) -> str:
@@ -103,13 +128,13 @@ class OpCosts:
         roots = [fused.root] if fused.root is not None else []
         if roots and roots[0].opcode == "tuple":
             roots = [fused.instrs[o] for o in roots[0].operands if o in fused.instrs]
-        for r, arr in zip(roots, ins.type if len(roots) > 1 else [ins.type] * len(roots)):
-            arrs = arr if isinstance(arr, list) else [arr]
+        # A tuple root writes one array per element; a single root writes the whole result.
+        root_types = [[a] for a in ins.type] if len(roots) > 1 else [ins.type] * len(roots)
+        for r, arrs in zip(roots, root_types):
             if r.opcode == "dynamic-update-slice":
                 in_place.add(through_bitcast(r.operands[0]))
                 upd = fused.instrs.get(r.operands[1])
-                out_bytes += 0 if all(a.vmem for a in arrs) else (
-                    sum(a.bytes for a in upd.type) if upd else 0)
+                out_bytes += 0 if all(a.vmem for a in arrs) else (sum(a.bytes for a in upd.type) if upd else 0)
             else:
                 out_bytes += hbm_bytes(arrs)
         in_bytes = 0
@@ -142,11 +167,12 @@ class OpCosts:
                 elif u.opcode in ("dynamic-slice", "slice") and u.operands[0] == name:
                     total += sum(a.bytes for a in u.type)
                 elif u.opcode == "fusion" and (attr(u.attrs, "calls") or "") in self.comps:
-                    inner = [self._sliced_read(attr(u.attrs, "calls"), j)
-                             for j, o in enumerate(u.operands) if o == name]
+                    inner = [
+                        self._sliced_read(attr(u.attrs, "calls"), j) for j, o in enumerate(u.operands) if o == name
+                    ]
                     if any(x is None for x in inner):
                         return None
-                    total += sum(inner)
+                    total += sum(x or 0 for x in inner)
                 else:
                     return None
         return total

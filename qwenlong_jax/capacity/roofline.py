@@ -13,6 +13,7 @@ the compute, memory and communication times (assumed to overlap perfectly), so i
 bound on the step time of the program on that chip. Here the per-function estimates are put
 together into the estimated time of one RL step.
 """
+
 from __future__ import annotations
 
 from qwenlong_jax.capacity.chips import Chip
@@ -24,10 +25,18 @@ def summary(hlo_text: str, chip: Chip) -> dict:
     """The estimate of one run of a compiled program on `chip`, as a JSON-able dict."""
     cost = analyze(hlo_text)
     est = estimate(cost, chip)
-    return dict(chip=chip.name, seconds=est.seconds, bound=est.bound, compute_s=est.compute_s,
-                hbm_s=est.hbm_s, collective_s=est.collective_s, flops=cost.flops,
-                hbm_bytes=cost.hbm_bytes, collective_bytes=cost.collective_bytes,
-                assumed=cost.assumed)
+    return dict(
+        chip=chip.name,
+        seconds=est.seconds,
+        bound=est.bound,
+        compute_s=est.compute_s,
+        hbm_s=est.hbm_s,
+        collective_s=est.collective_s,
+        flops=cost.flops,
+        hbm_bytes=cost.hbm_bytes,
+        collective_bytes=cost.collective_bytes,
+        assumed=cost.assumed,
+    )
 
 
 def rl_step_seconds(cfg, phase, est_by_fn: dict[str, dict]) -> dict | None:
@@ -35,16 +44,20 @@ def rl_step_seconds(cfg, phase, est_by_fn: dict[str, dict]) -> dict | None:
     per generation round (gen_B / sample_B prompts per call) x one round, the old-logprob pass
     (twice with a KL reference) and the update. None when a function has no estimate."""
     from qwenlong_jax.step_shapes import PREFILL_CHUNK, rl_step_shapes
+
     if any(not est_by_fn.get(f) for f in ("sample", "old_logp", "update")):
         return None
     s = rl_step_shapes(phase, cfg.rl, PREFILL_CHUNK)
     calls = -(-s.gen_B // s.sample_B)
     logp_passes = 2 if cfg.rl.kl_coef else 1
-    parts = {"sample": calls * est_by_fn["sample"]["seconds"],
-             "old_logp": logp_passes * est_by_fn["old_logp"]["seconds"],
-             "update": est_by_fn["update"]["seconds"]}
-    return dict(calls=calls, logp_passes=logp_passes, parts=parts, seconds=sum(parts.values()),
-                max_rounds=cfg.rl.max_gen_rounds)
+    parts = {
+        "sample": calls * est_by_fn["sample"]["seconds"],
+        "old_logp": logp_passes * est_by_fn["old_logp"]["seconds"],
+        "update": est_by_fn["update"]["seconds"],
+    }
+    return dict(
+        calls=calls, logp_passes=logp_passes, parts=parts, seconds=sum(parts.values()), max_rounds=cfg.rl.max_gen_rounds
+    )
 
 
 def format_rl_steps(cfg, results) -> str:
@@ -63,6 +76,6 @@ def format_rl_steps(cfg, results) -> str:
             f"sample {step['calls']} calls x {by_fn['sample']['seconds']:.3g}s "
             f"({p['sample']:.0f}s, every sample at max_output) + old_logp {p['old_logp']:.0f}s "
             f"+ update {p['update']:.0f}s; each DAPO refill round (up to "
-            f"{step['max_rounds']}) adds {p['sample']:.0f}s")
+            f"{step['max_rounds']}) adds {p['sample']:.0f}s"
+        )
     return "\n".join(lines)
-

@@ -11,16 +11,7 @@ TPU: libtpu comes with `pip install "jax[tpu]==0.10.2"` (libtpu 0.0.42.1; tests/
 pins it). Several processes may load libtpu at once here (tests, the compile CLI): nothing runs on a
 chip, so libtpu's single-process lock is switched off (ALLOW_MULTIPLE_LIBTPU_LOAD).
 
-GPU: the CUDA plugin and the compiler tools XLA:GPU calls (ptxas, libdevice) are wheels:
-`pip install "jax-cuda13-plugin==0.10.2" "jax-cuda13-pjrt==0.10.2" nvidia-cuda-nvcc nvidia-nvvm`
-(pinned in tests/requirements.txt; no driver, no cuDNN/cuBLAS needed to compile). The plugin
-describes GPUs from a text `stream_executor.GpuTargetConfigProto` (SM count, shared memory,
-registers, memory size, compute capability): the project's own spec files, written from the
-published facts with their sources, are in qwenlong_jax/assets/gpu_specs/. jax must run with
-JAX_PLATFORMS=cpu (no GPU backend to initialise); the programs are then compiled by XLA:GPU,
-Triton and ptxas for sm_90a exactly as on a GPU host, except that nothing is autotuned (no GPU
-to time candidates on): XLA and Triton keep their default tilings, so the memory figures are
-those of the untuned program.
+GPU: jax's CUDA plugin's compile-only devices, described by spec files (capacity/gpu_targets.py).
 
 Memory per device (`Target.memory_bytes`) is what a run may allocate: a TPU chip's HBM as the
 runtime reports it; on a GPU, the share of device memory jax's GPU client preallocates and caps
@@ -28,39 +19,37 @@ its allocator at: 75% by default, XLA_CLIENT_MEM_FRACTION (or the older
 XLA_PYTHON_CLIENT_MEM_FRACTION) when set. A run that sets a larger fraction gets a larger budget
 here too when the variable is set for the compile check.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import importlib.util
 import math
 import os
-import re
+
+from qwenlong_jax.capacity.gpu_targets import (
+    CUDA_INSTALL,
+    GPU_SPECS,
+    cuda_available,
+    gpu_device_memory,
+    gpu_devices,
+    gpu_mem_fraction,
+)
+from qwenlong_jax.capacity.target_names import TopologyError, chip, shape_dims
 
 GIB = 2**30
-SPEC_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets", "gpu_specs")
 
-TPU_INSTALL = ('libtpu is not installed: pip install "jax[tpu]==0.10.2" (brings libtpu 0.0.42.1, '
-               'pinned in tests/requirements.txt)')
+TPU_INSTALL = (
+    'libtpu is not installed: pip install "jax[tpu]==0.10.2" (brings libtpu 0.0.42.1, pinned in tests/requirements.txt)'
+)
 INSTALL = TPU_INSTALL  # the compile check's message when libtpu is missing
-CUDA_INSTALL = ('the CUDA compiler wheels are not installed: pip install "jax-cuda13-plugin==0.10.2" '
-                '"jax-cuda13-pjrt==0.10.2" nvidia-cuda-nvcc nvidia-nvvm (pinned in '
-                'tests/requirements.txt)')
 # HBM per TPU chip as the TPU runtime reports it (memory_stats()["bytes_limit"]).
-HBM_BYTES = {"v5p": int(95.74 * GIB), "v5e": int(15.75 * GIB), "v4": int(31.25 * GIB),
-             "v6e": int(31.25 * GIB)}
-# GPU chips: the spec file describing one GPU (qwenlong_jax/assets/gpu_specs/).
-GPU_SPECS = {"h100": "h100_sxm.txtpb", "h200": "h200.txtpb"}
-# jax's GPU client preallocates this share of device memory and caps its allocator there.
-GPU_DEFAULT_MEM_FRACTION = 0.75
+HBM_BYTES = {"v5p": int(95.74 * GIB), "v5e": int(15.75 * GIB), "v4": int(31.25 * GIB), "v6e": int(31.25 * GIB)}
 # How a Pallas kernel appears in the compiled program's HLO, per kind of target.
 MOSAIC_MARKER = "tpu_custom_call"
 TRITON_MARKER = 'custom_call_target="__gpu$xla.gpu.triton"'
 KERNEL_MARKERS = {"tpu": MOSAIC_MARKER, "gpu": TRITON_MARKER}
 KERNEL_NAMES = {"tpu": "Mosaic", "gpu": "Triton"}
-
-
-class TopologyError(ValueError):
-    pass
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,47 +79,44 @@ class Target:
 
 
 def parse(target: str) -> Target:
-    """"v5p:4x4x4" (a libtpu topology) or "h100:16x8" (nodes x GPUs per node) -> Target."""
+    """ "v5p:4x4x4" (a libtpu topology) or "h100:16x8" (nodes x GPUs per node) -> Target."""
     chip_name = chip(target)
     shape = target.split(":", 1)[1].strip() if ":" in target else ""
     if chip_name in HBM_BYTES:
-        dims = _dims(target, shape, 3)
+        dims = shape_dims(target, shape, 3)
         hbm = hbm_bytes(target)
         return Target(target, "tpu", chip_name, math.prod(dims), hbm, hbm)
     if chip_name in GPU_SPECS:
-        nodes, per_node = _dims(target, shape, 2)
+        nodes, per_node = shape_dims(target, shape, 2)
         total = gpu_device_memory(chip_name)
-        return Target(f"{chip_name}:{nodes}x{per_node}", "gpu", chip_name, nodes * per_node,
-                      int(total * gpu_mem_fraction()), total)
-    raise TopologyError(f"unknown chip {chip_name!r} in target {target!r}; known: TPU "
-                        f"{', '.join(sorted(HBM_BYTES))} (e.g. v5p:4x4x4), GPU "
-                        f"{', '.join(sorted(GPU_SPECS))} (nodes x GPUs per node, e.g. h100:16x8)")
-
-
-def _dims(target: str, shape: str, n: int) -> tuple[int, ...]:
-    parts = shape.split("x")
-    if len(parts) != n or not all(p.isdigit() and int(p) > 0 for p in parts):
-        want = "AxBxC chips" if n == 3 else "NODESxGPUS (nodes x GPUs per node)"
-        raise TopologyError(f"target {target!r}: the shape after ':' must be {want}")
-    return tuple(int(p) for p in parts)
+        return Target(
+            f"{chip_name}:{nodes}x{per_node}",
+            "gpu",
+            chip_name,
+            nodes * per_node,
+            int(total * gpu_mem_fraction()),
+            total,
+        )
+    raise TopologyError(
+        f"unknown chip {chip_name!r} in target {target!r}; known: TPU "
+        f"{', '.join(sorted(HBM_BYTES))} (e.g. v5p:4x4x4), GPU "
+        f"{', '.join(sorted(GPU_SPECS))} (nodes x GPUs per node, e.g. h100:16x8)"
+    )
 
 
 # ----------------------------------------------------------------------------- TPU
+
 
 def libtpu_available() -> bool:
     return importlib.util.find_spec("libtpu") is not None
 
 
-def chip(topology: str) -> str:
-    """"v5p:4x4x4" -> "v5p"."""
-    return topology.split(":", 1)[0].strip().lower()
-
-
 def hbm_bytes(topology: str) -> int:
     kind = chip(topology)
     if kind not in HBM_BYTES:
-        raise TopologyError(f"unknown TPU chip {kind!r} in topology {topology!r}; known: "
-                            f"{', '.join(sorted(HBM_BYTES))}")
+        raise TopologyError(
+            f"unknown TPU chip {kind!r} in topology {topology!r}; known: {', '.join(sorted(HBM_BYTES))}"
+        )
     return HBM_BYTES[kind]
 
 
@@ -140,6 +126,7 @@ def topology_devices(topology: str) -> list:
         raise TopologyError(TPU_INSTALL)
     os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
     from jax.experimental import topologies
+
     try:
         desc = topologies.get_topology_desc(platform="tpu", topology_name=topology)
     except Exception as e:  # libtpu's message names the rule broken (e.g. host bounds)
@@ -152,76 +139,6 @@ def mosaic_kernel_count(compiled) -> int:
     return kernel_count(compiled, "tpu")
 
 
-# ----------------------------------------------------------------------------- GPU
-
-def cuda_available() -> bool:
-    """jax's CUDA plugin and the ptxas/libdevice wheels XLA:GPU compiles with."""
-    try:
-        if importlib.util.find_spec("jax_plugins.xla_cuda13") is None:
-            return False
-    except ModuleNotFoundError:  # no jax_plugins namespace at all
-        return False
-    root = _nvidia_cuda_root()
-    return root is not None and all(os.path.exists(os.path.join(root, p)) for p in (
-        os.path.join("bin", "ptxas"), os.path.join("nvvm", "libdevice")))
-
-
-def _nvidia_cuda_root() -> str | None:
-    spec = importlib.util.find_spec("nvidia")
-    for base in (spec.submodule_search_locations or []) if spec else []:
-        if os.path.isdir(os.path.join(base, "cu13")):
-            return os.path.join(base, "cu13")
-    return None
-
-
-def gpu_spec(chip_name: str) -> str:
-    """The text GpuTargetConfigProto of one GPU chip ("h100", "h200")."""
-    if chip_name not in GPU_SPECS:
-        raise TopologyError(f"unknown GPU {chip_name!r}; known: {', '.join(sorted(GPU_SPECS))}")
-    with open(os.path.join(SPEC_DIR, GPU_SPECS[chip_name])) as f:
-        return f.read()
-
-
-def gpu_device_memory(chip_name: str) -> int:
-    m = re.search(r"^\s*device_memory_size:\s*(\d+)", gpu_spec(chip_name), re.M)
-    if not m:
-        raise TopologyError(f"{GPU_SPECS[chip_name]}: no device_memory_size")
-    return int(m.group(1))
-
-
-def gpu_mem_fraction() -> float:
-    """The share of device memory jax's GPU client will use (its env variables, else 0.75)."""
-    raw = os.environ.get("XLA_CLIENT_MEM_FRACTION") or os.environ.get(
-        "XLA_PYTHON_CLIENT_MEM_FRACTION") or ""
-    if not raw:
-        return GPU_DEFAULT_MEM_FRACTION
-    try:
-        frac = float(raw)
-    except ValueError:
-        raise TopologyError(f"XLA_CLIENT_MEM_FRACTION={raw!r} is not a number") from None
-    if not 0 < frac <= 1:
-        raise TopologyError(f"XLA_CLIENT_MEM_FRACTION={raw!r} must be in (0, 1]")
-    return frac
-
-
-def gpu_devices(target: str) -> list:
-    """Compile-only GPU devices of "h100:16x8" (16 processes x 8 GPUs; device ids numbered node
-    by node, so a mesh built from them puts its innermost axes inside a node)."""
-    chip_name = chip(target)
-    if not cuda_available():
-        raise TopologyError(CUDA_INSTALL)
-    nodes, per_node = _dims(target, target.split(":", 1)[1] if ":" in target else "", 2)
-    from jax.experimental import topologies
-    try:
-        desc = topologies.get_topology_desc(platform="cuda", target_config=gpu_spec(chip_name),
-                                            topology=f"1x{nodes}x{per_node}")
-    except Exception as e:  # the plugin's message (e.g. a spec field it does not know)
-        raise TopologyError(f"target {target!r}: {str(e).splitlines()[0]}") from None
-    return list(desc.devices)
-
-
-# ----------------------------------------------------------------------------- both
-
 def kernel_count(compiled, kind: str) -> int:
     """Number of Pallas kernel calls (Mosaic on TPU, Triton on GPU) in a compiled program."""
     return compiled.as_text().count(KERNEL_MARKERS[kind])
@@ -230,11 +147,21 @@ def kernel_count(compiled, kind: str) -> int:
 def default_target(chips: int) -> str:
     """The smallest v5p slice name for `chips` chips (the TPU config's default)."""
     if chips not in V5P_SLICES:
-        raise TopologyError(f"a mesh of {chips} chips is no v5p slice "
-                            f"({', '.join(map(str, V5P_SLICES))} chips); pass --target and "
-                            "--config.mesh.* to match")
+        raise TopologyError(
+            f"a mesh of {chips} chips is no v5p slice "
+            f"({', '.join(map(str, V5P_SLICES))} chips); pass --target and "
+            "--config.mesh.* to match"
+        )
     return V5P_SLICES[chips]
 
 
-V5P_SLICES = {4: "v5p:2x2x1", 8: "v5p:2x2x2", 16: "v5p:2x2x4", 32: "v5p:2x4x4", 64: "v5p:4x4x4",
-              128: "v5p:4x4x8", 256: "v5p:4x8x8", 512: "v5p:8x8x8"}
+V5P_SLICES = {
+    4: "v5p:2x2x1",
+    8: "v5p:2x2x2",
+    16: "v5p:2x2x4",
+    32: "v5p:2x4x4",
+    64: "v5p:4x4x4",
+    128: "v5p:4x4x8",
+    256: "v5p:4x8x8",
+    512: "v5p:8x8x8",
+}

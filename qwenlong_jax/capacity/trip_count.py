@@ -11,26 +11,43 @@ steps); either way a note says what was guessed.
 `frames`: the enclosing loops, outermost first, as (computation holding the while, while name,
 trip count, counter start, counter index).
 """
+
 from __future__ import annotations
 
 import re
-from typing import Callable
+from collections.abc import Callable
 
 from qwenlong_jax.capacity.hlo import Computation, Instr, attr, int_literal
 
 UnknownTrip = Callable[[str, tuple[int, ...]], float]
 
-_ARITH = {"add": lambda a, b: a + b, "subtract": lambda a, b: a - b,
-          "multiply": lambda a, b: a * b, "divide": lambda a, b: a / b if b else 0.0,
-          "maximum": max, "minimum": min, "clamp": lambda lo, x, hi: min(max(x, lo), hi),
-          "and": lambda a, b: float(bool(a) and bool(b)), "or": lambda a, b: float(bool(a) or bool(b)),
-          "not": lambda a: float(not a), "negate": lambda a: -a, "abs": abs, "shift-left": lambda a, b: a * 2**b,
-          "shift-right-logical": lambda a, b: abs(a) / 2**b,
-          "shift-right-arithmetic": lambda a, b: a / 2**b}
+_ARITH: dict[str, Callable[..., float]] = {
+    "add": lambda a, b: a + b,
+    "subtract": lambda a, b: a - b,
+    "multiply": lambda a, b: a * b,
+    "divide": lambda a, b: a / b if b else 0.0,
+    "maximum": max,
+    "minimum": min,
+    "clamp": lambda lo, x, hi: min(max(x, lo), hi),
+    "and": lambda a, b: float(bool(a) and bool(b)),
+    "or": lambda a, b: float(bool(a) or bool(b)),
+    "not": lambda a: float(not a),
+    "negate": lambda a: -a,
+    "abs": abs,
+    "shift-left": lambda a, b: a * 2**b,
+    "shift-right-logical": lambda a, b: abs(a) / 2**b,
+    "shift-right-arithmetic": lambda a, b: a / 2**b,
+}
 
 
-_COMPARE = {"LT": lambda a, b: a < b, "LE": lambda a, b: a <= b, "GT": lambda a, b: a > b,
-            "GE": lambda a, b: a >= b, "EQ": lambda a, b: a == b, "NE": lambda a, b: a != b}
+_COMPARE: dict[str, Callable[[float, float], bool]] = {
+    "LT": lambda a, b: a < b,
+    "LE": lambda a, b: a <= b,
+    "GT": lambda a, b: a > b,
+    "GE": lambda a, b: a >= b,
+    "EQ": lambda a, b: a == b,
+    "NE": lambda a, b: a != b,
+}
 
 
 def _eval_fused(fused: Computation, name: str, params: list) -> float | None:
@@ -85,8 +102,10 @@ class TripCounter:
                 by_param = {p.name: i for i, p in fused.params.items()}
                 for f in fused.instrs.values():
                     if f.opcode == "compare" and all(o in by_param for o in f.operands[:2]):
-                        yield attr(f.attrs, "direction"), *(
-                            cond.instrs.get(c.operands[by_param[o]]) for o in f.operands[:2])
+                        yield (
+                            attr(f.attrs, "direction"),
+                            *(cond.instrs.get(c.operands[by_param[o]]) for o in f.operands[:2]),
+                        )
 
     def trip_count(self, ins: Instr, comp: Computation, frames: tuple) -> tuple[float, int, str | None]:
         """(trip count, counter's tuple index or -1, note when guessed) of a while loop."""
@@ -97,7 +116,7 @@ class TripCounter:
         return trip, counter, note
 
     def _trip_from_condition(self, ins: Instr, comp: Computation, frames: tuple):
-        cond = self.comps[attr(ins.attrs, "condition")]
+        cond = self.comps[attr(ins.attrs, "condition") or ""]
         init = comp.instrs.get(ins.operands[0]) if ins.operands else None
 
         def init_of(idx):
@@ -125,8 +144,11 @@ class TripCounter:
                 if mean is not None:
                     dynamic = (max(mean - start + (d == "LE"), 0.0), idx)
         if dynamic is not None:
-            return dynamic[0], dynamic[1], (f"{ins.name}: bound follows an outer loop's counter, "
-                                            f"mean {dynamic[0]:.4g} trips")
+            return (
+                dynamic[0],
+                dynamic[1],
+                (f"{ins.name}: bound follows an outer loop's counter, mean {dynamic[0]:.4g} trips"),
+            )
         trip = self.unknown_trip(ins.name, tuple(f[2] for f in frames))
         return trip, -1, f"{ins.name}: trip count not a constant, assumed {trip:g}"
 
@@ -169,11 +191,15 @@ class TripCounter:
             if idx == counter:
                 return start + (trip - 1) / 2
             w = self.comps[outer_comp].instrs[while_name]
-            body = self.comps[attr(w.attrs, "body")]
+            body = self.comps[attr(w.attrs, "body") or ""]
             root = body.root
-            passes = (root is not None and root.opcode == "tuple" and idx < len(root.operands)
-                      and body.instrs[root.operands[idx]].opcode == "get-tuple-element"
-                      and int(attr(body.instrs[root.operands[idx]].attrs, "index") or -1) == idx)
+            passes = (
+                root is not None
+                and root.opcode == "tuple"
+                and idx < len(root.operands)
+                and body.instrs[root.operands[idx]].opcode == "get-tuple-element"
+                and int(attr(body.instrs[root.operands[idx]].attrs, "index") or -1) == idx
+            )
             init = self.comps[outer_comp].instrs.get(w.operands[0])
             if not passes or init is None or init.opcode != "tuple":
                 return None  # changes from step to step in a way not followed here

@@ -5,6 +5,7 @@ Loading never holds the whole model in one host's memory: every parameter is cre
 slice of each tensor that the local shard needs (safetensors slices are lazy, memory-mapped).
 No torch is involved.
 """
+
 from __future__ import annotations
 
 import json
@@ -22,6 +23,7 @@ from qwenlong_jax.models.hf_tensors import INDEX_FILE, SINGLE_FILE, hf_shape, no
 
 # --- safetensors directory ------------------------------------------------------------
 
+
 class _SafetensorsDir:
     """Tensor name -> file for a single or sharded safetensors checkpoint; lazy handles."""
 
@@ -38,7 +40,8 @@ class _SafetensorsDir:
             for fname in sorted(set(self.weight_map.values())):
                 self._open(fname)  # a missing or corrupt shard fails here, before any read
         elif os.path.exists(os.path.join(path, SINGLE_FILE)):
-            self.weight_map = {k: SINGLE_FILE for k in self._open(SINGLE_FILE).keys()}
+            handle = self._open(SINGLE_FILE)
+            self.weight_map = {k: SINGLE_FILE for k in handle.keys()}  # noqa: SIM118 - a safetensors handle, not a dict
         else:
             raise CheckpointError(f"{path}: no {SINGLE_FILE} or {INDEX_FILE} found")
 
@@ -47,8 +50,10 @@ class _SafetensorsDir:
             try:
                 self._handles[fname] = safe_open(os.path.join(self.path, fname), framework="flax")
             except Exception as e:  # SafetensorError (corrupt header), OSError (missing file)
-                raise CheckpointError(f"{os.path.join(self.path, fname)}: cannot read safetensors "
-                                      f"({str(e).splitlines()[0][:200] if str(e) else type(e).__name__})") from None
+                raise CheckpointError(
+                    f"{os.path.join(self.path, fname)}: cannot read safetensors "
+                    f"({str(e).splitlines()[0][:200] if str(e) else type(e).__name__})"
+                ) from None
         return self._handles[fname]
 
     def has(self, name: str) -> bool:
@@ -71,8 +76,10 @@ def load_hf_checkpoint(
     st = _SafetensorsDir(path)
     maps = tensor_maps(cfg)
     specs = params_lib.param_specs(cfg)
-    flat_specs = {"/".join(str(getattr(k, "key", k)) for k in p): s for p, s in
-                  jax.tree_util.tree_flatten_with_path(specs, is_leaf=params_lib.is_spec)[0]}
+    flat_specs = {
+        "/".join(str(getattr(k, "key", k)) for k in p): s
+        for p, s in jax.tree_util.tree_flatten_with_path(specs, is_leaf=params_lib.is_spec)[0]
+    }
     # Check every tensor is present with the expected shape before reading anything.
     for key, (shape, _) in flat_specs.items():
         tm = maps[key]
@@ -89,12 +96,14 @@ def load_hf_checkpoint(
 
     if mesh is not None:
         from qwenlong_jax.parallel import sharding
+
         shardings = sharding.param_shardings(params_lib.logical_axes(cfg), params_lib.param_shapes(cfg), mesh)
     else:
         single = jax.sharding.SingleDeviceSharding(jax.devices()[0])
         shardings = jax.tree.map(lambda _: single, params_lib.param_shapes(cfg))
-    flat_shardings = {"/".join(str(getattr(k, "key", k)) for k in p): s for p, s in
-                      jax.tree_util.tree_flatten_with_path(shardings)[0]}
+    flat_shardings = {
+        "/".join(str(getattr(k, "key", k)) for k in p): s for p, s in jax.tree_util.tree_flatten_with_path(shardings)[0]
+    }
     np_dtype = jnp.dtype(dtype)
 
     def make(key: str) -> jax.Array:
@@ -102,14 +111,16 @@ def load_hf_checkpoint(
         tm = maps[key]
         stacked = key.startswith("layers/")
 
-        def cb(idx: tuple[slice, ...]) -> np.ndarray:
+        def cb(idx) -> np.ndarray:  # idx: tuple[slice, ...], the region of this shard
             if not stacked:
                 return read_region(st.slice(tm.hf_name), tm.kind, shape, idx).astype(np_dtype)
             l0, l1 = norm_slice(idx[0], shape[0])
-            return np.stack([
-                read_region(st.slice(tm.hf_name.format(i=i)), tm.kind, shape[1:], idx[1:]).astype(np_dtype)
-                for i in range(l0, l1)
-            ])
+            return np.stack(
+                [
+                    read_region(st.slice(tm.hf_name.format(i=i)), tm.kind, shape[1:], idx[1:]).astype(np_dtype)
+                    for i in range(l0, l1)
+                ]
+            )
 
         return jax.make_array_from_callback(shape, flat_shardings[key], cb)
 

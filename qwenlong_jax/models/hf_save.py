@@ -1,11 +1,12 @@
 """Save HF (transformers) Qwen2/Qwen3 checkpoints: config.json + safetensors, loadable by
 transformers. Tensors are fetched to the host one layer at a time; only process 0 writes.
 """
+
 from __future__ import annotations
 
 import json
 import os
-from typing import Callable
+from collections.abc import Iterator
 
 import jax
 import jax.numpy as jnp
@@ -18,6 +19,7 @@ from qwenlong_jax.models.hf_tensors import INDEX_FILE, SINGLE_FILE, hf_tensor, t
 
 def _to_host(x: jax.Array) -> np.ndarray:
     from qwenlong_jax.parallel.sharding import to_host
+
     return np.asarray(to_host(x))
 
 
@@ -38,10 +40,11 @@ def save_hf_checkpoint(
 
     dtype = jnp.dtype(dtype or cfg.param_dtype)
     maps = tensor_maps(cfg)
-    flat = {"/".join(str(getattr(k, "key", k)) for k in p): v
-            for p, v in jax.tree_util.tree_flatten_with_path(params)[0]}
+    flat = {
+        "/".join(str(getattr(k, "key", k)) for k in p): v for p, v in jax.tree_util.tree_flatten_with_path(params)[0]
+    }
 
-    def tensors() -> Callable:
+    def tensors() -> Iterator[tuple[str, np.ndarray]]:
         for key, tm in maps.items():
             arr = flat[key]
             if key.startswith("layers/"):
@@ -53,7 +56,7 @@ def save_hf_checkpoint(
     write = jax.process_index() == 0
     if write:
         os.makedirs(path, exist_ok=True)
-    shards: list[dict[str, np.ndarray]] = [{}]
+    shards: list[dict[str, jax.Array]] = [{}]
     size = 0
     total = 0
     for name, t in tensors():

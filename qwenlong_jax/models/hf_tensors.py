@@ -1,6 +1,7 @@
 """How an HF (transformers) Qwen2/Qwen3 checkpoint lays out our arrays: file names, tensor names,
 and the transposes/splits between an HF tensor and our (per-layer) array, both ways.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -85,17 +86,17 @@ def read_region(sl, kind: str, ours_shape: tuple[int, ...], idx: tuple[slice, ..
     if kind == "split_rows":
         (d0, d1), (x0, x1), (h0, h1) = r
         H = ours_shape[2]
-        block = np.asarray(sl[x0 * H:x1 * H, d0:d1])  # [x*H, d]
+        block = np.asarray(sl[x0 * H : x1 * H, d0:d1])  # [x*H, d]
         return block.reshape(x1 - x0, H, d1 - d0).transpose(2, 0, 1)[:, :, h0:h1]
     if kind == "split_cols":
         (x0, x1), (h0, h1), (d0, d1) = r
         H = ours_shape[1]
-        block = np.asarray(sl[d0:d1, x0 * H:x1 * H])  # [d, x*H]
+        block = np.asarray(sl[d0:d1, x0 * H : x1 * H])  # [d, x*H]
         return block.reshape(d1 - d0, x1 - x0, H).transpose(1, 2, 0)[:, h0:h1, :]
     if kind == "split_vec":
         (x0, x1), (h0, h1) = r
         H = ours_shape[1]
-        return np.asarray(sl[x0 * H:x1 * H]).reshape(x1 - x0, H)[:, h0:h1]
+        return np.asarray(sl[x0 * H : x1 * H]).reshape(x1 - x0, H)[:, h0:h1]
     raise AssertionError(kind)
 
 

@@ -9,9 +9,11 @@ vocabulary (logical axis names -> mesh axes, see parallel/sharding.py).
 Numerics follow transformers' Qwen2/Qwen3: RMSNorm in float32 then cast back, q/k RMSNorm
 per head before RoPE (Qwen3), rotate-half RoPE, SwiGLU MLP, no o_proj bias.
 """
+
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -97,8 +99,8 @@ def decoder_stack(
         return jax.lax.scan(layer, x_BTD, (layers, idx_L, layer_states))
     new_states = []
     for i in range(cfg.num_layers):
-        lp_i = jax.tree.map(lambda a: a[i], layers)
-        st_i = None if layer_states is None else jax.tree.map(lambda a: a[i], layer_states)
+        lp_i = jax.tree.map(lambda a, i=i: a[i], layers)
+        st_i = None if layer_states is None else jax.tree.map(lambda a, i=i: a[i], layer_states)
         x_BTD, st = layer(x_BTD, (lp_i, idx_L[i], st_i))
         new_states.append(st)
     if new_states[0] is None:
@@ -145,9 +147,7 @@ def hidden_states(
         positions_BT = default_positions(tokens_BT)
 
     def attend(_idx, q, k, v, state):
-        out = self_attention(
-            cfg, q, k, v, segment_ids_BT=segment_ids_BT, shared_prefix_segment=shared_prefix_segment
-        )
+        out = self_attention(cfg, q, k, v, segment_ids_BT=segment_ids_BT, shared_prefix_segment=shared_prefix_segment)
         return out, state
 
     x, _ = decoder_stack(cfg, params["layers"], embed(cfg, params, tokens_BT), positions_BT, attend)
@@ -169,6 +169,5 @@ def forward(
     attend causally within equal ids, 0 = padding. shared_prefix_segment: keys of that
     segment are visible to every other segment (GRPO group packing, see docs/design.md).
     """
-    h = hidden_states(cfg, params, tokens_BT, positions_BT, segment_ids_BT,
-                      shared_prefix_segment=shared_prefix_segment)
+    h = hidden_states(cfg, params, tokens_BT, positions_BT, segment_ids_BT, shared_prefix_segment=shared_prefix_segment)
     return logits_from_hidden(cfg, params, h)

@@ -13,6 +13,7 @@ TensorBoard, checkpoints for schemes orbax cannot write itself; see checkpoint.p
 Modules: filesystem (open, read, write, list, remove), checks (globs, readable local paths),
 transfer (local copies, uploads, downloads).
 """
+
 from qwenlong_jax.paths.checks import check_readable, expand, local_problem
 from qwenlong_jax.paths.filesystem import (
     PathError,
@@ -33,7 +34,25 @@ from qwenlong_jax.paths.filesystem import (
 from qwenlong_jax.paths.transfer import cache_dir, download, local_copy, upload
 
 __all__ = [
-    "PathError", "cache_dir", "check_readable", "download", "exists", "expand", "is_remote",
-    "isdir", "join", "listdir", "local_copy", "local_problem", "makedirs", "open", "read_bytes",
-    "read_text", "remove", "scheme", "upload", "write_bytes", "write_text",
+    "PathError",
+    "cache_dir",
+    "check_readable",
+    "download",
+    "exists",
+    "expand",
+    "is_remote",
+    "isdir",
+    "join",
+    "listdir",
+    "local_copy",
+    "local_problem",
+    "makedirs",
+    "open",
+    "read_bytes",
+    "read_text",
+    "remove",
+    "scheme",
+    "upload",
+    "write_bytes",
+    "write_text",
 ]

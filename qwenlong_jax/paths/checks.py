@@ -1,14 +1,15 @@
 """User paths checked before use: globs expanded, and what stops a local path from being read.
 
-    paths.expand(["gs://bucket/data/*.parquet", "local.jsonl"])   # globs -> sorted file list
-    paths.check_readable(path, "checkpoint", want="dir")          # PathError naming the path
+paths.expand(["gs://bucket/data/*.parquet", "local.jsonl"])   # globs -> sorted file list
+paths.check_readable(path, "checkpoint", want="dir")          # PathError naming the path
 """
+
 from __future__ import annotations
 
 import errno
 import os
 import stat
-from typing import Sequence
+from collections.abc import Sequence
 
 from qwenlong_jax.paths.filesystem import PathError, exists, filesystem, is_remote, isdir, join, scheme
 
@@ -42,8 +43,9 @@ def expand(paths: str | Sequence[str], what: str = "data file") -> list[str]:
         elif not exists(path):
             raise PathError(f"{what} {path!r} does not exist")
         if isdir(path):
-            raise PathError(f"{what} {path!r} is a directory; name its files (a glob such as "
-                            f"{join(path, '*.parquet')!r} works)")
+            raise PathError(
+                f"{what} {path!r} is a directory; name its files (a glob such as {join(path, '*.parquet')!r} works)"
+            )
         out.append(path)
     return out
 

@@ -4,6 +4,7 @@ A path with a scheme (`gs://`, `s3://`, `memory://`, ...) goes to that fsspec fi
 (`gs://` needs the `gcsfs` package); anything else is local. Object stores have no append and no
 atomic rename: writers rewrite whole small files (`write_bytes`).
 """
+
 from __future__ import annotations
 
 import os
@@ -30,7 +31,7 @@ def filesystem(path: str):
 
     path = os.fspath(path)
     if not is_remote(path):
-        return None, os.path.expanduser(path[len("file://"):] if path.startswith("file://") else path)
+        return None, os.path.expanduser(path[len("file://") :] if path.startswith("file://") else path)
     try:
         fs, p = fsspec.core.url_to_fs(path)
     except (ImportError, ValueError) as e:  # e.g. gs:// without gcsfs: "Please install gcsfs ..."
@@ -67,6 +68,7 @@ def open(path: str, mode: str = "rb", **kw) -> IO:  # noqa: A001 - the path laye
     fs, p = filesystem(path)
     if fs is None:
         import builtins
+
         return builtins.open(p, mode, **kw)
     return fs.open(p, mode, **kw)
 
@@ -117,4 +119,3 @@ def listdir(path: str) -> list[str]:
     if not fs.exists(p):
         return []
     return sorted(posixpath.basename(e.rstrip("/")) for e in fs.ls(p, detail=False))
-

@@ -2,6 +2,7 @@
 real file (mmap), uploads of directories written locally (exports, TensorBoard, checkpoints),
 downloads.
 """
+
 from __future__ import annotations
 
 import hashlib
