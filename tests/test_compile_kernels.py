@@ -46,8 +46,9 @@ def test_flash_fwd_bwd_compiles_on_one_v5p_chip(chip_mesh, T):
     seg = _abstract(chip_mesh, (1, T), jnp.int32)
 
     def fwd_bwd(q, k, v, seg):
-        attn = lambda q, k, v: kernels.flash_attention(
-            q, k, v, q_segment_ids_BT=seg, kv_segment_ids_BS=seg, shared_prefix_segment=1)
+        def attn(q, k, v):
+            return kernels.flash_attention(
+                    q, k, v, q_segment_ids_BT=seg, kv_segment_ids_BS=seg, shared_prefix_segment=1)
         out, vjp = jax.vjp(attn, q, k, v)
         return out, vjp(out)
 
@@ -63,7 +64,8 @@ def test_flash_fwd_bwd_compiles_on_one_v5p_chip(chip_mesh, T):
 def test_decode_compiles_with_a_64k_prompt_cache(chip_mesh):
     """32B-like decode step: 16 samples, 40 query heads over 8 kv heads, 64K prompt cache."""
     B, G, N, K, H, S, R = 1, 16, 40, 8, 128, 65536, 4096
-    a = lambda shape, dt=jnp.bfloat16: _abstract(chip_mesh, shape, dt)
+    def a(shape, dt=jnp.bfloat16):
+        return _abstract(chip_mesh, shape, dt)
     args = (a((B, G, 1, N, H)), a((B, S, K, H)), a((B, S, K, H)), a((B,), jnp.int32),
             a((B, G, R, K, H)), a((B, G, R, K, H)), a((B, G), jnp.int32))
     with jax.set_mesh(chip_mesh):
@@ -78,15 +80,17 @@ def test_ring_with_flash_pairs_compiles_on_a_v5p_slice():
     devices = targets.topology_devices("v5p:2x2x1")
     mesh = Mesh(np.array(devices), ("sequence",))
     T = 32768
-    spec = lambda *s: NamedSharding(mesh, P(*s))
+    def spec(*s):
+        return NamedSharding(mesh, P(*s))
     q = jax.ShapeDtypeStruct((1, T, 8, 128), jnp.bfloat16, sharding=spec(None, "sequence"))
     kv = jax.ShapeDtypeStruct((1, T, 2, 128), jnp.bfloat16, sharding=spec(None, "sequence"))
     seg = jax.ShapeDtypeStruct((1, T), jnp.int32, sharding=spec(None, "sequence"))
 
     def fwd_bwd(q, k, v, seg):
-        attn = lambda q, k, v: kernels.ring_attention(
-            q, k, v, mesh=mesh, q_segment_ids_BT=seg, kv_segment_ids_BS=seg,
-            shared_prefix_segment=1)
+        def attn(q, k, v):
+            return kernels.ring_attention(
+                    q, k, v, mesh=mesh, q_segment_ids_BT=seg, kv_segment_ids_BS=seg,
+                    shared_prefix_segment=1)
         out, vjp = jax.vjp(attn, q, k, v)
         return out, vjp(out)
 

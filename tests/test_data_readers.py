@@ -1,6 +1,7 @@
 """Readers, validation with file:line:field errors, the skip policy, prompt and truncation."""
 import json
 import os
+import pathlib
 
 import pytest
 
@@ -57,7 +58,7 @@ def test_verl_jsonl_rows():
 def test_verl_parquet_matches_jsonl(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
-    rows = [json.loads(line) for line in open(fx("verl_good.jsonl"))]
+    rows = [json.loads(line) for line in pathlib.Path(fx("verl_good.jsonl")).read_text().splitlines()]
     path = str(tmp_path / "train.parquet")
     pq.write_table(pa.Table.from_pylist(rows), path)
     from_pq, _ = load_records(path)
@@ -104,7 +105,7 @@ def test_error_messages_say_what_is_wrong():
             load_records(fx(name))
         return str(ei.value)
     assert "expected str, got list" in msg("bad_wrong_type.jsonl")
-    bad_line = open(fx("bad_non_utf8.jsonl"), "rb").read().split(b"\n")[1]
+    bad_line = pathlib.Path(fx("bad_non_utf8.jsonl")).read_bytes().split(b"\n")[1]
     pos = bad_line.index(bytes([0xE9]))  # the byte after "caf"
     assert f"not UTF-8 at byte {pos}: " + r"b'\xe9 au'" in msg("bad_non_utf8.jsonl")
     assert "The correct answer is" in msg("bad_mc_ground_truth.jsonl")

@@ -77,13 +77,15 @@ def materialised_attention(q, pk, pv, prefix_len, rk, rv, resp_len):
     B, G, T, N, H = q.shape
     S, R = pk.shape[1], rk.shape[2]
     shift = (jnp.arange(R)[None, None, :] + resp_len[:, :, None]) % R  # valid entries end last
-    roll = lambda x: jnp.take_along_axis(x, shift[..., None, None], axis=2)
+    def roll(x):
+        return jnp.take_along_axis(x, shift[..., None, None], axis=2)
     k = jnp.concatenate([jnp.broadcast_to(pk[:, None], (B, G, S) + pk.shape[2:]), roll(rk)], 2)
     v = jnp.concatenate([jnp.broadcast_to(pv[:, None], (B, G, S) + pv.shape[2:]), roll(rv)], 2)
     valid = jnp.concatenate([
         jnp.broadcast_to(jnp.arange(S)[None, None, :] < prefix_len[:, None, None], (B, G, S)),
         jnp.arange(R)[None, None, :] >= R - resp_len[:, :, None]], axis=2).astype(jnp.int32)
-    flat = lambda x: x.reshape(B * G, *x.shape[2:])
+    def flat(x):
+        return x.reshape(B * G, *x.shape[2:])
     out = reference_attention(flat(q), flat(k), flat(v), causal=True,
                               q_segment_ids_BT=jnp.ones((B * G, T), jnp.int32),
                               kv_segment_ids_BS=flat(valid))

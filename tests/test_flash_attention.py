@@ -194,8 +194,9 @@ def test_lowers_for_accelerators(monkeypatch, platform, backend):
     seg = jax.ShapeDtypeStruct((2, 256), jnp.int32)
 
     def fwd_bwd(q, k, v, seg):
-        attn = lambda q, k, v: flash_attention(q, k, v, q_segment_ids_BT=seg,
-                                               kv_segment_ids_BS=seg, shared_prefix_segment=1)
+        def attn(q, k, v):
+            return flash_attention(q, k, v, q_segment_ids_BT=seg,
+                                                       kv_segment_ids_BS=seg, shared_prefix_segment=1)
         return out_and_grads(attn, (q, k, v), q.astype(q.dtype))
 
     hlo = jax.jit(fwd_bwd).trace(q, kv, kv, seg).lower(lowering_platforms=(platform,)).as_text()
@@ -212,7 +213,8 @@ def test_explicitly_sharded_inputs_stay_sharded():
     mesh = jax.make_mesh((2, 4), ("data", "tensor"), axis_types=(AxisType.Explicit,) * 2)
     c = Case(B=2, T=64, S=64, N=8, K=4, H=64, causal=True, layout="packed")
     (q, k, v), ct, kw = make_inputs(c)
-    put = lambda x, *spec: jax.device_put(x, NamedSharding(mesh, P(*spec)))
+    def put(x, *spec):
+        return jax.device_put(x, NamedSharding(mesh, P(*spec)))
     sharded = [put(x, "data", None, "tensor", None) for x in (q, k, v)]
     seg = put(kw["q_segment_ids_BT"], "data", None)
     kw_sharded = dict(kw, q_segment_ids_BT=seg, kv_segment_ids_BS=seg)

@@ -50,7 +50,8 @@ def test_mesh_size_mismatch_is_refused():
 
 def test_indivisible_dimension_is_refused():
     mesh = sharding.make_mesh(MeshConfig(data=1, fsdp=1, tensor=8))
-    with pytest.raises(ValueError, match=r"params\['layers'\]\['k'\]: dimension kv_heads=4 is not divisible by mesh axis tensor=8"):
+    msg = r"params\['layers'\]\['k'\]: dimension kv_heads=4 is not divisible by mesh axis tensor=8"
+    with pytest.raises(ValueError, match=msg):
         sharding.param_shardings(models.logical_axes(CFG), models.param_shapes(CFG), mesh)
 
 

@@ -100,7 +100,8 @@ def validate_rows(
         raise ValueError(f"on_bad must be 'error' or 'skip', got {on_bad!r}")
     if max_prompt_tokens is not None and tokenizer is None:
         raise ValueError("max_prompt_tokens needs a tokenizer (lengths are counted in tokens)")
-    report, records, seen = LoadReport(), [], {}
+    report, records = LoadReport(), []
+    seen: dict[str, str] = {}
     for loc, row in rows:
         report.read += 1
         try:

@@ -86,8 +86,8 @@ def load_run_data(cfg: Config, tokenizer) -> RunData:
             families=d.synthetic_families,
             attributes=d.synthetic_attributes,
         )
-        for r in rows:
-            r["id"] = f"{ph.name}-{r['id']}"
+        for row in rows:
+            row["id"] = f"{ph.name}-{row['id']}"
         recs = _synthetic_records(rows, tokenizer, ph.name)
         (sft if ph.kind == PhaseKind.SFT else train).extend(recs)
     heldout = {}
@@ -100,7 +100,7 @@ def load_run_data(cfg: Config, tokenizer) -> RunData:
             families=d.synthetic_families,
             attributes=d.synthetic_attributes,
         )
-        for r in rows:
-            r["id"] = f"heldout{n}-{r['id']}"
+        for row in rows:
+            row["id"] = f"heldout{n}-{row['id']}"
         heldout[n] = _synthetic_records(rows, tokenizer, f"heldout{n}")
     return RunData(train, sft, heldout)
