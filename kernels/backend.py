@@ -80,6 +80,6 @@ def compiler_params(num_grid_dims: int, interpret: bool):
         from jax.experimental.pallas import tpu as pltpu
 
         # Every program writes its own output block (no cross-program accumulation).
-        parallel: tuple[Literal["parallel"], ...] = ("parallel",) * num_grid_dims
+        parallel: tuple[Literal["parallel"], ...] = tuple("parallel" for _ in range(num_grid_dims))
         return pltpu.CompilerParams(dimension_semantics=parallel)
     return None

@@ -100,7 +100,7 @@ def _parse_verl(row: dict, loc: str) -> Record:
     split = split_prompt(user)
     document, question = split if split else (None, None)
     if split is not None:
-        _nonempty(document, loc, "prompt.document")
+        _nonempty(split[0], loc, "prompt.document")
     rid = str(extra["index"]) if "index" in extra else loc
     answer = extract_letter(gt) if is_choice else _plain_answer(gt)
     return Record(

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 from qwenlong_jax.data.rows import parse_row
 from qwenlong_jax.data.schema import Record
