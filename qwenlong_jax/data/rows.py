@@ -89,7 +89,8 @@ def _parse_verl(row: dict, loc: str) -> Record:
     rm = _get(row, "reward_model", dict, loc)
     gt = _nonempty(_get(rm, "ground_truth", str, loc, "reward_model."), loc, "reward_model.ground_truth")
     is_choice = family_of(data_source) == "choice"
-    if is_choice and extract_letter(gt) is None:
+    letter = extract_letter(gt) if is_choice else None
+    if is_choice and letter is None:
         raise DataError(
             loc,
             "reward_model.ground_truth",
@@ -102,7 +103,7 @@ def _parse_verl(row: dict, loc: str) -> Record:
     if split is not None:
         _nonempty(split[0], loc, "prompt.document")
     rid = str(extra["index"]) if "index" in extra else loc
-    answer = extract_letter(gt) if is_choice else _plain_answer(gt)
+    answer = letter if letter is not None else _plain_answer(gt)
     return Record(
         id=rid,
         data_source=data_source,

@@ -63,8 +63,8 @@ def make_document(
     rng.shuffle(pairs)
     rng.shuffle(rels)
     value_pool = rng.sample(range(100, 1000), len(pairs))
-    values: dict = {}
-    relations: dict = {}
+    values: dict[tuple[str, str], str] = {}
+    relations: dict[tuple[str, str], str] = {}
     lines: list[str] = []
     # Guaranteed chain material first: 2 relation facts whose targets carry values.
     seed_lines: list[str] = []
