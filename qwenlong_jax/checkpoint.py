@@ -93,7 +93,7 @@ class _stderr_to_file:
 
 class Checkpointer:
     """orbax CheckpointManager over `directory`: local or gs:// (orbax writes those itself);
-    other object-store schemes (s3://, memory://, ... through paths.py) are written to a
+    other object-store schemes (s3://, memory://, ... through qwenlong_jax/paths/) are written to a
     local staging directory and each finished step is uploaded, then pruned alike."""
 
     def __init__(self, directory: str, keep: int = 3):

@@ -9,7 +9,7 @@ For every phase of the config it builds the functions the run jits, with the run
 inputs (jax.ShapeDtypeStruct: nothing the size of the model is allocated), and compiles each
 with the real compiler of the target -- XLA:TPU (Mosaic for the Pallas kernels) for libtpu's
 compile-only TPU devices, or XLA:GPU (Triton for the Pallas kernels, ptxas for sm_90a) for the
-CUDA plugin's compile-only GPUs (qwenlong_jax/targets.py); neither a TPU nor a GPU is needed.
+CUDA plugin's compile-only GPUs (qwenlong_jax/capacity/targets.py); neither a TPU nor a GPU is needed.
 Functions per phase:
 
     sft     update        the SFT step (worst case: one example per packed row)
@@ -26,7 +26,7 @@ device as `cost_analysis()` reports them (a loop body -- layer scan, micro-batch
 -- counted once, not times its trip count); the Pallas kernels in the compiled program (Mosaic
 or Triton custom calls); compile seconds; and the memory planner's estimate (plan.py) beside the
 compiler's figure; and `est.`, a step-time ESTIMATE (a roofline read from the compiled HLO
-with loop trip counts multiplied out, qwenlong_jax/roofline.py: not a measurement) with the
+with loop trip counts multiplied out, qwenlong_jax/capacity/roofline.py: not a measurement) with the
 bound that dominates, plus per RL phase the estimated RL step (sampler calls + old_logp +
 update). Exit 0 only when everything compiles and fits the device's memory
 (`targets.Target.memory_bytes`: a TPU chip's HBM; on a GPU the share jax's client allocates,
@@ -94,7 +94,8 @@ class FnResult:
 
 def default_target(cfg, spec: str) -> str:
     """The config file's COMPILE_TARGET (a plain path, no :arg), else the v5p slice of its mesh."""
-    from qwenlong_jax import config_cli, targets
+    from qwenlong_jax import config_cli
+    from qwenlong_jax.capacity import targets
     named = config_cli.config_target(spec)
     if named:
         return named
@@ -115,7 +116,7 @@ def _one_line(e: BaseException) -> str:
 def compile_job(job: Job, mesh, hbm: int, kind: str = "tpu", chip=None) -> FnResult:
     import jax
 
-    from qwenlong_jax import targets
+    from qwenlong_jax.capacity import targets
 
     res = FnResult(job.phase, job.fn, job.shape, resident_bytes=job.resident_bytes,
                    plan_bytes=job.plan_bytes, hbm_bytes=hbm, knob=job.knob)
@@ -137,7 +138,7 @@ def compile_job(job: Job, mesh, hbm: int, kind: str = "tpu", chip=None) -> FnRes
     res.flops = float(cost["flops"]) if cost and "flops" in cost else None
     res.pallas_kernels = targets.kernel_count(compiled, kind)
     if chip is not None:
-        from qwenlong_jax import roofline
+        from qwenlong_jax.capacity import roofline
         res.est = roofline.summary(compiled.as_text(), chip)
     return res
 
@@ -163,7 +164,7 @@ def format_table(results: Sequence[FnResult], kernel_name: str = "Mosaic") -> st
             f"{'compile':>8} {'est.':>13}  shape")
     lines = [head, "(bytes per device; total = args + outputs + temp - aliased + resident "
              "optimizer state; HBM = what a run may allocate; plan/c = planner / compiler total; "
-             "est. = roofline ESTIMATE of one call, not a measurement: qwenlong_jax/roofline.py)"]
+             "est. = roofline ESTIMATE of one call, not a measurement: qwenlong_jax/capacity/roofline.py)"]
     for r in results:
         status = "OK" if r.fits else ("no fit" if r.ok else "FAILED")
         ratio = (f"{r.plan_bytes / r.total_bytes:.2f}" if r.ok and r.plan_bytes and r.total_bytes
@@ -201,7 +202,9 @@ def main(argv: list[str] | None = None) -> int:
         jax.config.update("jax_platforms", "cpu")  # compile-only devices; no accelerator backend
     os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
 
-    from qwenlong_jax import plan, roofline, sharding, targets
+    from qwenlong_jax import plan
+    from qwenlong_jax.parallel import sharding
+    from qwenlong_jax.capacity import chips, roofline, targets
     from qwenlong_jax.config import ConfigError
 
     try:
@@ -237,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
           f"mesh {dict(mesh.shape)}: compiling {len(jobs)} functions", flush=True)
     results = []
     for job in jobs:
-        r = compile_job(job, mesh, hbm, target.kind, roofline.chip_for(target.name))
+        r = compile_job(job, mesh, hbm, target.kind, chips.chip_for(target.name))
         results.append(r)
         status = "OK" if r.fits else ("does not fit" if r.ok else "FAILED")
         print(f"  {r.phase} {r.fn}: {status} ({_gib(r.total_bytes)}, {r.compile_s:.0f}s)"

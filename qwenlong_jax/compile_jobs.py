@@ -46,7 +46,8 @@ def build_jobs(cfg, mesh, only_phases: Sequence[str] = ()) -> list[Job]:
     import jax
     import jax.numpy as jnp
 
-    from qwenlong_jax import models, plan, sharding, step_fns
+    from qwenlong_jax import models, plan, step_fns
+    from qwenlong_jax.parallel import sharding
     from qwenlong_jax.rl import grpo_step
     from qwenlong_jax.step_shapes import PREFILL_CHUNK, rl_step_shapes, sft_step_shapes
     from qwenlong_jax.sampling import sampler, strategies

@@ -17,7 +17,7 @@ from qwenlong_jax.config_load import (ConfigError, at_least, build, positive,  #
                                       to_config_dict)
 from qwenlong_jax.models.config import ModelConfig
 from qwenlong_jax.rewards.judge import JudgeConfig  # noqa: F401  (the run config's `judge` section)
-from qwenlong_jax.sharding import MeshConfig
+from qwenlong_jax.parallel.sharding import MeshConfig
 
 LossAgg = Literal["token-mean", "seq-mean-token-mean"]
 KLType = Literal["kl", "abs", "mse", "low_var_kl"]

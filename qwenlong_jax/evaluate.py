@@ -98,7 +98,7 @@ def _bench_files(args) -> dict[str, str]:
 def _mesh(sizes):
     if sizes is None:
         return None
-    from qwenlong_jax import sharding
+    from qwenlong_jax.parallel import sharding
     if len(sizes) != 4:
         raise EvalError(f"--mesh needs 4 sizes (data,fsdp,tensor,sequence), got {sizes}")
     try:
@@ -135,7 +135,7 @@ def _drop_stale_run_config(out: str) -> None:
 
 
 def _localize(args) -> None:
-    """Object-store inputs (paths.py): the checkpoint, --data_dir and --bench_file files are
+    """Object-store inputs (qwenlong_jax/paths/): the checkpoint, --data_dir and --bench_file files are
     read from local copies. --out must be local (predictions are appended as they come)."""
     if paths.is_remote(args.out):
         raise EvalError(f"--out {args.out}: must be a local directory (predictions are appended as they "

@@ -8,7 +8,7 @@ an HF tokenizer's own files (chat template included), or, for a sentencepiece mo
 tokenizer.json built with the `tokenizers` library that encodes exactly as sentencepiece does,
 a tokenizer_config.json with the chat template of our built-in format, and the .model itself
 under tokenizer/ (what qwenlong_jax's own loaders read). `out_dir` may be an object-store
-path (paths.py): the directory is written locally, then uploaded.
+path (qwenlong_jax/paths/): the directory is written locally, then uploaded.
 """
 from __future__ import annotations
 

@@ -29,7 +29,8 @@ import math
 
 import jax
 
-from qwenlong_jax import models, sharding
+from qwenlong_jax import models
+from qwenlong_jax.parallel import sharding
 from qwenlong_jax.config import Config, ConfigError
 from qwenlong_jax.models.config import ModelConfig
 from qwenlong_jax.sampling import decode

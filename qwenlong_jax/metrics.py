@@ -28,7 +28,7 @@ def _strict(row: dict) -> dict:
 
 class MetricsWriter:
     """metrics.jsonl (strict JSON, one row per step) and TensorBoard scalars, in `workdir`
-    (local or an object store, paths.py). TensorBoard is flushed by `flush()` (the trainer
+    (local or an object store, qwenlong_jax/paths/). TensorBoard is flushed by `flush()` (the trainer
     calls it at every checkpoint), so a run killed with -9 keeps every checkpointed step there.
     Object stores have no append: the whole (small) metrics file is rewritten per row, and
     TensorBoard is written to a local directory uploaded at every flush."""

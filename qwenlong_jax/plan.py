@@ -18,7 +18,7 @@ Qwen2.5-1.5B GRPO at 8K on v5p:2x2x1) and XLA:GPU (the 32B GPU config's phases o
 within 20% (docs/benchmarks.md "Compile check: the recorded tables", tests/test_plan.py against the recorded figures), and for the tiny configs on
 CPU by tests/test_plan.py (within 25%). The backend matters for one term: how many gradient-sized
 buffers the update keeps (GRADIENT_COPIES). Memory per device and the backend default to the
-config file's COMPILE_TARGET (qwenlong_jax/targets.py). They are estimates: the compiler may keep
+config file's COMPILE_TARGET (qwenlong_jax/capacity/targets.py). They are estimates: the compiler may keep
 fewer or more copies.
 """
 from __future__ import annotations
@@ -242,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     devices = flags.DEFINE_integer("devices", 0, "device count (default: the mesh's, or this host's)",
                                    flag_values=fv)
     hbm_gib = flags.DEFINE_float("hbm_gib", 0.0, "memory per device (default: the config's "
-                                 "COMPILE_TARGET's, see qwenlong_jax/targets.py)", flag_values=fv)
+                                 "COMPILE_TARGET's, see qwenlong_jax/capacity/targets.py)", flag_values=fv)
     backend_flag = flags.DEFINE_enum("backend", None, ["tpu", "gpu", "cpu"], "whose compiler to "
                                      "price (default: the config's COMPILE_TARGET's kind, else "
                                      "this host's backend)", flag_values=fv)
@@ -250,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = config_cli.parse(fv, config, argv)
         spec = fv["config"].config_filename
         n = devices.value or _mesh_devices(cfg) or jax.device_count()
-        from qwenlong_jax import targets
+        from qwenlong_jax.capacity import targets
         named = config_cli.config_target(spec)
         target = targets.parse(named) if named else None
         backend = backend_flag.value or (target.kind if target else None)

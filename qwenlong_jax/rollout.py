@@ -15,7 +15,8 @@ from typing import Sequence
 import jax
 import numpy as np
 
-from qwenlong_jax import rewards, sharding
+from qwenlong_jax import rewards
+from qwenlong_jax.parallel import sharding
 from qwenlong_jax.config import PhaseConfig, RLConfig
 from qwenlong_jax.data.schema import Record
 from qwenlong_jax.models.config import ModelConfig

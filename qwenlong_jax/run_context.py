@@ -18,11 +18,12 @@ import jax
 import jax.numpy as jnp
 
 from qwenlong_jax import config as config_lib
-from qwenlong_jax import distributed, models, paths, plan, rewards, sharding, step_fns
+from qwenlong_jax import models, paths, plan, rewards, step_fns
+from qwenlong_jax.parallel import distributed, sharding
 from qwenlong_jax.config import Config, PhaseKind
 from qwenlong_jax.curriculum import phase_records
 from qwenlong_jax.data.tokenizer import load_tokenizer
-from qwenlong_jax.datasets import RunData, load_run_data
+from qwenlong_jax.data.run_data import RunData, load_run_data
 from qwenlong_jax.eval.sweep import accuracy_by_length
 from qwenlong_jax.rl import grpo_step
 from qwenlong_jax.run_setup import check_paths, exec_overrides, model_config, tokenizer_path, validate_run

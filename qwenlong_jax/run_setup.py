@@ -14,7 +14,8 @@ import os
 import jax
 
 from qwenlong_jax import config as config_lib
-from qwenlong_jax import models, paths, sharding
+from qwenlong_jax import models, paths
+from qwenlong_jax.parallel import sharding
 from qwenlong_jax.config import Config, PhaseConfig, PhaseKind, RLConfig
 from qwenlong_jax.data.tokenizer import DEFAULT_TOKENIZER, find_tokenizer
 

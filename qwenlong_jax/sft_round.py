@@ -9,7 +9,8 @@ from __future__ import annotations
 import jax
 import numpy as np
 
-from qwenlong_jax import sharding, step_shapes
+from qwenlong_jax import step_shapes
+from qwenlong_jax.parallel import sharding
 from qwenlong_jax.config import PhaseConfig
 from qwenlong_jax.data.sft import encode_sft
 from qwenlong_jax.rl.sft_step import pack_sft_rows

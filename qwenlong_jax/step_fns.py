@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import jax
 
-from qwenlong_jax import sharding
+from qwenlong_jax.parallel import sharding
 from qwenlong_jax.rl import grpo_step
 from qwenlong_jax.rl.sft_step import sft_update
 

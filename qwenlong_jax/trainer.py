@@ -25,7 +25,8 @@ import jax
 import jax.numpy as jnp
 from tqdm import tqdm
 
-from qwenlong_jax import paths, sharding
+from qwenlong_jax import paths
+from qwenlong_jax.parallel import sharding
 from qwenlong_jax.checkpoint import Checkpointer, abstract_like
 from qwenlong_jax.config import Config, PhaseKind
 from qwenlong_jax.curriculum import Difficulty, PhaseData, hard_pool_for

@@ -150,7 +150,7 @@ def test_a_step_without_any_valid_group_counts_its_updates_empty(tmp_path, monke
 def test_gen_batch_over_batch_without_dynamic_sampling_is_a_config_error():
     """Without dynamic sampling every group is kept, so a generation batch over the train batch
     would generate groups only to throw them away: refused before anything compiles."""
-    from qwenlong_jax import sharding
+    from qwenlong_jax.parallel import sharding
     from qwenlong_jax.config import ConfigError
     from qwenlong_jax.run_setup import model_config, validate_run
 

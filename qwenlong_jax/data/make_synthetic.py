@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 from qwenlong_jax.data import synthetic
 from qwenlong_jax.data.readers import write_jsonl

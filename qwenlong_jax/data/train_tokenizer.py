@@ -12,12 +12,12 @@ import argparse
 import io
 import os
 import random
-from typing import Sequence
+from collections.abc import Sequence
 
 from qwenlong_jax.data.pretrain import pretrain_text
 from qwenlong_jax.data.prompt import build_prompt
 from qwenlong_jax.data.synthetic import FAMILIES, NAMES, make_example
-from qwenlong_jax.data.tokenizer import (ENDOFTEXT, PAD, SPM_SYMBOLS, load_sentencepiece)
+from qwenlong_jax.data.tokenizer import ENDOFTEXT, PAD, SPM_SYMBOLS, load_sentencepiece
 
 
 def synthetic_pieces() -> tuple[str, ...]:

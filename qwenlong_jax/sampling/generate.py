@@ -17,7 +17,7 @@ from typing import Sequence
 import jax
 import numpy as np
 
-from qwenlong_jax import sharding
+from qwenlong_jax.parallel import sharding
 from qwenlong_jax.models import params as params_lib
 from qwenlong_jax.models.config import ModelConfig
 from qwenlong_jax.sampling import decode, sampler, strategies

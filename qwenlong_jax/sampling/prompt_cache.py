@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from qwenlong_jax import sharding
+from qwenlong_jax.parallel import sharding
 from qwenlong_jax.models import transformer
 from qwenlong_jax.models.config import ModelConfig
 

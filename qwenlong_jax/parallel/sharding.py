@@ -10,12 +10,13 @@ flax.linen.logical_to_mesh_axes because that raises on such repeats instead of r
 Everything is checked before compiling: a mesh that does not match the device count, or a
 dimension that its mesh axes do not divide, is refused with one line naming the knob.
 """
+
 from __future__ import annotations
 
 import contextlib
 import dataclasses
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax
 import numpy as np
@@ -107,7 +108,7 @@ def make_mesh(cfg: MeshConfig, devices: Sequence[jax.Device] | None = None) -> M
 
 def logical_to_spec(axes: Sequence[str | None], mesh_axis_names: Sequence[str] = MESH_AXES) -> P:
     used: set[str] = set()
-    out = []
+    out: list[str | tuple[str, ...] | None] = []
     for name in axes:
         if name is None:
             out.append(None)
@@ -176,11 +177,14 @@ def constrain(x: jax.Array, axes: Sequence[str | None]) -> jax.Array:
 def to_host(tree):
     """jax.device_get that also works on arrays spanning several processes (multi-host): such a
     leaf is all-gathered, so every process gets the whole global value."""
+
     def one(x):
         if isinstance(x, jax.Array) and not x.is_fully_addressable:
             from jax.experimental import multihost_utils
+
             return np.asarray(multihost_utils.process_allgather(x, tiled=True))
         return jax.device_get(x)
+
     return jax.tree.map(one, tree)
 
 
@@ -190,6 +194,7 @@ def process_allgather_ints(local_N: np.ndarray) -> np.ndarray:
     if jax.process_count() == 1:
         return np.asarray(local_N)[None]
     from jax.experimental import multihost_utils
+
     return np.asarray(multihost_utils.process_allgather(np.asarray(local_N), tiled=False))
 
 
@@ -203,10 +208,10 @@ def abstract_mesh(cfg: MeshConfig, num_devices: int) -> jax.sharding.AbstractMes
     return jax.sharding.AbstractMesh(sizes, MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES))
 
 
-def check_layout(logical_axes_tree, shapes_tree, mesh, batch_sizes: dict[str, int] = {}) -> None:
+def check_layout(logical_axes_tree, shapes_tree, mesh, batch_sizes: dict[str, int] | None = None) -> None:
     """Every parameter dimension and every named batch size divides its mesh axes."""
     param_shardings_specs(logical_axes_tree, shapes_tree, mesh)
-    for name, b in batch_sizes.items():
+    for name, b in (batch_sizes or {}).items():
         check_divisible(name, (b,), ("batch",), mesh)
 
 
@@ -217,5 +222,7 @@ def param_shardings_specs(logical_axes_tree, shapes_tree, mesh) -> dict:
         check_divisible("params" + jax.tree_util.keystr(path), shape.shape, axes, mesh)
         return logical_to_spec(axes, mesh.axis_names)
 
-    is_axes = lambda x: isinstance(x, tuple) and all(a is None or isinstance(a, str) for a in x)
+    def is_axes(x):
+        return isinstance(x, tuple) and all(a is None or isinstance(a, str) for a in x)
+
     return jax.tree_util.tree_map_with_path(one, logical_axes_tree, shapes_tree, is_leaf=is_axes)

@@ -1,11 +1,12 @@
 """The run's records: files (verl-style or plain JSONL/parquet) or the synthetic default,
 measured in tokens and split into phases; and the held-out sets by context length.
 """
+
 from __future__ import annotations
 
 import collections
 import dataclasses
-from typing import Sequence
+from collections.abc import Sequence
 
 from qwenlong_jax.config import Config, PhaseConfig, PhaseKind
 from qwenlong_jax.data import readers, synthetic
@@ -33,8 +34,7 @@ def _too_long(recs: list[Record], phases: Sequence[PhaseConfig]) -> int:
 
 
 def _synthetic_records(rows: list[dict], tokenizer, tag: str) -> list[Record]:
-    recs, _ = readers.validate_rows(((f"<synthetic:{tag}>:{i + 1}", row) for i, row in enumerate(rows)),
-                                    tokenizer)
+    recs, _ = readers.validate_rows(((f"<synthetic:{tag}>:{i + 1}", row) for i, row in enumerate(rows)), tokenizer)
     return recs
 
 
@@ -67,27 +67,40 @@ def load_run_data(cfg: Config, tokenizer) -> RunData:
                     heldout[ph.max_input] = [r for r in ev if ph.min_input < r.num_prompt_tokens <= ph.max_input]
         for r in reports:
             counts.update({f"skipped/{k}": v for k, v in r.skipped.items()})
-        counts["dropped/too_long"] = (_too_long(train, [p for p in cfg.phases if p.kind == PhaseKind.RL])
-                                      + (_too_long(sft, [p for p in cfg.phases if p.kind == PhaseKind.SFT])
-                                         if tuple(sft_files) != tuple(d.train_files) else 0))
+        counts["dropped/too_long"] = _too_long(train, [p for p in cfg.phases if p.kind == PhaseKind.RL]) + (
+            _too_long(sft, [p for p in cfg.phases if p.kind == PhaseKind.SFT])
+            if tuple(sft_files) != tuple(d.train_files)
+            else 0
+        )
         text = "; ".join(r.summary() for r in reports if r.skipped)
         return RunData(train, sft, heldout, text, {k: v for k, v in sorted(counts.items()) if v})
     overhead = template_overhead(tokenizer)
     train, sft = [], []
     for k, ph in enumerate(cfg.phases):
         lengths = synthetic_doc_lengths(ph, overhead, 8)
-        rows = synthetic.make_dataset(d.synthetic_seed + 1000 * k, d.synthetic_per_phase, lengths,
-                                      tokenizer.count, families=d.synthetic_families,
-                                      attributes=d.synthetic_attributes)
-        for r in rows:
-            r["id"] = f"{ph.name}-{r['id']}"
+        rows = synthetic.make_dataset(
+            d.synthetic_seed + 1000 * k,
+            d.synthetic_per_phase,
+            lengths,
+            tokenizer.count,
+            families=d.synthetic_families,
+            attributes=d.synthetic_attributes,
+        )
+        for row in rows:
+            row["id"] = f"{ph.name}-{row['id']}"
         recs = _synthetic_records(rows, tokenizer, ph.name)
         (sft if ph.kind == PhaseKind.SFT else train).extend(recs)
     heldout = {}
     for n in d.eval_lengths:
-        rows = synthetic.make_dataset(d.synthetic_seed + 7_000_000 + n, d.eval_per_length, n, tokenizer.count,
-                                      families=d.synthetic_families, attributes=d.synthetic_attributes)
-        for r in rows:
-            r["id"] = f"heldout{n}-{r['id']}"
+        rows = synthetic.make_dataset(
+            d.synthetic_seed + 7_000_000 + n,
+            d.eval_per_length,
+            n,
+            tokenizer.count,
+            families=d.synthetic_families,
+            attributes=d.synthetic_attributes,
+        )
+        for row in rows:
+            row["id"] = f"heldout{n}-{row['id']}"
         heldout[n] = _synthetic_records(rows, tokenizer, f"heldout{n}")
     return RunData(train, sft, heldout)

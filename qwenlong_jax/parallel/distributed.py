@@ -13,9 +13,11 @@ checkpoint and the HF export (each writes its own shards of one checkpoint).
 On CPU-only hosts (JAX_PLATFORMS=cpu: the tests, CPU clusters) collectives run over gloo (TCP),
 which must be chosen before the CPU backend starts -- hence here, not in user code.
 """
+
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import jax
 
@@ -27,7 +29,7 @@ def initialize(coordinator_address: str = "", num_processes: int = 0, process_id
         return
     if os.environ.get("JAX_PLATFORMS", "").split(",")[0] == "cpu":
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    kwargs = {}
+    kwargs: dict[str, Any] = {}
     if coordinator_address:
         kwargs["coordinator_address"] = coordinator_address
     if num_processes:
