@@ -155,7 +155,7 @@ def test_impossible_sizes_are_refused_before_compiling_with_the_planner_figure(o
         node = node[p]
     node[key] = value
     from qwenlong_jax.plan import PlanError
-    from qwenlong_jax.trainer import Trainer
+    from qwenlong_jax.run.trainer import Trainer
 
     t0 = time.time()
     with pytest.raises(PlanError) as info:  # the set-up refuses it: nothing is compiled or run
@@ -187,9 +187,9 @@ def test_nonfinite_parameters_are_never_saved_exported_or_done(tmp_path, monkeyp
     """An update of finite numbers that overflows the parameters (the loss and gradient checks
     cannot see it): the run stops at the next save, names the last finite checkpoint, writes
     no export and no summary; a checkpoint holding non-finite parameters is refused on resume."""
-    from qwenlong_jax import trainer as trainer_lib
-    from qwenlong_jax.checkpoint import Checkpointer, abstract_like
-    from qwenlong_jax.trainer import Trainer, TrainingError
+    from qwenlong_jax.run import trainer as trainer_lib
+    from qwenlong_jax.run.checkpoint import Checkpointer, abstract_like
+    from qwenlong_jax.run.trainer import Trainer, TrainingError
 
     real_step = trainer_lib.sft_step
 
@@ -226,7 +226,8 @@ def test_nonfinite_parameters_are_never_saved_exported_or_done(tmp_path, monkeyp
 _STUCK = """
 import sys, time
 from absl import app
-from qwenlong_jax import train, trainer
+from qwenlong_jax import train
+from qwenlong_jax.run import trainer
 def stuck(*a, **k):
     sys.stderr.write("STUCK {where}\\n"); sys.stderr.flush()
     {body}
@@ -502,7 +503,7 @@ def test_late_closed_loop_callbacks_after_a_restore_are_dropped(tmp_path):
     unraisable exception on cue.)"""
     code = textwrap.dedent(f"""
         import jax
-        from qwenlong_jax.checkpoint import Checkpointer
+        from qwenlong_jax.run.checkpoint import Checkpointer
         ck = Checkpointer({str(tmp_path / "ck")!r})
         assert ck.restore_latest({{"x": jax.ShapeDtypeStruct((1,), "float32")}}) is None
         ck.close()

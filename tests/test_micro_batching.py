@@ -10,8 +10,8 @@ from qwenlong_jax.config import PhaseConfig, RLConfig
 from qwenlong_jax.data.schema import Record
 from qwenlong_jax.data.tokenizer import load_tokenizer
 from qwenlong_jax.rl.sft_step import pack_sft_rows, sft_update
-from qwenlong_jax.rollout import rollout
-from qwenlong_jax.train_state import TrainState
+from qwenlong_jax.run.rollout import rollout
+from qwenlong_jax.run.train_state import TrainState
 
 CFG = models.get_model_config("tiny", vocab_size=64, hidden_size=32, num_layers=2)
 

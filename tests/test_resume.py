@@ -25,11 +25,11 @@ import pytest
 
 import configs.smoke
 from qwenlong_jax.config import from_config_dict
-from qwenlong_jax.curriculum import Difficulty, PhaseData
+from qwenlong_jax.run.curriculum import Difficulty, PhaseData
 from qwenlong_jax.config import PhaseConfig, RetroConfig
 from qwenlong_jax.data.schema import Record
-from qwenlong_jax.metrics import read_metrics
-from qwenlong_jax.trainer import Trainer
+from qwenlong_jax.run.metrics import read_metrics
+from qwenlong_jax.run.trainer import Trainer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Metrics that measure time, not training: the only keys allowed to differ after a resume.
@@ -141,7 +141,7 @@ def test_resume_across_a_kl_coef_change(tmp_path, capsys):
     (which used to restart the run at step 0): a reference the run no longer needs is dropped;
     a missing one is rebuilt where the phase takes its reference at its start anyway; in the
     middle of an RL phase without rl.ref_from the run stops with one line, checkpoint intact."""
-    from qwenlong_jax.trainer import TrainingError
+    from qwenlong_jax.run.trainer import TrainingError
 
     def cfg(kl):
         c = small_config()

@@ -6,12 +6,12 @@ import types
 import jax
 import numpy as np
 
-from qwenlong_jax import rl_round
+from qwenlong_jax.run import rl_round
 from qwenlong_jax.config import Config, PhaseConfig, RetroConfig, RLConfig
-from qwenlong_jax.curriculum import Difficulty, PhaseData
+from qwenlong_jax.run.curriculum import Difficulty, PhaseData
 from qwenlong_jax.data.schema import Record
-from qwenlong_jax.rollout import Rollout
-from qwenlong_jax.step_shapes import rl_step_shapes
+from qwenlong_jax.run.rollout import Rollout
+from qwenlong_jax.run.step_shapes import rl_step_shapes
 
 G = 8
 

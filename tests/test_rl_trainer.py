@@ -13,8 +13,8 @@ import configs.smoke
 from configs import common
 from qwenlong_jax import rewards
 from qwenlong_jax.config import from_config_dict
-from qwenlong_jax.metrics import read_metrics
-from qwenlong_jax.trainer import Trainer
+from qwenlong_jax.run.metrics import read_metrics
+from qwenlong_jax.run.trainer import Trainer
 
 G = 4
 
@@ -92,21 +92,22 @@ def test_validation_planning_and_training_use_the_checkpoints_model_config(tmp_p
     import json
 
     import configs.default
-    from qwenlong_jax import models, plan
+    from qwenlong_jax import models
+    from qwenlong_jax.capacity import planner
 
     cfg = from_config_dict(configs.default.get_config())
     with open(f"{cfg.model.init_from}/config.json") as f:
         inter = json.load(f)["intermediate_size"]
     assert inter != models.get_model_config("tiny").intermediate_size  # the case that went wrong
     t = Trainer(cfg, str(tmp_path / "w"), quiet=True, devices=jax.devices()[:1])
-    assert t.mcfg.intermediate_size == inter and t.mcfg == plan.model_config(cfg)
+    assert t.mcfg.intermediate_size == inter and t.mcfg == planner.model_config(cfg)
     state = t._init_state()
     assert state.params["layers"]["gate"].shape[-1] == inter
 
 
 def test_phase_epochs_set_the_step_count():
     from qwenlong_jax.config import ConfigError, PhaseConfig
-    from qwenlong_jax.run_setup import phase_steps
+    from qwenlong_jax.run.setup import phase_steps
 
     assert phase_steps(PhaseConfig(name="s", kind="sft", batch=16, epochs=3), 256) == 48
     assert phase_steps(PhaseConfig(name="s", kind="sft", batch=16), 256) == 16
@@ -123,7 +124,7 @@ def test_rl_epochs_count_generation_batches():
     """An RL step generates for rl.gen_batch prompts, so `epochs` passes take epochs x N /
     gen_batch steps (the reference's count), not epochs x N / batch (3x as many at gen 3x)."""
     from qwenlong_jax.config import PhaseConfig, RLConfig
-    from qwenlong_jax.run_setup import phase_steps
+    from qwenlong_jax.run.setup import phase_steps
 
     rl_phase = PhaseConfig(name="r", kind="rl", batch=128)
     assert phase_steps(rl_phase, 1200, RLConfig(gen_batch=384)) == 4  # ceil(1200 / 384)
@@ -152,7 +153,7 @@ def test_gen_batch_over_batch_without_dynamic_sampling_is_a_config_error():
     would generate groups only to throw them away: refused before anything compiles."""
     from qwenlong_jax import sharding
     from qwenlong_jax.config import ConfigError
-    from qwenlong_jax.run_setup import model_config, validate_run
+    from qwenlong_jax.run.setup import model_config, validate_run
 
     mesh = sharding.make_mesh(_cfg().mesh, jax.devices()[:1])
     ok = _cfg(dynamic_sampling=True, gen_batch=8)

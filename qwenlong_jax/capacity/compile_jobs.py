@@ -46,13 +46,15 @@ def build_jobs(cfg, mesh, only_phases: Sequence[str] = ()) -> list[Job]:
     import jax
     import jax.numpy as jnp
 
-    from qwenlong_jax import models, plan, sharding, step_fns
+    from qwenlong_jax import models, sharding
+    from qwenlong_jax.capacity import planner
+    from qwenlong_jax.run import step_fns
     from qwenlong_jax.rl import grpo_step
-    from qwenlong_jax.step_shapes import PREFILL_CHUNK, rl_step_shapes, sft_step_shapes
+    from qwenlong_jax.run.step_shapes import PREFILL_CHUNK, rl_step_shapes, sft_step_shapes
     from qwenlong_jax.sampling import sampler, strategies
-    from qwenlong_jax.train_state import TrainState, make_optimizer
+    from qwenlong_jax.run.train_state import TrainState, make_optimizer
 
-    mcfg = plan.model_config(cfg)
+    mcfg = planner.model_config(cfg)
     tx = make_optimizer(cfg.optim)
     p_shard = sharding.param_shardings(models.logical_axes(mcfg), models.param_shapes(mcfg), mesh)
     params = abstract(models.param_shapes(mcfg), p_shard)
@@ -63,7 +65,7 @@ def build_jobs(cfg, mesh, only_phases: Sequence[str] = ()) -> list[Job]:
     state = abstract(abstract_state, state_sharding)
     opt_bytes = per_chip_bytes(state.opt_state, state_sharding.opt_state)
     backend = mesh.devices.flat[0].platform  # "tpu" | "gpu": the planner's terms differ
-    estimates = {pm.phase: pm for pm in plan.estimate(cfg, mesh.size, mcfg, backend)}
+    estimates = {pm.phase: pm for pm in planner.estimate(cfg, mesh.size, mcfg, backend)}
     batch_axes = sharding.batch_axis_size(mesh)
     jobs: list[Job] = []
 
@@ -129,7 +131,7 @@ def sample_job(phase, mcfg, params, B, S, G, R, strategy, batch_sharding, reside
     import numpy as np
 
     from qwenlong_jax.sampling import sampler
-    from qwenlong_jax.step_shapes import PREFILL_CHUNK
+    from qwenlong_jax.run.step_shapes import PREFILL_CHUNK
 
     def build():
         tokens = jax.ShapeDtypeStruct((B, S), jnp.int32, sharding=batch_sharding)

@@ -21,7 +21,7 @@ from qwenlong_jax.data.schema import Record
 from qwenlong_jax.models.config import ModelConfig
 from qwenlong_jax.sampling import decode, sampler, strategies
 # The step shapes live in step_shapes.py; re-exported here for callers of rollout.
-from qwenlong_jax.step_shapes import PREFILL_CHUNK, RLStepShapes, prompt_bucket, rl_step_shapes  # noqa: F401
+from qwenlong_jax.run.step_shapes import PREFILL_CHUNK, RLStepShapes, prompt_bucket, rl_step_shapes  # noqa: F401
 
 
 @dataclasses.dataclass

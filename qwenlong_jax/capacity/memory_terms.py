@@ -33,7 +33,7 @@ from qwenlong_jax import models, sharding
 from qwenlong_jax.config import Config, ConfigError
 from qwenlong_jax.models.config import ModelConfig
 from qwenlong_jax.sampling import decode
-from qwenlong_jax.step_shapes import PREFILL_CHUNK
+from qwenlong_jax.run.step_shapes import PREFILL_CHUNK
 
 
 @dataclasses.dataclass(frozen=True)

@@ -18,15 +18,17 @@ import jax
 import jax.numpy as jnp
 
 from qwenlong_jax import config as config_lib
-from qwenlong_jax import distributed, models, paths, plan, rewards, sharding, step_fns
+from qwenlong_jax import distributed, models, paths, rewards, sharding
+from qwenlong_jax.capacity import planner
+from qwenlong_jax.run import step_fns
 from qwenlong_jax.config import Config, PhaseKind
-from qwenlong_jax.curriculum import phase_records
+from qwenlong_jax.run.curriculum import phase_records
 from qwenlong_jax.data.tokenizer import load_tokenizer
 from qwenlong_jax.datasets import RunData, load_run_data
 from qwenlong_jax.eval.sweep import accuracy_by_length
 from qwenlong_jax.rl import grpo_step
-from qwenlong_jax.run_setup import check_paths, exec_overrides, model_config, tokenizer_path, validate_run
-from qwenlong_jax.train_state import TrainState, make_optimizer
+from qwenlong_jax.run.setup import check_paths, exec_overrides, model_config, tokenizer_path, validate_run
+from qwenlong_jax.run.train_state import TrainState, make_optimizer
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -73,9 +75,9 @@ def setup(cfg: Config, workdir: str, *, judge=None, devices=None) -> RunContext:
     mcfg = model_config(cfg, tok.vocab_size)  # validated, planned and trained alike
     validate_run(cfg, mcfg, mesh)
     local = sum(d.process_index == jax.process_index() for d in mesh.devices.flat)
-    hbm = plan.device_memory_bytes(local)  # HBM, or on CPU the host's memory per device
+    hbm = planner.device_memory_bytes(local)  # HBM, or on CPU the host's memory per device
     if hbm:
-        plan.check_fits(cfg, mesh.size, hbm, mcfg)  # refuse a phase that cannot fit
+        planner.check_fits(cfg, mesh.size, hbm, mcfg)  # refuse a phase that cannot fit
     p_shard = sharding.param_shardings(models.logical_axes(mcfg), models.param_shapes(mcfg), mesh)
     judge = judge if judge is not None else make_judge(cfg)
     data = load_run_data(cfg, tok)

@@ -22,13 +22,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from qwenlong_jax.config import PhaseConfig
-from qwenlong_jax.curriculum import Difficulty, PhaseData
+from qwenlong_jax.run.curriculum import Difficulty, PhaseData
 from qwenlong_jax.rl import dynamic_batch, grpo_step, packing
 from qwenlong_jax.rl.advantages import group_advantages
 from qwenlong_jax.rl.dynamic_sampling import varying_groups
-from qwenlong_jax.rollout import rollout
-from qwenlong_jax.run_context import JittedSteps, RunContext
-from qwenlong_jax.step_shapes import PREFILL_CHUNK, RLStepShapes, rl_step_shapes
+from qwenlong_jax.run.rollout import rollout
+from qwenlong_jax.run.context import JittedSteps, RunContext
+from qwenlong_jax.run.step_shapes import PREFILL_CHUNK, RLStepShapes, rl_step_shapes
 
 
 @dataclasses.dataclass(frozen=True)

@@ -9,11 +9,12 @@ from __future__ import annotations
 import jax
 import numpy as np
 
-from qwenlong_jax import sharding, step_shapes
+from qwenlong_jax import sharding
+from qwenlong_jax.run import step_shapes
 from qwenlong_jax.config import PhaseConfig
 from qwenlong_jax.data.sft import encode_sft
 from qwenlong_jax.rl.sft_step import pack_sft_rows
-from qwenlong_jax.run_context import JittedSteps, RunContext
+from qwenlong_jax.run.context import JittedSteps, RunContext
 
 
 def sft_step(ctx: RunContext, steps: JittedSteps, state, recs, phase: PhaseConfig):

@@ -26,20 +26,20 @@ import jax.numpy as jnp
 from tqdm import tqdm
 
 from qwenlong_jax import paths, sharding
-from qwenlong_jax.checkpoint import Checkpointer, abstract_like
+from qwenlong_jax.run.checkpoint import Checkpointer, abstract_like
 from qwenlong_jax.config import Config, PhaseKind
-from qwenlong_jax.curriculum import Difficulty, PhaseData, hard_pool_for
+from qwenlong_jax.run.curriculum import Difficulty, PhaseData, hard_pool_for
 from qwenlong_jax.data.pipeline import process_shard
-from qwenlong_jax.export import export_hf
-from qwenlong_jax.metrics import MetricsWriter, plot_run, read_metrics, time_split
-from qwenlong_jax.progress import Progress
-from qwenlong_jax.rl_round import rl_step
-from qwenlong_jax.run_context import JittedSteps, evaluate, init_state, reference, setup
-from qwenlong_jax.run_setup import phase_lr, phase_steps
-from qwenlong_jax.sft_round import sft_step
-from qwenlong_jax.stop import StopSignals
-from qwenlong_jax.train_state import TrainState, with_lr
-from qwenlong_jax.workdir_lock import WorkdirLock
+from qwenlong_jax.run.export import export_hf
+from qwenlong_jax.run.metrics import MetricsWriter, plot_run, read_metrics, time_split
+from qwenlong_jax.run.progress import Progress
+from qwenlong_jax.run.rl_round import rl_step
+from qwenlong_jax.run.context import JittedSteps, evaluate, init_state, reference, setup
+from qwenlong_jax.run.setup import phase_lr, phase_steps
+from qwenlong_jax.run.sft_round import sft_step
+from qwenlong_jax.run.stop import StopSignals
+from qwenlong_jax.run.train_state import TrainState, with_lr
+from qwenlong_jax.run.workdir_lock import WorkdirLock
 
 
 @jax.jit
