@@ -24,7 +24,7 @@ total bytes (argument + output + temporary - aliased, from `compiled.memory_anal
 the optimizer state that stays resident while the sampler or the logprob pass runs; FLOPs per
 device as `cost_analysis()` reports them (a loop body -- layer scan, micro-batches, decode steps
 -- counted once, not times its trip count); the Pallas kernels in the compiled program (Mosaic
-or Triton custom calls); compile seconds; and the memory planner's estimate (plan.py) beside the
+or Triton custom calls); compile seconds; and the memory planner's estimate (capacity/planner.py) beside the
 compiler's figure; and `est.`, a step-time ESTIMATE (a roofline read from the compiled HLO
 with loop trip counts multiplied out, qwenlong_jax/roofline.py: not a measurement) with the
 bound that dominates, plus per RL phase the estimated RL step (sampler calls + old_logp +
@@ -86,7 +86,6 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
 
     from qwenlong_jax import roofline, sharding, targets
-    from qwenlong_jax.capacity import planner
     from qwenlong_jax.config import ConfigError
 
     try:
@@ -106,9 +105,8 @@ def main(argv: list[str] | None = None) -> int:
         unknown = set(phases) - {p.name for p in cfg.phases}
         if unknown:
             raise ConfigError(f"--phases: no phase named {', '.join(sorted(unknown))}")
-        from qwenlong_jax.run.setup import validate_run  # the trainer's own pre-compile checks
-        validate_run(cfg, planner.model_config(cfg), mesh)
-        jobs = build_jobs(cfg, mesh, phases)
+        from qwenlong_jax.run.spec import RunSpec  # validated with the trainer's own pre-compile checks
+        jobs = build_jobs(RunSpec.build(cfg, mesh), phases)
         if functions_flag.value:
             jobs = [j for j in jobs if j.fn in functions_flag.value.split(",")]
     except (ConfigError, ValueError) as e:

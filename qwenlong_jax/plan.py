@@ -14,10 +14,10 @@ import jax
 from absl import flags
 
 from qwenlong_jax import config_cli
-from qwenlong_jax.capacity.planner import (GIB, PlanError, backend_kind, check_fits, estimate, format_table,
-                                           model_config)
+from qwenlong_jax.capacity.planner import GIB, PlanError, backend_kind, check_fits, estimate, format_table
 from qwenlong_jax.config import Config, ConfigError
 from qwenlong_jax.config_cli import load_config  # noqa: F401  (plan.load_config, as before)
+from qwenlong_jax.run.spec import RunSpec, run_mesh
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,8 +41,8 @@ def main(argv: list[str] | None = None) -> int:
         target = targets.parse(named) if named else None
         backend = backend_flag.value or (target.kind if target else None)
         hbm = int(hbm_gib.value * GIB) if hbm_gib.value else (target.memory_bytes if target else None)
-        mcfg = model_config(cfg)
-        phases = estimate(cfg, n, mcfg, backend)
+        run = RunSpec.build(cfg, run_mesh(cfg, num_devices=n))
+        mcfg, phases = run.mcfg, estimate(run, backend)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     print(format_table(phases, hbm))
     if hbm:
         try:
-            check_fits(cfg, n, hbm, mcfg, backend)
+            check_fits(run, hbm, backend)
         except PlanError as e:
             print(f"does not fit: {e}")
             return 2

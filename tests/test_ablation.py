@@ -41,7 +41,7 @@ def test_single_stage_covers_all_inputs_up_to_the_longest_limit():
     from qwenlong_jax.run.curriculum import phase_records
     from qwenlong_jax.data.tokenizer import load_tokenizer
     from qwenlong_jax.datasets import load_run_data
-    from qwenlong_jax.run.setup import tokenizer_path
+    from qwenlong_jax.config.model import tokenizer_path
     cfg = from_config_dict(c)
     recs = phase_records(load_run_data(cfg, load_tokenizer(tokenizer_path(cfg))).train, single)
     n = np.asarray([r.num_prompt_tokens for r in recs])

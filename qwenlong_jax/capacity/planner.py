@@ -1,7 +1,7 @@
 """Memory planner: per-device memory of every phase, before anything compiles.
 
-    phases = estimate(cfg, num_devices, backend="gpu")   # [PhaseMemory], bytes per device
-    check_fits(cfg, num_devices, hbm_bytes)      # PlanError naming the knob when a phase won't fit
+    phases = estimate(spec, backend="gpu")   # [PhaseMemory] of a RunSpec, bytes per device
+    check_fits(spec, hbm_bytes)              # PlanError naming the knob when a phase won't fit
 
 Per phase, the terms (params, the KL reference when rl.kl_coef > 0, optimizer, gradients,
 activations, logits, kv_cache, sampling) are priced by memory_terms.py at the shapes
@@ -20,35 +20,24 @@ fewer or more copies.
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 import jax
 
 from qwenlong_jax.capacity.memory_terms import (PhaseMemory, mesh_sizes, param_elements_per_device,
                                                 sample_memory, train_memory)
-from qwenlong_jax.config import Config, ConfigError
+from qwenlong_jax.config import ConfigError
 from qwenlong_jax.models.config import ModelConfig
 from qwenlong_jax.run import step_shapes
+
+if TYPE_CHECKING:
+    from qwenlong_jax.run.spec import RunSpec
 
 GIB = 2**30
 
 
 class PlanError(ConfigError):
     """A phase that will not fit in device memory; the message names the knob to change."""
-
-
-# --- the model and the mesh ------------------------------------------------------------------
-
-def model_config(cfg: Config) -> ModelConfig:
-    """The ModelConfig the trainer will build (run_setup.model_config: the checkpoint's
-    config.json when init_from is set, else the named size with the tokenizer's vocabulary)."""
-    from qwenlong_jax.run import setup as run_setup
-
-    vocab = None
-    if cfg.model.size == "tiny" and not cfg.model.vocab_size and not cfg.model.init_from:
-        from qwenlong_jax.data.tokenizer import load_tokenizer
-
-        vocab = load_tokenizer(run_setup.tokenizer_path(cfg)).vocab_size
-    return run_setup.model_config(cfg, vocab)
 
 
 # --- the estimate -----------------------------------------------------------------------------
@@ -68,22 +57,20 @@ def backend_kind(platform: str | None = None) -> str:
     return {"cuda": "gpu", "rocm": "gpu"}.get(platform, platform)
 
 
-def estimate(cfg: Config, num_devices: int, mcfg: ModelConfig | None = None,
-             backend: str | None = None) -> list[PhaseMemory]:
-    """PhaseMemory (bytes per device) for every phase of `cfg` on `num_devices` devices of
-    `backend` ("tpu" | "gpu" | "cpu"; default: this process's backend)."""
-    mcfg = mcfg or model_config(cfg)
+def estimate(spec: RunSpec, backend: str | None = None) -> list[PhaseMemory]:
+    """PhaseMemory (bytes per device) for every phase of the run `spec` on its mesh's devices of
+    `backend` ("tpu" | "gpu" | "cpu"; default: this process's backend), at its step shapes."""
+    mcfg = spec.mcfg
     copies = GRADIENT_COPIES.get(backend_kind(backend), GRADIENT_COPIES_DEFAULT)
-    m, amesh = mesh_sizes(cfg, num_devices)
-    n_param = param_elements_per_device(mcfg, amesh)
+    m = mesh_sizes(spec.mesh)
+    n_param = param_elements_per_device(mcfg, spec.mesh)
     pb = 2 if mcfg.param_dtype in ("bfloat16", "float16") else 4
     params, optimizer = n_param * pb, 2 * n_param * 4
-    batch_axes = m.data * m.fsdp
-    reference = params if cfg.keeps_kl_reference else 0  # in the train state from the start
+    reference = params if spec.holds_reference else 0  # in the train state from the start
     out = []
-    for ph in cfg.phases:
+    for ps in spec.phases:
+        ph, s = ps.phase, ps.shapes
         if ph.kind == "rl":
-            s = step_shapes.rl_step_shapes(ph, cfg.rl)
             kv, samp = sample_memory(mcfg, m, s.sample_B, s.G, s.S, s.R, n_param)
             shape = (f"B={s.B} G={s.G} S={s.S} R={s.R} W={s.W} rows/micro={s.rows} "
                      f"micro={s.micro} updates={s.updates} sampled/call={s.sample_B}")
@@ -92,7 +79,6 @@ def estimate(cfg: Config, num_devices: int, mcfg: ModelConfig | None = None,
             batch = (s.updates * s.micro * (4 * 4 * m.split(s.rows, "data", "fsdp") * s.W)
                      + 3 * 4 * m.split(N_local, "data", "fsdp") * s.R)
         else:
-            s = step_shapes.sft_step_shapes(ph, batch_axes)
             kv = samp = 0
             shape = f"rows/micro={s.rows} micro={s.micro} W={s.W}"
             batch = 5 * 4 * m.split(s.rows, "data", "fsdp") * s.W
@@ -105,7 +91,7 @@ def estimate(cfg: Config, num_devices: int, mcfg: ModelConfig | None = None,
 
 # --- refusal ---------------------------------------------------------------------------------
 
-def _knob(cfg: Config, mcfg: ModelConfig, pm: PhaseMemory) -> str:
+def _knob(mcfg: ModelConfig, pm: PhaseMemory) -> str:
     parts = {"params+optimizer": pm.resident}
     if pm.train >= pm.sample:
         parts.update(activations=pm.activations, logits=pm.logits, gradients=pm.gradients)
@@ -133,19 +119,17 @@ def _knob(cfg: Config, mcfg: ModelConfig, pm: PhaseMemory) -> str:
     return f"{big} is the largest part ({parts[big] / GIB:.1f} GiB); change {knob}"
 
 
-def check_fits(cfg: Config, num_devices: int, hbm_bytes: int, mcfg: ModelConfig | None = None,
-               backend: str | None = None) -> list[PhaseMemory]:
+def check_fits(spec: RunSpec, hbm_bytes: int, backend: str | None = None) -> list[PhaseMemory]:
     """Raise PlanError (one line, naming the knob) for the first phase whose estimated peak
     exceeds `hbm_bytes` per device; return the estimates otherwise."""
-    mcfg = mcfg or model_config(cfg)
-    phases = estimate(cfg, num_devices, mcfg, backend)
+    phases = estimate(spec, backend)
     for pm in phases:
         if pm.peak > hbm_bytes:
             raise PlanError(
                 f"phase {pm.phase}: needs ~{pm.peak / GIB:.1f} GiB per device, {hbm_bytes / GIB:.1f} GiB "
-                f"available ({pm.shape}); {_knob(cfg, mcfg, pm)}")
+                f"available ({pm.shape}); {_knob(spec.mcfg, pm)}")
     resident = max((pm.resident for pm in phases), default=0)
-    for length, need in heldout_memory(cfg, num_devices, mcfg):
+    for length, need in heldout_memory(spec):
         if resident + need > hbm_bytes:
             raise PlanError(
                 f"held-out set data.eval_lengths={length}: generating needs ~{(resident + need) / GIB:.1f} GiB "
@@ -158,15 +142,16 @@ EVAL_BATCH = 16  # held-out prompts per sampling call (eval.sweep.accuracy_by_le
 PROMPT_OVERHEAD = 64  # chat template and question around a synthetic document (tokens, at most)
 
 
-def heldout_memory(cfg: Config, num_devices: int, mcfg: ModelConfig) -> list[tuple[int, int]]:
+def heldout_memory(spec: RunSpec) -> list[tuple[int, int]]:
     """(length, kv cache + sampling bytes per device) of generating each synthetic held-out set
     (data.eval_lengths; used when data.train_files is empty)."""
+    cfg, mcfg = spec.cfg, spec.mcfg
     if cfg.data.train_files:
         return []
     from qwenlong_jax.sampling import sampler
 
-    m, amesh = mesh_sizes(cfg, num_devices)
-    n_param = param_elements_per_device(mcfg, amesh)
+    m = mesh_sizes(spec.mesh)
+    n_param = param_elements_per_device(mcfg, spec.mesh)
     out = []
     for length in cfg.data.eval_lengths:
         S = sampler.bucket_length(length + PROMPT_OVERHEAD, step_shapes.PREFILL_CHUNK)

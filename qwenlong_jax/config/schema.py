@@ -282,17 +282,6 @@ class Config:
                 raise ConfigError(f"phases[{first[p.order]}] and phases[{p.name}] both have order={p.order}; "
                                   "give each phase its own order (phases run by increasing order)")
             first[p.order] = p.name
-        for p in self.phases:
-            if p.kind == PhaseKind.RL and p.batch % self.rl.mini_batch and p.batch > self.rl.mini_batch:
-                raise ConfigError(
-                    f"phases[{p.name}].batch={p.batch} must be a multiple of rl.mini_batch={self.rl.mini_batch}"
-                )
-
-    @property
-    def keeps_kl_reference(self) -> bool:
-        """Whether the train state holds the frozen KL reference (rl.kl_coef > 0 and an RL
-        phase): the trainer, the compile check and the planner all build or price it from this."""
-        return bool(self.rl.kl_coef) and any(p.kind == PhaseKind.RL for p in self.phases)
 
 
 def from_config_dict(cd: ml_collections.ConfigDict | dict) -> Config:

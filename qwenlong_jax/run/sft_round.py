@@ -1,33 +1,32 @@
 """One supervised (SFT warm-up) step: encode the records, pack them into rows, update.
 
-Rows are padded to a power of two (rounded to the batch axes and micro-batch), so a phase
-compiles for few distinct shapes (step_shapes.sft_padded_rows); the planner prices the worst case
-(step_shapes.sft_step_shapes).
+Rows are W wide (the phase's SFTStepShapes, from the RunSpec) and padded to a power of two
+(rounded to the batch axes and micro-batch), so a phase compiles for few distinct shapes
+(step_shapes.sft_padded_rows); the planner prices the worst case (step_shapes.sft_step_shapes).
 """
 from __future__ import annotations
 
 import jax
 import numpy as np
 
-from qwenlong_jax import sharding
-from qwenlong_jax.run import step_shapes
-from qwenlong_jax.config import PhaseConfig
 from qwenlong_jax.data.sft import encode_sft
 from qwenlong_jax.rl.sft_step import pack_sft_rows
-from qwenlong_jax.run.context import JittedSteps, RunContext
+from qwenlong_jax.run import step_shapes
+from qwenlong_jax.run.context import RunContext
+from qwenlong_jax.run.spec import PhaseSpec
+from qwenlong_jax.run.state import JittedSteps
 
 
-def sft_step(ctx: RunContext, steps: JittedSteps, state, recs, phase: PhaseConfig):
+def sft_step(ctx: RunContext, steps: JittedSteps, state, recs, ps: PhaseSpec):
     """(new state, metrics) after one SFT update on `recs`."""
     examples = []
     for r in recs:
         ids, mask = encode_sft(r, ctx.tok)
         n_prompt = mask.index(1)
         examples.append((ids[:n_prompt], ids[n_prompt:]))
-    W = step_shapes.sft_row_width(phase)
+    W = ps.shapes.W
     rows = pack_sft_rows(examples, W)
-    target, micro = step_shapes.sft_padded_rows(len(rows["tokens_BW"]), sharding.batch_axis_size(ctx.mesh),
-                                                phase.micro_rows)
+    target, micro = step_shapes.sft_padded_rows(len(rows["tokens_BW"]), ctx.spec.batch_axes, ps.phase.micro_rows)
     rows = {k: np.pad(v, ((0, target - len(v)), (0, 0))) for k, v in rows.items()}
     batch = {k: v.reshape(target // micro, micro, W) for k, v in rows.items()}  # [U, rows, W]
     with jax.set_mesh(ctx.mesh):

@@ -34,9 +34,11 @@ from qwenlong_jax.run.export import export_hf
 from qwenlong_jax.run.metrics import MetricsWriter, plot_run, read_metrics, time_split
 from qwenlong_jax.run.progress import Progress
 from qwenlong_jax.run.rl_round import rl_step
-from qwenlong_jax.run.context import JittedSteps, evaluate, init_state, reference, setup
-from qwenlong_jax.run.setup import phase_lr, phase_steps
+from qwenlong_jax.run.context import evaluate, setup
+from qwenlong_jax.run.schedule import phase_lr, phase_steps
+from qwenlong_jax.run.spec import Reference
 from qwenlong_jax.run.sft_round import sft_step
+from qwenlong_jax.run.state import JittedSteps, init_state, reference
 from qwenlong_jax.run.stop import StopSignals
 from qwenlong_jax.run.train_state import TrainState, with_lr
 from qwenlong_jax.run.workdir_lock import WorkdirLock
@@ -97,7 +99,7 @@ class Trainer:
         a state already over the non-finite limit is a TrainingError saying what to do."""
         cfg, per_phase = self.cfg, self.ctx.per_phase
         while progress.phase_index < len(cfg.phases) and progress.phase_step >= phase_steps(
-                cfg.phases[progress.phase_index], len(per_phase[progress.phase_index]), cfg.rl):
+                self.ctx.spec.phases[progress.phase_index], len(per_phase[progress.phase_index])):
             progress = progress.next_phase()
         if not bool(jax.device_get(_all_finite(state.params))):
             raise TrainingError(
@@ -127,7 +129,7 @@ class Trainer:
         instead of treating every checkpoint as unreadable and starting over."""
         saved = ckpt.steps()
         saved_ref = ckpt.has_state_field(saved[-1], "ref_params") if saved else None
-        wants_ref = state.ref_params is not None
+        wants_ref = self.ctx.spec.holds_reference
         if saved_ref is None or saved_ref == wants_ref:
             return ckpt.restore_latest(abstract_like(state))
         restored = ckpt.restore_latest(abstract_like(state.replace(ref_params=state.params if saved_ref else None)))
@@ -139,7 +141,7 @@ class Trainer:
         cfg, progress = self.cfg, Progress.from_meta(meta)
         mid_rl_phase = (progress.phase_index < len(cfg.phases) and progress.phase_step > 0
                         and cfg.phases[progress.phase_index].kind == PhaseKind.RL)
-        if mid_rl_phase and not cfg.rl.ref_from:
+        if mid_rl_phase and self.ctx.spec.reference == Reference.PHASE_START:
             raise TrainingError(
                 f"the checkpoint at step {step} in {self.workdir}/checkpoints was written with rl.kl_coef=0, "
                 f"in the middle of RL phase {cfg.phases[progress.phase_index].name!r}, so it holds no KL reference "
@@ -190,7 +192,8 @@ class Trainer:
         try:
             while progress.phase_index < len(cfg.phases):
                 k = progress.phase_index
-                phase = cfg.phases[k]
+                ps = ctx.spec.phases[k]
+                phase = ps.phase
                 recs = ctx.per_phase[k]
                 hard = hard_pool_for(k, cfg.phases, ctx.per_phase, difficulty, cfg.retro) if phase.kind == PhaseKind.RL else []
                 pdata = PhaseData(recs, hard, phase, cfg.retro, seed=cfg.seed * 1000 + k + 1_000_003 * cfg.data.shuffle_seed,
@@ -198,10 +201,10 @@ class Trainer:
                                   gather=sharding.process_allgather_ints, group_size=cfg.rl.group_size)
                 if progress.phase_data is not None:
                     pdata.restore(progress.phase_data, ctx.by_id)
-                n_steps = phase_steps(phase, len(recs), cfg.rl)
+                n_steps = phase_steps(ps, len(recs))
                 bar = tqdm(total=n_steps, initial=progress.phase_step, desc=f"{phase.name} ({phase.kind})",
                            disable=self.quiet or jax.process_index() != 0)
-                if phase.kind == PhaseKind.RL and cfg.rl.kl_coef and not cfg.rl.ref_from and progress.phase_step == 0:
+                if phase.kind == PhaseKind.RL and ctx.spec.reference == Reference.PHASE_START and progress.phase_step == 0:
                     state = state.replace(ref_params=reference(ctx, state.params))  # the phase's start
                 while progress.phase_step < n_steps:
                     t_step = time.perf_counter()
@@ -210,10 +213,10 @@ class Trainer:
                     if phase.kind == PhaseKind.SFT:
                         batch_recs, _ = pdata.next_batch(phase.batch, difficulty)
                         t_update = time.perf_counter()
-                        state, metrics = sft_step(ctx, steps, state, batch_recs, phase)
+                        state, metrics = sft_step(ctx, steps, state, batch_recs, ps)
                         metrics["time/update_seconds"] = time.perf_counter() - t_update
                     else:
-                        state, metrics, by_update = rl_step(ctx, steps, state, step, phase, pdata, difficulty)
+                        state, metrics, by_update = rl_step(ctx, steps, state, step, ps.shapes, pdata, difficulty)
                         if by_update is not None:
                             self.last_update_metrics = by_update
                     step += 1
@@ -282,7 +285,7 @@ class Trainer:
         ctx = self.ctx
         export = paths.join(self.workdir, "hf")
         if self.cfg.export_hf:
-            export_hf(export, ctx.mcfg, state.params, ctx.tok, ctx.tok_path)
+            export_hf(export, ctx.mcfg, state.params, ctx.tok, ctx.spec.tok_path)
         plots = plot_run(self.workdir) if jax.process_index() == 0 else []
         summary = {"steps": progress.step, "minutes": round(seconds / 60, 2), "evals": list(progress.evals),
                    "export": export if self.cfg.export_hf else None, "plots": plots,
