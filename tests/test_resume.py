@@ -136,6 +136,32 @@ def test_stop_and_resume_is_bitwise_equal(uninterrupted, tmp_path):
     assert [r["step"] for r in rows] == list(range(1, TOTAL_STEPS + 1))
 
 
+def test_resume_restores_before_reading_init_from(tmp_path):
+    """A resumed run restores its checkpoint straight into the run's layout and never reads
+    model.init_from's weights (it used to load the whole HF checkpoint, then throw it away): with
+    the weights file gone after the stop, the run resumes -- mid-SFT, where the next step's batch
+    had already been drawn while the stopped step ran -- to the same end as an uninterrupted one."""
+    import shutil
+
+    from configs.default import BASE
+
+    def config(base):
+        c = small_config()
+        c.model.init_from = str(base)
+        c.phases.sft.steps = 3
+        return from_config_dict(c)
+
+    base = tmp_path / "base"
+    shutil.copytree(BASE, base)
+    full, resumed = str(tmp_path / "full"), str(tmp_path / "resumed")
+    assert Trainer(config(base), full, quiet=True, devices=jax.devices()[:1]).run()["steps"] == TOTAL_STEPS + 2
+    out = Trainer(config(base), resumed, quiet=True, stop_after_steps=1, devices=jax.devices()[:1]).run()
+    assert out == {"stopped": True, "step": 1}
+    os.remove(base / "model.safetensors")  # a resume must not need the weights the run started from
+    assert Trainer(config(base), resumed, quiet=True, devices=jax.devices()[:1]).run()["steps"] == TOTAL_STEPS + 2
+    assert_states_equal(final_state(full)[1], final_state(resumed)[1])
+    assert comparable_metrics(resumed) == comparable_metrics(full)
+
 def test_resume_across_a_kl_coef_change(tmp_path, capsys):
     """A checkpoint written with another rl.kl_coef is resumed from, not taken for unreadable
     (which used to restart the run at step 0): a reference the run no longer needs is dropped;

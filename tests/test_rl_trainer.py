@@ -101,7 +101,9 @@ def test_validation_planning_and_training_use_the_checkpoints_model_config(tmp_p
     assert inter != models.get_model_config("tiny").intermediate_size  # the case that went wrong
     t = Trainer(cfg, str(tmp_path / "w"), quiet=True, devices=jax.devices()[:1])
     assert t.mcfg.intermediate_size == inter and t.mcfg == RunSpec.planned(cfg).mcfg
-    state = t._init_state()
+    from qwenlong_jax.run.state import init_state
+
+    state = init_state(t.ctx)
     assert state.params["layers"]["gate"].shape[-1] == inter
 
 

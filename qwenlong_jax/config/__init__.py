@@ -1,7 +1,9 @@
 """The run configuration: `from qwenlong_jax.config import Config, from_config_dict`.
 
-    schema.py   the frozen sections (Config, ModelSection, RLConfig, PhaseConfig, ...) and
+    schema.py   the frozen sections (Config, ModelSection, PhaseConfig, DataConfig, ...) and
                 from_config_dict, with each section's own range checks
+    optim.py    the optim and rl sections
+    validation.py  the checks that need the model, the mesh and the step shapes (run/spec.py)
     load.py     ConfigDict <-> dataclasses: unknown keys, types, finite numbers; ConfigError
     model.py    build_model_config: the ModelConfig a model section names
 
@@ -11,9 +13,9 @@ schema.py's names load on first use: the config's sections import their own vali
 from qwenlong_jax.config.load import ConfigError, at_least, build, positive, to_config_dict
 
 _FROM = {
-    "schema": ("BadRecordPolicy", "Config", "DataConfig", "JudgeConfig", "KLType", "LossAgg", "LossScope",
-               "ModelSection", "OptimConfig", "PhaseConfig", "PhaseKind", "RLConfig", "RetroConfig",
-               "RopeScalingSection", "from_config_dict"),
+    "schema": ("BadRecordPolicy", "Config", "DataConfig", "JudgeConfig", "ModelSection", "PhaseConfig",
+               "PhaseKind", "RetroConfig", "RopeScalingSection", "from_config_dict"),
+    "optim": ("KLType", "LossAgg", "LossScope", "OptimConfig", "RLConfig"),
     "model": ("build_model_config", "rope_overrides"),
 }
 __all__ = ["ConfigError", "at_least", "build", "positive", "to_config_dict", *(n for v in _FROM.values() for n in v)]

@@ -53,7 +53,7 @@ class Samples:
 def sample_groups(ctx: RunContext, state, step: int, shapes: RLStepShapes, pdata: PhaseData,
                   difficulty: Difficulty) -> Samples:
     """Sample, reward and filter rounds of gen_B prompts until B valid groups (or max_gen_rounds)."""
-    cfg, rl, G = ctx.cfg, ctx.cfg.rl, ctx.cfg.rl.group_size
+    cfg, rl, G = ctx.cfg, ctx.cfg.rl, shapes.G
     B, gen_B = shapes.B, shapes.gen_B
     pool: list[Group] = []
     kept: list[int] = []  # pool indices of the valid groups, in arrival order
@@ -119,7 +119,7 @@ def sample_groups(ctx: RunContext, state, step: int, shapes: RLStepShapes, pdata
 def update(ctx: RunContext, steps: JittedSteps, state, samples: Samples, shapes: RLStepShapes):
     """Pack the kept groups (padded to B with empty ones) and take the GRPO update:
     (new state, update metrics, per-update metrics)."""
-    rl, G = ctx.cfg.rl, ctx.cfg.rl.group_size
+    rl, G = ctx.cfg.rl, shapes.G
     pool, groups = samples.pool, samples.groups
     t_pack = time.time()  # packing + logprobs + update, to the metrics on the host
     # Fixed shapes: pad to B groups with empty ones (mask 0: no loss, no gradient, and an

@@ -1,4 +1,9 @@
-"""One supervised (SFT warm-up) step: encode the records, pack them into rows, update.
+"""One supervised (SFT warm-up) step in three parts, so that the loop can prepare the next
+step's input while this one runs on the devices:
+
+    batch = sft_batch(ctx, steps, recs, ps)                   # host: encode, pack; sent to the devices
+    state, pending = sft_update(ctx, steps, state, batch)     # dispatched, not waited for
+    metrics = sft_metrics(pending)                            # read back (waits for the step)
 
 Rows are W wide (the phase's SFTStepShapes, from the RunSpec) and padded to a power of two
 (rounded to the batch axes and micro-batch), so a phase compiles for few distinct shapes
@@ -17,8 +22,8 @@ from qwenlong_jax.run.spec import PhaseSpec
 from qwenlong_jax.run.state import JittedSteps
 
 
-def sft_step(ctx: RunContext, steps: JittedSteps, state, recs, ps: PhaseSpec):
-    """(new state, metrics) after one SFT update on `recs`."""
+def sft_batch(ctx: RunContext, steps: JittedSteps, recs, ps: PhaseSpec) -> dict:
+    """`recs` encoded, packed into rows [U, rows, W] and put on the devices (asynchronously)."""
     examples = []
     for r in recs:
         ids, mask = encode_sft(r, ctx.tok)
@@ -30,7 +35,17 @@ def sft_step(ctx: RunContext, steps: JittedSteps, state, recs, ps: PhaseSpec):
     rows = {k: np.pad(v, ((0, target - len(v)), (0, 0))) for k, v in rows.items()}
     batch = {k: v.reshape(target // micro, micro, W) for k, v in rows.items()}  # [U, rows, W]
     with jax.set_mesh(ctx.mesh):
-        state, m = steps.sft(state, jax.device_put(batch, steps.rows_sharding(1, 1)))
-    m = jax.device_get(m)
-    return state, {"sft/nll": m["nll"], "sft/token_acc": m["token_acc"], "loss": m["loss"],
-                   "grad_norm": m["grad_norm"], "skipped": m["skipped"]}
+        return jax.device_put(batch, steps.rows_sharding(1, 1))
+
+
+def sft_update(ctx: RunContext, steps: JittedSteps, state, batch: dict):
+    """(new state, the step's metrics on the devices): the update is dispatched, not waited for."""
+    with jax.set_mesh(ctx.mesh):
+        return steps.sft(state, batch)
+
+
+def sft_metrics(pending) -> dict:
+    """The step's metrics on the host (waits for the step to finish)."""
+    m = jax.device_get(pending)
+    return {"sft/nll": m["nll"], "sft/token_acc": m["token_acc"], "loss": m["loss"],
+            "grad_norm": m["grad_norm"], "skipped": m["skipped"]}

@@ -58,6 +58,8 @@ class PhaseSpec:
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class RunSpec:
+    """Every fact of a run that follows from (config, devices); build() works them out once."""
+
     cfg: Config
     mesh: Any  # jax.sharding.Mesh, or an AbstractMesh when planning for devices this host lacks
     mcfg: models.ModelConfig  # the model trained: validated, planned and compiled alike
