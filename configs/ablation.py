@@ -52,10 +52,10 @@ def mean_prompt_tokens(c) -> dict[str, float]:
     import numpy as np
 
     from qwenlong_jax.config import from_config_dict
-    from qwenlong_jax.curriculum import phase_records
+    from qwenlong_jax.run.curriculum import phase_records
     from qwenlong_jax.data.tokenizer import load_tokenizer
     from qwenlong_jax.data.run_data import load_run_data
-    from qwenlong_jax.run_setup import tokenizer_path
+    from qwenlong_jax.config.model import tokenizer_path
 
     c = c.copy_and_resolve_references()
     c.data.eval_lengths = ()  # the held-out sets do not enter the budget

@@ -57,7 +57,7 @@ def shrink(c) -> None:
 def run_config(c, workdir: str, quiet: bool) -> dict:
     """Train config dict `c` in `workdir` (resuming; a finished run is read back) -> summary."""
     from qwenlong_jax.config import from_config_dict
-    from qwenlong_jax.trainer import Trainer
+    from qwenlong_jax.run.trainer import Trainer
 
     done = os.path.join(workdir, "summary.json")
     if os.path.exists(done):
@@ -129,7 +129,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     os.makedirs(args.out, exist_ok=True)
     if args.headline:
         return run_headline(args, seeds)
-    from qwenlong_jax.metrics import read_metrics
+    from qwenlong_jax.run.metrics import read_metrics
 
     t0 = time.time()
     results, inits = {"sft_only": []}, {}

@@ -189,18 +189,19 @@ def check_args(args) -> None:
 def _check_sweep_fits(args) -> None:
     """The sweep's longest length, generated --batch_size prompts at a time, must fit in the
     device's memory (on CPU, the host's): memory_terms.sample_memory, as the trainer's planner."""
-    from qwenlong_jax import models, plan
-    from qwenlong_jax.memory_terms import MeshSizes, sample_memory
+    from qwenlong_jax import models
+    from qwenlong_jax.capacity import planner
+    from qwenlong_jax.capacity.memory_terms import MeshSizes, sample_memory
     from qwenlong_jax.sampling import sampler
-    from qwenlong_jax.step_shapes import PREFILL_CHUNK
+    from qwenlong_jax.run.step_shapes import PREFILL_CHUNK
 
-    limit = plan.device_memory_bytes()
+    limit = planner.device_memory_bytes()
     try:
         cfg = models.read_hf_config(args.checkpoint)
     except (ValueError, OSError):
         return  # load_model reports the checkpoint's problem in its own line
     L = max(args.lengths)
-    S = sampler.bucket_length(L + plan.PROMPT_OVERHEAD, PREFILL_CHUNK)
+    S = sampler.bucket_length(L + planner.PROMPT_OVERHEAD, PREFILL_CHUNK)
     kv, work = sample_memory(cfg, MeshSizes(1, 1, 1, 1), args.batch_size, args.num_samples, S, args.max_new_tokens)
     need = cfg.num_params * (2 if args.dtype == "bfloat16" else 4) + kv + work
     if limit and need > limit:

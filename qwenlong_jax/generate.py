@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from qwenlong_jax import models, paths, sampling
-from qwenlong_jax.step_shapes import PREFILL_CHUNK
+from qwenlong_jax.run.step_shapes import PREFILL_CHUNK
 
 
 def parse_args(argv: Sequence[str] | None):
@@ -81,10 +81,10 @@ def check_fits(cfg: models.ModelConfig, S: int, args) -> None:
     """Refuse, in one line with the planner's figure, a generation whose KV cache and sampling
     work (memory_terms.sample_memory, one device) exceed the device's memory (on CPU, the
     host's) before anything compiles."""
-    from qwenlong_jax import plan
-    from qwenlong_jax.memory_terms import MeshSizes, sample_memory
+    from qwenlong_jax.capacity import planner
+    from qwenlong_jax.capacity.memory_terms import MeshSizes, sample_memory
 
-    limit = plan.device_memory_bytes()
+    limit = planner.device_memory_bytes()
     kv, work = sample_memory(cfg, MeshSizes(1, 1, 1, 1), 1, args.num_samples, S, args.max_new_tokens)
     need = cfg.num_params * (2 if args.dtype == "bfloat16" else 4) + kv + work
     if limit and need > limit:

@@ -37,7 +37,7 @@ from qwenlong_jax.data import synthetic
 from qwenlong_jax.data.prompt import build_prompt
 from qwenlong_jax.data.tokenizer import DEFAULT_TOKENIZER, copy_tokenizer, load_tokenizer
 from qwenlong_jax.rl.sft_step import pack_masked_rows, sft_update
-from qwenlong_jax.train_state import TrainState, with_lr
+from qwenlong_jax.run.train_state import TrainState, with_lr
 
 BASE_SHAPE = dict(hidden_size=128, num_layers=4, num_heads=4, num_kv_heads=2, head_dim=32,
                   intermediate_size=512, rope_theta=10000.0, tie_word_embeddings=True)

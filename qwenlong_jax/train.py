@@ -47,13 +47,13 @@ def _last_line(e: BaseException) -> str:
 
 def user_errors() -> tuple[type[Exception], ...]:
     """The errors that are the user's to fix: printed as one `error:` line, never a traceback."""
-    from qwenlong_jax.checkpoint import CheckpointSaveError
+    from qwenlong_jax.run.checkpoint import CheckpointSaveError
     from qwenlong_jax.config import ConfigError
     from qwenlong_jax.data.schema import DataError
     from qwenlong_jax.models import CheckpointError
     from qwenlong_jax.paths import PathError
-    from qwenlong_jax.trainer import TrainingError
-    from qwenlong_jax.workdir_lock import WorkdirLocked
+    from qwenlong_jax.run.trainer import TrainingError
+    from qwenlong_jax.run.workdir_lock import WorkdirLocked
     return (ConfigError, DataError, CheckpointError, CheckpointSaveError, TrainingError, PathError,
             WorkdirLocked)
 
@@ -61,7 +61,7 @@ def user_errors() -> tuple[type[Exception], ...]:
 def main(argv) -> None:
     del argv
     logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
-    from qwenlong_jax.stop import StopSignals
+    from qwenlong_jax.run.stop import StopSignals
 
     if not (_STOP_GRACE.value > 0 and _STOP_GRACE.value < float("inf")):
         sys.exit(f"error: --stop_grace_s must be a finite number > 0, got {_STOP_GRACE.value}")
@@ -77,7 +77,7 @@ def main(argv) -> None:
 
 def _train(signals) -> dict:
     from qwenlong_jax.config import from_config_dict
-    from qwenlong_jax.trainer import Trainer
+    from qwenlong_jax.run.trainer import Trainer
 
     try:
         config_dict = _CONFIG.value
@@ -88,8 +88,8 @@ def _train(signals) -> dict:
         cfg = from_config_dict(config_dict)
         return Trainer(cfg, _WORKDIR.value, signals=signals).run()
     except user_errors() as e:
-        from qwenlong_jax.checkpoint import CheckpointSaveError
-        from qwenlong_jax.trainer import TrainingError
+        from qwenlong_jax.run.checkpoint import CheckpointSaveError
+        from qwenlong_jax.run.trainer import TrainingError
         # Raised mid-run: the progress bar's line is open, so the error starts a new one.
         line = f"{chr(10) if isinstance(e, (CheckpointSaveError, TrainingError)) else ''}error: {e}"
         if isinstance(e, CheckpointSaveError):  # orbax's failed writer threads would print at exit

@@ -38,10 +38,10 @@ def test_single_stage_covers_all_inputs_up_to_the_longest_limit():
     # as many examples as the progressive phases together, with short ones among them
     c = ablation_cfg.get_config("rl_single_stage")
     assert c.data.synthetic_per_phase == 2 * default_cfg.get_config().data.synthetic_per_phase
-    from qwenlong_jax.curriculum import phase_records
+    from qwenlong_jax.run.curriculum import phase_records
     from qwenlong_jax.data.tokenizer import load_tokenizer
     from qwenlong_jax.data.run_data import load_run_data
-    from qwenlong_jax.run_setup import tokenizer_path
+    from qwenlong_jax.config.model import tokenizer_path
     cfg = from_config_dict(c)
     recs = phase_records(load_run_data(cfg, load_tokenizer(tokenizer_path(cfg))).train, single)
     n = np.asarray([r.num_prompt_tokens for r in recs])

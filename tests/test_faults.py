@@ -15,12 +15,12 @@ import jax
 import pytest
 
 import configs.smoke
-from qwenlong_jax.checkpoint import Checkpointer, CheckpointSaveError
+from qwenlong_jax.run.checkpoint import Checkpointer, CheckpointSaveError
 from qwenlong_jax.config import ConfigError, from_config_dict
 from qwenlong_jax.data.tokenizer import load_tokenizer
 from qwenlong_jax.train import user_errors
-from qwenlong_jax.trainer import Trainer, TrainingError
-from qwenlong_jax.workdir_lock import WorkdirLock, WorkdirLocked
+from qwenlong_jax.run.trainer import Trainer, TrainingError
+from qwenlong_jax.run.workdir_lock import WorkdirLock, WorkdirLocked
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BASE = os.path.join(REPO, "qwenlong_jax", "assets", "base")

@@ -16,8 +16,8 @@ from qwenlong_jax import paths
 from qwenlong_jax.config import from_config_dict
 from qwenlong_jax.data.synthetic import make_dataset
 from qwenlong_jax.data.tokenizer import load_tokenizer
-from qwenlong_jax.metrics import read_metrics
-from qwenlong_jax.trainer import Trainer
+from qwenlong_jax.run.metrics import read_metrics
+from qwenlong_jax.run.trainer import Trainer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BASE = os.path.join(REPO, "qwenlong_jax", "assets", "base")

@@ -18,11 +18,14 @@ import pytest
 
 import configs.default
 import configs.smoke
-from qwenlong_jax import models, plan, step_shapes
+from qwenlong_jax import models, plan
+from qwenlong_jax.capacity import planner
+from qwenlong_jax.run import step_shapes
 from qwenlong_jax.config import from_config_dict
 from qwenlong_jax.rl import grpo_step
 from qwenlong_jax.sampling import sampler, strategies
-from qwenlong_jax.train_state import TrainState, make_optimizer
+from qwenlong_jax.run.spec import RunSpec
+from qwenlong_jax.run.train_state import TrainState, make_optimizer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sd = jax.ShapeDtypeStruct
@@ -66,8 +69,8 @@ def test_estimate_within_25_percent_of_xla(name, overrides, phase):
         sec, key = k.split(".")
         cd[sec][key] = v
     cfg = from_config_dict(cd)
-    mcfg = plan.model_config(cfg)
-    pm = next(p for p in plan.estimate(cfg, 1, mcfg) if p.phase == phase)
+    mcfg = RunSpec.planned(cfg).mcfg
+    pm = next(p for p in planner.estimate(RunSpec.planned(cfg, 1)) if p.phase == phase)
     upd, smp = measured(cfg, mcfg, next(ph for ph in cfg.phases if ph.name == phase))
     want_upd = pm.params + pm.optimizer + pm.train
     want_smp = pm.params + pm.sample
@@ -91,9 +94,9 @@ def test_32b_tables(name, devices, hbm_gib, capsys):
     for label in ("params", "optimizer", "activations", "kv cache", "PEAK", "sft", "rl_20k", "rl_60k"):
         assert label in out
     cfg = plan.load_config(path)
-    mcfg = plan.model_config(cfg)
+    mcfg = RunSpec.planned(cfg, devices).mcfg
     assert abs(mcfg.num_params - 32.76e9) < 0.01e9
-    phases = plan.estimate(cfg, devices, mcfg)
+    phases = planner.estimate(RunSpec.planned(cfg, devices))
     # Params are sharded over fsdp x tensor and replicated over sequence (norms and biases
     # partly replicated: < 0.2%).
     assert phases[0].params == pytest.approx(mcfg.num_params * 4 / (devices // cfg.mesh.sequence), rel=2e-3)
@@ -112,26 +115,24 @@ def test_32b_tables(name, devices, hbm_gib, capsys):
     for o in (["mesh.sequence=1", f"mesh.fsdp={m.fsdp * m.sequence}"], ["rl.micro_batch=0"],
               ["rl.rollout_batch=0"], ["phases.sft.micro_rows=0"]):
         cfg = plan.load_config(path, o)
-        if max(p.peak for p in plan.estimate(cfg, devices, mcfg)) > hbm_gib * plan.GIB:
+        if max(p.peak for p in planner.estimate(RunSpec.planned(cfg, devices))) > hbm_gib * planner.GIB:
             refused += 1
-            with pytest.raises(plan.PlanError, match=r"GiB per device.*; .* change (mesh|model|rl|phases)"):
-                plan.check_fits(cfg, devices, hbm_gib * plan.GIB, mcfg)
+            with pytest.raises(planner.PlanError, match=r"GiB per device.*; .* change (mesh|model|rl|phases)"):
+                planner.check_fits(RunSpec.planned(cfg, devices), hbm_gib * planner.GIB)
     assert refused >= 3
-    assert plan.check_fits(cfg, devices, 10**15, mcfg)  # fits in (absurdly) large memory
+    assert planner.check_fits(RunSpec.planned(cfg, devices), 10**15)  # fits in (absurdly) large memory
 
 
 def test_knob_follows_the_dominant_term():
     cd = configs.smoke.get_config()
     cfg = from_config_dict(cd)
-    mcfg = plan.model_config(cfg)
-    peak = max(p.peak for p in plan.estimate(cfg, 1, mcfg))
-    with pytest.raises(plan.PlanError, match=r"activations .* change model.remat='full'"):
-        plan.check_fits(cfg, 1, peak // 2, mcfg)  # no remat, xla attention: activations dominate
+    peak = max(p.peak for p in planner.estimate(RunSpec.planned(cfg, 1)))
+    with pytest.raises(planner.PlanError, match=r"activations .* change model.remat='full'"):
+        planner.check_fits(RunSpec.planned(cfg, 1), peak // 2)  # no remat, xla attention: activations dominate
     cd.model.update(remat="full", attention_impl="flash")
     cfg = from_config_dict(cd)
-    mcfg = plan.model_config(cfg)
-    with pytest.raises(plan.PlanError, match=r"change (rl.micro_batch|phases\[sft\].batch|mesh.fsdp)"):
-        plan.check_fits(cfg, 1, 1, mcfg)
+    with pytest.raises(planner.PlanError, match=r"change (rl.micro_batch|phases\[sft\].batch|mesh.fsdp)"):
+        planner.check_fits(RunSpec.planned(cfg, 1), 1)
 
 
 def test_kl_reference_is_priced_as_a_resident_params_copy():
@@ -142,13 +143,12 @@ def test_kl_reference_is_priced_as_a_resident_params_copy():
     without = from_config_dict(cd)
     cd.rl.kl_coef = 0.1
     with_kl = from_config_dict(cd)
-    mcfg = plan.model_config(without)
-    a, b = plan.estimate(without, 1, mcfg), plan.estimate(with_kl, 1, mcfg)
+    a, b = planner.estimate(RunSpec.planned(without, 1)), planner.estimate(RunSpec.planned(with_kl, 1))
     assert [p.kind for p in b] == ["sft", "rl", "rl"]
     for p0, p1 in zip(a, b):
         assert p0.reference == 0 and p1.reference == p1.params > 0
         assert p1.peak - p0.peak == p1.params and p1.resident == p1.params * 2 + p1.optimizer
-    assert "KL reference" in plan.format_table(b)
+    assert "KL reference" in planner.format_table(b)
 
 
 def test_mesh_errors_are_config_errors(capsys):
@@ -158,10 +158,12 @@ def test_mesh_errors_are_config_errors(capsys):
 
 
 def test_planner_prices_the_shapes_the_trainer_builds():
-    from qwenlong_jax import rl_round, rollout
-    assert rollout.rl_step_shapes is step_shapes.rl_step_shapes is rl_round.rl_step_shapes  # one source
+    """One source: the RunSpec works every phase's step shapes out once; the planner prices them,
+    the compile check compiles them and the trainer's steps run at them (each reads spec.phases)."""
     cfg = plan.load_config(os.path.join(REPO, "configs", "r1_distill_32b_tpu.py"))
-    s = dataclasses.asdict(step_shapes.rl_step_shapes(cfg.phases[2], cfg.rl))
+    spec = RunSpec.planned(cfg)
+    s = dataclasses.asdict(spec.phases[2].shapes)
+    assert f"S={s['S']} R={s['R']} W={s['W']}" in planner.estimate(spec)[2].shape
     assert s == dict(B=128, G=8, S=60416, R=10_000, W=140416, rows=cfg.rl.micro_batch, updates=4,
                      micro=32 // cfg.rl.micro_batch, sample_B=cfg.rl.rollout_batch, gen_B=cfg.rl.gen_batch)
 
@@ -187,7 +189,7 @@ def test_estimate_within_20_percent_of_the_compiler(record):
     chips = 1
     for v in rec["mesh"].values():
         chips *= v
-    est = {p.phase: p for p in plan.estimate(cfg, chips, backend=rec.get("kind", "tpu"))}
+    est = {p.phase: p for p in planner.estimate(RunSpec.planned(cfg, chips), backend=rec.get("kind", "tpu"))}
     checked = 0
     for r in rec["results"]:
         assert r["ok"] and r["fits"], r

@@ -9,8 +9,8 @@ import pytest
 import configs.smoke
 from qwenlong_jax import models
 from qwenlong_jax.config import from_config_dict
-from qwenlong_jax.metrics import read_metrics
-from qwenlong_jax.trainer import Trainer
+from qwenlong_jax.run.metrics import read_metrics
+from qwenlong_jax.run.trainer import Trainer
 
 
 @pytest.fixture(scope="module")

@@ -54,8 +54,10 @@ def parse_args(argv):
 
 
 def setup(args):
-    from qwenlong_jax import config_cli, models, run_context, step_shapes
-    from qwenlong_jax.run_setup import exec_overrides
+    from qwenlong_jax import config_cli, models
+    from qwenlong_jax.run import context as run_context
+    from qwenlong_jax.run import step_shapes
+    from qwenlong_jax.config.model import exec_overrides
     from qwenlong_jax.sampling import sampler, strategies
 
     cfg = config_cli.load_config(args.config)

@@ -43,7 +43,7 @@ def rl_step_seconds(cfg, phase, est_by_fn: dict[str, dict]) -> dict | None:
     """Estimated seconds of one RL step of `phase` from its functions' estimates: sampler calls
     per generation round (gen_B / sample_B prompts per call) x one round, the old-logprob pass
     (twice with a KL reference) and the update. None when a function has no estimate."""
-    from qwenlong_jax.step_shapes import PREFILL_CHUNK, rl_step_shapes
+    from qwenlong_jax.run.step_shapes import PREFILL_CHUNK, rl_step_shapes
 
     if any(not est_by_fn.get(f) for f in ("sample", "old_logp", "update")):
         return None

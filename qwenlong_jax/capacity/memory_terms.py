@@ -30,11 +30,11 @@ import math
 import jax
 
 from qwenlong_jax import models
+from qwenlong_jax.config import ConfigError
 from qwenlong_jax.parallel import sharding
-from qwenlong_jax.config import Config, ConfigError
 from qwenlong_jax.models.config import ModelConfig
 from qwenlong_jax.sampling import decode
-from qwenlong_jax.step_shapes import PREFILL_CHUNK
+from qwenlong_jax.run.step_shapes import PREFILL_CHUNK
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,12 +85,9 @@ class MeshSizes:
         return n // k if n % k == 0 else n
 
 
-def mesh_sizes(cfg: Config, num_devices: int) -> tuple[MeshSizes, jax.sharding.AbstractMesh]:
-    try:
-        sizes = cfg.mesh.resolve(num_devices)
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
-    return MeshSizes(*sizes), sharding.abstract_mesh(cfg.mesh, num_devices)
+def mesh_sizes(mesh) -> MeshSizes:
+    """The axis sizes of a run's mesh (a jax Mesh, or an AbstractMesh when planning)."""
+    return MeshSizes(*(mesh.shape[a] for a in sharding.MESH_AXES))
 
 
 def param_elements_per_device(mcfg: ModelConfig, amesh) -> int:

@@ -1,6 +1,6 @@
 """One RL step: sample -> reward -> filter -> pack -> update (docs/design.md).
 
-    state, metrics, by_update = rl_step(ctx, steps, state, step, phase, pdata, difficulty)
+    state, metrics, by_update = rl_step(ctx, steps, state, step, shapes, pdata, difficulty)
 
 `sample_groups` generates rounds of gen_B prompts until B groups carry a learning signal (DAPO:
 the groups whose accuracy varies; every group without dynamic sampling), keeping every valid
@@ -21,14 +21,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from qwenlong_jax.config import PhaseConfig
-from qwenlong_jax.curriculum import Difficulty, PhaseData
+from qwenlong_jax.run.curriculum import Difficulty, PhaseData
 from qwenlong_jax.rl import dynamic_batch, grpo_step, packing
 from qwenlong_jax.rl.advantages import group_advantages
 from qwenlong_jax.rl.dynamic_sampling import varying_groups
-from qwenlong_jax.rollout import rollout
-from qwenlong_jax.run_context import JittedSteps, RunContext
-from qwenlong_jax.step_shapes import PREFILL_CHUNK, RLStepShapes, rl_step_shapes
+from qwenlong_jax.run.rollout import rollout
+from qwenlong_jax.run.context import RunContext
+from qwenlong_jax.run.state import JittedSteps
+from qwenlong_jax.run.step_shapes import RLStepShapes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,11 +50,11 @@ class Samples:
     metrics: dict
 
 
-def sample_groups(ctx: RunContext, state, step: int, phase: PhaseConfig, pdata: PhaseData,
-                  difficulty: Difficulty, shapes: RLStepShapes) -> Samples:
+def sample_groups(ctx: RunContext, state, step: int, shapes: RLStepShapes, pdata: PhaseData,
+                  difficulty: Difficulty) -> Samples:
     """Sample, reward and filter rounds of gen_B prompts until B valid groups (or max_gen_rounds)."""
-    cfg, rl, G = ctx.cfg, ctx.cfg.rl, ctx.cfg.rl.group_size
-    B, gen_B = phase.batch, shapes.gen_B
+    cfg, rl, G = ctx.cfg, ctx.cfg.rl, shapes.G
+    B, gen_B = shapes.B, shapes.gen_B
     pool: list[Group] = []
     kept: list[int] = []  # pool indices of the valid groups, in arrival order
     all_reward, all_acc, all_len, all_trunc, all_score = [], [], [], [], []
@@ -68,7 +68,7 @@ def sample_groups(ctx: RunContext, state, step: int, phase: PhaseConfig, pdata: 
         key = jax.random.fold_in(jax.random.fold_in(jax.random.key(cfg.seed), step), rounds)
         with jax.set_mesh(ctx.mesh):
             ro = rollout(ctx.mcfg, state.params, ctx.tok, recs, [ctx.prompt(r) for r in recs],
-                         phase=phase, rl=rl, key=key, judge=ctx.judge, prefill_chunk=PREFILL_CHUNK)
+                         shapes=shapes, rl=rl, key=key, judge=ctx.judge)
         rounds += 1
         gen_tokens += int(ro.length_N.sum())
         token_steps += ro.token_steps
@@ -116,16 +116,15 @@ def sample_groups(ctx: RunContext, state, step: int, phase: PhaseConfig, pdata: 
     return Samples(pool, groups, metrics)
 
 
-def update(ctx: RunContext, steps: JittedSteps, state, samples: Samples, phase: PhaseConfig,
-           shapes: RLStepShapes):
+def update(ctx: RunContext, steps: JittedSteps, state, samples: Samples, shapes: RLStepShapes):
     """Pack the kept groups (padded to B with empty ones) and take the GRPO update:
     (new state, update metrics, per-update metrics)."""
-    rl, G = ctx.cfg.rl, ctx.cfg.rl.group_size
+    rl, G = ctx.cfg.rl, shapes.G
     pool, groups = samples.pool, samples.groups
     t_pack = time.time()  # packing + logprobs + update, to the metrics on the host
     # Fixed shapes: pad to B groups with empty ones (mask 0: no loss, no gradient, and an
     # update whose mini-batch is all padding is not applied).
-    pad = phase.batch - len(groups)
+    pad = shapes.B - len(groups)
     prompts = [pool[g].prompt for g in groups] + [[ctx.tok.pad_id]] * pad
     responses = [resp for g in groups for resp in pool[g].responses] + [[]] * (G * pad)
     rewards_N = np.concatenate([pool[g].reward_G for g in groups] + [np.zeros(G * pad, np.float32)])
@@ -140,7 +139,7 @@ def update(ctx: RunContext, steps: JittedSteps, state, samples: Samples, phase: 
     for n, lp in enumerate(lp for g in groups for lp in pool[g].sampler_logps):
         sampler_NR[n, :len(lp)] = lp
     sampler_NR = sampler_NR.reshape(batch["mask_NR"].shape)
-    ls = grpo_step.LossSettings.from_rl(rl)
+    ls = ctx.spec.loss
     update_fn, logp_fn, agree_fn = steps.grpo(ls)
     shard = {k: steps.rows_sharding(2, v.ndim - 3) for k, v in batch.items()}
     t1 = time.time()
@@ -171,16 +170,16 @@ def update(ctx: RunContext, steps: JittedSteps, state, samples: Samples, phase: 
     return state, metrics, m["by_update"]
 
 
-def rl_step(ctx: RunContext, steps: JittedSteps, state, step: int, phase: PhaseConfig, pdata: PhaseData,
+def rl_step(ctx: RunContext, steps: JittedSteps, state, step: int, shapes: RLStepShapes, pdata: PhaseData,
             difficulty: Difficulty):
-    """(new state, metrics, per-update metrics or None when no group was kept) of one RL step."""
-    shapes = rl_step_shapes(phase, ctx.cfg.rl, PREFILL_CHUNK)
-    samples = sample_groups(ctx, state, step, phase, pdata, difficulty, shapes)
+    """(new state, metrics, per-update metrics or None when no group was kept) of one RL step at
+    the phase's `shapes` (the RunSpec's)."""
+    samples = sample_groups(ctx, state, step, shapes, pdata, difficulty)
     metrics = dict(samples.metrics)
     if not samples.groups:  # nothing to learn from: every update of the step is empty
         metrics.update(updates=0.0, empty_updates=float(shapes.updates * ctx.cfg.rl.epochs),
                        nonfinite_updates=0.0)
         return state, metrics, None
-    state, update_metrics, by_update = update(ctx, steps, state, samples, phase, shapes)
+    state, update_metrics, by_update = update(ctx, steps, state, samples, shapes)
     metrics.update(update_metrics)
     return state, {k: float(v) for k, v in metrics.items()}, by_update

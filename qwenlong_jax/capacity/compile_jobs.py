@@ -35,48 +35,36 @@ def per_chip_bytes(tree, shardings) -> int:
     return total
 
 
-def abstract(tree, shardings):
-    import jax
-    return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree,
-                        shardings)
-
-
-def build_jobs(cfg, mesh, only_phases: Sequence[str] = ()) -> list[Job]:
-    """Every jitted function of the run for `cfg` on `mesh` (compile-only TPU or GPU devices)."""
+def build_jobs(spec, only_phases: Sequence[str] = ()) -> list[Job]:
+    """Every jitted function of the run `spec` (a RunSpec on compile-only TPU or GPU devices), at
+    its step shapes, on its abstract train state."""
     import jax
     import jax.numpy as jnp
 
-    from qwenlong_jax import models, plan, step_fns
+    from qwenlong_jax.capacity import planner
     from qwenlong_jax.parallel import sharding
     from qwenlong_jax.rl import grpo_step
-    from qwenlong_jax.step_shapes import PREFILL_CHUNK, rl_step_shapes, sft_step_shapes
+    from qwenlong_jax.run import step_fns
+    from qwenlong_jax.run.step_shapes import PREFILL_CHUNK
     from qwenlong_jax.sampling import sampler, strategies
-    from qwenlong_jax.train_state import TrainState, make_optimizer
 
-    mcfg = plan.model_config(cfg)
-    tx = make_optimizer(cfg.optim)
-    p_shard = sharding.param_shardings(models.logical_axes(mcfg), models.param_shapes(mcfg), mesh)
-    params = abstract(models.param_shapes(mcfg), p_shard)
-    abstract_state = jax.eval_shape(lambda p: TrainState.create(p, tx), params)
-    if cfg.keeps_kl_reference:
-        abstract_state = abstract_state.replace(ref_params=abstract_state.params)
-    state_sharding = step_fns.state_shardings(abstract_state, p_shard, mesh)
-    state = abstract(abstract_state, state_sharding)
+    cfg, mesh, mcfg, tx, ls = spec.cfg, spec.mesh, spec.mcfg, spec.tx, spec.loss
+    state, state_sharding = spec.abstract_state, spec.state_sharding
     opt_bytes = per_chip_bytes(state.opt_state, state_sharding.opt_state)
     backend = mesh.devices.flat[0].platform  # "tpu" | "gpu": the planner's terms differ
-    estimates = {pm.phase: pm for pm in plan.estimate(cfg, mesh.size, mcfg, backend)}
-    batch_axes = sharding.batch_axis_size(mesh)
+    estimates = {pm.phase: pm for pm in planner.estimate(spec, backend)}
+    batch_axes = spec.batch_axes
     jobs: list[Job] = []
 
     def arr(shape, dtype, s):
         return jax.ShapeDtypeStruct(shape, dtype, sharding=s)
 
-    for ph in cfg.phases:
+    for ps in spec.phases:
+        ph, s = ps.phase, ps.shapes
         if only_phases and ph.name not in only_phases:
             continue
         pm = estimates[ph.name]
         if ph.kind == "sft":
-            s = sft_step_shapes(ph, batch_axes)
             U, rows, W = s.micro, s.rows, s.W
             sh = step_fns.rows_sharding(mesh, 1, 1)
             batch = {k: arr((U, rows, W), jnp.float32 if k == "loss_mask_BW" else jnp.int32, sh)
@@ -87,7 +75,6 @@ def build_jobs(cfg, mesh, only_phases: Sequence[str] = ()) -> list[Job]:
                             pm.resident + pm.train,
                             f"phases[{ph.name}].micro_rows, model.remat or mesh.sequence"))
             continue
-        s = rl_step_shapes(ph, cfg.rl, PREFILL_CHUNK)
         M, U, Bm, W, R, G = s.updates, s.micro, s.rows, s.W, s.R, s.G
         Nm = Bm * G
         rows2, rows3 = step_fns.rows_sharding(mesh, 2, 1), step_fns.rows_sharding(mesh, 2, 0)
@@ -96,7 +83,6 @@ def build_jobs(cfg, mesh, only_phases: Sequence[str] = ()) -> list[Job]:
                      mask_NR=arr((M, U, Nm, R), jnp.float32, rows2),
                      old_logp_NR=arr((M, U, Nm, R), jnp.float32, rows2),
                      adv_N=arr((M, U, Nm), jnp.float32, rows3))
-        ls = grpo_step.LossSettings.from_rl(cfg.rl)
         batch.update({k: arr((M, U, Nm, R), jnp.float32, rows2) for k in ls.token_keys})
         update, logp, _ = step_fns.grpo_fns(mcfg, ls, tx, mesh, state_sharding)
         shape = f"updates={M} micro={U} rows={Bm} W={W}"
@@ -130,7 +116,7 @@ def sample_job(phase, mcfg, params, B, S, G, R, strategy, batch_sharding, reside
     import numpy as np
 
     from qwenlong_jax.sampling import sampler
-    from qwenlong_jax.step_shapes import PREFILL_CHUNK
+    from qwenlong_jax.run.step_shapes import PREFILL_CHUNK
 
     def build():
         tokens = jax.ShapeDtypeStruct((B, S), jnp.int32, sharding=batch_sharding)

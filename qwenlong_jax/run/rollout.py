@@ -16,13 +16,12 @@ import jax
 import numpy as np
 
 from qwenlong_jax import rewards
+from qwenlong_jax.config import RLConfig
 from qwenlong_jax.parallel import sharding
-from qwenlong_jax.config import PhaseConfig, RLConfig
 from qwenlong_jax.data.schema import Record
 from qwenlong_jax.models.config import ModelConfig
 from qwenlong_jax.sampling import decode, sampler, strategies
-# The step shapes live in step_shapes.py; re-exported here for callers of rollout.
-from qwenlong_jax.step_shapes import PREFILL_CHUNK, RLStepShapes, prompt_bucket, rl_step_shapes  # noqa: F401
+from qwenlong_jax.run.step_shapes import PREFILL_CHUNK, RLStepShapes
 
 
 @dataclasses.dataclass
@@ -42,20 +41,21 @@ class Rollout:
 
 
 def rollout(cfg: ModelConfig, params, tokenizer, records: Sequence[Record], prompts: Sequence[list[int]],
-            *, phase: PhaseConfig, rl: RLConfig, key: jax.Array, judge=None,
+            *, shapes: RLStepShapes, rl: RLConfig, key: jax.Array, judge=None,
             prefill_chunk: int = PREFILL_CHUNK, mesh=None) -> Rollout:
-    G = rl.group_size
-    S = prompt_bucket(phase, prefill_chunk)
+    """One generation round: `shapes` (RLStepShapes of the phase, prompts padded to shapes.S with
+    `prefill_chunk`) give every size; `rl` the sampling and overlong-reward settings."""
+    G, S = shapes.G, shapes.S
     tokens_BS, lens_B = sampler.pad_prompts(prompts, S, pad_id=tokenizer.pad_id)
     keys_BG = sampler.sample_keys(key, np.arange(len(prompts)), G)
     strategy = strategies.from_flags(rl.temperature, rl.top_p, rl.top_k, 0.0)
-    # rl.rollout_batch prompts per sampling call bound the KV cache; keys are per prompt, so
-    # the samples do not depend on the chunking.
-    chunk = rl.rollout_batch or len(prompts)
+    # shapes.sample_B prompts per sampling call (rl.rollout_batch) bound the KV cache; keys are
+    # per prompt, so the samples do not depend on the chunking.
+    chunk = shapes.sample_B
     t0 = time.perf_counter()
     parts = [sharding.to_host(sampler.sample_groups(
         cfg, params, tokens_BS[i:i + chunk], lens_B[i:i + chunk], keys_BG[i:i + chunk],
-        max_new_tokens=phase.max_output, strategy=strategy, eos_ids=tuple(tokenizer.eos_ids),
+        max_new_tokens=shapes.R, strategy=strategy, eos_ids=tuple(tokenizer.eos_ids),
         prefill_chunk=prefill_chunk)) for i in range(0, len(prompts), chunk)]
     out = sampler.SampleOutput(*(np.concatenate([getattr(p, f) for p in parts])
                                  for f in ("tokens_BGR", "logprobs_BGR", "lengths_BG", "finish_BG")),
@@ -77,7 +77,7 @@ def rollout(cfg: ModelConfig, params, tokenizer, records: Sequence[Record], prom
             items.append(rewards.ScoreItem(rec.data_source, text, rec.ground_truth, rec.question))
     score = np.asarray(rewards.hybrid_scores(items, judge), np.float32)
     length = out.lengths_BG.reshape(-1).astype(np.int32)
-    reward = np.asarray([rewards.shape_reward(float(s), int(n), max_response_length=phase.max_output,
+    reward = np.asarray([rewards.shape_reward(float(s), int(n), max_response_length=shapes.R,
                                               buffer_len=rl.overlong_buffer, factor=rl.overlong_factor)
                          for s, n in zip(score, length)], np.float32)
     truncated = out.finish_BG.reshape(-1) == decode.FINISH_LENGTH

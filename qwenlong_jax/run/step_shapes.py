@@ -1,5 +1,5 @@
-"""The shapes every jitted step compiles for: one source for the trainer, the planner
-(plan.py) and the compile check (compile.py).
+"""The shapes every jitted step compiles for. run/spec.py computes them once per phase (the
+RunSpec); the trainer, the planner and the compile check read them from there.
 
     PREFILL_CHUNK                     prompt tokens per prefill step
     prompt_bucket(phase)              S, the padded prompt length of a phase
