@@ -14,7 +14,7 @@ Qwen2.5-1.5B GRPO at 8K on v5p:2x2x1) and XLA:GPU (the 32B GPU config's phases o
 within 20% (docs/benchmarks.md "Compile check: the recorded tables", tests/test_plan.py against the recorded figures), and for the tiny configs on
 CPU by tests/test_plan.py (within 25%). The backend matters for one term: how many gradient-sized
 buffers the update keeps (GRADIENT_COPIES). Memory per device and the backend default to the
-config file's COMPILE_TARGET (qwenlong_jax/targets.py). They are estimates: the compiler may keep
+config file's COMPILE_TARGET (qwenlong_jax/capacity/targets.py). They are estimates: the compiler may keep
 fewer or more copies.
 """
 from __future__ import annotations
