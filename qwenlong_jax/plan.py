@@ -23,16 +23,13 @@ fewer or more copies.
 """
 from __future__ import annotations
 
-import math
 import os
-import sys
 
 import jax
-from absl import flags
 
-from qwenlong_jax import config_cli, step_shapes
+from qwenlong_jax import step_shapes
 from qwenlong_jax.config import Config, ConfigError
-from qwenlong_jax.config_cli import load_config  # noqa: F401  (plan.load_config, as before)
+from qwenlong_jax.cli.flags import load_config  # noqa: F401  (plan.load_config, as before)
 from qwenlong_jax.memory_terms import (PhaseMemory, mesh_sizes, param_elements_per_device, sample_memory,
                                        train_memory)
 from qwenlong_jax.models.config import ModelConfig
@@ -211,72 +208,6 @@ def device_memory_bytes(local_devices: int = 1) -> int | None:
     return host // max(local_devices, 1) if host else None
 
 
-# --- table ---------------------------------------------------------------------------------
-
-ROWS = (("params", "params"), ("KL reference", "reference"), ("optimizer", "optimizer"),
-        ("gradients", "gradients"), ("activations", "activations"), ("logits", "logits"), ("update inputs", "batch"),
-        ("= update", "train"), ("kv cache", "kv_cache"), ("sampling work", "sampling"),
-        ("= sampling", "sample"), ("PEAK", "peak"))
-
-
-def format_table(phases: list[PhaseMemory], hbm_bytes: int | None = None) -> str:
-    width = max(12, *(len(p.phase) + 2 for p in phases))
-    unit, scale = ("GiB", GIB) if max(p.peak for p in phases) >= GIB else ("MiB", 2**20)
-    lines = [f"{unit} per device".ljust(16) + "".join(p.phase.rjust(width) for p in phases)]
-    for label, attr in ROWS:
-        vals = [getattr(p, attr) / scale for p in phases]
-        lines.append(label.ljust(16) + "".join(f"{v:{width}.2f}" for v in vals))
-    if hbm_bytes:
-        lines.append(f"fits {hbm_bytes / GIB:.0f} GiB?".ljust(16) + "".join(
-            ("yes" if p.peak <= hbm_bytes else "NO").rjust(width) for p in phases))
-    for p in phases:
-        lines.append(f"  {p.phase} ({p.kind}): {p.shape}")
-    return "\n".join(lines)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """python -m qwenlong_jax.plan --config configs/x.py[:arg] [--config.a.b=v ...] [--devices N]
-    [--hbm_gib G]; 0 when every phase fits, 2 when one does not, 1 on bad input."""
-    argv = sys.argv[1:] if argv is None else list(argv)
-    fv, config = config_cli.new_flags(argv)
-    devices = flags.DEFINE_integer("devices", 0, "device count (default: the mesh's, or this host's)",
-                                   flag_values=fv)
-    hbm_gib = flags.DEFINE_float("hbm_gib", 0.0, "memory per device (default: the config's "
-                                 "COMPILE_TARGET's, see qwenlong_jax/targets.py)", flag_values=fv)
-    backend_flag = flags.DEFINE_enum("backend", None, ["tpu", "gpu", "cpu"], "whose compiler to "
-                                     "price (default: the config's COMPILE_TARGET's kind, else "
-                                     "this host's backend)", flag_values=fv)
-    try:
-        cfg = config_cli.parse(fv, config, argv)
-        spec = fv["config"].config_filename
-        n = devices.value or _mesh_devices(cfg) or jax.device_count()
-        from qwenlong_jax import targets
-        named = config_cli.config_target(spec)
-        target = targets.parse(named) if named else None
-        backend = backend_flag.value or (target.kind if target else None)
-        hbm = int(hbm_gib.value * GIB) if hbm_gib.value else (target.memory_bytes if target else None)
-        mcfg = model_config(cfg)
-        phases = estimate(cfg, n, mcfg, backend)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    size = f"{mcfg.num_params / 1e9:.2f}B" if mcfg.num_params >= 1e9 else f"{mcfg.num_params / 1e6:.2f}M"
-    print(f"{spec}: {size} params, mesh {cfg.mesh} on {n} {backend_kind(backend)} devices, "
-          f"dtype {mcfg.dtype}, remat {mcfg.remat}, attention {mcfg.attention_impl}")
-    print(format_table(phases, hbm))
-    if hbm:
-        try:
-            check_fits(cfg, n, hbm, mcfg, backend)
-        except PlanError as e:
-            print(f"does not fit: {e}")
-            return 2
-    return 0
-
-
-def _mesh_devices(cfg: Config) -> int:
-    sizes = cfg.mesh.sizes()
-    return 0 if -1 in sizes else math.prod(sizes)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # `python -m qwenlong_jax.plan`: the command line is qwenlong_jax/cli/plan.py
+    import importlib  # by name: that module imports this one (as a library, not as __main__)
+    importlib.import_module("qwenlong_jax.cli.flags").run(importlib.import_module("qwenlong_jax.cli.plan").main)

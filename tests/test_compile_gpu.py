@@ -19,7 +19,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 import kernels
 from kernels import flash
-from qwenlong_jax import compile as compile_cli
+from qwenlong_jax.cli import compile as compile_cli
 from qwenlong_jax import targets
 
 GIB = 2**30

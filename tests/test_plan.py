@@ -19,6 +19,7 @@ import pytest
 import configs.default
 import configs.smoke
 from qwenlong_jax import models, plan, step_shapes
+from qwenlong_jax.cli import plan as plan_cli
 from qwenlong_jax.config import from_config_dict
 from qwenlong_jax.rl import grpo_step
 from qwenlong_jax.sampling import sampler, strategies
@@ -85,7 +86,7 @@ BIG = [("r1_distill_32b_tpu.py", 64, 95), ("r1_distill_32b_gpu.py", 128, 80)]
 @pytest.mark.parametrize("name,devices,hbm_gib", BIG)
 def test_32b_tables(name, devices, hbm_gib, capsys):
     path = os.path.join(REPO, "configs", name)
-    rc = plan.main(["--config", path, "--devices", str(devices), "--hbm_gib", str(hbm_gib)])
+    rc = plan_cli.main(["--config", path, "--devices", str(devices), "--hbm_gib", str(hbm_gib)])
     out = capsys.readouterr().out
     assert rc == 0, out  # the shipped layouts fit (micro-batches, sequence sharding, rollout chunks)
     for label in ("params", "optimizer", "activations", "kv cache", "PEAK", "sft", "rl_20k", "rl_60k"):
@@ -148,11 +149,11 @@ def test_kl_reference_is_priced_as_a_resident_params_copy():
     for p0, p1 in zip(a, b):
         assert p0.reference == 0 and p1.reference == p1.params > 0
         assert p1.peak - p0.peak == p1.params and p1.resident == p1.params * 2 + p1.optimizer
-    assert "KL reference" in plan.format_table(b)
+    assert "KL reference" in plan_cli.format_table(b)
 
 
 def test_mesh_errors_are_config_errors(capsys):
-    rc = plan.main(["--config", os.path.join(REPO, "configs", "r1_distill_32b_tpu.py"), "--devices", "48"])
+    rc = plan_cli.main(["--config", os.path.join(REPO, "configs", "r1_distill_32b_tpu.py"), "--devices", "48"])
     assert rc == 1
     assert capsys.readouterr().err.startswith("error: mesh")
 
@@ -225,6 +226,6 @@ def test_sft_padding_rule_is_the_trainers():
     (["--config", "configs/smoke.py", "stray"], "error: unrecognized arguments: stray"),
 ])
 def test_cli_bad_input_is_one_error_line(argv, want, capsys):
-    assert plan.main(argv) == 1
+    assert plan_cli.main(argv) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith(want) and "\n" not in err, err
