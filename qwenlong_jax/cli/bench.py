@@ -6,7 +6,9 @@ compares against a baseline measured in the same run (docs/benchmarks.md has the
 """
 from __future__ import annotations
 
+import ast
 import importlib
+import importlib.util
 import os
 import sys
 from typing import Sequence
@@ -82,16 +84,26 @@ def _train(fv: absl_flags.FlagValues) -> None:
 _DEFINE = {"attention": _attention, "rollout": _rollout, "sampler": _sampler, "train": _train}
 
 
+def _doc(name: str) -> str:
+    """Benchmark `name`'s description (its module docstring), read without importing it (jax)."""
+    path = importlib.util.find_spec(f"qwenlong_jax.bench.{name}").origin
+    with open(path, encoding="utf-8") as f:
+        return ast.get_docstring(ast.parse(f.read())) or ""
+
+
 def parse_args(name: str, argv: Sequence[str]):
     """Benchmark `name`'s flag values (a Namespace; rollout's with `cfg`, its parsed --config);
     FlagError, one line."""
-    module = importlib.import_module(f"qwenlong_jax.bench.{name}")
     config = os.path.join(flags.REPO, "configs", "default.py") if name == "rollout" else None
-    cmd = flags.Command(__name__, module.__doc__, argv, config=config)
+    cmd = flags.Command(__name__, _doc(name), argv, config=config)
     _DEFINE[name](cmd.fv)
     args = cmd.parse()
     if config:
-        args.cfg = cmd.config()
+        from qwenlong_jax.config import ConfigError
+        try:
+            args.cfg = cmd.config()
+        except ConfigError as e:
+            raise flags.FlagError(str(e)) from None
     return args
 
 

@@ -25,8 +25,8 @@ from typing import Sequence
 from absl import flags as absl_flags
 
 from qwenlong_jax.cli import flags
-from qwenlong_jax.compile import GIB, FnResult, compile_job, default_target
-from qwenlong_jax.compile_jobs import build_jobs
+
+GIB = 2**30
 
 
 def _gib(n: int | None) -> str:
@@ -40,11 +40,12 @@ def _tflop(flops: float | None) -> str:
     return "-" if flops is None else f"{flops / 1e12:.1f}"
 
 
-def _est(r: FnResult) -> str:
+def _est(r) -> str:
     return "-" if not r.est else f"{r.est['seconds']:.3g}s {r.est['bound']}"
 
 
-def format_table(results: Sequence[FnResult], kernel_name: str = "Mosaic") -> str:
+def format_table(results: Sequence, kernel_name: str = "Mosaic") -> str:
+    """compile.FnResult per compiled function as a table."""
     head = (f"{'phase':<9} {'function':<9} {'status':<7} {'args':>7} {'temp':>7} {'resid':>6} "
             f"{'total':>7} {'HBM':>6} {'plan':>7} {'plan/c':>6} {'TFLOP':>8} {kernel_name:>6} "
             f"{'compile':>8} {'est.':>13}  shape")
@@ -78,6 +79,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "generate; default: all)", flag_values=cmd.fv)
     absl_flags.DEFINE_string("json", "", "also write the results to this file", flag_values=cmd.fv)
     overrides = [a[len("--config."):] for a in cmd.argv if a.startswith("--config.")]
+    try:
+        args = cmd.parse()
+    except flags.FlagError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
 
     import jax
     from jax._src import xla_bridge
@@ -86,10 +92,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
 
     from qwenlong_jax import plan, roofline, sharding, targets
+    from qwenlong_jax.compile import compile_job, default_target
+    from qwenlong_jax.compile_jobs import build_jobs
     from qwenlong_jax.config import ConfigError
 
     try:
-        args = cmd.parse()
         cfg = cmd.config()
         spec = cmd.config_filename
         target = targets.parse(args.target or default_target(cfg, spec))

@@ -6,7 +6,7 @@ Each call gets its own FlagValues, so `main(argv)` runs in-process (tests) as fr
     cmd = flags.Command(__name__, __doc__, argv, config="configs/default.py")  # or config=None
     absl_flags.DEFINE_integer("devices", 0, "...", flag_values=cmd.fv)
     args = cmd.parse(required=("out",))    # the flag values as a Namespace; FlagError, one line
-    cfg = cmd.config()                     # Config (with its --config.a.b=v overrides), or ConfigError
+    cfg = cmd.config()                     # Config (with its --config.a.b=v overrides); ConfigError
     cfg = flags.load_config("configs/x.py", ["rl.micro_batch=2"])    # from Python
 """
 from __future__ import annotations
@@ -20,16 +20,16 @@ from typing import Any, Callable, Sequence
 from absl import flags
 from ml_collections import config_flags
 
-from qwenlong_jax.config import Config, ConfigError, from_config_dict
-
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 HELP = {"-h": "short", "-?": "short", "--help": "short", "-help": "short", "--helpshort": "short",
         "--helpfull": "full", "-helpfull": "full"}
 _HELP_FLAGS = ("help", "helpshort", "helpfull")
 
 
-class FlagError(ConfigError):
-    """A bad command line: an unknown flag, a value of the wrong type, a missing required flag."""
+class FlagError(ValueError):
+    """A bad command line: an unknown flag, a value of the wrong type, a missing required flag.
+    (A bad config value is the config's ConfigError; this module imports the config only when a
+    command reads one, so that --help and a bad flag answer at once.)"""
 
 
 class Command:
@@ -63,7 +63,7 @@ class Command:
         try:  # the config the other arguments name (or the default), for its fields
             _parse_flag_values(self.fv, [a for a in self.argv if a not in HELP])
             fields = _flatten(self._config.value.to_dict()) if self._config is not None and self._config.value else {}
-        except (ConfigError, OSError):
+        except (FlagError, OSError):
             fields = {}
         if fields:
             text += (f"\n\nconfig fields of {self.config_filename} (override with --config.FIELD=value):\n"
@@ -76,7 +76,10 @@ class Command:
         a bad value, a missing required flag or a stray argument."""
         wanted = next((HELP[a] for a in _before_dashes(self.argv) if a in HELP), None)
         if wanted:
-            print(self.usage(full=wanted == "full"))
+            try:
+                print(self.usage(full=wanted == "full"), flush=True)
+            except BrokenPipeError:  # `--help | head`
+                sys.stdout = None
             sys.exit(0)
         rest = _parse_flag_values(self.fv, self.argv)
         if rest:
@@ -88,8 +91,11 @@ class Command:
         names = [f.name for f in self.fv.get_key_flags_for_module(self.module) if f.name != "config"]
         return types.SimpleNamespace(**{n.replace("-", "_"): self.fv[n].value for n in names})
 
-    def config(self) -> Config:
-        """The parsed --config with its overrides (after `parse`); ConfigError, one line."""
+    def config(self):
+        """The parsed --config with its overrides (after `parse`) as a Config; FlagError or
+        ConfigError, one line."""
+        from qwenlong_jax.config import from_config_dict
+
         if self._config.value is None:
             raise FlagError("--config is required (configs/x.py[:arg])")
         try:
@@ -182,13 +188,18 @@ def override_error(e: AttributeError | KeyError, argv: Sequence[str]) -> str:
             + (f" (did you mean {close.group(1)!r}?)" if close else ""))
 
 
-def load_config(spec: str, overrides: Sequence[str] = ()) -> Config:
+def load_config(spec: str, overrides: Sequence[str] = ()):
     """A config file path (optionally path:arg) plus "a.b=value" overrides -> Config, as
-    `--config` of the train command reads it."""
+    `--config` of the train command reads it; ConfigError, one line."""
+    from qwenlong_jax.config import ConfigError
+
     argv = [f"--config={spec}", *(f"--config.{o}" for o in overrides)]
     cmd = Command(__name__, None, argv, config="")
-    cmd.parse()
-    return cmd.config()
+    try:
+        cmd.parse()
+        return cmd.config()
+    except FlagError as e:
+        raise ConfigError(str(e)) from None
 
 
 def config_target(spec: str) -> str:

@@ -20,9 +20,6 @@ from typing import Sequence
 from absl import flags as absl_flags
 
 from qwenlong_jax.cli import flags
-from qwenlong_jax.config import Config, ConfigError
-from qwenlong_jax.memory_terms import PhaseMemory
-from qwenlong_jax.plan import GIB, PlanError, backend_kind, check_fits, estimate, model_config
 
 ROWS = (("params", "params"), ("KL reference", "reference"), ("optimizer", "optimizer"),
         ("gradients", "gradients"), ("activations", "activations"), ("logits", "logits"), ("update inputs", "batch"),
@@ -30,7 +27,10 @@ ROWS = (("params", "params"), ("KL reference", "reference"), ("optimizer", "opti
         ("= sampling", "sample"), ("PEAK", "peak"))
 
 
-def format_table(phases: list[PhaseMemory], hbm_bytes: int | None = None) -> str:
+def format_table(phases: list, hbm_bytes: int | None = None) -> str:
+    """The planner's PhaseMemory per phase as a table (GiB or MiB per device)."""
+    from qwenlong_jax.plan import GIB
+
     width = max(12, *(len(p.phase) + 2 for p in phases))
     unit, scale = ("GiB", GIB) if max(p.peak for p in phases) >= GIB else ("MiB", 2**20)
     lines = [f"{unit} per device".ljust(16) + "".join(p.phase.rjust(width) for p in phases)]
@@ -56,11 +56,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                            "config's COMPILE_TARGET's kind, else this host's backend)", flag_values=cmd.fv)
     try:
         args = cmd.parse()
+    except flags.FlagError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    import jax
+
+    from qwenlong_jax import targets
+    from qwenlong_jax.config import ConfigError
+    from qwenlong_jax.plan import GIB, PlanError, backend_kind, check_fits, estimate, model_config
+    try:
         cfg = cmd.config()
         spec = cmd.config_filename
-        import jax
-
-        from qwenlong_jax import targets
         n = args.devices or _mesh_devices(cfg) or jax.device_count()
         named = flags.config_target(spec)
         target = targets.parse(named) if named else None
@@ -68,7 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         hbm = int(args.hbm_gib * GIB) if args.hbm_gib else (target.memory_bytes if target else None)
         mcfg = model_config(cfg)
         phases = estimate(cfg, n, mcfg, backend)
-    except ConfigError as e:
+    except (flags.FlagError, ConfigError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     size = f"{mcfg.num_params / 1e9:.2f}B" if mcfg.num_params >= 1e9 else f"{mcfg.num_params / 1e6:.2f}M"
@@ -84,6 +90,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _mesh_devices(cfg: Config) -> int:
+def _mesh_devices(cfg) -> int:
     sizes = cfg.mesh.sizes()
     return 0 if -1 in sizes else math.prod(sizes)

@@ -16,7 +16,7 @@ from typing import Sequence
 from absl import flags as absl_flags
 
 from qwenlong_jax.cli import flags
-from qwenlong_jax.pretraining.loop import PretrainSettings, pretrain
+from qwenlong_jax.pretraining.settings import PretrainSettings
 
 
 def parse_args(argv: Sequence[str] | None = None) -> PretrainSettings:
@@ -62,5 +62,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         settings = parse_args(argv)
     except flags.FlagError as e:
         flags.fail(e)
+    from qwenlong_jax.pretraining.loop import pretrain
+
     command = " ".join(["python -m qwenlong_jax.pretrain", *flags.arguments(argv)])
     return pretrain(settings, command)

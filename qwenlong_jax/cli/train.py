@@ -38,7 +38,7 @@ def user_errors() -> tuple[type[Exception], ...]:
     from qwenlong_jax.paths import PathError
     from qwenlong_jax.trainer import TrainingError
     from qwenlong_jax.workdir_lock import WorkdirLocked
-    return (ConfigError, DataError, CheckpointError, CheckpointSaveError, TrainingError, PathError,
+    return (flags.FlagError, ConfigError, DataError, CheckpointError, CheckpointSaveError, TrainingError, PathError,
             WorkdirLocked)
 
 

@@ -15,7 +15,6 @@ one with our own pipeline.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import time
@@ -29,40 +28,9 @@ from qwenlong_jax import models
 from qwenlong_jax.data import pretrain as pretrain_data
 from qwenlong_jax.data.tokenizer import DEFAULT_TOKENIZER, copy_tokenizer, load_tokenizer
 from qwenlong_jax.pretraining.probe import lookup_accuracy, lookup_probe_batch
+from qwenlong_jax.pretraining.settings import BASE_SHAPE, PretrainSettings
 from qwenlong_jax.rl.sft_step import pack_masked_rows, sft_update
 from qwenlong_jax.train_state import TrainState, with_lr
-
-BASE_SHAPE = dict(hidden_size=128, num_layers=4, num_heads=4, num_kv_heads=2, head_dim=32,
-                  intermediate_size=512, rope_theta=10000.0, tie_word_embeddings=True)
-
-
-@dataclasses.dataclass(frozen=True)
-class PretrainSettings:
-    """One pretraining stage (the pretrain command's flags, same names)."""
-
-    out: str = "qwenlong_jax/assets/base"
-    tokenizer: str = ""  # '' = the embedded one
-    minutes: float = 75.0  # wall-clock budget
-    steps: int = 0  # step budget (overrides minutes when > 0)
-    seq_len: int = 512
-    rows: int = 8  # packed rows per step
-    max_doc_tokens: int = 448
-    lr: float = 2e-3
-    warmup: int = 100
-    seed: int = 0
-    save_every: int = 200
-    questions: int = 4  # QA lines per document
-    restate: float = 0.5  # share of QA lines restating the fact
-    attributes: int = 8  # fact attributes (1: the name alone is the key)
-    chat_fraction: float = 0.25
-    qa_reserve: int = pretrain_data.QA_RESERVE  # document tokens given up per QA line; 0 = QA lines on top
-    copy_fraction: float = 0.0  # share of examples that are copy drills (a random sequence, then again)
-    loss_on: str = "answers"  # "all" tokens, or only QA lines and chat responses (data/pretrain.py)
-    init_from: str = ""  # continue from an HF checkpoint (fresh optimizer)
-    hidden_size: int = BASE_SHAPE["hidden_size"]
-    num_layers: int = BASE_SHAPE["num_layers"]
-    probe_lengths: tuple[int, ...] = (128, 320)  # documents of the held-out lookup probe, logged at each save
-
 
 def _save(args: PretrainSettings, cfg, state, tok_path, info, metrics_rows):
     models.save_hf_checkpoint(args.out, cfg, state.params)
