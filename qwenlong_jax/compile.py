@@ -139,4 +139,5 @@ def compile_job(job: Job, mesh, hbm: int, kind: str = "tpu", chip=None) -> FnRes
 
 if __name__ == "__main__":  # `python -m qwenlong_jax.compile`: the command line is qwenlong_jax/cli/compile.py
     import importlib  # by name: that module imports this one (as a library, not as __main__)
-    importlib.import_module("qwenlong_jax.cli.flags").run(importlib.import_module("qwenlong_jax.cli.compile").main)
+    cli = importlib.import_module("qwenlong_jax.cli.compile")
+    cli.flags.run(cli.main)

@@ -210,4 +210,5 @@ def device_memory_bytes(local_devices: int = 1) -> int | None:
 
 if __name__ == "__main__":  # `python -m qwenlong_jax.plan`: the command line is qwenlong_jax/cli/plan.py
     import importlib  # by name: that module imports this one (as a library, not as __main__)
-    importlib.import_module("qwenlong_jax.cli.flags").run(importlib.import_module("qwenlong_jax.cli.plan").main)
+    cli = importlib.import_module("qwenlong_jax.cli.plan")
+    cli.flags.run(cli.main)

@@ -61,16 +61,20 @@ def test_help_prints_the_usage_with_the_main_flags(command):
     usage = proc.stdout
     assert f"python -m qwenlong_jax.{command.split()[0]}" in usage, usage[:2000]
     for flag in MAIN_FLAGS[command]:  # a boolean flag reads --[no]name
-        assert flag in usage or flag.replace("--", "--[no]", 1) in usage, f"{command} --help does not name {flag}:\n{usage}"
+        assert flag in usage or flag.replace("--", "--[no]", 1) in usage, f"{command} --help omits {flag}:\n{usage}"
     assert not proc.stderr.strip(), proc.stderr[-3000:]
 
 
 @pytest.mark.parametrize("command", ["plan", "evaluate", "bench sampler"])
 def test_helpfull_prints_every_flag(command):
-    proc = _run(command, "--helpfull")
+    """--helpfull: every flag, and with a config the fields its overrides can set."""
+    proc = _run(command, "--helpfull", *(["--config", "configs/smoke.py"] if command == "plan" else []))
     assert proc.returncode == 0, proc.stderr[-3000:]
     for flag in (*MAIN_FLAGS[command], "--[no]helpfull"):
-        assert flag in proc.stdout or flag.replace("--", "--[no]", 1) in proc.stdout, f"{command} --helpfull does not name {flag}:\n{proc.stdout}"
+        assert flag in proc.stdout or flag.replace("--", "--[no]", 1) in proc.stdout, \
+            f"{command} --helpfull does not name {flag}:\n{proc.stdout}"
+    if command == "plan":
+        assert "--config.rl.group_size=" in proc.stdout and "--config.phases.rl_long.max_output=" in proc.stdout
 
 
 def _one_error_line(main, argv, capsys) -> str:

@@ -58,7 +58,8 @@ class Command:
         """--help: the command's description and flags; --helpfull: every flag, and with a
         config, every field an override --config.a.b=value can set (with its value)."""
         if not full:
-            return f"{self.doc}\n\nflags:{self.fv.module_help(self.module)}\n\nTry --helpfull to get a list of all flags."
+            flag_help = self.fv.module_help(self.module)
+            return f"{self.doc}\n\nflags:{flag_help}\n\nTry --helpfull to get a list of all flags."
         text = f"{self.doc}\n\nflags:{self.fv.get_help(include_special_flags=False)}"
         try:  # the config the other arguments name (or the default), for its fields
             _parse_flag_values(self.fv, [a for a in self.argv if a not in HELP])

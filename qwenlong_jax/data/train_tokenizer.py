@@ -75,4 +75,5 @@ def train_sentencepiece(out_dir: str, vocab_size: int = 1536, seed: int = 0) -> 
 
 if __name__ == "__main__":  # the command line: qwenlong_jax/cli/train_tokenizer.py
     import importlib  # by name: that module imports this one (as a library, not as __main__)
-    importlib.import_module("qwenlong_jax.cli.flags").run(importlib.import_module("qwenlong_jax.cli.train_tokenizer").main)
+    cli = importlib.import_module("qwenlong_jax.cli.train_tokenizer")
+    cli.flags.run(cli.main)
