@@ -154,7 +154,7 @@ def test_impossible_sizes_are_refused_before_compiling_with_the_planner_figure(o
     for p in path:
         node = node[p]
     node[key] = value
-    from qwenlong_jax.plan import PlanError
+    from qwenlong_jax.capacity.planner import PlanError
     from qwenlong_jax.run.trainer import Trainer
 
     t0 = time.time()
@@ -226,15 +226,14 @@ def test_nonfinite_parameters_are_never_saved_exported_or_done(tmp_path, monkeyp
 
 _STUCK = """
 import sys, time
-from absl import app
-from qwenlong_jax import train
+from qwenlong_jax.cli import flags, train
 from qwenlong_jax.run import loop, trainer
 def stuck(*a, **k):
     sys.stderr.write("STUCK {where}\\n"); sys.stderr.flush()
     {body}
 {target} = stuck
 sys.argv = ["train", "--config", "configs/smoke.py", "--workdir", {workdir!r}, *{flags!r}]
-app.run(train.main, flags_parser=train.parse_flags)
+flags.run(train.main, absl_app=True)
 """
 SLEEP = "time.sleep(3600)"  # a long C call: a compile, a generation (the GIL released)
 SPIN = "while True: pass"  # a Python loop that never checks for a signal (the GIL held)
@@ -432,7 +431,7 @@ def test_generate_empty_prompt_is_one_line():
     (["--prompt", "hi", "--checkpoint", "LOOP"], "is a symlink loop"),
 ])
 def test_generate_bad_input_is_one_line(args, expected, bad_paths):
-    from qwenlong_jax import generate
+    from qwenlong_jax.cli import generate
 
     args = [_sub(a, bad_paths) for a in args]
     parsed = generate.parse_args(["--checkpoint", BASE, *args])
@@ -460,14 +459,15 @@ def test_generate_bad_input_is_one_line(args, expected, bad_paths):
     (["--sweep", "--lengths", "64", "--checkpoint", "LOOP"], "is a symlink loop"),
 ])
 def test_evaluate_bad_input_is_one_eval_error(args, expected, bad_paths, tmp_path):
-    from qwenlong_jax import evaluate
+    from qwenlong_jax.cli import evaluate as evaluate_cli
+    from qwenlong_jax.eval import evaluation
     from qwenlong_jax.eval.benchmarks import EvalError
 
     args = [_sub(a, bad_paths) for a in args]
     argv = ["--checkpoint", BASE, "--out", str(tmp_path / "out"), "--no_progress", *args]
     generated = []
     with pytest.raises(EvalError) as info:
-        evaluate.run(evaluate.parse_args(argv), generate_fn=lambda *a, **k: generated.append(1))
+        evaluation.run(evaluate_cli.parse_args(argv), generate_fn=lambda *a, **k: generated.append(1))
     assert expected in str(info.value) and "\n" not in str(info.value), info.value
     assert not generated
 
@@ -481,7 +481,7 @@ def test_evaluate_bad_input_is_one_eval_error(args, expected, bad_paths, tmp_pat
     ("phases.rl_lng.steps=3", "rl_lng", "rl_long"),
 ])
 def test_typo_in_a_nested_key_reads_cleanly(override, field, close):
-    from qwenlong_jax.config_cli import load_config
+    from qwenlong_jax.cli.flags import load_config
 
     with pytest.raises(ConfigError) as info:
         load_config("configs/smoke.py", [override])
@@ -541,7 +541,7 @@ def test_resume_past_a_partly_deleted_checkpoint_prints_no_traceback(tmp_path):
 
 
 def test_summary_without_a_heldout_set_has_no_empty_accuracy_lines(capsys):
-    from qwenlong_jax.train import print_summary
+    from qwenlong_jax.cli.train import print_summary
 
     print_summary({"steps": 4, "minutes": 0.1, "evals": [{"step": 2, "phase": "sft"}, {"step": 4, "phase": "rl"}],
                    "export": None, "plots": []})

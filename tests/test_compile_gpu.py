@@ -19,8 +19,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 import kernels
 from kernels import backend
-from qwenlong_jax import compile as compile_cli
 from qwenlong_jax.capacity import targets
+from qwenlong_jax.cli import compile as compile_cli
 
 GIB = 2**30
 needs_cuda = pytest.mark.skipif(not targets.cuda_available(), reason=targets.CUDA_INSTALL)

@@ -6,7 +6,7 @@ enough to cover every kind of function (the other differs only in shapes).
 """
 import json
 
-from qwenlong_jax import compile as compile_cli
+from qwenlong_jax.cli import compile as compile_cli
 
 
 def test_smoke_steps_compile_for_v5p_2x2x1(tmp_path, capsys):

@@ -78,7 +78,7 @@ def test_resumed_run_on_the_store_has_every_step_once(store_run):
 
 
 def test_skips_and_drops_are_counted(store_run, capsys):
-    from qwenlong_jax.train import print_summary
+    from qwenlong_jax.cli.train import print_summary
 
     workdir, summary = store_run
     print_summary(summary)  # what train prints at the end of the run

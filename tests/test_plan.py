@@ -1,4 +1,4 @@
-"""Memory planner (qwenlong_jax/plan.py) against XLA's own numbers, and the 32B tables.
+"""Memory planner (qwenlong_jax/capacity/planner.py) against XLA's own numbers, and the 32B tables.
 
 "Measured" here is XLA's buffer assignment of the compiled program on CPU,
 `jax.jit(...).lower(...).compile().memory_analysis()`: peak = arguments + outputs - aliased
@@ -18,8 +18,10 @@ import pytest
 
 import configs.default
 import configs.smoke
-from qwenlong_jax import models, plan
+from qwenlong_jax import models
 from qwenlong_jax.capacity import planner
+from qwenlong_jax.cli import plan as plan_cli
+from qwenlong_jax.cli.flags import load_config
 from qwenlong_jax.run import step_shapes
 from qwenlong_jax.config import from_config_dict
 from qwenlong_jax.rl import grpo_step
@@ -88,12 +90,12 @@ BIG = [("r1_distill_32b_tpu.py", 64, 95), ("r1_distill_32b_gpu.py", 128, 80)]
 @pytest.mark.parametrize("name,devices,hbm_gib", BIG)
 def test_32b_tables(name, devices, hbm_gib, capsys):
     path = os.path.join(REPO, "configs", name)
-    rc = plan.main(["--config", path, "--devices", str(devices), "--hbm_gib", str(hbm_gib)])
+    rc = plan_cli.main(["--config", path, "--devices", str(devices), "--hbm_gib", str(hbm_gib)])
     out = capsys.readouterr().out
     assert rc == 0, out  # the shipped layouts fit (micro-batches, sequence sharding, rollout chunks)
     for label in ("params", "optimizer", "activations", "kv cache", "PEAK", "sft", "rl_20k", "rl_60k"):
         assert label in out
-    cfg = plan.load_config(path)
+    cfg = load_config(path)
     mcfg = RunSpec.planned(cfg, devices).mcfg
     assert abs(mcfg.num_params - 32.76e9) < 0.01e9
     phases = planner.estimate(RunSpec.planned(cfg, devices))
@@ -114,7 +116,7 @@ def test_32b_tables(name, devices, hbm_gib, capsys):
     refused = 0
     for o in (["mesh.sequence=1", f"mesh.fsdp={m.fsdp * m.sequence}"], ["rl.micro_batch=0"],
               ["rl.rollout_batch=0"], ["phases.sft.micro_rows=0"]):
-        cfg = plan.load_config(path, o)
+        cfg = load_config(path, o)
         if max(p.peak for p in planner.estimate(RunSpec.planned(cfg, devices))) > hbm_gib * planner.GIB:
             refused += 1
             with pytest.raises(planner.PlanError, match=r"GiB per device.*; .* change (mesh|model|rl|phases)"):
@@ -152,7 +154,7 @@ def test_kl_reference_is_priced_as_a_resident_params_copy():
 
 
 def test_mesh_errors_are_config_errors(capsys):
-    rc = plan.main(["--config", os.path.join(REPO, "configs", "r1_distill_32b_tpu.py"), "--devices", "48"])
+    rc = plan_cli.main(["--config", os.path.join(REPO, "configs", "r1_distill_32b_tpu.py"), "--devices", "48"])
     assert rc == 1
     assert capsys.readouterr().err.startswith("error: mesh")
 
@@ -160,7 +162,7 @@ def test_mesh_errors_are_config_errors(capsys):
 def test_planner_prices_the_shapes_the_trainer_builds():
     """One source: the RunSpec works every phase's step shapes out once; the planner prices them,
     the compile check compiles them and the trainer's steps run at them (each reads spec.phases)."""
-    cfg = plan.load_config(os.path.join(REPO, "configs", "r1_distill_32b_tpu.py"))
+    cfg = load_config(os.path.join(REPO, "configs", "r1_distill_32b_tpu.py"))
     spec = RunSpec.planned(cfg)
     s = dataclasses.asdict(spec.phases[2].shapes)
     assert f"S={s['S']} R={s['R']} W={s['W']}" in planner.estimate(spec)[2].shape
@@ -185,7 +187,7 @@ def test_estimate_within_20_percent_of_the_compiler(record):
 
     with open(os.path.join(REPO, "qwenlong_jax", "assets", "results", "compile", record)) as f:
         rec = json.load(f)
-    cfg = plan.load_config(os.path.join(REPO, rec["config"]), rec["overrides"])
+    cfg = load_config(os.path.join(REPO, rec["config"]), rec["overrides"])
     chips = 1
     for v in rec["mesh"].values():
         chips *= v
@@ -211,7 +213,7 @@ def test_sft_padding_rule_is_the_trainers():
     assert step_shapes.sft_padded_rows(5, 2, 4) == (8, 4)
     assert step_shapes.sft_padded_rows(3, 8, 3) == (9, 3)  # batch axes, then the micro-batch
     assert step_shapes.sft_padded_rows(0, 1) == (1, 1)
-    cfg = plan.load_config(os.path.join(REPO, "configs", "r1_distill_32b_tpu.py"))
+    cfg = load_config(os.path.join(REPO, "configs", "r1_distill_32b_tpu.py"))
     sft = cfg.phases[0]
     s = step_shapes.sft_step_shapes(sft, 16)
     total, micro = step_shapes.sft_padded_rows(sft.batch, 16, sft.micro_rows)
@@ -227,6 +229,6 @@ def test_sft_padding_rule_is_the_trainers():
     (["--config", "configs/smoke.py", "stray"], "error: unrecognized arguments: stray"),
 ])
 def test_cli_bad_input_is_one_error_line(argv, want, capsys):
-    assert plan.main(argv) == 1
+    assert plan_cli.main(argv) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith(want) and "\n" not in err, err

@@ -26,7 +26,6 @@ token for token.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import tempfile
 import time
@@ -37,30 +36,13 @@ import jax.numpy as jnp
 import numpy as np
 
 
-def parse_args(argv):
-    p = argparse.ArgumentParser(prog="python -m qwenlong_jax.bench rollout")
-    p.add_argument("--config", default="configs/default.py")
-    p.add_argument("--phase", default="rl_320")
-    p.add_argument("--prompts", type=int, default=24, help="prompts per rollout (the default run's "
-                   "generation batch is 24)")
-    p.add_argument("--slots", type=int, default=4, help="prompts per lockstep call / prompt slots")
-    p.add_argument("--chunk", type=int, default=4, help="continuous: decode steps between refills")
-    p.add_argument("--prompt-slots", type=int, default=0, help="per-sample: prompt caches "
-                   "(default 2 x slots)")
-    p.add_argument("--block", type=int, default=1, help="per-sample: rows per block (divides G)")
-    p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--seed", type=int, default=0)
-    return p.parse_args(argv)
-
-
-def setup(args):
-    from qwenlong_jax import config_cli, models
+def setup(cfg, args):
+    from qwenlong_jax import models
+    from qwenlong_jax.config.model import exec_overrides
     from qwenlong_jax.run import context as run_context
     from qwenlong_jax.run import step_shapes
-    from qwenlong_jax.config.model import exec_overrides
     from qwenlong_jax.sampling import sampler, strategies
 
-    cfg = config_cli.load_config(args.config)
     ctx = run_context.setup(cfg, tempfile.mkdtemp(prefix="bench_rollout_"), devices=jax.devices()[:1])
     m = cfg.model
     mcfg, params = models.load_hf_checkpoint(m.init_from, jnp.dtype(m.param_dtype),
@@ -100,9 +82,10 @@ def sample_refill_run(mcfg, params, tokens, lens, keys, kw, rows, block, prompt_
     return out.tokens_PGR, out.lengths_PG, out.token_steps
 
 
-def main(argv: Sequence[str]) -> dict:
-    args = parse_args(argv)
-    mcfg, params, tokens, lens, keys, kw = setup(args)
+def run(args, argv: Sequence[str]) -> dict:
+    """The benchmark for the flag values `args` (qwenlong_jax/cli/bench.py; `args.cfg`: the
+    parsed --config)."""
+    mcfg, params, tokens, lens, keys, kw = setup(args.cfg, args)
     runs = {"lockstep": lambda: lockstep(mcfg, params, tokens, lens, keys, kw, args.slots),
             "continuous": lambda: continuous_run(mcfg, params, tokens, lens, keys, kw, args.slots,
                                                  args.chunk),
