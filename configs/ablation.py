@@ -21,7 +21,7 @@ Same RL budget for the single stage:
   * tokens: an RL step processes, per prompt, the prompt once and G responses (the packed
     row of rl.packing); responses are counted at the output cap (`max_output`, the same in
     every phase) and prompts at the MEAN prompt length of the phase's actual records, built by
-    the trainer's own data code (`datasets.load_run_data` + `curriculum.phase_records`), so
+    the trainer's own data code (`run_data.load_run_data` + `curriculum.phase_records`), so
     the budget follows the real input mix: `mean_prompt_tokens` below. The single stage gets
     as many steps as make its tokens equal the progressive variants' two phases (to the
     nearest step).
@@ -52,10 +52,10 @@ def mean_prompt_tokens(c) -> dict[str, float]:
     import numpy as np
 
     from qwenlong_jax.config import from_config_dict
-    from qwenlong_jax.curriculum import phase_records
+    from qwenlong_jax.run.curriculum import phase_records
     from qwenlong_jax.data.tokenizer import load_tokenizer
-    from qwenlong_jax.datasets import load_run_data
-    from qwenlong_jax.run_setup import tokenizer_path
+    from qwenlong_jax.data.run_data import load_run_data
+    from qwenlong_jax.config.model import tokenizer_path
 
     c = c.copy_and_resolve_references()
     c.data.eval_lengths = ()  # the held-out sets do not enter the budget

@@ -15,6 +15,7 @@ transformers reads "N/A" and `is_kernels_available()` is False (tests/test_kerne
 Submodules are named flash/decode/ring, not after the functions, so that a submodule import
 never shadows an exported function of the same name.
 """
+
 import importlib
 
 _EXPORTS = {

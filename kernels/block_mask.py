@@ -13,6 +13,7 @@ T positions, segment ids, the shared-prefix rule). Here they are split in two le
 Both are written with `&`/`|` only, so the same function runs on traced scalars inside a Pallas
 kernel and on numpy/python ints in `block_schedule` (what the tests check the kernel against).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -37,8 +38,7 @@ class MaskSpec:
         return self.kv_len - self.q_len
 
 
-def block_visible(spec: MaskSpec, q_start, k_start, bq: int, bk: int, q_seg_range=None,
-                  k_seg_range=None):
+def block_visible(spec: MaskSpec, q_start, k_start, bq: int, bk: int, q_seg_range=None, k_seg_range=None):
     """True unless every pair of the block [q_start, +bq) x [k_start, +bk) is masked.
 
     q_seg_range/k_seg_range: (min, max) segment id over the block (None without segments).
@@ -58,8 +58,7 @@ def block_visible(spec: MaskSpec, q_start, k_start, bq: int, bk: int, q_seg_rang
     return visible
 
 
-def element_mask(spec: MaskSpec, q_pos, k_pos, q_seg=None, k_seg=None, *, kv_padded: bool,
-                 shape=None):
+def element_mask(spec: MaskSpec, q_pos, k_pos, q_seg=None, k_seg=None, *, kv_padded: bool, shape=None):
     """Exact [bq, bk] mask from a column of query positions q_pos [bq, 1] and a row of key
     positions k_pos [1, bk] (segment ids alike). 2-D throughout, as Mosaic (TPU) prefers.
     `shape`: the result's shape when the operands broadcast otherwise (the TPU backward passes
@@ -101,7 +100,6 @@ def block_schedule(spec: MaskSpec, bq: int, bk: int, q_seg_T=None, kv_seg_S=None
         k_min, k_max = _block_ranges(np.asarray(kv_seg_S), bk)
     for i in range(nq):
         for j in range(nk):
-            ranges = ((q_min[i], q_max[i]), (k_min[j], k_max[j])) if spec.has_segments else (
-                None, None)
+            ranges = ((q_min[i], q_max[i]), (k_min[j], k_max[j])) if spec.has_segments else (None, None)
             out[i, j] = bool(block_visible(spec, i * bq, j * bk, bq, bk, *ranges))
     return out

@@ -15,6 +15,7 @@ minor place that Mosaic rejects; here:
 * Blocks at or past the valid length (scalar-prefetched lengths) are neither fetched (the index
   map repeats the last valid block, which Pallas does not re-fetch) nor computed (`pl.when`).
 """
+
 from __future__ import annotations
 
 import functools
@@ -28,18 +29,12 @@ from kernels.kernel_math import mosaic_dot, mosaic_dot_nt
 from kernels.reference import MASK_VALUE
 
 
-
 def _params(interpret: bool):
     if interpret:
         return None
     from jax.experimental.pallas import tpu as pltpu
+
     return pltpu.CompilerParams(dimension_semantics=("parallel", "arbitrary"))
-
-
-
-
-
-
 
 
 def _last_valid_block(length, block: int, num_blocks: int):
@@ -50,6 +45,7 @@ def _partials(static, q_BKMH, k_BSKH, v_BSKH, len_B, row_limit_fn, name: str):
     """(o [B, K, M, H] f32 normalised, lse [B, K, M, 1]) of q against cache rows [0, len_B[b])
     where query row r may see key positions < row_limit_fn(len, rows)[r]."""
     from jax.experimental.pallas import tpu as pltpu
+
     B, K, M, H = q_BKMH.shape
     S = k_BSKH.shape[1]
     bs = static.block_s
@@ -64,19 +60,24 @@ def _partials(static, q_BKMH, k_BSKH, v_BSKH, len_B, row_limit_fn, name: str):
     return pl.pallas_call(
         functools.partial(_kernel, static=static, row_limit_fn=row_limit_fn),
         grid_spec=pltpu.PrefetchScalarGridSpec(
-            num_scalar_prefetch=1, grid=(B, nb), in_specs=[q_spec, kv_spec, kv_spec],
+            num_scalar_prefetch=1,
+            grid=(B, nb),
+            in_specs=[q_spec, kv_spec, kv_spec],
             out_specs=[q_spec, lse_spec],
-            scratch_shapes=[pltpu.VMEM((K, M, 1), jnp.float32),
-                            pltpu.VMEM((K, M, 1), jnp.float32),
-                            pltpu.VMEM((K, M, H), jnp.float32)]),
-        out_shape=[jax.ShapeDtypeStruct((B, K, M, H), jnp.float32),
-                   jax.ShapeDtypeStruct((B, K, M, 1), jnp.float32)],
-        interpret=static.interpret, name=name, compiler_params=_params(static.interpret),
+            scratch_shapes=[
+                pltpu.VMEM((K, M, 1), jnp.float32),
+                pltpu.VMEM((K, M, 1), jnp.float32),
+                pltpu.VMEM((K, M, H), jnp.float32),
+            ],
+        ),
+        out_shape=[jax.ShapeDtypeStruct((B, K, M, H), jnp.float32), jax.ShapeDtypeStruct((B, K, M, 1), jnp.float32)],
+        interpret=static.interpret,
+        name=name,
+        compiler_params=_params(static.interpret),
     )(len_B, q_BKMH, k_BSKH, v_BSKH)
 
 
-def _kernel(lens, q_ref, k_ref, v_ref, o_ref, lse_ref, m_sc, l_sc, acc_sc, *, static,
-            row_limit_fn):
+def _kernel(lens, q_ref, k_ref, v_ref, o_ref, lse_ref, m_sc, l_sc, acc_sc, *, static, row_limit_fn):
     b, j, nb = pl.program_id(0), pl.program_id(1), pl.num_programs(1)
     bs = static.block_s
     length = lens[b]
@@ -117,22 +118,31 @@ def _kernel(lens, q_ref, k_ref, v_ref, o_ref, lse_ref, m_sc, l_sc, acc_sc, *, st
 
 def prefix_partials_grid(static, q_BKMH, k_BSKH, v_BSKH, prefix_len_B):
     """(o [B, K, 1, M, H] f32 normalised, lse [B, K, 1, M]) over the prompt cache."""
-    o, lse = _partials(static, q_BKMH, k_BSKH, v_BSKH, prefix_len_B,
-                       lambda length, M: length, "decode_attention_prefix")
+    o, lse = _partials(
+        static, q_BKMH, k_BSKH, v_BSKH, prefix_len_B, lambda length, M: length, "decode_attention_prefix"
+    )
     return o[:, :, None], lse[:, :, None, :, 0]
 
 
 def response_partials_grid(static, q_BGKrH, k_BGRKH, v_BGRKH, resp_len_BG):
     """(o [B, G, K, 1, rows, H] f32 normalised, lse [B, G, K, 1, rows]) over own responses."""
     B, G, K, rows, H = q_BGKrH.shape
-    R = k_BGRKH.shape[2]
-    flat = lambda x: x.reshape((B * G,) + x.shape[2:])  # leading dims: free on every layout
+
+    def flat(x):  # leading dims merged: free on every layout
+        return x.reshape((B * G,) + x.shape[2:])
 
     def row_limit(resp_len, M):
         # Row r is new token t = r // Q at response position resp_len - T + t; sees keys <= it.
         token = lax.div(lax.broadcasted_iota(jnp.int32, (M, 1), 0), static.heads_per_kv)
         return resp_len - static.queries + token + 1
 
-    o, lse = _partials(static, flat(q_BGKrH), flat(k_BGRKH), flat(v_BGRKH),
-                       resp_len_BG.reshape(B * G), row_limit, "decode_attention_response")
+    o, lse = _partials(
+        static,
+        flat(q_BGKrH),
+        flat(k_BGRKH),
+        flat(v_BGRKH),
+        resp_len_BG.reshape(B * G),
+        row_limit,
+        "decode_attention_response",
+    )
     return o.reshape(B, G, K, 1, rows, H), lse.reshape(B, G, K, 1, rows)

@@ -4,6 +4,7 @@ Matmuls accumulate in float32. The `mosaic_*` variants pass an explicit per-dtyp
 under a global `jax_default_matmul_precision="highest"` (our tests set it) Mosaic would be asked
 for an fp32 contraction of bf16 operands, which it rejects ("Bad lhs type").
 """
+
 from __future__ import annotations
 
 import jax.numpy as jnp
@@ -15,18 +16,15 @@ def mosaic_precision(a):
 
 
 def dot(a, b, precision=None):  # a @ b
-    return lax.dot_general(a, b, (((1,), (0,)), ((), ())), precision=precision,
-                           preferred_element_type=jnp.float32)
+    return lax.dot_general(a, b, (((1,), (0,)), ((), ())), precision=precision, preferred_element_type=jnp.float32)
 
 
 def dot_nt(a, b, precision=None):  # a @ b.T
-    return lax.dot_general(a, b, (((1,), (1,)), ((), ())), precision=precision,
-                           preferred_element_type=jnp.float32)
+    return lax.dot_general(a, b, (((1,), (1,)), ((), ())), precision=precision, preferred_element_type=jnp.float32)
 
 
 def dot_tn(a, b, precision=None):  # a.T @ b
-    return lax.dot_general(a, b, (((0,), (0,)), ((), ())), precision=precision,
-                           preferred_element_type=jnp.float32)
+    return lax.dot_general(a, b, (((0,), (0,)), ((), ())), precision=precision, preferred_element_type=jnp.float32)
 
 
 def mosaic_dot(a, b):

@@ -15,6 +15,7 @@ Masking semantics (shared by every attention implementation in `kernels/`):
     layout `[prompt | resp_1 | ... | resp_G]`: prompt tokens have segment p, each response its
     own segment, so response i attends to the prompt and causally to itself only.
 """
+
 from __future__ import annotations
 
 import jax
@@ -41,7 +42,7 @@ def attention_mask(
         mask_BNTS = mask_BNTS & (k_idx <= q_idx)[None, None]
     if (q_segment_ids_BT is None) != (kv_segment_ids_BS is None):
         raise ValueError("q_segment_ids_BT and kv_segment_ids_BS must be given together")
-    if q_segment_ids_BT is not None:
+    if q_segment_ids_BT is not None and kv_segment_ids_BS is not None:
         q_seg = q_segment_ids_BT[:, None, :, None]
         k_seg = kv_segment_ids_BS[:, None, None, :]
         seg_ok = q_seg == k_seg
@@ -76,17 +77,21 @@ def reference_attention(
         sm_scale = H**-0.5
     G = N // K
     q_BTKGH = q_BTNH.reshape(B, T, K, G, H)
-    scores_BKGTS = jnp.einsum(
-        "btkgh,bskh->bkgts", q_BTKGH, k_BSKH, preferred_element_type=jnp.float32
-    ) * sm_scale
+    scores_BKGTS = jnp.einsum("btkgh,bskh->bkgts", q_BTKGH, k_BSKH, preferred_element_type=jnp.float32) * sm_scale
     mask = attention_mask(
-        T, S, causal=causal, q_segment_ids_BT=q_segment_ids_BT,
-        kv_segment_ids_BS=kv_segment_ids_BS, shared_prefix_segment=shared_prefix_segment,
+        T,
+        S,
+        causal=causal,
+        q_segment_ids_BT=q_segment_ids_BT,
+        kv_segment_ids_BS=kv_segment_ids_BS,
+        shared_prefix_segment=shared_prefix_segment,
     )  # [B|1, 1, T, S]
     scores_BKGTS = jnp.where(mask[:, :, None], scores_BKGTS, MASK_VALUE)
     probs_BKGTS = jax.nn.softmax(scores_BKGTS, axis=-1)
     out_BTKGH = jnp.einsum(
-        "bkgts,bskh->btkgh", probs_BKGTS.astype(v_BSKH.dtype), v_BSKH,
+        "bkgts,bskh->btkgh",
+        probs_BKGTS.astype(v_BSKH.dtype),
+        v_BSKH,
         preferred_element_type=jnp.float32,
     )
     return out_BTKGH.reshape(B, T, N, H).astype(q_BTNH.dtype)

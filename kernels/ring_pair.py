@@ -12,6 +12,7 @@ Two implementations behind one interface (layouts [B, C, N, H] / [B, C, K, H], f
 `diagonal` means q and kv are the same global chunk (causal = lower triangle); off-diagonal
 pairs that are computed at all are fully visible (apart from segment ids).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -19,8 +20,9 @@ from typing import Literal
 
 import jax.numpy as jnp
 
-from kernels import flash
+from kernels import backend, flash
 from kernels.block_mask import MaskSpec
+from kernels.block_sizes import FlashStatic, block_sizes
 from kernels.reference import MASK_VALUE
 
 PairImpl = Literal["xla", "flash"]
@@ -58,29 +60,30 @@ def pair_forward(ps: PairStatic, diagonal: bool, q_BCNH, k_BCKH, v_BCKH, q_seg_B
     l = jnp.sum(p, axis=-1)
     empty = l == 0.0
     l_safe = jnp.where(empty, 1.0, l)
-    o = jnp.einsum("bkgcs,bskh->bckgh", p.astype(v_BCKH.dtype), v_BCKH,
-                   preferred_element_type=jnp.float32)
+    o = jnp.einsum("bkgcs,bskh->bckgh", p.astype(v_BCKH.dtype), v_BCKH, preferred_element_type=jnp.float32)
     lse = jnp.where(empty, MASK_VALUE, m + jnp.log(l_safe))  # [B, K, G, C]
     o = o / l_safe.transpose(0, 3, 1, 2)[..., None]
     return o.reshape(B, C, N, H), lse.transpose(0, 3, 1, 2).reshape(B, C, N)
 
 
-def pair_backward(ps: PairStatic, diagonal: bool, q_BCNH, k_BCKH, v_BCKH, q_seg_BC, kv_seg_BC,
-                  do_BCNH, lse_BCN, delta_BCN):
+def pair_backward(
+    ps: PairStatic, diagonal: bool, q_BCNH, k_BCKH, v_BCKH, q_seg_BC, kv_seg_BC, do_BCNH, lse_BCN, delta_BCN
+):
     """(dq_BCNH, dk_BCKH, dv_BCKH), f32, scale applied."""
     if ps.impl == "flash":
-        return _flash_backward(ps, diagonal, q_BCNH, k_BCKH, v_BCKH, q_seg_BC, kv_seg_BC,
-                               do_BCNH, lse_BCN, delta_BCN)
+        return _flash_backward(ps, diagonal, q_BCNH, k_BCKH, v_BCKH, q_seg_BC, kv_seg_BC, do_BCNH, lse_BCN, delta_BCN)
     B, C, N, H = q_BCNH.shape
     K = k_BCKH.shape[2]
     G = N // K
     q, do = q_BCNH.reshape(B, C, K, G, H), do_BCNH.reshape(B, C, K, G, H)
-    rows = lambda x: x.reshape(B, C, K, G).transpose(0, 2, 3, 1)[..., None]  # [B,K,G,C,1]
+
+    def rows(x):  # [B, C, N] -> [B, K, G, C, 1]
+        return x.reshape(B, C, K, G).transpose(0, 2, 3, 1)[..., None]
+
     mask = _pair_mask(ps, q_seg_BC, kv_seg_BC, diagonal)
     s = _scores(ps, q, k_BCKH, mask)
     p = jnp.where(mask, jnp.exp(s - rows(lse_BCN)), 0.0)
-    dv = jnp.einsum("bkgcs,bckgh->bskh", p.astype(do.dtype), do,
-                    preferred_element_type=jnp.float32)
+    dv = jnp.einsum("bkgcs,bckgh->bskh", p.astype(do.dtype), do, preferred_element_type=jnp.float32)
     dp = jnp.einsum("bckgh,bskh->bkgcs", do, v_BCKH, preferred_element_type=jnp.float32)
     ds = (p * (dp - rows(delta_BCN))).astype(q.dtype)
     dq = jnp.einsum("bkgcs,bskh->bckgh", ds, k_BCKH, preferred_element_type=jnp.float32)
@@ -109,15 +112,22 @@ def _scores(ps: PairStatic, q_BCKGH, k_BCKH, mask):
 
 
 # ----------------------------------------------------------------------------- flash impl
-def _flash_static(ps: PairStatic, diagonal: bool, C: int) -> flash.FlashStatic:
-    blocks = flash.block_sizes(C, C, ps.block_q, ps.block_k, flash.target_backend())
-    mask = MaskSpec(causal=diagonal, q_len=C, kv_len=C, has_segments=ps.has_segments,
-                    shared_prefix_segment=ps.shared_prefix_segment)
-    return flash.FlashStatic(mask=mask, sm_scale=ps.sm_scale, block_q=blocks.block_q,
-                             block_k=blocks.block_k, interpret=ps.interpret, kernel=ps.kernel)
+def _flash_static(ps: PairStatic, diagonal: bool, C: int) -> FlashStatic:
+    blocks = block_sizes(C, C, ps.block_q, ps.block_k, backend.target_backend())
+    mask = MaskSpec(
+        causal=diagonal, q_len=C, kv_len=C, has_segments=ps.has_segments, shared_prefix_segment=ps.shared_prefix_segment
+    )
+    return FlashStatic(
+        mask=mask,
+        sm_scale=ps.sm_scale,
+        block_q=blocks.block_q,
+        block_k=blocks.block_k,
+        interpret=ps.interpret,
+        kernel=ps.kernel,
+    )
 
 
-def _padded(fs: flash.FlashStatic, ps: PairStatic, q, k, v, q_seg, kv_seg):
+def _padded(fs: FlashStatic, ps: PairStatic, q, k, v, q_seg, kv_seg):
     segs = (q_seg, kv_seg) if ps.has_segments else (None, None)
     return flash.pad_inputs(fs, q, k, v, *segs)
 
@@ -125,14 +135,11 @@ def _padded(fs: flash.FlashStatic, ps: PairStatic, q, k, v, q_seg, kv_seg):
 def _flash_forward(ps, diagonal, q_BCNH, k_BCKH, v_BCKH, q_seg_BC, kv_seg_BC):
     C = q_BCNH.shape[1]
     fs = _flash_static(ps, diagonal, C)
-    o, lse = flash.flash_forward(fs, *_padded(fs, ps, q_BCNH, k_BCKH, v_BCKH, q_seg_BC,
-                                              kv_seg_BC))
-    return (o[:, :, :C].transpose(0, 2, 1, 3).astype(jnp.float32),
-            lse[:, :, :C, 0].transpose(0, 2, 1))
+    o, lse = flash.flash_forward(fs, *_padded(fs, ps, q_BCNH, k_BCKH, v_BCKH, q_seg_BC, kv_seg_BC))
+    return (o[:, :, :C].transpose(0, 2, 1, 3).astype(jnp.float32), lse[:, :, :C, 0].transpose(0, 2, 1))
 
 
-def _flash_backward(ps, diagonal, q_BCNH, k_BCKH, v_BCKH, q_seg_BC, kv_seg_BC, do_BCNH, lse_BCN,
-                    delta_BCN):
+def _flash_backward(ps, diagonal, q_BCNH, k_BCKH, v_BCKH, q_seg_BC, kv_seg_BC, do_BCNH, lse_BCN, delta_BCN):
     C = q_BCNH.shape[1]
     fs = _flash_static(ps, diagonal, C)
     q, k, v, q_seg, kv_seg = _padded(fs, ps, q_BCNH, k_BCKH, v_BCKH, q_seg_BC, kv_seg_BC)
@@ -142,7 +149,11 @@ def _flash_backward(ps, diagonal, q_BCNH, k_BCKH, v_BCKH, q_seg_BC, kv_seg_BC, d
         return jnp.pad(x_BCN.transpose(0, 2, 1), ((0, 0), (0, 0), (0, Cp - C)))[..., None]
 
     do = jnp.pad(do_BCNH, ((0, 0), (0, Cp - C), (0, 0), (0, 0))).transpose(0, 2, 1, 3)
-    dq, dk, dv = flash.flash_backward(fs, q, k, v, q_seg, kv_seg, do, rows(lse_BCN),
-                                      rows(delta_BCN), grad_dtype=jnp.float32)
-    back = lambda x: x[:, :, :C].transpose(0, 2, 1, 3)
+    dq, dk, dv = flash.flash_backward(
+        fs, q, k, v, q_seg, kv_seg, do, rows(lse_BCN), rows(delta_BCN), grad_dtype=jnp.float32
+    )
+
+    def back(x):  # padded [B, N, Cp, H] -> [B, C, N, H]
+        return x[:, :, :C].transpose(0, 2, 1, 3)
+
     return back(dq), back(dk), back(dv)

@@ -7,7 +7,8 @@ import pytest
 
 from configs import ablation as ablation_cfg
 from configs import default as default_cfg
-from qwenlong_jax import ablation
+from qwenlong_jax.cli import ablation as ablation_cli
+from qwenlong_jax.experiments import ablation_runs, claims, headline, stats
 from qwenlong_jax.config import from_config_dict
 
 
@@ -38,10 +39,10 @@ def test_single_stage_covers_all_inputs_up_to_the_longest_limit():
     # as many examples as the progressive phases together, with short ones among them
     c = ablation_cfg.get_config("rl_single_stage")
     assert c.data.synthetic_per_phase == 2 * default_cfg.get_config().data.synthetic_per_phase
-    from qwenlong_jax.curriculum import phase_records
+    from qwenlong_jax.run.curriculum import phase_records
     from qwenlong_jax.data.tokenizer import load_tokenizer
-    from qwenlong_jax.datasets import load_run_data
-    from qwenlong_jax.run_setup import tokenizer_path
+    from qwenlong_jax.data.run_data import load_run_data
+    from qwenlong_jax.config.model import tokenizer_path
     cfg = from_config_dict(c)
     recs = phase_records(load_run_data(cfg, load_tokenizer(tokenizer_path(cfg))).train, single)
     n = np.asarray([r.num_prompt_tokens for r in recs])
@@ -75,62 +76,62 @@ def test_unknown_variant():
 
 # ----------------------------------------------------------------------------- verdicts
 def test_binomial_variance_is_agresti_coull_adjusted():
-    assert ablation.binomial_var(0.5, 96) == pytest.approx(0.25 / 100)
-    assert ablation.binomial_var(0.0, 48) == pytest.approx((2 / 52) * (50 / 52) / 52)  # 0 of 48: not 0
-    assert ablation.binomial_var(1.0, 48) == pytest.approx(ablation.binomial_var(0.0, 48))
-    assert ablation.binomial_var(0.3, 10_000) == pytest.approx(0.3 * 0.7 / 10_000, rel=1e-3)  # ~ m(1-m)/N
+    assert stats.binomial_var(0.5, 96) == pytest.approx(0.25 / 100)
+    assert stats.binomial_var(0.0, 48) == pytest.approx((2 / 52) * (50 / 52) / 52)  # 0 of 48: not 0
+    assert stats.binomial_var(1.0, 48) == pytest.approx(stats.binomial_var(0.0, 48))
+    assert stats.binomial_var(0.3, 10_000) == pytest.approx(0.3 * 0.7 / 10_000, rel=1e-3)  # ~ m(1-m)/N
 
 
 def test_verdict_held_not_shown_reversed():
     """Constructed arms: SE² = sd²/n + B(m, N) per arm; HELD iff gap > 2 SE."""
     N = 100
-    a = ablation.arm([0.50, 0.55, 0.60], N)  # mean .55, sd .05
+    a = stats.arm([0.50, 0.55, 0.60], N)  # mean .55, sd .05
     assert a.mean == pytest.approx(0.55) and a.sd == pytest.approx(0.05)
     p = (55 + 2) / 104
     assert a.se2 == pytest.approx(0.05 ** 2 / 3 + p * (1 - p) / 104)
-    b = ablation.arm([0.30, 0.30, 0.30], N)  # sd 0
+    b = stats.arm([0.30, 0.30, 0.30], N)  # sd 0
     se = math.sqrt(a.se2 + b.se2)
-    v = ablation.verdict(a, b)
+    v = stats.verdict(a, b)
     assert v["verdict"] == "HELD" and v["gap"] == pytest.approx(0.25) and v["se"] == pytest.approx(se)
     assert v["seed_term_known"] and "+25.0 pts > 2 SE" in v["why"]
-    assert ablation.verdict(b, a)["verdict"] == "REVERSED"
-    c = ablation.arm([0.45, 0.55, 0.65], N)  # mean .55 like a: no gap
-    assert ablation.verdict(a, c)["verdict"] == "NOT SHOWN"
+    assert stats.verdict(b, a)["verdict"] == "REVERSED"
+    c = stats.arm([0.45, 0.55, 0.65], N)  # mean .55 like a: no gap
+    assert stats.verdict(a, c)["verdict"] == "NOT SHOWN"
     # a gap just inside / just outside 2 SE
-    lo = ablation.arm([0.40] * 3, N)
+    lo = stats.arm([0.40] * 3, N)
     hi_in = 0.40 + 1.9 * math.sqrt(2 * 0.4 * 0.6 / N)
-    assert ablation.verdict(ablation.arm([hi_in] * 3, N), lo)["verdict"] == "NOT SHOWN"
+    assert stats.verdict(stats.arm([hi_in] * 3, N), lo)["verdict"] == "NOT SHOWN"
     hi_out = 0.40 + 2.2 * math.sqrt(2 * 0.45 * 0.55 / N)
-    assert ablation.verdict(ablation.arm([hi_out] * 3, N), lo)["verdict"] == "HELD"
+    assert stats.verdict(stats.arm([hi_out] * 3, N), lo)["verdict"] == "HELD"
     # a large seed spread hides a gap that the binomial error alone would call significant
-    wide = ablation.arm([0.2, 0.9, 0.5], 10_000)
-    narrow = ablation.arm([0.3, 0.3, 0.3], 10_000)
-    assert ablation.verdict(wide, narrow)["verdict"] == "NOT SHOWN"
-    assert ablation.verdict(ablation.arm([0.5] * 3, 10_000), narrow)["verdict"] == "HELD"
+    wide = stats.arm([0.2, 0.9, 0.5], 10_000)
+    narrow = stats.arm([0.3, 0.3, 0.3], 10_000)
+    assert stats.verdict(wide, narrow)["verdict"] == "NOT SHOWN"
+    assert stats.verdict(stats.arm([0.5] * 3, 10_000), narrow)["verdict"] == "HELD"
 
 
 def test_verdict_with_one_seed_uses_the_binomial_error_and_says_so():
     """The default run's one-seed headline, 5 of 48 after RL vs 0 of 48 after SFT (+10.4
     points): within 2 SE (5.4 points), so NOT SHOWN; the same rates on 96 examples would hold."""
-    rl, sft = ablation.arm([5 / 48], 48), ablation.arm([0.0], 48)
+    rl, sft = stats.arm([5 / 48], 48), stats.arm([0.0], 48)
     assert rl.sd is None and rl.se2 == pytest.approx((7 / 52) * (45 / 52) / 52)
     assert sft.se2 == pytest.approx((2 / 52) * (50 / 52) / 52)
-    v = ablation.verdict(rl, sft)
+    v = stats.verdict(rl, sft)
     assert v["se"] == pytest.approx(math.sqrt(rl.se2 + sft.se2))
     assert v["verdict"] == "NOT SHOWN" and not v["seed_term_known"]
     assert "binomial only for the better and worse arms" in v["why"]
-    assert ablation.verdict(ablation.arm([10 / 96], 96), ablation.arm([0.0], 96))["verdict"] == "HELD"
-    v = ablation.verdict(ablation.arm([0.1, 0.12], 96), ablation.arm([0.0], 96))
+    assert stats.verdict(stats.arm([10 / 96], 96), stats.arm([0.0], 96))["verdict"] == "HELD"
+    v = stats.verdict(stats.arm([0.1, 0.12], 96), stats.arm([0.0], 96))
     assert "binomial only for the worse arm" in v["why"]
-    v = ablation.verdict(ablation.arm([0.146], 48), ablation.arm([0.125], 48))  # the one-seed ablation's 512-token pair
+    v = stats.verdict(stats.arm([0.146], 48), stats.arm([0.125], 48))  # the one-seed ablation's 512-token pair
     assert v["verdict"] == "NOT SHOWN"
 
 
 def test_average_arm_binomial_term():
     runs = [{128: 0.5, 512: 0.1}, {128: 0.7, 512: 0.3}]
-    a = ablation.average_arm(runs, 50)
+    a = stats.average_arm(runs, 50)
     assert a.mean == pytest.approx(0.4) and a.sd == pytest.approx(np.std([0.3, 0.5], ddof=1))
-    assert a.binom_var == pytest.approx((ablation.binomial_var(0.6, 50) + ablation.binomial_var(0.2, 50)) / 4)
+    assert a.binom_var == pytest.approx((stats.binomial_var(0.6, 50) + stats.binomial_var(0.2, 50)) / 4)
 
 
 RESULTS = {
@@ -142,16 +143,16 @@ RESULTS = {
 
 
 def test_aggregate_table_and_claims(tmp_path):
-    agg = ablation.aggregate(RESULTS, 1000)
+    agg = stats.aggregate(RESULTS, 1000)
     a = agg["rl_single_stage"]["lengths"][128]
     assert (a.mean, a.sd, a.seeds) == pytest.approx((0.5, math.sqrt(0.02), 2))
     assert agg["rl_progressive"]["avg"].mean == pytest.approx(0.55)  # per-seed averages 0.5, 0.6
     assert agg["rl_progressive"]["avg"].sd == pytest.approx(math.sqrt(0.005))
-    table = ablation.markdown_table(agg)
+    table = claims.markdown_table(agg)
     assert table.splitlines()[0] == "| variant | seeds | 128 tok | 512 tok | avg |"
     assert "| sft_only | 1 | 50.0 | 10.0 | 30.0 |" in table
     assert "| rl_progressive | 2 | 70.0 ± 0.0 | 40.0 ± 14.1 | 55.0 ± 7.1 |" in table
-    cl = {c["better"] + ">" + c["worse"]: c for c in ablation.claims(agg)}
+    cl = {c["better"] + ">" + c["worse"]: c for c in claims.claims(agg)}
     # 55 vs 30 (sft one seed: binomial only on its side): gap 25, SE ~5.1
     assert cl["rl_progressive_retro>sft_only"]["verdict"] == "HELD"
     assert not cl["rl_progressive_retro>sft_only"]["seed_term_known"]
@@ -159,10 +160,10 @@ def test_aggregate_table_and_claims(tmp_path):
     p = cl["rl_progressive>rl_single_stage"]
     assert p["verdict"] == "HELD" and p["by_length"][128]["verdict"] == "NOT SHOWN"
     assert cl["rl_progressive_retro>rl_progressive"]["verdict"] == "NOT SHOWN"  # 55 vs 55
-    md = ablation.claims_markdown(ablation.claims(agg))
+    md = claims.claims_markdown(claims.claims(agg))
     assert "| rl_progressive > rl_single_stage | avg | +15.0 |" in md
     path = tmp_path / "a.png"
-    ablation.plot(agg, str(path), "t", raw=RESULTS)
+    claims.plot(agg, str(path), "t", raw=RESULTS)
     assert path.stat().st_size > 1000
 
 
@@ -173,23 +174,23 @@ def test_headline_report_from_default_run_summaries(tmp_path):
             {"step": 40, "phase": "sft", "heldout/acc@128": 0.75, "heldout/acc@512": sft512},
             {"step": 64, "phase": "rl_320", "heldout/acc@128": 0.8, "heldout/acc@512": 0.05},
             {"step": 88, "phase": "rl_640", "heldout/acc@128": 0.85, "heldout/acc@512": rl512}]}
-    h = ablation.headline_report([summary(0.0, 0.10), summary(0.01, 0.14), summary(0.0, 0.12)], 96)
+    h = headline.headline_report([summary(0.0, 0.10), summary(0.01, 0.14), summary(0.0, 0.12)], 96)
     assert h["lengths"] == [512, 128]
     top = h["rows"][512]
     assert top["rl"]["mean"] == pytest.approx(0.12) and top["sft"]["mean"] == pytest.approx(0.01 / 3)
     assert top["gap"] == pytest.approx(0.12 - 0.01 / 3) and top["verdict"] == "HELD"
-    md = ablation.headline_markdown(h)
+    md = headline.headline_markdown(h)
     assert md.splitlines()[2].startswith("| 512 tok | 0.3 ± 0.6 | 12.0 ± 2.0 | +11.7 |")
     path = tmp_path / "h.png"
-    ablation.headline_plot(h, str(path))
+    headline.headline_plot(h, str(path))
     assert path.stat().st_size > 1000
     with pytest.raises(ValueError, match="no evaluation after phase 'sft'"):
-        ablation.headline_report([{"evals": [{"phase": "rl_640", "heldout/acc@512": 0.1}]}], 96)
+        headline.headline_report([{"evals": [{"phase": "rl_640", "heldout/acc@512": 0.1}]}], 96)
 
 
 def test_runner_rejects_unknown_variants():
     with pytest.raises(SystemExit, match="--variants"):
-        ablation.main(["--out", "/nonexistent", "--variants", "rl_magic"])
+        ablation_cli.main(["--out", "/nonexistent", "--variants", "rl_magic"])
 
 
 def _fake_runs(calls):
@@ -217,9 +218,9 @@ def test_runner_trains_sft_per_seed_and_reports_hard_groups(tmp_path, monkeypatc
     import os
 
     calls = []
-    monkeypatch.setattr(ablation, "run_config", _fake_runs(calls))
+    monkeypatch.setattr(ablation_runs, "run_config", _fake_runs(calls))
     monkeypatch.chdir(tmp_path)
-    report = ablation.main(["--out", "abl", "--seeds", "0,1", "--tiny", "--quiet"])
+    report = ablation_cli.main(["--out", "abl", "--seeds", "0,1", "--tiny", "--quiet"])
     sft = [c for c in calls if c[0].startswith("abl/sft_only")]
     assert [(c[0], c[1], c[3]) for c in sft] == [("abl/sft_only/seed0", 0, ("sft",)),
                                                  ("abl/sft_only/seed1", 1, ("sft",))]
@@ -238,7 +239,7 @@ def test_runner_trains_sft_per_seed_and_reports_hard_groups(tmp_path, monkeypatc
 
 
 def test_hard_group_stats_without_a_pool():
-    assert ablation.hard_group_stats([{"hard_pool": 0, "hard_trained": 0, "kept_groups": 8}]) == {"steps": 0}
+    assert claims.hard_group_stats([{"hard_pool": 0, "hard_trained": 0, "kept_groups": 8}]) == {"steps": 0}
 
 
 @pytest.mark.slow
@@ -261,7 +262,7 @@ def test_tiny_ablation_end_to_end(tmp_path):
         return p.stdout, json.load(open(os.path.join(out, "results.json")))
 
     stdout, report = run()
-    assert set(report["raw"]) == {"sft_only", *ablation.RL_VARIANTS}
+    assert set(report["raw"]) == {"sft_only", *ablation_runs.RL_VARIANTS}
     assert [len(v) for v in report["raw"].values()] == [2, 2, 2, 2]  # sft_only per seed too
     assert set(report["hard_groups"]) == {"seed0", "seed1"}
     assert all(h["steps"] == 1 and h["hard_drawn_per_step"] > 0 for h in report["hard_groups"].values())

@@ -154,8 +154,8 @@ def test_impossible_sizes_are_refused_before_compiling_with_the_planner_figure(o
     for p in path:
         node = node[p]
     node[key] = value
-    from qwenlong_jax.plan import PlanError
-    from qwenlong_jax.trainer import Trainer
+    from qwenlong_jax.capacity.planner import PlanError
+    from qwenlong_jax.run.trainer import Trainer
 
     t0 = time.time()
     with pytest.raises(PlanError) as info:  # the set-up refuses it: nothing is compiled or run
@@ -187,19 +187,20 @@ def test_nonfinite_parameters_are_never_saved_exported_or_done(tmp_path, monkeyp
     """An update of finite numbers that overflows the parameters (the loss and gradient checks
     cannot see it): the run stops at the next save, names the last finite checkpoint, writes
     no export and no summary; a checkpoint holding non-finite parameters is refused on resume."""
-    from qwenlong_jax import trainer as trainer_lib
-    from qwenlong_jax.checkpoint import Checkpointer, abstract_like
-    from qwenlong_jax.trainer import Trainer, TrainingError
+    from qwenlong_jax.run import loop as loop_lib
+    from qwenlong_jax.run.checkpoint import Checkpointer, abstract_like
+    from qwenlong_jax.run.state import init_state
+    from qwenlong_jax.run.trainer import Trainer, TrainingError
 
-    real_step = trainer_lib.sft_step
+    real_step = loop_lib.sft_update
 
-    def overflowing_step(ctx, steps, state, recs, phase):
-        state, metrics = real_step(ctx, steps, state, recs, phase)
+    def overflowing_step(ctx, steps, state, batch):
+        state, metrics = real_step(ctx, steps, state, batch)
         if int(state.step) == 3:  # the last step: its save is the final state's
             state = state.replace(params=jax.tree.map(lambda p: p * float("inf"), state.params))
         return state, metrics
 
-    monkeypatch.setattr(trainer_lib, "sft_step", overflowing_step)
+    monkeypatch.setattr(loop_lib, "sft_update", overflowing_step)
     workdir = tmp_path / "run"
     cfg = from_config_dict(_tiny_sft_only())
     with pytest.raises(TrainingError) as info:
@@ -210,10 +211,10 @@ def test_nonfinite_parameters_are_never_saved_exported_or_done(tmp_path, monkeyp
     assert not (workdir / "hf").exists() and not (workdir / "summary.json").exists()
 
     # A checkpoint with non-finite parameters (as an earlier version could write) is refused.
-    monkeypatch.setattr(trainer_lib, "sft_step", real_step)
+    monkeypatch.setattr(loop_lib, "sft_update", real_step)
     t = Trainer(cfg, str(workdir), quiet=True, devices=jax.devices()[:1])
     ck = Checkpointer(str(workdir / "checkpoints"))
-    _, state, meta = ck.restore_latest(abstract_like(trainer_lib.init_state(t.ctx)))
+    _, state, meta = ck.restore_latest(abstract_like(init_state(t.ctx)))
     ck.save(3, state.replace(params=jax.tree.map(lambda p: p * float("nan"), state.params)), {**meta, "step": 3})
     ck.close()
     with pytest.raises(TrainingError, match="step 3 .* holds non-finite parameters"):
@@ -225,14 +226,14 @@ def test_nonfinite_parameters_are_never_saved_exported_or_done(tmp_path, monkeyp
 
 _STUCK = """
 import sys, time
-from absl import app
-from qwenlong_jax import train, trainer
+from qwenlong_jax.cli import flags, train
+from qwenlong_jax.run import loop, trainer
 def stuck(*a, **k):
     sys.stderr.write("STUCK {where}\\n"); sys.stderr.flush()
     {body}
-trainer.{target} = stuck
+{target} = stuck
 sys.argv = ["train", "--config", "configs/smoke.py", "--workdir", {workdir!r}, *{flags!r}]
-app.run(train.main, flags_parser=train.parse_flags)
+flags.run(train.main, absl_app=True)
 """
 SLEEP = "time.sleep(3600)"  # a long C call: a compile, a generation (the GIL released)
 SPIN = "while True: pass"  # a Python loop that never checks for a signal (the GIL held)
@@ -273,7 +274,7 @@ def _finish(proc, timeout: float) -> tuple[float, subprocess.CompletedProcess]:
 @pytest.mark.parametrize("body", [SLEEP, SPIN], ids=["long_call", "python_loop"])
 def test_sigterm_in_a_step_that_never_finishes_exits_at_the_deadline(tmp_path, body):
     """The reported case: a step that never finished ignored SIGTERM; only SIGKILL ended it."""
-    proc = _start_stuck(tmp_path, "sft_step", body, "--stop_grace_s=3")
+    proc = _start_stuck(tmp_path, "loop.sft_update", body, "--stop_grace_s=3")
     proc.send_signal(signal.SIGTERM)
     seconds, done = _finish(proc, timeout=60)
     assert done.returncode == 128 + signal.SIGTERM and 3 <= seconds < 30, (done.returncode, seconds)
@@ -282,7 +283,7 @@ def test_sigterm_in_a_step_that_never_finishes_exits_at_the_deadline(tmp_path, b
 
 
 def test_a_second_signal_exits_at_once(tmp_path):
-    proc = _start_stuck(tmp_path, "sft_step", SLEEP, "--stop_grace_s=300")
+    proc = _start_stuck(tmp_path, "loop.sft_update", SLEEP, "--stop_grace_s=300")
     proc.send_signal(signal.SIGINT)
     time.sleep(1)
     proc.send_signal(signal.SIGTERM)
@@ -295,7 +296,7 @@ def test_a_second_signal_exits_at_once(tmp_path):
 def test_a_signal_during_set_up_exits_at_once_in_one_line(tmp_path, sig):
     """Before the loop there is nothing to finish: one line (SIGINT was a KeyboardInterrupt
     traceback)."""
-    proc = _start_stuck(tmp_path, "setup", SLEEP)
+    proc = _start_stuck(tmp_path, "trainer.setup", SLEEP)
     proc.send_signal(sig)
     seconds, done = _finish(proc, timeout=60)
     assert done.returncode == 128 + sig and seconds < 30
@@ -430,7 +431,7 @@ def test_generate_empty_prompt_is_one_line():
     (["--prompt", "hi", "--checkpoint", "LOOP"], "is a symlink loop"),
 ])
 def test_generate_bad_input_is_one_line(args, expected, bad_paths):
-    from qwenlong_jax import generate
+    from qwenlong_jax.cli import generate
 
     args = [_sub(a, bad_paths) for a in args]
     parsed = generate.parse_args(["--checkpoint", BASE, *args])
@@ -458,14 +459,15 @@ def test_generate_bad_input_is_one_line(args, expected, bad_paths):
     (["--sweep", "--lengths", "64", "--checkpoint", "LOOP"], "is a symlink loop"),
 ])
 def test_evaluate_bad_input_is_one_eval_error(args, expected, bad_paths, tmp_path):
-    from qwenlong_jax import evaluate
+    from qwenlong_jax.cli import evaluate as evaluate_cli
+    from qwenlong_jax.eval import evaluation
     from qwenlong_jax.eval.benchmarks import EvalError
 
     args = [_sub(a, bad_paths) for a in args]
     argv = ["--checkpoint", BASE, "--out", str(tmp_path / "out"), "--no_progress", *args]
     generated = []
     with pytest.raises(EvalError) as info:
-        evaluate.run(evaluate.parse_args(argv), generate_fn=lambda *a, **k: generated.append(1))
+        evaluation.run(evaluate_cli.parse_args(argv), generate_fn=lambda *a, **k: generated.append(1))
     assert expected in str(info.value) and "\n" not in str(info.value), info.value
     assert not generated
 
@@ -479,7 +481,7 @@ def test_evaluate_bad_input_is_one_eval_error(args, expected, bad_paths, tmp_pat
     ("phases.rl_lng.steps=3", "rl_lng", "rl_long"),
 ])
 def test_typo_in_a_nested_key_reads_cleanly(override, field, close):
-    from qwenlong_jax.config_cli import load_config
+    from qwenlong_jax.cli.flags import load_config
 
     with pytest.raises(ConfigError) as info:
         load_config("configs/smoke.py", [override])
@@ -502,7 +504,7 @@ def test_late_closed_loop_callbacks_after_a_restore_are_dropped(tmp_path):
     unraisable exception on cue.)"""
     code = textwrap.dedent(f"""
         import jax
-        from qwenlong_jax.checkpoint import Checkpointer
+        from qwenlong_jax.run.checkpoint import Checkpointer
         ck = Checkpointer({str(tmp_path / "ck")!r})
         assert ck.restore_latest({{"x": jax.ShapeDtypeStruct((1,), "float32")}}) is None
         ck.close()
@@ -539,7 +541,7 @@ def test_resume_past_a_partly_deleted_checkpoint_prints_no_traceback(tmp_path):
 
 
 def test_summary_without_a_heldout_set_has_no_empty_accuracy_lines(capsys):
-    from qwenlong_jax.train import print_summary
+    from qwenlong_jax.cli.train import print_summary
 
     print_summary({"steps": 4, "minutes": 0.1, "evals": [{"step": 2, "phase": "sft"}, {"step": 4, "phase": "rl"}],
                    "export": None, "plots": []})

@@ -7,11 +7,12 @@ import statistics
 import pytest
 
 import qwenlong_jax
-from qwenlong_jax.bench import rollout, sampler, train
+from qwenlong_jax.bench import sampler, train
+from qwenlong_jax.cli import bench
 
 
 def test_sampler_interleaves_rounds_against_sdpa_generate_without_mask(capsys):
-    res = sampler.main(["--prompt_len", "64", "--new_tokens", "4", "--d_model", "64", "--layers", "1",
+    res = bench.main(["sampler", "--prompt_len", "64", "--new_tokens", "4", "--d_model", "64", "--layers", "1",
                         "--vocab", "512", "--prefill_chunk", "32", "--rounds", "2", "--repeats", "1",
                         "--threads", "1"])
     out = capsys.readouterr().out
@@ -22,7 +23,7 @@ def test_sampler_interleaves_rounds_against_sdpa_generate_without_mask(capsys):
 
 
 def test_sampler_baseline_is_sdpa(tmp_path):
-    args = sampler.parse_args(["--prompt_len", "16", "--new_tokens", "2", "--d_model", "64", "--layers", "1",
+    args = bench.parse_args("sampler", ["--prompt_len", "16", "--new_tokens", "2", "--d_model", "64", "--layers", "1",
                                "--vocab", "128"])
     import os
     assert args.threads == len(os.sched_getaffinity(0))
@@ -40,7 +41,7 @@ def test_train_bench_ratios_are_taken_round_by_round():
     assert merged["naive/xla"] == {"skipped": "mem"}
     assert train._ratio_text([4.0, 2.5], 9.0) == (statistics.median([4.0, 2.5]), ", rounds 2.5-4.0x")
     assert train._ratio_text(None, 9.0) == (9.0, "")
-    assert train.parse_args([]).rounds == 1
+    assert bench.parse_args("train", []).rounds == 1
 
 
 @pytest.mark.slow
@@ -56,8 +57,8 @@ def test_rollout_bench_same_samples_and_round_ratios(capsys, tmp_path):
             {"step": 3, "phase": "rl_320", "response_length": 30.0, "truncated_frac": 0.5,
              "rollout_utilization": 0.6}]
     (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    res = rollout.main(["--prompts", "3", "--slots", "2", "--chunk", "4", "--rounds", "2",
-                        "--run", str(tmp_path), "--profile"])
+    res = bench.main(["rollout", "--prompts", "3", "--slots", "2", "--chunk", "4", "--rounds", "2",
+                      "--run", str(tmp_path), "--profile"])
     assert res["same_samples"] == {"lockstep/2": True, "group_refill": True, "per-sample": True}
     assert res["prompts"] == 3 and res["G"] == 8 and res["rows"] == 16 and res["policy"] == "hf"
     assert res["run"] == pytest.approx({"steps": 2, "length_mean": 25.0, "truncated_frac": 0.25,

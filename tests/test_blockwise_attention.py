@@ -10,11 +10,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from test_flash_attention import CASES, Case, make_inputs, out_and_grads, segment_ids
 
 from kernels.block_mask import MaskSpec, block_schedule
 from kernels.blockwise import BlockwiseStatic, _pad, blockwise_attention, schedule
 from kernels.reference import attention_mask
-from test_flash_attention import CASES, Case, make_inputs, out_and_grads, segment_ids
 
 
 def reference_f64(q, k, v, ct, kw):
@@ -92,18 +92,20 @@ def test_packed_group_equals_unpacked_rows():
         seg[w:w + n] = 2 + g
         w += n
     seg = jnp.asarray(seg[None])
-    attn = lambda q, k, v: blockwise_attention(q, k, v, q_segment_ids_BT=seg, kv_segment_ids_BS=seg,
-                                               shared_prefix_segment=1, block_q=16, block_k=16)
+    def attn(q, k, v):
+        return blockwise_attention(q, k, v, q_segment_ids_BT=seg, kv_segment_ids_BS=seg,
+                                                   shared_prefix_segment=1, block_q=16, block_k=16)
     out, (dq, dk, dv) = jax.jit(lambda *a: out_and_grads(attn, a, ct))(q, k, v)
     w = P
     dk_sum, dv_sum = jnp.zeros_like(dk[:, :P]), jnp.zeros_like(dv[:, :P])
     for n in lens:
         idx = np.r_[0:P, w:w + n]
-        un = lambda q, k, v: blockwise_attention(q, k, v, block_q=16, block_k=16)
+        def un(q, k, v):
+            return blockwise_attention(q, k, v, block_q=16, block_k=16)
         # The unpacked row's prompt rows carry no cotangent (in the packed row they are shared):
         # the response rows alone give the response gradients and their share of the prompt's.
         ct_u = ct[:, idx].at[:, :P].set(0.0)
-        o_u, (dq_u, dk_u, dv_u) = jax.jit(lambda *a: out_and_grads(un, a, ct_u))(
+        o_u, (dq_u, dk_u, dv_u) = jax.jit(lambda *a: out_and_grads(un, a, ct_u))(  # noqa: B023 - traced here
             q[:, idx], k[:, idx], v[:, idx])
         np.testing.assert_allclose(out[:, w:w + n], o_u[:, P:], atol=1e-5, rtol=0)
         np.testing.assert_allclose(dq[:, w:w + n], dq_u[:, P:], atol=1e-4, rtol=0)
@@ -144,8 +146,9 @@ def _compiled(T: int):
     seg = jax.ShapeDtypeStruct((1, T), jnp.int32)
 
     def fwd_bwd(q, k, v, seg):
-        attn = lambda q, k, v: blockwise_attention(q, k, v, q_segment_ids_BT=seg,
-                                                   kv_segment_ids_BS=seg, shared_prefix_segment=1)
+        def attn(q, k, v):
+            return blockwise_attention(q, k, v, q_segment_ids_BT=seg,
+                                                           kv_segment_ids_BS=seg, shared_prefix_segment=1)
         return out_and_grads(attn, (q, k, v), jnp.ones(q.shape, q.dtype))
 
     return jax.jit(fwd_bwd).lower(q, kv, kv, seg).compile()

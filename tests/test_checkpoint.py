@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from orbax.checkpoint._src.handlers import json_checkpoint_handler
 
-from qwenlong_jax.checkpoint import Checkpointer, CheckpointSaveError, abstract_like
+from qwenlong_jax.run.checkpoint import Checkpointer, CheckpointSaveError, abstract_like
 
 
 def _state(v: float) -> dict:

@@ -1,7 +1,7 @@
 """The attention kernels and the smoke config's steps compile for NVIDIA H100 (sm_90a) on this CPU.
 
 jax's CUDA plugin describes compile-only GPUs from the project's spec files
-(qwenlong_jax/assets/gpu_specs/, qwenlong_jax/targets.py); the programs go through XLA:GPU,
+(qwenlong_jax/assets/gpu_specs/, qwenlong_jax/capacity/targets.py); the programs go through XLA:GPU,
 Triton and ptxas as on a GPU host, without autotuning. No monkeypatching: the kernels take their
 Triton ("loop") shape because the active mesh is made of GPU devices. Each test asserts the
 compiled program holds the Triton kernels it should -- a silent XLA fallback (the reference
@@ -18,9 +18,9 @@ import pytest
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 import kernels
-from kernels import flash
-from qwenlong_jax import compile as compile_cli
-from qwenlong_jax import targets
+from kernels import backend
+from qwenlong_jax.capacity import targets
+from qwenlong_jax.cli import compile as compile_cli
 
 GIB = 2**30
 needs_cuda = pytest.mark.skipif(not targets.cuda_available(), reason=targets.CUDA_INSTALL)
@@ -82,8 +82,8 @@ def test_gpu_spec_files_parse(chip_name):
 def test_backend_comes_from_the_gpu_mesh(gpu_mesh):
     assert jax.default_backend() == "cpu"
     with jax.set_mesh(gpu_mesh):
-        assert flash.target_backend() == "gpu" and flash.resolve_kernel(None) == "loop"
-        assert not flash.resolve_interpret(None)
+        assert backend.target_backend() == "gpu" and backend.resolve_kernel(None) == "loop"
+        assert not backend.resolve_interpret(None)
 
 
 @needs_cuda

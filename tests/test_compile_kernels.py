@@ -1,7 +1,7 @@
 """The attention kernels compile for TPU (libtpu compile-only devices, on this CPU machine).
 
 No monkeypatching: the kernels pick the Mosaic ("grid") shape because the active mesh is made of
-TPU devices (`kernels.flash.target_backend`), although this process's default backend is CPU.
+TPU devices (`kernels.backend.target_backend`), although this process's default backend is CPU.
 Each test asserts the compiled program contains the Mosaic kernels and that its temporaries stay
 far below the chip's HBM (bounded on-chip buffers are checked by the compiler itself: a kernel
 whose VMEM does not fit fails to compile, as the loop kernels did at 8K tokens).
@@ -13,8 +13,8 @@ import pytest
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 import kernels
-from kernels import flash
-from qwenlong_jax import targets
+from kernels import backend
+from qwenlong_jax.capacity import targets
 
 GIB = 2**30
 
@@ -31,11 +31,11 @@ def _abstract(mesh, shape, dtype=jnp.bfloat16):
 
 
 def test_backend_comes_from_the_mesh(chip_mesh):
-    assert jax.default_backend() == "cpu" and flash.target_backend() == "cpu"
+    assert jax.default_backend() == "cpu" and backend.target_backend() == "cpu"
     with jax.set_mesh(chip_mesh):
-        assert flash.target_backend() == "tpu"
-    with flash.use_target("gpu"):
-        assert flash.target_backend() == "gpu"
+        assert backend.target_backend() == "tpu"
+    with backend.use_target("gpu"):
+        assert backend.target_backend() == "gpu"
 
 
 @pytest.mark.parametrize("T", [8192, 32768, 131072])
@@ -46,8 +46,9 @@ def test_flash_fwd_bwd_compiles_on_one_v5p_chip(chip_mesh, T):
     seg = _abstract(chip_mesh, (1, T), jnp.int32)
 
     def fwd_bwd(q, k, v, seg):
-        attn = lambda q, k, v: kernels.flash_attention(
-            q, k, v, q_segment_ids_BT=seg, kv_segment_ids_BS=seg, shared_prefix_segment=1)
+        def attn(q, k, v):
+            return kernels.flash_attention(
+                    q, k, v, q_segment_ids_BT=seg, kv_segment_ids_BS=seg, shared_prefix_segment=1)
         out, vjp = jax.vjp(attn, q, k, v)
         return out, vjp(out)
 
@@ -63,7 +64,8 @@ def test_flash_fwd_bwd_compiles_on_one_v5p_chip(chip_mesh, T):
 def test_decode_compiles_with_a_64k_prompt_cache(chip_mesh):
     """32B-like decode step: 16 samples, 40 query heads over 8 kv heads, 64K prompt cache."""
     B, G, N, K, H, S, R = 1, 16, 40, 8, 128, 65536, 4096
-    a = lambda shape, dt=jnp.bfloat16: _abstract(chip_mesh, shape, dt)
+    def a(shape, dt=jnp.bfloat16):
+        return _abstract(chip_mesh, shape, dt)
     args = (a((B, G, 1, N, H)), a((B, S, K, H)), a((B, S, K, H)), a((B,), jnp.int32),
             a((B, G, R, K, H)), a((B, G, R, K, H)), a((B, G), jnp.int32))
     with jax.set_mesh(chip_mesh):
@@ -78,15 +80,17 @@ def test_ring_with_flash_pairs_compiles_on_a_v5p_slice():
     devices = targets.topology_devices("v5p:2x2x1")
     mesh = Mesh(np.array(devices), ("sequence",))
     T = 32768
-    spec = lambda *s: NamedSharding(mesh, P(*s))
+    def spec(*s):
+        return NamedSharding(mesh, P(*s))
     q = jax.ShapeDtypeStruct((1, T, 8, 128), jnp.bfloat16, sharding=spec(None, "sequence"))
     kv = jax.ShapeDtypeStruct((1, T, 2, 128), jnp.bfloat16, sharding=spec(None, "sequence"))
     seg = jax.ShapeDtypeStruct((1, T), jnp.int32, sharding=spec(None, "sequence"))
 
     def fwd_bwd(q, k, v, seg):
-        attn = lambda q, k, v: kernels.ring_attention(
-            q, k, v, mesh=mesh, q_segment_ids_BT=seg, kv_segment_ids_BS=seg,
-            shared_prefix_segment=1)
+        def attn(q, k, v):
+            return kernels.ring_attention(
+                    q, k, v, mesh=mesh, q_segment_ids_BT=seg, kv_segment_ids_BS=seg,
+                    shared_prefix_segment=1)
         out, vjp = jax.vjp(attn, q, k, v)
         return out, vjp(out)
 

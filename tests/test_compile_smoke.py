@@ -6,7 +6,7 @@ enough to cover every kind of function (the other differs only in shapes).
 """
 import json
 
-from qwenlong_jax import compile as compile_cli
+from qwenlong_jax.cli import compile as compile_cli
 
 
 def test_smoke_steps_compile_for_v5p_2x2x1(tmp_path, capsys):
@@ -51,7 +51,7 @@ def test_missing_phase_and_bad_mesh_are_one_line_errors(capsys):
 
 
 def test_without_libtpu_one_line_says_how_to_install(monkeypatch, capsys):
-    from qwenlong_jax import targets
+    from qwenlong_jax.capacity import targets
 
     monkeypatch.setattr(targets, "libtpu_available", lambda: False)
     assert compile_cli.main(["--config", "configs/smoke.py", "--target", "v5p:2x2x1"]) == 1

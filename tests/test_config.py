@@ -4,9 +4,9 @@ import importlib
 import jax
 import pytest
 
-from qwenlong_jax import config as config_lib
-from qwenlong_jax import models, sharding
+from qwenlong_jax import config as config_lib, models
 from qwenlong_jax.config import ConfigError, from_config_dict
+from qwenlong_jax.parallel import sharding
 
 REAL = {"r1_distill_32b_tpu": 64, "r1_distill_32b_gpu": 128}
 

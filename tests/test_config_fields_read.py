@@ -11,7 +11,7 @@ import dataclasses
 import os
 
 from qwenlong_jax import config as config_lib
-from qwenlong_jax.sharding import MeshConfig
+from qwenlong_jax.parallel.sharding import MeshConfig
 
 PKG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "qwenlong_jax")
 SECTIONS = (config_lib.Config, config_lib.ModelSection, MeshConfig, config_lib.OptimConfig,

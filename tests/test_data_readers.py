@@ -1,10 +1,11 @@
 """Readers, validation with file:line:field errors, the skip policy, prompt and truncation."""
 import json
 import os
+import pathlib
 
 import pytest
 
-from qwenlong_jax.data import readers
+from qwenlong_jax.data import rows as rows_lib
 from qwenlong_jax.data.prompt import PROMPT_TEMPLATE, build_prompt, split_prompt
 from qwenlong_jax.data.readers import load_records
 from qwenlong_jax.data.schema import DataError, Record
@@ -57,7 +58,7 @@ def test_verl_jsonl_rows():
 def test_verl_parquet_matches_jsonl(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
-    rows = [json.loads(line) for line in open(fx("verl_good.jsonl"))]
+    rows = [json.loads(line) for line in pathlib.Path(fx("verl_good.jsonl")).read_text().splitlines()]
     path = str(tmp_path / "train.parquet")
     pq.write_table(pa.Table.from_pylist(rows), path)
     from_pq, _ = load_records(path)
@@ -76,7 +77,7 @@ def test_plain_jsonl_rows(tok):
     assert p0.prompt == build_prompt(p0.document, p0.question) and p0.ground_truth == "Warsaw"
     assert (p1.id, p1.answer, p1.ground_truth) == ("1", "150", "150")  # numbers become text
     assert (p2.answer, p2.ground_truth) == ("C", "The correct answer is (C)")
-    assert p3.data_source == readers.DEFAULT_DATA_SOURCE and p3.response.startswith("<think>")
+    assert p3.data_source == rows_lib.DEFAULT_DATA_SOURCE and p3.response.startswith("<think>")
     assert p0.num_prompt_tokens == len(tok.chat_prompt(p0.prompt))
 
 
@@ -104,7 +105,7 @@ def test_error_messages_say_what_is_wrong():
             load_records(fx(name))
         return str(ei.value)
     assert "expected str, got list" in msg("bad_wrong_type.jsonl")
-    bad_line = open(fx("bad_non_utf8.jsonl"), "rb").read().split(b"\n")[1]
+    bad_line = pathlib.Path(fx("bad_non_utf8.jsonl")).read_bytes().split(b"\n")[1]
     pos = bad_line.index(bytes([0xE9]))  # the byte after "caf"
     assert f"not UTF-8 at byte {pos}: " + r"b'\xe9 au'" in msg("bad_non_utf8.jsonl")
     assert "The correct answer is" in msg("bad_mc_ground_truth.jsonl")
@@ -191,9 +192,9 @@ def test_multiple_choice_ground_truth_accepted_iff_the_scorer_parses_it(gt, lett
            "reward_model": {"ground_truth": gt}}
     if letter is None:
         with pytest.raises(DataError, match="f.jsonl:3: field 'reward_model.ground_truth'"):
-            readers.parse_row(row, "f.jsonl:3")
+            rows_lib.parse_row(row, "f.jsonl:3")
     else:
-        assert readers.parse_row(row, "f.jsonl:3").answer == letter
+        assert rows_lib.parse_row(row, "f.jsonl:3").answer == letter
 
 
 @pytest.mark.parametrize("answer,letter", [("B", "B"), ("(C)", "C"), ("D.", "D"),
@@ -204,9 +205,9 @@ def test_plain_multiple_choice_answers(answer, letter):
            "data_source": "synthetic_long_toc_choices"}
     if letter is None:
         with pytest.raises(DataError, match="field 'answer': multiple-choice answer"):
-            readers.parse_row(row, "f.jsonl:1")
+            rows_lib.parse_row(row, "f.jsonl:1")
     else:
-        rec = readers.parse_row(row, "f.jsonl:1")
+        rec = rows_lib.parse_row(row, "f.jsonl:1")
         assert (rec.answer, rec.ground_truth) == (letter, f"The correct answer is ({letter})")
 
 

@@ -53,12 +53,12 @@ def test_triton_padding_matches_references():
     """For a GPU target the loop kernel pads its query rows and length vectors to powers of two
     (Triton's rule; 40 query heads over 8 kv heads give 5 rows per kv head). The padded program,
     run in interpret mode here, equals both references: B=3 prompts, G=3 samples, Q=5."""
-    from kernels import flash
+    from kernels import backend
 
     c = dict(B=3, G=3, T=1, N=10, K=2, H=32, S=70, R=20, prefix_len=[70, 33, 1],
              resp_len=[[1, 7, 20], [4, 11, 2], [20, 1, 9]])
     args = make_inputs(**c)
-    with flash.use_target("gpu"):
+    with backend.use_target("gpu"):
         out = jax.jit(lambda *a: decode_attention(*a, block_s=16, interpret=True, kernel="loop"),
                       compiler_options=FAST_COMPILE)(*args)
     ref, copied = jax.jit(lambda *a: (reference_decode_attention(*a),
@@ -77,13 +77,15 @@ def materialised_attention(q, pk, pv, prefix_len, rk, rv, resp_len):
     B, G, T, N, H = q.shape
     S, R = pk.shape[1], rk.shape[2]
     shift = (jnp.arange(R)[None, None, :] + resp_len[:, :, None]) % R  # valid entries end last
-    roll = lambda x: jnp.take_along_axis(x, shift[..., None, None], axis=2)
+    def roll(x):
+        return jnp.take_along_axis(x, shift[..., None, None], axis=2)
     k = jnp.concatenate([jnp.broadcast_to(pk[:, None], (B, G, S) + pk.shape[2:]), roll(rk)], 2)
     v = jnp.concatenate([jnp.broadcast_to(pv[:, None], (B, G, S) + pv.shape[2:]), roll(rv)], 2)
     valid = jnp.concatenate([
         jnp.broadcast_to(jnp.arange(S)[None, None, :] < prefix_len[:, None, None], (B, G, S)),
         jnp.arange(R)[None, None, :] >= R - resp_len[:, :, None]], axis=2).astype(jnp.int32)
-    flat = lambda x: x.reshape(B * G, *x.shape[2:])
+    def flat(x):
+        return x.reshape(B * G, *x.shape[2:])
     out = reference_attention(flat(q), flat(k), flat(v), causal=True,
                               q_segment_ids_BT=jnp.ones((B * G, T), jnp.int32),
                               kv_segment_ids_BS=flat(valid))
@@ -138,9 +140,9 @@ def test_decode_validation():
 def test_lowers_for_gpu(monkeypatch):
     """Both decode kernels lower to Triton for GPU from this CPU machine (lowering only; TPU
     would need a [B, K, S, H] cache layout, see kernels/decode.py)."""
-    import kernels.flash
+    import kernels.backend
 
-    monkeypatch.setattr(kernels.flash, "target_backend", lambda: "gpu")
+    monkeypatch.setattr(kernels.backend, "target_backend", lambda: "gpu")
     B, G, T, N, K, H, S, R = 2, 4, 1, 8, 2, 64, 512, 128
     shapes = [((B, G, T, N, H), jnp.bfloat16), ((B, S, K, H), jnp.bfloat16),
               ((B, S, K, H), jnp.bfloat16), ((B,), jnp.int32), ((B, G, R, K, H), jnp.bfloat16),

@@ -11,7 +11,7 @@ import pytest
 from qwenlong_jax.config import ConfigError, RLConfig
 from qwenlong_jax.rl import dynamic_batch, grpo_step
 from qwenlong_jax.rl.policy_loss import actor_loss
-from qwenlong_jax.train_state import TrainState
+from qwenlong_jax.run.train_state import TrainState
 
 from tests.test_rl_update import G, R, SGD, _batch, _groups, _leaves, _ls, _params, _update, CFG
 

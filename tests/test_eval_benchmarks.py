@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from qwenlong_jax import evaluate
+from qwenlong_jax.cli import evaluate
 from qwenlong_jax.data import build_prompt
 from qwenlong_jax.eval.benchmarks import BenchmarkError, EvalError, gold_answers, load_benchmark
 from qwenlong_jax.rewards import family_of
@@ -94,7 +94,7 @@ def test_cli_error_is_one_line(tmp_path):
     with pytest.raises(SystemExit) as e:
         evaluate.main(["--checkpoint", str(tmp_path / "nope"), "--data_dir", str(tmp_path),
                        "--out", str(tmp_path / "out"), "--benchmarks", "hotpotqa"])
-    assert e.value.code == f"evaluate: error: benchmark 'hotpotqa': {tmp_path}/hotpotqa.jsonl: file not found"
+    assert e.value.code == f"error: benchmark 'hotpotqa': {tmp_path}/hotpotqa.jsonl: file not found"
     # As a program: exit status 1, one line on stderr, no traceback.
     proc = subprocess.run(
         [sys.executable, "-m", "qwenlong_jax.evaluate", "--checkpoint", str(tmp_path),
@@ -103,4 +103,4 @@ def test_cli_error_is_one_line(tmp_path):
         cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines() == [
-        f"evaluate: error: benchmark 'musique': {FIX}/bad_missing_answers.jsonl:1: field 'answers': missing"]
+        f"error: benchmark 'musique': {FIX}/bad_missing_answers.jsonl:1: field 'answers': missing"]

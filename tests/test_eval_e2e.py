@@ -7,9 +7,10 @@ import shutil
 import jax
 import pytest
 
-from qwenlong_jax import evaluate, models, sampling
+from qwenlong_jax import models, sampling
+from qwenlong_jax.cli import evaluate
 from qwenlong_jax.data.tokenizer import DEFAULT_TOKENIZER, load_tokenizer
-from qwenlong_jax.eval import runner, sweep
+from qwenlong_jax.eval import benchmarks, runner, sweep
 
 FIX = os.path.join(os.path.dirname(__file__), "fixtures", "bench")
 NEW = 6
@@ -48,7 +49,7 @@ def test_cli_with_real_sampler(checkpoint, tmp_path):
     assert all(r["score"] == 0.0 and r["judge"] is None for r in rows)
     # The responses are the sampler's greedy tokens, decoded without the eos token.
     model = runner.load_model(checkpoint)
-    recs = evaluate.bench_lib.load_benchmark("frames", data_dir=FIX)
+    recs = benchmarks.load_benchmark("frames", data_dir=FIX)
     prompts = [runner.encode_record(r, model.tokenizer, 190)[0] for r in recs]
     direct = sampling.generate(model.cfg, model.params, prompts, max_new_tokens=NEW,
                                eos_ids=model.tokenizer.eos_ids)

@@ -4,8 +4,15 @@ import math
 
 import pytest
 
-from qwenlong_jax.eval.metrics import (ScoreInput, extract_prediction, pass_at_k, score_responses,
-                                       squad_em, squad_f1, summarize)
+from qwenlong_jax.eval.metrics import (
+    ScoreInput,
+    extract_prediction,
+    pass_at_k,
+    score_responses,
+    squad_em,
+    squad_f1,
+    summarize,
+)
 
 
 def test_squad_em_f1():

@@ -1,6 +1,7 @@
 """Reports: the markdown table's layout (paper Table 4), extra rows from JSON/CSV, the packaged
 paper averages, the PNG chart."""
 import json
+import pathlib
 
 import pytest
 
@@ -59,10 +60,10 @@ def test_extra_rows_json_and_csv(tmp_path):
 def test_write_reports_png(tmp_path):
     paths = report.write_reports(str(tmp_path), "tiny", SUMMARY, read_extra_rows("paper"),
                                  meta={"settings": {"temperature": 0.7}})
-    png = open(paths["chart"], "rb").read()
+    png = pathlib.Path(paths["chart"]).read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
-    s = json.load(open(paths["summary"]))
+    s = json.loads(pathlib.Path(paths["summary"]).read_text())
     assert s["avg"] == pytest.approx((25 + 50 + 100) / 3) and s["settings"]["temperature"] == 0.7
-    table = open(paths["table"]).read()
+    table = pathlib.Path(paths["table"]).read_text()
     assert "| tiny | 25.0 | 50.0 | 100.0 | 12.5 | 58.3 |" in table
     assert "| QwenLong-L1-32B, DAPO (paper) | – | – | – | – | 70.7 |" in table

@@ -7,7 +7,8 @@ import types
 
 import pytest
 
-from qwenlong_jax import evaluate
+from qwenlong_jax.cli import evaluate
+from qwenlong_jax.eval import evaluation
 from qwenlong_jax.data import Record, build_prompt
 from qwenlong_jax.data.tokenizer import load_tokenizer
 from qwenlong_jax.eval import benchmarks, runner
@@ -138,7 +139,7 @@ def test_judge_max_with_rule(tmp_path, no_checkpoint, monkeypatch):
         def stats(self):
             return {"queries": len(asked)}
 
-    monkeypatch.setattr(evaluate, "_judge", lambda args: Judge())
+    monkeypatch.setattr(evaluation, "make_judge", lambda req: Judge())
     summary = _cli(tmp_path, ["hotpotqa", "frames"], FakeGenerate())
     # Asked only about rule misses with a parsed answer: hotpotqa "no" (rule 0). Not about the
     # two rule hits, nor frames' response without </think> (nothing parsed).

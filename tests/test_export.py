@@ -12,7 +12,7 @@ from qwenlong_jax import models, sampling
 from qwenlong_jax.data.prompt import build_prompt
 from qwenlong_jax.data.synthetic import make_dataset
 from qwenlong_jax.data.tokenizer import load_tokenizer
-from qwenlong_jax.export import export_hf
+from qwenlong_jax.run.export import export_hf
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BASE = os.path.join(REPO, "qwenlong_jax", "assets", "base")

@@ -15,12 +15,12 @@ import jax
 import pytest
 
 import configs.smoke
-from qwenlong_jax.checkpoint import Checkpointer, CheckpointSaveError
+from qwenlong_jax.run.checkpoint import Checkpointer, CheckpointSaveError
 from qwenlong_jax.config import ConfigError, from_config_dict
 from qwenlong_jax.data.tokenizer import load_tokenizer
-from qwenlong_jax.train import user_errors
-from qwenlong_jax.trainer import Trainer, TrainingError
-from qwenlong_jax.workdir_lock import WorkdirLock, WorkdirLocked
+from qwenlong_jax.cli.train import user_errors
+from qwenlong_jax.run.trainer import Trainer, TrainingError
+from qwenlong_jax.run.workdir_lock import WorkdirLock, WorkdirLocked
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BASE = os.path.join(REPO, "qwenlong_jax", "assets", "base")
@@ -228,19 +228,22 @@ def test_resume_over_the_nonfinite_limit_exits_at_once(tmp_path):
 # --- judge / evaluate / generate ------------------------------------------------------------
 
 def test_evaluate_reads_the_key_variable_train_reads(monkeypatch):
-    from qwenlong_jax import evaluate
-    from qwenlong_jax.eval.benchmarks import EvalError
+    import dataclasses
 
-    args = evaluate.parse_args(["--checkpoint", BASE, "--out", "/tmp/x", "--judge_url", "http://127.0.0.1:9/v1",
+    from qwenlong_jax.cli.evaluate import parse_args
+    from qwenlong_jax.eval.benchmarks import EvalError
+    from qwenlong_jax.eval.request import make_judge
+
+    args = parse_args(["--checkpoint", BASE, "--out", "/tmp/x", "--judge_url", "http://127.0.0.1:9/v1",
                                 "--judge_model", "m"])
     assert args.judge_api_key_env == "JUDGE_API_KEY"  # train's judge.api_key_env default
     monkeypatch.delenv("JUDGE_API_KEY", raising=False)
     with pytest.raises(EvalError, match=r"\$JUDGE_API_KEY is not set"):
-        evaluate._judge(args)
+        make_judge(args)
     monkeypatch.setenv("JUDGE_API_KEY", "k")
-    assert evaluate._judge(args).config.api_key_env == "JUDGE_API_KEY"
-    args.judge_api_key_env = ""
-    assert evaluate._judge(args).config.api_key_env == ""  # "" = no key
+    assert make_judge(args).config.api_key_env == "JUDGE_API_KEY"
+    args = dataclasses.replace(args, judge_api_key_env="")
+    assert make_judge(args).config.api_key_env == ""  # "" = no key
 
 
 def test_generate_bad_flags_and_missing_checkpoint_one_line(tmp_path):
@@ -254,37 +257,37 @@ def test_generate_bad_flags_and_missing_checkpoint_one_line(tmp_path):
 
 
 def test_evaluate_reads_inputs_from_the_store_and_refuses_a_remote_out(tmp_path, monkeypatch):
-    from qwenlong_jax import evaluate, paths
+    from qwenlong_jax import paths
+    from qwenlong_jax.cli.evaluate import parse_args
     from qwenlong_jax.eval.benchmarks import EvalError
+    from qwenlong_jax.eval.request import localize
 
     monkeypatch.setenv("QWENLONG_CACHE", str(tmp_path / "cache"))
     paths.write_text("memory://i18-eval/docmath.jsonl", '{"id": 1}\n')
-    args = evaluate.parse_args(["--checkpoint", BASE, "--out", str(tmp_path / "out"),
-                                "--bench_file", "docmath=memory://i18-eval/docmath.jsonl"])
-    evaluate._localize(args)
-    local = args.bench_file[0].split("=", 1)[1]
+    args = parse_args(["--checkpoint", BASE, "--out", str(tmp_path / "out"),
+                       "--bench_file", "docmath=memory://i18-eval/docmath.jsonl"])
+    local = localize(args).bench_file[0].split("=", 1)[1]
     assert not paths.is_remote(local) and open(local).read() == '{"id": 1}\n'
-    args = evaluate.parse_args(["--checkpoint", BASE, "--out", "memory://i18-eval/out"])
+    args = parse_args(["--checkpoint", BASE, "--out", "memory://i18-eval/out"])
     with pytest.raises(EvalError, match="--out"):
-        evaluate._localize(args)
-    args = evaluate.parse_args(["--checkpoint", "memory://i18-eval/no_such_model", "--out", str(tmp_path / "o")])
+        localize(args)
+    args = parse_args(["--checkpoint", "memory://i18-eval/no_such_model", "--out", str(tmp_path / "o")])
     with pytest.raises(EvalError, match="does not exist"):
-        evaluate._localize(args)
+        localize(args)
 
 
 def test_evaluate_rerun_after_a_failed_run_is_not_refused(tmp_path):
     """A run that failed before predicting leaves run_config.json; it does not pin the settings."""
-    from qwenlong_jax import evaluate
-    from qwenlong_jax.eval import runner
     from qwenlong_jax.eval.benchmarks import EvalError
+    from qwenlong_jax.eval.evaluation import check_run_config, drop_stale_run_config
 
     out = str(tmp_path / "out")
-    runner.check_run_config(out, {"max_new_tokens": 10})  # the failed run wrote this, nothing else
-    evaluate._drop_stale_run_config(out)
-    runner.check_run_config(out, {"max_new_tokens": 20})  # the corrected rerun is accepted
+    check_run_config(out, {"max_new_tokens": 10})  # the failed run wrote this, nothing else
+    drop_stale_run_config(out)
+    check_run_config(out, {"max_new_tokens": 20})  # the corrected rerun is accepted
     os.makedirs(os.path.join(out, "predictions"))
     with open(os.path.join(out, "predictions", "docmath.jsonl"), "w") as f:
         f.write("{}\n")
-    evaluate._drop_stale_run_config(out)  # predictions exist: the settings stay pinned
+    drop_stale_run_config(out)  # predictions exist: the settings stay pinned
     with pytest.raises(EvalError, match="different"):
-        runner.check_run_config(out, {"max_new_tokens": 30})
+        check_run_config(out, {"max_new_tokens": 30})

@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 from kernels.block_mask import MaskSpec, block_schedule
-from kernels.flash import block_sizes, flash_attention, flash_forward, FlashStatic, pad_inputs
+from kernels.block_sizes import FlashStatic, block_sizes
+from kernels.flash import flash_attention, flash_forward, pad_inputs
 from kernels.reference import attention_mask, reference_attention
 
 FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
@@ -185,16 +186,17 @@ def test_input_validation():
 def test_lowers_for_accelerators(monkeypatch, platform, backend):
     """Forward+backward with segments and the shared prefix lower (Pallas -> Triton / Mosaic
     MLIR) for GPU and TPU from this CPU machine. Lowering only: nothing is compiled or run."""
-    import kernels.flash
+    import kernels.backend
 
-    monkeypatch.setattr(kernels.flash, "target_backend", lambda: backend)
+    monkeypatch.setattr(kernels.backend, "target_backend", lambda: backend)
     q = jax.ShapeDtypeStruct((2, 256, 4, 64), jnp.bfloat16)
     kv = jax.ShapeDtypeStruct((2, 256, 2, 64), jnp.bfloat16)
     seg = jax.ShapeDtypeStruct((2, 256), jnp.int32)
 
     def fwd_bwd(q, k, v, seg):
-        attn = lambda q, k, v: flash_attention(q, k, v, q_segment_ids_BT=seg,
-                                               kv_segment_ids_BS=seg, shared_prefix_segment=1)
+        def attn(q, k, v):
+            return flash_attention(q, k, v, q_segment_ids_BT=seg,
+                                                       kv_segment_ids_BS=seg, shared_prefix_segment=1)
         return out_and_grads(attn, (q, k, v), q.astype(q.dtype))
 
     hlo = jax.jit(fwd_bwd).trace(q, kv, kv, seg).lower(lowering_platforms=(platform,)).as_text()
@@ -211,7 +213,8 @@ def test_explicitly_sharded_inputs_stay_sharded():
     mesh = jax.make_mesh((2, 4), ("data", "tensor"), axis_types=(AxisType.Explicit,) * 2)
     c = Case(B=2, T=64, S=64, N=8, K=4, H=64, causal=True, layout="packed")
     (q, k, v), ct, kw = make_inputs(c)
-    put = lambda x, *spec: jax.device_put(x, NamedSharding(mesh, P(*spec)))
+    def put(x, *spec):
+        return jax.device_put(x, NamedSharding(mesh, P(*spec)))
     sharded = [put(x, "data", None, "tensor", None) for x in (q, k, v)]
     seg = put(kw["q_segment_ids_BT"], "data", None)
     kw_sharded = dict(kw, q_segment_ids_BT=seg, kv_segment_ids_BS=seg)
@@ -230,10 +233,10 @@ def test_explicitly_sharded_inputs_stay_sharded():
                                         ("random", True)])
 def test_grid_kernel_block_runs_cover_the_schedule(layout, pad):
     """The grid (TPU) kernel visits the blocks in at most two runs per row of blocks
-    (kernels/flash_tpu.py `block_runs`, for the forward/dq and, transposed, for dk/dv). The runs
+    (kernels/block_runs.py `block_runs`, for the forward/dq and, transposed, for dk/dv). The runs
     must cover every block `block_schedule` computes, and for contiguous layouts (packed, the
     GRPO shared-prefix layout) contain nothing else: those blocks are then never fetched."""
-    from kernels.flash_tpu import block_runs, visibility
+    from kernels.block_runs import block_runs, visibility
 
     B, T, bq, bk = 2, 256, 32, 32
     if layout == "random":  # non-contiguous ids: runs are a superset, never miss a block

@@ -4,9 +4,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from qwenlong_jax import models, sharding
+from qwenlong_jax import models
+from qwenlong_jax.parallel import sharding
+from qwenlong_jax.parallel.sharding import MeshConfig
 from qwenlong_jax.rl import grpo_step, packing
-from qwenlong_jax.sharding import MeshConfig
 
 CFG = models.get_model_config("tiny", vocab_size=128, hidden_size=64, num_heads=4, num_kv_heads=2,
                               head_dim=16, intermediate_size=96, num_layers=2, logits_chunk=16)
@@ -36,7 +37,8 @@ def _batches(prompts, responses, agg):
 
 
 def _loss_and_grad(params, mb, ls):
-    f = lambda p: grpo_step.grpo_loss(CFG, ls, p, mb)[0]
+    def f(p):
+        return grpo_step.grpo_loss(CFG, ls, p, mb)[0]
     return jax.jit(jax.value_and_grad(f))(params)
 
 
@@ -47,7 +49,8 @@ def test_packed_equals_unpacked(agg):
     pb, nb, ls = _batches(prompts, responses, agg)
     # Same per-token logprobs first (the strongest statement), then loss and gradients.
     lp_p = grpo_step.micro_logprobs(CFG, params, pb, ls)[0] * pb["mask_NR"]
-    lp_n = grpo_step.micro_logprobs(CFG, params, nb, dataclass_replace(ls, shared_prefix_segment=None))[0] * nb["mask_NR"]
+    unpacked = dataclass_replace(ls, shared_prefix_segment=None)
+    lp_n = grpo_step.micro_logprobs(CFG, params, nb, unpacked)[0] * nb["mask_NR"]
     np.testing.assert_allclose(lp_p, lp_n, rtol=1e-5, atol=1e-5)
     loss_p, g_p = _loss_and_grad(params, pb, ls)
     loss_n, g_n = _loss_and_grad(params, nb, dataclass_replace(ls, shared_prefix_segment=None))

@@ -16,8 +16,16 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from qwenlong_jax import rewards
-from qwenlong_jax.rewards import (JudgeConfig, JudgeQuery, LocalJudge, OpenAIJudge, ScoreItem,
-                                  hybrid_scores, judge_messages, parse_verdict)
+from qwenlong_jax.rewards import (
+    JudgeConfig,
+    JudgeQuery,
+    LocalJudge,
+    OpenAIJudge,
+    ScoreItem,
+    hybrid_scores,
+    judge_messages,
+    parse_verdict,
+)
 
 SECRET = "sk-test-SECRET-4242"
 

@@ -164,8 +164,10 @@ def test_chunked_equals_unchunked_values_and_grads(chunk_size):
         logp, ent = fn(p, h)
         return jnp.sum(logp * jnp.linspace(0.5, 1.5, logp.shape[0])) + 0.1 * jnp.sum(ent)
 
-    full = lambda p, h: rl.logprobs_and_entropy_from_logits(_head(p, h), targets, 0.7)
-    chunked = lambda p, h: rl.chunked_logprobs_and_entropy(_head, p, h, targets, 0.7, chunk_size)
+    def full(p, h):
+        return rl.logprobs_and_entropy_from_logits(_head(p, h), targets, 0.7)
+    def chunked(p, h):
+        return rl.chunked_logprobs_and_entropy(_head, p, h, targets, 0.7, chunk_size)
     for a, b in zip(jax.jit(full)(params, hidden), jax.jit(chunked)(params, hidden)):
         assert a.shape == b.shape == (37,)
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
@@ -185,9 +187,11 @@ def test_chunked_never_materialises_full_logits():
     def temp_bytes(t, chunked):
         params, hidden, targets = _chunk_case(t, d, v)
         if chunked:
-            fn = lambda p, h: rl.chunked_logprobs_and_entropy(_head, p, h, targets, 1.0, chunk)
+            def fn(p, h):
+                return rl.chunked_logprobs_and_entropy(_head, p, h, targets, 1.0, chunk)
         else:
-            fn = lambda p, h: rl.logprobs_and_entropy_from_logits(_head(p, h), targets)
+            def fn(p, h):
+                return rl.logprobs_and_entropy_from_logits(_head(p, h), targets)
 
         def loss(p, h):
             logp, ent = fn(p, h)

@@ -1,6 +1,5 @@
 """The local judge runs a model through our own sampler (greedy), end to end."""
 import jax
-import pytest
 
 from qwenlong_jax import models, rewards
 from qwenlong_jax.data.tokenizer import load_tokenizer

@@ -10,8 +10,9 @@ from qwenlong_jax.config import PhaseConfig, RLConfig
 from qwenlong_jax.data.schema import Record
 from qwenlong_jax.data.tokenizer import load_tokenizer
 from qwenlong_jax.rl.sft_step import pack_sft_rows, sft_update
-from qwenlong_jax.rollout import rollout
-from qwenlong_jax.train_state import TrainState
+from qwenlong_jax.run.rollout import rollout
+from qwenlong_jax.run.step_shapes import rl_step_shapes
+from qwenlong_jax.run.train_state import TrainState
 
 CFG = models.get_model_config("tiny", vocab_size=64, hidden_size=32, num_layers=2)
 
@@ -46,9 +47,9 @@ def test_rollout_chunks_give_the_same_samples():
                    ground_truth="Therefore, the answer is 472", answer="472") for i in range(4)]
     prompts = [tok.chat_prompt(r.prompt) for r in recs]
     phase = PhaseConfig(name="p", kind="rl", max_input=64, max_output=8, batch=4)
-    outs = [rollout(cfg, params, tok, recs, prompts, phase=phase, key=jax.random.key(3), prefill_chunk=64,
-                    rl=RLConfig(group_size=3, mini_batch=4, overlong_buffer=2, rollout_batch=rb))
-            for rb in (0, 2, 1)]
+    rls = [RLConfig(group_size=3, mini_batch=4, overlong_buffer=2, rollout_batch=rb) for rb in (0, 2, 1)]
+    outs = [rollout(cfg, params, tok, recs, prompts, shapes=rl_step_shapes(phase, rl, 64), rl=rl,
+                    key=jax.random.key(3), prefill_chunk=64) for rl in rls]
     for o in outs[1:]:
         assert o.responses == outs[0].responses
         np.testing.assert_array_equal(o.reward_N, outs[0].reward_N)

@@ -17,8 +17,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from qwenlong_jax import models, sharding
+from qwenlong_jax import models
 from qwenlong_jax.models.attention import ring_axes
+from qwenlong_jax.parallel import sharding
 
 CFG = models.get_model_config("tiny", vocab_size=128, hidden_size=64, num_heads=4, num_kv_heads=2,
                               head_dim=16, intermediate_size=96, num_layers=2)
@@ -30,10 +31,9 @@ def _layout(name):
     """(segment_ids_BT, positions_BT, shared_prefix_segment) for each layout, as numpy."""
     if name == "causal":
         return None, None, None
-    if name == "packed":  # three / two documents per row, then padding
-        lens = [[20, 25, 13], [31, 27]]
-    else:  # shared prefix: a prompt (segment 1) and three responses per row
-        lens = [[24, 12, 9, 15], [17, 20, 16, 5]]
+    # packed: three / two documents per row, then padding; shared prefix: a prompt (segment 1)
+    # and three responses per row.
+    lens = [[20, 25, 13], [31, 27]] if name == "packed" else [[24, 12, 9, 15], [17, 20, 16, 5]]
     seg, pos = np.zeros((B, T), np.int32), np.zeros((B, T), np.int32)
     for b, row in enumerate(lens):
         w = 0
@@ -124,7 +124,8 @@ def test_ring_model_on_8_devices_matches_xla(layout):
     p_shard = sharding.param_shardings(models.logical_axes(CFG), models.param_shapes(CFG), mesh)
     bt = sharding.named(mesh, "batch", "length")
     seg, pos, _ = _layout(layout)
-    put = lambda x: None if x is None else jax.device_put(x, bt)
+    def put(x):
+        return None if x is None else jax.device_put(x, bt)
     f = jax.jit(functools.partial(logits_and_grads, "ring", layout), compiler_options=FAST_COMPILE)
     with jax.set_mesh(mesh):
         logits, grads = f(jax.device_put(PARAMS, p_shard), put(TOKENS), put(seg), put(pos))

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from qwenlong_jax import models
-from qwenlong_jax.metrics import read_metrics
+from qwenlong_jax.run.metrics import read_metrics
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TIMING = ("_per_s", "_seconds")  # wall-clock rates and times differ between processes by nature

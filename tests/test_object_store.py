@@ -1,7 +1,7 @@
 """A full smoke run whose data, init_from (with its tokenizer) and workdir all live on an
 object store, stopped and resumed once (issue 18). The store is fsspec's in-memory filesystem
 (`memory://`): like gs:// it has no append, no atomic rename and no local path, and it goes
-through the same path layer (paths.py) as gs:// does with gcsfs installed. Also: bad rows
+through the same path layer (qwenlong_jax/paths/) as gs:// does with gcsfs installed. Also: bad rows
 skipped and an over-long document dropped are counted in metrics.jsonl and summary.json, and
 metrics.jsonl parses as strict JSON."""
 import json
@@ -16,8 +16,8 @@ from qwenlong_jax import paths
 from qwenlong_jax.config import from_config_dict
 from qwenlong_jax.data.synthetic import make_dataset
 from qwenlong_jax.data.tokenizer import load_tokenizer
-from qwenlong_jax.metrics import read_metrics
-from qwenlong_jax.trainer import Trainer
+from qwenlong_jax.run.metrics import read_metrics
+from qwenlong_jax.run.trainer import Trainer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BASE = os.path.join(REPO, "qwenlong_jax", "assets", "base")
@@ -78,7 +78,7 @@ def test_resumed_run_on_the_store_has_every_step_once(store_run):
 
 
 def test_skips_and_drops_are_counted(store_run, capsys):
-    from qwenlong_jax.train import print_summary
+    from qwenlong_jax.cli.train import print_summary
 
     workdir, summary = store_run
     print_summary(summary)  # what train prints at the end of the run

@@ -1,9 +1,9 @@
-"""The path layer (paths.py): local paths and object-store URLs behave alike; gs:// is served
+"""The path layer (qwenlong_jax/paths/): local paths and object-store URLs behave alike; gs:// is served
 here by an in-memory fsspec filesystem registered under the "gs" protocol (the real one is
 gcsfs), so URL handling, globs, whole-file writes and local copies are what a bucket gets."""
 import importlib.util
 import json
-import os
+import pathlib
 
 import fsspec
 import pytest
@@ -60,7 +60,7 @@ def test_gs_urls_read_write_glob_and_copy(fake_gcs, tmp_path):
     with pytest.raises(paths.PathError, match="is a directory"):
         paths.expand("gs://bucket/data")
     local = paths.local_copy("gs://bucket/model")
-    assert open(os.path.join(local, "tokenizer", "spm.model")).read() == "x"
+    assert pathlib.Path(local, "tokenizer", "spm.model").read_text() == "x"
     assert paths.local_copy("gs://bucket/model") == local  # cached
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "a.txt").write_text("a")

@@ -7,8 +7,7 @@ import pytest
 from qwenlong_jax.data import synthetic
 from qwenlong_jax.data.pipeline import make_dataset, make_iterator, process_shard, shard_bounds
 from qwenlong_jax.data.schema import DataError
-from qwenlong_jax.data.tfds_source import (array_record_dataset, array_record_records,
-                                           tfds_records, write_array_record)
+from qwenlong_jax.data.tfds_source import array_record_dataset, array_record_records, tfds_records, write_array_record
 
 Shard = grain.sharding.ShardOptions
 

@@ -1,4 +1,4 @@
-"""Memory planner (qwenlong_jax/plan.py) against XLA's own numbers, and the 32B tables.
+"""Memory planner (qwenlong_jax/capacity/planner.py) against XLA's own numbers, and the 32B tables.
 
 "Measured" here is XLA's buffer assignment of the compiled program on CPU,
 `jax.jit(...).lower(...).compile().memory_analysis()`: peak = arguments + outputs - aliased
@@ -18,11 +18,16 @@ import pytest
 
 import configs.default
 import configs.smoke
-from qwenlong_jax import models, plan, step_shapes
+from qwenlong_jax import models
+from qwenlong_jax.capacity import planner
+from qwenlong_jax.cli import plan as plan_cli
+from qwenlong_jax.cli.flags import load_config
+from qwenlong_jax.run import step_shapes
 from qwenlong_jax.config import from_config_dict
 from qwenlong_jax.rl import grpo_step
 from qwenlong_jax.sampling import sampler, strategies
-from qwenlong_jax.train_state import TrainState, make_optimizer
+from qwenlong_jax.run.spec import RunSpec
+from qwenlong_jax.run.train_state import TrainState, make_optimizer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sd = jax.ShapeDtypeStruct
@@ -66,8 +71,8 @@ def test_estimate_within_25_percent_of_xla(name, overrides, phase):
         sec, key = k.split(".")
         cd[sec][key] = v
     cfg = from_config_dict(cd)
-    mcfg = plan.model_config(cfg)
-    pm = next(p for p in plan.estimate(cfg, 1, mcfg) if p.phase == phase)
+    mcfg = RunSpec.planned(cfg).mcfg
+    pm = next(p for p in planner.estimate(RunSpec.planned(cfg, 1)) if p.phase == phase)
     upd, smp = measured(cfg, mcfg, next(ph for ph in cfg.phases if ph.name == phase))
     want_upd = pm.params + pm.optimizer + pm.train
     want_smp = pm.params + pm.sample
@@ -85,15 +90,15 @@ BIG = [("r1_distill_32b_tpu.py", 64, 95), ("r1_distill_32b_gpu.py", 128, 80)]
 @pytest.mark.parametrize("name,devices,hbm_gib", BIG)
 def test_32b_tables(name, devices, hbm_gib, capsys):
     path = os.path.join(REPO, "configs", name)
-    rc = plan.main(["--config", path, "--devices", str(devices), "--hbm_gib", str(hbm_gib)])
+    rc = plan_cli.main(["--config", path, "--devices", str(devices), "--hbm_gib", str(hbm_gib)])
     out = capsys.readouterr().out
     assert rc == 0, out  # the shipped layouts fit (micro-batches, sequence sharding, rollout chunks)
     for label in ("params", "optimizer", "activations", "kv cache", "PEAK", "sft", "rl_20k", "rl_60k"):
         assert label in out
-    cfg = plan.load_config(path)
-    mcfg = plan.model_config(cfg)
+    cfg = load_config(path)
+    mcfg = RunSpec.planned(cfg, devices).mcfg
     assert abs(mcfg.num_params - 32.76e9) < 0.01e9
-    phases = plan.estimate(cfg, devices, mcfg)
+    phases = planner.estimate(RunSpec.planned(cfg, devices))
     # Params are sharded over fsdp x tensor and replicated over sequence (norms and biases
     # partly replicated: < 0.2%).
     assert phases[0].params == pytest.approx(mcfg.num_params * 4 / (devices // cfg.mesh.sequence), rel=2e-3)
@@ -111,27 +116,25 @@ def test_32b_tables(name, devices, hbm_gib, capsys):
     refused = 0
     for o in (["mesh.sequence=1", f"mesh.fsdp={m.fsdp * m.sequence}"], ["rl.micro_batch=0"],
               ["rl.rollout_batch=0"], ["phases.sft.micro_rows=0"]):
-        cfg = plan.load_config(path, o)
-        if max(p.peak for p in plan.estimate(cfg, devices, mcfg)) > hbm_gib * plan.GIB:
+        cfg = load_config(path, o)
+        if max(p.peak for p in planner.estimate(RunSpec.planned(cfg, devices))) > hbm_gib * planner.GIB:
             refused += 1
-            with pytest.raises(plan.PlanError, match=r"GiB per device.*; .* change (mesh|model|rl|phases)"):
-                plan.check_fits(cfg, devices, hbm_gib * plan.GIB, mcfg)
+            with pytest.raises(planner.PlanError, match=r"GiB per device.*; .* change (mesh|model|rl|phases)"):
+                planner.check_fits(RunSpec.planned(cfg, devices), hbm_gib * planner.GIB)
     assert refused >= 3
-    assert plan.check_fits(cfg, devices, 10**15, mcfg)  # fits in (absurdly) large memory
+    assert planner.check_fits(RunSpec.planned(cfg, devices), 10**15)  # fits in (absurdly) large memory
 
 
 def test_knob_follows_the_dominant_term():
     cd = configs.smoke.get_config()
     cfg = from_config_dict(cd)
-    mcfg = plan.model_config(cfg)
-    peak = max(p.peak for p in plan.estimate(cfg, 1, mcfg))
-    with pytest.raises(plan.PlanError, match=r"activations .* change model.remat='full'"):
-        plan.check_fits(cfg, 1, peak // 2, mcfg)  # no remat, xla attention: activations dominate
+    peak = max(p.peak for p in planner.estimate(RunSpec.planned(cfg, 1)))
+    with pytest.raises(planner.PlanError, match=r"activations .* change model.remat='full'"):
+        planner.check_fits(RunSpec.planned(cfg, 1), peak // 2)  # no remat, xla attention: activations dominate
     cd.model.update(remat="full", attention_impl="flash")
     cfg = from_config_dict(cd)
-    mcfg = plan.model_config(cfg)
-    with pytest.raises(plan.PlanError, match=r"change (rl.micro_batch|phases\[sft\].batch|mesh.fsdp)"):
-        plan.check_fits(cfg, 1, 1, mcfg)
+    with pytest.raises(planner.PlanError, match=r"change (rl.micro_batch|phases\[sft\].batch|mesh.fsdp)"):
+        planner.check_fits(RunSpec.planned(cfg, 1), 1)
 
 
 def test_kl_reference_is_priced_as_a_resident_params_copy():
@@ -142,26 +145,27 @@ def test_kl_reference_is_priced_as_a_resident_params_copy():
     without = from_config_dict(cd)
     cd.rl.kl_coef = 0.1
     with_kl = from_config_dict(cd)
-    mcfg = plan.model_config(without)
-    a, b = plan.estimate(without, 1, mcfg), plan.estimate(with_kl, 1, mcfg)
+    a, b = planner.estimate(RunSpec.planned(without, 1)), planner.estimate(RunSpec.planned(with_kl, 1))
     assert [p.kind for p in b] == ["sft", "rl", "rl"]
     for p0, p1 in zip(a, b):
         assert p0.reference == 0 and p1.reference == p1.params > 0
         assert p1.peak - p0.peak == p1.params and p1.resident == p1.params * 2 + p1.optimizer
-    assert "KL reference" in plan.format_table(b)
+    assert "KL reference" in planner.format_table(b)
 
 
 def test_mesh_errors_are_config_errors(capsys):
-    rc = plan.main(["--config", os.path.join(REPO, "configs", "r1_distill_32b_tpu.py"), "--devices", "48"])
+    rc = plan_cli.main(["--config", os.path.join(REPO, "configs", "r1_distill_32b_tpu.py"), "--devices", "48"])
     assert rc == 1
     assert capsys.readouterr().err.startswith("error: mesh")
 
 
 def test_planner_prices_the_shapes_the_trainer_builds():
-    from qwenlong_jax import rl_round, rollout
-    assert rollout.rl_step_shapes is step_shapes.rl_step_shapes is rl_round.rl_step_shapes  # one source
-    cfg = plan.load_config(os.path.join(REPO, "configs", "r1_distill_32b_tpu.py"))
-    s = dataclasses.asdict(step_shapes.rl_step_shapes(cfg.phases[2], cfg.rl))
+    """One source: the RunSpec works every phase's step shapes out once; the planner prices them,
+    the compile check compiles them and the trainer's steps run at them (each reads spec.phases)."""
+    cfg = load_config(os.path.join(REPO, "configs", "r1_distill_32b_tpu.py"))
+    spec = RunSpec.planned(cfg)
+    s = dataclasses.asdict(spec.phases[2].shapes)
+    assert f"S={s['S']} R={s['R']} W={s['W']}" in planner.estimate(spec)[2].shape
     assert s == dict(B=128, G=8, S=60416, R=10_000, W=140416, rows=cfg.rl.micro_batch, updates=4,
                      micro=32 // cfg.rl.micro_batch, sample_B=cfg.rl.rollout_batch, gen_B=cfg.rl.gen_batch)
 
@@ -183,11 +187,11 @@ def test_estimate_within_20_percent_of_the_compiler(record):
 
     with open(os.path.join(REPO, "qwenlong_jax", "assets", "results", "compile", record)) as f:
         rec = json.load(f)
-    cfg = plan.load_config(os.path.join(REPO, rec["config"]), rec["overrides"])
+    cfg = load_config(os.path.join(REPO, rec["config"]), rec["overrides"])
     chips = 1
     for v in rec["mesh"].values():
         chips *= v
-    est = {p.phase: p for p in plan.estimate(cfg, chips, backend=rec.get("kind", "tpu"))}
+    est = {p.phase: p for p in planner.estimate(RunSpec.planned(cfg, chips), backend=rec.get("kind", "tpu"))}
     checked = 0
     for r in rec["results"]:
         assert r["ok"] and r["fits"], r
@@ -209,7 +213,7 @@ def test_sft_padding_rule_is_the_trainers():
     assert step_shapes.sft_padded_rows(5, 2, 4) == (8, 4)
     assert step_shapes.sft_padded_rows(3, 8, 3) == (9, 3)  # batch axes, then the micro-batch
     assert step_shapes.sft_padded_rows(0, 1) == (1, 1)
-    cfg = plan.load_config(os.path.join(REPO, "configs", "r1_distill_32b_tpu.py"))
+    cfg = load_config(os.path.join(REPO, "configs", "r1_distill_32b_tpu.py"))
     sft = cfg.phases[0]
     s = step_shapes.sft_step_shapes(sft, 16)
     total, micro = step_shapes.sft_padded_rows(sft.batch, 16, sft.micro_rows)
@@ -225,6 +229,6 @@ def test_sft_padding_rule_is_the_trainers():
     (["--config", "configs/smoke.py", "stray"], "error: unrecognized arguments: stray"),
 ])
 def test_cli_bad_input_is_one_error_line(argv, want, capsys):
-    assert plan.main(argv) == 1
+    assert plan_cli.main(argv) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith(want) and "\n" not in err, err

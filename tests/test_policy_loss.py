@@ -123,7 +123,7 @@ def test_seq_mean_gradient_weights_rows_equally():
     # row 1 2/(3*2) = 0.33333 per valid token; token-mean: -A_b / 4 -> -0.25 and 0.5.
     lp = jnp.full((2, 3), -1.0)
     for agg, g0, g1 in (("seq-mean-token-mean", -0.5, 1 / 3), ("token-mean", -0.25, 0.5)):
-        g = jax.grad(lambda x: rl.policy_loss(x, lp, RAGGED_ADV, RAGGED_MASK, agg=agg)[0])(lp)
+        g = jax.grad(lambda x: rl.policy_loss(x, lp, RAGGED_ADV, RAGGED_MASK, agg=agg)[0])(lp)  # noqa: B023 - traced here
         np.testing.assert_allclose(g, [[g0, 0, 0], [g1, g1, g1]], rtol=1e-6, atol=1e-8)
 
 
@@ -142,8 +142,9 @@ def test_row_with_no_valid_token():
 def test_all_padding_gives_zero_loss_and_zero_grad():
     lp = jnp.full((2, 3), -1.0)
     for agg in rl.AGG_MODES:
-        fn = lambda x: rl.policy_loss(x, lp - 0.3, jnp.array([1.0, -1.0]), jnp.zeros((2, 3)),
-                                      agg=agg)
+        def fn(x):
+            return rl.policy_loss(x, lp - 0.3, jnp.array([1.0, -1.0]), jnp.zeros((2, 3)),
+                                              agg=agg)  # noqa: B023 - used in this iteration
         (loss, st), g = jax.value_and_grad(fn, has_aux=True)(lp)
         assert float(loss) == 0.0
         np.testing.assert_array_equal(g, 0.0)

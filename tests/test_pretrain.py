@@ -5,7 +5,8 @@ import os
 import numpy as np
 import pytest
 
-from qwenlong_jax import models, pretrain
+from qwenlong_jax import models
+from qwenlong_jax.cli import pretrain
 from qwenlong_jax.data.pretrain import pretrain_example
 from qwenlong_jax.data.tokenizer import load_tokenizer
 from qwenlong_jax.rl.sft_step import pack_masked_rows, pack_sft_rows

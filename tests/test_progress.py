@@ -2,7 +2,7 @@
 a checkpoint has always held, and a dict written before Progress existed restores to the same."""
 import json
 
-from qwenlong_jax.progress import Progress
+from qwenlong_jax.run.progress import Progress
 
 
 def test_meta_round_trip_keeps_the_checkpoint_format():

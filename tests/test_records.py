@@ -8,8 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from qwenlong_jax.checkpoint import Checkpointer
-from qwenlong_jax.metrics import MetricsWriter, read_metrics
+from qwenlong_jax.run.checkpoint import Checkpointer
+from qwenlong_jax.run.metrics import MetricsWriter, read_metrics
 from tests.tb_events import scalar_steps
 
 

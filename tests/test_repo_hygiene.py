@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import ast
 import os
+import pathlib
 import re
-
-import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGES = ("qwenlong_jax", "kernels", "configs")
@@ -14,8 +13,9 @@ PACKAGES = ("qwenlong_jax", "kernels", "configs")
 # `configs/default.py`, `docs/design.md`) or a markdown document by name (`README.md`).
 OUR_DIRS = ("qwenlong_jax", "configs", "kernels", "tests", "docs", "rl", "data", "models",
             "sampling", "eval", "rewards", "bench", "assets")
-PATH_RE = re.compile(r"(?<![\w./<-])((?:(?:%s)/)(?:[\w-]+/)*[\w-]+\.(?:py|md|json|txt)|[A-Z][\w-]*\.md)"
-                     r"(?![\w/-])" % "|".join(OUR_DIRS))
+PATH_RE = re.compile(
+    r"(?<![\w./<-])((?:(?:{dirs})/)(?:[\w-]+/)*[\w-]+\.(?:py|md|json|txt)|[A-Z][\w-]*\.md)(?![\w/-])".format(
+        dirs="|".join(OUR_DIRS)))
 PLACEHOLDERS = {"configs/x.py", "configs/X.py", "configs/no_such_config.py"}  # examples, not citations
 
 
@@ -79,7 +79,7 @@ def _modules():
 
 def _imports(path: str, name: str, mods: dict):
     """(imported module, imported names) pairs of a module, top-level and function-level alike."""
-    tree = ast.parse(open(path, encoding="utf-8").read())
+    tree = ast.parse(pathlib.Path(path).read_text(encoding="utf-8"))
     is_pkg = path.endswith("__init__.py")
     out = []
     for node in ast.walk(tree):
@@ -133,7 +133,7 @@ def test_no_private_names_across_modules():
                 if n.startswith("_") and not n.startswith("__") and target != m:
                     bad.append(f"{m} imports {target}.{n}")
         # module._name attribute access on an imported module alias
-        src = open(p, encoding="utf-8").read()
+        src = pathlib.Path(p).read_text(encoding="utf-8")
         tree = ast.parse(src)
         aliases = {}
         for node in ast.walk(tree):

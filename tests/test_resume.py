@@ -25,11 +25,11 @@ import pytest
 
 import configs.smoke
 from qwenlong_jax.config import from_config_dict
-from qwenlong_jax.curriculum import Difficulty, PhaseData
+from qwenlong_jax.run.curriculum import Difficulty, PhaseData
 from qwenlong_jax.config import PhaseConfig, RetroConfig
 from qwenlong_jax.data.schema import Record
-from qwenlong_jax.metrics import read_metrics
-from qwenlong_jax.trainer import Trainer
+from qwenlong_jax.run.metrics import read_metrics
+from qwenlong_jax.run.trainer import Trainer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Metrics that measure time, not training: the only keys allowed to differ after a resume.
@@ -136,12 +136,38 @@ def test_stop_and_resume_is_bitwise_equal(uninterrupted, tmp_path):
     assert [r["step"] for r in rows] == list(range(1, TOTAL_STEPS + 1))
 
 
+def test_resume_restores_before_reading_init_from(tmp_path):
+    """A resumed run restores its checkpoint straight into the run's layout and never reads
+    model.init_from's weights (it used to load the whole HF checkpoint, then throw it away): with
+    the weights file gone after the stop, the run resumes -- mid-SFT, where the next step's batch
+    had already been drawn while the stopped step ran -- to the same end as an uninterrupted one."""
+    import shutil
+
+    from configs.default import BASE
+
+    def config(base):
+        c = small_config()
+        c.model.init_from = str(base)
+        c.phases.sft.steps = 3
+        return from_config_dict(c)
+
+    base = tmp_path / "base"
+    shutil.copytree(BASE, base)
+    full, resumed = str(tmp_path / "full"), str(tmp_path / "resumed")
+    assert Trainer(config(base), full, quiet=True, devices=jax.devices()[:1]).run()["steps"] == TOTAL_STEPS + 2
+    out = Trainer(config(base), resumed, quiet=True, stop_after_steps=1, devices=jax.devices()[:1]).run()
+    assert out == {"stopped": True, "step": 1}
+    os.remove(base / "model.safetensors")  # a resume must not need the weights the run started from
+    assert Trainer(config(base), resumed, quiet=True, devices=jax.devices()[:1]).run()["steps"] == TOTAL_STEPS + 2
+    assert_states_equal(final_state(full)[1], final_state(resumed)[1])
+    assert comparable_metrics(resumed) == comparable_metrics(full)
+
 def test_resume_across_a_kl_coef_change(tmp_path, capsys):
     """A checkpoint written with another rl.kl_coef is resumed from, not taken for unreadable
     (which used to restart the run at step 0): a reference the run no longer needs is dropped;
     a missing one is rebuilt where the phase takes its reference at its start anyway; in the
     middle of an RL phase without rl.ref_from the run stops with one line, checkpoint intact."""
-    from qwenlong_jax.trainer import TrainingError
+    from qwenlong_jax.run.trainer import TrainingError
 
     def cfg(kl):
         c = small_config()

@@ -6,12 +6,12 @@ import types
 import jax
 import numpy as np
 
-from qwenlong_jax import rl_round
+from qwenlong_jax.run import rl_round
 from qwenlong_jax.config import Config, PhaseConfig, RetroConfig, RLConfig
-from qwenlong_jax.curriculum import Difficulty, PhaseData
+from qwenlong_jax.run.curriculum import Difficulty, PhaseData
 from qwenlong_jax.data.schema import Record
-from qwenlong_jax.rollout import Rollout
-from qwenlong_jax.step_shapes import rl_step_shapes
+from qwenlong_jax.run.rollout import Rollout
+from qwenlong_jax.run.step_shapes import rl_step_shapes
 
 G = 8
 
@@ -21,7 +21,7 @@ def _records(prefix: str, n: int) -> list[Record]:
                    answer="a", num_prompt_tokens=10) for i in range(n)]
 
 
-def _fake_rollout(cfg, params, tok, recs, prompts, *, phase, rl, key, judge=None, prefill_chunk=0):
+def _fake_rollout(cfg, params, tok, recs, prompts, *, shapes, rl, key, judge=None):
     """Every group's accuracy varies (half its responses right): every group is valid."""
     n = len(recs) * rl.group_size
     score = np.tile(np.asarray([0.0, 1.0], np.float32), n // 2)
@@ -50,8 +50,7 @@ def test_hard_groups_drawn_with_surplus_are_trained(monkeypatch):
     hard_ids = {r.id for r in hard}
     trained, reported = [], []
     for step in range(12):
-        s = rl_round.sample_groups(ctx, types.SimpleNamespace(params=None), step, phase, pdata,
-                                   difficulty, shapes)
+        s = rl_round.sample_groups(ctx, types.SimpleNamespace(params=None), step, shapes, pdata, difficulty)
         assert len(s.groups) == 8 and s.metrics["surplus_groups"] == 16
         assert s.metrics["hard_drawn"] == 6
         trained.append(sum(s.pool[g].record.id in hard_ids for g in s.groups))

@@ -10,7 +10,8 @@ import pytest
 from jax.sharding import AxisType
 
 from kernels.reference import reference_attention
-from kernels.ring import ring_attention, ring_schedule
+from kernels.ring import ring_attention
+from kernels.ring_schedule import ring_schedule
 
 FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
 

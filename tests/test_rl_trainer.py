@@ -13,8 +13,8 @@ import configs.smoke
 from configs import common
 from qwenlong_jax import rewards
 from qwenlong_jax.config import from_config_dict
-from qwenlong_jax.metrics import read_metrics
-from qwenlong_jax.trainer import Trainer
+from qwenlong_jax.run.metrics import read_metrics
+from qwenlong_jax.run.trainer import Trainer
 
 G = 4
 
@@ -92,25 +92,38 @@ def test_validation_planning_and_training_use_the_checkpoints_model_config(tmp_p
     import json
 
     import configs.default
-    from qwenlong_jax import models, plan
+    from qwenlong_jax import models
+    from qwenlong_jax.run.spec import RunSpec
 
     cfg = from_config_dict(configs.default.get_config())
     with open(f"{cfg.model.init_from}/config.json") as f:
         inter = json.load(f)["intermediate_size"]
     assert inter != models.get_model_config("tiny").intermediate_size  # the case that went wrong
     t = Trainer(cfg, str(tmp_path / "w"), quiet=True, devices=jax.devices()[:1])
-    assert t.mcfg.intermediate_size == inter and t.mcfg == plan.model_config(cfg)
-    state = t._init_state()
+    assert t.mcfg.intermediate_size == inter and t.mcfg == RunSpec.planned(cfg).mcfg
+    from qwenlong_jax.run.state import init_state
+
+    state = init_state(t.ctx)
     assert state.params["layers"]["gate"].shape[-1] == inter
+
+
+def _phase_steps(phase, num_records, rl=None):
+    """run.schedule.phase_steps of `phase` at the step shapes a RunSpec gives it."""
+    from qwenlong_jax.config import RLConfig
+    from qwenlong_jax.run.schedule import phase_steps
+    from qwenlong_jax.run.spec import PhaseSpec
+    from qwenlong_jax.run.step_shapes import rl_step_shapes, sft_step_shapes
+
+    shapes = rl_step_shapes(phase, rl or RLConfig()) if phase.kind == "rl" else sft_step_shapes(phase, 1)
+    return phase_steps(PhaseSpec(phase, shapes), num_records)
 
 
 def test_phase_epochs_set_the_step_count():
     from qwenlong_jax.config import ConfigError, PhaseConfig
-    from qwenlong_jax.run_setup import phase_steps
 
-    assert phase_steps(PhaseConfig(name="s", kind="sft", batch=16, epochs=3), 256) == 48
-    assert phase_steps(PhaseConfig(name="s", kind="sft", batch=16), 256) == 16
-    assert phase_steps(PhaseConfig(name="s", kind="sft", batch=16, steps=5), 256) == 5
+    assert _phase_steps(PhaseConfig(name="s", kind="sft", batch=16, epochs=3), 256) == 48
+    assert _phase_steps(PhaseConfig(name="s", kind="sft", batch=16), 256) == 16
+    assert _phase_steps(PhaseConfig(name="s", kind="sft", batch=16, steps=5), 256) == 5
     with pytest.raises(ConfigError, match=r"phases\[s\]: set steps or epochs, not both"):
         PhaseConfig(name="s", kind="sft", steps=5, epochs=3)
     c = configs.smoke.get_config()
@@ -123,18 +136,15 @@ def test_rl_epochs_count_generation_batches():
     """An RL step generates for rl.gen_batch prompts, so `epochs` passes take epochs x N /
     gen_batch steps (the reference's count), not epochs x N / batch (3x as many at gen 3x)."""
     from qwenlong_jax.config import PhaseConfig, RLConfig
-    from qwenlong_jax.run_setup import phase_steps
 
     rl_phase = PhaseConfig(name="r", kind="rl", batch=128)
-    assert phase_steps(rl_phase, 1200, RLConfig(gen_batch=384)) == 4  # ceil(1200 / 384)
-    assert phase_steps(rl_phase, 1200, RLConfig()) == 10  # gen_batch 0: the phase batch
-    assert phase_steps(PhaseConfig(name="r", kind="rl", batch=128, epochs=2), 1200, RLConfig(gen_batch=384)) == 7
-    with pytest.raises(ValueError, match="needs the rl section"):
-        phase_steps(rl_phase, 1200)
+    assert _phase_steps(rl_phase, 1200, RLConfig(gen_batch=384)) == 4  # ceil(1200 / 384)
+    assert _phase_steps(rl_phase, 1200, RLConfig()) == 10  # gen_batch 0: the phase batch
+    assert _phase_steps(PhaseConfig(name="r", kind="rl", batch=128, epochs=2), 1200, RLConfig(gen_batch=384)) == 7
     # The 32B configs: one pass over each RL phase's examples in generation batches of 384.
     cfg = from_config_dict(configs.r1_distill_32b_tpu.get_config())
     assert cfg.rl.gen_batch == 384 and [p.epochs for p in cfg.phases if p.kind == "rl"] == [1, 1]
-    assert [phase_steps(p, 1591, cfg.rl) for p in cfg.phases] == [38, 5, 5]  # SFT: 3 x 1591 / 128
+    assert [_phase_steps(p, 1591, cfg.rl) for p in cfg.phases] == [38, 5, 5]  # SFT: 3 x 1591 / 128
 
 
 def test_a_step_without_any_valid_group_counts_its_updates_empty(tmp_path, monkeypatch):
@@ -150,17 +160,14 @@ def test_a_step_without_any_valid_group_counts_its_updates_empty(tmp_path, monke
 def test_gen_batch_over_batch_without_dynamic_sampling_is_a_config_error():
     """Without dynamic sampling every group is kept, so a generation batch over the train batch
     would generate groups only to throw them away: refused before anything compiles."""
-    from qwenlong_jax import sharding
     from qwenlong_jax.config import ConfigError
-    from qwenlong_jax.run_setup import model_config, validate_run
+    from qwenlong_jax.run.spec import RunSpec, run_mesh
 
-    mesh = sharding.make_mesh(_cfg().mesh, jax.devices()[:1])
-    ok = _cfg(dynamic_sampling=True, gen_batch=8)
-    validate_run(ok, model_config(ok, 512), mesh)
-    validate_run(_cfg(dynamic_sampling=False, gen_batch=4), model_config(ok, 512), mesh)  # = batch
-    bad = _cfg(dynamic_sampling=False, gen_batch=8)
+    mesh = run_mesh(_cfg(), jax.devices()[:1])
+    RunSpec.build(_cfg(dynamic_sampling=True, gen_batch=8), mesh)
+    RunSpec.build(_cfg(dynamic_sampling=False, gen_batch=4), mesh)  # = batch
     with pytest.raises(ConfigError, match=r"rl.gen_batch=8 > phases\[rl\].batch=4 with rl.dynamic_sampling=False"):
-        validate_run(bad, model_config(bad, 512), mesh)
+        RunSpec.build(_cfg(dynamic_sampling=False, gen_batch=8), mesh)
 
 
 def test_dynamic_loss_scope_trains_in_the_trainer(tmp_path, monkeypatch):

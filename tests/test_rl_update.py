@@ -15,7 +15,7 @@ import pytest
 from qwenlong_jax import models
 from qwenlong_jax.config import OptimConfig
 from qwenlong_jax.rl import grpo_step, packing
-from qwenlong_jax.train_state import TrainState, make_optimizer
+from qwenlong_jax.run.train_state import TrainState, make_optimizer
 
 CFG = models.get_model_config("tiny", vocab_size=128, hidden_size=32, num_heads=4, num_kv_heads=2,
                               head_dim=8, intermediate_size=64, num_layers=2, logits_chunk=32)

@@ -1,11 +1,14 @@
-"""The step-time model's counts against programs counted by hand (qwenlong_jax/roofline.py)."""
+"""The step-time model's counts against programs counted by hand (qwenlong_jax/capacity/)."""
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from qwenlong_jax import roofline, targets
+from qwenlong_jax.capacity import targets
+from qwenlong_jax.capacity.chips import CHIPS, chip_for
+from qwenlong_jax.capacity.cost import Cost, estimate
+from qwenlong_jax.capacity.hlo_cost import analyze
 
 # A hand-written module: a 10-trip loop of [8,16]x[16,16] matmuls that also writes one row of a
 # [10,16] buffer per step in place, a padded convolution, an all-reduce and a copy into VMEM.
@@ -60,7 +63,7 @@ ENTRY %main (x: f32[8,16], w: f32[16,16], buf: f32[10,16], a: f32[1,4,3], k: f32
 
 
 def test_hand_counted_module():
-    cost = roofline.analyze(HLO)
+    cost = analyze(HLO)
     trips = 13 - 3  # counter starts at 3 (the init tuple's constant), runs while < 13
     dot_flops = 2 * 8 * 16 * 16
     # per step: dot reads x, w and writes y; the slice reads and writes one row; the
@@ -80,13 +83,13 @@ def test_hand_counted_module():
 
 
 def test_estimate_picks_the_dominant_bound():
-    chip = roofline.CHIPS["v5p"]
-    est = roofline.estimate(roofline.Cost(flops=459e12, hbm_bytes=2 * 2765e9,
+    chip = CHIPS["v5p"]
+    est = estimate(Cost(flops=459e12, hbm_bytes=2 * 2765e9,
                                           collective_bytes=0.0), chip)
     assert (est.compute_s, est.hbm_s, est.seconds, est.bound) == (1.0, 2.0, 2.0, "hbm")
-    assert roofline.chip_for("v5p:4x4x4") is chip
-    assert roofline.chip_for("NVIDIA H200") is roofline.CHIPS["h200"]
-    assert roofline.chip_for("v4:2x2x1") is None
+    assert chip_for("v5p:4x4x4") is chip
+    assert chip_for("NVIDIA H200") is CHIPS["h200"]
+    assert chip_for("v4:2x2x1") is None
 
 
 def test_jitted_loop_flops_multiplied_by_trip_count():
@@ -97,7 +100,7 @@ def test_jitted_loop_flops_multiplied_by_trip_count():
         return jax.lax.fori_loop(0, 7, lambda i, x: jnp.tanh(x @ w), x)
 
     compiled = jax.jit(f).lower(jnp.ones((M, K)), jnp.ones((K, K))).compile()
-    cost = roofline.analyze(compiled.as_text())
+    cost = analyze(compiled.as_text())
     assert cost.flops == 7 * 2 * M * K * K
     # every step reads x and w and writes x at least once
     assert cost.hbm_bytes >= 7 * (2 * M * K + K * K) * 4
@@ -112,7 +115,7 @@ def test_loop_bounded_by_an_outer_counter_counts_its_mean():
         return jax.lax.fori_loop(0, 9, outer, x)
 
     compiled = jax.jit(f).lower(jnp.ones((16, 16))).compile()
-    cost = roofline.analyze(compiled.as_text())
+    cost = analyze(compiled.as_text())
     assert cost.flops == 9 * 4 * 2 * 16**3  # 9 outer steps x mean(0..8) = 4 inner steps
     assert len(cost.assumed) == 1 and "mean 4 trips" in cost.assumed[0]
 
@@ -123,7 +126,7 @@ def test_unknown_trip_count_is_assumed_and_said():
         return jax.lax.fori_loop(0, n, lambda j, y: y @ y, x)
 
     compiled = jax.jit(f).lower(jnp.ones((16, 16)), 3).compile()
-    cost = roofline.analyze(compiled.as_text(), unknown_trip=lambda name, outer: 5.0)
+    cost = analyze(compiled.as_text(), unknown_trip=lambda name, outer: 5.0)
     assert cost.flops == 5 * 2 * 16**3
     assert len(cost.assumed) == 1 and "assumed 5" in cost.assumed[0]
 
@@ -147,7 +150,7 @@ def test_tpu_layer_scan_flops_exact():
             jax.ShapeDtypeStruct((L, F, D), jnp.bfloat16, sharding=sh))
     with jax.set_mesh(mesh):
         compiled = jax.jit(f).trace(*args).lower().compile()
-    cost = roofline.analyze(compiled.as_text())
+    cost = analyze(compiled.as_text())
     assert cost.flops == L * 2 * (2 * T * D * F)
     # the weights are read once per layer at least (2 bytes each)
     assert cost.hbm_bytes >= L * 2 * D * F * 2

@@ -3,15 +3,16 @@ paper's YaRN, and an HF checkpoint carrying it round-trips."""
 import jax
 import pytest
 
-from qwenlong_jax import models, plan
+from qwenlong_jax import models
 from qwenlong_jax.config import ConfigError, build_model_config, from_config_dict
+from qwenlong_jax.run.spec import RunSpec
 from configs import r1_distill_32b_gpu, r1_distill_32b_tpu, smoke
 
 
 @pytest.mark.parametrize("module", [r1_distill_32b_tpu, r1_distill_32b_gpu])
 def test_32b_configs_build_a_yarn_model(module):
     cfg = from_config_dict(module.get_config())
-    mcfg = plan.model_config(cfg)
+    mcfg = RunSpec.planned(cfg).mcfg
     assert mcfg.rope_scaling == models.RopeScaling(factor=4.0,
                                                    original_max_position_embeddings=32768)
     assert mcfg.max_position_embeddings == 4 * 32768

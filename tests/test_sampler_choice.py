@@ -5,11 +5,13 @@ import jax
 import numpy as np
 import pytest
 
-from qwenlong_jax import config_cli, models
+from qwenlong_jax import models
+from qwenlong_jax.cli import flags
 from qwenlong_jax.config import ConfigError, PhaseConfig, RLConfig
 from qwenlong_jax.data.schema import Record
 from qwenlong_jax.data.tokenizer import load_tokenizer
-from qwenlong_jax.rollout import rollout
+from qwenlong_jax.run.rollout import rollout
+from qwenlong_jax.run.step_shapes import rl_step_shapes
 
 
 def test_rollout_group_refill_equals_lockstep():
@@ -20,10 +22,11 @@ def test_rollout_group_refill_equals_lockstep():
                    ground_truth="Therefore, the answer is 472", answer="472") for i in range(5)]
     prompts = [tok.chat_prompt(r.prompt) for r in recs]
     phase = PhaseConfig(name="p", kind="rl", max_input=64, max_output=12, batch=5)
-    outs = {s: rollout(cfg, params, tok, recs, prompts, phase=phase, key=jax.random.key(3),
-                       prefill_chunk=64, rl=RLConfig(group_size=3, mini_batch=5, overlong_buffer=2,
-                                                     rollout_batch=2, sampler=s))
-            for s in ("lockstep", "group_refill")}
+    outs = {}
+    for s in ("lockstep", "group_refill"):
+        rl = RLConfig(group_size=3, mini_batch=5, overlong_buffer=2, rollout_batch=2, sampler=s)
+        outs[s] = rollout(cfg, params, tok, recs, prompts, shapes=rl_step_shapes(phase, rl, 64),
+                          rl=rl, key=jax.random.key(3), prefill_chunk=64)
     a, b = outs["lockstep"], outs["group_refill"]
     assert a.responses == b.responses and len(a.responses) == 15
     for f in ("reward_N", "length_N", "truncated_N"):
@@ -35,5 +38,5 @@ def test_rollout_group_refill_equals_lockstep():
 
 def test_unknown_sampler_is_a_one_line_config_error():
     with pytest.raises(ConfigError, match=r"rl\.sampler.*'eager'.*lockstep.*group_refill") as e:
-        config_cli.load_config("configs/default.py", ["rl.sampler=eager"])
+        flags.load_config("configs/default.py", ["rl.sampler=eager"])
     assert "\n" not in str(e.value)

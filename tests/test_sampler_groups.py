@@ -24,7 +24,7 @@ def _compile(tokens_BS, lens_B, keys_BG):
                                         strategy=STRATEGY, prefill_chunk=CHUNK).compile()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def shared_and_copied():
     B = len(PROMPTS)
     tokens, lens = sampling.pad_prompts(PROMPTS, S)
@@ -51,7 +51,7 @@ def test_shared_prefix_equals_copied_prompts():
 def test_one_prompt_cache_per_prompt():
     B, L, K, H = len(PROMPTS), CFG.num_layers, CFG.num_kv_heads, CFG.head_dim
     tokens, lens = sampling.pad_prompts(PROMPTS, S)
-    cache = jax.eval_shape(lambda t, l: sampling.prefill(CFG, PARAMS, t, l, chunk=CHUNK), tokens, lens)
+    cache = jax.eval_shape(lambda t, n: sampling.prefill(CFG, PARAMS, t, n, chunk=CHUNK), tokens, lens)
     assert cache.k_LBSKH.shape == cache.v_LBSKH.shape == (L, B, S, K, H)
     state = jax.eval_shape(lambda: sampling.init_state(CFG, B, G, R, return_logits=False))
     assert state.resp_k_LBGRKH.shape == (L, B, G, R, K, H)

@@ -93,7 +93,7 @@ def test_generate_cli_prints_transformers_greedy_text(tmp_path, capsys):
     prints is the decoded greedy continuation transformers produces (EOS ids from the tokenizer)."""
     import torch
 
-    from qwenlong_jax import generate as cli
+    from qwenlong_jax.cli import generate as cli
     from qwenlong_jax.data.tokenizer import load_tokenizer
 
     tok = load_tokenizer(None)

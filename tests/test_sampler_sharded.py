@@ -3,8 +3,9 @@ import jax
 import numpy as np
 from jax.sharding import PartitionSpec as P
 
-from qwenlong_jax import models, sampling, sharding
-from qwenlong_jax.sharding import MeshConfig
+from qwenlong_jax import models, sampling
+from qwenlong_jax.parallel import sharding
+from qwenlong_jax.parallel.sharding import MeshConfig
 
 CFG = models.get_model_config("tiny", vocab_size=64, num_layers=2)  # N=4, K=2: tensor=2 divides
 PARAMS = jax.jit(models.init_params, static_argnums=(0, 2))(CFG, jax.random.key(0), 0.2)

@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
-from qwenlong_jax import models, sharding
-from qwenlong_jax.sharding import MeshConfig
+from qwenlong_jax import models
+from qwenlong_jax.parallel import sharding
+from qwenlong_jax.parallel.sharding import MeshConfig
 
 CFG = models.get_model_config("tiny", vocab_size=256, num_heads=8, num_kv_heads=4, hidden_size=64,
                               head_dim=16, intermediate_size=128, num_layers=2)
@@ -49,7 +50,8 @@ def test_mesh_size_mismatch_is_refused():
 
 def test_indivisible_dimension_is_refused():
     mesh = sharding.make_mesh(MeshConfig(data=1, fsdp=1, tensor=8))
-    with pytest.raises(ValueError, match=r"params\['layers'\]\['k'\]: dimension kv_heads=4 is not divisible by mesh axis tensor=8"):
+    msg = r"params\['layers'\]\['k'\]: dimension kv_heads=4 is not divisible by mesh axis tensor=8"
+    with pytest.raises(ValueError, match=msg):
         sharding.param_shardings(models.logical_axes(CFG), models.param_shapes(CFG), mesh)
 
 

@@ -7,7 +7,7 @@ import re
 import pytest
 
 from qwenlong_jax.data import synthetic
-from qwenlong_jax.data.make_synthetic import main as make_synthetic_main
+from qwenlong_jax.cli.make_synthetic import main as make_synthetic_main
 from qwenlong_jax.data.pretrain import curriculum_doc_tokens, pretrain_text, pretrain_tokens
 from qwenlong_jax.data.readers import load_records
 from qwenlong_jax.data.tokenizer import load_tokenizer

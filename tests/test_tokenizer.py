@@ -2,6 +2,7 @@
 embedded sentencepiece model."""
 import json
 import os
+import pathlib
 
 import pytest
 
@@ -110,7 +111,7 @@ def test_embedded_vocabulary_suits_the_synthetic_task():
 
 def test_training_reproduces_the_shipped_model(tmp_path):
     path = train_sentencepiece(str(tmp_path))
-    assert open(path, "rb").read() == open(DEFAULT_TOKENIZER, "rb").read()
+    assert pathlib.Path(path).read_bytes() == pathlib.Path(DEFAULT_TOKENIZER).read_bytes()
 
 
 def test_load_errors(tmp_path):

@@ -9,8 +9,8 @@ import pytest
 import configs.smoke
 from qwenlong_jax import models
 from qwenlong_jax.config import from_config_dict
-from qwenlong_jax.metrics import read_metrics
-from qwenlong_jax.trainer import Trainer
+from qwenlong_jax.run.metrics import read_metrics
+from qwenlong_jax.run.trainer import Trainer
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +83,7 @@ def test_rerun_of_a_finished_run_does_nothing_new(smoke_run):
 def test_time_split_is_logged_per_step_and_summed(smoke_run, capsys):
     """Every step logs its wall time and its parts (generation, reward, update, eval); the
     summary sums them per phase (other = step - parts >= 0) and train.py prints them."""
-    from qwenlong_jax.train import print_summary
+    from qwenlong_jax.cli.train import print_summary
 
     _, workdir, summary = smoke_run
     rows = read_metrics(workdir)

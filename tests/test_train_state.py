@@ -5,7 +5,7 @@ import numpy as np
 import optax
 
 from qwenlong_jax.config import OptimConfig
-from qwenlong_jax.train_state import TrainState, apply_update, current_lr, make_optimizer, with_lr
+from qwenlong_jax.run.train_state import TrainState, apply_update, current_lr, make_optimizer, with_lr
 
 
 def _loss(params, mb):

@@ -13,8 +13,8 @@ working set as the GPU/TPU kernel but is not that kernel's measured footprint.
 """
 from __future__ import annotations
 
-import argparse
 import sys
+from typing import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -38,16 +38,10 @@ def _mib(x: int) -> str:
     return f"{x / 2**20:,.1f}"
 
 
-def main(argv: list[str]) -> None:
-    p = argparse.ArgumentParser(prog="python -m qwenlong_jax.bench attention")
-    p.add_argument("--lengths", default="2048,4096,8192,16384,32768")
-    p.add_argument("--batch", type=int, default=1)
-    p.add_argument("--heads", type=int, default=8)
-    p.add_argument("--kv_heads", type=int, default=2)
-    p.add_argument("--head_dim", type=int, default=128)
-    p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
-    args = p.parse_args(argv)
-    lengths = [int(x) for x in args.lengths.split(",")]
+def run(args, argv: Sequence[str]) -> None:
+    """The benchmark for the flag values `args` (qwenlong_jax/cli/bench.py); `argv` is printed
+    as the command."""
+    lengths = list(args.lengths)
     dtype = jnp.dtype(args.dtype)
     shape = (args.batch, args.heads, args.kv_heads, args.head_dim)
     impls = {"xla": kernels.reference_attention, "flash": kernels.flash_attention,

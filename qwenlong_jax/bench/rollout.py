@@ -28,50 +28,27 @@ Utilization = tokens kept / sample-steps computed (the samplers' own step counts
 """
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import json
 import os
 import tempfile
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 
-def parse_args(argv):
-    p = argparse.ArgumentParser(prog="python -m qwenlong_jax.bench rollout")
-    p.add_argument("--config", default="configs/default.py")
-    p.add_argument("--phase", default="rl_320")
-    p.add_argument("--run", default="", help="a finished run's workdir: its exported policy "
-                   "(hf/) samples, its metrics.jsonl gives the run's own response lengths")
-    p.add_argument("--init_from", default="", help="an HF checkpoint to sample with")
-    p.add_argument("--prompts", type=int, default=24, help="prompts per rollout (the default run's "
-                   "generation batch is 24)")
-    p.add_argument("--skip", type=int, default=0, help="start at this prompt of the phase")
-    p.add_argument("--slots", type=int, default=8, help="prompt slots of the refill samplers")
-    p.add_argument("--lockstep-batch", type=int, default=0, help="prompts per lockstep call (0: all)")
-    p.add_argument("--chunk", type=int, default=16, help="refill: decode steps per call at most")
-    p.add_argument("--no-drain", action="store_true", help="group_refill: keep all slots to the end")
-    p.add_argument("--prompt-slots", type=int, default=0, help="per-sample: prompt caches "
-                   "(default 2 x slots)")
-    p.add_argument("--block", type=int, default=1, help="per-sample: rows per block (divides G)")
-    p.add_argument("--samplers", default="lockstep,lockstep/B,group_refill,per-sample")
-    p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--profile", action="store_true", help="after the rounds, one more run of "
-                   "each sampler with its jitted calls timed one by one: prefill / decode / host")
-    return p.parse_args(argv)
-
-
-def setup(args):
-    from qwenlong_jax import config_cli, models, run_context, step_shapes
-    from qwenlong_jax.run_setup import exec_overrides
+def setup(cfg, args):
+    from qwenlong_jax import models
+    from qwenlong_jax.config.model import exec_overrides
+    from qwenlong_jax.run import context as run_context, step_shapes
     from qwenlong_jax.sampling import sampler, strategies
 
     policy = args.init_from or (os.path.join(args.run, "hf") if args.run else "")
-    cfg = config_cli.load_config(args.config, [f"model.init_from={policy}"] if policy else [])
+    if policy:
+        cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, init_from=policy))
     ctx = run_context.setup(cfg, tempfile.mkdtemp(prefix="bench_rollout_"), devices=jax.devices()[:1])
     m = cfg.model
     mcfg, params = models.load_hf_checkpoint(m.init_from, jnp.dtype(m.param_dtype),
@@ -91,7 +68,8 @@ def setup(args):
 def run_lengths(run_dir: str, phase: str) -> dict:
     """The run's own rollouts of `phase`: mean response length and truncated fraction over its
     steps (metrics.jsonl rows), and the lockstep utilization the run recorded."""
-    rows = [json.loads(line) for line in open(os.path.join(run_dir, "metrics.jsonl"))]
+    with open(os.path.join(run_dir, "metrics.jsonl"), encoding="utf-8") as f:
+        rows = [json.loads(line) for line in f]
     rows = [r for r in rows if r.get("phase") == phase and "response_length" in r]
     mean = lambda k: float(np.mean([r[k] for r in rows])) if rows else float("nan")  # noqa: E731
     return {"steps": len(rows), "length_mean": mean("response_length"),
@@ -106,7 +84,7 @@ def make_runs(args, mcfg, params, tokens, lens, keys, kw) -> dict:
         "lockstep": lambda: samplers.lockstep(*a, batch=args.lockstep_batch, **kw),
         "lockstep/B": lambda: samplers.lockstep(*a, batch=args.slots, **kw),
         "group_refill": lambda: continuous.sample_continuous(
-            *a, slots=args.slots, chunk=args.chunk, drain=not args.no_drain, **kw),
+            *a, slots=args.slots, chunk=args.chunk, drain=args.drain, **kw),
         "per-sample": lambda: sample_refill.sample_refill(
             *a, rows=args.slots * G, block=args.block, chunk=args.chunk,
             prompt_slots=args.prompt_slots or 2 * args.slots, **kw),
@@ -119,9 +97,10 @@ def make_runs(args, mcfg, params, tokens, lens, keys, kw) -> dict:
     return {n.replace("/B", f"/{args.slots}"): runs[n] for n in names}
 
 
-def main(argv: Sequence[str]) -> dict:
-    args = parse_args(argv)
-    mcfg, params, tokens, lens, keys, kw, policy = setup(args)
+def run(args, argv: Sequence[str]) -> dict:
+    """The benchmark for the flag values `args` (qwenlong_jax/cli/bench.py; `args.cfg`: the
+    parsed --config)."""
+    mcfg, params, tokens, lens, keys, kw, policy = setup(args.cfg, args)
     runs = make_runs(args, mcfg, params, tokens, lens, keys, kw)
     res = {k: f() for k, f in runs.items()}  # compile (and the reference samples)
     ref = res["lockstep"]
@@ -199,7 +178,7 @@ def report(out: dict, args) -> None:
     print(f"rollout bench: {out['phase']}, {out['prompts']} prompts x G={out['G']}, "
           f"S={out['S']}, R={out['R']}; lockstep {args.lockstep_batch or out['prompts']} prompts "
           f"per call; refill: {args.slots} prompt slots, chunk {args.chunk}"
-          f"{'' if args.no_drain else ', drain packed'}; per-sample: {out['rows']} rows in "
+          f"{', drain packed' if args.drain else ''}; per-sample: {out['rows']} rows in "
           f"blocks of {args.block}, {out['prompt_slots']} prompt caches; {args.rounds} "
           f"interleaved rounds (host: {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f})")
     print(f"response lengths: mean {out['length_mean']:.1f}, median {out['length_p50']:.0f}, "

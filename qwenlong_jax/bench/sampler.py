@@ -36,7 +36,6 @@ loop alone (prefill excluded) at batch G=1 and G=8.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import tempfile
@@ -157,26 +156,9 @@ def hf_generate(args, hf, prompt):
     return call
 
 
-def parse_args(argv):
-    ap = argparse.ArgumentParser(prog="python -m qwenlong_jax.bench sampler")
-    ap.add_argument("--prompt_len", type=int, default=4096)
-    ap.add_argument("--num_samples", type=int, default=8)
-    ap.add_argument("--new_tokens", type=int, default=128)
-    ap.add_argument("--d_model", type=int, default=256)
-    ap.add_argument("--layers", type=int, default=4)
-    ap.add_argument("--heads", type=int, default=4)
-    ap.add_argument("--kv_heads", type=int, default=2)
-    ap.add_argument("--vocab", type=int, default=8192)
-    ap.add_argument("--prefill_chunk", type=int, default=512)
-    ap.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
-                    help="torch threads (default: the cores this process may use)")
-    ap.add_argument("--rounds", type=int, default=3, help="interleaved ours/HF end-to-end rounds")
-    ap.add_argument("--repeats", type=int, default=2, help="warm runs of each decode-only part (min)")
-    return ap.parse_args(argv)
-
-
-def main(argv: Sequence[str]) -> dict:
-    args = parse_args(argv)
+def run(args, argv: Sequence[str]) -> dict:
+    """The benchmark for the flag values `args` (qwenlong_jax/cli/bench.py); `argv` is printed
+    as the command."""
     prompt = np.random.default_rng(0).integers(1, args.vocab, size=args.prompt_len).tolist()
     with tempfile.TemporaryDirectory() as tmp:
         hf, cfg, params = build_models(args, os.path.join(tmp, "model"))
@@ -222,6 +204,3 @@ def main(argv: Sequence[str]) -> dict:
                 cpu_ratios=cpu_ratios, compile_s=compile_s, parts=parts,
                 hf_kv_bytes=hf_kv)
 
-
-if __name__ == "__main__":
-    main(sys.argv[1:])

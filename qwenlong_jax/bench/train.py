@@ -45,7 +45,6 @@ A variant whose compiled peak exceeds 70% of MemAvailable is not run (reported a
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
@@ -103,7 +102,7 @@ def build_checkpoint(args, path: str) -> None:
 
 
 def spawn(argv: Sequence[str], name: str, model_dir: str) -> dict:
-    cmd = [sys.executable, "-m", "qwenlong_jax.bench.train", *argv, "--worker", name,
+    cmd = [sys.executable, "-m", "qwenlong_jax.bench", "train", *argv, "--worker", name,
            "--model_dir", model_dir]
     t = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -209,34 +208,10 @@ def _platform() -> str:
     return jax.devices()[0].platform
 
 
-def parse_args(argv):
-    ap = argparse.ArgumentParser(prog="python -m qwenlong_jax.bench train")
-    ap.add_argument("--prompt_len", type=int, default=4096)
-    ap.add_argument("--group", type=int, default=8)
-    ap.add_argument("--resp_len", type=int, default=256)
-    ap.add_argument("--d_model", type=int, default=256)
-    ap.add_argument("--layers", type=int, default=4)
-    ap.add_argument("--heads", type=int, default=4)
-    ap.add_argument("--kv_heads", type=int, default=2)
-    ap.add_argument("--vocab", type=int, default=8192)
-    ap.add_argument("--attention", default="blockwise,flash,xla",
-                    help="our attention impls, comma-separated (blockwise, flash, xla)")
-    ap.add_argument("--remat", default="none", choices=["none", "full", "dots", "dots_no_batch"])
-    ap.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
-                    help="torch threads (default: the cores this process may use)")
-    ap.add_argument("--rounds", type=int, default=1, help="interleaved rounds of all variants")
-    ap.add_argument("--warmup", type=int, default=0, help="untimed full-size runs")
-    ap.add_argument("--iters", type=int, default=2, help="timed runs (median reported)")
-    ap.add_argument("--matmul_n", type=int, default=4096)
-    ap.add_argument("--variants", default=",".join(VARIANTS))
-    ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
-    ap.add_argument("--model_dir", default=None, help=argparse.SUPPRESS)
-    return ap.parse_args(argv)
-
-
-def main(argv: Sequence[str]) -> None:
+def run(args, argv: Sequence[str]) -> None:
+    """The benchmark for the flag values `args` (qwenlong_jax/cli/bench.py); `argv` is printed
+    as the command and passed on to the worker processes."""
     argv = list(argv)
-    args = parse_args(argv)
     if args.worker:
         return worker(args)
     wanted = args.variants.split(",")
@@ -250,6 +225,3 @@ def main(argv: Sequence[str]) -> None:
         peaks.append(spawn(argv, "matmul", model_dir))
     report(args, argv, merge_rounds(runs), max(p.get("flops_per_s", 0.0) for p in peaks), runs)
 
-
-if __name__ == "__main__":
-    main(sys.argv[1:])

@@ -12,9 +12,11 @@ epoch), so each example is seen exactly once per epoch. With drop_remainder (the
 there are several shards) every process gets the same number of examples, so processes step in
 lockstep; the at most shard_count-1 dropped examples are fixed (the tail of the source).
 """
+
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import grain
 
@@ -35,10 +37,16 @@ def shard_bounds(num_items: int, shard: grain.sharding.ShardOptions) -> tuple[in
     return i * per + min(i, rem), (i + 1) * per + min(i + 1, rem)
 
 
-def make_dataset(items: Sequence[Any] | grain.MapDataset, *, seed: int, num_epochs: int | None = 1,
-                 shuffle: bool = True, shard: grain.sharding.ShardOptions | None = None,
-                 map_fn: Callable[[Any], Any] | None = None, batch_size: int | None = None,
-                 ) -> grain.MapDataset:
+def make_dataset(
+    items: Sequence[Any] | grain.MapDataset,
+    *,
+    seed: int,
+    num_epochs: int | None = 1,
+    shuffle: bool = True,
+    shard: grain.sharding.ShardOptions | None = None,
+    map_fn: Callable[[Any], Any] | None = None,
+    batch_size: int | None = None,
+) -> grain.MapDataset:
     """A grain MapDataset: shard -> shuffle(seed) -> repeat(num_epochs) -> map -> batch.
 
     shard: None = no sharding (one shard); pass `process_shard()` in multi-host runs.
@@ -53,8 +61,7 @@ def make_dataset(items: Sequence[Any] | grain.MapDataset, *, seed: int, num_epoc
     if shard is not None and shard.shard_count > 1:
         start, end = shard_bounds(len(items), shard)
         if end <= start:
-            raise ValueError(f"shard {shard.shard_index}/{shard.shard_count} of {len(items)} "
-                             "items is empty")
+            raise ValueError(f"shard {shard.shard_index}/{shard.shard_count} of {len(items)} items is empty")
         ds = ds[start:end]
     if shuffle:
         ds = ds.shuffle(seed=seed)
@@ -66,11 +73,18 @@ def make_dataset(items: Sequence[Any] | grain.MapDataset, *, seed: int, num_epoc
     return ds
 
 
-def make_iterator(items: Sequence[Any] | grain.MapDataset, *, seed: int, num_epochs: int | None = 1,
-                  shuffle: bool = True, shard: grain.sharding.ShardOptions | None = None,
-                  map_fn: Callable[[Any], Any] | None = None, batch_size: int | None = None,
-                  ) -> grain.DatasetIterator:
+def make_iterator(
+    items: Sequence[Any] | grain.MapDataset,
+    *,
+    seed: int,
+    num_epochs: int | None = 1,
+    shuffle: bool = True,
+    shard: grain.sharding.ShardOptions | None = None,
+    map_fn: Callable[[Any], Any] | None = None,
+    batch_size: int | None = None,
+) -> grain.DatasetIterator:
     """Iterator over `make_dataset(...)` with get_state()/set_state() for checkpoints."""
-    ds = make_dataset(items, seed=seed, num_epochs=num_epochs, shuffle=shuffle, shard=shard,
-                      map_fn=map_fn, batch_size=batch_size)
+    ds = make_dataset(
+        items, seed=seed, num_epochs=num_epochs, shuffle=shuffle, shard=shard, map_fn=map_fn, batch_size=batch_size
+    )
     return iter(ds.to_iter_dataset())

@@ -10,22 +10,30 @@ before the SFT warm-up. Issue 6's measurement drives the design: lookup appeared
 documents and several questions per document, so short documents stay in the mix all along
 and every document carries several questions.
 """
+
 from __future__ import annotations
 
 import math
 import random
-from typing import Sequence
+from collections.abc import Sequence
 
 from qwenlong_jax.data.prompt import build_prompt
-from qwenlong_jax.data.synthetic import (ATTRIBUTES, NAMES, CountTokens, Family, ask, make_document)
+from qwenlong_jax.data.synthetic import ask, make_document
+from qwenlong_jax.data.synthetic_vocab import ATTRIBUTES, NAMES, CountTokens, Family
 
 QA_RESERVE = 16  # tokens kept free per interleaved QA line (one line is ~12-15 tokens)
 
 
-def pretrain_text(rng: random.Random, doc_tokens: int, count_tokens: CountTokens,
-                  questions: int = 4, families: Sequence[Family] = ("lookup", "multihop"),
-                  attributes: int = len(ATTRIBUTES), restate: float = 0.5,
-                  qa_reserve: int = QA_RESERVE) -> str:
+def pretrain_text(
+    rng: random.Random,
+    doc_tokens: int,
+    count_tokens: CountTokens,
+    questions: int = 4,
+    families: Sequence[Family] = ("lookup", "multihop"),
+    attributes: int = len(ATTRIBUTES),
+    restate: float = 0.5,
+    qa_reserve: int = QA_RESERVE,
+) -> str:
     """A document with QA lines interleaved, about `doc_tokens` tokens in all; each question
     comes after the fact(s) it needs, at a random distance.
 
@@ -43,8 +51,7 @@ def pretrain_text(rng: random.Random, doc_tokens: int, count_tokens: CountTokens
     # top (dense questions: what lets lookup start, see pretrain_example).
     if qa_reserve:
         questions = max(1, min(questions, doc_tokens // (2 * qa_reserve)))
-    doc = make_document(rng, max(doc_tokens - qa_reserve * questions, 1), count_tokens,
-                        attributes=attributes)
+    doc = make_document(rng, max(doc_tokens - qa_reserve * questions, 1), count_tokens, attributes=attributes)
     lines = list(doc.lines)
     inserts: list[tuple[int, str]] = []
     asked: set[str] = set()
@@ -59,16 +66,18 @@ def pretrain_text(rng: random.Random, doc_tokens: int, count_tokens: CountTokens
         pos = rng.randint(last + 1, len(lines))
         # Draw only when restating is on, so restate=0 keeps the exact old stream (the
         # tokenizer corpus uses it).
-        said = " ".join(q.facts + ((q.reasoning,) if q.reasoning else ())) + " " \
-            if restate > 0 and rng.random() < restate else ""
+        said = (
+            " ".join(q.facts + ((q.reasoning,) if q.reasoning else ())) + " "
+            if restate > 0 and rng.random() < restate
+            else ""
+        )
         inserts.append((pos, f"{q.question} {said}Therefore, the answer is {q.answer} ."))
     for pos, qa in sorted(inserts, key=lambda t: t[0], reverse=True):
         lines.insert(pos, qa)
     return "\n".join(lines)
 
 
-def curriculum_doc_tokens(rng: random.Random, progress: float, min_tokens: int,
-                          max_tokens: int) -> int:
+def curriculum_doc_tokens(rng: random.Random, progress: float, min_tokens: int, max_tokens: int) -> int:
     """Mixed-length curriculum: the cap grows geometrically from min to max as `progress` goes
     from 0 to 1; lengths are drawn log-uniformly below the cap, so short documents stay in the
     mix (what lets lookup learned at 64 tokens carry over to longer ones)."""
@@ -79,11 +88,21 @@ def curriculum_doc_tokens(rng: random.Random, progress: float, min_tokens: int,
     return int(round(math.exp(rng.uniform(math.log(min_tokens), math.log(cap)))))
 
 
-def pretrain_example(seed: int, index: int, progress: float, tokenizer, min_tokens: int = 48,
-                     max_tokens: int = 1024, questions: int = 4, chat_fraction: float = 0.25,
-                     attributes: int = len(ATTRIBUTES), restate: float = 0.5,
-                     loss_on: str = "all", qa_reserve: int = QA_RESERVE,
-                     copy_fraction: float = 0.0) -> tuple[list[int], list[int]]:
+def pretrain_example(
+    seed: int,
+    index: int,
+    progress: float,
+    tokenizer,
+    min_tokens: int = 48,
+    max_tokens: int = 1024,
+    questions: int = 4,
+    chat_fraction: float = 0.25,
+    attributes: int = len(ATTRIBUTES),
+    restate: float = 0.5,
+    loss_on: str = "all",
+    qa_reserve: int = QA_RESERVE,
+    copy_fraction: float = 0.0,
+) -> tuple[list[int], list[int]]:
     """(token ids, loss mask) of pretraining example `index`: interleaved-QA text (ends with
     eos), or with probability `chat_fraction` a chat-formatted SFT example (prompt + response +
     eos). Lengths follow `curriculum_doc_tokens`; the result may exceed the drawn length by the
@@ -115,8 +134,9 @@ def pretrain_example(seed: int, index: int, progress: float, tokenizer, min_toke
         prompt = tokenizer.chat_prompt(build_prompt(doc.text, q.question))
         response = tokenizer.encode(q.response) + [eos]
         return prompt + response, [int(loss_on == "all")] * len(prompt) + [1] * len(response)
-    text = pretrain_text(rng, n, tokenizer.count, questions, attributes=attributes,
-                         restate=restate, qa_reserve=qa_reserve)
+    text = pretrain_text(
+        rng, n, tokenizer.count, questions, attributes=attributes, restate=restate, qa_reserve=qa_reserve
+    )
     # "\n" is a single user-defined piece, so encoding line by line equals encoding the text.
     (nl,) = tokenizer.encode("\n")
     ids, mask = [], []
@@ -133,8 +153,7 @@ def copy_drill(rng: random.Random, tokenizer, length: int) -> tuple[list[int], l
     the loss is on the repeat. The canonical induction-head trainer: every repeated token is
     predictable only by finding its earlier occurrence and copying what followed, the circuit
     lookup needs (pretrain_example's copy_fraction mixes these in)."""
-    words = [rng.choice(NAMES) if rng.random() < 0.5 else str(rng.randrange(100, 1000))
-             for _ in range(length)]
+    words = [rng.choice(NAMES) if rng.random() < 0.5 else str(rng.randrange(100, 1000)) for _ in range(length)]
     line = tokenizer.encode(" " + " ".join(words))
     (nl,) = tokenizer.encode("\n")
     return line + [nl] + line + [tokenizer.eos_ids[0]], [0] * (len(line) + 1) + [1] * (len(line) + 1)

@@ -5,6 +5,7 @@ implementation writes it; the chat template of the tokenizer wraps it (see token
 `split_prompt` inverts it, so verl-style rows (which store only the finished prompt) can be
 middle-truncated on their document at evaluation time.
 """
+
 from __future__ import annotations
 
 import re
@@ -37,7 +38,7 @@ def split_prompt(prompt: str) -> tuple[str, str] | None:
     """
     if not prompt.startswith(_HEAD):
         return None
-    body = prompt[len(_HEAD):]
+    body = prompt[len(_HEAD) :]
     # Search from the right: the question never contains the closing tag in our data, the
     # document might.
     idx = body.rfind("\n</text>\n\n")

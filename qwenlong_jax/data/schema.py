@@ -6,6 +6,7 @@ document and question separately. `prompt` is always the user message text (the 
 for plain rows); `document`/`question` are filled whenever they are known, which is what lets
 evaluation middle-truncate the document alone.
 """
+
 from __future__ import annotations
 
 import collections
@@ -14,8 +15,18 @@ import json
 from typing import Any, Literal
 
 BadRecordPolicy = Literal["error", "skip"]
-Reason = Literal["malformed_json", "not_an_object", "missing_field", "wrong_type", "empty",
-                 "too_long", "non_utf8", "bad_ground_truth", "duplicate_id", "unreadable"]
+Reason = Literal[
+    "malformed_json",
+    "not_an_object",
+    "missing_field",
+    "wrong_type",
+    "empty",
+    "too_long",
+    "non_utf8",
+    "bad_ground_truth",
+    "duplicate_id",
+    "unreadable",
+]
 
 
 class DataError(ValueError):
@@ -44,13 +55,14 @@ class Record:
         return json.dumps(dataclasses.asdict(self), ensure_ascii=False, sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str | bytes) -> "Record":
+    def from_json(cls, text: str | bytes) -> Record:
         return cls(**json.loads(text))
 
 
 @dataclasses.dataclass
 class LoadReport:
     """What `load_records` read: counts of kept rows and of skipped rows per reason."""
+
     read: int = 0
     kept: int = 0
     skipped: collections.Counter = dataclasses.field(default_factory=collections.Counter)

@@ -24,89 +24,29 @@ distractor value is a substring of the answer or the other way round (a free wid
 
 Deviation: the paper's data are real documents; these are closed-vocabulary toy documents.
 """
+
 from __future__ import annotations
 
-import dataclasses
 import random
-from typing import Callable, Literal, Sequence
+from collections.abc import Sequence
 
-Family = Literal["lookup", "multihop", "docmath", "choice"]
-FAMILIES: tuple[Family, ...] = ("lookup", "multihop", "docmath", "choice")
-DATA_SOURCES: dict[str, str] = {
-    "lookup": "synthetic_lookup",
-    "multihop": "synthetic_multihop",
-    "docmath": "synthetic_docmath",
-    "choice": "synthetic_long_toc_choices",
-}
-CountTokens = Callable[[str], int]
-
-# 64 four-letter CVCV names; all the same length, so no name is a substring of another.
-_CONS, _VOWS = "BDFGKLMNPRSTVZ", "AEIOU"
-NAMES: tuple[str, ...] = tuple(
-    random.Random(1234).sample([a + b + c + d for a in _CONS for b in _VOWS
-                                for c in _CONS for d in _VOWS], 64))
-ATTRIBUTES: tuple[str, ...] = ("code", "age", "size", "price", "rank", "score", "weight", "level")
-RELATIONS: tuple[str, ...] = ("boss", "friend")
-_FILLER = (
-    ("old", "small", "quiet", "green", "dark", "tall"),
-    ("river", "house", "garden", "tower", "field", "road"),
-    ("runs near", "stands by", "lies past", "waits at"),
-    ("mill", "bridge", "market", "school", "hill", "gate"),
+from qwenlong_jax.data.synthetic_vocab import (
+    ATTRIBUTES,
+    FAMILIES,
+    NAMES,
+    RELATIONS,
+    CountTokens,
+    Document,
+    Family,
+    Question,
+    fact_line,
+    filler_line,
 )
-THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 
 
-def fact_line(key: str, entity: str, value: str) -> str:
-    return f"the {key} of {entity} is {value} ."
-
-
-@dataclasses.dataclass(frozen=True)
-class Document:
-    """A generated document: its lines and the facts they state."""
-    lines: tuple[str, ...]
-    values: dict  # (attribute, entity) -> "472"
-    relations: dict  # (relation, entity) -> "MOLO"
-
-    @property
-    def text(self) -> str:
-        return "\n".join(self.lines)
-
-
-@dataclasses.dataclass(frozen=True)
-class Question:
-    family: Family
-    question: str
-    answer: str  # plain form: "472", "863", or the letter "B" for multiple choice
-    facts: tuple[str, ...]  # the fact lines the answer needs, in reasoning order
-    reasoning: str = ""  # extra step after the facts (docmath arithmetic)
-
-    @property
-    def data_source(self) -> str:
-        return DATA_SOURCES[self.family]
-
-    @property
-    def ground_truth(self) -> str:
-        """The answer in the form the scorer parses (docs/rewards.md section 2)."""
-        if self.family == "choice":
-            return f"The correct answer is ({self.answer})"
-        return f"Therefore, the answer is {self.answer}"
-
-    @property
-    def response(self) -> str:
-        """SFT trace: the facts used inside <think>, then the answer phrase."""
-        think = " ".join(self.facts + ((self.reasoning,) if self.reasoning else ()))
-        final = (f"The correct answer is ({self.answer})." if self.family == "choice"
-                 else f"Therefore, the answer is {self.answer}.")
-        return f"{THINK_OPEN} {think} {THINK_CLOSE} {final}"
-
-
-def _filler_line(rng: random.Random) -> str:
-    a, n, v, m = (rng.choice(ws) for ws in _FILLER)
-    return f"the {a} {n} {v} the {m} ."
-
-
-def make_document(rng: random.Random, num_tokens: int, count_tokens: CountTokens,
-                  required: int = 2, attributes: int = len(ATTRIBUTES)) -> Document:
+def make_document(
+    rng: random.Random, num_tokens: int, count_tokens: CountTokens, required: int = 2, attributes: int = len(ATTRIBUTES)
+) -> Document:
     """A document of at most `num_tokens` tokens (measured with `count_tokens`), as full as fits.
 
     Facts are drawn without repetition of (key, entity); numeric values are distinct. At least
@@ -123,8 +63,8 @@ def make_document(rng: random.Random, num_tokens: int, count_tokens: CountTokens
     rng.shuffle(pairs)
     rng.shuffle(rels)
     value_pool = rng.sample(range(100, 1000), len(pairs))
-    values: dict = {}
-    relations: dict = {}
+    values: dict[tuple[str, str], str] = {}
+    relations: dict[tuple[str, str], str] = {}
     lines: list[str] = []
     # Guaranteed chain material first: 2 relation facts whose targets carry values.
     seed_lines: list[str] = []
@@ -154,7 +94,7 @@ def make_document(rng: random.Random, num_tokens: int, count_tokens: CountTokens
             tgt = rng.choice([n for n in NAMES if n != e])
             line = fact_line(r, e, tgt)
         else:
-            line = _filler_line(rng)
+            line = filler_line(rng)
         cost = count_tokens(line) + 1
         if used + cost > num_tokens:
             break
@@ -185,14 +125,14 @@ def ask(rng: random.Random, doc: Document, family: Family) -> Question:
         (a, e), v = rng.choice(items)
         return Question(family, f"What is the {a} of {e} ?", v, (fact_line(a, e, v),))
     if family == "multihop":
-        chains = [((r, e), t, a) for (r, e), t in sorted(doc.relations.items())
-                  for a in ATTRIBUTES if (a, t) in doc.values]
+        chains = [
+            ((r, e), t, a) for (r, e), t in sorted(doc.relations.items()) for a in ATTRIBUTES if (a, t) in doc.values
+        ]
         if not chains:
             raise ValueError("document has no relation chain; make it with make_document")
         (r, e), t, a = rng.choice(chains)
         v = doc.values[(a, t)]
-        return Question(family, f"What is the {a} of the {r} of {e} ?", v,
-                        (fact_line(r, e, t), fact_line(a, t, v)))
+        return Question(family, f"What is the {a} of the {r} of {e} ?", v, (fact_line(r, e, t), fact_line(a, t, v)))
     if family == "docmath":
         ((a1, e1), v1), ((a2, e2), v2) = rng.sample(items, 2)
         if rng.random() < 0.5:
@@ -225,8 +165,9 @@ def ask(rng: random.Random, doc: Document, family: Family) -> Question:
     raise ValueError(f"unknown family {family!r}; expected one of {FAMILIES}")
 
 
-def make_example(seed: int, index: int, family: Family, doc_tokens: int,
-                 count_tokens: CountTokens, attributes: int = len(ATTRIBUTES)) -> dict:
+def make_example(
+    seed: int, index: int, family: Family, doc_tokens: int, count_tokens: CountTokens, attributes: int = len(ATTRIBUTES)
+) -> dict:
     """One plain-JSONL row (format (b)) plus the SFT `response`; deterministic in (seed, index)."""
     rng = random.Random(f"{seed}:{index}")
     doc = make_document(rng, doc_tokens, count_tokens, attributes=attributes)
@@ -241,11 +182,19 @@ def make_example(seed: int, index: int, family: Family, doc_tokens: int,
     }
 
 
-def make_dataset(seed: int, num: int, doc_tokens: int | Sequence[int], count_tokens: CountTokens,
-                 families: Sequence[Family] = FAMILIES,
-                 attributes: int = len(ATTRIBUTES)) -> list[dict]:
+def make_dataset(
+    seed: int,
+    num: int,
+    doc_tokens: int | Sequence[int],
+    count_tokens: CountTokens,
+    families: Sequence[Family] = FAMILIES,
+    attributes: int = len(ATTRIBUTES),
+) -> list[dict]:
     """`num` rows cycling through `families` (and through `doc_tokens` when it is a list)."""
     lengths = [doc_tokens] if isinstance(doc_tokens, int) else list(doc_tokens)
-    return [make_example(seed, i, families[i % len(families)],
-                         lengths[(i // len(families)) % len(lengths)], count_tokens, attributes)
-            for i in range(num)]
+    return [
+        make_example(
+            seed, i, families[i % len(families)], lengths[(i // len(families)) % len(lengths)], count_tokens, attributes
+        )
+        for i in range(num)
+    ]

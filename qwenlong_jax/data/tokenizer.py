@@ -16,12 +16,14 @@ identity normalisation and byte fallback, so decode(encode(s)) == s for any stri
 The embedded model is made by train_tokenizer.py (a few seconds, bit-exact):
     python -m qwenlong_jax.data.train_tokenizer --out qwenlong_jax/assets/tokenizer
 """
+
 from __future__ import annotations
 
 import dataclasses
 import json
 import os
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 ASSET_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "assets", "tokenizer")
 DEFAULT_TOKENIZER = os.path.join(ASSET_DIR, "spm.model")
@@ -39,6 +41,7 @@ class Tokenizer:
     strips from the end of a decoded response; think_end_id: the `</think>` id when the
     vocabulary has it as one token, else None.
     """
+
     backend: Any = dataclasses.field(repr=False)
     kind: str
     eos_ids: tuple[int, ...]
@@ -56,15 +59,15 @@ class Tokenizer:
         ids = [int(i) for i in ids]
         if self.kind == "sentencepiece":
             return self.backend.decode(ids)
-        return self.backend.decode(ids, skip_special_tokens=False,
-                                   clean_up_tokenization_spaces=False)
+        return self.backend.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
 
     def chat_prompt(self, user_text: str) -> list[int]:
         """Token ids of one user turn (no system prompt) followed by the generation prompt."""
         if self.kind == "sentencepiece":
             return self.encode(f"{IM_START}user\n{user_text}{IM_END}\n{IM_START}assistant\n")
-        text = self.backend.apply_chat_template([{"role": "user", "content": user_text}],
-                                                add_generation_prompt=True, tokenize=False)
+        text = self.backend.apply_chat_template(
+            [{"role": "user", "content": user_text}], add_generation_prompt=True, tokenize=False
+        )
         return self.encode(text)
 
     def count(self, text: str) -> int:
@@ -79,23 +82,26 @@ def _single_id(encode, text: str) -> int | None:
 
 def load_sentencepiece(path: str) -> Tokenizer:
     import sentencepiece as spm
+
     try:
         sp = spm.SentencePieceProcessor(model_file=path)
     except (RuntimeError, OSError) as e:  # not a sentencepiece model: one line naming the file
         raise ValueError(f"{path}: not a sentencepiece model ({str(e).splitlines()[0][:160]})") from None
     missing = [s for s in SPM_SYMBOLS if _single_id(sp.encode, s) is None]
     if missing:
-        raise ValueError(f"{path}: sentencepiece model lacks the single pieces {missing!r} "
-                         "the built-in chat format needs; retrain with qwenlong_jax.data.train_tokenizer")
+        raise ValueError(
+            f"{path}: sentencepiece model lacks the single pieces {missing!r} "
+            "the built-in chat format needs; retrain with qwenlong_jax.data.train_tokenizer"
+        )
     im_end = sp.piece_to_id(IM_END)
     eos = (im_end,) + ((sp.eos_id(),) if sp.eos_id() >= 0 else ())
     pad = sp.pad_id() if sp.pad_id() >= 0 else im_end
-    return Tokenizer(sp, "sentencepiece", eos, IM_END, pad, sp.piece_to_id(THINK_CLOSE),
-                     sp.get_piece_size())
+    return Tokenizer(sp, "sentencepiece", eos, IM_END, pad, sp.piece_to_id(THINK_CLOSE), sp.get_piece_size())
 
 
 def load_hf(path: str) -> Tokenizer:
     from transformers import AutoTokenizer
+
     tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
     if not tok.chat_template:
         raise ValueError(f"{path}: tokenizer_config.json has no chat_template")
@@ -109,8 +115,7 @@ def load_hf(path: str) -> Tokenizer:
         eos += [e for e in ([extra] if isinstance(extra, int) else extra) if e not in eos]
     enc = lambda s: tok.encode(s, add_special_tokens=False)  # noqa: E731
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    return Tokenizer(tok, "hf", tuple(eos), tok.eos_token, pad, _single_id(enc, THINK_CLOSE),
-                     len(tok))
+    return Tokenizer(tok, "hf", tuple(eos), tok.eos_token, pad, _single_id(enc, THINK_CLOSE), len(tok))
 
 
 TOKENIZER_FILES = ("spm.model", "tokenizer.json", "tokenizer_config.json")
@@ -144,8 +149,9 @@ def load_tokenizer(path: str | None = None) -> Tokenizer:
             raise ValueError(f"tokenizer path {path!r} does not exist")
         path = paths.local_copy(path)  # object store: a local copy (sentencepiece reads files)
     if os.path.isdir(path):
-        if os.path.exists(os.path.join(path, "tokenizer_config.json")) or \
-                os.path.exists(os.path.join(path, "tokenizer.json")):
+        if os.path.exists(os.path.join(path, "tokenizer_config.json")) or os.path.exists(
+            os.path.join(path, "tokenizer.json")
+        ):
             return load_hf(path)
         if os.path.exists(os.path.join(path, "spm.model")):
             return load_sentencepiece(os.path.join(path, "spm.model"))

@@ -8,16 +8,14 @@ base checkpoint trained with one tokenizer is only valid with that tokenizer.
 """
 from __future__ import annotations
 
-import argparse
 import io
 import os
 import random
-from typing import Sequence
 
 from qwenlong_jax.data.pretrain import pretrain_text
 from qwenlong_jax.data.prompt import build_prompt
 from qwenlong_jax.data.synthetic import FAMILIES, NAMES, make_example
-from qwenlong_jax.data.tokenizer import (ENDOFTEXT, PAD, SPM_SYMBOLS, load_sentencepiece)
+from qwenlong_jax.data.tokenizer import ENDOFTEXT, PAD, SPM_SYMBOLS
 
 
 def synthetic_pieces() -> tuple[str, ...]:
@@ -75,17 +73,7 @@ def train_sentencepiece(out_dir: str, vocab_size: int = 1536, seed: int = 0) -> 
     return path
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--out", metavar="OUT_DIR", required=True,
-                    help="write OUT_DIR/spm.model")
-    ap.add_argument("--vocab_size", type=int, default=1536)
-    ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args(argv)
-    path = train_sentencepiece(args.out, args.vocab_size, args.seed)
-    tok = load_sentencepiece(path)
-    print(f"wrote {path}: vocab {tok.vocab_size}, eos {tok.eos_ids}, </think> {tok.think_end_id}")
-
-
-if __name__ == "__main__":
-    main()
+if __name__ == "__main__":  # the command line: qwenlong_jax/cli/train_tokenizer.py
+    import importlib  # by name: that module imports this one (as a library, not as __main__)
+    cli = importlib.import_module("qwenlong_jax.cli.train_tokenizer")
+    cli.flags.run(cli.main)

@@ -5,9 +5,10 @@ budget and drop the middle. `fit_prompt` applies it to the document only, so the
 the question and the format line always survive; records whose prompt does not follow the
 template (verl rows written by someone else) fall back to truncating the whole user text.
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from qwenlong_jax.data.prompt import build_prompt
 from qwenlong_jax.data.schema import Record
@@ -21,7 +22,7 @@ def truncate_middle(ids: Sequence[int], budget: int) -> list[int]:
     if len(ids) <= budget:
         return ids
     head = budget // 2
-    return ids[:head] + ids[len(ids) - (budget - head):]
+    return ids[:head] + ids[len(ids) - (budget - head) :]
 
 
 def fit_prompt(record: Record, tokenizer, max_prompt_tokens: int) -> list[int]:
@@ -40,11 +41,12 @@ def fit_prompt(record: Record, tokenizer, max_prompt_tokens: int) -> list[int]:
     keep = len(body_ids) - (len(ids) - max_prompt_tokens)
     for _ in range(8):
         if keep <= 0:
-            raise ValueError(f"{record.source or record.id}: the prompt without its document "
-                             f"already has more than max_prompt_tokens={max_prompt_tokens} tokens")
+            raise ValueError(
+                f"{record.source or record.id}: the prompt without its document "
+                f"already has more than max_prompt_tokens={max_prompt_tokens} tokens"
+            )
         ids = tokenizer.chat_prompt(rebuild(tokenizer.decode(truncate_middle(body_ids, keep))))
         if len(ids) <= max_prompt_tokens:
             return ids
         keep -= len(ids) - max_prompt_tokens
-    raise ValueError(f"{record.source or record.id}: could not fit the prompt into "
-                     f"{max_prompt_tokens} tokens")
+    raise ValueError(f"{record.source or record.id}: could not fit the prompt into {max_prompt_tokens} tokens")

@@ -1,5 +1,5 @@
 """Evaluation: the paper's seven long-document QA benchmarks (plus our own JSONL) and a synthetic
-context-length sweep. CLI: python -m qwenlong_jax.evaluate (see evaluate.py).
+context-length sweep. Command line: python -m qwenlong_jax.evaluate (qwenlong_jax/cli/evaluate.py).
 
     from qwenlong_jax.eval import benchmarks, runner, report, sweep
     recs = benchmarks.load_benchmark("hotpotqa", data_dir=D)
@@ -9,7 +9,8 @@ context-length sweep. CLI: python -m qwenlong_jax.evaluate (see evaluate.py).
     sweep.accuracy_by_length(cfg, params, tok, recs, max_new_tokens=64)
 
 Modules: benchmarks (loaders, BenchmarkError), metrics (score/EM/F1/pass@k), runner (batched,
-resumable generation + scoring), report (summary JSON, markdown table, PNG), sweep.
+resumable generation + scoring), report (summary JSON, markdown table, PNG), sweep, request (what
+one evaluation is asked to do, checked before a model loads), evaluation (one evaluation: run).
 jax is imported only when a model is loaded or the default sampler is used.
 """
 from qwenlong_jax.eval.benchmarks import (  # noqa: F401

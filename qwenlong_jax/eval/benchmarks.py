@@ -26,7 +26,8 @@ import dataclasses
 import json
 import math
 import os
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from qwenlong_jax.data.prompt import build_prompt
 from qwenlong_jax.data.readers import load_records
@@ -203,7 +204,8 @@ def load_benchmark(name: str, *, data_dir: str | None = None, path: str | None =
         except ValueError as e:
             raise BenchmarkError(name, path, str(e)) from None
     else:
-        records, seen = [], {}
+        records = []
+        seen: dict[str, str] = {}
         for loc, index, row in _rows(name, path):
             try:
                 if not isinstance(row, dict):

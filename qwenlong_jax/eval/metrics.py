@@ -21,7 +21,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 from qwenlong_jax.rewards import choice, docqa
 from qwenlong_jax.rewards.dispatch import family_of, needs_judge, rule_result

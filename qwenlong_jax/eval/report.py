@@ -19,7 +19,7 @@ import csv
 import dataclasses
 import json
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 from qwenlong_jax.eval.benchmarks import BENCHMARKS, EvalError
 

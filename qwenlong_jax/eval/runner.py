@@ -235,20 +235,3 @@ def _row(benchmark: str, record: Record, sample: int, resp: Response, score, inp
         "truncated": full_tokens > input_tokens, "output_tokens": resp.num_tokens,
         "finish_reason": resp.finish_reason,
     }
-
-
-def check_run_config(out_dir: str, config: dict) -> None:
-    """Refuse to resume into `out_dir` with different generation settings (mixed predictions
-    would be averaged together silently); write the config on a fresh run."""
-    path = os.path.join(out_dir, "run_config.json")
-    if os.path.exists(path):
-        with open(path) as f:
-            old = json.load(f)
-        diff = sorted(k for k in config if k in old and old[k] != config[k])
-        if diff:
-            changes = ", ".join(f"{k}: {old[k]} -> {config[k]}" for k in diff)
-            raise EvalError(f"{out_dir}: existing predictions were made with different "
-                            f"settings ({changes}); use another --out")
-    os.makedirs(out_dir, exist_ok=True)
-    with open(path, "w") as f:
-        json.dump(config, f, indent=2, sort_keys=True)

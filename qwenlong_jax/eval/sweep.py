@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
-from qwenlong_jax.data.readers import parse_row
+from qwenlong_jax.data.rows import parse_row
 from qwenlong_jax.data.schema import Record
-from qwenlong_jax.data.synthetic import DATA_SOURCES, FAMILIES, Family, make_dataset
+from qwenlong_jax.data.synthetic import make_dataset
+from qwenlong_jax.data.synthetic_vocab import DATA_SOURCES, FAMILIES, Family
 from qwenlong_jax.eval.runner import GenerateFn, Model, SamplingSettings, run_records
 
 _FAMILY_OF_SOURCE = {src: fam for fam, src in DATA_SOURCES.items()}

@@ -16,13 +16,16 @@ same table the activations are constrained with), so on a (data, fsdp, tensor, s
 each device keeps its own batch rows / heads instead of shard_map gathering them. A dimension
 its axes do not divide stays unsharded there (as `sharding.constrain` leaves it).
 """
+
 from __future__ import annotations
+
+from typing import Any
 
 import jax
 
 import kernels
-from qwenlong_jax import sharding
 from qwenlong_jax.models.config import ModelConfig
+from qwenlong_jax.parallel import sharding
 
 
 def _mesh_axis_for(logical: str, dims: tuple[int, ...], mesh):
@@ -36,8 +39,10 @@ def _mesh_axis_for(logical: str, dims: tuple[int, ...], mesh):
 
 def ring_axes(mesh, batch: int, num_heads: int, num_kv_heads: int) -> dict:
     """`batch_axis` / `head_axis` keywords for kernels.ring_attention under `mesh`."""
-    return dict(batch_axis=_mesh_axis_for("batch", (batch,), mesh),
-                head_axis=_mesh_axis_for("heads", (num_heads, num_kv_heads), mesh))
+    return dict(
+        batch_axis=_mesh_axis_for("batch", (batch,), mesh),
+        head_axis=_mesh_axis_for("heads", (num_heads, num_kv_heads), mesh),
+    )
 
 
 def self_attention(
@@ -49,7 +54,7 @@ def self_attention(
     segment_ids_BT: jax.Array | None,
     shared_prefix_segment: int | None,
 ) -> jax.Array:
-    kwargs = dict(
+    kwargs: dict[str, Any] = dict(
         causal=True,
         q_segment_ids_BT=segment_ids_BT,
         kv_segment_ids_BS=segment_ids_BT,

@@ -2,6 +2,7 @@
 
 Field names follow our code; each field's comment names the HF config.json key it maps to.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -66,18 +67,24 @@ class ModelConfig:
 
     def __post_init__(self):
         if self.model_type not in MODEL_TYPES:
-            raise ValueError(
-                f"model.model_type: unsupported {self.model_type!r}; supported: {', '.join(MODEL_TYPES)}"
-            )
-        for name in ("vocab_size", "hidden_size", "num_layers", "num_heads", "num_kv_heads",
-                     "head_dim", "intermediate_size", "max_position_embeddings", "logits_chunk"):
+            raise ValueError(f"model.model_type: unsupported {self.model_type!r}; supported: {', '.join(MODEL_TYPES)}")
+        for name in (
+            "vocab_size",
+            "hidden_size",
+            "num_layers",
+            "num_heads",
+            "num_kv_heads",
+            "head_dim",
+            "intermediate_size",
+            "max_position_embeddings",
+            "logits_chunk",
+        ):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ValueError(f"model.{name} must be a positive int, got {value!r}")
         if self.num_heads % self.num_kv_heads:
             raise ValueError(
-                f"model.num_heads ({self.num_heads}) must be a multiple of model.num_kv_heads "
-                f"({self.num_kv_heads})"
+                f"model.num_heads ({self.num_heads}) must be a multiple of model.num_kv_heads ({self.num_kv_heads})"
             )
         if self.head_dim % 2:
             raise ValueError(f"model.head_dim must be even for RoPE, got {self.head_dim}")
@@ -85,12 +92,14 @@ class ModelConfig:
             raise ValueError(f"model.rms_norm_eps must be in (0, 1), got {self.rms_norm_eps}")
         if self.rope_theta <= 1:
             raise ValueError(f"model.rope_theta must be > 1, got {self.rope_theta}")
-        for name, allowed in (("param_dtype", DTYPES), ("dtype", DTYPES),
-                              ("attention_impl", ATTENTION_IMPLS), ("remat", REMAT_POLICIES)):
+        for name, allowed in (
+            ("param_dtype", DTYPES),
+            ("dtype", DTYPES),
+            ("attention_impl", ATTENTION_IMPLS),
+            ("remat", REMAT_POLICIES),
+        ):
             if getattr(self, name) not in allowed:
-                raise ValueError(
-                    f"model.{name}: {getattr(self, name)!r} is not one of {', '.join(allowed)}"
-                )
+                raise ValueError(f"model.{name}: {getattr(self, name)!r} is not one of {', '.join(allowed)}")
 
     @property
     def num_params(self) -> int:
@@ -106,5 +115,5 @@ class ModelConfig:
         embed = V * D * (1 if self.tie_word_embeddings else 2)
         return L * per_layer + embed + D
 
-    def replace(self, **changes) -> "ModelConfig":
+    def replace(self, **changes) -> ModelConfig:
         return dataclasses.replace(self, **changes)

@@ -4,10 +4,12 @@
      `torch_dtype`.
 5.x: `rope_parameters` {rope_type, rope_theta, factor, ...}, `dtype`.
 """
+
 from __future__ import annotations
 
 import json
 import os
+from typing import Any
 
 from qwenlong_jax.models.config import MODEL_TYPES, ModelConfig, RopeScaling
 
@@ -27,6 +29,8 @@ def _rope_from_hf(hf: dict, where: str) -> tuple[float, RopeScaling | None]:
     if rope_type != "yarn":
         raise CheckpointError(f"{where}: rope type {rope_type!r} is not supported (default or yarn)")
     original = scaling.get("original_max_position_embeddings") or hf.get("max_position_embeddings")
+    if original is None:
+        raise CheckpointError(f"{where}: yarn rope_scaling needs original_max_position_embeddings")
     return float(theta), RopeScaling(
         factor=float(scaling["factor"]),
         original_max_position_embeddings=int(original),
@@ -72,7 +76,7 @@ def model_config_from_hf(hf: dict, where: str = "config.json", **overrides) -> M
 def model_config_to_hf(cfg: ModelConfig, dtype: str) -> dict:
     """A config.json in the 4.x spelling, which transformers 4.x and 5.x both read."""
     arch = {"qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM"}[cfg.model_type]
-    hf = {
+    hf: dict[str, Any] = {
         "architectures": [arch],
         "model_type": cfg.model_type,
         "vocab_size": cfg.vocab_size,
@@ -96,9 +100,13 @@ def model_config_to_hf(cfg: ModelConfig, dtype: str) -> dict:
     if cfg.rope_scaling is not None:
         rs = cfg.rope_scaling
         hf["rope_scaling"] = {
-            "rope_type": "yarn", "type": "yarn", "factor": rs.factor,
+            "rope_type": "yarn",
+            "type": "yarn",
+            "factor": rs.factor,
             "original_max_position_embeddings": rs.original_max_position_embeddings,
-            "beta_fast": rs.beta_fast, "beta_slow": rs.beta_slow, "truncate": rs.truncate,
+            "beta_fast": rs.beta_fast,
+            "beta_slow": rs.beta_slow,
+            "truncate": rs.truncate,
         }
         if rs.attention_factor is not None:
             hf["rope_scaling"]["attention_factor"] = rs.attention_factor

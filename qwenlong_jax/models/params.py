@@ -20,6 +20,7 @@ time flat for 64-layer models; unstacked loops index the same arrays).
     final_norm   [D]
     lm_head      [D, V]          ("embed", "vocab")   (absent when embeddings are tied)
 """
+
 from __future__ import annotations
 
 import jax

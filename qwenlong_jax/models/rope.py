@@ -3,6 +3,7 @@
 The inverse frequencies follow transformers' `_compute_default_rope_parameters` and
 `_compute_yarn_parameters` step by step, in float32, so logits match transformers to 1e-4.
 """
+
 from __future__ import annotations
 
 import math

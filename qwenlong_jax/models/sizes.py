@@ -7,6 +7,7 @@ max_position_embeddings, tie_word_embeddings.
 R1-Distill-Qwen-{14,32}B are Qwen2.5-{14,32}B fine-tunes: same shapes (docs/recipe.md), but their
 config.json sets rms_norm_eps 1e-5 and rope_theta 1e6 with max_position_embeddings 131072.
 """
+
 from __future__ import annotations
 
 from qwenlong_jax.models.config import ModelConfig, RopeScaling
@@ -14,18 +15,39 @@ from qwenlong_jax.models.config import ModelConfig, RopeScaling
 
 def _qwen2(D, L, N, K, F, V=152064, *, tie=False, eps=1e-6, max_pos=32768, theta=1e6):
     return ModelConfig(
-        model_type="qwen2", vocab_size=V, hidden_size=D, num_layers=L, num_heads=N,
-        num_kv_heads=K, head_dim=D // N, intermediate_size=F, rms_norm_eps=eps,
-        rope_theta=theta, max_position_embeddings=max_pos, tie_word_embeddings=tie,
-        qkv_bias=True, qk_norm=False,
+        model_type="qwen2",
+        vocab_size=V,
+        hidden_size=D,
+        num_layers=L,
+        num_heads=N,
+        num_kv_heads=K,
+        head_dim=D // N,
+        intermediate_size=F,
+        rms_norm_eps=eps,
+        rope_theta=theta,
+        max_position_embeddings=max_pos,
+        tie_word_embeddings=tie,
+        qkv_bias=True,
+        qk_norm=False,
     )
 
 
 def _qwen3(D, L, N, K, F, H=128, V=151936, *, tie=False):
     return ModelConfig(
-        model_type="qwen3", vocab_size=V, hidden_size=D, num_layers=L, num_heads=N,
-        num_kv_heads=K, head_dim=H, intermediate_size=F, rms_norm_eps=1e-6, rope_theta=1e6,
-        max_position_embeddings=40960, tie_word_embeddings=tie, qkv_bias=False, qk_norm=True,
+        model_type="qwen3",
+        vocab_size=V,
+        hidden_size=D,
+        num_layers=L,
+        num_heads=N,
+        num_kv_heads=K,
+        head_dim=H,
+        intermediate_size=F,
+        rms_norm_eps=1e-6,
+        rope_theta=1e6,
+        max_position_embeddings=40960,
+        tie_word_embeddings=tie,
+        qkv_bias=False,
+        qk_norm=True,
     )
 
 
@@ -48,9 +70,18 @@ SIZES = {
     "qwen3-32b": lambda: _qwen3(5120, 64, 64, 8, 25600),
     # Tiny Qwen2-shaped model for CPU runs and tests (vocab set by the tokenizer).
     "tiny": lambda: ModelConfig(
-        model_type="qwen2", vocab_size=1024, hidden_size=128, num_layers=4, num_heads=4,
-        num_kv_heads=2, head_dim=32, intermediate_size=384, rms_norm_eps=1e-6, rope_theta=1e4,
-        max_position_embeddings=32768, tie_word_embeddings=True,
+        model_type="qwen2",
+        vocab_size=1024,
+        hidden_size=128,
+        num_layers=4,
+        num_heads=4,
+        num_kv_heads=2,
+        head_dim=32,
+        intermediate_size=384,
+        rms_norm_eps=1e-6,
+        rope_theta=1e4,
+        max_position_embeddings=32768,
+        tie_word_embeddings=True,
     ),
 }
 

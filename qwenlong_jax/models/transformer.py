@@ -4,22 +4,24 @@ Written as functions rather than flax Modules on purpose: the same layer functio
 training (full self-attention over packed rows), chunked prefill and shared-prefix decode
 (the sampler passes its own `attend`), scan-over-layers is a plain `lax.scan` over the
 stacked layer params, and HF import is a pytree of arrays. Flax supplies the sharding
-vocabulary (logical axis names -> mesh axes, see sharding.py).
+vocabulary (logical axis names -> mesh axes, see parallel/sharding.py).
 
 Numerics follow transformers' Qwen2/Qwen3: RMSNorm in float32 then cast back, q/k RMSNorm
 per head before RoPE (Qwen3), rotate-half RoPE, SwiGLU MLP, no o_proj bias.
 """
+
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 
-from qwenlong_jax import sharding
 from qwenlong_jax.models import rope
 from qwenlong_jax.models.attention import self_attention
 from qwenlong_jax.models.config import ModelConfig
+from qwenlong_jax.parallel import sharding
 
 # attend(layer_index, q_BTNH, k_BTKH, v_BTKH, layer_state) -> (out_BTNH, new_layer_state)
 AttendFn = Callable[[jax.Array, jax.Array, jax.Array, jax.Array, Any], tuple[jax.Array, Any]]
@@ -97,8 +99,8 @@ def decoder_stack(
         return jax.lax.scan(layer, x_BTD, (layers, idx_L, layer_states))
     new_states = []
     for i in range(cfg.num_layers):
-        lp_i = jax.tree.map(lambda a: a[i], layers)
-        st_i = None if layer_states is None else jax.tree.map(lambda a: a[i], layer_states)
+        lp_i = jax.tree.map(lambda a, i=i: a[i], layers)
+        st_i = None if layer_states is None else jax.tree.map(lambda a, i=i: a[i], layer_states)
         x_BTD, st = layer(x_BTD, (lp_i, idx_L[i], st_i))
         new_states.append(st)
     if new_states[0] is None:
@@ -145,9 +147,7 @@ def hidden_states(
         positions_BT = default_positions(tokens_BT)
 
     def attend(_idx, q, k, v, state):
-        out = self_attention(
-            cfg, q, k, v, segment_ids_BT=segment_ids_BT, shared_prefix_segment=shared_prefix_segment
-        )
+        out = self_attention(cfg, q, k, v, segment_ids_BT=segment_ids_BT, shared_prefix_segment=shared_prefix_segment)
         return out, state
 
     x, _ = decoder_stack(cfg, params["layers"], embed(cfg, params, tokens_BT), positions_BT, attend)
@@ -169,6 +169,5 @@ def forward(
     attend causally within equal ids, 0 = padding. shared_prefix_segment: keys of that
     segment are visible to every other segment (GRPO group packing, see docs/design.md).
     """
-    h = hidden_states(cfg, params, tokens_BT, positions_BT, segment_ids_BT,
-                      shared_prefix_segment=shared_prefix_segment)
+    h = hidden_states(cfg, params, tokens_BT, positions_BT, segment_ids_BT, shared_prefix_segment=shared_prefix_segment)
     return logits_from_hidden(cfg, params, h)

@@ -26,14 +26,19 @@ normalise to "" are compared raw instead of matching everything (docqa.py); the 
 rule uses a 1e-9 tolerance (docmath.py); a ground truth without the answer phrase is the bare
 answer for doc-QA/docmath (choice: 0); unknown data sources are doc-QA (dispatch.py).
 """
-from qwenlong_jax.rewards.dispatch import (  # noqa: F401
-    Family, acc, compute_score, family_of, needs_judge, rule_result, rule_score)
+
+from qwenlong_jax.rewards.dispatch import Family, acc, compute_score, family_of, needs_judge, rule_result, rule_score  # noqa: F401
 from qwenlong_jax.rewards.hybrid import ScoreItem, hybrid_scores  # noqa: F401
 from qwenlong_jax.rewards.judge import JudgeConfig, OpenAIJudge  # noqa: F401
 from qwenlong_jax.rewards.judge_core import (  # noqa: F401
-    SYSTEM_PROMPT, CachingJudge, JudgeQuery, Verdict, judge_messages, parse_verdict)
+    SYSTEM_PROMPT,
+    CachingJudge,
+    JudgeQuery,
+    Verdict,
+    judge_messages,
+    parse_verdict,
+)
 from qwenlong_jax.rewards.local_judge import LocalJudge, plain_prompt  # noqa: F401
-from qwenlong_jax.rewards.overlong import (  # noqa: F401
-    overlong_penalty, shape_reward, shape_rewards)
+from qwenlong_jax.rewards.overlong import overlong_penalty, shape_reward, shape_rewards  # noqa: F401
 from qwenlong_jax.rewards.result import RuleResult  # noqa: F401
 from qwenlong_jax.rewards.segment import answer_segment, strip_eos  # noqa: F401

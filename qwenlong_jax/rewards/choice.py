@@ -6,6 +6,7 @@ word boundary after X: "Both" reads as B). The ground truth is parsed the same w
 side does not parse the score is 0 (the reference catches the error silently). Score: int 1 if
 the letters are equal, else 0. No LLM judge is consulted for this family (as in the reference).
 """
+
 from __future__ import annotations
 
 import re

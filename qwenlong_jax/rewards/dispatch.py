@@ -10,9 +10,11 @@ when the response's answer parsed and the rule score is below 1; the reward is m
 `compute_score` has no question text, so the judge gets question=None; `hybrid.hybrid_scores`
 is the batched path that passes questions.
 """
+
 from __future__ import annotations
 
-from typing import Callable, Literal
+from collections.abc import Callable
+from typing import Literal
 
 from qwenlong_jax.rewards import choice, docmath, docqa
 from qwenlong_jax.rewards.result import RuleResult

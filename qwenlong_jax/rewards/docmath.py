@@ -22,6 +22,7 @@ Departures from the reference, on purpose:
   * The reference's `eval` is replaced by an explicit reading of the only literal shapes its
     token can take, independent of `sys.set_int_max_str_digits`: same values, no eval.
 """
+
 from __future__ import annotations
 
 import math
@@ -63,7 +64,7 @@ def _int_from_digits(digits: str) -> int:
     # long values from short chunks so the result never depends on that global.
     value = 0
     for start in range(0, len(digits), 600):
-        chunk = digits[start:start + 600]
+        chunk = digits[start : start + 600]
         value = value * 10 ** len(chunk) + int(chunk)
     return value
 
@@ -123,11 +124,14 @@ def numbers_match(p: int | float, g: int | float) -> bool:
             diff = math.log10(v1) - math.log10(v2)
             if abs(diff - round(diff)) <= _LOG10_TOL:  # closed hole: tolerance, not ==
                 return True
-        if v2 <= v1 / 50 and _within_eps(v2 * 100, v1):
-            return True
-        elif v2 <= v1 / 500 and _within_eps(v2 * 1000, v1):
-            return True
-        elif v2 <= v1 / 50000 and _within_eps(v2 * 100000, v1):
+        if (
+            v2 <= v1 / 50
+            and _within_eps(v2 * 100, v1)
+            or v2 <= v1 / 500
+            and _within_eps(v2 * 1000, v1)
+            or v2 <= v1 / 50000
+            and _within_eps(v2 * 100000, v1)
+        ):
             return True
         if _ceil3(v1) == _ceil3(v2):
             return True

@@ -12,6 +12,7 @@ Departures from the reference, on purpose:
   * Ground truth without the phrase. The reference raises AttributeError; here it is taken as
     the bare answer and cleaned the same way (our JSONL stores bare answers).
 """
+
 from __future__ import annotations
 
 import re

@@ -4,10 +4,11 @@ reward = max(rule, judge); the judge is asked only for doc-QA / docmath items wh
 answer parsed and whose rule score is below 1 (dispatch.needs_judge). The question text, when
 given, goes into the judge prompt and the cache key.
 """
+
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+from collections.abc import Sequence
 
 from qwenlong_jax.rewards.dispatch import needs_judge, rule_result
 from qwenlong_jax.rewards.judge_core import JudgeQuery
@@ -31,8 +32,7 @@ def hybrid_scores(items: Sequence[ScoreItem], judge=None) -> list[float]:
         return scores
     ask = [i for i, (it, r) in enumerate(zip(items, results)) if needs_judge(it.data_source, r)]
     if ask:
-        queries = [JudgeQuery(results[i].prediction, results[i].gold, items[i].question)
-                   for i in ask]
+        queries = [JudgeQuery(results[i].prediction, results[i].gold, items[i].question) for i in ask]
         verdicts = judge.score_batch(queries)
         if len(verdicts) != len(ask):
             raise ValueError(f"judge.score_batch returned {len(verdicts)} scores for {len(ask)}")

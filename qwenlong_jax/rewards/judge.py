@@ -40,7 +40,7 @@ import urllib.error
 import urllib.request
 from typing import Sequence
 
-from qwenlong_jax.config_load import ConfigError, at_least, positive
+from qwenlong_jax.config.load import ConfigError, at_least, positive
 from qwenlong_jax.rewards.judge_core import (CachingJudge, JudgeQuery, Verdict, judge_messages,
                                              parse_verdict)
 

@@ -14,6 +14,7 @@ A judge never raises out of `score` / `score_batch`: failures (timeouts, HTTP er
 connections, garbage) score 0, are counted in `stats()` by kind, and are not cached (the next
 step asks again). Successful verdicts are cached by (question, prediction, gold).
 """
+
 from __future__ import annotations
 
 import abc
@@ -22,7 +23,8 @@ import logging
 import re
 import threading
 from collections import Counter
-from typing import Literal, Sequence
+from collections.abc import Sequence
+from typing import Literal
 
 logger = logging.getLogger(__name__)
 
@@ -40,10 +42,17 @@ USER_TEMPLATE_NO_QUESTION = "\nAnswer 1: {prediction}\nAnswer 2: {gold}\n"
 
 _VERDICT_RE = re.compile(r"\[\[(YES|NO)\]\]")
 
-FailureKind = Literal["timeout", "connection", "http", "bad_response", "garbage", "unavailable",
-                      "generate", "internal"]
-FAILURE_KINDS: tuple[FailureKind, ...] = ("timeout", "connection", "http", "bad_response",
-                                          "garbage", "unavailable", "generate", "internal")
+FailureKind = Literal["timeout", "connection", "http", "bad_response", "garbage", "unavailable", "generate", "internal"]
+FAILURE_KINDS: tuple[FailureKind, ...] = (
+    "timeout",
+    "connection",
+    "http",
+    "bad_response",
+    "garbage",
+    "unavailable",
+    "generate",
+    "internal",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,8 +81,7 @@ def judge_messages(query: JudgeQuery) -> list[dict[str, str]]:
     if query.question is None:
         user = USER_TEMPLATE_NO_QUESTION.format(prediction=query.prediction, gold=query.gold)
     else:
-        user = USER_TEMPLATE.format(question=query.question, prediction=query.prediction,
-                                    gold=query.gold)
+        user = USER_TEMPLATE.format(question=query.question, prediction=query.prediction, gold=query.gold)
     return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
 
 
@@ -136,8 +144,9 @@ class CachingJudge(abc.ABC):
                     self._counts["failures"] += n
                     self._counts[f"failures_{kind}"] += n
             if failed:
-                logger.warning("judge: %d of %d queries failed (%s); they score 0",
-                               sum(failed.values()), len(unique), dict(failed))
+                logger.warning(
+                    "judge: %d of %d queries failed (%s); they score 0", sum(failed.values()), len(unique), dict(failed)
+                )
             for positions, verdict in zip(misses.values(), verdicts):
                 for i in positions:
                     scores[i] = verdict.score
@@ -163,8 +172,7 @@ class CachingJudge(abc.ABC):
     def stats(self) -> dict[str, int]:
         """Counters: queries, cache_hits, calls (requests/generate calls), failures[_<kind>]."""
         with self._lock:
-            out = {name: self._counts[name] for name in ("queries", "cache_hits", "calls",
-                                                          "failures")}
+            out = {name: self._counts[name] for name in ("queries", "cache_hits", "calls", "failures")}
             out.update({f"failures_{k}": self._counts[f"failures_{k}"] for k in FAILURE_KINDS})
             out["cache_size"] = len(self._cache)
         return out

@@ -3,6 +3,7 @@
 The extracted answers are kept because the LLM judge is asked about them (not about the whole
 response), exactly as the reference passes its parsed prediction and gold to the judge.
 """
+
 from __future__ import annotations
 
 import dataclasses

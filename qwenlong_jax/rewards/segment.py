@@ -5,6 +5,7 @@ scored, stripped with `str.strip` (Unicode whitespace). No `</think>` or an empt
 in every family. `<think>` itself is never checked. Before any of this, the reference's reward
 manager removes the tokenizer's eos text when the decoded response ends with it.
 """
+
 from __future__ import annotations
 
 THINK_END = "</think>"

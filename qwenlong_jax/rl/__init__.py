@@ -16,3 +16,22 @@ from qwenlong_jax.rl.policy_loss import (
     policy_loss,
     policy_loss_tokens,
 )
+
+__all__ = [
+    "AGG_MODES",
+    "KL_KINDS",
+    "AggMode",
+    "DynamicSampler",
+    "KLKind",
+    "actor_loss",
+    "agg_loss",
+    "chunked_logprobs_and_entropy",
+    "entropy_from_logits",
+    "group_advantages",
+    "kl_penalty",
+    "logprobs_and_entropy_from_logits",
+    "policy_loss",
+    "policy_loss_tokens",
+    "token_advantages",
+    "varying_groups",
+]

@@ -22,8 +22,9 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 
-def group_advantages(rewards_N: jnp.ndarray, group_size: int, normalize_std: bool = True,
-                     eps: float = 1e-6) -> jnp.ndarray:
+def group_advantages(
+    rewards_N: jnp.ndarray, group_size: int, normalize_std: bool = True, eps: float = 1e-6
+) -> jnp.ndarray:
     """Per-response GRPO advantage, float32 [N]; responses i*G .. i*G+G-1 form group i."""
     if rewards_N.ndim != 1:
         raise ValueError(f"rewards_N must be 1-D [N], got shape {rewards_N.shape}")
@@ -41,13 +42,11 @@ def group_advantages(rewards_N: jnp.ndarray, group_size: int, normalize_std: boo
     centered_NgG = r_NgG - mean_Ng1
     if normalize_std:
         # torch.std default: unbiased, sqrt(sum((r - mean)^2) / (G - 1)).
-        std_Ng1 = jnp.sqrt(jnp.sum(centered_NgG * centered_NgG, axis=-1, keepdims=True)
-                          / (group_size - 1))
+        std_Ng1 = jnp.sqrt(jnp.sum(centered_NgG * centered_NgG, axis=-1, keepdims=True) / (group_size - 1))
         adv_NgG = centered_NgG / (std_Ng1 + eps)
     else:
         adv_NgG = centered_NgG
-    all_equal_Ng1 = (jnp.max(r_NgG, axis=-1, keepdims=True)
-                     == jnp.min(r_NgG, axis=-1, keepdims=True))
+    all_equal_Ng1 = jnp.max(r_NgG, axis=-1, keepdims=True) == jnp.min(r_NgG, axis=-1, keepdims=True)
     adv_NgG = jnp.where(all_equal_Ng1, 0.0, adv_NgG)
     return adv_NgG.reshape(n)
 
@@ -55,7 +54,6 @@ def group_advantages(rewards_N: jnp.ndarray, group_size: int, normalize_std: boo
 def token_advantages(adv_B: jnp.ndarray, mask_BT: jnp.ndarray) -> jnp.ndarray:
     """Broadcast one advantage per sequence over its tokens; exactly 0 where mask is 0."""
     if adv_B.ndim != 1 or mask_BT.ndim != 2 or adv_B.shape[0] != mask_BT.shape[0]:
-        raise ValueError(f"need adv_B [B] and mask_BT [B, T], got {adv_B.shape} and "
-                         f"{mask_BT.shape}")
+        raise ValueError(f"need adv_B [B] and mask_BT [B, T], got {adv_B.shape} and {mask_BT.shape}")
     # where, not multiply: a non-finite advantage must not leak into padding as NaN.
     return jnp.where(mask_BT.astype(bool), adv_B.astype(jnp.float32)[:, None], 0.0)

@@ -22,11 +22,12 @@ ranks it partitions each rank's share with its own budget; we partition the whol
 as one rank (a budget of D x the reference's per-GPU budget gives micro-batches of the same
 size).
 """
+
 from __future__ import annotations
 
 import heapq
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -52,7 +53,7 @@ class _State:
     def spread(self) -> int:
         return self.sets[0].sum - self.sets[-1].sum
 
-    def __lt__(self, other: "_State") -> bool:  # heapq pops the smallest: the largest spread
+    def __lt__(self, other: _State) -> bool:  # heapq pops the smallest: the largest spread
         if self.spread != other.spread:
             return self.spread > other.spread
         return self.sets[0].key() > other.sets[0].key()
@@ -73,8 +74,7 @@ def balanced_partitions(lengths: Sequence[int], k: int) -> list[list[int]]:
     return [sorted(i for i, _ in s.items) for s in heap[0].sets]
 
 
-def micro_batch_weights(seq_tokens_N: np.ndarray, resp_tokens_N: np.ndarray, token_budget: int
-                        ) -> np.ndarray:
+def micro_batch_weights(seq_tokens_N: np.ndarray, resp_tokens_N: np.ndarray, token_budget: int) -> np.ndarray:
     """float64 [N]: each real sequence's per-token weight (S_p / S) / T_p in one mini-batch's
     loss (module docstring); 0 for padding rows (resp_tokens 0). seq_tokens: prompt + response."""
     real = np.flatnonzero(resp_tokens_N > 0)
@@ -98,8 +98,9 @@ def token_coef(mask_MUNR: np.ndarray, seq_tokens_MUN: np.ndarray, token_budget: 
     resp_MUN = mask.sum(-1)
     coef = np.zeros(mask.shape, np.float64)
     for m in range(M):
-        w_N = micro_batch_weights(np.asarray(seq_tokens_MUN[m]).reshape(-1), resp_MUN[m].reshape(-1),
-                                  token_budget).reshape(U, Nm)
+        w_N = micro_batch_weights(
+            np.asarray(seq_tokens_MUN[m]).reshape(-1), resp_MUN[m].reshape(-1), token_budget
+        ).reshape(U, Nm)
         tok_U = resp_MUN[m].sum(-1)
         share_U = tok_U / max(tok_U.sum(), 1.0)
         scale_U = np.where(share_U > 0, 1.0 / np.where(share_U > 0, share_U, 1.0), 0.0)

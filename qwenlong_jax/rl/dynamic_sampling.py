@@ -25,7 +25,7 @@ Departures, on purpose:
 from __future__ import annotations
 
 import dataclasses
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -38,8 +38,7 @@ def varying_groups(metric_N: np.ndarray, group_size: int) -> np.ndarray:
     if metric_N.ndim != 1:
         raise ValueError(f"metric_N must be 1-D [N], got shape {metric_N.shape}")
     if group_size < 1 or metric_N.shape[0] % group_size:
-        raise ValueError(f"metric_N has {metric_N.shape[0]} entries, not a multiple of "
-                         f"group_size={group_size}")
+        raise ValueError(f"metric_N has {metric_N.shape[0]} entries, not a multiple of group_size={group_size}")
     metric_NgG = metric_N.astype(np.float64).reshape(-1, group_size)
     if not np.all(np.isfinite(metric_NgG)):
         raise ValueError("metric_N has non-finite entries; scores must be finite")
@@ -53,10 +52,10 @@ def varying_groups(metric_N: np.ndarray, group_size: int) -> np.ndarray:
 class DynamicSampler:
     """Immutable accumulator of kept groups across rounds; add_round returns a new one."""
 
-    target_groups: int            # train batch size in prompts (groups)
-    group_size: int               # G, responses per prompt
-    max_rounds: int = 10          # generation rounds per step; <= 0: no cap
-    kept: tuple[dict[str, np.ndarray], ...] = ()   # one dict of kept samples per round
+    target_groups: int  # train batch size in prompts (groups)
+    group_size: int  # G, responses per prompt
+    max_rounds: int = 10  # generation rounds per step; <= 0: no cap
+    kept: tuple[dict[str, np.ndarray], ...] = ()  # one dict of kept samples per round
     rounds: int = 0
     generated_groups: int = 0
     kept_groups: int = 0
@@ -64,8 +63,7 @@ class DynamicSampler:
 
     def __post_init__(self):
         if self.target_groups < 1 or self.group_size < 1:
-            raise ValueError(f"target_groups ({self.target_groups}) and group_size "
-                             f"({self.group_size}) must be >= 1")
+            raise ValueError(f"target_groups ({self.target_groups}) and group_size ({self.group_size}) must be >= 1")
 
     @property
     def full(self) -> bool:
@@ -80,28 +78,31 @@ class DynamicSampler:
         """True while another generation round should run."""
         return not self.full and not self.capped
 
-    def add_round(self, batch: Batch, metric_N: np.ndarray) -> "DynamicSampler":
+    def add_round(self, batch: Batch, metric_N: np.ndarray) -> DynamicSampler:
         """Keep this round's varying groups of `batch` (every array has leading axis N)."""
         if not self.needs_more:
-            raise ValueError(f"add_round after the batch is done (kept {self.kept_groups}/"
-                             f"{self.target_groups} groups, round {self.rounds}/{self.max_rounds})")
+            raise ValueError(
+                f"add_round after the batch is done (kept {self.kept_groups}/"
+                f"{self.target_groups} groups, round {self.rounds}/{self.max_rounds})"
+            )
         if self.kept and set(batch) != set(self.kept[0]):
-            raise ValueError(f"batch keys {sorted(batch)} differ from the first round's "
-                             f"{sorted(self.kept[0])}")
+            raise ValueError(f"batch keys {sorted(batch)} differ from the first round's {sorted(self.kept[0])}")
         keep_Ng = varying_groups(metric_N, self.group_size)
         n = keep_Ng.shape[0] * self.group_size
         for key, value in batch.items():
             if np.shape(value)[:1] != (n,):
-                raise ValueError(f"batch[{key!r}] has shape {np.shape(value)}, need leading "
-                                 f"axis N={n} (as metric_N)")
+                raise ValueError(f"batch[{key!r}] has shape {np.shape(value)}, need leading axis N={n} (as metric_N)")
         keep_N = np.repeat(keep_Ng, self.group_size)
         kept = {key: np.asarray(value)[keep_N] for key, value in batch.items()}
         num_kept = int(keep_Ng.sum())
         return dataclasses.replace(
-            self, kept=self.kept + (kept,), rounds=self.rounds + 1,
+            self,
+            kept=self.kept + (kept,),
+            rounds=self.rounds + 1,
             generated_groups=self.generated_groups + keep_Ng.shape[0],
             kept_groups=self.kept_groups + num_kept,
-            filtered_groups=self.filtered_groups + keep_Ng.shape[0] - num_kept)
+            filtered_groups=self.filtered_groups + keep_Ng.shape[0] - num_kept,
+        )
 
     def finish(self) -> tuple[dict[str, np.ndarray], dict[str, float]]:
         """(train batch of min(kept, target) whole groups in arrival order, stats)."""
@@ -109,8 +110,7 @@ class DynamicSampler:
             raise ValueError("finish() before any add_round: nothing was generated")
         used = min(self.kept_groups, self.target_groups)
         n = used * self.group_size
-        batch = {key: np.concatenate([r[key] for r in self.kept], axis=0)[:n]
-                 for key in self.kept[0]}
+        batch = {key: np.concatenate([r[key] for r in self.kept], axis=0)[:n] for key in self.kept[0]}
         stats = {
             "dynamic_sampling/rounds": float(self.rounds),
             "dynamic_sampling/generated_groups": float(self.generated_groups),

@@ -19,7 +19,8 @@ slice of logits: for long packed rows the [T, V] logits never exist at once.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -43,30 +44,34 @@ def entropy_from_logits(logits_XV: jnp.ndarray, temperature: float = 1.0) -> jnp
     return _entropy_from_logp(_scaled_log_softmax(logits_XV, temperature))
 
 
-def logprobs_and_entropy_from_logits(logits_XV: jnp.ndarray, targets_X: jnp.ndarray,
-                                     temperature: float = 1.0) -> tuple[jnp.ndarray, jnp.ndarray]:
+def logprobs_and_entropy_from_logits(
+    logits_XV: jnp.ndarray, targets_X: jnp.ndarray, temperature: float = 1.0
+) -> tuple[jnp.ndarray, jnp.ndarray]:
     """(log p(target), entropy) under softmax(logits / temperature); both float32 [...]."""
     if logits_XV.shape[:-1] != targets_X.shape:
-        raise ValueError(f"logits {logits_XV.shape} need targets of shape {logits_XV.shape[:-1]}, "
-                         f"got {targets_X.shape}")
+        raise ValueError(
+            f"logits {logits_XV.shape} need targets of shape {logits_XV.shape[:-1]}, got {targets_X.shape}"
+        )
     logp_XV = _scaled_log_softmax(logits_XV, temperature)
-    target_logp_X = jnp.take_along_axis(logp_XV, targets_X[..., None].astype(jnp.int32),
-                                        axis=-1)[..., 0]
+    target_logp_X = jnp.take_along_axis(logp_XV, targets_X[..., None].astype(jnp.int32), axis=-1)[..., 0]
     return target_logp_X, _entropy_from_logp(logp_XV)
 
 
-def chunked_logprobs_and_entropy(head_fn: Callable[[Any, jnp.ndarray], jnp.ndarray],
-                                 head_params: Any, hidden_TD: jnp.ndarray, targets_T: jnp.ndarray,
-                                 temperature: float = 1.0,
-                                 chunk_size: int = 1024) -> tuple[jnp.ndarray, jnp.ndarray]:
+def chunked_logprobs_and_entropy(
+    head_fn: Callable[[Any, jnp.ndarray], jnp.ndarray],
+    head_params: Any,
+    hidden_TD: jnp.ndarray,
+    targets_T: jnp.ndarray,
+    temperature: float = 1.0,
+    chunk_size: int = 1024,
+) -> tuple[jnp.ndarray, jnp.ndarray]:
     """logprobs_and_entropy_from_logits(head_fn(head_params, hidden_TD), ...) one chunk at a time.
 
     head_fn(head_params, h_CD) -> logits_CV (e.g. final norm + LM head). T need not be a multiple
     of chunk_size: the tail is padded and the padding dropped from the outputs.
     """
     if hidden_TD.ndim != 2 or targets_T.shape != hidden_TD.shape[:1]:
-        raise ValueError(f"need hidden_TD [T, D] and targets_T [T], got {hidden_TD.shape} and "
-                         f"{targets_T.shape}")
+        raise ValueError(f"need hidden_TD [T, D] and targets_T [T], got {hidden_TD.shape} and {targets_T.shape}")
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     t, d = hidden_TD.shape

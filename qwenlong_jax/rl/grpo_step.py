@@ -42,7 +42,7 @@ from qwenlong_jax.models.config import ModelConfig
 from qwenlong_jax.rl import logprobs as logprobs_lib
 from qwenlong_jax.rl.packing import PackedRows
 from qwenlong_jax.rl.policy_loss import actor_loss
-from qwenlong_jax.train_state import TrainState, apply_update
+from qwenlong_jax.run.train_state import TrainState, apply_update
 
 ROW_KEYS = ("tokens_BW", "positions_BW", "segment_ids_BW", "src_BW")
 

@@ -4,6 +4,7 @@ The LM head runs chunk by chunk over the gathered source hidden states
 (rl.entropy.chunked_logprobs_and_entropy), so [rows x W, V] logits never exist at once.
 Logits are divided by the rollout temperature, matching the sampler's logprobs.
 """
+
 from __future__ import annotations
 
 import jax

@@ -16,10 +16,11 @@ response, except the first one, which is predicted from the prompt's last token 
 all G responses). `src_BW` holds that index; `unpack_idx_NR` maps (sample, response token)
 back to its packed position so the loss runs on the usual [N, R] layout (N = groups x G).
 """
+
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -48,14 +49,15 @@ def _check(prompts, responses, group_size):
             raise ValueError(f"prompt {i} is empty")
 
 
-def packed_row_length(prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]],
-                      group_size: int) -> int:
-    return max(len(p) + sum(len(r) for r in responses[i * group_size:(i + 1) * group_size])
-               for i, p in enumerate(prompts))
+def packed_row_length(prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]], group_size: int) -> int:
+    return max(
+        len(p) + sum(len(r) for r in responses[i * group_size : (i + 1) * group_size]) for i, p in enumerate(prompts)
+    )
 
 
-def pack_groups(prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]], group_size: int,
-                row_len: int, resp_len: int) -> PackedRows:
+def pack_groups(
+    prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]], group_size: int, row_len: int, resp_len: int
+) -> PackedRows:
     """One packed row per prompt. `responses` are grouped contiguously (G per prompt)."""
     _check(prompts, responses, group_size)
     B, W, N, R = len(prompts), row_len, len(responses), resp_len
@@ -67,7 +69,7 @@ def pack_groups(prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[i
     mask = np.zeros((N, R), np.float32)
     for b, prompt in enumerate(prompts):
         P = len(prompt)
-        used = P + sum(len(r) for r in responses[b * group_size:(b + 1) * group_size])
+        used = P + sum(len(r) for r in responses[b * group_size : (b + 1) * group_size])
         if used > W:
             raise ValueError(f"group {b} needs {used} tokens, more than the packed row length {W}")
         tokens[b, :P] = prompt
@@ -81,20 +83,21 @@ def pack_groups(prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[i
             L = len(resp)
             if L > R:
                 raise ValueError(f"response {n} has {L} tokens, more than resp_len {R}")
-            tokens[b, w:w + L] = resp
-            pos[b, w:w + L] = P + np.arange(L)
-            seg[b, w:w + L] = PROMPT_SEGMENT + 1 + g
+            tokens[b, w : w + L] = resp
+            pos[b, w : w + L] = P + np.arange(L)
+            seg[b, w : w + L] = PROMPT_SEGMENT + 1 + g
             if L:
                 src[b, w] = P - 1
-                src[b, w + 1:w + L] = np.arange(w, w + L - 1)
+                src[b, w + 1 : w + L] = np.arange(w, w + L - 1)
             unpack[n, :L] = b * W + w + np.arange(L)
             mask[n, :L] = 1.0
             w += L
     return PackedRows(tokens, pos, seg, src, unpack, mask, PROMPT_SEGMENT)
 
 
-def unpacked_rows(prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]], group_size: int,
-                  row_len: int, resp_len: int) -> PackedRows:
+def unpacked_rows(
+    prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]], group_size: int, row_len: int, resp_len: int
+) -> PackedRows:
     """The naive layout: one row [prompt | response] per sample (the prompt copied G times)."""
     _check(prompts, responses, group_size)
     N, W, R = len(responses), row_len, resp_len
@@ -109,10 +112,10 @@ def unpacked_rows(prompts: Sequence[Sequence[int]], responses: Sequence[Sequence
         P, L = len(prompt), len(resp)
         if P + L > W or L > R:
             raise ValueError(f"sample {n}: {P}+{L} tokens do not fit row {W} / resp_len {R}")
-        tokens[n, :P], tokens[n, P:P + L] = prompt, resp
-        pos[n, :P + L] = np.arange(P + L)
-        seg[n, :P + L] = 1
-        src[n, 1:P + L] = np.arange(P + L - 1)
+        tokens[n, :P], tokens[n, P : P + L] = prompt, resp
+        pos[n, : P + L] = np.arange(P + L)
+        seg[n, : P + L] = 1
+        src[n, 1 : P + L] = np.arange(P + L - 1)
         unpack[n, :L] = n * W + P + np.arange(L)
         mask[n, :L] = 1.0
     return PackedRows(tokens, pos, seg, src, unpack, mask, None)

@@ -55,8 +55,7 @@ def agg_loss(loss_BT: jnp.ndarray, mask_BT: jnp.ndarray, agg: AggMode) -> jnp.nd
     if agg not in AGG_MODES:
         raise ValueError(f"agg must be one of {AGG_MODES}, got {agg!r}")
     if loss_BT.ndim != 2 or loss_BT.shape != mask_BT.shape:
-        raise ValueError(f"need loss_BT and mask_BT of one [B, T] shape, got {loss_BT.shape} "
-                         f"and {mask_BT.shape}")
+        raise ValueError(f"need loss_BT and mask_BT of one [B, T] shape, got {loss_BT.shape} and {mask_BT.shape}")
     m_BT = mask_BT.astype(jnp.float32)
     # where, not just multiply: a NaN/inf in padding must not reach the sum (0 * inf = NaN).
     masked_BT = jnp.where(m_BT != 0, loss_BT.astype(jnp.float32) * m_BT, 0.0)
@@ -78,10 +77,16 @@ def coef_sum(x_BT: jnp.ndarray, mask_BT: jnp.ndarray, coef_BT: jnp.ndarray) -> j
     return jnp.sum(jnp.where(mask_BT != 0, x_BT.astype(jnp.float32) * coef_BT.astype(jnp.float32), 0.0))
 
 
-def policy_loss_tokens(logp_BT: jnp.ndarray, old_logp_BT: jnp.ndarray, adv_BT: jnp.ndarray,
-                       mask_BT: jnp.ndarray, clip_low: float = 0.2, clip_high: float = 0.2,
-                       agg: AggMode = "token-mean", token_coef_BT: jnp.ndarray | None = None,
-                       ) -> tuple[jnp.ndarray, dict[str, jnp.ndarray]]:
+def policy_loss_tokens(
+    logp_BT: jnp.ndarray,
+    old_logp_BT: jnp.ndarray,
+    adv_BT: jnp.ndarray,
+    mask_BT: jnp.ndarray,
+    clip_low: float = 0.2,
+    clip_high: float = 0.2,
+    agg: AggMode = "token-mean",
+    token_coef_BT: jnp.ndarray | None = None,
+) -> tuple[jnp.ndarray, dict[str, jnp.ndarray]]:
     """Clipped policy loss with a per-token advantage [B, T]; see the module docstring.
     token_coef_BT: aggregate as sum(loss * coef) instead of `agg` (the statistics stay means)."""
     shape = mask_BT.shape
@@ -90,8 +95,11 @@ def policy_loss_tokens(logp_BT: jnp.ndarray, old_logp_BT: jnp.ndarray, adv_BT: j
     for name, x in (("logp_BT", logp_BT), ("old_logp_BT", old_logp_BT), ("adv_BT", adv_BT)):
         _check_BT(name, x, shape)
     # Checked when given as Python numbers (config values); traced values pass through.
-    if (isinstance(clip_low, (int, float)) and isinstance(clip_high, (int, float))
-            and (not 0.0 <= clip_low < 1.0 or clip_high < 0.0)):
+    if (
+        isinstance(clip_low, (int, float))
+        and isinstance(clip_high, (int, float))
+        and (not 0.0 <= clip_low < 1.0 or clip_high < 0.0)
+    ):
         raise ValueError(f"need 0 <= clip_low < 1 and clip_high >= 0, got {clip_low}, {clip_high}")
     m_BT = mask_BT.astype(jnp.float32)
     logp_BT = logp_BT.astype(jnp.float32)
@@ -123,21 +131,38 @@ def policy_loss_tokens(logp_BT: jnp.ndarray, old_logp_BT: jnp.ndarray, adv_BT: j
     return loss, stats
 
 
-def policy_loss(logp_BT: jnp.ndarray, old_logp_BT: jnp.ndarray, adv_B: jnp.ndarray,
-                mask_BT: jnp.ndarray, clip_low: float = 0.2, clip_high: float = 0.2,
-                agg: AggMode = "token-mean") -> tuple[jnp.ndarray, dict[str, jnp.ndarray]]:
+def policy_loss(
+    logp_BT: jnp.ndarray,
+    old_logp_BT: jnp.ndarray,
+    adv_B: jnp.ndarray,
+    mask_BT: jnp.ndarray,
+    clip_low: float = 0.2,
+    clip_high: float = 0.2,
+    agg: AggMode = "token-mean",
+) -> tuple[jnp.ndarray, dict[str, jnp.ndarray]]:
     """Clipped policy loss with one advantage per sequence (GRPO outcome reward)."""
-    return policy_loss_tokens(logp_BT, old_logp_BT, token_advantages(adv_B, mask_BT), mask_BT,
-                              clip_low=clip_low, clip_high=clip_high, agg=agg)
+    return policy_loss_tokens(
+        logp_BT, old_logp_BT, token_advantages(adv_B, mask_BT), mask_BT, clip_low=clip_low, clip_high=clip_high, agg=agg
+    )
 
 
-def actor_loss(logp_BT: jnp.ndarray, old_logp_BT: jnp.ndarray, adv_B: jnp.ndarray,
-               mask_BT: jnp.ndarray, *, entropy_BT: jnp.ndarray | None = None,
-               ref_logp_BT: jnp.ndarray | None = None, clip_low: float = 0.2,
-               clip_high: float = 0.2, agg: AggMode = "token-mean", entropy_coeff: float = 0.0,
-               kl_coef: float = 0.0, kl_kind: KLKind = "low_var_kl",
-               token_weight_BT: jnp.ndarray | None = None, token_coef_BT: jnp.ndarray | None = None,
-               ) -> tuple[jnp.ndarray, dict[str, jnp.ndarray]]:
+def actor_loss(
+    logp_BT: jnp.ndarray,
+    old_logp_BT: jnp.ndarray,
+    adv_B: jnp.ndarray,
+    mask_BT: jnp.ndarray,
+    *,
+    entropy_BT: jnp.ndarray | None = None,
+    ref_logp_BT: jnp.ndarray | None = None,
+    clip_low: float = 0.2,
+    clip_high: float = 0.2,
+    agg: AggMode = "token-mean",
+    entropy_coeff: float = 0.0,
+    kl_coef: float = 0.0,
+    kl_kind: KLKind = "low_var_kl",
+    token_weight_BT: jnp.ndarray | None = None,
+    token_coef_BT: jnp.ndarray | None = None,
+) -> tuple[jnp.ndarray, dict[str, jnp.ndarray]]:
     """pg_loss - entropy_coeff * entropy (+ kl_coef * kl when ref_logp_BT is given).
 
     entropy_BT (per-token entropy of the temperature-scaled policy) is optional for the loss when
@@ -157,10 +182,21 @@ def actor_loss(logp_BT: jnp.ndarray, old_logp_BT: jnp.ndarray, adv_B: jnp.ndarra
         adv_BT = adv_BT * token_weight_BT.astype(jnp.float32)
     if token_coef_BT is not None:
         _check_BT("token_coef_BT", token_coef_BT, mask_BT.shape)
-    loss, stats = policy_loss_tokens(logp_BT, old_logp_BT, adv_BT, mask_BT, clip_low=clip_low,
-                                     clip_high=clip_high, agg=agg, token_coef_BT=token_coef_BT)
-    term = (lambda x_BT, mean: mean) if token_coef_BT is None else (
-        lambda x_BT, mean: coef_sum(x_BT, mask_BT, token_coef_BT))
+    loss, stats = policy_loss_tokens(
+        logp_BT,
+        old_logp_BT,
+        adv_BT,
+        mask_BT,
+        clip_low=clip_low,
+        clip_high=clip_high,
+        agg=agg,
+        token_coef_BT=token_coef_BT,
+    )
+    term = (
+        (lambda x_BT, mean: mean)
+        if token_coef_BT is None
+        else (lambda x_BT, mean: coef_sum(x_BT, mask_BT, token_coef_BT))
+    )
     if entropy_coeff != 0.0 and entropy_BT is None:
         raise ValueError(f"entropy_coeff={entropy_coeff} needs entropy_BT")
     if kl_coef != 0.0 and ref_logp_BT is None:

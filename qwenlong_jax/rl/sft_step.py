@@ -16,7 +16,7 @@ import optax
 
 from qwenlong_jax.models.config import ModelConfig
 from qwenlong_jax.rl import logprobs as logprobs_lib
-from qwenlong_jax.train_state import TrainState, apply_update
+from qwenlong_jax.run.train_state import TrainState, apply_update
 
 
 def sft_loss(cfg: ModelConfig, params, mb: dict, normalizer=None):

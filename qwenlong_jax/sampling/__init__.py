@@ -13,13 +13,29 @@ state), continuous.py (group refill), sample_refill.py (per-sample refill), samp
 rollout's sampler by name, rl.sampler).
 """
 from qwenlong_jax.sampling.decode import (  # noqa: F401
-    DECODE_IMPLS, FINISH_REASONS, PAD_ID, DecodeState, decode_step, init_state,
+    DECODE_IMPLS,
+    FINISH_REASONS,
+    PAD_ID,
+    DecodeState,
+    decode_step,
+    init_state,
 )
 from qwenlong_jax.sampling.generate import Sample, generate  # noqa: F401
 from qwenlong_jax.sampling.prompt_cache import PromptCache, chunk_attention, prefill  # noqa: F401
 from qwenlong_jax.sampling.sampler import (  # noqa: F401
-    SampleOutput, bucket_length, pad_prompts, sample_groups, sample_keys,
+    SampleOutput,
+    bucket_length,
+    pad_prompts,
+    sample_groups,
+    sample_keys,
 )
 from qwenlong_jax.sampling.strategies import (  # noqa: F401
-    Greedy, MinP, SamplingParams, Temperature, TopK, TopP, from_flags, sample_tokens,
+    Greedy,
+    MinP,
+    SamplingParams,
+    Temperature,
+    TopK,
+    TopP,
+    from_flags,
+    sample_tokens,
 )

@@ -11,11 +11,10 @@ counter per SAMPLE. The host loop alternates `decode_chunk` with harvesting: a s
 samples are all done hands its rows to the output and takes the next prompt (`prefill_slots`:
 the prompt's chunked prefill written into the slot's cache rows, its G first tokens sampled).
 A prompt is prefilled alone, over its own prefill chunks only (prompt_cache.own_length), where
-a lockstep call prefills every prompt to the call's padded length. A chunk runs up to `chunk` steps and stops as soon as a slot
-becomes free (while prompts wait, or in the drain), so a refill never waits for the end of a
-chunk. A
-finished sample of a slot still running computes masked steps until its siblings finish (they
-share the prompt cache).
+a lockstep call prefills every prompt to the call's padded length. A chunk runs up to `chunk`
+steps and stops as soon as a slot becomes free (while prompts wait, or in the drain), so a
+refill never waits for the end of a chunk. A finished sample of a slot still running computes
+masked steps until its siblings finish (they share the prompt cache).
 
 The drain: once every prompt is in a slot, the busy slots are packed into a smaller state
 (slot_state.take_slots, the next power of two >= the busy slots) whenever that halves it or
@@ -35,12 +34,17 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from qwenlong_jax import sharding
 from qwenlong_jax.models.config import ModelConfig
+from qwenlong_jax.parallel import sharding
 from qwenlong_jax.sampling import decode, decode_attention, prompt_cache, strategies
 from qwenlong_jax.sampling.decode import FINISH_LENGTH, PAD_ID
 from qwenlong_jax.sampling.slot_state import (
-    ContinuousOutput, SlotState, cast_params, init_slots, sample_and_record, take_slots,
+    ContinuousOutput,
+    SlotState,
+    cast_params,
+    init_slots,
+    sample_and_record,
+    take_slots,
 )
 
 

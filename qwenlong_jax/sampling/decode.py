@@ -20,12 +20,13 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from qwenlong_jax import sharding
 from qwenlong_jax.models import transformer
 from qwenlong_jax.models.config import ModelConfig
+from qwenlong_jax.parallel import sharding
 from qwenlong_jax.sampling import strategies
 from qwenlong_jax.sampling.decode_attention import ATTENTION, DECODE_IMPLS, DecodeImpl
 from qwenlong_jax.sampling.prompt_cache import PromptCache
+
 RESP_AXES = ("layers", "batch", None, None, "kv_heads", None)  # [L, B, G, R, K, H]
 # The sampler's layout (sharding.rules): prompts over every mesh axis the weights leave to the
 # batch -- data, fsdp AND sequence. A decode step has one token per sample, nothing for the
@@ -33,7 +34,7 @@ RESP_AXES = ("layers", "batch", None, None, "kv_heads", None)  # [L, B, G, R, K,
 # the same caches and compute the same tokens. Splitting the batch over it instead ("more
 # prompts per call": rl.rollout_batch a multiple of data*fsdp*sequence) keeps the per-chip
 # caches and step time of the training layout and does sequence-times more prompts per call;
-# the step-time model (qwenlong_jax/roofline.py) prefers it to splitting the prompt cache over
+# the step-time model (qwenlong_jax/capacity/roofline.py) prefers it to splitting the prompt cache over
 # sequence with a log-sum-exp merge, which leaves the weight reads of a step at B/4 prompts.
 SAMPLER_RULES = dict(batch=("data", "fsdp", "sequence"), length=())
 # Inside a decode step, outside attention: tokens over data and sequence only, so the hidden

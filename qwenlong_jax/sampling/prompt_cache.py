@@ -23,9 +23,9 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from qwenlong_jax import sharding
 from qwenlong_jax.models import transformer
 from qwenlong_jax.models.config import ModelConfig
+from qwenlong_jax.parallel import sharding
 
 CACHE_AXES = ("layers", "batch", None, "kv_heads", None)  # [L, B, S, K, H]
 
@@ -80,7 +80,7 @@ def check_chunk(S: int, chunk: int) -> int:
     """The chunk actually used: `chunk`, or S when the prompt fits in one chunk."""
     if chunk <= 0:
         raise ValueError(f"prefill_chunk must be > 0, got {chunk}")
-    if S <= chunk:
+    if chunk >= S:
         return S
     if S % chunk:
         raise ValueError(f"padded prompt length S={S} must be a multiple of prefill_chunk={chunk} "

@@ -45,8 +45,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from qwenlong_jax import sharding
 from qwenlong_jax.models.config import ModelConfig
+from qwenlong_jax.parallel import sharding
 from qwenlong_jax.sampling import continuous, decode, prompt_cache, slot_state, strategies
 from qwenlong_jax.sampling.decode import FINISH_LENGTH, PAD_ID
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from qwenlong_jax import sharding
+from qwenlong_jax.parallel import sharding
 from qwenlong_jax.sampling import continuous, sampler
 from qwenlong_jax.sampling.slot_state import ContinuousOutput
 

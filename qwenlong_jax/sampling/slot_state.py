@@ -22,8 +22,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from qwenlong_jax import sharding
 from qwenlong_jax.models.config import ModelConfig
+from qwenlong_jax.parallel import sharding
 from qwenlong_jax.sampling import decode, decode_attention, prompt_cache, strategies
 from qwenlong_jax.sampling.decode import FINISH_EOS, FINISH_LENGTH, FINISH_STOP, PAD_ID
 
@@ -74,7 +74,8 @@ def empty_slots(cfg, B, S, G, R, keys_1G):
         sharding.constrain(jnp.zeros((L, B, S, K, H), dt), prompt_cache.CACHE_AXES),
         jnp.ones((B,), jnp.int32), jnp.zeros((B, cfg.vocab_size), jnp.float32))
     resp = lambda: sharding.constrain(jnp.zeros((L, B, G, R, K, H), dt), decode.RESP_AXES)  # noqa: E731
-    return SlotState(cache, resp(), resp(), jnp.broadcast_to(keys_1G, (B, G)), jnp.zeros((B, G), jnp.int32), jnp.full((B, G, R), PAD_ID, jnp.int32),
+    return SlotState(cache, resp(), resp(), jnp.broadcast_to(keys_1G, (B, G)),
+                     jnp.zeros((B, G), jnp.int32), jnp.full((B, G, R), PAD_ID, jnp.int32),
                      jnp.zeros((B, G, R), jnp.float32), jnp.ones((B, G), bool),
                      jnp.zeros((B, G), jnp.int32), jnp.full((B, G), FINISH_LENGTH, jnp.int32))
 

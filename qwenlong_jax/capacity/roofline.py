@@ -1,0 +1,81 @@
+"""A step-time ESTIMATE (a roofline, not a measurement) read from a compiled program's HLO.
+
+    cost = analyze(compiled.as_text())           # per-chip totals, loop bodies x trip counts
+    est = estimate(cost, CHIPS["v5p"])           # seconds per bound and the one that dominates
+    est.seconds, est.bound                       # e.g. 81.2, "hbm"
+    summary(compiled.as_text(), chip)            # the same as a JSON-able dict
+
+The pieces: the HLO text parser (capacity/hlo.py), the cost of one instruction
+(capacity/op_cost.py, capacity/flops.py), loop trip counts (capacity/trip_count.py), the walk
+that multiplies loop bodies out (capacity/hlo_cost.py), the chips' published peaks
+(capacity/chips.py) and the time per bound (capacity/cost.py). The estimate is the largest of
+the compute, memory and communication times (assumed to overlap perfectly), so it is a LOWER
+bound on the step time of the program on that chip. Here the per-function estimates are put
+together into the estimated time of one RL step.
+"""
+
+from __future__ import annotations
+
+from qwenlong_jax.capacity.chips import Chip
+from qwenlong_jax.capacity.cost import estimate
+from qwenlong_jax.capacity.hlo_cost import analyze
+
+
+def summary(hlo_text: str, chip: Chip) -> dict:
+    """The estimate of one run of a compiled program on `chip`, as a JSON-able dict."""
+    cost = analyze(hlo_text)
+    est = estimate(cost, chip)
+    return dict(
+        chip=chip.name,
+        seconds=est.seconds,
+        bound=est.bound,
+        compute_s=est.compute_s,
+        hbm_s=est.hbm_s,
+        collective_s=est.collective_s,
+        flops=cost.flops,
+        hbm_bytes=cost.hbm_bytes,
+        collective_bytes=cost.collective_bytes,
+        assumed=cost.assumed,
+    )
+
+
+def rl_step_seconds(cfg, phase, est_by_fn: dict[str, dict]) -> dict | None:
+    """Estimated seconds of one RL step of `phase` from its functions' estimates: sampler calls
+    per generation round (gen_B / sample_B prompts per call) x one round, the old-logprob pass
+    (twice with a KL reference) and the update. None when a function has no estimate."""
+    from qwenlong_jax.run.step_shapes import PREFILL_CHUNK, rl_step_shapes
+
+    if any(not est_by_fn.get(f) for f in ("sample", "old_logp", "update")):
+        return None
+    s = rl_step_shapes(phase, cfg.rl, PREFILL_CHUNK)
+    calls = -(-s.gen_B // s.sample_B)
+    logp_passes = 2 if cfg.rl.kl_coef else 1
+    parts = {
+        "sample": calls * est_by_fn["sample"]["seconds"],
+        "old_logp": logp_passes * est_by_fn["old_logp"]["seconds"],
+        "update": est_by_fn["update"]["seconds"],
+    }
+    return dict(
+        calls=calls, logp_passes=logp_passes, parts=parts, seconds=sum(parts.values()), max_rounds=cfg.rl.max_gen_rounds
+    )
+
+
+def format_rl_steps(cfg, results) -> str:
+    """One line per RL phase: the estimated step time (roofline, one generation round)."""
+    lines = []
+    for ph in cfg.phases:
+        if ph.kind != "rl":
+            continue
+        by_fn = {r.fn: r.est for r in results if r.phase == ph.name}
+        step = rl_step_seconds(cfg, ph, by_fn)
+        if step is None:
+            continue
+        p = step["parts"]
+        lines.append(
+            f"{ph.name}: estimated RL step (roofline, not measured) {step['seconds']:.0f}s = "
+            f"sample {step['calls']} calls x {by_fn['sample']['seconds']:.3g}s "
+            f"({p['sample']:.0f}s, every sample at max_output) + old_logp {p['old_logp']:.0f}s "
+            f"+ update {p['update']:.0f}s; each DAPO refill round (up to "
+            f"{step['max_rounds']}) adds {p['sample']:.0f}s"
+        )
+    return "\n".join(lines)

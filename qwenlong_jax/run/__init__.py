@@ -1,0 +1,1 @@
+"""The training run: its spec, the phase loop, the SFT and RL steps, checkpoints and metrics."""
