@@ -13,6 +13,9 @@ def recipe_rl(**overrides) -> ml_collections.ConfigDict:
         max_gen_rounds=10, gen_batch=0, mini_batch=32, micro_batch=0, loss_scope="mini_batch",
         token_budget=0, rollout_batch=0, epochs=1, tis_cap=0.0, overlong_buffer=1000, overlong_factor=1.0,
         temperature=0.7, top_p=0.95, top_k=0,
+        # rollout schedule, same samples token for token (docs/rollout_performance.md): "lockstep"
+        # or "group_refill" (a prompt slot refilled as soon as its G samples are done)
+        sampler="lockstep",
     ))
     rl.update(overrides)
     return rl

@@ -1,9 +1,12 @@
 """The benchmarks' plumbing at toy sizes: baselines in their fastest ordinary configuration,
 interleaved rounds and round-by-round ratios (the figures themselves are in docs/benchmarks.md)."""
+import json
+import os
 import statistics
 
 import pytest
 
+import qwenlong_jax
 from qwenlong_jax.bench import sampler, train
 from qwenlong_jax.cli import bench
 
@@ -42,16 +45,30 @@ def test_train_bench_ratios_are_taken_round_by_round():
 
 
 @pytest.mark.slow
-def test_rollout_bench_same_samples_and_round_ratios(capsys):
-    """Continuous (group and per-sample refill) vs lockstep on the default config's prompts:
-    same samples token for token, utilization from the samplers' own step counts, per-round
-    ratios."""
-    res = bench.main(["rollout", "--prompts", "3", "--slots", "2", "--chunk", "4", "--rounds", "2"])
-    assert res["same_samples"] == {"continuous": True, "per-sample": True}
-    assert res["prompts"] == 3 and res["G"] == 8 and res["rows"] == 16
-    for k in ("continuous", "per-sample"):
+def test_rollout_bench_same_samples_and_round_ratios(capsys, tmp_path):
+    """The refill samplers vs lockstep on the default config's prompts, sampled by a run's
+    exported policy (`--run`: here the base checkpoint stands in for DIR/hf): same samples token
+    for token, utilization from the samplers' own step counts, per-round ratios, the run's own
+    response lengths read from its metrics.jsonl."""
+    (tmp_path / "hf").symlink_to(os.path.join(os.path.dirname(qwenlong_jax.__file__), "assets", "base"))
+    rows = [{"step": 1, "phase": "sft", "loss": 1.0},
+            {"step": 2, "phase": "rl_320", "response_length": 20.0, "truncated_frac": 0.0,
+             "rollout_utilization": 0.4},
+            {"step": 3, "phase": "rl_320", "response_length": 30.0, "truncated_frac": 0.5,
+             "rollout_utilization": 0.6}]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    res = bench.main(["rollout", "--prompts", "3", "--slots", "2", "--chunk", "4", "--rounds", "2",
+                      "--run", str(tmp_path), "--profile"])
+    assert res["same_samples"] == {"lockstep/2": True, "group_refill": True, "per-sample": True}
+    assert res["prompts"] == 3 and res["G"] == 8 and res["rows"] == 16 and res["policy"] == "hf"
+    assert res["run"] == pytest.approx({"steps": 2, "length_mean": 25.0, "truncated_frac": 0.25,
+                                        "utilization": 0.5})
+    for k in ("lockstep/2", "group_refill", "per-sample"):
         assert len(res["speedup_rounds"][k]) == 2
         assert res["speedup_median"][k] == pytest.approx(statistics.median(res["speedup_rounds"][k]))
     for u in res["utilization"].values():
         assert res["length_mean"] / res["R"] <= u <= 1
-    assert capsys.readouterr().out.count("same samples token for token: True") == 2
+    prof = res["profile"]
+    assert prof["lockstep"]["sample_groups"] > 0 and prof["group_refill"]["decode_chunk"] > 0
+    assert prof["per-sample"]["decode_rows"] > 0 and prof["per-sample"]["prefill_prompt"] > 0
+    assert capsys.readouterr().out.count("same samples token for token: True") == 3

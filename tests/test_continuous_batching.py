@@ -83,3 +83,45 @@ def test_sample_refill_stop_sequences_match_lockstep():
                                       prompt_slots=2, chunk=2, **kw)
     np.testing.assert_array_equal(out.tokens_PGR, np.asarray(ref.tokens_BGR))
     np.testing.assert_array_equal(out.finish_PG, np.asarray(ref.finish_BG))
+
+
+def test_group_refill_drain_and_chunk_ends_keep_the_samples():
+    """The drain packs the busy slots into fewer rows and a chunk ends when a slot frees: same
+    samples as lockstep, with fewer sample-steps than keeping every slot to the end."""
+    P, G, R, S = 7, 3, 14, 16
+    tokens, lens = sampling.pad_prompts(_prompts(P, S), S)
+    keys = sampling.sample_keys(5, np.arange(P), G)
+    kw = dict(max_new_tokens=R, strategy=strategies.SamplingParams(1.0, top_k=40), eos_ids=EOS,
+              prefill_chunk=8)
+    ref = sampling.sample_groups(CFG, PARAMS, tokens, lens, keys, **kw)
+    run = lambda **o: continuous.sample_continuous(CFG, PARAMS, tokens, lens, keys, slots=4, **kw, **o)  # noqa: E731
+    packed, stepwise, full = run(chunk=50), run(chunk=1), run(chunk=50, drain=False)
+    for out in (packed, stepwise, full):
+        np.testing.assert_array_equal(out.tokens_PGR, np.asarray(ref.tokens_BGR))
+        np.testing.assert_array_equal(out.lengths_PG, np.asarray(ref.lengths_BG))
+        np.testing.assert_array_equal(out.finish_PG, np.asarray(ref.finish_BG))
+    # chunk=50 > R: a chunk ends where a slot frees, exactly where one-step chunks refill or pack
+    assert (packed.token_steps, packed.decode_steps) == (stepwise.token_steps, stepwise.decode_steps)
+    assert packed.token_steps < full.token_steps
+
+
+def test_samplers_by_name_same_rollout_samples():
+    from qwenlong_jax.sampling import samplers
+    P, G, R, S = 5, 2, 10, 16
+    tokens, lens = sampling.pad_prompts(_prompts(P, S, seed=2), S)
+    keys = sampling.sample_keys(1, np.arange(P), G)
+    kw = dict(max_new_tokens=R, strategy=strategies.Temperature(1.0), eos_ids=EOS, prefill_chunk=8)
+    outs = {name: samplers.sample(name, CFG, PARAMS, tokens, lens, keys, batch=b, **kw)
+            for name, b in (("lockstep", 0), ("group_refill", 2))}
+    a, b = outs["lockstep"], outs["group_refill"]
+    np.testing.assert_array_equal(a.tokens_PGR, b.tokens_PGR)
+    np.testing.assert_array_equal(a.finish_PG, b.finish_PG)
+    np.testing.assert_allclose(a.logprobs_PGR, b.logprobs_PGR, atol=1e-5)
+    assert a.token_steps == a.decode_steps * P * G  # one call: every sample steps to the longest
+    assert a.lengths_PG.sum() <= b.token_steps
+    try:
+        samplers.sample("eager", CFG, PARAMS, tokens, lens, keys, batch=0, **kw)
+    except ValueError as e:
+        assert "lockstep, group_refill" in str(e)
+    else:
+        raise AssertionError("an unknown sampler name must raise")

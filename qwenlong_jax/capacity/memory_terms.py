@@ -31,10 +31,10 @@ import jax
 
 from qwenlong_jax import models
 from qwenlong_jax.config import ConfigError
-from qwenlong_jax.parallel import sharding
 from qwenlong_jax.models.config import ModelConfig
-from qwenlong_jax.sampling import decode
+from qwenlong_jax.parallel import sharding
 from qwenlong_jax.run.step_shapes import PREFILL_CHUNK
+from qwenlong_jax.sampling import decode, decode_attention
 
 
 @dataclasses.dataclass(frozen=True)
@@ -167,8 +167,8 @@ def sample_memory(mcfg: ModelConfig, m: MeshSizes, B: int, G: int, S: int, R: in
     scores = 5 * B_d * N_d * C * S
     prefill = scores + B_d * C * (2 * D + 2 * F) * cb
     V = mcfg.vocab_size  # decode logits are not vocab-sharded after the sampling softmax
-    # flash-decoding (sampling/decode.py): f32 scores of one prompt block and one response block
-    blocks = min(S, decode.PROMPT_BLOCK) + decode.response_block(R)
+    # flash-decoding (sampling/decode_attention.py): f32 scores of one prompt and one response block
+    blocks = min(S, decode_attention.PROMPT_BLOCK) + decode_attention.response_block(R)
     decode_b = 3 * B_d * G * V * 4 + 2 * 4 * B_d * G * N_d * blocks
     # The parameters are cast to the compute dtype once for the whole sampling call (measured
     # by the compile check on v5p). XLA:TPU also keeps part of a second prompt-KV copy (the

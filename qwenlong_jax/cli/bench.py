@@ -11,7 +11,7 @@ import importlib
 import importlib.util
 import os
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from absl import flags as absl_flags
 
@@ -32,14 +32,25 @@ def _attention(fv: absl_flags.FlagValues) -> None:
 
 def _rollout(fv: absl_flags.FlagValues) -> None:
     absl_flags.DEFINE_string("phase", "rl_320", "the config's RL phase whose prompts are sampled", flag_values=fv)
+    absl_flags.DEFINE_string("run", "", "a finished run's workdir: its exported policy (hf/) samples, its "
+                             "metrics.jsonl gives the run's own response lengths", flag_values=fv)
+    absl_flags.DEFINE_string("init_from", "", "an HF checkpoint to sample with", flag_values=fv)
     absl_flags.DEFINE_integer("prompts", 24, "prompts per rollout (the default run's generation batch is 24)",
                               flag_values=fv)
-    absl_flags.DEFINE_integer("slots", 4, "prompts per lockstep call / prompt slots", flag_values=fv)
-    absl_flags.DEFINE_integer("chunk", 4, "continuous: decode steps between refills", flag_values=fv)
+    absl_flags.DEFINE_integer("skip", 0, "start at this prompt of the phase", flag_values=fv)
+    absl_flags.DEFINE_integer("slots", 8, "prompt slots of the refill samplers", flag_values=fv)
+    absl_flags.DEFINE_integer("lockstep-batch", 0, "prompts per lockstep call (0: all)", flag_values=fv)
+    absl_flags.DEFINE_integer("chunk", 16, "refill: decode steps per call at most", flag_values=fv)
+    absl_flags.DEFINE_boolean("drain", True, "refill: pack the busy rows once every sample started",
+                              flag_values=fv)
     absl_flags.DEFINE_integer("prompt-slots", 0, "per-sample: prompt caches (default 2 x slots)", flag_values=fv)
     absl_flags.DEFINE_integer("block", 1, "per-sample: rows per block (divides G)", flag_values=fv)
+    absl_flags.DEFINE_string("samplers", "lockstep,lockstep/B,group_refill,per-sample",
+                             "comma-separated, lockstep included", flag_values=fv)
     absl_flags.DEFINE_integer("rounds", 3, "interleaved rounds", flag_values=fv)
     absl_flags.DEFINE_integer("seed", 0, "sampling seed", flag_values=fv)
+    absl_flags.DEFINE_boolean("profile", False, "after the rounds, one more run of each sampler with its "
+                              "jitted calls timed one by one: prefill / decode / host", flag_values=fv)
 
 
 def _model(fv: absl_flags.FlagValues, prompt_len: int) -> None:

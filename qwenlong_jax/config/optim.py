@@ -11,6 +11,7 @@ from qwenlong_jax.config.load import ConfigError, at_least, positive
 LossAgg = Literal["token-mean", "seq-mean-token-mean"]
 KLType = Literal["kl", "abs", "mse", "low_var_kl"]
 LossScope = Literal["mini_batch", "micro_batch", "dynamic"]
+Sampler = Literal["lockstep", "group_refill"]  # sampling/samplers.py
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,6 +66,10 @@ class RLConfig:
     loss_scope: LossScope = "mini_batch"
     token_budget: int = 0  # loss_scope="dynamic": tokens per micro-batch (verl ppo_max_token_len_per_gpu)
     rollout_batch: int = 0  # prompts per sampling call (0 = the whole batch): bounds the KV cache
+    # How the rollout schedules its samples (same samples token for token): "lockstep" calls of
+    # rollout_batch prompts, or "group_refill": rollout_batch prompt slots, a slot refilled with
+    # the next prompt as soon as its G samples are done (docs/rollout_performance.md).
+    sampler: Sampler = "lockstep"
     epochs: int = 1  # PPO epochs: passes over the step's batch (each pass = batch/mini_batch updates)
     # Truncated importance sampling of the sampler/trainer mismatch: each token's loss weighted by
     # min(exp(old_logp - sampler_logp), tis_cap) (old_logp recomputed by the trainer). 0 = off.

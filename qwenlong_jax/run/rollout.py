@@ -10,18 +10,17 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax
 import numpy as np
 
 from qwenlong_jax import rewards
 from qwenlong_jax.config import RLConfig
-from qwenlong_jax.parallel import sharding
 from qwenlong_jax.data.schema import Record
 from qwenlong_jax.models.config import ModelConfig
-from qwenlong_jax.sampling import decode, sampler, strategies
 from qwenlong_jax.run.step_shapes import PREFILL_CHUNK, RLStepShapes
+from qwenlong_jax.sampling import decode, sampler, samplers, strategies
 
 
 @dataclasses.dataclass
@@ -49,19 +48,14 @@ def rollout(cfg: ModelConfig, params, tokenizer, records: Sequence[Record], prom
     tokens_BS, lens_B = sampler.pad_prompts(prompts, S, pad_id=tokenizer.pad_id)
     keys_BG = sampler.sample_keys(key, np.arange(len(prompts)), G)
     strategy = strategies.from_flags(rl.temperature, rl.top_p, rl.top_k, 0.0)
-    # shapes.sample_B prompts per sampling call (rl.rollout_batch) bound the KV cache; keys are
-    # per prompt, so the samples do not depend on the chunking.
-    chunk = shapes.sample_B
+    # rl.sampler's schedule, shapes.sample_B prompts at once (rl.rollout_batch: bounds the KV
+    # cache); keys are per prompt, so the samples depend on neither (sampling/samplers.py)
     t0 = time.perf_counter()
-    parts = [sharding.to_host(sampler.sample_groups(
-        cfg, params, tokens_BS[i:i + chunk], lens_B[i:i + chunk], keys_BG[i:i + chunk],
-        max_new_tokens=shapes.R, strategy=strategy, eos_ids=tuple(tokenizer.eos_ids),
-        prefill_chunk=prefill_chunk)) for i in range(0, len(prompts), chunk)]
-    out = sampler.SampleOutput(*(np.concatenate([getattr(p, f) for p in parts])
-                                 for f in ("tokens_BGR", "logprobs_BGR", "lengths_BG", "finish_BG")),
-                               steps=max(int(p.steps) for p in parts))
-    # every sample of a call computes every step until the call's longest sample is done
-    token_steps = sum(int(p.steps) * p.tokens_BGR.shape[0] * G for p in parts)
+    res = samplers.sample(rl.sampler, cfg, params, tokens_BS, lens_B, keys_BG, batch=shapes.sample_B,
+                          max_new_tokens=shapes.R, strategy=strategy,
+                          eos_ids=tuple(tokenizer.eos_ids), prefill_chunk=prefill_chunk)
+    out = sampler.SampleOutput(res.tokens_PGR, res.logprobs_PGR, res.lengths_PG, res.finish_PG,
+                               steps=res.decode_steps)
     t1 = time.perf_counter()
     eos = set(tokenizer.eos_ids)
     responses, logps, texts, items = [], [], [], []
@@ -82,5 +76,5 @@ def rollout(cfg: ModelConfig, params, tokenizer, records: Sequence[Record], prom
                          for s, n in zip(score, length)], np.float32)
     truncated = out.finish_BG.reshape(-1) == decode.FINISH_LENGTH
     return Rollout(list(map(list, prompts)), responses, logps, texts, score, reward,
-                   (score == 1.0), length, truncated, token_steps, generate_s=t1 - t0,
+                   (score == 1.0), length, truncated, res.token_steps, generate_s=t1 - t0,
                    reward_s=time.perf_counter() - t1)

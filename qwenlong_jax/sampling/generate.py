@@ -12,14 +12,14 @@ Stop sequences are token-id sequences; like EOS, the matched tokens stay in `.to
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax
 import numpy as np
 
-from qwenlong_jax.parallel import sharding
 from qwenlong_jax.models import params as params_lib
 from qwenlong_jax.models.config import ModelConfig
+from qwenlong_jax.parallel import sharding
 from qwenlong_jax.sampling import decode, sampler, strategies
 
 

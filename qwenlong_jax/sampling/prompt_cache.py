@@ -23,9 +23,9 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from qwenlong_jax.parallel import sharding
 from qwenlong_jax.models import transformer
 from qwenlong_jax.models.config import ModelConfig
+from qwenlong_jax.parallel import sharding
 
 CACHE_AXES = ("layers", "batch", None, "kv_heads", None)  # [L, B, S, K, H]
 
@@ -80,12 +80,20 @@ def check_chunk(S: int, chunk: int) -> int:
     """The chunk actually used: `chunk`, or S when the prompt fits in one chunk."""
     if chunk <= 0:
         raise ValueError(f"prefill_chunk must be > 0, got {chunk}")
-    if S <= chunk:
+    if chunk >= S:
         return S
     if S % chunk:
         raise ValueError(f"padded prompt length S={S} must be a multiple of prefill_chunk={chunk} "
                          "(pad with sampling.bucket_length)")
     return chunk
+
+
+def own_length(n: int, S: int, chunk: int) -> int:
+    """The padded length a lone n-token prompt of a batch padded to S needs: its own chunks
+    only (the chunks past its end change nothing of it: attention is causal), the same C-token
+    chunks as at S, so its cache and logits are computed exactly as in the batch."""
+    C = check_chunk(S, chunk)
+    return min(S, -(-n // C) * C)
 
 
 def prefill(cfg: ModelConfig, params: dict, prompt_tokens_BS: jax.Array, prompt_lens_B: jax.Array,

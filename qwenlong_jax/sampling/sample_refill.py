@@ -3,30 +3,32 @@ decode rows that finished takes the next W samples, of whichever prompt is next,
 waiting for the slowest of the G samples of its prompt.
 
     out = sample_refill(cfg, params, prompt_tokens_PS, prompt_lens_P, keys_PG, rows=D,
-                        block=W, prompt_slots=Q, max_new_tokens=R, strategy=..., chunk=4)
+                        block=W, prompt_slots=Q, max_new_tokens=R, strategy=..., chunk=16)
     out.tokens_PGR, out.logprobs_PGR, out.lengths_PG, out.finish_PG   # as sample_groups' B = P
-    out.token_steps, out.decode_steps          # (continuous.ContinuousOutput)
+    out.token_steps, out.decode_steps          # (slot_state.ContinuousOutput)
 
 Device state: Q prompt caches [L, Q, S, K, H] (with each prompt's last logits) and D = Nb x W
 decode rows in Nb blocks of W (W divides G). Each block points at a prompt slot (pidx_Nb) and
 holds W samples of that prompt; each row has its own response cache row [L, Nb, W, R, K, H],
-key, step counter, tokens and stop bookkeeping (continuous.SlotState with B = Nb, G = W). A
-decode chunk gathers each block's prompt cache once (`cache.k[:, pidx_Nb]`) and runs
-decode.decode_step on it: the W rows of a block read their prompt cache once per step, as the
-G samples of a prompt do in the lockstep sampler.
+key, step counter, tokens and stop bookkeeping (slot_state.SlotState with B = Nb, G = W).
 
-W trades the two costs of a step: W = 1 refills every sample on its own but reads a prompt's
-cache once per live sample (G times per step where lockstep reads it once); W = G is the
-group refill of continuous.py (one read, but a block waits for the slowest of G samples).
+Each prompt cache is read once per decode step whatever rows use it: before each chunk the
+host lists the rows of each prompt slot (`prompt_rows`: at most G, a prompt has G samples),
+and the step's attention gathers those rows' queries into one [Q, G] matrix against the slot's
+prompt blocks, then the per-row response part (decode_attention.xla_decode_attention with
+prompt_rows). So W = 1 refills every sample on its own at the prompt-cache reads of lockstep;
+the price is Q x G query rows in the prompt attention (padding included) for Nb x W rows.
 
-The host loop alternates `decode_rows` (`chunk` steps, or fewer when every row is done) with
-harvesting and refilling, samples taken in (prompt, sample) order:
+The host loop alternates `decode_rows` (`chunk` steps, or fewer when every row is done or, while
+samples are waiting, as soon as a block is done) with harvesting and refilling, samples taken in (prompt, sample) order:
 - a block whose W rows are done hands its samples to the output; a prompt slot whose G
   samples are all harvested is free;
 - a free block takes the next W samples; if their prompt is not cached yet, it is prefilled
   into a free prompt slot (`prefill_prompt`); with no free prompt slot the block waits;
 - the blocks that took samples draw their first tokens from their prompt's prefill logits
-  (`start_rows`, one call for all of them).
+  (`start_rows`, one call for all of them);
+- once every sample has started, the busy blocks are packed into fewer rows (the drain, as in
+  continuous.py).
 
 Token for token the same samples as `sampler.sample_groups` (tested): sample (p, g) draws token
 t from fold_in(keys_PG[p, g], t) whatever row, block, prompt slot or step it runs in, and every
@@ -43,9 +45,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from qwenlong_jax.parallel import sharding
 from qwenlong_jax.models.config import ModelConfig
-from qwenlong_jax.sampling import continuous, decode, prompt_cache, strategies
+from qwenlong_jax.parallel import sharding
+from qwenlong_jax.sampling import continuous, decode, prompt_cache, slot_state, strategies
 from qwenlong_jax.sampling.decode import FINISH_LENGTH, PAD_ID
 
 
@@ -54,15 +56,15 @@ from qwenlong_jax.sampling.decode import FINISH_LENGTH, PAD_ID
 class RowState:
     cache: prompt_cache.PromptCache  # k/v [L, Q, S, K, H], lens_Q, last_logits_QV
     pidx_Nb: jax.Array  # prompt slot of each block of decode rows
-    rows: continuous.SlotState  # [Nb, W] rows; its own `cache` field is unused (None)
+    rows: slot_state.SlotState  # [Nb, W] rows; its own `cache` field is unused (None)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2, 3, 4, 5))
 def init_rows(cfg: ModelConfig, Q: int, Nb: int, W: int, S: int, R: int, keys_11) -> RowState:
     """Q empty prompt slots and Nb x W idle decode rows (every row done)."""
     with sharding.rules(**decode.SAMPLER_RULES):
-        cache_st = continuous.empty_slots(cfg, Q, S, 1, 1, keys_11)  # the prompt caches only
-        rows = continuous.empty_slots(cfg, Nb, 1, W, R, keys_11)
+        cache_st = slot_state.empty_slots(cfg, Q, S, 1, 1, keys_11)  # the prompt caches only
+        rows = slot_state.empty_slots(cfg, Nb, 1, W, R, keys_11)
         return RowState(cache_st.cache, jnp.zeros((Nb,), jnp.int32),
                         dataclasses.replace(rows, cache=None))
 
@@ -73,7 +75,7 @@ def prefill_prompt(cfg: ModelConfig, params, st: RowState, slot, tokens_1S, lens
                    prefill_chunk: int) -> RowState:
     """Prefill one prompt into prompt slot `slot` (its cache rows and last logits)."""
     with sharding.rules(**decode.SAMPLER_RULES):
-        one = prompt_cache.prefill(cfg, continuous.cast_params(cfg, params), tokens_1S, lens_1,
+        one = prompt_cache.prefill(cfg, slot_state.cast_params(cfg, params), tokens_1S, lens_1,
                                    chunk=prefill_chunk)
         c = st.cache
         put = lambda a, x, ax: lax.dynamic_update_slice_in_dim(a, x.astype(a.dtype), slot, ax)  # noqa: E731
@@ -104,38 +106,48 @@ def start_rows(st: RowState, start_Nb, pidx_Nb, keys_NbW, *, strategy, eos_ids,
             finish_BG=jnp.where(s1, FINISH_LENGTH, r.finish_BG))
         logits = jnp.broadcast_to(st.cache.last_logits_BV[pidx][:, None],
                                   r.done_BG.shape + st.cache.last_logits_BV.shape[1:])
-        new = continuous.sample_and_record(strategy, fresh, logits, eos_ids, stop_sequences, R)
+        new = slot_state.sample_and_record(strategy, fresh, logits, eos_ids, stop_sequences, R)
         new = dataclasses.replace(new, done_BG=jnp.where(s1, new.done_BG, r.done_BG))
         return dataclasses.replace(st, pidx_Nb=pidx, rows=new)
 
 
 @functools.partial(jax.jit, static_argnums=(0,), static_argnames=(
     "strategy", "eos_ids", "stop_sequences", "steps", "decode_impl"), donate_argnames=("st",))
-def decode_rows(cfg: ModelConfig, params, st: RowState, *, strategy, eos_ids, stop_sequences,
-                steps: int, decode_impl: decode.DecodeImpl = "xla"):
-    """Up to `steps` decode steps of every live row (stops early when all are done).
-    Returns (state, steps run)."""
+def decode_rows(cfg: ModelConfig, params, st: RowState, rows_QG, pos_NbW, stop_on_free=False, *,
+                strategy, eos_ids, stop_sequences, steps: int, decode_impl: decode.DecodeImpl = "xla"):
+    """Up to `steps` decode steps of every live row (stops early when all are done, or, with
+    stop_on_free, when a block busy at the start is done). Row (b, w) reads prompt slot
+    pos_NbW[b, w] // G, whose rows are rows_QG (prompt_rows). Returns (state, steps run)."""
     with sharding.rules(**decode.SAMPLER_RULES):
-        params = continuous.cast_params(cfg, params)
-        c = st.cache
-        # each block's prompt cache, gathered once per chunk (pidx_Nb is fixed within a chunk)
-        rows_cache = prompt_cache.PromptCache(
-            sharding.constrain(c.k_LBSKH[:, st.pidx_Nb], prompt_cache.CACHE_AXES),
-            sharding.constrain(c.v_LBSKH[:, st.pidx_Nb], prompt_cache.CACHE_AXES),
-            c.lens_B[st.pidx_Nb], c.last_logits_BV[st.pidx_Nb])
-
         rows, n = continuous.decode_loop(
-            cfg, params, rows_cache, st.rows, strategy=strategy, eos_ids=eos_ids,
-            stop_sequences=stop_sequences, steps=steps, decode_impl=decode_impl)
+            cfg, slot_state.cast_params(cfg, params), st.cache, st.rows, stop_on_free,
+            strategy=strategy, eos_ids=eos_ids, stop_sequences=stop_sequences, steps=steps,
+            decode_impl=decode_impl, prompt_rows=(rows_QG, pos_NbW))
         return dataclasses.replace(st, rows=rows), n
+
+
+def prompt_rows(pidx_Nb, busy_Nb, Q: int, G: int, W: int):
+    """(rows_QG, pos_NbW) for the decode step: the flat rows (b * W + w) of each prompt slot's
+    busy blocks (at most G: a prompt has G samples), and each row's place p * G + j there.
+    Idle blocks read slot 0's first place (their outputs are masked)."""
+    rows_QG = np.zeros((Q, G), np.int32)
+    pos_NbW = np.zeros((len(pidx_Nb), W), np.int32)
+    fill = [0] * Q
+    for b, (q, busy) in enumerate(zip(pidx_Nb, busy_Nb)):
+        if not busy:
+            continue
+        for w in range(W):
+            rows_QG[q, fill[q]], pos_NbW[b, w] = b * W + w, q * G + fill[q]
+            fill[q] += 1
+    return rows_QG, pos_NbW
 
 
 def sample_refill(cfg: ModelConfig, params, prompt_tokens_PS, prompt_lens_P, keys_PG, *,
                   rows: int, prompt_slots: int, max_new_tokens: int, block: int = 1,
                   strategy: strategies.AnyStrategy = strategies.Greedy(),
                   eos_ids: tuple[int, ...] = (), stop_sequences: tuple[tuple[int, ...], ...] = (),
-                  prefill_chunk: int = 512, chunk: int = 4,
-                  decode_impl: decode.DecodeImpl = "xla") -> continuous.ContinuousOutput:
+                  prefill_chunk: int = 512, chunk: int = 16, drain: bool = True,
+                  decode_impl: decode.DecodeImpl = "xla") -> slot_state.ContinuousOutput:
     """P prompts x G samples through `rows` decode rows (blocks of `block` rows sharing a
     prompt) and `prompt_slots` prompt caches; the same samples as sample_groups on all P."""
     tokens_PS = np.asarray(prompt_tokens_PS)
@@ -162,8 +174,9 @@ def sample_refill(cfg: ModelConfig, params, prompt_tokens_PS, prompt_lens_P, key
     free_slots = list(range(Q))
     nxt, token_steps, decode_steps = 0, 0, 0
     done_Nb = np.ones((Nb,), bool)
+    pidx_host = np.zeros((Nb,), np.int32)  # st.pidx_Nb on the host
     while True:
-        finished = [b for b in range(Nb) if unit_of[b] >= 0 and done_Nb[b]]
+        finished = [b for b in range(len(unit_of)) if unit_of[b] >= 0 and done_Nb[b]]
         if finished:
             r = jax.device_get(st.rows)
             for b in finished:
@@ -177,9 +190,9 @@ def sample_refill(cfg: ModelConfig, params, prompt_tokens_PS, prompt_lens_P, key
                 if left[q] == 0:
                     del slot_of[p]
                     free_slots.append(q)
-        start_Nb = np.zeros((Nb,), bool)
-        pidx_Nb = np.zeros((Nb,), np.int32)
-        for b in range(Nb):
+        start_Nb = np.zeros((len(unit_of),), bool)
+        pidx_Nb = np.zeros((len(unit_of),), np.int32)
+        for b in range(len(unit_of)):
             if unit_of[b] >= 0 or nxt == U:
                 continue
             p = nxt // (G // W)
@@ -187,21 +200,34 @@ def sample_refill(cfg: ModelConfig, params, prompt_tokens_PS, prompt_lens_P, key
                 if not free_slots:
                     break
                 q = free_slots.pop(0)
-                st = prefill_prompt(cfg, params, st, q, tokens_PS[p:p + 1], lens_P[p:p + 1],
+                n = prompt_cache.own_length(int(lens_P[p]), S, prefill_chunk)
+                st = prefill_prompt(cfg, params, st, q, tokens_PS[p:p + 1, :n], lens_P[p:p + 1],
                                     prefill_chunk=prefill_chunk)
                 slot_of[p], left[q] = q, G // W
             unit_of[b], start_Nb[b], pidx_Nb[b] = nxt, True, slot_of[p]
+            pidx_host[b] = slot_of[p]
             nxt += 1
         if start_Nb.any():
             st = start_rows(st, jnp.asarray(start_Nb), jnp.asarray(pidx_Nb),
                             keys_UW[np.asarray(unit_of).clip(0)], **static)
             token_steps += int(start_Nb.sum()) * W
-        if all(u < 0 for u in unit_of):
+        busy = [b for b in range(len(unit_of)) if unit_of[b] >= 0]
+        if not busy:
             break
-        st, n = decode_rows(cfg, params, st, steps=chunk, decode_impl=decode_impl, **static)
+        n = continuous.drain_size(len(busy), len(unit_of))
+        if drain and nxt == U and n <= len(unit_of) // 2:  # the drain: busy blocks packed
+            idx = busy + [busy[0]] * (n - len(busy))
+            rows_st = slot_state.take_slots(st.rows, jnp.asarray(idx, jnp.int32),
+                                            jnp.asarray(np.arange(n) < len(busy)))
+            st = dataclasses.replace(st, pidx_Nb=st.pidx_Nb[np.asarray(idx)], rows=rows_st)
+            unit_of, pidx_host = [unit_of[b] for b in busy] + [-1] * (n - len(busy)), pidx_host[idx]
+        rows_QG, pos_NbW = prompt_rows(pidx_host, [u >= 0 for u in unit_of], Q, G, W)
+        stop_on_free = nxt < U or (drain and len(unit_of) > 1)
+        st, n = decode_rows(cfg, params, st, rows_QG, pos_NbW, stop_on_free, steps=chunk,
+                            decode_impl=decode_impl, **static)
         n = int(n)
         decode_steps += n
-        token_steps += n * Nb * W
+        token_steps += n * len(unit_of) * W
         done_Nb = np.asarray(st.rows.done_BG).all(axis=1)
-    return continuous.ContinuousOutput(out_tok, out_lp, out_len, out_fin, token_steps,
+    return slot_state.ContinuousOutput(out_tok, out_lp, out_len, out_fin, token_steps,
                                        decode_steps)

@@ -24,14 +24,14 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from qwenlong_jax.parallel import sharding
 from qwenlong_jax.models.config import ModelConfig
+from qwenlong_jax.parallel import sharding
 from qwenlong_jax.sampling import decode, prompt_cache, strategies
 
 
