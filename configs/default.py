@@ -40,8 +40,11 @@ def get_config(arg: str | None = None):
     c.model.update(size="tiny", init_from=BASE, logits_chunk=512, attention_impl="blockwise")
     c.mesh.update(data=1)
     c.optim.update(lr=5e-5)
+    # group refill: 8 prompt slots, a slot refilled as soon as its 8 samples are done; the same
+    # samples token for token as lockstep, in about half the generation time at these lengths
+    # (docs/rollout_performance.md).
     c.rl.update(group_size=8, mini_batch=2, gen_batch=24, max_gen_rounds=1, overlong_buffer=8,
-                clip_high=0.28, entropy_coeff=0.001)
+                clip_high=0.28, entropy_coeff=0.001, sampler="group_refill", rollout_batch=8)
     c.phases = dict(
         sft=common.phase(0, "sft", 160, 48, steps=40, batch=16, lr=3e-4),
         rl_320=common.phase(1, "rl", 320, 48, min_input=160, steps=24, batch=8),
