@@ -30,6 +30,7 @@ Same RL budget for the single stage:
 The RL variants read `model.init_from`, which the ablation runner points at the sft_only
 export of the same seed; by default it is the shipped base.
 """
+
 from __future__ import annotations
 
 import functools
@@ -62,8 +63,11 @@ def mean_prompt_tokens(c) -> dict[str, float]:
     cfg = from_config_dict(c)
     tok = load_tokenizer(tokenizer_path(cfg))
     data = load_run_data(cfg, tok)
-    return {p.name: float(np.mean([r.num_prompt_tokens for r in phase_records(data.train, p)]))
-            for p in cfg.phases if p.kind == "rl"}
+    return {
+        p.name: float(np.mean([r.num_prompt_tokens for r in phase_records(data.train, p)]))
+        for p in cfg.phases
+        if p.kind == "rl"
+    }
 
 
 def _progressive(c, retro: bool):
@@ -84,10 +88,15 @@ def single_stage_plan() -> dict:
     single = _single_stage(default.get_config(), steps=1)
     (single_mean,) = mean_prompt_tokens(single).values()
     per_step = rl_tokens(single.phases.rl_640, G, single_mean)
-    return dict(steps=max(1, round(budget / per_step)), budget_tokens=budget,
-                synthetic_per_phase=single.data.synthetic_per_phase,
-                mean_prompt_tokens={**{f"rl_progressive/{n}": m for n, m in prog_mean.items()},
-                                    "rl_single_stage/rl_640": single_mean})
+    return dict(
+        steps=max(1, round(budget / per_step)),
+        budget_tokens=budget,
+        synthetic_per_phase=single.data.synthetic_per_phase,
+        mean_prompt_tokens={
+            **{f"rl_progressive/{n}": m for n, m in prog_mean.items()},
+            "rl_single_stage/rl_640": single_mean,
+        },
+    )
 
 
 def _single_stage(c, steps: int):

@@ -1,4 +1,5 @@
 """`python -m qwenlong_jax.plan`: the command line is qwenlong_jax/cli/plan.py."""
+
 from qwenlong_jax.cli import plan, flags
 
 if __name__ == "__main__":

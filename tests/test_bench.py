@@ -1,5 +1,6 @@
 """The benchmarks' plumbing at toy sizes: baselines in their fastest ordinary configuration,
 interleaved rounds and round-by-round ratios (the figures themselves are in docs/benchmarks.md)."""
+
 import statistics
 
 import pytest
@@ -9,9 +10,29 @@ from qwenlong_jax.cli import bench
 
 
 def test_sampler_interleaves_rounds_against_sdpa_generate_without_mask(capsys):
-    res = bench.main(["sampler", "--prompt_len", "64", "--new_tokens", "4", "--d_model", "64", "--layers", "1",
-                        "--vocab", "512", "--prefill_chunk", "32", "--rounds", "2", "--repeats", "1",
-                        "--threads", "1"])
+    res = bench.main(
+        [
+            "sampler",
+            "--prompt_len",
+            "64",
+            "--new_tokens",
+            "4",
+            "--d_model",
+            "64",
+            "--layers",
+            "1",
+            "--vocab",
+            "512",
+            "--prefill_chunk",
+            "32",
+            "--rounds",
+            "2",
+            "--repeats",
+            "1",
+            "--threads",
+            "1",
+        ]
+    )
     out = capsys.readouterr().out
     assert len(res["ours_s"]) == len(res["hf_s"]) == len(res["ratios"]) == len(res["cpu_ratios"]) == 2
     assert res["ratios"] == pytest.approx([h / o for h, o in zip(res["hf_s"], res["ours_s"])])
@@ -20,17 +41,21 @@ def test_sampler_interleaves_rounds_against_sdpa_generate_without_mask(capsys):
 
 
 def test_sampler_baseline_is_sdpa(tmp_path):
-    args = bench.parse_args("sampler", ["--prompt_len", "16", "--new_tokens", "2", "--d_model", "64", "--layers", "1",
-                               "--vocab", "128"])
+    args = bench.parse_args(
+        "sampler", ["--prompt_len", "16", "--new_tokens", "2", "--d_model", "64", "--layers", "1", "--vocab", "128"]
+    )
     import os
+
     assert args.threads == len(os.sched_getaffinity(0))
     hf, _, _ = sampler.build_models(args, str(tmp_path / "m"))
     assert hf.config._attn_implementation == "sdpa"
 
 
 def test_train_bench_ratios_are_taken_round_by_round():
-    runs = [{"packed/flash": {"times": [1.0, 3.0]}, "torch": {"times": [8.0]}, "naive/xla": {"skipped": "mem"}},
-            {"packed/flash": {"times": [4.0]}, "torch": {"times": [10.0]}, "naive/xla": {"skipped": "mem"}}]
+    runs = [
+        {"packed/flash": {"times": [1.0, 3.0]}, "torch": {"times": [8.0]}, "naive/xla": {"skipped": "mem"}},
+        {"packed/flash": {"times": [4.0]}, "torch": {"times": [10.0]}, "naive/xla": {"skipped": "mem"}},
+    ]
     assert train.round_ratio(runs, "torch", "packed/flash") == [4.0, 2.5]
     assert train.round_ratio(runs, "naive/xla", "packed/flash") is None
     merged = train.merge_rounds(runs)

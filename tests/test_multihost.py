@@ -1,6 +1,7 @@
 """The smoke config as 2 JAX processes on this machine (jax.distributed over loopback, gloo CPU
 collectives), 4 CPU devices each, one 8-device mesh: both processes run the real entry point,
 agree on every metric, and write one checkpoint and one HF export."""
+
 import json
 import os
 import socket
@@ -28,14 +29,22 @@ def two_process_run(tmp_path_factory):
     workdir = str(tmp_path_factory.mktemp("multihost"))
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_PLATFORMS")}
-    env.update(JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=4",
-               PYTHONPATH=ROOT)
+    env.update(JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=4", PYTHONPATH=ROOT)
     procs = []
     for pid in range(2):
-        cmd = [sys.executable, "-m", "qwenlong_jax.train", "--config", "configs/smoke.py:multihost",
-               "--workdir", workdir, f"--config.coordinator_address=localhost:{port}",
-               "--config.num_processes=2", f"--config.process_id={pid}",
-               "--config.log_all_processes=True"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "qwenlong_jax.train",
+            "--config",
+            "configs/smoke.py:multihost",
+            "--workdir",
+            workdir,
+            f"--config.coordinator_address=localhost:{port}",
+            "--config.num_processes=2",
+            f"--config.process_id={pid}",
+            "--config.log_all_processes=True",
+        ]
         log = open(os.path.join(workdir, f"log_{pid}.txt"), "w")
         procs.append((subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT), log))
     codes = []

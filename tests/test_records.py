@@ -1,5 +1,6 @@
 """Records that survive (issue 18): metrics.jsonl is strict JSON whatever the values, a
 checkpoint found corrupt is rewritten when its step is saved again, TensorBoard is flushed."""
+
 import json
 import os
 

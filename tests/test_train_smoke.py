@@ -1,4 +1,5 @@
 """The smoke config end to end: SFT -> 2 RL phases -> checkpoint -> HF export, in-process."""
+
 import json
 import os
 
@@ -28,9 +29,21 @@ def test_phases_run_in_order_with_metrics(smoke_run):
     assert [r["phase"] for r in rows] == ["sft"] * 2 + ["rl_short"] * 2 + ["rl_long"] * 2
     for r in rows[:2]:
         assert np.isfinite(r["sft/nll"]) and r["sft/nll"] > 0
-    rl_keys = {"reward_mean", "reward_std", "accuracy", "response_length", "clip_frac", "entropy",
-               "approx_kl", "grad_norm", "filtered_groups", "hard_pool", "gen_tokens_per_s", "kept_groups",
-               "rollout_utilization"}
+    rl_keys = {
+        "reward_mean",
+        "reward_std",
+        "accuracy",
+        "response_length",
+        "clip_frac",
+        "entropy",
+        "approx_kl",
+        "grad_norm",
+        "filtered_groups",
+        "hard_pool",
+        "gen_tokens_per_s",
+        "kept_groups",
+        "rollout_utilization",
+    }
     max_output = {p.name: p.max_output for p in cfg.phases}
     for r in rows[2:]:
         if r.get("kept_groups", 0) > 0:

@@ -15,6 +15,7 @@ OUT/headline.json, OUT/headline.md and OUT/headline.png (qwenlong_jax/experiment
 
 Statistics and verdicts: qwenlong_jax/experiments/stats.py.
 """
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -31,8 +32,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
     absl_flags.DEFINE_string("out", "runs/ablation", "output directory (re-running resumes)", flag_values=fv)
     flags.DEFINE_integers("seeds", [0, 1, 2], "comma-separated seeds", flag_values=fv)
     absl_flags.DEFINE_list("variants", list(ablation_runs.RL_VARIANTS), "RL variants to run", flag_values=fv)
-    absl_flags.DEFINE_boolean("headline", False, "train configs/default.py per seed and judge RL vs SFT "
-                              "(no ablation)", flag_values=fv)
+    absl_flags.DEFINE_boolean(
+        "headline", False, "train configs/default.py per seed and judge RL vs SFT (no ablation)", flag_values=fv
+    )
     absl_flags.DEFINE_integer("eval_per_length", 96, "--headline: held-out examples per length", flag_values=fv)
     absl_flags.DEFINE_boolean("quiet", False, "no progress bars", flag_values=fv)
     absl_flags.DEFINE_boolean("tiny", False, "a few steps per run: checks the plumbing only", flag_values=fv)

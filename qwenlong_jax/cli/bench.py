@@ -4,6 +4,7 @@ The benchmarks (qwenlong_jax/bench/): each prints a markdown table and the exact
 compares against a baseline measured in the same run (docs/benchmarks.md has the figures).
 `python -m qwenlong_jax.bench NAME --help` prints NAME's description and flags.
 """
+
 from __future__ import annotations
 
 import ast
@@ -32,8 +33,9 @@ def _attention(fv: absl_flags.FlagValues) -> None:
 
 def _rollout(fv: absl_flags.FlagValues) -> None:
     absl_flags.DEFINE_string("phase", "rl_320", "the config's RL phase whose prompts are sampled", flag_values=fv)
-    absl_flags.DEFINE_integer("prompts", 24, "prompts per rollout (the default run's generation batch is 24)",
-                              flag_values=fv)
+    absl_flags.DEFINE_integer(
+        "prompts", 24, "prompts per rollout (the default run's generation batch is 24)", flag_values=fv
+    )
     absl_flags.DEFINE_integer("slots", 4, "prompts per lockstep call / prompt slots", flag_values=fv)
     absl_flags.DEFINE_integer("chunk", 4, "continuous: decode steps between refills", flag_values=fv)
     absl_flags.DEFINE_integer("prompt-slots", 0, "per-sample: prompt caches (default 2 x slots)", flag_values=fv)
@@ -67,16 +69,22 @@ def _train(fv: absl_flags.FlagValues) -> None:
     _model(fv, 4096)
     absl_flags.DEFINE_integer("group", 8, "responses per prompt (G)", flag_values=fv)
     absl_flags.DEFINE_integer("resp_len", 256, "tokens per response", flag_values=fv)
-    absl_flags.DEFINE_string("attention", "blockwise,flash,xla", "our attention impls, comma-separated "
-                             "(blockwise, flash, xla)", flag_values=fv)
-    absl_flags.DEFINE_enum("remat", "none", ["none", "full", "dots", "dots_no_batch"], "our rematerialization",
-                           flag_values=fv)
+    absl_flags.DEFINE_string(
+        "attention",
+        "blockwise,flash,xla",
+        "our attention impls, comma-separated (blockwise, flash, xla)",
+        flag_values=fv,
+    )
+    absl_flags.DEFINE_enum(
+        "remat", "none", ["none", "full", "dots", "dots_no_batch"], "our rematerialization", flag_values=fv
+    )
     absl_flags.DEFINE_integer("rounds", 1, "interleaved rounds of all variants", flag_values=fv)
     absl_flags.DEFINE_integer("warmup", 0, "untimed full-size runs", flag_values=fv)
     absl_flags.DEFINE_integer("iters", 2, "timed runs (median reported)", flag_values=fv)
     absl_flags.DEFINE_integer("matmul_n", 4096, "size of the matmuls that measure the peak", flag_values=fv)
-    absl_flags.DEFINE_string("variants", ",".join(VARIANTS), "comma-separated, from " + ",".join(VARIANTS),
-                             flag_values=fv)
+    absl_flags.DEFINE_string(
+        "variants", ",".join(VARIANTS), "comma-separated, from " + ",".join(VARIANTS), flag_values=fv
+    )
     absl_flags.DEFINE_string("worker", None, "(set by the benchmark for its worker processes)", flag_values=fv)
     absl_flags.DEFINE_string("model_dir", None, "(set by the benchmark for its worker processes)", flag_values=fv)
 
@@ -100,6 +108,7 @@ def parse_args(name: str, argv: Sequence[str]):
     args = cmd.parse()
     if config:
         from qwenlong_jax.config import ConfigError
+
         try:
             args.cfg = cmd.config()
         except ConfigError as e:
@@ -114,8 +123,10 @@ def main(argv: Sequence[str] | None = None):
         print(__doc__.strip("\n"))
         sys.exit(0)
     if not argv or argv[0] not in BENCHMARKS:
-        flags.fail(f"the first argument names the benchmark: one of {', '.join(BENCHMARKS)} "
-                   f"(got {argv[0] if argv else 'none'})")
+        flags.fail(
+            f"the first argument names the benchmark: one of {', '.join(BENCHMARKS)} "
+            f"(got {argv[0] if argv else 'none'})"
+        )
     try:
         args = parse_args(argv[0], argv[1:])
     except flags.FlagError as e:

@@ -13,5 +13,11 @@ resumable generation + scoring), report (summary JSON, markdown table, PNG), swe
 one evaluation is asked to do, checked before a model loads), evaluation (one evaluation: run).
 jax is imported only when a model is loaded or the default sampler is used.
 """
+
 from qwenlong_jax.eval.benchmarks import (  # noqa: F401
-    BENCHMARKS, BenchmarkError, EvalError, gold_answers, load_benchmark)
+    BENCHMARKS,
+    BenchmarkError,
+    EvalError,
+    gold_answers,
+    load_benchmark,
+)
