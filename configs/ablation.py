@@ -53,10 +53,10 @@ def mean_prompt_tokens(c) -> dict[str, float]:
     import numpy as np
 
     from qwenlong_jax.config import from_config_dict
-    from qwenlong_jax.run.curriculum import phase_records
-    from qwenlong_jax.data.tokenizer import load_tokenizer
-    from qwenlong_jax.data.run_data import load_run_data
     from qwenlong_jax.config.model import tokenizer_path
+    from qwenlong_jax.data.run_data import load_run_data
+    from qwenlong_jax.data.tokenizer import load_tokenizer
+    from qwenlong_jax.run.curriculum import phase_records
 
     c = c.copy_and_resolve_references()
     c.data.eval_lengths = ()  # the held-out sets do not enter the budget
@@ -71,14 +71,14 @@ def mean_prompt_tokens(c) -> dict[str, float]:
 
 
 def _progressive(c, retro: bool):
-    sft, short, long = c.phases.sft, c.phases.rl_320, c.phases.rl_640
+    short, long = c.phases.rl_320, c.phases.rl_640  # the SFT phase is dropped
     short.order, long.order = 0, 1
     long.retrospective = retro
     c.phases = dict(rl_320=short, rl_640=long)
     return c
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def single_stage_plan() -> dict:
     """The single stage's steps and data pool, and the measured means behind them."""
     prog = _progressive(default.get_config(), retro=False)

@@ -2,15 +2,15 @@
 
 import dataclasses
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from configs import ablation as ablation_cfg
-from configs import default as default_cfg
+from configs import ablation as ablation_cfg, default as default_cfg
 from qwenlong_jax.cli import ablation as ablation_cli
-from qwenlong_jax.experiments import ablation_runs, claims, headline, stats
 from qwenlong_jax.config import from_config_dict
+from qwenlong_jax.experiments import ablation_runs, claims, headline, stats
 
 
 def _phases(variant):
@@ -43,10 +43,10 @@ def test_single_stage_covers_all_inputs_up_to_the_longest_limit():
     # as many examples as the progressive phases together, with short ones among them
     c = ablation_cfg.get_config("rl_single_stage")
     assert c.data.synthetic_per_phase == 2 * default_cfg.get_config().data.synthetic_per_phase
-    from qwenlong_jax.run.curriculum import phase_records
-    from qwenlong_jax.data.tokenizer import load_tokenizer
-    from qwenlong_jax.data.run_data import load_run_data
     from qwenlong_jax.config.model import tokenizer_path
+    from qwenlong_jax.data.run_data import load_run_data
+    from qwenlong_jax.data.tokenizer import load_tokenizer
+    from qwenlong_jax.run.curriculum import phase_records
 
     cfg = from_config_dict(c)
     recs = phase_records(load_run_data(cfg, load_tokenizer(tokenizer_path(cfg))).train, single)
@@ -282,7 +282,7 @@ def test_tiny_ablation_end_to_end(tmp_path):
     def run():
         p = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=1500)
         assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
-        return p.stdout, json.load(open(os.path.join(out, "results.json")))
+        return p.stdout, json.loads(Path(os.path.join(out, "results.json")).read_text())
 
     stdout, report = run()
     assert set(report["raw"]) == {"sft_only", *ablation_runs.RL_VARIANTS}
@@ -294,9 +294,9 @@ def test_tiny_ablation_end_to_end(tmp_path):
     assert sum(stdout.count(v) for v in ("HELD", "NOT SHOWN", "REVERSED")) >= 3
     for name in ("results.json", "table.md", "ablation.png"):
         assert os.path.getsize(os.path.join(out, name)) > 0
-    summary = json.load(open(os.path.join(out, "rl_progressive", "seed1", "summary.json")))
+    summary = json.loads(Path(os.path.join(out, "rl_progressive", "seed1", "summary.json")).read_text())
     assert summary["steps"] == 2 and [e["phase"] for e in summary["evals"]] == ["rl_320", "rl_640"]
-    single = json.load(open(os.path.join(out, "rl_single_stage", "seed0", "summary.json")))
+    single = json.loads(Path(os.path.join(out, "rl_single_stage", "seed0", "summary.json")).read_text())
     assert [e["phase"] for e in single["evals"]] == ["rl_640"]
     _, again = run()
     assert again["raw"] == report["raw"]
@@ -329,12 +329,12 @@ def test_tiny_headline_end_to_end(tmp_path):
     ]
     p = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=900)
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
-    h = json.load(open(os.path.join(out, "headline.json")))
+    h = json.loads(Path(os.path.join(out, "headline.json")).read_text())
     assert h["seeds"] == 2 and h["lengths"] == [128, 64] and h["seed_list"] == [0, 1]
     assert h["rows"]["128"]["verdict"] in ("HELD", "NOT SHOWN", "REVERSED")
     assert "RL after SFT beats SFT alone at 128 tokens" in p.stdout and "SE" in p.stdout
     for s in (0, 1):
-        summary = json.load(open(os.path.join(out, "default", f"seed{s}", "summary.json")))
+        summary = json.loads(Path(os.path.join(out, "default", f"seed{s}", "summary.json")).read_text())
         assert [e["phase"] for e in summary["evals"]] == ["sft", "rl_320", "rl_640"]
     for name in ("headline.md", "headline.png"):
         assert os.path.getsize(os.path.join(out, name)) > 0

@@ -10,6 +10,7 @@ no held-out set. Most cases run the trainer's own checks in-process (fast: they 
 anything compiles); one CLI subprocess per class checks the real entry point.
 """
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -27,8 +28,7 @@ import pytest
 from test_faults import _cli, _trainer_error, assert_one_error_line
 
 import configs.smoke
-from qwenlong_jax import config as config_lib
-from qwenlong_jax import paths
+from qwenlong_jax import config as config_lib, paths
 from qwenlong_jax.config import ConfigError, from_config_dict
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -284,10 +284,8 @@ def _start_stuck(tmp_path, target: str, body: str, *flags: str) -> subprocess.Po
             proc.kill()
             raise AssertionError(f"never reached {target}: {seen[-3000:]}")
         time.sleep(0.1)
-        try:
+        with contextlib.suppress(BlockingIOError):
             seen += os.read(proc.stderr.fileno(), 1 << 16).decode(errors="replace")
-        except BlockingIOError:
-            pass
     os.set_blocking(proc.stderr.fileno(), True)
     proc.seen = seen
     return proc

@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -43,7 +44,7 @@ def _named_commands() -> set[str]:
     """Every `python -m qwenlong_jax.X [benchmark]` the README and docs/ show."""
     names = set()
     for path in [os.path.join(REPO, "README.md"), *glob.glob(os.path.join(REPO, "docs", "*.md"))]:
-        text = open(path, encoding="utf-8").read()
+        text = Path(path).read_text(encoding="utf-8")
         for m in re.finditer(r"python -m qwenlong_jax\.(\w+(?:\.\w+)*)(?: (attention|rollout|sampler|train)\b)?", text):
             names.add(m.group(1) + (f" {m.group(2)}" if m.group(2) else ""))
     return names

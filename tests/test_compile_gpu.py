@@ -98,9 +98,11 @@ def test_flash_fwd_bwd_compiles_for_one_h100(gpu_mesh, T):
     seg = _abstract(gpu_mesh, (1, T), jnp.int32)
 
     def fwd_bwd(q, k, v, seg):
-        attn = lambda q, k, v: kernels.flash_attention(
-            q, k, v, q_segment_ids_BT=seg, kv_segment_ids_BS=seg, shared_prefix_segment=1
-        )
+        def attn(q, k, v):
+            return kernels.flash_attention(
+                q, k, v, q_segment_ids_BT=seg, kv_segment_ids_BS=seg, shared_prefix_segment=1
+            )
+
         out, vjp = jax.vjp(attn, q, k, v)
         return out, vjp(out)
 
@@ -116,7 +118,10 @@ def test_flash_fwd_bwd_compiles_for_one_h100(gpu_mesh, T):
 def test_decode_compiles_for_one_h100_with_a_64k_prompt_cache(gpu_mesh):
     """32B-like decode step: 16 samples, 40 query heads over 8 kv heads, 64K prompt cache."""
     B, G, N, K, H, S, R = 1, 16, 40, 8, 128, 65536, 4096
-    a = lambda shape, dt=jnp.bfloat16: _abstract(gpu_mesh, shape, dt)
+
+    def a(shape, dt=jnp.bfloat16):
+        return _abstract(gpu_mesh, shape, dt)
+
     args = (
         a((B, G, 1, N, H)),
         a((B, S, K, H)),
@@ -137,15 +142,20 @@ def test_ring_with_flash_pairs_compiles_over_4_h100():
     """Ring attention over 4 GPUs of one node (sequence axis), flash pairs, 32K tokens."""
     mesh = Mesh(np.array(targets.gpu_devices("h100:1x4")), ("sequence",))
     T = 32768
-    spec = lambda *s: NamedSharding(mesh, P(*s))
+
+    def spec(*s):
+        return NamedSharding(mesh, P(*s))
+
     q = jax.ShapeDtypeStruct((1, T, 8, 128), jnp.bfloat16, sharding=spec(None, "sequence"))
     kv = jax.ShapeDtypeStruct((1, T, 2, 128), jnp.bfloat16, sharding=spec(None, "sequence"))
     seg = jax.ShapeDtypeStruct((1, T), jnp.int32, sharding=spec(None, "sequence"))
 
     def fwd_bwd(q, k, v, seg):
-        attn = lambda q, k, v: kernels.ring_attention(
-            q, k, v, mesh=mesh, q_segment_ids_BT=seg, kv_segment_ids_BS=seg, shared_prefix_segment=1
-        )
+        def attn(q, k, v):
+            return kernels.ring_attention(
+                q, k, v, mesh=mesh, q_segment_ids_BT=seg, kv_segment_ids_BS=seg, shared_prefix_segment=1
+            )
+
         out, vjp = jax.vjp(attn, q, k, v)
         return out, vjp(out)
 

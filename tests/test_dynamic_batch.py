@@ -2,8 +2,6 @@
 use_dynamic_bsz: micro-batches of at most a token budget, balanced by length, each one's
 token-mean scaled by len(micro-batch) / mini-batch size), checked against hand computations."""
 
-import dataclasses
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -13,8 +11,7 @@ from qwenlong_jax.config import ConfigError, RLConfig
 from qwenlong_jax.rl import dynamic_batch, grpo_step
 from qwenlong_jax.rl.policy_loss import actor_loss
 from qwenlong_jax.run.train_state import TrainState
-
-from tests.test_rl_update import G, R, SGD, _batch, _groups, _leaves, _ls, _params, _update, CFG
+from tests.test_rl_update import CFG, SGD, G, _batch, _groups, _leaves, _ls, _params, _update
 
 
 def test_partition_by_hand():
@@ -69,7 +66,10 @@ def test_actor_loss_with_coefficients_is_the_reference_sum():
     )
     want = 0.0
     for part in ([1, 2], [0, 3]):
-        sub = lambda x: jnp.asarray(x[part])
+
+        def sub(x, part=part):
+            return jnp.asarray(x[part])
+
         lp, _ = actor_loss(
             sub(logp),
             sub(old),
@@ -120,7 +120,7 @@ def test_dynamic_update_is_the_hand_loss_and_ignores_the_physical_split():
     parts = dynamic_batch.balanced_partitions(seq.tolist(), k)
     assert k > 2 and len(parts) == k
     want = sum(len(p) / len(seq) * (tok[p] * mask[p]).sum() / mask[p].sum() for p in parts)
-    for U, (new, m) in out.items():
+    for new, m in out.values():
         np.testing.assert_allclose(float(m["actor_loss"]), want, rtol=2e-5)
         for x, y in zip(_leaves(out[1][0].params), _leaves(new.params)):
             np.testing.assert_allclose(x, y, rtol=2e-5, atol=1e-6)

@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -43,7 +44,7 @@ def test_frames():
 @pytest.mark.parametrize("name", ["2wikimqa", "hotpotqa", "musique", "narrativeqa", "qasper"])
 def test_longbench(name):
     recs = load_benchmark(name, data_dir=FIX)
-    rows = [json.loads(x) for x in open(os.path.join(FIX, f"{name}.jsonl"))]
+    rows = [json.loads(x) for x in Path(os.path.join(FIX, f"{name}.jsonl")).read_text().splitlines()]
     assert [r.id for r in recs] == [row["_id"] for row in rows]
     for r, row in zip(recs, rows):
         assert r.data_source == f"longbench_{name}" and family_of(r.data_source) == "docqa"
@@ -62,7 +63,7 @@ def test_ours_plain_jsonl():
 
 
 def test_limit_and_json_list_file(tmp_path):
-    rows = [json.loads(x) for x in open(os.path.join(FIX, "docmath.jsonl"))]
+    rows = [json.loads(x) for x in Path(os.path.join(FIX, "docmath.jsonl")).read_text().splitlines()]
     path = tmp_path / "complong_testmini.json"  # DocMath-Eval ships one JSON list
     path.write_text(json.dumps(rows, indent=1))
     recs = load_benchmark("docmath", path=str(path), limit=1)

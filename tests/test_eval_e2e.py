@@ -65,7 +65,11 @@ def test_cli_with_real_sampler(checkpoint, tmp_path):
     assert summary["frames"]["n_ids"] == 2 and summary["docmath"]["n_ids"] == 2
     # The file is in generation order (longest prompt first); sort to record order.
     rows = sorted(
-        (json.loads(x) for b in ("frames", "docmath") for x in open(tmp_path / "a" / "predictions" / f"{b}.jsonl")),
+        (
+            json.loads(x)
+            for b in ("frames", "docmath")
+            for x in (tmp_path / "a" / "predictions" / f"{b}.jsonl").read_text().splitlines()
+        ),
         key=lambda r: (r["benchmark"] != "frames", r["id"]),
     )
     assert all(1 <= r["output_tokens"] <= NEW and r["input_tokens"] <= 190 for r in rows)
@@ -82,7 +86,7 @@ def test_cli_with_real_sampler(checkpoint, tmp_path):
         assert r["response"] == model.tokenizer.decode(toks)
         assert r["output_tokens"] == len(s[0].tokens) and r["finish_reason"] == s[0].finish_reason
     assert os.path.getsize(tmp_path / "a" / "scores.png") > 1000
-    assert "| tiny-random | 0.0 | 0.0 | 0.0 |" in open(tmp_path / "a" / "table.md").read()
+    assert "| tiny-random | 0.0 | 0.0 | 0.0 |" in (tmp_path / "a" / "table.md").read_text()
 
 
 def test_sweep_with_real_sampler(checkpoint, tmp_path):

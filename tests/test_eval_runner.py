@@ -9,10 +9,9 @@ import types
 import pytest
 
 from qwenlong_jax.cli import evaluate
-from qwenlong_jax.eval import evaluation
 from qwenlong_jax.data import Record, build_prompt
 from qwenlong_jax.data.tokenizer import load_tokenizer
-from qwenlong_jax.eval import benchmarks, runner
+from qwenlong_jax.eval import benchmarks, evaluation, runner
 from qwenlong_jax.eval.metrics import pass_at_k
 
 FIX = os.path.join(os.path.dirname(__file__), "fixtures", "bench")
@@ -141,7 +140,7 @@ def test_fixture_runs_every_format(tmp_path, no_checkpoint):
         assert m["pass@1"] == pytest.approx(score)  # one sample, scores in {0, 1}
     # docs/recipe.md's sampling by default; prompts of a batch are length-sorted, longest first.
     assert {(c["temperature"], c["top_p"], c["num_samples"]) for c in fake.calls} == {(0.7, 0.95, 1)}
-    rows = [json.loads(x) for x in open(tmp_path / "predictions" / "2wikimqa.jsonl")]
+    rows = [json.loads(x) for x in (tmp_path / "predictions" / "2wikimqa.jsonl").read_text().splitlines()]
     assert [r["id"] for r in rows] == ["2wikimqa-0", "2wikimqa-1"]
     assert rows[0]["gold"] == ["United States", "USA"] and rows[0]["prediction"] == "USA"
     assert rows[0]["response"].endswith("the answer is USA")  # eos token stripped
@@ -149,7 +148,7 @@ def test_fixture_runs_every_format(tmp_path, no_checkpoint):
     assert rows[0]["input_tokens"] == len(
         TOK.chat_prompt(benchmarks.load_benchmark("2wikimqa", data_dir=FIX)[0].prompt)
     )
-    s = json.load(open(tmp_path / "summary.json"))
+    s = json.loads((tmp_path / "summary.json").read_text())
     # avg over the paper's seven: (0.5+0.5+1+0.5+0.5+1+1)/7 = 5/7; "ours" is not averaged in.
     assert s["avg"] == pytest.approx(100 * 5 / 7)
     assert (tmp_path / "table.md").read_text().startswith("| Model | DocMath | Frames |")
@@ -176,7 +175,7 @@ def test_judge_max_with_rule(tmp_path, no_checkpoint, monkeypatch):
     ]
     assert summary["hotpotqa"]["score"] == 1.0  # max(0, 1) and 1: (1+1)/2
     assert summary["hotpotqa"]["rule"] == 0.5 and summary["hotpotqa"]["em"] == 0.0
-    rows = [json.loads(x) for x in open(tmp_path / "predictions" / "hotpotqa.jsonl")]
+    rows = [json.loads(x) for x in (tmp_path / "predictions" / "hotpotqa.jsonl").read_text().splitlines()]
     assert [(r["rule"], r["judge"], r["score"]) for r in rows] == [(1.0, None, 1.0), (0.0, 1.0, 1.0)]
 
 
@@ -215,7 +214,7 @@ def test_resume_skips_done_ids(tmp_path, no_checkpoint):
     assert "What is the size of the hidden test set" in TOK.decode(
         runner.encode_record(benchmarks.load_benchmark("qasper", data_dir=FIX)[1], TOK, 10**6)[0]
     )
-    rows = [json.loads(x) for x in open(pred)]
+    rows = [json.loads(x) for x in pred.read_text().splitlines()]
     assert [r["id"] for r in rows] == ["qasper-0", "qasper-1"]
     assert summary["qasper"]["score"] == 1.0
     fake3 = FakeGenerate()
@@ -332,7 +331,7 @@ def test_http_judge_from_cli_flags(tmp_path, no_checkpoint, monkeypatch):
     # Only the rule miss ("no" vs "yes") is sent; [[YES]] -> 1, so (1 + 1) / 2.
     assert seen == [("/v1/chat/completions", "Bearer sekret", "judge-1.5b")]
     assert summary["hotpotqa"]["score"] == 1.0 and summary["hotpotqa"]["rule"] == 0.5
-    s = json.load(open(tmp_path / "summary.json"))
+    s = json.loads((tmp_path / "summary.json").read_text())
     assert s["judge_stats"]["queries"] == 1 and s["settings"]["judge_model"] == "judge-1.5b"
     assert "sekret" not in (tmp_path / "summary.json").read_text()
     with pytest.raises(SystemExit) as e:

@@ -6,6 +6,7 @@ import json
 import os
 import random
 import stat
+from pathlib import Path
 
 import pytest
 
@@ -40,10 +41,10 @@ def test_files_modes_and_token_ids(export):
     ):
         mode = stat.S_IMODE(os.stat(os.path.join(out, name)).st_mode)
         assert mode == 0o644, (name, oct(mode))
-    cfg = json.load(open(os.path.join(out, "config.json")))
+    cfg = json.loads(Path(os.path.join(out, "config.json")).read_text())
     assert cfg["eos_token_id"] == tok.eos_ids[0] and cfg["pad_token_id"] == tok.pad_id
     assert cfg["bos_token_id"] is not None
-    gen = json.load(open(os.path.join(out, "generation_config.json")))
+    gen = json.loads(Path(os.path.join(out, "generation_config.json")).read_text())
     assert gen["eos_token_id"] == list(tok.eos_ids)
 
 
@@ -145,6 +146,6 @@ def test_hf_tokenizer_run_exports_its_own_files_and_autotokenizer_loads_them(tmp
         assert hf.encode(text, add_special_tokens=False) == tok.encode(text)
         chat = hf.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True, tokenize=False)
         assert hf.encode(chat, add_special_tokens=False) == tok.chat_prompt(text)
-    cfg = json.load(open(os.path.join(out, "config.json")))
+    cfg = json.loads(Path(os.path.join(out, "config.json")).read_text())
     assert cfg["eos_token_id"] == tok.eos_ids[0] == hf.eos_token_id and cfg["pad_token_id"] == tok.pad_id
     transformers.AutoModelForCausalLM.from_pretrained(out)

@@ -11,15 +11,16 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import jax
 import pytest
 
 import configs.smoke
-from qwenlong_jax.run.checkpoint import Checkpointer, CheckpointSaveError
+from qwenlong_jax.cli.train import user_errors
 from qwenlong_jax.config import ConfigError, from_config_dict
 from qwenlong_jax.data.tokenizer import load_tokenizer
-from qwenlong_jax.cli.train import user_errors
+from qwenlong_jax.run.checkpoint import Checkpointer, CheckpointSaveError
 from qwenlong_jax.run.trainer import Trainer, TrainingError
 from qwenlong_jax.run.workdir_lock import WorkdirLock, WorkdirLocked
 
@@ -156,7 +157,7 @@ def test_corrupt_safetensors_in_init_from(tmp_path):
     bad = tmp_path / "base"
     bad.mkdir()
     for name in ("config.json",):
-        (bad / name).write_bytes(open(os.path.join(BASE, name), "rb").read())
+        (bad / name).write_bytes(Path(os.path.join(BASE, name)).read_bytes())
     (bad / "model.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{garbage" + b"\x00" * 100)
     c = configs.smoke.get_config()
     c.model.update(size="hf", hf_path=BASE, init_from=str(bad))
@@ -336,7 +337,7 @@ def test_evaluate_reads_inputs_from_the_store_and_refuses_a_remote_out(tmp_path,
         ]
     )
     local = localize(args).bench_file[0].split("=", 1)[1]
-    assert not paths.is_remote(local) and open(local).read() == '{"id": 1}\n'
+    assert not paths.is_remote(local) and Path(local).read_text() == '{"id": 1}\n'
     args = parse_args(["--checkpoint", BASE, "--out", "memory://i18-eval/out"])
     with pytest.raises(EvalError, match="--out"):
         localize(args)

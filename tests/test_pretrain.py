@@ -2,6 +2,7 @@
 
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -41,16 +42,16 @@ def test_tiny_budget_writes_a_loadable_checkpoint(tmp_path):
     assert (cfg.hidden_size, cfg.num_layers) == (32, 1)
     assert all(np.isfinite(np.asarray(x)).all() for x in __import__("jax").tree.leaves(params))
     assert load_tokenizer(os.path.join(out, "tokenizer", "spm.model")).vocab_size == cfg.vocab_size
-    meta = json.load(open(os.path.join(out, "pretrain.json")))
+    meta = json.loads(Path(os.path.join(out, "pretrain.json")).read_text())
     assert meta == json.loads(json.dumps(info))
     assert meta["steps"] == 3 and meta["command"].startswith("python -m qwenlong_jax.pretrain --out")
     assert 0.0 <= meta["lookup"]["lookup_acc_64"] <= 1.0
-    rows = [json.loads(ln) for ln in open(os.path.join(out, "metrics.jsonl"))]
+    rows = [json.loads(ln) for ln in Path(os.path.join(out, "metrics.jsonl")).read_text().splitlines()]
     assert [r["step"] for r in rows if "lookup_acc_64" in r] == [2, 3]
     # A second stage continues from the first and records it.
     out2 = str(tmp_path / "stage2")
     pretrain.main(["--out", out2, "--init_from", out, "--steps", "1", *TINY[2:]])
-    meta2 = json.load(open(os.path.join(out2, "pretrain.json")))
+    meta2 = json.loads(Path(os.path.join(out2, "pretrain.json")).read_text())
     assert meta2["previous"]["steps"] == 3 and meta2["init_from"] == out
 
 

@@ -7,10 +7,10 @@ import types
 import jax
 import numpy as np
 
-from qwenlong_jax.run import rl_round
 from qwenlong_jax.config import Config, PhaseConfig, RetroConfig, RLConfig
-from qwenlong_jax.run.curriculum import Difficulty, PhaseData
 from qwenlong_jax.data.schema import Record
+from qwenlong_jax.run import rl_round
+from qwenlong_jax.run.curriculum import Difficulty, PhaseData
 from qwenlong_jax.run.rollout import Rollout
 from qwenlong_jax.run.step_shapes import rl_step_shapes
 

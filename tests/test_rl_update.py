@@ -8,7 +8,6 @@ import dataclasses
 import functools
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
@@ -34,12 +33,12 @@ SGD = optax.chain(optax.identity(), optax.inject_hyperparams(optax.sgd)(learning
 ADAMW = make_optimizer(OptimConfig(lr=1e-2, weight_decay=0.01))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _logp_fn(ls):
     return jax.jit(lambda p, x: grpo_step.policy_logprobs(CFG, ls, p, x))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _update_fn(tx, ls):
     return jax.jit(lambda s, b: grpo_step.grpo_update(CFG, ls, tx, s, b))
 

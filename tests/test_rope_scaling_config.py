@@ -4,10 +4,10 @@ paper's YaRN, and an HF checkpoint carrying it round-trips."""
 import jax
 import pytest
 
+from configs import r1_distill_32b_gpu, r1_distill_32b_tpu, smoke
 from qwenlong_jax import models
 from qwenlong_jax.config import ConfigError, build_model_config, from_config_dict
 from qwenlong_jax.run.spec import RunSpec
-from configs import r1_distill_32b_gpu, r1_distill_32b_tpu, smoke
 
 
 @pytest.mark.parametrize("module", [r1_distill_32b_tpu, r1_distill_32b_gpu])

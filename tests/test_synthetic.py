@@ -7,8 +7,8 @@ import re
 
 import pytest
 
-from qwenlong_jax.data import synthetic
 from qwenlong_jax.cli.make_synthetic import main as make_synthetic_main
+from qwenlong_jax.data import synthetic
 from qwenlong_jax.data.pretrain import curriculum_doc_tokens, pretrain_text, pretrain_tokens
 from qwenlong_jax.data.readers import load_records
 from qwenlong_jax.data.tokenizer import load_tokenizer
@@ -124,7 +124,7 @@ def test_cli_writes_loadable_plain_jsonl(tmp_path, tok):
     assert rep.kept == 12 and meta["num"] == 12
     assert {r.data_source for r in recs} == {"synthetic_lookup", "synthetic_long_toc_choices"}
     assert all(r.response and r.response.startswith("<think>") for r in recs)
-    assert 48 <= meta["doc_tokens_min"] and meta["doc_tokens_max"] <= 256
+    assert meta["doc_tokens_min"] >= 48 and meta["doc_tokens_max"] <= 256
     with pytest.raises(SystemExit, match="unknown"):
         make_synthetic_main(["--out", str(tmp_path), "--num", "1", "--families", "poetry"])
 
@@ -145,7 +145,7 @@ def test_pretraining_text_asks_after_the_facts(tok):
     restated = 0
     for i in qa:
         q, said, ans = re.fullmatch(r"(What is [^?]*\?) (.*?)Therefore, the answer is (\d{3}) \.", lines[i]).groups()
-        facts = parse_doc("\n".join(l for l in lines[:i] if not l.startswith("What")))
+        facts = parse_doc("\n".join(ln for ln in lines[:i] if not ln.startswith("What")))
         assert solve({"question": q}, facts) == ans  # answerable from the lines above it
         for fact in re.findall(r"the \w+ of [A-Z]{4} is \w+ \.", said):
             assert fact in lines[:i]  # a restated fact is a document line above
@@ -155,12 +155,12 @@ def test_pretraining_text_asks_after_the_facts(tok):
 
     def rate(p):
         qs = [
-            l
+            ln
             for k in range(40)
-            for l in pretrain_text(random.Random(k), 200, tok.count, restate=p).split("\n")
-            if l.startswith("What")
+            for ln in pretrain_text(random.Random(k), 200, tok.count, restate=p).split("\n")
+            if ln.startswith("What")
         ]
-        return sum(bool(re.search(r"\? the ", l)) for l in qs) / len(qs)
+        return sum(bool(re.search(r"\? the ", q)) for q in qs) / len(qs)
 
     assert rate(0.0) == 0.0 and rate(1.0) == 1.0 and 0.35 <= rate(0.5) <= 0.65
 

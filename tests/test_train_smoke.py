@@ -2,6 +2,7 @@
 
 import json
 import os
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -83,7 +84,7 @@ def test_checkpoint_export_and_plots(smoke_run):
     for name in ("reward.png", "heldout.png", "summary.json"):
         assert os.path.getsize(os.path.join(workdir, name)) > 0
     assert os.path.isdir(os.path.join(workdir, "tb"))
-    assert json.load(open(os.path.join(workdir, "summary.json")))["steps"] == 6
+    assert json.loads(Path(os.path.join(workdir, "summary.json")).read_text())["steps"] == 6
 
 
 def test_rerun_of_a_finished_run_does_nothing_new(smoke_run):

@@ -21,7 +21,7 @@ def test_update_equals_optax_on_the_mean_gradient():
     new, m = jax.jit(lambda s, b: apply_update(s, tx, _loss, b))(state, mbs)
     g = jax.tree.map(
         lambda *a: sum(a) / 2,
-        *[jax.grad(lambda p: _loss(p, {k: v[i] for k, v in mbs.items()})[0])(state.params) for i in range(2)],
+        *[jax.grad(lambda p, i=i: _loss(p, {k: v[i] for k, v in mbs.items()})[0])(state.params) for i in range(2)],
     )
     ref_tx = optax.adamw(0.1, weight_decay=0.01)
     upd, _ = ref_tx.update(g, ref_tx.init(state.params), state.params)

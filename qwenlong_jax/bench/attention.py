@@ -6,16 +6,17 @@
 
 Memory is XLA's compiled memory analysis of one jitted forward+backward (out and dq/dk/dv from a
 vjp), NOT a run: on CPU the flash kernel runs in Pallas interpret mode (slow) and the xla path at
-32K would need tens of GB; blockwise is the compiled program itself. "peak" = arguments + outputs + temporaries of the compiled program
-(XLA's buffer assignment; an upper bound of what is live at once). Flash's number is for the
-interpret-mode lowering (a loop over the grid with dynamic slices), which keeps the same O(T)
-working set as the GPU/TPU kernel but is not that kernel's measured footprint.
+32K would need tens of GB; blockwise is the compiled program itself. "peak" = arguments + outputs +
+temporaries of the compiled program (XLA's buffer assignment; an upper bound of what is live at
+once). Flash's number is for the interpret-mode lowering (a loop over the grid with dynamic
+slices), which keeps the same O(T) working set as the GPU/TPU kernel but is not that kernel's
+measured footprint.
 """
 
 from __future__ import annotations
 
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp

@@ -53,7 +53,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 from qwenlong_jax.bench.train_workers import run_matmul, run_ours, run_torch
 
@@ -159,7 +159,8 @@ def report(args, argv, res: dict, peak: float, runs: Sequence[dict] = ()) -> Non
         f"\nGRPO loss+grad of one group: prompt {args.prompt_len}, G={args.group}, responses "
         f"{args.resp_len}; Qwen2 d={args.d_model} L={args.layers} N={args.heads} K={args.kv_heads} "
         f"V={args.vocab} f32, remat={args.remat}; ours: jax {_platform()} (blockwise = "
-        f"compiled lax blocks, flash = Pallas interpret mode); torch {args.threads} threads, attn_implementation={torch_attn}. "
+        f"compiled lax blocks, flash = Pallas interpret mode); torch {args.threads} threads, "
+        f"attn_implementation={torch_attn}. "
         f"Matmul peak (best f32 {args.matmul_n}^3 matmul in jax, this run): "
         f"{peak / 1e9:.1f} GFLOP/s. Time: median of {args.iters} x {args.rounds} round(s) "
         f"(s each in brackets).\n"

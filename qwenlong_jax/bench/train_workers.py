@@ -108,7 +108,10 @@ def run_ours(args, variant: str, attention: str, model_dir: str) -> dict:
         return dict(
             out, skipped=f"compiled peak {xla_peak / 2**30:.1f} GiB > 70% of the {avail / 2**30:.1f} GiB available"
         )
-    step = lambda: jax.block_until_ready(compiled(params, mb)[:2])
+
+    def step():
+        return jax.block_until_ready(compiled(params, mb)[:2])
+
     r = _timed_runs(step, args)
     loss, gnorm = (float(x) for x in r.pop("result"))
     return dict(out, **r, loss=loss, grad_norm=gnorm)
@@ -122,7 +125,7 @@ def run_torch(args, model_dir: str) -> dict:
     model = transformers.Qwen2ForCausalLM.from_pretrained(model_dir, dtype=torch.float32, attn_implementation="sdpa")
     model.train()
     prompt, responses, adv_N, old_NR = make_group(args)
-    P, R = args.prompt_len, args.resp_len
+    P = args.prompt_len
     ids = torch.tensor([prompt + r for r in responses])
     resp = ids[:, P:]
     adv, old = torch.from_numpy(adv_N)[:, None], torch.from_numpy(old_NR)

@@ -18,7 +18,7 @@ Statistics and verdicts: qwenlong_jax/experiments/stats.py.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from absl import flags as absl_flags
 

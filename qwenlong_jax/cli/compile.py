@@ -49,7 +49,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from absl import flags as absl_flags
 

@@ -20,13 +20,12 @@ from the predictions already in OUT) end the program with one `error:` line, no 
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from absl import flags as absl_flags
 
 from qwenlong_jax.cli import flags
-from qwenlong_jax.eval import benchmarks as bench_lib
-from qwenlong_jax.eval import evaluation
+from qwenlong_jax.eval import benchmarks as bench_lib, evaluation
 from qwenlong_jax.eval.benchmarks import EvalError
 from qwenlong_jax.eval.request import EvalRequest
 

@@ -16,7 +16,8 @@ import os
 import re
 import sys
 import types
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from absl import flags
 from ml_collections import config_flags

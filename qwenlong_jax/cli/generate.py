@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import sys
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -103,7 +103,8 @@ def check_fits(cfg: models.ModelConfig, S: int, args) -> None:
     need = cfg.num_params * (2 if args.dtype == "bfloat16" else 4) + kv + work
     if limit and need > limit:
         sys.exit(
-            f"error: generating {args.num_samples} x {args.max_new_tokens} tokens after the prompt (padded to {S} tokens) needs "
+            f"error: generating {args.num_samples} x {args.max_new_tokens} tokens after the prompt "
+            f"(padded to {S} tokens) needs "
             f"~{need / 2**30:.1f} GiB, {limit / 2**30:.1f} GiB available; lower --max_new_tokens or "
             "--num_samples"
         )

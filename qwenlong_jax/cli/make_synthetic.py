@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 from absl import flags as absl_flags
 

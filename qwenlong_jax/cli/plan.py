@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from absl import flags as absl_flags
 

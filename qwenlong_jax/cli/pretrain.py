@@ -12,7 +12,7 @@ the tokenizer, `pretrain.json` (this command, steps, tokens, minutes, final loss
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from absl import flags as absl_flags
 

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
-from absl import flags as absl_flags
-from absl import logging
+from absl import flags as absl_flags, logging
 
 from qwenlong_jax.cli import flags
 
@@ -37,11 +36,11 @@ def parse(argv: Sequence[str] | None = None) -> tuple[flags.Command, object]:
 
 def user_errors() -> tuple[type[Exception], ...]:
     """The errors that are the user's to fix: printed as one `error:` line, never a traceback."""
-    from qwenlong_jax.run.checkpoint import CheckpointSaveError
     from qwenlong_jax.config import ConfigError
     from qwenlong_jax.data.schema import DataError
     from qwenlong_jax.models import CheckpointError
     from qwenlong_jax.paths import PathError
+    from qwenlong_jax.run.checkpoint import CheckpointSaveError
     from qwenlong_jax.run.trainer import TrainingError
     from qwenlong_jax.run.workdir_lock import WorkdirLocked
 

@@ -8,7 +8,7 @@ synthetic generator changes the trained model).
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from absl import flags as absl_flags
 

@@ -2,9 +2,9 @@
 
     python -m qwenlong_jax.data.train_tokenizer --out qwenlong_jax/assets/tokenizer
 
-The corpus comes from data/synthetic.py and data/pretrain.py (`corpus_for_tokenizer`), so changing the generator changes the trained model:
-tests/test_tokenizer.py checks that training reproduces the shipped file byte for byte, and a
-base checkpoint trained with one tokenizer is only valid with that tokenizer.
+The corpus comes from data/synthetic.py and data/pretrain.py (`corpus_for_tokenizer`), so changing
+the generator changes the trained model: tests/test_tokenizer.py checks that training reproduces the
+shipped file byte for byte, and a base checkpoint trained with one tokenizer is only valid with that tokenizer.
 """
 
 from __future__ import annotations

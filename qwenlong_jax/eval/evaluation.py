@@ -18,8 +18,7 @@ from __future__ import annotations
 import json
 import os
 
-from qwenlong_jax.eval import benchmarks as bench_lib
-from qwenlong_jax.eval import metrics, report, runner
+from qwenlong_jax.eval import benchmarks as bench_lib, metrics, report, runner
 from qwenlong_jax.eval.benchmarks import EvalError
 from qwenlong_jax.eval.report import PAPER_BENCHMARKS
 from qwenlong_jax.eval.request import (

@@ -13,8 +13,7 @@ import math
 import os
 
 from qwenlong_jax import paths
-from qwenlong_jax.eval import benchmarks as bench_lib
-from qwenlong_jax.eval import runner
+from qwenlong_jax.eval import benchmarks as bench_lib, runner
 from qwenlong_jax.eval.benchmarks import EvalError
 
 
@@ -168,8 +167,8 @@ def check_sweep_fits(req: EvalRequest) -> None:
     from qwenlong_jax import models
     from qwenlong_jax.capacity import planner
     from qwenlong_jax.capacity.memory_terms import MeshSizes, sample_memory
-    from qwenlong_jax.sampling import sampler
     from qwenlong_jax.run.step_shapes import PREFILL_CHUNK
+    from qwenlong_jax.sampling import sampler
 
     limit = planner.device_memory_bytes()
     try:

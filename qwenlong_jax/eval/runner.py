@@ -21,11 +21,12 @@ them (greedy runs do not depend on batching).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 import zlib
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from tqdm import tqdm
 
@@ -59,7 +60,7 @@ class SamplingSettings:
             raise EvalError(f"need temperature >= 0 and 0 < top_p <= 1, got {self.temperature} and {self.top_p}")
 
     @classmethod
-    def greedy(cls, max_new_tokens: int, num_samples: int = 1) -> "SamplingSettings":
+    def greedy(cls, max_new_tokens: int, num_samples: int = 1) -> SamplingSettings:
         return cls(max_new_tokens=max_new_tokens, temperature=0.0, top_p=1.0, top_k=0, num_samples=num_samples)
 
 
@@ -217,11 +218,16 @@ def run_records(
     todo = [r for r in records if r.id not in done]
     if pred_path:
         os.makedirs(os.path.dirname(os.path.abspath(pred_path)), exist_ok=True)
-    sink = open(pred_path, "a", encoding="utf-8") if pred_path else None
-    bar = tqdm(
-        total=len(records), initial=len(records) - len(todo), desc=desc or benchmark, disable=not progress, unit="doc"
-    )
-    try:
+    with (
+        open(pred_path, "a", encoding="utf-8") if pred_path else contextlib.nullcontext(None) as sink,
+        tqdm(
+            total=len(records),
+            initial=len(records) - len(todo),
+            desc=desc or benchmark,
+            disable=not progress,
+            unit="doc",
+        ) as bar,
+    ):
         for batch in length_batches([len(r.prompt) for r in todo], batch_size):
             recs = [todo[i] for i in batch]
             encoded = [encode_record(r, model.tokenizer, max_input_tokens) for r in recs]
@@ -243,10 +249,6 @@ def run_records(
             if sink:
                 sink.flush()
             bar.update(len(recs))
-    finally:
-        bar.close()
-        if sink:
-            sink.close()
     return [row for r in records for row in done[r.id]]
 
 

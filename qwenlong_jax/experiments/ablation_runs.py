@@ -18,7 +18,7 @@ import json
 import os
 import sys
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 from qwenlong_jax.experiments.claims import (
     claims,

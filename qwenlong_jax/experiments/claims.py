@@ -3,7 +3,7 @@ retrospective sampling, and the plot (the statistics: stats.py)."""
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

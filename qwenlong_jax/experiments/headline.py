@@ -15,7 +15,7 @@ import dataclasses
 import json
 import os
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 from qwenlong_jax.experiments import ablation_runs
 from qwenlong_jax.experiments.claims import cell, plot

@@ -75,7 +75,10 @@ def pretrain(args: PretrainSettings, command: str = "") -> dict:
             previous = json.load(f)
     budget_s = args.minutes * 60
     t0 = time.time()
-    progress = lambda step: (step / args.steps) if args.steps else (time.time() - t0) / budget_s
+
+    def progress(step: int) -> float:
+        return (step / args.steps) if args.steps else (time.time() - t0) / budget_s
+
     step, index, tokens_seen = 0, 0, 0
     pending, last = [], {}
     bar = tqdm(total=args.steps or int(budget_s), unit="step" if args.steps else "s", desc="pretrain")

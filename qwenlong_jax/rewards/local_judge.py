@@ -9,7 +9,7 @@ reply count that does not match scores the batch 0 with failure kind "generate".
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from qwenlong_jax.rewards.judge_core import CachingJudge, JudgeQuery, Verdict, judge_messages, parse_verdict
 
