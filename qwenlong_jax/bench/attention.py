@@ -32,6 +32,8 @@ def _memory(attn, B: int, T: int, N: int, K: int, H: int, dtype) -> dict[str, in
     q = jax.ShapeDtypeStruct((B, T, N, H), dtype)
     kv = jax.ShapeDtypeStruct((B, T, K, H), dtype)
     mem = jax.jit(fwd_bwd).lower(q, kv, kv, q).compile().memory_analysis()
+    if mem is None:
+        raise RuntimeError(f"XLA gives no memory analysis on {jax.default_backend()}")
     io = mem.argument_size_in_bytes + mem.output_size_in_bytes - mem.alias_size_in_bytes
     return {"temp": mem.temp_size_in_bytes, "peak": io + mem.temp_size_in_bytes}
 

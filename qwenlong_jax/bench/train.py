@@ -84,7 +84,8 @@ def worker(args) -> None:
     elif args.worker == "torch":
         res = run_torch(args, args.model_dir)
     else:
-        res = run_ours(args, *args.worker.split("/"), args.model_dir)
+        variant, attention = args.worker.split("/")  # "packed/blockwise"
+        res = run_ours(args, variant, attention, args.model_dir)
     print("RESULT " + json.dumps(res))
 
 

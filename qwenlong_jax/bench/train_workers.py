@@ -95,6 +95,8 @@ def run_ours(args, variant: str, attention: str, model_dir: str) -> dict:
     compiled = jax.jit(loss_and_grad).lower(params, mb).compile()
     compile_s = time.perf_counter() - t
     mem = compiled.memory_analysis()
+    if mem is None:
+        raise RuntimeError(f"XLA gives no memory analysis on {jax.default_backend()}")
     xla_peak = mem.argument_size_in_bytes + mem.output_size_in_bytes - mem.alias_size_in_bytes + mem.temp_size_in_bytes
     out = dict(
         variant=variant,

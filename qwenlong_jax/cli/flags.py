@@ -17,7 +17,7 @@ import re
 import sys
 import types
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from absl import flags
 from ml_collections import config_flags
@@ -124,7 +124,7 @@ class Command:
 
     @property
     def config_filename(self) -> str:
-        return self.fv["config"].config_filename
+        return config_flags.get_config_filename(self.fv["config"])
 
 
 def arguments(argv: Sequence[str] | None) -> list[str]:
@@ -163,7 +163,7 @@ def run(main: Callable[[list[str]], Any], absl_app: bool = False) -> None:
     sys.exit(status(main(sys.argv[1:])))
 
 
-def fail(e: BaseException | str) -> None:
+def fail(e: BaseException | str) -> NoReturn:
     """Exit with one `error:` line on stderr (status 1)."""
     sys.exit(f"error: {e}")
 
@@ -246,13 +246,15 @@ def config_target(spec: str) -> str:
     import importlib.util
 
     mod_spec = importlib.util.spec_from_file_location("_config_file_target", spec)
+    if mod_spec is None or mod_spec.loader is None:  # not a Python file: loading the config says why
+        return ""
     module = importlib.util.module_from_spec(mod_spec)
     mod_spec.loader.exec_module(module)
     return str(getattr(module, "COMPILE_TARGET", "") or "")
 
 
-def _flatten(d: dict, prefix: str = "") -> dict:
-    out = {}
+def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
     for k, v in d.items():
         out.update(_flatten(v, f"{prefix}{k}.") if isinstance(v, dict) and v else {f"{prefix}{k}": v})
     return out

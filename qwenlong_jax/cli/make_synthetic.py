@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import typing
 from collections.abc import Sequence
 
 from absl import flags as absl_flags
@@ -68,7 +69,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     if args.num <= 0:
         flags.fail(f"--num must be positive, got {args.num}")
     tok = load_tokenizer(args.tokenizer)
-    rows = synthetic.make_dataset(args.seed, args.num, lengths, tok.count, families, args.attributes)
+    chosen = typing.cast("list[synthetic.Family]", families)  # each checked against FAMILIES above
+    rows = synthetic.make_dataset(args.seed, args.num, lengths, tok.count, chosen, args.attributes)
     path = os.path.join(args.out, f"{args.name}.jsonl")
     write_jsonl(path, rows)
     measured = [tok.count(r["document"]) for r in rows]

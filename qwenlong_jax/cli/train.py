@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+import types
 from collections.abc import Sequence
 
 from absl import flags as absl_flags, logging
@@ -18,7 +19,7 @@ from qwenlong_jax.cli import flags
 DEFAULT_CONFIG = os.path.join(flags.REPO, "configs", "default.py")
 
 
-def parse(argv: Sequence[str] | None = None) -> tuple[flags.Command, object]:
+def parse(argv: Sequence[str] | None = None) -> tuple[flags.Command, types.SimpleNamespace]:
     """The command line: (the Command, its flag values); FlagError (one line) for bad flags."""
     cmd = flags.Command(__name__, __doc__, argv, config=DEFAULT_CONFIG)
     absl_flags.DEFINE_string(

@@ -57,7 +57,7 @@ def train_sentencepiece(out_dir: str, vocab_size: int = 1536, seed: int = 0) -> 
     """
     import sentencepiece as spm
 
-    lines = []
+    lines: list[str] = []
     for text in corpus_for_tokenizer(seed) + [build_prompt("x", "y")]:
         lines.extend(line for line in text.split("\n") if line)
     model = io.BytesIO()

@@ -84,6 +84,7 @@ def score_responses(items: Sequence[ScoreInput], judge=None) -> list[ScoreOutput
                 continue  # max(rule, judge) is already 1: the hybrid reward never asks here
             for r in results:
                 if needs_judge(it.data_source, r):
+                    assert r.prediction is not None and r.gold is not None  # needs_judge: both parsed
                     asks.append((i, JudgeQuery(r.prediction, r.gold, it.question)))
     verdicts = judge.score_batch([q for _, q in asks]) if asks else []
     if len(verdicts) != len(asks):

@@ -146,9 +146,9 @@ def check_request(req: EvalRequest) -> None:
         if not ok:
             raise EvalError(f"{flag} must be {want}, got {value}")
     try:
-        for flag, value, want in (("--tokenizer", req.tokenizer, "any"), ("--data_dir", req.data_dir, "dir")):
-            if value:
-                paths.check_readable(value, flag, want)
+        for flag, given, kind in (("--tokenizer", req.tokenizer, "any"), ("--data_dir", req.data_dir, "dir")):
+            if given:
+                paths.check_readable(given, flag, kind)
         for item in req.bench_file:
             name, sep, path = item.partition("=")
             if sep:

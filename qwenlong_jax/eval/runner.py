@@ -27,6 +27,7 @@ import json
 import os
 import zlib
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
@@ -36,6 +37,10 @@ from qwenlong_jax.data.truncation import fit_prompt
 from qwenlong_jax.eval.benchmarks import EvalError, gold_answers
 from qwenlong_jax.eval.metrics import ScoreInput, score_responses
 from qwenlong_jax.rewards.segment import strip_eos
+
+if TYPE_CHECKING:
+    from qwenlong_jax.data.tokenizer import Tokenizer
+    from qwenlong_jax.models import ModelConfig
 
 GenerateFn = Callable[..., list]
 
@@ -66,9 +71,9 @@ class SamplingSettings:
 
 @dataclasses.dataclass(frozen=True)
 class Model:
-    cfg: object
+    cfg: ModelConfig
     params: dict = dataclasses.field(repr=False)
-    tokenizer: object = dataclasses.field(repr=False)
+    tokenizer: Tokenizer = dataclasses.field(repr=False)
 
 
 def load_model(checkpoint: str, tokenizer_path: str | None = None, dtype: str = "float32", mesh=None) -> Model:
@@ -128,7 +133,10 @@ def generate_responses(
 
         generate_fn = sampling_lib.generate
     tok = model.tokenizer
-    kwargs = dict(
+    out = generate_fn(
+        model.cfg,
+        model.params,
+        [list(p) for p in prompts],
         max_new_tokens=sampling.max_new_tokens,
         temperature=sampling.temperature,
         top_p=sampling.top_p,
@@ -136,10 +144,8 @@ def generate_responses(
         num_samples=sampling.num_samples,
         eos_ids=tuple(tok.eos_ids),
         seed=sampling.seed if seed is None else seed,
+        **({"mesh": mesh} if mesh is not None else {}),
     )
-    if mesh is not None:
-        kwargs["mesh"] = mesh
-    out = generate_fn(model.cfg, model.params, [list(p) for p in prompts], **kwargs)
     if len(out) != len(prompts):
         raise ValueError(f"generate returned {len(out)} results for {len(prompts)} prompts")
     eos = set(tok.eos_ids)

@@ -57,13 +57,16 @@ def _mean(xs: Sequence[float]) -> float | None:
 def aggregate(rows_by_length: dict[int, list[dict]], records_by_length: dict[int, list[Record]]) -> dict:
     """Accuracies from prediction rows (score == 1 is correct; mean over samples then ids)."""
     fam = {r.id: task_family(r) for recs in records_by_length.values() for r in recs}
-    by_len, by_len_fam, by_fam, count = {}, {}, {}, {}
-    every = []
+    by_len: dict[int, float | None] = {}
+    by_len_fam: dict[int, dict[str, float | None]] = {}
+    by_fam: dict[str, list[float]] = {}
+    count: dict[int, int] = {}
+    every: list[float] = []
     for L, rows in sorted(rows_by_length.items()):
         per_id: dict[str, list[float]] = {}
         for row in rows:
             per_id.setdefault(row["id"], []).append(float(row["score"] == 1.0))
-        acc_id = {i: _mean(v) for i, v in per_id.items()}
+        acc_id = {i: sum(v) / len(v) for i, v in per_id.items()}  # each id has >= 1 row
         by_len[L] = _mean(list(acc_id.values()))
         count[L] = len(acc_id)
         cells: dict[str, list[float]] = {}
