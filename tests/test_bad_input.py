@@ -555,7 +555,7 @@ def test_evaluate_bad_input_is_one_eval_error(args, expected, bad_paths, tmp_pat
     ],
 )
 def test_typo_in_a_nested_key_reads_cleanly(override, field, close):
-    from qwenlong_jax.cli.flags import load_config
+    from qwenlong_jax.cli.config_files import load_config
 
     with pytest.raises(ConfigError) as info:
         load_config("configs/smoke.py", [override])

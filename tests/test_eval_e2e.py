@@ -11,7 +11,7 @@ import pytest
 from qwenlong_jax import models, sampling
 from qwenlong_jax.cli import evaluate
 from qwenlong_jax.data.tokenizer import DEFAULT_TOKENIZER, load_tokenizer
-from qwenlong_jax.eval import benchmarks, runner, sweep
+from qwenlong_jax.eval import benchmarks, generation, runner, sweep
 
 FIX = os.path.join(os.path.dirname(__file__), "fixtures", "bench")
 NEW = 6
@@ -77,7 +77,7 @@ def test_cli_with_real_sampler(checkpoint, tmp_path):
     # A random model writes no "</think> ... the answer is": every score is 0.
     assert all(r["score"] == 0.0 and r["judge"] is None for r in rows)
     # The responses are the sampler's greedy tokens, decoded without the eos token.
-    model = runner.load_model(checkpoint)
+    model = generation.load_model(checkpoint)
     recs = benchmarks.load_benchmark("frames", data_dir=FIX)
     prompts = [runner.encode_record(r, model.tokenizer, 190)[0] for r in recs]
     direct = sampling.generate(model.cfg, model.params, prompts, max_new_tokens=NEW, eos_ids=model.tokenizer.eos_ids)
@@ -90,7 +90,7 @@ def test_cli_with_real_sampler(checkpoint, tmp_path):
 
 
 def test_sweep_with_real_sampler(checkpoint, tmp_path):
-    model = runner.load_model(checkpoint)
+    model = generation.load_model(checkpoint)
     recs = sweep.sweep_records(model.tokenizer, [96, 128], per_length=4)
     kw = dict(max_new_tokens=NEW, batch_size=int(BATCH))
     res = sweep.accuracy_by_length(model.cfg, model.params, model.tokenizer, recs, **kw)

@@ -11,7 +11,7 @@ import pytest
 from qwenlong_jax.cli import evaluate
 from qwenlong_jax.data import Record, build_prompt
 from qwenlong_jax.data.tokenizer import load_tokenizer
-from qwenlong_jax.eval import benchmarks, evaluation, runner
+from qwenlong_jax.eval import benchmarks, evaluation, generation, runner
 from qwenlong_jax.eval.metrics import pass_at_k
 
 FIX = os.path.join(os.path.dirname(__file__), "fixtures", "bench")
@@ -101,12 +101,12 @@ class FakeGenerate:
 
 
 def fake_model(tokenizer=TOK):
-    return runner.Model(cfg=None, params={}, tokenizer=tokenizer)
+    return generation.Model(cfg=None, params={}, tokenizer=tokenizer)
 
 
 @pytest.fixture
 def no_checkpoint(monkeypatch):
-    monkeypatch.setattr(runner, "load_model", lambda *a, **k: fake_model())
+    monkeypatch.setattr(generation, "load_model", lambda *a, **k: fake_model())
 
 
 def _cli(out, benches, fake, *extra):
@@ -259,7 +259,7 @@ def test_middle_truncation_keeps_budget_and_question(tmp_path):
     rows = runner.run_records(
         fake_model(),
         [rec],
-        runner.SamplingSettings.greedy(16),
+        generation.SamplingSettings.greedy(16),
         max_input_tokens=budget,
         batch_size=4,
         generate_fn=fake,
@@ -277,7 +277,7 @@ def test_length_batches():
 
 def test_mesh_is_passed_through(tmp_path, monkeypatch):
     meshes = []
-    monkeypatch.setattr(runner, "load_model", lambda *a, **k: meshes.append(a[3]) or fake_model())
+    monkeypatch.setattr(generation, "load_model", lambda *a, **k: meshes.append(a[3]) or fake_model())
     fake = FakeGenerate()
     _cli(tmp_path, ["narrativeqa"], fake, "--mesh=-1,1,1,1")  # "=": argparse reads "-1" as a flag
     mesh = fake.calls[0]["mesh"]
@@ -341,10 +341,10 @@ def test_http_judge_from_cli_flags(tmp_path, no_checkpoint, monkeypatch):
 
 def test_checkpoint_errors(tmp_path):
     with pytest.raises(benchmarks.EvalError, match="no config.json"):
-        runner.load_model(str(tmp_path))
+        generation.load_model(str(tmp_path))
     (tmp_path / "hf").mkdir()
     (tmp_path / "hf" / "config.json").write_text("{}")
     with pytest.raises(benchmarks.EvalError, match=r"a training workdir\? its export is .*/hf$"):
-        runner.load_model(str(tmp_path))
+        generation.load_model(str(tmp_path))
     with pytest.raises(benchmarks.EvalError, match="no tokenizer/ or tokenizer.json"):
-        runner.load_model(str(tmp_path / "hf"))
+        generation.load_model(str(tmp_path / "hf"))

@@ -8,7 +8,7 @@ import pytest
 
 from qwenlong_jax.data.synthetic import FAMILIES
 from qwenlong_jax.data.tokenizer import load_tokenizer
-from qwenlong_jax.eval import runner, sweep
+from qwenlong_jax.eval import generation, sweep
 
 TOK = load_tokenizer(None)
 _LOOKUP = re.compile(r"What is the (\w+) of (\w+) \?\n")
@@ -62,13 +62,13 @@ def test_accuracy_by_length_hand_computed():
 
 
 def test_run_sweep_writes_table_and_png(tmp_path):
-    model = runner.Model(None, {}, TOK)
+    model = generation.Model(None, {}, TOK)
     res = sweep.run_sweep(
         model,
         [96, 192],
         4,
         str(tmp_path),
-        sampling=runner.SamplingSettings.greedy(16),
+        sampling=generation.SamplingSettings.greedy(16),
         generate_fn=lookup_oracle,
         progress=False,
         model_name="oracle",

@@ -22,7 +22,7 @@ import configs.smoke
 from qwenlong_jax import models
 from qwenlong_jax.capacity import planner
 from qwenlong_jax.cli import plan as plan_cli
-from qwenlong_jax.cli.flags import load_config
+from qwenlong_jax.cli.config_files import load_config
 from qwenlong_jax.config import from_config_dict
 from qwenlong_jax.rl import grpo_step
 from qwenlong_jax.run import step_shapes

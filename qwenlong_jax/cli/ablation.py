@@ -22,7 +22,7 @@ from collections.abc import Sequence
 
 from absl import flags as absl_flags
 
-from qwenlong_jax.cli import flags
+from qwenlong_jax.cli import flags, int_list_flag
 from qwenlong_jax.experiments import ablation_runs, headline
 
 
@@ -30,7 +30,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     cmd = flags.Command(__name__, __doc__, argv)
     fv = cmd.fv
     absl_flags.DEFINE_string("out", "runs/ablation", "output directory (re-running resumes)", flag_values=fv)
-    flags.DEFINE_integers("seeds", [0, 1, 2], "comma-separated seeds", flag_values=fv)
+    int_list_flag.DEFINE_integers("seeds", [0, 1, 2], "comma-separated seeds", flag_values=fv)
     absl_flags.DEFINE_list("variants", list(ablation_runs.RL_VARIANTS), "RL variants to run", flag_values=fv)
     absl_flags.DEFINE_boolean(
         "headline", False, "train configs/default.py per seed and judge RL vs SFT (no ablation)", flag_values=fv

@@ -16,14 +16,14 @@ from collections.abc import Sequence
 
 from absl import flags as absl_flags
 
-from qwenlong_jax.cli import flags
+from qwenlong_jax.cli import flags, int_list_flag
 
 BENCHMARKS = ("attention", "rollout", "sampler", "train")
 _THREADS = "torch threads (default: the cores this process may use)"
 
 
 def _attention(fv: absl_flags.FlagValues) -> None:
-    flags.DEFINE_integers("lengths", [2048, 4096, 8192, 16384, 32768], "sequence lengths", flag_values=fv)
+    int_list_flag.DEFINE_integers("lengths", [2048, 4096, 8192, 16384, 32768], "sequence lengths", flag_values=fv)
     absl_flags.DEFINE_integer("batch", 1, "batch size", flag_values=fv)
     absl_flags.DEFINE_integer("heads", 8, "query heads", flag_values=fv)
     absl_flags.DEFINE_integer("kv_heads", 2, "key/value heads", flag_values=fv)

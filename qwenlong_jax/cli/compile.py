@@ -53,7 +53,7 @@ from collections.abc import Sequence
 
 from absl import flags as absl_flags
 
-from qwenlong_jax.cli import flags
+from qwenlong_jax.cli import config_files, flags
 
 
 def default_target(cfg, spec: str) -> str:
@@ -62,7 +62,7 @@ def default_target(cfg, spec: str) -> str:
 
     from qwenlong_jax.capacity import targets
 
-    named = flags.config_target(spec)
+    named = config_files.config_target(spec)
     if named:
         return named
     sizes = cfg.mesh.sizes()

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 
 from absl import flags as absl_flags
 
-from qwenlong_jax.cli import flags
+from qwenlong_jax.cli import flags, int_list_flag
 from qwenlong_jax.eval import benchmarks as bench_lib, evaluation
 from qwenlong_jax.eval.benchmarks import EvalError
 from qwenlong_jax.eval.request import EvalRequest
@@ -59,10 +59,10 @@ def parse_args(argv: Sequence[str] | None = None) -> EvalRequest:
     absl_flags.DEFINE_integer("top_k", d.top_k, "top-k sampling (0 = off)", flag_values=fv)
     absl_flags.DEFINE_boolean("greedy", d.greedy, "temperature 0 (overrides the above)", flag_values=fv)
     absl_flags.DEFINE_integer("num_samples", d.num_samples, "samples per example", flag_values=fv)
-    flags.DEFINE_integers("pass_k", list(d.pass_k), "comma list of k for pass@k", flag_values=fv)
+    int_list_flag.DEFINE_integers("pass_k", list(d.pass_k), "comma list of k for pass@k", flag_values=fv)
     absl_flags.DEFINE_integer("seed", d.seed, "sampling seed", flag_values=fv)
     absl_flags.DEFINE_integer("batch_size", d.batch_size, "prompts per sampler call", flag_values=fv)
-    flags.DEFINE_integers(
+    int_list_flag.DEFINE_integers(
         "mesh", d.mesh, "data,fsdp,tensor,sequence sizes (one may be -1), e.g. --mesh=-1,1,1,1", flag_values=fv
     )
     absl_flags.DEFINE_string("judge_url", d.judge_url, "OpenAI-compatible base URL incl. /v1", flag_values=fv)
@@ -81,7 +81,7 @@ def parse_args(argv: Sequence[str] | None = None) -> EvalRequest:
     )
     absl_flags.DEFINE_boolean("no_progress", d.no_progress, "no progress bar", flag_values=fv)
     absl_flags.DEFINE_boolean("sweep", d.sweep, "run the synthetic length sweep", flag_values=fv)
-    flags.DEFINE_integers("lengths", list(d.lengths), "sweep: document lengths in tokens", flag_values=fv)
+    int_list_flag.DEFINE_integers("lengths", list(d.lengths), "sweep: document lengths in tokens", flag_values=fv)
     absl_flags.DEFINE_integer("per_length", d.per_length, "sweep: examples per length", flag_values=fv)
     absl_flags.DEFINE_integer("sweep_seed", d.sweep_seed, "sweep: the examples' seed", flag_values=fv)
     args = vars(cmd.parse(required=("checkpoint", "out")))

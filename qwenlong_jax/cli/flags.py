@@ -7,7 +7,8 @@ Each call gets its own FlagValues, so `main(argv)` runs in-process (tests) as fr
     absl_flags.DEFINE_integer("devices", 0, "...", flag_values=cmd.fv)
     args = cmd.parse(required=("out",))    # the flag values as a Namespace; FlagError, one line
     cfg = cmd.config()                     # Config (with its --config.a.b=v overrides); ConfigError
-    cfg = flags.load_config("configs/x.py", ["rl.micro_batch=2"])    # from Python
+    int_list_flag.DEFINE_integers("lengths", [1024], "...", flag_values=cmd.fv)  # --lengths 1024,2048
+    cfg = config_files.load_config("configs/x.py", ["rl.micro_batch=2"])  # from Python
 """
 
 from __future__ import annotations
@@ -168,36 +169,6 @@ def fail(e: BaseException | str) -> NoReturn:
     sys.exit(f"error: {e}")
 
 
-class IntListParser(flags.ArgumentParser):
-    """Comma-separated integers ("1024,2048"; "" = none)."""
-
-    syntactic_help = "comma-separated integers"
-
-    def parse(self, argument):
-        if isinstance(argument, (list, tuple)):
-            return [int(x) for x in argument]
-        try:
-            return [int(x) for x in str(argument).split(",") if x.strip()]
-        except ValueError:
-            raise ValueError(f"expected comma-separated integers, got {argument!r}") from None
-
-    def flag_type(self):
-        return "list of integers"
-
-
-def DEFINE_integers(name: str, default, help: str, flag_values: flags.FlagValues) -> flags.FlagHolder:  # noqa: N802
-    """A flag of comma-separated integers (`--lengths 1024,2048`), the caller's flag."""
-    return flags.DEFINE(
-        IntListParser(),
-        name,
-        default,
-        help,
-        flag_values,
-        flags.CsvListSerializer(","),
-        module_name=sys._getframe(1).f_globals["__name__"],
-    )
-
-
 def override_error(e: AttributeError | KeyError, argv: Sequence[str]) -> str:
     """One line for an override naming a field (or a phase, a dict key) the config does not
     have. ml_collections raises a KeyError holding "'name'\\nDid you mean ...", wrapped in an
@@ -222,35 +193,6 @@ def override_error(e: AttributeError | KeyError, argv: Sequence[str]) -> str:
         + (f" in {flag}" if flag else "")
         + (f" (did you mean {close.group(1)!r}?)" if close else "")
     )
-
-
-def load_config(spec: str, overrides: Sequence[str] = ()):
-    """A config file path (optionally path:arg) plus "a.b=value" overrides -> Config, as
-    `--config` of the train command reads it; ConfigError, one line."""
-    from qwenlong_jax.config import ConfigError
-
-    argv = [f"--config={spec}", *(f"--config.{o}" for o in overrides)]
-    cmd = Command(__name__, None, argv, config="")
-    try:
-        cmd.parse()
-        return cmd.config()
-    except FlagError as e:
-        raise ConfigError(str(e)) from None
-
-
-def config_target(spec: str) -> str:
-    """The compile target a config file names (module-level COMPILE_TARGET, e.g. "h100:16x8"),
-    "" when it names none or `spec` carries an :arg (a variant with another mesh)."""
-    if ":" in spec or not os.path.isfile(spec):
-        return ""
-    import importlib.util
-
-    mod_spec = importlib.util.spec_from_file_location("_config_file_target", spec)
-    if mod_spec is None or mod_spec.loader is None:  # not a Python file: loading the config says why
-        return ""
-    module = importlib.util.module_from_spec(mod_spec)
-    mod_spec.loader.exec_module(module)
-    return str(getattr(module, "COMPILE_TARGET", "") or "")
 
 
 def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:

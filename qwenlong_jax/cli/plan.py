@@ -20,7 +20,7 @@ from collections.abc import Sequence
 
 from absl import flags as absl_flags
 
-from qwenlong_jax.cli import flags
+from qwenlong_jax.cli import config_files, flags
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -56,7 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg = cmd.config()
         spec = cmd.config_filename
         n = args.devices or _mesh_devices(cfg) or jax.device_count()
-        named = flags.config_target(spec)
+        named = config_files.config_target(spec)
         target = targets.parse(named) if named else None
         backend = args.backend or (target.kind if target else None)
         hbm = int(args.hbm_gib * GIB) if args.hbm_gib else (target.memory_bytes if target else None)

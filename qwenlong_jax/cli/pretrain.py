@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from absl import flags as absl_flags
 
-from qwenlong_jax.cli import flags
+from qwenlong_jax.cli import flags, int_list_flag
 from qwenlong_jax.pretraining.settings import PretrainSettings
 
 
@@ -65,7 +65,7 @@ def parse_args(argv: Sequence[str] | None = None) -> PretrainSettings:
     )
     absl_flags.DEFINE_integer("hidden_size", d.hidden_size, "model width", flag_values=fv)
     absl_flags.DEFINE_integer("num_layers", d.num_layers, "model depth", flag_values=fv)
-    flags.DEFINE_integers(
+    int_list_flag.DEFINE_integers(
         "probe_lengths",
         list(d.probe_lengths),
         "document lengths of the held-out lookup probe logged at each save",

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import os
 
-from qwenlong_jax.eval import benchmarks as bench_lib, metrics, report, runner
+from qwenlong_jax.eval import benchmarks as bench_lib, generation, metrics, report, runner
 from qwenlong_jax.eval.benchmarks import EvalError
 from qwenlong_jax.eval.report import PAPER_BENCHMARKS
 from qwenlong_jax.eval.request import (
@@ -75,7 +75,7 @@ def run(req: EvalRequest, generate_fn=None) -> dict:
     if req.sweep:
         os.makedirs(req.out, exist_ok=True)
         mesh = make_mesh(req.mesh)
-        model = runner.load_model(req.checkpoint, req.tokenizer or None, req.dtype, mesh)
+        model = generation.load_model(req.checkpoint, req.tokenizer or None, req.dtype, mesh)
         from qwenlong_jax.eval import sweep
 
         result = sweep.run_sweep(
@@ -112,7 +112,7 @@ def run(req: EvalRequest, generate_fn=None) -> dict:
     judge, mesh = make_judge(req), make_mesh(req.mesh)  # flag errors before anything is written
     drop_stale_run_config(req.out)
     check_run_config(req.out, settings)
-    model = runner.load_model(req.checkpoint, req.tokenizer or None, req.dtype, mesh)
+    model = generation.load_model(req.checkpoint, req.tokenizer or None, req.dtype, mesh)
     summary = {}
     for b, recs in records.items():
         rows = runner.run_records(

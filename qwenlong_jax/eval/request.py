@@ -13,7 +13,7 @@ import math
 import os
 
 from qwenlong_jax import paths
-from qwenlong_jax.eval import benchmarks as bench_lib, runner
+from qwenlong_jax.eval import benchmarks as bench_lib, generation
 from qwenlong_jax.eval.benchmarks import EvalError
 
 
@@ -53,10 +53,12 @@ class EvalRequest:
     sweep_seed: int = 1234
 
 
-def sampling_settings(req: EvalRequest) -> runner.SamplingSettings:
+def sampling_settings(req: EvalRequest) -> generation.SamplingSettings:
     if req.greedy:
-        return runner.SamplingSettings.greedy(req.max_new_tokens, req.num_samples)
-    return runner.SamplingSettings(req.max_new_tokens, req.temperature, req.top_p, req.top_k, req.num_samples, req.seed)
+        return generation.SamplingSettings.greedy(req.max_new_tokens, req.num_samples)
+    return generation.SamplingSettings(
+        req.max_new_tokens, req.temperature, req.top_p, req.top_k, req.num_samples, req.seed
+    )
 
 
 def bench_files(req: EvalRequest) -> dict[str, str]:
@@ -129,7 +131,7 @@ def check_request(req: EvalRequest) -> None:
     """Values and local paths that cannot work, as one EvalError, before anything loads
     (generate's and train's checks: numbers in range and finite, paths readable and of the
     right kind, a sweep whose generation cannot fit in memory refused with the figure). The
-    checkpoint is checked where it is loaded (runner.load_model), after the benchmark files."""
+    checkpoint is checked where it is loaded (generation.load_model), after the benchmark files."""
     checks = [
         ("--max_new_tokens", req.max_new_tokens, req.max_new_tokens >= 1, ">= 1"),
         ("--num_samples", req.num_samples, req.num_samples >= 1, ">= 1"),

@@ -26,7 +26,8 @@ from qwenlong_jax.data.rows import parse_row
 from qwenlong_jax.data.schema import Record
 from qwenlong_jax.data.synthetic import make_dataset
 from qwenlong_jax.data.synthetic_vocab import DATA_SOURCES, FAMILIES, Family
-from qwenlong_jax.eval.runner import GenerateFn, Model, SamplingSettings, run_records
+from qwenlong_jax.eval.generation import GenerateFn, Model, SamplingSettings
+from qwenlong_jax.eval.runner import run_records
 
 _FAMILY_OF_SOURCE = {src: fam for fam, src in DATA_SOURCES.items()}
 NO_TRUNCATION = 1 << 40
