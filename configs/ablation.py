@@ -30,6 +30,7 @@ Same RL budget for the single stage:
 The RL variants read `model.init_from`, which the ablation runner points at the sft_only
 export of the same seed; by default it is the shipped base.
 """
+
 from __future__ import annotations
 
 import functools
@@ -52,29 +53,32 @@ def mean_prompt_tokens(c) -> dict[str, float]:
     import numpy as np
 
     from qwenlong_jax.config import from_config_dict
-    from qwenlong_jax.run.curriculum import phase_records
-    from qwenlong_jax.data.tokenizer import load_tokenizer
-    from qwenlong_jax.data.run_data import load_run_data
     from qwenlong_jax.config.model import tokenizer_path
+    from qwenlong_jax.data.run_data import load_run_data
+    from qwenlong_jax.data.tokenizer import load_tokenizer
+    from qwenlong_jax.run.curriculum import phase_records
 
     c = c.copy_and_resolve_references()
     c.data.eval_lengths = ()  # the held-out sets do not enter the budget
     cfg = from_config_dict(c)
     tok = load_tokenizer(tokenizer_path(cfg))
     data = load_run_data(cfg, tok)
-    return {p.name: float(np.mean([r.num_prompt_tokens for r in phase_records(data.train, p)]))
-            for p in cfg.phases if p.kind == "rl"}
+    return {
+        p.name: float(np.mean([r.num_prompt_tokens for r in phase_records(data.train, p)]))
+        for p in cfg.phases
+        if p.kind == "rl"
+    }
 
 
 def _progressive(c, retro: bool):
-    sft, short, long = c.phases.sft, c.phases.rl_320, c.phases.rl_640
+    short, long = c.phases.rl_320, c.phases.rl_640  # the SFT phase is dropped
     short.order, long.order = 0, 1
     long.retrospective = retro
     c.phases = dict(rl_320=short, rl_640=long)
     return c
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def single_stage_plan() -> dict:
     """The single stage's steps and data pool, and the measured means behind them."""
     prog = _progressive(default.get_config(), retro=False)
@@ -84,10 +88,15 @@ def single_stage_plan() -> dict:
     single = _single_stage(default.get_config(), steps=1)
     (single_mean,) = mean_prompt_tokens(single).values()
     per_step = rl_tokens(single.phases.rl_640, G, single_mean)
-    return dict(steps=max(1, round(budget / per_step)), budget_tokens=budget,
-                synthetic_per_phase=single.data.synthetic_per_phase,
-                mean_prompt_tokens={**{f"rl_progressive/{n}": m for n, m in prog_mean.items()},
-                                    "rl_single_stage/rl_640": single_mean})
+    return dict(
+        steps=max(1, round(budget / per_step)),
+        budget_tokens=budget,
+        synthetic_per_phase=single.data.synthetic_per_phase,
+        mean_prompt_tokens={
+            **{f"rl_progressive/{n}": m for n, m in prog_mean.items()},
+            "rl_single_stage/rl_640": single_mean,
+        },
+    )
 
 
 def _single_stage(c, steps: int):

@@ -26,6 +26,7 @@ these departures from the recipe's numbers, each for the 20-minute CPU budget or
 - SFT 40 steps of 16 (2.5 passes over its 256 examples) instead of 3 epochs of 5.3K.
 - No LLM judge (rule reward only), no KL (as the recipe).
 """
+
 import os
 
 from configs import common
@@ -43,14 +44,28 @@ def get_config(arg: str | None = None):
     # group refill: 8 prompt slots, a slot refilled as soon as its 8 samples are done; the same
     # samples token for token as lockstep, in about half the generation time at these lengths
     # (docs/rollout_performance.md).
-    c.rl.update(group_size=8, mini_batch=2, gen_batch=24, max_gen_rounds=1, overlong_buffer=8,
-                clip_high=0.28, entropy_coeff=0.001, sampler="group_refill", rollout_batch=8)
+    c.rl.update(
+        group_size=8,
+        mini_batch=2,
+        gen_batch=24,
+        max_gen_rounds=1,
+        overlong_buffer=8,
+        clip_high=0.28,
+        entropy_coeff=0.001,
+        sampler="group_refill",
+        rollout_batch=8,
+    )
     c.phases = dict(
         sft=common.phase(0, "sft", 160, 48, steps=40, batch=16, lr=3e-4),
         rl_320=common.phase(1, "rl", 320, 48, min_input=160, steps=24, batch=8),
         rl_640=common.phase(2, "rl", 640, 48, min_input=320, steps=24, batch=8),
     )
-    c.data.update(synthetic_per_phase=256, synthetic_attributes=1, eval_lengths=(128, 256, 512), eval_per_length=48,
-                  eval_max_new_tokens=48)
+    c.data.update(
+        synthetic_per_phase=256,
+        synthetic_attributes=1,
+        eval_lengths=(128, 256, 512),
+        eval_per_length=48,
+        eval_max_new_tokens=48,
+    )
     c.checkpoint_every = 10
     return c

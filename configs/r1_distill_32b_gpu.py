@@ -23,6 +23,7 @@ sequence=2 at ~91 GiB); 8 nodes fit with H200s (--target h200:8x8 --config.mesh.
 compiled, 92.6 of 105.8 GiB).
 Install the CUDA wheels first: pip install -U "jax[cuda13]==0.10.2".
 """
+
 from configs import common
 
 COMPILE_TARGET = "h100:16x8"  # python -m qwenlong_jax.compile's default for this file

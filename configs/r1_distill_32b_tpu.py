@@ -18,6 +18,7 @@ compiles and fits, the largest being the 60K-input phase's GRPO update at 86.9 o
 chip (the planner, python -m qwenlong_jax.plan, says 80.9). `:smoke` shrinks the same layout to
 run on CPU devices.
 """
+
 from configs import common
 
 COMPILE_TARGET = "v5p:4x4x4"  # python -m qwenlong_jax.compile's default for this file

@@ -14,6 +14,7 @@ processes on this machine, each with 4 CPU devices:
       --config.coordinator_address=localhost:1234 --config.num_processes=2 --config.process_id=0
     (and the same with --config.process_id=1)
 """
+
 from configs import common
 
 

@@ -1,4 +1,5 @@
 """`python -m qwenlong_jax.generate`: the command line is qwenlong_jax/cli/generate.py."""
+
 from qwenlong_jax.cli import flags, generate
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 XLA_FLAGS must be set before jax is imported, so it is set here, at collection time.
 Single-device tests simply run on device 0.
 """
+
 import os
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")

@@ -1,22 +1,40 @@
 """Tiny random transformers models built and saved offline, for parity tests."""
+
 from __future__ import annotations
 
 import numpy as np
 
 
-def make_hf_model(path: str, kind: str = "qwen2", *, tie: bool = False, yarn: bool = False,
-                  head_dim: int | None = None, seed: int = 0, vocab: int = 96):
+def make_hf_model(
+    path: str,
+    kind: str = "qwen2",
+    *,
+    tie: bool = False,
+    yarn: bool = False,
+    head_dim: int | None = None,
+    seed: int = 0,
+    vocab: int = 96,
+):
     import torch
     import transformers
 
     torch.manual_seed(seed)
     common = dict(
-        vocab_size=vocab, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-        rms_norm_eps=1e-6, tie_word_embeddings=tie,
+        vocab_size=vocab,
+        hidden_size=64,
+        intermediate_size=96,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        rms_norm_eps=1e-6,
+        tie_word_embeddings=tie,
     )
-    rope = {"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0,
-            "original_max_position_embeddings": 64} if yarn else {"rope_type": "default", "rope_theta": 10000.0}
+    rope = (
+        {"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0, "original_max_position_embeddings": 64}
+        if yarn
+        else {"rope_type": "default", "rope_theta": 10000.0}
+    )
     if kind == "qwen2":
         cfg = transformers.Qwen2Config(**common, rope_parameters=rope)
         model = transformers.Qwen2ForCausalLM(cfg)

@@ -1,5 +1,6 @@
 """Read TensorBoard event files written by tensorboardX (no TensorFlow needed): TFRecord
 framing (u64 length, u32 crc, payload, u32 crc) around `Event` protos."""
+
 from __future__ import annotations
 
 import os
@@ -19,10 +20,10 @@ def scalar_steps(logdir: str, tag: str) -> list[int]:
             data = f.read()
         pos = 0
         while pos + 12 <= len(data):
-            (n,) = struct.unpack("<Q", data[pos:pos + 8])
+            (n,) = struct.unpack("<Q", data[pos : pos + 8])
             if pos + 12 + n + 4 > len(data):
                 break  # a torn last record
-            ev = event_pb2.Event.FromString(data[pos + 12:pos + 12 + n])
+            ev = event_pb2.Event.FromString(data[pos + 12 : pos + 12 + n])
             pos += 12 + n + 4
             if ev.HasField("summary"):
                 steps += [ev.step for v in ev.summary.value if v.tag == tag]

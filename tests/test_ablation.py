@@ -1,15 +1,16 @@
 """configs/ablation.py variants and the ablation report (table, statistics, claims, plot)."""
+
 import dataclasses
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from configs import ablation as ablation_cfg
-from configs import default as default_cfg
+from configs import ablation as ablation_cfg, default as default_cfg
 from qwenlong_jax.cli import ablation as ablation_cli
-from qwenlong_jax.experiments import ablation_runs, claims, headline, stats
 from qwenlong_jax.config import from_config_dict
+from qwenlong_jax.experiments import ablation_runs, claims, headline, stats
 
 
 def _phases(variant):
@@ -34,15 +35,19 @@ def test_single_stage_covers_all_inputs_up_to_the_longest_limit():
     d = {p.name: p for p in from_config_dict(default_cfg.get_config()).phases}
     (single,) = _phases("rl_single_stage")
     assert single.min_input == 0
-    assert (single.max_input, single.batch, single.max_output) == (d["rl_640"].max_input, d["rl_640"].batch,
-                                                                  d["rl_640"].max_output)
+    assert (single.max_input, single.batch, single.max_output) == (
+        d["rl_640"].max_input,
+        d["rl_640"].batch,
+        d["rl_640"].max_output,
+    )
     # as many examples as the progressive phases together, with short ones among them
     c = ablation_cfg.get_config("rl_single_stage")
     assert c.data.synthetic_per_phase == 2 * default_cfg.get_config().data.synthetic_per_phase
-    from qwenlong_jax.run.curriculum import phase_records
-    from qwenlong_jax.data.tokenizer import load_tokenizer
-    from qwenlong_jax.data.run_data import load_run_data
     from qwenlong_jax.config.model import tokenizer_path
+    from qwenlong_jax.data.run_data import load_run_data
+    from qwenlong_jax.data.tokenizer import load_tokenizer
+    from qwenlong_jax.run.curriculum import phase_records
+
     cfg = from_config_dict(c)
     recs = phase_records(load_run_data(cfg, load_tokenizer(tokenizer_path(cfg))).train, single)
     n = np.asarray([r.num_prompt_tokens for r in recs])
@@ -88,7 +93,7 @@ def test_verdict_held_not_shown_reversed():
     a = stats.arm([0.50, 0.55, 0.60], N)  # mean .55, sd .05
     assert a.mean == pytest.approx(0.55) and a.sd == pytest.approx(0.05)
     p = (55 + 2) / 104
-    assert a.se2 == pytest.approx(0.05 ** 2 / 3 + p * (1 - p) / 104)
+    assert a.se2 == pytest.approx(0.05**2 / 3 + p * (1 - p) / 104)
     b = stats.arm([0.30, 0.30, 0.30], N)  # sd 0
     se = math.sqrt(a.se2 + b.se2)
     v = stats.verdict(a, b)
@@ -169,11 +174,17 @@ def test_aggregate_table_and_claims(tmp_path):
 
 def test_headline_report_from_default_run_summaries(tmp_path):
     """SFT = the sweep after the SFT phase, RL = the last one, per seed; longest length first."""
+
     def summary(sft512, rl512):
-        return {"minutes": 15.0, "evals": [
-            {"step": 40, "phase": "sft", "heldout/acc@128": 0.75, "heldout/acc@512": sft512},
-            {"step": 64, "phase": "rl_320", "heldout/acc@128": 0.8, "heldout/acc@512": 0.05},
-            {"step": 88, "phase": "rl_640", "heldout/acc@128": 0.85, "heldout/acc@512": rl512}]}
+        return {
+            "minutes": 15.0,
+            "evals": [
+                {"step": 40, "phase": "sft", "heldout/acc@128": 0.75, "heldout/acc@512": sft512},
+                {"step": 64, "phase": "rl_320", "heldout/acc@128": 0.8, "heldout/acc@512": 0.05},
+                {"step": 88, "phase": "rl_640", "heldout/acc@128": 0.85, "heldout/acc@512": rl512},
+            ],
+        }
+
     h = headline.headline_report([summary(0.0, 0.10), summary(0.01, 0.14), summary(0.0, 0.12)], 96)
     assert h["lengths"] == [512, 128]
     top = h["rows"][512]
@@ -203,12 +214,15 @@ def _fake_runs(calls):
         calls.append((os.path.relpath(workdir), c.seed, c.model.init_from, tuple(c.phases)))
         os.makedirs(workdir, exist_ok=True)
         if "rl_progressive_retro" in workdir:
-            rows = [{"phase": "rl_320", "hard_pool": 0, "hard_drawn": 0, "hard_trained": 0, "kept_groups": 3},
-                    {"phase": "rl_640", "hard_pool": 14, "hard_drawn": 6, "hard_trained": 2, "kept_groups": 4},
-                    {"phase": "rl_640", "hard_pool": 14, "hard_drawn": 6, "hard_trained": 0, "kept_groups": 2}]
+            rows = [
+                {"phase": "rl_320", "hard_pool": 0, "hard_drawn": 0, "hard_trained": 0, "kept_groups": 3},
+                {"phase": "rl_640", "hard_pool": 14, "hard_drawn": 6, "hard_trained": 2, "kept_groups": 4},
+                {"phase": "rl_640", "hard_pool": 14, "hard_drawn": 6, "hard_trained": 0, "kept_groups": 2},
+            ]
             with open(os.path.join(workdir, "metrics.jsonl"), "w") as f:
                 f.write("".join(json.dumps(r) + "\n" for r in rows))
         return {"evals": [{"phase": "last", "heldout/acc@64": 0.5 + 0.1 * c.seed, "heldout/acc@128": 0.2}]}
+
     return run
 
 
@@ -222,8 +236,10 @@ def test_runner_trains_sft_per_seed_and_reports_hard_groups(tmp_path, monkeypatc
     monkeypatch.chdir(tmp_path)
     report = ablation_cli.main(["--out", "abl", "--seeds", "0,1", "--tiny", "--quiet"])
     sft = [c for c in calls if c[0].startswith("abl/sft_only")]
-    assert [(c[0], c[1], c[3]) for c in sft] == [("abl/sft_only/seed0", 0, ("sft",)),
-                                                 ("abl/sft_only/seed1", 1, ("sft",))]
+    assert [(c[0], c[1], c[3]) for c in sft] == [
+        ("abl/sft_only/seed0", 0, ("sft",)),
+        ("abl/sft_only/seed1", 1, ("sft",)),
+    ]
     for wd, seed, init, _ in calls:
         if not wd.startswith("abl/sft_only"):
             assert init == os.path.join("abl", "sft_only", f"seed{seed}", "hf"), (wd, init)
@@ -231,9 +247,15 @@ def test_runner_trains_sft_per_seed_and_reports_hard_groups(tmp_path, monkeypatc
     assert report["aggregate"]["sft_only"]["avg"]["sd"] is not None  # a seed term on the SFT side
     h = report["hard_groups"]
     assert set(h) == {"seed0", "seed1"}
-    assert h["seed0"] == {"steps": 2, "hard_pool": 14, "hard_drawn_per_step": 6.0, "hard_trained_per_step": 1.0,
-                          "kept_per_step": 3.0, "hard_share_of_trained": pytest.approx(1 / 3),
-                          "steps_without_hard_trained": 1}
+    assert h["seed0"] == {
+        "steps": 2,
+        "hard_pool": 14,
+        "hard_drawn_per_step": 6.0,
+        "hard_trained_per_step": 1.0,
+        "kept_per_step": 3.0,
+        "hard_share_of_trained": pytest.approx(1 / 3),
+        "steps_without_hard_trained": 1,
+    }
     table = (tmp_path / "abl" / "table.md").read_text()
     assert "| seed0 | 2 | 14 | 6.00 | 1.00 | 3.00 | 33% |" in table
 
@@ -251,6 +273,7 @@ def test_tiny_ablation_end_to_end(tmp_path):
     import os
     import subprocess
     import sys
+
     out = str(tmp_path / "abl")
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
@@ -259,7 +282,7 @@ def test_tiny_ablation_end_to_end(tmp_path):
     def run():
         p = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=1500)
         assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
-        return p.stdout, json.load(open(os.path.join(out, "results.json")))
+        return p.stdout, json.loads(Path(os.path.join(out, "results.json")).read_text())
 
     stdout, report = run()
     assert set(report["raw"]) == {"sft_only", *ablation_runs.RL_VARIANTS}
@@ -271,9 +294,9 @@ def test_tiny_ablation_end_to_end(tmp_path):
     assert sum(stdout.count(v) for v in ("HELD", "NOT SHOWN", "REVERSED")) >= 3
     for name in ("results.json", "table.md", "ablation.png"):
         assert os.path.getsize(os.path.join(out, name)) > 0
-    summary = json.load(open(os.path.join(out, "rl_progressive", "seed1", "summary.json")))
+    summary = json.loads(Path(os.path.join(out, "rl_progressive", "seed1", "summary.json")).read_text())
     assert summary["steps"] == 2 and [e["phase"] for e in summary["evals"]] == ["rl_320", "rl_640"]
-    single = json.load(open(os.path.join(out, "rl_single_stage", "seed0", "summary.json")))
+    single = json.loads(Path(os.path.join(out, "rl_single_stage", "seed0", "summary.json")).read_text())
     assert [e["phase"] for e in single["evals"]] == ["rl_640"]
     _, again = run()
     assert again["raw"] == report["raw"]
@@ -288,19 +311,30 @@ def test_tiny_headline_end_to_end(tmp_path):
     import os
     import subprocess
     import sys
+
     out = str(tmp_path / "head")
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    cmd = [sys.executable, "-m", "qwenlong_jax.ablation", "--headline", "--out", out, "--seeds", "0,1",
-           "--tiny", "--quiet"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "qwenlong_jax.ablation",
+        "--headline",
+        "--out",
+        out,
+        "--seeds",
+        "0,1",
+        "--tiny",
+        "--quiet",
+    ]
     p = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=900)
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
-    h = json.load(open(os.path.join(out, "headline.json")))
+    h = json.loads(Path(os.path.join(out, "headline.json")).read_text())
     assert h["seeds"] == 2 and h["lengths"] == [128, 64] and h["seed_list"] == [0, 1]
     assert h["rows"]["128"]["verdict"] in ("HELD", "NOT SHOWN", "REVERSED")
     assert "RL after SFT beats SFT alone at 128 tokens" in p.stdout and "SE" in p.stdout
     for s in (0, 1):
-        summary = json.load(open(os.path.join(out, "default", f"seed{s}", "summary.json")))
+        summary = json.loads(Path(os.path.join(out, "default", f"seed{s}", "summary.json")).read_text())
         assert [e["phase"] for e in summary["evals"]] == ["sft", "rl_320", "rl_640"]
     for name in ("headline.md", "headline.png"):
         assert os.path.getsize(os.path.join(out, name)) > 0

@@ -1,4 +1,5 @@
 """GRPO advantages: hand-computed cases and parity with a transcription of verl's function."""
+
 from collections import defaultdict
 
 import jax
@@ -10,8 +11,9 @@ import torch
 from qwenlong_jax import rl
 
 
-def verl_compute_grpo_outcome_advantage(token_level_rewards, response_mask, index, epsilon=1e-6,
-                                        norm_adv_by_std_in_grpo=True):
+def verl_compute_grpo_outcome_advantage(
+    token_level_rewards, response_mask, index, epsilon=1e-6, norm_adv_by_std_in_grpo=True
+):
     """Transcription of verl/trainer/ppo/core_algos.py::compute_grpo_outcome_advantage (torch),
     kept statement for statement (config plumbing dropped)."""
     scores = token_level_rewards.sum(dim=-1)
@@ -46,8 +48,9 @@ def _verl_adv_N(rewards_N, group_size, normalize_std=True):
     # verl puts the scalar score at the last valid token; a 1-token response suffices here.
     rewards = torch.tensor(np.asarray(rewards_N, np.float32)).reshape(n, 1)
     index = np.repeat(np.arange(n // group_size), group_size)
-    adv, _ = verl_compute_grpo_outcome_advantage(rewards, torch.ones(n, 1), index,
-                                                 norm_adv_by_std_in_grpo=normalize_std)
+    adv, _ = verl_compute_grpo_outcome_advantage(
+        rewards, torch.ones(n, 1), index, norm_adv_by_std_in_grpo=normalize_std
+    )
     return adv[:, 0].numpy()
 
 
@@ -67,8 +70,7 @@ def test_hand_case_two_groups_one_constant():
     # 3 * .0625 + .5625 = .75, unbiased var .25, std .5; A = centred / .500001.
     adv = rl.group_advantages(jnp.array([1.0, 1, 1, 1, 0, 1, 0, 0]), 4)
     np.testing.assert_array_equal(adv[:4], 0.0)
-    np.testing.assert_allclose(adv[4:], np.array([-0.25, 0.75, -0.25, -0.25]) / 0.500001,
-                               rtol=1e-6)
+    np.testing.assert_allclose(adv[4:], np.array([-0.25, 0.75, -0.25, -0.25]) / 0.500001, rtol=1e-6)
 
 
 def test_dr_grpo_is_mean_centred_only():
@@ -89,8 +91,7 @@ def test_equal_scores_give_exactly_zero_where_verl_leaves_roundoff():
 def test_group_size_one_follows_verl():
     # verl special-cases a lone sample: mean 0, std 1 -> A = r / (1 + 1e-6); Dr.GRPO: A = r.
     r = jnp.array([2.0, -1.0, 0.5])
-    np.testing.assert_allclose(rl.group_advantages(r, 1), np.array([2.0, -1.0, 0.5]) / (1 + 1e-6),
-                               rtol=1e-7)
+    np.testing.assert_allclose(rl.group_advantages(r, 1), np.array([2.0, -1.0, 0.5]) / (1 + 1e-6), rtol=1e-7)
     np.testing.assert_allclose(rl.group_advantages(r, 1, normalize_std=False), [2.0, -1.0, 0.5])
     np.testing.assert_allclose(rl.group_advantages(r, 1), _verl_adv_N(np.asarray(r), 1), rtol=1e-6)
 
@@ -104,7 +105,7 @@ def test_matches_verl_transcription_on_random_scores(group_size, normalize_std):
     r = rng.uniform(-1.0, 1.0, n).astype(np.float32)
     r[: n // 2] = rng.integers(0, 2, n // 2)
     r[:group_size] = 1.0
-    r[group_size: 2 * group_size] = -1.0
+    r[group_size : 2 * group_size] = -1.0
     ours = np.asarray(rl.group_advantages(jnp.asarray(r), group_size, normalize_std=normalize_std))
     ref = _verl_adv_N(r, group_size, normalize_std=normalize_std)
     np.testing.assert_allclose(ours, ref, rtol=2e-6, atol=2e-6)

@@ -1,6 +1,7 @@
 """Bad config files give one line on stderr, starting with "error:" and naming the field; no
 traceback (issue 8: bad-input corpus). Each runs the real entry point in a subprocess, on the
 8 fake CPU devices conftest sets up (XLA_FLAGS is inherited), so mesh errors are realistic."""
+
 import os
 import subprocess
 import sys
@@ -34,8 +35,14 @@ CLI_CASES = {
 
 def _run(args, tmp_path):
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
-    return subprocess.run([sys.executable, "-m", "qwenlong_jax.train", *args, "--workdir", str(tmp_path / "run")],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "qwenlong_jax.train", *args, "--workdir", str(tmp_path / "run")],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def _assert_one_error_line(proc, expected: str) -> None:

@@ -9,6 +9,8 @@ flags; a typo'd override's did-you-mean; a torn checkpoint's stray callbacks; th
 no held-out set. Most cases run the trainer's own checks in-process (fast: they raise before
 anything compiles); one CLI subprocess per class checks the real entry point.
 """
+
+import contextlib
 import dataclasses
 import math
 import os
@@ -26,8 +28,7 @@ import pytest
 from test_faults import _cli, _trainer_error, assert_one_error_line
 
 import configs.smoke
-from qwenlong_jax import config as config_lib
-from qwenlong_jax import paths
+from qwenlong_jax import config as config_lib, paths
 from qwenlong_jax.config import ConfigError, from_config_dict
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -41,6 +42,7 @@ def _env() -> dict:
 
 
 # --- non-finite and out-of-range config values ----------------------------------------------
+
 
 def _float_fields(tp, prefix=""):
     """Every float field of the config tree, as a dotted path (phases: the smoke config's sft)."""
@@ -67,8 +69,14 @@ def _set(c, dotted: str, value):
 
 
 def test_every_float_field_is_found():
-    assert {"optim.lr", "rl.temperature", "retro.hard_fraction", "judge.timeout_s", "phases.sft.lr",
-            "model.rope_scaling.beta_fast"} <= set(FLOAT_FIELDS)
+    assert {
+        "optim.lr",
+        "rl.temperature",
+        "retro.hard_fraction",
+        "judge.timeout_s",
+        "phases.sft.lr",
+        "model.rope_scaling.beta_fast",
+    } <= set(FLOAT_FIELDS)
 
 
 @pytest.mark.parametrize("field", FLOAT_FIELDS)
@@ -89,12 +97,24 @@ def test_floats_built_in_code_are_checked_too():
         config_lib.RetroConfig(max_weight=math.nan)
 
 
-@pytest.mark.parametrize("field, value", [
-    ("retro.hard_fraction", 1.5), ("retro.max_weight", 0.0), ("optim.b1", 1.0), ("optim.b2", -0.1),
-    ("optim.warmup_steps", -1), ("optim.max_nonfinite_in_a_row", 0), ("rl.overlong_factor", -1.0),
-    ("rl.overlong_buffer", -1), ("phases.sft.min_input", -5), ("phases.sft.lr", -1e-3),
-    ("data.eval_max_new_tokens", 0), ("data.synthetic_attributes", 0), ("data.eval_lengths", (64, 0)),
-])
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("retro.hard_fraction", 1.5),
+        ("retro.max_weight", 0.0),
+        ("optim.b1", 1.0),
+        ("optim.b2", -0.1),
+        ("optim.warmup_steps", -1),
+        ("optim.max_nonfinite_in_a_row", 0),
+        ("rl.overlong_factor", -1.0),
+        ("rl.overlong_buffer", -1),
+        ("phases.sft.min_input", -5),
+        ("phases.sft.lr", -1e-3),
+        ("data.eval_max_new_tokens", 0),
+        ("data.synthetic_attributes", 0),
+        ("data.eval_lengths", (64, 0)),
+    ],
+)
 def test_out_of_range_values_are_refused(field, value):
     c = configs.smoke.get_config()
     _set(c, field, value)
@@ -120,6 +140,7 @@ def test_a_float_used_late_fails_at_once(tmp_path):
 
 # --- phase orders ---------------------------------------------------------------------------
 
+
 def test_phases_sharing_an_order_are_refused_naming_both():
     c = configs.smoke.get_config()
     c.phases.rl_long.order = c.phases.rl_short.order
@@ -138,15 +159,20 @@ def test_phases_sharing_an_order_cli(tmp_path):
 
 # --- sizes that cannot fit ------------------------------------------------------------------
 
-@pytest.mark.parametrize("override", [
-    ("phases", "rl_short", "batch", 10**9),
-    ("phases", "sft", "batch", 10**9),
-    ("rl", "group_size", 10**6),
-    ("phases", "rl_long", "max_output", 10**8),
-    ("phases", "rl_long", "max_input", 10**9),
-    ("data", "eval_lengths", (10**9,)),
-    ("data", "eval_max_new_tokens", 10**9),
-], ids=["rl_batch", "sft_batch", "group_size", "max_output", "max_input", "eval_length", "eval_new_tokens"])
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        ("phases", "rl_short", "batch", 10**9),
+        ("phases", "sft", "batch", 10**9),
+        ("rl", "group_size", 10**6),
+        ("phases", "rl_long", "max_output", 10**8),
+        ("phases", "rl_long", "max_input", 10**9),
+        ("data", "eval_lengths", (10**9,)),
+        ("data", "eval_max_new_tokens", 10**9),
+    ],
+    ids=["rl_batch", "sft_batch", "group_size", "max_output", "max_input", "eval_length", "eval_new_tokens"],
+)
 def test_impossible_sizes_are_refused_before_compiling_with_the_planner_figure(override, tmp_path):
     c = configs.smoke.get_config()
     *path, key, value = override
@@ -167,12 +193,14 @@ def test_impossible_sizes_are_refused_before_compiling_with_the_planner_figure(o
 
 def test_impossible_batch_cli_does_not_hang(tmp_path):
     """The reported case: phases.rl_short.batch=1e9 ran SFT, then sat in the RL phase for ever."""
-    proc = _cli(["--config", "configs/smoke.py", "--config.phases.rl_short.batch=1000000000"], tmp_path / "run",
-                timeout=120)
+    proc = _cli(
+        ["--config", "configs/smoke.py", "--config.phases.rl_short.batch=1000000000"], tmp_path / "run", timeout=120
+    )
     assert_one_error_line(proc, "phase rl_short", "GiB per device")
 
 
 # --- non-finite parameters -------------------------------------------------------------------
+
 
 def _tiny_sft_only():
     c = configs.smoke.get_config()
@@ -241,8 +269,14 @@ SPIN = "while True: pass"  # a Python loop that never checks for a signal (the G
 
 def _start_stuck(tmp_path, target: str, body: str, *flags: str) -> subprocess.Popen:
     code = _STUCK.format(where=target, body=body, target=target, workdir=str(tmp_path / "run"), flags=list(flags))
-    proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)], cwd=REPO, env=_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        cwd=REPO,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     os.set_blocking(proc.stderr.fileno(), False)
     seen, t0 = "", time.time()
     while "STUCK" not in seen:
@@ -250,10 +284,8 @@ def _start_stuck(tmp_path, target: str, body: str, *flags: str) -> subprocess.Po
             proc.kill()
             raise AssertionError(f"never reached {target}: {seen[-3000:]}")
         time.sleep(0.1)
-        try:
+        with contextlib.suppress(BlockingIOError):
             seen += os.read(proc.stderr.fileno(), 1 << 16).decode(errors="replace")
-        except BlockingIOError:
-            pass
     os.set_blocking(proc.stderr.fileno(), True)
     proc.seen = seen
     return proc
@@ -310,6 +342,7 @@ def test_stop_grace_must_be_positive(tmp_path):
 
 # --- user paths -----------------------------------------------------------------------------
 
+
 @pytest.fixture
 def bad_paths(tmp_path):
     d = tmp_path / "p"
@@ -333,18 +366,21 @@ def test_local_problem_names_each_kind(bad_paths):
     assert paths.local_problem(str(d / "afile")) is None and paths.local_problem(str(d / "adir"), "dir") is None
 
 
-@pytest.mark.parametrize("field, name, expected", [
-    ("data.train_files", "loop_a", "is a symlink loop"),
-    ("data.train_files", "dangling", "is a broken symlink"),
-    ("data.train_files", "loop_*", "is a symlink loop"),  # a glob's hits are checked too
-    ("data.eval_files", "loop_a", "is a symlink loop"),
-    ("data.tokenizer", "loop_a", "is a symlink loop"),
-    ("model.init_from", "afile", "is a file, not a directory"),
-    ("model.init_from", "loop_a", "is a symlink loop"),
-    ("rl.ref_from", "dangling", "is a broken symlink"),
-    ("--workdir", "afile", "is a file, not a directory"),
-    ("--workdir", "loop_a", "is a symlink loop"),
-])
+@pytest.mark.parametrize(
+    "field, name, expected",
+    [
+        ("data.train_files", "loop_a", "is a symlink loop"),
+        ("data.train_files", "dangling", "is a broken symlink"),
+        ("data.train_files", "loop_*", "is a symlink loop"),  # a glob's hits are checked too
+        ("data.eval_files", "loop_a", "is a symlink loop"),
+        ("data.tokenizer", "loop_a", "is a symlink loop"),
+        ("model.init_from", "afile", "is a file, not a directory"),
+        ("model.init_from", "loop_a", "is a symlink loop"),
+        ("rl.ref_from", "dangling", "is a broken symlink"),
+        ("--workdir", "afile", "is a file, not a directory"),
+        ("--workdir", "loop_a", "is a symlink loop"),
+    ],
+)
 def test_user_paths_each_one_accurate_line(bad_paths, field, name, expected, tmp_path):
     c = configs.smoke.get_config()
     value = str(bad_paths / name)
@@ -380,39 +416,67 @@ def test_unreadable_data_file_and_workdir_are_one_line(tmp_path, what):
         data = tmp_path / "data.jsonl"
         data.write_text('{"prompt": "x"}\n')
         data.chmod(0)
-        flags, workdir, expected = ([f"--config.data.train_files=('{data}',)"], tmp_path / "run",
-                                    ("data.jsonl", "permission denied"))
+        flags, workdir, expected = (
+            [f"--config.data.train_files=('{data}',)"],
+            tmp_path / "run",
+            ("data.jsonl", "permission denied"),
+        )
     else:
         ro = tmp_path / "ro"
         ro.mkdir()
         ro.chmod(0o500)
         flags, workdir, expected = [], ro / "run", ("--workdir", "ro/run", "Permission denied")
-    proc = subprocess.run([*_unprivileged(), sys.executable, "-m", "qwenlong_jax.train", "--config",
-                           "configs/smoke.py", *flags, "--workdir", str(workdir)], cwd=REPO, env=_env(),
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            *_unprivileged(),
+            sys.executable,
+            "-m",
+            "qwenlong_jax.train",
+            "--config",
+            "configs/smoke.py",
+            *flags,
+            "--workdir",
+            str(workdir),
+        ],
+        cwd=REPO,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert_one_error_line(proc, *expected)
 
 
 def test_symlink_loop_data_file_cli(bad_paths, tmp_path):
     """The reported case: a symlink loop was reported as "does not exist"."""
-    proc = _cli(["--config", "configs/smoke.py", f"--config.data.train_files=('{bad_paths / 'loop_a'}',)"],
-                tmp_path / "run", timeout=120)
+    proc = _cli(
+        ["--config", "configs/smoke.py", f"--config.data.train_files=('{bad_paths / 'loop_a'}',)"],
+        tmp_path / "run",
+        timeout=120,
+    )
     assert_one_error_line(proc, "loop_a", "is a symlink loop")
 
 
 # --- generate and evaluate ------------------------------------------------------------------
 
+
 def _sub(arg: str, d) -> str:
     """LOOP, FILE, DIR at the end of an argument -> a symlink loop, a file, a directory."""
     for k, name in (("LOOP", "loop_a"), ("FILE", "afile"), ("DIR", "adir")):
         if arg.endswith(k):
-            return arg[:-len(k)] + str(d / name)
+            return arg[: -len(k)] + str(d / name)
     return arg
 
 
 def _generate(*args):
-    return subprocess.run([sys.executable, "-m", "qwenlong_jax.generate", *args], cwd=REPO, env=_env(),
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "qwenlong_jax.generate", *args],
+        cwd=REPO,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_generate_empty_prompt_is_one_line():
@@ -420,16 +484,19 @@ def test_generate_empty_prompt_is_one_line():
     assert_one_error_line(_generate("--checkpoint", BASE, "--prompt", ""), "--prompt is empty")
 
 
-@pytest.mark.parametrize("args, expected", [
-    (["--prompt", "   "], "--prompt is empty"),
-    (["--prompt", "hi", "--temperature", "inf"], "--temperature must be a finite number"),
-    (["--prompt", "hi", "--temperature", "nan"], "--temperature"),
-    (["--prompt", "hi", "--max_new_tokens", "1000000000"], "GiB available"),
-    (["--prompt", "hi", "--num_samples", "100000000"], "GiB available"),
-    (["--prompt", "hi", "--tokenizer", "LOOP"], "is a symlink loop"),
-    (["--prompt", "hi", "--checkpoint", "FILE"], "is a file, not a directory"),
-    (["--prompt", "hi", "--checkpoint", "LOOP"], "is a symlink loop"),
-])
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["--prompt", "   "], "--prompt is empty"),
+        (["--prompt", "hi", "--temperature", "inf"], "--temperature must be a finite number"),
+        (["--prompt", "hi", "--temperature", "nan"], "--temperature"),
+        (["--prompt", "hi", "--max_new_tokens", "1000000000"], "GiB available"),
+        (["--prompt", "hi", "--num_samples", "100000000"], "GiB available"),
+        (["--prompt", "hi", "--tokenizer", "LOOP"], "is a symlink loop"),
+        (["--prompt", "hi", "--checkpoint", "FILE"], "is a file, not a directory"),
+        (["--prompt", "hi", "--checkpoint", "LOOP"], "is a symlink loop"),
+    ],
+)
 def test_generate_bad_input_is_one_line(args, expected, bad_paths):
     from qwenlong_jax.cli import generate
 
@@ -443,21 +510,24 @@ def test_generate_bad_input_is_one_line(args, expected, bad_paths):
         assert_one_error_line(_generate("--checkpoint", BASE, *args), expected)
 
 
-@pytest.mark.parametrize("args, expected", [
-    (["--sweep", "--lengths", "64", "--per_length", "0"], "--per_length must be >= 1"),
-    (["--sweep", "--lengths", "0"], "--lengths must be"),
-    (["--sweep", "--lengths", "64", "--temperature", "nan"], "--temperature must be a finite number"),
-    (["--sweep", "--lengths", "64", "--temperature", "inf"], "--temperature must be a finite number"),
-    (["--sweep", "--lengths", "64", "--batch_size", "0"], "--batch_size must be >= 1"),
-    (["--sweep", "--lengths", "64", "--top_p", "0"], "--top_p"),
-    (["--sweep", "--lengths", "1000000000", "--max_new_tokens", "4"], "GiB available"),
-    (["--benchmarks", "docmath", "--limit", "0"], "--limit must be >= 1"),
-    (["--benchmarks", "docmath", "--bench_file", "docmath=LOOP"], "is a symlink loop"),
-    (["--benchmarks", "docmath", "--bench_file", "docmath=DIR"], "is a directory, not a file"),
-    (["--benchmarks", "docmath", "--data_dir", "FILE"], "is a file, not a directory"),
-    (["--sweep", "--lengths", "64", "--out", "FILE"], "--out"),
-    (["--sweep", "--lengths", "64", "--checkpoint", "LOOP"], "is a symlink loop"),
-])
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["--sweep", "--lengths", "64", "--per_length", "0"], "--per_length must be >= 1"),
+        (["--sweep", "--lengths", "0"], "--lengths must be"),
+        (["--sweep", "--lengths", "64", "--temperature", "nan"], "--temperature must be a finite number"),
+        (["--sweep", "--lengths", "64", "--temperature", "inf"], "--temperature must be a finite number"),
+        (["--sweep", "--lengths", "64", "--batch_size", "0"], "--batch_size must be >= 1"),
+        (["--sweep", "--lengths", "64", "--top_p", "0"], "--top_p"),
+        (["--sweep", "--lengths", "1000000000", "--max_new_tokens", "4"], "GiB available"),
+        (["--benchmarks", "docmath", "--limit", "0"], "--limit must be >= 1"),
+        (["--benchmarks", "docmath", "--bench_file", "docmath=LOOP"], "is a symlink loop"),
+        (["--benchmarks", "docmath", "--bench_file", "docmath=DIR"], "is a directory, not a file"),
+        (["--benchmarks", "docmath", "--data_dir", "FILE"], "is a file, not a directory"),
+        (["--sweep", "--lengths", "64", "--out", "FILE"], "--out"),
+        (["--sweep", "--lengths", "64", "--checkpoint", "LOOP"], "is a symlink loop"),
+    ],
+)
 def test_evaluate_bad_input_is_one_eval_error(args, expected, bad_paths, tmp_path):
     from qwenlong_jax.cli import evaluate as evaluate_cli
     from qwenlong_jax.eval import evaluation
@@ -474,14 +544,18 @@ def test_evaluate_bad_input_is_one_eval_error(args, expected, bad_paths, tmp_pat
 
 # --- a typo'd override, a torn checkpoint, the summary -------------------------------------
 
-@pytest.mark.parametrize("override, field, close", [
-    ("phases.rl_short.stpes=3", "stpes", "steps"),
-    ("model.rope_scaling.factr=2.0", "factr", "factor"),
-    ("rl.grup_size=4", "grup_size", "group_size"),
-    ("phases.rl_lng.steps=3", "rl_lng", "rl_long"),
-])
+
+@pytest.mark.parametrize(
+    "override, field, close",
+    [
+        ("phases.rl_short.stpes=3", "stpes", "steps"),
+        ("model.rope_scaling.factr=2.0", "factr", "factor"),
+        ("rl.grup_size=4", "grup_size", "group_size"),
+        ("phases.rl_lng.steps=3", "rl_lng", "rl_long"),
+    ],
+)
 def test_typo_in_a_nested_key_reads_cleanly(override, field, close):
-    from qwenlong_jax.cli.flags import load_config
+    from qwenlong_jax.cli.config_files import load_config
 
     with pytest.raises(ConfigError) as info:
         load_config("configs/smoke.py", [override])
@@ -516,8 +590,9 @@ def test_late_closed_loop_callbacks_after_a_restore_are_dropped(tmp_path):
         Callback("Event loop is closed")
         Callback("something else went wrong")
         """)
-    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=_env(), capture_output=True, text=True,
-                          timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, env=_env(), capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Event loop is closed" not in proc.stderr and "something else went wrong" in proc.stderr, proc.stderr
 
@@ -525,8 +600,14 @@ def test_late_closed_loop_callbacks_after_a_restore_are_dropped(tmp_path):
 @pytest.mark.slow
 def test_resume_past_a_partly_deleted_checkpoint_prints_no_traceback(tmp_path):
     """The reported case, end to end: the resume is right and stderr has no traceback."""
-    flags = ["--config", "configs/smoke.py", "--config.phases.rl_short.steps=1", "--config.phases.rl_long.steps=1",
-             "--config.data.eval_lengths=()", "--config.export_hf=False"]
+    flags = [
+        "--config",
+        "configs/smoke.py",
+        "--config.phases.rl_short.steps=1",
+        "--config.phases.rl_long.steps=1",
+        "--config.data.eval_lengths=()",
+        "--config.export_hf=False",
+    ]
     first = _cli(flags, tmp_path, timeout=600)
     assert first.returncode == 0, first.stderr[-3000:]
     ckdir = tmp_path / "checkpoints"
@@ -543,11 +624,25 @@ def test_resume_past_a_partly_deleted_checkpoint_prints_no_traceback(tmp_path):
 def test_summary_without_a_heldout_set_has_no_empty_accuracy_lines(capsys):
     from qwenlong_jax.cli.train import print_summary
 
-    print_summary({"steps": 4, "minutes": 0.1, "evals": [{"step": 2, "phase": "sft"}, {"step": 4, "phase": "rl"}],
-                   "export": None, "plots": []})
+    print_summary(
+        {
+            "steps": 4,
+            "minutes": 0.1,
+            "evals": [{"step": 2, "phase": "sft"}, {"step": 4, "phase": "rl"}],
+            "export": None,
+            "plots": [],
+        }
+    )
     out = capsys.readouterr().out
     assert "held-out accuracy after" not in out and "held-out accuracy: not measured" in out, out
-    print_summary({"steps": 4, "minutes": 0.1, "evals": [{"step": 4, "phase": "rl", "heldout/acc@64": 0.5}],
-                   "export": None, "plots": []})
+    print_summary(
+        {
+            "steps": 4,
+            "minutes": 0.1,
+            "evals": [{"step": 4, "phase": "rl", "heldout/acc@64": 0.5}],
+            "export": None,
+            "plots": [],
+        }
+    )
     out = capsys.readouterr().out
     assert "held-out accuracy after rl" in out and "64 tok: 50.0%" in out and "not measured" not in out, out

@@ -1,5 +1,6 @@
 """The benchmarks' plumbing at toy sizes: baselines in their fastest ordinary configuration,
 interleaved rounds and round-by-round ratios (the figures themselves are in docs/benchmarks.md)."""
+
 import json
 import os
 import statistics
@@ -12,9 +13,29 @@ from qwenlong_jax.cli import bench
 
 
 def test_sampler_interleaves_rounds_against_sdpa_generate_without_mask(capsys):
-    res = bench.main(["sampler", "--prompt_len", "64", "--new_tokens", "4", "--d_model", "64", "--layers", "1",
-                        "--vocab", "512", "--prefill_chunk", "32", "--rounds", "2", "--repeats", "1",
-                        "--threads", "1"])
+    res = bench.main(
+        [
+            "sampler",
+            "--prompt_len",
+            "64",
+            "--new_tokens",
+            "4",
+            "--d_model",
+            "64",
+            "--layers",
+            "1",
+            "--vocab",
+            "512",
+            "--prefill_chunk",
+            "32",
+            "--rounds",
+            "2",
+            "--repeats",
+            "1",
+            "--threads",
+            "1",
+        ]
+    )
     out = capsys.readouterr().out
     assert len(res["ours_s"]) == len(res["hf_s"]) == len(res["ratios"]) == len(res["cpu_ratios"]) == 2
     assert res["ratios"] == pytest.approx([h / o for h, o in zip(res["hf_s"], res["ours_s"])])
@@ -23,17 +44,21 @@ def test_sampler_interleaves_rounds_against_sdpa_generate_without_mask(capsys):
 
 
 def test_sampler_baseline_is_sdpa(tmp_path):
-    args = bench.parse_args("sampler", ["--prompt_len", "16", "--new_tokens", "2", "--d_model", "64", "--layers", "1",
-                               "--vocab", "128"])
+    args = bench.parse_args(
+        "sampler", ["--prompt_len", "16", "--new_tokens", "2", "--d_model", "64", "--layers", "1", "--vocab", "128"]
+    )
     import os
+
     assert args.threads == len(os.sched_getaffinity(0))
     hf, _, _ = sampler.build_models(args, str(tmp_path / "m"))
     assert hf.config._attn_implementation == "sdpa"
 
 
 def test_train_bench_ratios_are_taken_round_by_round():
-    runs = [{"packed/flash": {"times": [1.0, 3.0]}, "torch": {"times": [8.0]}, "naive/xla": {"skipped": "mem"}},
-            {"packed/flash": {"times": [4.0]}, "torch": {"times": [10.0]}, "naive/xla": {"skipped": "mem"}}]
+    runs = [
+        {"packed/flash": {"times": [1.0, 3.0]}, "torch": {"times": [8.0]}, "naive/xla": {"skipped": "mem"}},
+        {"packed/flash": {"times": [4.0]}, "torch": {"times": [10.0]}, "naive/xla": {"skipped": "mem"}},
+    ]
     assert train.round_ratio(runs, "torch", "packed/flash") == [4.0, 2.5]
     assert train.round_ratio(runs, "naive/xla", "packed/flash") is None
     merged = train.merge_rounds(runs)
@@ -51,18 +76,31 @@ def test_rollout_bench_same_samples_and_round_ratios(capsys, tmp_path):
     for token, utilization from the samplers' own step counts, per-round ratios, the run's own
     response lengths read from its metrics.jsonl."""
     (tmp_path / "hf").symlink_to(os.path.join(os.path.dirname(qwenlong_jax.__file__), "assets", "base"))
-    rows = [{"step": 1, "phase": "sft", "loss": 1.0},
-            {"step": 2, "phase": "rl_320", "response_length": 20.0, "truncated_frac": 0.0,
-             "rollout_utilization": 0.4},
-            {"step": 3, "phase": "rl_320", "response_length": 30.0, "truncated_frac": 0.5,
-             "rollout_utilization": 0.6}]
+    rows = [
+        {"step": 1, "phase": "sft", "loss": 1.0},
+        {"step": 2, "phase": "rl_320", "response_length": 20.0, "truncated_frac": 0.0, "rollout_utilization": 0.4},
+        {"step": 3, "phase": "rl_320", "response_length": 30.0, "truncated_frac": 0.5, "rollout_utilization": 0.6},
+    ]
     (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    res = bench.main(["rollout", "--prompts", "3", "--slots", "2", "--chunk", "4", "--rounds", "2",
-                      "--run", str(tmp_path), "--profile"])
+    res = bench.main(
+        [
+            "rollout",
+            "--prompts",
+            "3",
+            "--slots",
+            "2",
+            "--chunk",
+            "4",
+            "--rounds",
+            "2",
+            "--run",
+            str(tmp_path),
+            "--profile",
+        ]
+    )
     assert res["same_samples"] == {"lockstep/2": True, "group_refill": True, "per-sample": True}
     assert res["prompts"] == 3 and res["G"] == 8 and res["rows"] == 16 and res["policy"] == "hf"
-    assert res["run"] == pytest.approx({"steps": 2, "length_mean": 25.0, "truncated_frac": 0.25,
-                                        "utilization": 0.5})
+    assert res["run"] == pytest.approx({"steps": 2, "length_mean": 25.0, "truncated_frac": 0.25, "utilization": 0.5})
     for k in ("lockstep/2", "group_refill", "per-sample"):
         assert len(res["speedup_rounds"][k]) == 2
         assert res["speedup_median"][k] == pytest.approx(statistics.median(res["speedup_rounds"][k]))

@@ -6,6 +6,7 @@ tests' cases (tests/test_flash_attention.py: lengths that are not block multiple
 GRPO group, the block schedule it runs against `block_mask.block_schedule`, memory linear in T
 and the block products compiled as dot ops.
 """
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -23,10 +24,16 @@ def reference_f64(q, k, v, ct, kw):
     B, T, N, H = q.shape
     S, K = k.shape[1], k.shape[2]
     G = N // K
-    mask = np.asarray(attention_mask(
-        T, S, causal=kw["causal"], q_segment_ids_BT=kw.get("q_segment_ids_BT"),
-        kv_segment_ids_BS=kw.get("kv_segment_ids_BS"),
-        shared_prefix_segment=kw.get("shared_prefix_segment")))  # [B|1, 1, T, S]
+    mask = np.asarray(
+        attention_mask(
+            T,
+            S,
+            causal=kw["causal"],
+            q_segment_ids_BT=kw.get("q_segment_ids_BT"),
+            kv_segment_ids_BS=kw.get("kv_segment_ids_BS"),
+            shared_prefix_segment=kw.get("shared_prefix_segment"),
+        )
+    )  # [B|1, 1, T, S]
     kr, vr = np.repeat(k, G, axis=2), np.repeat(v, G, axis=2)  # [B, S, N, H]
     scale = H**-0.5
     s = np.einsum("btnh,bsnh->bnts", q, kr) * scale
@@ -43,13 +50,18 @@ def reference_f64(q, k, v, ct, kw):
 
 
 def run(c: Case, args, ct, kw):
-    return jax.jit(lambda *a: out_and_grads(
-        lambda q, k, v: blockwise_attention(q, k, v, block_q=c.block_q, block_k=c.block_k, **kw),
-        a, ct))(*args)
+    return jax.jit(
+        lambda *a: out_and_grads(
+            lambda q, k, v: blockwise_attention(q, k, v, block_q=c.block_q, block_k=c.block_k, **kw), a, ct
+        )
+    )(*args)
 
 
-@pytest.mark.parametrize("c", CASES, ids=lambda c: f"{c.layout}-H{c.H}-G{c.N // c.K}-"
-                         f"{'causal' if c.causal else 'full'}-T{c.T}S{c.S}-{c.dtype}")
+@pytest.mark.parametrize(
+    "c",
+    CASES,
+    ids=lambda c: f"{c.layout}-H{c.H}-G{c.N // c.K}-{'causal' if c.causal else 'full'}-T{c.T}S{c.S}-{c.dtype}",
+)
 def test_blockwise_matches_float64_reference(c: Case):
     args, ct, kw = make_inputs(c)
     out, grads = run(c, args, ct, kw)
@@ -59,16 +71,14 @@ def test_blockwise_matches_float64_reference(c: Case):
     np.testing.assert_allclose(np.asarray(out.astype(jnp.float32)), ref_out, atol=fwd_tol, rtol=0)
     for name, g, r in zip("qkv", grads, ref_grads):
         assert g.dtype == args[0].dtype and g.shape == r.shape
-        np.testing.assert_allclose(np.asarray(g.astype(jnp.float32)), r, atol=grad_tol, rtol=0,
-                                   err_msg=f"d{name}")
+        np.testing.assert_allclose(np.asarray(g.astype(jnp.float32)), r, atol=grad_tol, rtol=0, err_msg=f"d{name}")
 
 
 def test_blockwise_large_blocks_cover_short_and_odd_lengths():
     """Default blocks (larger than the sequence: one block, shrunk) and blocks that do not divide
     the lengths, on the prefix layout with padding."""
     for bq, bk in ((None, None), (48, 24)):
-        c = Case(B=2, T=100, S=100, N=4, K=2, H=64, causal=True, layout="prefix", block_q=bq,
-                 block_k=bk)
+        c = Case(B=2, T=100, S=100, N=4, K=2, H=64, causal=True, layout="prefix", block_q=bq, block_k=bk)
         args, ct, kw = make_inputs(c, seed=3)
         out, grads = run(c, args, ct, kw)
         ref_out, ref_grads = reference_f64(*args, ct, kw)
@@ -89,33 +99,38 @@ def test_packed_group_equals_unpacked_rows():
     seg = np.ones(W, np.int32)
     w = P
     for g, n in enumerate(lens):
-        seg[w:w + n] = 2 + g
+        seg[w : w + n] = 2 + g
         w += n
     seg = jnp.asarray(seg[None])
+
     def attn(q, k, v):
-        return blockwise_attention(q, k, v, q_segment_ids_BT=seg, kv_segment_ids_BS=seg,
-                                                   shared_prefix_segment=1, block_q=16, block_k=16)
+        return blockwise_attention(
+            q, k, v, q_segment_ids_BT=seg, kv_segment_ids_BS=seg, shared_prefix_segment=1, block_q=16, block_k=16
+        )
+
     out, (dq, dk, dv) = jax.jit(lambda *a: out_and_grads(attn, a, ct))(q, k, v)
     w = P
     dk_sum, dv_sum = jnp.zeros_like(dk[:, :P]), jnp.zeros_like(dv[:, :P])
     for n in lens:
-        idx = np.r_[0:P, w:w + n]
+        idx = np.r_[0:P, w : w + n]
+
         def un(q, k, v):
             return blockwise_attention(q, k, v, block_q=16, block_k=16)
+
         # The unpacked row's prompt rows carry no cotangent (in the packed row they are shared):
         # the response rows alone give the response gradients and their share of the prompt's.
         ct_u = ct[:, idx].at[:, :P].set(0.0)
         o_u, (dq_u, dk_u, dv_u) = jax.jit(lambda *a: out_and_grads(un, a, ct_u))(  # noqa: B023 - traced here
-            q[:, idx], k[:, idx], v[:, idx])
-        np.testing.assert_allclose(out[:, w:w + n], o_u[:, P:], atol=1e-5, rtol=0)
-        np.testing.assert_allclose(dq[:, w:w + n], dq_u[:, P:], atol=1e-4, rtol=0)
-        np.testing.assert_allclose(dk[:, w:w + n], dk_u[:, P:], atol=1e-4, rtol=0)
-        np.testing.assert_allclose(dv[:, w:w + n], dv_u[:, P:], atol=1e-4, rtol=0)
+            q[:, idx], k[:, idx], v[:, idx]
+        )
+        np.testing.assert_allclose(out[:, w : w + n], o_u[:, P:], atol=1e-5, rtol=0)
+        np.testing.assert_allclose(dq[:, w : w + n], dq_u[:, P:], atol=1e-4, rtol=0)
+        np.testing.assert_allclose(dk[:, w : w + n], dk_u[:, P:], atol=1e-4, rtol=0)
+        np.testing.assert_allclose(dv[:, w : w + n], dv_u[:, P:], atol=1e-4, rtol=0)
         dk_sum, dv_sum = dk_sum + dk_u[:, :P], dv_sum + dv_u[:, :P]
         w += n
     # The prompt's kv gradients: its own causal part (prompt rows) plus every response's share.
-    o_p, (_, dk_p, dv_p) = jax.jit(lambda *a: out_and_grads(un, a, ct[:, :P]))(
-        q[:, :P], k[:, :P], v[:, :P])
+    o_p, (_, dk_p, dv_p) = jax.jit(lambda *a: out_and_grads(un, a, ct[:, :P]))(q[:, :P], k[:, :P], v[:, :P])
     np.testing.assert_allclose(dk[:, :P], dk_sum + dk_p, atol=1e-4, rtol=0)
     np.testing.assert_allclose(dv[:, :P], dv_sum + dv_p, atol=1e-4, rtol=0)
 
@@ -126,8 +141,9 @@ def test_schedule_is_the_block_schedule(layout, pad):
     order): for the contiguous layouts those are the blocks with a visible pair."""
     B, T, bq, bk = 2, 192, 32, 32
     seg = segment_ids(layout, B, T, pad=pad)
-    spec = MaskSpec(causal=True, q_len=T, kv_len=T, has_segments=True,
-                    shared_prefix_segment=1 if layout == "prefix" else None)
+    spec = MaskSpec(
+        causal=True, q_len=T, kv_len=T, has_segments=True, shared_prefix_segment=1 if layout == "prefix" else None
+    )
     static = BlockwiseStatic(mask=spec, sm_scale=1.0, block_q=bq, block_k=bk)
     z = jnp.zeros((B, T, 2, 8))
     _, _, _, q_seg, kv_seg = _pad(static, z, z[:, :, :1], z[:, :, :1], seg, seg)
@@ -136,7 +152,7 @@ def test_schedule_is_the_block_schedule(layout, pad):
         sched = block_schedule(spec, bq, bk, np.asarray(seg[b]), np.asarray(seg[b]))
         np.testing.assert_array_equal(count[b], sched.sum(1))
         for i in range(sched.shape[0]):
-            np.testing.assert_array_equal(order[b, i, :count[b, i]], np.flatnonzero(sched[i]))
+            np.testing.assert_array_equal(order[b, i, : count[b, i]], np.flatnonzero(sched[i]))
     assert count.sum() < B * (T // bq) * (T // bq + 1) // 2  # fewer than causal alone
 
 
@@ -147,8 +163,8 @@ def _compiled(T: int):
 
     def fwd_bwd(q, k, v, seg):
         def attn(q, k, v):
-            return blockwise_attention(q, k, v, q_segment_ids_BT=seg,
-                                                           kv_segment_ids_BS=seg, shared_prefix_segment=1)
+            return blockwise_attention(q, k, v, q_segment_ids_BT=seg, kv_segment_ids_BS=seg, shared_prefix_segment=1)
+
         return out_and_grads(attn, (q, k, v), jnp.ones(q.shape, q.dtype))
 
     return jax.jit(fwd_bwd).lower(q, kv, kv, seg).compile()

@@ -1,5 +1,6 @@
 """Checkpointer faults: a torn or corrupt newest checkpoint falls back to the previous one with
 a warning; a save that fails part-way (disk full) raises and leaves the previous one intact."""
+
 import errno
 import os
 import shutil
@@ -15,9 +16,13 @@ from qwenlong_jax.run.checkpoint import Checkpointer, CheckpointSaveError, abstr
 
 def _state(v: float) -> dict:
     dev = jax.devices()[0]
-    return {"params": {"w": jax.device_put(jnp.full((4, 8), v, jnp.float32), dev),
-                       "b": jax.device_put(jnp.arange(8, dtype=jnp.int32) + int(v), dev)},
-            "step": jax.device_put(jnp.asarray(int(v), jnp.int32), dev)}
+    return {
+        "params": {
+            "w": jax.device_put(jnp.full((4, 8), v, jnp.float32), dev),
+            "b": jax.device_put(jnp.arange(8, dtype=jnp.int32) + int(v), dev),
+        },
+        "step": jax.device_put(jnp.asarray(int(v), jnp.int32), dev),
+    }
 
 
 def _saved(directory: str, steps=(1, 2)) -> dict:
@@ -64,8 +69,9 @@ def _meta_corrupt(step_dir):
                 fh.write('{"step": ')
 
 
-@pytest.mark.parametrize("corrupt", [_garbage, _truncated, _state_missing, _meta_corrupt],
-                         ids=lambda f: f.__name__.strip("_"))
+@pytest.mark.parametrize(
+    "corrupt", [_garbage, _truncated, _state_missing, _meta_corrupt], ids=lambda f: f.__name__.strip("_")
+)
 def test_corrupt_latest_falls_back_to_previous_with_warning(tmp_path, corrupt, capsys, caplog):
     abstract = _saved(str(tmp_path))
     corrupt(str(tmp_path / "2"))

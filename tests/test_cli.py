@@ -1,10 +1,12 @@
 """Every command the README and docs/ name: `python -m qwenlong_jax.X --help` (and --helpfull)
 prints its usage with its main flags, and a bad flag or value is one `error:` line naming it."""
+
 import glob
 import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -15,8 +17,16 @@ MAIN_FLAGS = {
     "train": ("--config", "--workdir", "--stop_grace_s"),
     "plan": ("--config", "--devices", "--hbm_gib", "--backend"),
     "compile": ("--config", "--target", "--topology", "--phases", "--functions", "--json"),
-    "evaluate": ("--checkpoint", "--out", "--benchmarks", "--data_dir", "--bench_file", "--sweep", "--lengths",
-                 "--judge_url"),
+    "evaluate": (
+        "--checkpoint",
+        "--out",
+        "--benchmarks",
+        "--data_dir",
+        "--bench_file",
+        "--sweep",
+        "--lengths",
+        "--judge_url",
+    ),
     "generate": ("--checkpoint", "--prompt", "--chat", "--max_new_tokens", "--temperature", "--num_samples"),
     "ablation": ("--out", "--seeds", "--variants", "--headline", "--tiny"),
     "pretrain": ("--out", "--minutes", "--steps", "--init_from", "--copy_fraction"),
@@ -34,7 +44,7 @@ def _named_commands() -> set[str]:
     """Every `python -m qwenlong_jax.X [benchmark]` the README and docs/ show."""
     names = set()
     for path in [os.path.join(REPO, "README.md"), *glob.glob(os.path.join(REPO, "docs", "*.md"))]:
-        text = open(path, encoding="utf-8").read()
+        text = Path(path).read_text(encoding="utf-8")
         for m in re.finditer(r"python -m qwenlong_jax\.(\w+(?:\.\w+)*)(?: (attention|rollout|sampler|train)\b)?", text):
             names.add(m.group(1) + (f" {m.group(2)}" if m.group(2) else ""))
     return names
@@ -44,8 +54,14 @@ def _run(command: str, *args: str) -> subprocess.CompletedProcess:
     module, *rest = command.split()
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     env.pop("XLA_FLAGS", None)
-    return subprocess.run([sys.executable, "-m", f"qwenlong_jax.{module}", *rest, *args], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", f"qwenlong_jax.{module}", *rest, *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_every_named_command_is_checked():
@@ -71,8 +87,9 @@ def test_helpfull_prints_every_flag(command):
     proc = _run(command, "--helpfull", *(["--config", "configs/smoke.py"] if command == "plan" else []))
     assert proc.returncode == 0, proc.stderr[-3000:]
     for flag in (*MAIN_FLAGS[command], "--[no]helpfull"):
-        assert flag in proc.stdout or flag.replace("--", "--[no]", 1) in proc.stdout, \
+        assert flag in proc.stdout or flag.replace("--", "--[no]", 1) in proc.stdout, (
             f"{command} --helpfull does not name {flag}:\n{proc.stdout}"
+        )
     if command == "plan":
         assert "--config.rl.group_size=" in proc.stdout and "--config.phases.rl_long.max_output=" in proc.stdout
 
@@ -91,21 +108,53 @@ def _one_error_line(main, argv, capsys) -> str:
 
 
 def _mains():
-    from qwenlong_jax.cli import (ablation, bench, compile, evaluate, generate, make_synthetic, plan, pretrain,
-                                  train, train_tokenizer)
-    return {"train": train.main, "plan": plan.main, "compile": compile.main, "evaluate": evaluate.main,
-            "generate": generate.main, "ablation": ablation.main, "pretrain": pretrain.main,
-            "data.make_synthetic": make_synthetic.main, "data.train_tokenizer": train_tokenizer.main,
-            "bench": bench.main}
+    from qwenlong_jax.cli import (
+        ablation,
+        bench,
+        compile,
+        evaluate,
+        generate,
+        make_synthetic,
+        plan,
+        pretrain,
+        train,
+        train_tokenizer,
+    )
+
+    return {
+        "train": train.main,
+        "plan": plan.main,
+        "compile": compile.main,
+        "evaluate": evaluate.main,
+        "generate": generate.main,
+        "ablation": ablation.main,
+        "pretrain": pretrain.main,
+        "data.make_synthetic": make_synthetic.main,
+        "data.train_tokenizer": train_tokenizer.main,
+        "bench": bench.main,
+    }
 
 
 # A flag every command needs given, so that the bad one is the only fault.
-GOOD = {"plan": ["--config", "configs/smoke.py"], "compile": ["--config", "configs/smoke.py"],
-        "evaluate": ["--checkpoint", "c", "--out", "o"], "generate": ["--checkpoint", "c", "--prompt", "p"],
-        "data.make_synthetic": ["--out", "o", "--num", "1"], "data.train_tokenizer": ["--out", "o"]}
-BAD_VALUE = {"train": "--stop_grace_s=soon", "plan": "--devices=many", "compile": "--json",
-             "evaluate": "--lengths=1024,long", "generate": "--max_new_tokens=lots", "ablation": "--seeds=0,one",
-             "pretrain": "--steps=3.5", "data.make_synthetic": "--seed=x", "data.train_tokenizer": "--vocab_size=big"}
+GOOD = {
+    "plan": ["--config", "configs/smoke.py"],
+    "compile": ["--config", "configs/smoke.py"],
+    "evaluate": ["--checkpoint", "c", "--out", "o"],
+    "generate": ["--checkpoint", "c", "--prompt", "p"],
+    "data.make_synthetic": ["--out", "o", "--num", "1"],
+    "data.train_tokenizer": ["--out", "o"],
+}
+BAD_VALUE = {
+    "train": "--stop_grace_s=soon",
+    "plan": "--devices=many",
+    "compile": "--json",
+    "evaluate": "--lengths=1024,long",
+    "generate": "--max_new_tokens=lots",
+    "ablation": "--seeds=0,one",
+    "pretrain": "--steps=3.5",
+    "data.make_synthetic": "--seed=x",
+    "data.train_tokenizer": "--vocab_size=big",
+}
 
 
 @pytest.mark.parametrize("command", sorted(BAD_VALUE))

@@ -9,6 +9,7 @@ attention, [T, S] scores) has none -- and that its temporaries stay O(T).
 
 Skipped only when the CUDA compiler wheels are absent (tests/requirements.txt installs them).
 """
+
 import json
 
 import jax
@@ -42,6 +43,7 @@ def _abstract(mesh, shape, dtype=jnp.bfloat16):
 
 # --- the target table and the spec files ------------------------------------------------------
 
+
 def test_targets_parse_both_kinds():
     tpu = targets.parse("v5p:4x4x4")
     assert (tpu.kind, tpu.chip, tpu.chips, tpu.kernel_name) == ("tpu", "v5p", 64, "Mosaic")
@@ -51,8 +53,7 @@ def test_targets_parse_both_kinds():
     assert h100.device_memory_bytes == 84942979072
     assert h100.memory_bytes == int(0.75 * 84942979072)
     assert targets.parse("h200:8x8").device_memory_bytes == 151397597184
-    for bad, msg in [("h100:16", "NODESxGPUS"), ("a9000:1x1", "unknown chip 'a9000'"),
-                     ("v5p:4x4", "AxBxC")]:
+    for bad, msg in [("h100:16", "NODESxGPUS"), ("a9000:1x1", "unknown chip 'a9000'"), ("v5p:4x4", "AxBxC")]:
         with pytest.raises(targets.TopologyError, match=msg):
             targets.parse(bad)
 
@@ -72,11 +73,13 @@ def test_gpu_spec_files_parse(chip_name):
     devices = targets.gpu_devices(f"{chip_name}:2x4")
     assert len(devices) == 8 and {d.platform for d in devices} == {"gpu"}
     assert {d.device_kind for d in devices} == {
-        {"h100": "NVIDIA H100 80GB HBM3", "h200": "NVIDIA H200 141GB HBM3e"}[chip_name]}
+        {"h100": "NVIDIA H100 80GB HBM3", "h200": "NVIDIA H200 141GB HBM3e"}[chip_name]
+    }
     assert [d.process_index for d in devices] == [0] * 4 + [1] * 4  # node by node
 
 
 # --- the kernels ------------------------------------------------------------------------------
+
 
 @needs_cuda
 def test_backend_comes_from_the_gpu_mesh(gpu_mesh):
@@ -95,8 +98,11 @@ def test_flash_fwd_bwd_compiles_for_one_h100(gpu_mesh, T):
     seg = _abstract(gpu_mesh, (1, T), jnp.int32)
 
     def fwd_bwd(q, k, v, seg):
-        attn = lambda q, k, v: kernels.flash_attention(
-            q, k, v, q_segment_ids_BT=seg, kv_segment_ids_BS=seg, shared_prefix_segment=1)
+        def attn(q, k, v):
+            return kernels.flash_attention(
+                q, k, v, q_segment_ids_BT=seg, kv_segment_ids_BS=seg, shared_prefix_segment=1
+            )
+
         out, vjp = jax.vjp(attn, q, k, v)
         return out, vjp(out)
 
@@ -112,9 +118,19 @@ def test_flash_fwd_bwd_compiles_for_one_h100(gpu_mesh, T):
 def test_decode_compiles_for_one_h100_with_a_64k_prompt_cache(gpu_mesh):
     """32B-like decode step: 16 samples, 40 query heads over 8 kv heads, 64K prompt cache."""
     B, G, N, K, H, S, R = 1, 16, 40, 8, 128, 65536, 4096
-    a = lambda shape, dt=jnp.bfloat16: _abstract(gpu_mesh, shape, dt)
-    args = (a((B, G, 1, N, H)), a((B, S, K, H)), a((B, S, K, H)), a((B,), jnp.int32),
-            a((B, G, R, K, H)), a((B, G, R, K, H)), a((B, G), jnp.int32))
+
+    def a(shape, dt=jnp.bfloat16):
+        return _abstract(gpu_mesh, shape, dt)
+
+    args = (
+        a((B, G, 1, N, H)),
+        a((B, S, K, H)),
+        a((B, S, K, H)),
+        a((B,), jnp.int32),
+        a((B, G, R, K, H)),
+        a((B, G, R, K, H)),
+        a((B, G), jnp.int32),
+    )
     with jax.set_mesh(gpu_mesh):
         compiled = jax.jit(kernels.decode_attention).trace(*args).lower().compile()
     assert _triton(compiled) == 2  # prompt cache, response caches
@@ -126,15 +142,20 @@ def test_ring_with_flash_pairs_compiles_over_4_h100():
     """Ring attention over 4 GPUs of one node (sequence axis), flash pairs, 32K tokens."""
     mesh = Mesh(np.array(targets.gpu_devices("h100:1x4")), ("sequence",))
     T = 32768
-    spec = lambda *s: NamedSharding(mesh, P(*s))
+
+    def spec(*s):
+        return NamedSharding(mesh, P(*s))
+
     q = jax.ShapeDtypeStruct((1, T, 8, 128), jnp.bfloat16, sharding=spec(None, "sequence"))
     kv = jax.ShapeDtypeStruct((1, T, 2, 128), jnp.bfloat16, sharding=spec(None, "sequence"))
     seg = jax.ShapeDtypeStruct((1, T), jnp.int32, sharding=spec(None, "sequence"))
 
     def fwd_bwd(q, k, v, seg):
-        attn = lambda q, k, v: kernels.ring_attention(
-            q, k, v, mesh=mesh, q_segment_ids_BT=seg, kv_segment_ids_BS=seg,
-            shared_prefix_segment=1)
+        def attn(q, k, v):
+            return kernels.ring_attention(
+                q, k, v, mesh=mesh, q_segment_ids_BT=seg, kv_segment_ids_BS=seg, shared_prefix_segment=1
+            )
+
         out, vjp = jax.vjp(attn, q, k, v)
         return out, vjp(out)
 
@@ -146,24 +167,36 @@ def test_ring_with_flash_pairs_compiles_over_4_h100():
 
 # --- the run's steps through the compile check -----------------------------------------------
 
+
 @needs_cuda
 def test_smoke_steps_compile_for_4_h100_with_flash(tmp_path, capsys):
     """The smoke config's SFT update, GRPO logprob pass and update, and sampler, compiled by
     XLA:GPU for 1 node x 4 H100 (data=2 x tensor=2) with flash attention: the updates and the
     logprob pass hold the Triton kernels, the table says Triton."""
     out = tmp_path / "compile.json"
-    rc = compile_cli.main([
-        "--config", "configs/smoke.py", "--target", "h100:1x4", "--phases", "sft,rl_short",
-        "--json", str(out), "--config.mesh.data=2", "--config.mesh.tensor=2",
-        "--config.model.attention_impl=flash", "--config.data.eval_lengths=()"])
+    rc = compile_cli.main(
+        [
+            "--config",
+            "configs/smoke.py",
+            "--target",
+            "h100:1x4",
+            "--phases",
+            "sft,rl_short",
+            "--json",
+            str(out),
+            "--config.mesh.data=2",
+            "--config.mesh.tensor=2",
+            "--config.model.attention_impl=flash",
+            "--config.data.eval_lengths=()",
+        ]
+    )
     text = capsys.readouterr().out
     assert rc == 0, text
     res = json.loads(out.read_text())
     assert res["topology"] == "h100:1x4" and res["kind"] == "gpu"
     assert res["hbm_bytes"] == targets.parse("h100:1x4").memory_bytes
     fns = {(r["phase"], r["fn"]): r for r in res["results"]}
-    assert set(fns) == {("sft", "update"), ("rl_short", "old_logp"), ("rl_short", "update"),
-                        ("rl_short", "sample")}
+    assert set(fns) == {("sft", "update"), ("rl_short", "old_logp"), ("rl_short", "update"), ("rl_short", "sample")}
     for r in fns.values():
         assert r["ok"] and r["fits"] and r["error"] == "" and 0 < r["total_bytes"] < r["hbm_bytes"]
     # forward (logprob pass) 1 kernel; forward + backward (updates) 3 kernels
@@ -176,11 +209,12 @@ def test_smoke_steps_compile_for_4_h100_with_flash(tmp_path, capsys):
 
 def test_gpu_target_without_cuda_wheels_is_one_line(monkeypatch, capsys):
     monkeypatch.setattr(targets, "cuda_available", lambda: False)
-    assert compile_cli.main(["--config", "configs/smoke.py", "--target", "h100:1x4",
-                             "--config.mesh.data=4"]) == 1
+    assert compile_cli.main(["--config", "configs/smoke.py", "--target", "h100:1x4", "--config.mesh.data=4"]) == 1
     err = capsys.readouterr().err.strip()
-    assert err.startswith('error: the CUDA compiler wheels are not installed: pip install '
-                          '"jax-cuda13-plugin==0.10.2"') and "\n" not in err
+    assert (
+        err.startswith('error: the CUDA compiler wheels are not installed: pip install "jax-cuda13-plugin==0.10.2"')
+        and "\n" not in err
+    )
 
 
 def test_bad_target_is_one_line(capsys):
@@ -194,10 +228,21 @@ def test_gpu_no_fit_is_exit_2_naming_phase_function_and_knob(monkeypatch, capsys
     """The exit rule is the TPU one: a function over the GPU's budget (here a 1e-6 share of the
     H100's memory) exits 2 with one error line naming the phase, the function and the knob."""
     monkeypatch.setenv("XLA_CLIENT_MEM_FRACTION", "0.000001")
-    rc = compile_cli.main([
-        "--config", "configs/smoke.py", "--target", "h100:1x4", "--phases", "rl_short",
-        "--functions", "old_logp", "--config.mesh.data=2", "--config.mesh.tensor=2",
-        "--config.data.eval_lengths=()"])
+    rc = compile_cli.main(
+        [
+            "--config",
+            "configs/smoke.py",
+            "--target",
+            "h100:1x4",
+            "--phases",
+            "rl_short",
+            "--functions",
+            "old_logp",
+            "--config.mesh.data=2",
+            "--config.mesh.tensor=2",
+            "--config.data.eval_lengths=()",
+        ]
+    )
     err = capsys.readouterr().err.strip()
     assert rc == 2, err
     assert err.startswith("error: phase rl_short, old_logp: needs ") and "\n" not in err

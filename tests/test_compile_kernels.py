@@ -6,6 +6,7 @@ Each test asserts the compiled program contains the Mosaic kernels and that its 
 far below the chip's HBM (bounded on-chip buffers are checked by the compiler itself: a kernel
 whose VMEM does not fit fails to compile, as the loop kernels did at 8K tokens).
 """
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -48,7 +49,9 @@ def test_flash_fwd_bwd_compiles_on_one_v5p_chip(chip_mesh, T):
     def fwd_bwd(q, k, v, seg):
         def attn(q, k, v):
             return kernels.flash_attention(
-                    q, k, v, q_segment_ids_BT=seg, kv_segment_ids_BS=seg, shared_prefix_segment=1)
+                q, k, v, q_segment_ids_BT=seg, kv_segment_ids_BS=seg, shared_prefix_segment=1
+            )
+
         out, vjp = jax.vjp(attn, q, k, v)
         return out, vjp(out)
 
@@ -64,10 +67,19 @@ def test_flash_fwd_bwd_compiles_on_one_v5p_chip(chip_mesh, T):
 def test_decode_compiles_with_a_64k_prompt_cache(chip_mesh):
     """32B-like decode step: 16 samples, 40 query heads over 8 kv heads, 64K prompt cache."""
     B, G, N, K, H, S, R = 1, 16, 40, 8, 128, 65536, 4096
+
     def a(shape, dt=jnp.bfloat16):
         return _abstract(chip_mesh, shape, dt)
-    args = (a((B, G, 1, N, H)), a((B, S, K, H)), a((B, S, K, H)), a((B,), jnp.int32),
-            a((B, G, R, K, H)), a((B, G, R, K, H)), a((B, G), jnp.int32))
+
+    args = (
+        a((B, G, 1, N, H)),
+        a((B, S, K, H)),
+        a((B, S, K, H)),
+        a((B,), jnp.int32),
+        a((B, G, R, K, H)),
+        a((B, G, R, K, H)),
+        a((B, G), jnp.int32),
+    )
     with jax.set_mesh(chip_mesh):
         compiled = jax.jit(kernels.decode_attention).trace(*args).lower().compile()
     assert targets.mosaic_kernel_count(compiled) == 2  # prompt cache, response caches
@@ -80,8 +92,10 @@ def test_ring_with_flash_pairs_compiles_on_a_v5p_slice():
     devices = targets.topology_devices("v5p:2x2x1")
     mesh = Mesh(np.array(devices), ("sequence",))
     T = 32768
+
     def spec(*s):
         return NamedSharding(mesh, P(*s))
+
     q = jax.ShapeDtypeStruct((1, T, 8, 128), jnp.bfloat16, sharding=spec(None, "sequence"))
     kv = jax.ShapeDtypeStruct((1, T, 2, 128), jnp.bfloat16, sharding=spec(None, "sequence"))
     seg = jax.ShapeDtypeStruct((1, T), jnp.int32, sharding=spec(None, "sequence"))
@@ -89,8 +103,9 @@ def test_ring_with_flash_pairs_compiles_on_a_v5p_slice():
     def fwd_bwd(q, k, v, seg):
         def attn(q, k, v):
             return kernels.ring_attention(
-                    q, k, v, mesh=mesh, q_segment_ids_BT=seg, kv_segment_ids_BS=seg,
-                    shared_prefix_segment=1)
+                q, k, v, mesh=mesh, q_segment_ids_BT=seg, kv_segment_ids_BS=seg, shared_prefix_segment=1
+            )
+
         out, vjp = jax.vjp(attn, q, k, v)
         return out, vjp(out)
 

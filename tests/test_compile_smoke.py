@@ -4,6 +4,7 @@ The run's own jitted steps (SFT update, GRPO old-logprob pass and update, the sa
 compiled by XLA:TPU for 4 compile-only chips with the mesh data=2 x tensor=2; one RL phase is
 enough to cover every kind of function (the other differs only in shapes).
 """
+
 import json
 
 from qwenlong_jax.cli import compile as compile_cli
@@ -11,17 +12,27 @@ from qwenlong_jax.cli import compile as compile_cli
 
 def test_smoke_steps_compile_for_v5p_2x2x1(tmp_path, capsys):
     out = tmp_path / "compile.json"
-    rc = compile_cli.main([
-        "--config", "configs/smoke.py", "--topology", "v5p:2x2x1", "--phases", "sft,rl_short",
-        "--json", str(out), "--config.mesh.data=2", "--config.mesh.tensor=2",
-        "--config.data.eval_lengths=()"])
+    rc = compile_cli.main(
+        [
+            "--config",
+            "configs/smoke.py",
+            "--topology",
+            "v5p:2x2x1",
+            "--phases",
+            "sft,rl_short",
+            "--json",
+            str(out),
+            "--config.mesh.data=2",
+            "--config.mesh.tensor=2",
+            "--config.data.eval_lengths=()",
+        ]
+    )
     text = capsys.readouterr().out
     assert rc == 0, text
     res = json.loads(out.read_text())
     assert res["topology"] == "v5p:2x2x1" and res["mesh"]["tensor"] == 2
     fns = {(r["phase"], r["fn"]): r for r in res["results"]}
-    assert set(fns) == {("sft", "update"), ("rl_short", "old_logp"), ("rl_short", "update"),
-                        ("rl_short", "sample")}
+    assert set(fns) == {("sft", "update"), ("rl_short", "old_logp"), ("rl_short", "update"), ("rl_short", "sample")}
     for r in fns.values():
         assert r["ok"] and r["fits"] and r["error"] == ""
         assert 0 < r["total_bytes"] < r["hbm_bytes"] and r["flops"] > 0
@@ -41,11 +52,9 @@ def test_smoke_steps_compile_for_v5p_2x2x1(tmp_path, capsys):
 
 
 def test_missing_phase_and_bad_mesh_are_one_line_errors(capsys):
-    assert compile_cli.main(["--config", "configs/smoke.py", "--phases", "nope",
-                             "--config.mesh.data=-1"]) == 1
+    assert compile_cli.main(["--config", "configs/smoke.py", "--phases", "nope", "--config.mesh.data=-1"]) == 1
     assert capsys.readouterr().err.strip() == "error: --phases: no phase named nope"
-    assert compile_cli.main(["--config", "configs/smoke.py", "--target", "v5p:2x2x1",
-                             "--config.mesh.data=3"]) == 1
+    assert compile_cli.main(["--config", "configs/smoke.py", "--target", "v5p:2x2x1", "--config.mesh.data=3"]) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: mesh") and "\n" not in err
 
@@ -56,5 +65,5 @@ def test_without_libtpu_one_line_says_how_to_install(monkeypatch, capsys):
     monkeypatch.setattr(targets, "libtpu_available", lambda: False)
     assert compile_cli.main(["--config", "configs/smoke.py", "--target", "v5p:2x2x1"]) == 1
     err = capsys.readouterr().err.strip()
-    assert err.startswith("error: libtpu is not installed: pip install \"jax[tpu]==0.10.2\"")
+    assert err.startswith('error: libtpu is not installed: pip install "jax[tpu]==0.10.2"')
     assert "\n" not in err

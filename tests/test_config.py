@@ -1,4 +1,5 @@
 """Config files build and validate; bad values give one clear line naming the field."""
+
 import importlib
 
 import jax
@@ -24,8 +25,12 @@ def test_real_configs_build_and_validate(name, devices):
     assert [p.max_input for p in cfg.phases] == [20_000, 20_000, 60_000]
     assert cfg.rl.group_size == 8 and cfg.rl.clip_low == 0.2 and cfg.optim.lr == 2e-6
     mesh = sharding.abstract_mesh(cfg.mesh, devices)
-    sharding.check_layout(models.logical_axes(mcfg), models.param_shapes(mcfg), mesh,
-                          {f"phases[{p.name}].batch": p.batch for p in cfg.phases})
+    sharding.check_layout(
+        models.logical_axes(mcfg),
+        models.param_shapes(mcfg),
+        mesh,
+        {f"phases[{p.name}].batch": p.batch for p in cfg.phases},
+    )
 
 
 @pytest.mark.parametrize("name", REAL)
@@ -45,14 +50,17 @@ def test_unknown_key_suggests():
         from_config_dict(c)
 
 
-@pytest.mark.parametrize("path,value,pattern", [
-    ("rl.clip_high", 1.5, r"rl\.clip_high must be in \[0, 1\)"),
-    ("rl.group_size", 1, r"rl\.group_size must be >= 2"),
-    ("optim.lr", -1.0, r"optim\.lr must be > 0"),
-    ("rl.loss_agg", "sum", r"config\.rl\.loss_agg: 'sum' is not one of"),
-    ("rl.group_size", "8", r"config\.rl\.group_size: expected an int"),
-    ("mesh.tensor", 0, r"mesh\.tensor must be a positive int or -1"),
-])
+@pytest.mark.parametrize(
+    "path,value,pattern",
+    [
+        ("rl.clip_high", 1.5, r"rl\.clip_high must be in \[0, 1\)"),
+        ("rl.group_size", 1, r"rl\.group_size must be >= 2"),
+        ("optim.lr", -1.0, r"optim\.lr must be > 0"),
+        ("rl.loss_agg", "sum", r"config\.rl\.loss_agg: 'sum' is not one of"),
+        ("rl.group_size", "8", r"config\.rl\.group_size: expected an int"),
+        ("mesh.tensor", 0, r"mesh\.tensor must be a positive int or -1"),
+    ],
+)
 def test_bad_values(path, value, pattern):
     c = _load("r1_distill_32b_gpu").to_dict()  # a plain dict: ConfigDict would type-lock first
     section, key = path.split(".")

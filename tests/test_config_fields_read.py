@@ -6,6 +6,7 @@ It cannot prove that a read changes behaviour (a common name may be read elsewhe
 fail on a field that nothing reads, which is how `rl.kl_coef`, `rl.epochs` and `log_every`
 once went unnoticed (the last test shows it catches such a field).
 """
+
 import ast
 import dataclasses
 import os
@@ -14,9 +15,17 @@ from qwenlong_jax import config as config_lib
 from qwenlong_jax.parallel.sharding import MeshConfig
 
 PKG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "qwenlong_jax")
-SECTIONS = (config_lib.Config, config_lib.ModelSection, MeshConfig, config_lib.OptimConfig,
-            config_lib.RLConfig, config_lib.PhaseConfig, config_lib.DataConfig, config_lib.RetroConfig,
-            config_lib.JudgeConfig)
+SECTIONS = (
+    config_lib.Config,
+    config_lib.ModelSection,
+    MeshConfig,
+    config_lib.OptimConfig,
+    config_lib.RLConfig,
+    config_lib.PhaseConfig,
+    config_lib.DataConfig,
+    config_lib.RetroConfig,
+    config_lib.JudgeConfig,
+)
 
 
 class _Reads(ast.NodeVisitor):
@@ -28,8 +37,13 @@ class _Reads(ast.NodeVisitor):
             self.generic_visit(node)
 
     def visit_Call(self, node):  # d.get("order"): a field read from the ConfigDict itself
-        if isinstance(node.func, ast.Attribute) and node.func.attr == "get" and node.args and \
-                isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str):
+        if (
+            isinstance(node.func, ast.Attribute)
+            and node.func.attr == "get"
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+            and isinstance(node.args[0].value, str)
+        ):
             self.names.add(node.args[0].value)
         self.generic_visit(node)
 
@@ -50,8 +64,7 @@ def attribute_reads(root: str = PKG) -> set[str]:
 
 
 def unread_fields(sections, reads: set[str]) -> list[str]:
-    return [f"{cls.__name__}.{f.name}" for cls in sections for f in dataclasses.fields(cls)
-            if f.name not in reads]
+    return [f"{cls.__name__}.{f.name}" for cls in sections for f in dataclasses.fields(cls) if f.name not in reads]
 
 
 def test_every_config_field_is_read():

@@ -1,4 +1,5 @@
 """Readers, validation with file:line:field errors, the skip policy, prompt and truncation."""
+
 import json
 import os
 import pathlib
@@ -26,10 +27,13 @@ def tok():
 
 # ------------------------------------------------------------------------------------ prompt
 
+
 def test_prompt_is_the_paper_template_verbatim():
-    expected = ("Please read the following text and answer the question below.\n\n<text>\nDOC\n"
-                "</text>\n\nQ?\n\nFormat your response as follows: \"Therefore, the answer is "
-                "(insert answer here)\".")
+    expected = (
+        "Please read the following text and answer the question below.\n\n<text>\nDOC\n"
+        '</text>\n\nQ?\n\nFormat your response as follows: "Therefore, the answer is '
+        '(insert answer here)".'
+    )
     assert build_prompt("DOC", "Q?") == expected
     assert PROMPT_TEMPLATE.format(document="DOC", question="Q?") == expected
 
@@ -42,12 +46,17 @@ def test_split_prompt_inverts_build_prompt_even_with_tags_in_document():
 
 # ----------------------------------------------------------------------------------- readers
 
+
 def test_verl_jsonl_rows():
     recs, rep = load_records(fx("verl_good.jsonl"))
     assert rep.read == rep.kept == 3 and not rep.skipped
     dm, mu, mc = recs
     assert (dm.id, dm.data_source, dm.ground_truth, dm.answer) == (
-        "dm-0", "docmath", "Therefore, the answer is 30", "30")
+        "dm-0",
+        "docmath",
+        "Therefore, the answer is 30",
+        "30",
+    )
     assert dm.document.startswith("The company reported") and dm.question.startswith("By how many")
     assert dm.prompt == build_prompt(dm.document, dm.question)
     assert dm.extra_info == {"index": "dm-0", "split": "train"} and dm.source.endswith("verl_good.jsonl:1")
@@ -58,6 +67,7 @@ def test_verl_jsonl_rows():
 def test_verl_parquet_matches_jsonl(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
+
     rows = [json.loads(line) for line in pathlib.Path(fx("verl_good.jsonl")).read_text().splitlines()]
     path = str(tmp_path / "train.parquet")
     pq.write_table(pa.Table.from_pylist(rows), path)
@@ -66,7 +76,11 @@ def test_verl_parquet_matches_jsonl(tmp_path):
     assert [r.id for r in from_pq] == ["dm-0", "mu-1", "mc-2"]
     for a, b in zip(from_pq, from_js):
         assert (a.prompt, a.ground_truth, a.data_source, a.document) == (
-            b.prompt, b.ground_truth, b.data_source, b.document)
+            b.prompt,
+            b.ground_truth,
+            b.data_source,
+            b.document,
+        )
     assert from_pq[1].source == f"{path}:2"
 
 
@@ -81,16 +95,19 @@ def test_plain_jsonl_rows(tok):
     assert p0.num_prompt_tokens == len(tok.chat_prompt(p0.prompt))
 
 
-@pytest.mark.parametrize("name,line,field,reason", [
-    ("bad_malformed_json.jsonl", 2, "<json>", "malformed_json"),
-    ("bad_missing_field.jsonl", 2, "question", "missing_field"),
-    ("bad_wrong_type.jsonl", 2, "document", "wrong_type"),
-    ("bad_empty_document.jsonl", 2, "document", "empty"),
-    ("bad_non_utf8.jsonl", 2, "<bytes>", "non_utf8"),
-    ("bad_mc_ground_truth.jsonl", 2, "reward_model.ground_truth", "bad_ground_truth"),
-    ("bad_verl_missing_ground_truth.jsonl", 1, "reward_model.ground_truth", "missing_field"),
-    ("bad_verl_system_prompt.jsonl", 1, "prompt", "wrong_type"),
-])
+@pytest.mark.parametrize(
+    "name,line,field,reason",
+    [
+        ("bad_malformed_json.jsonl", 2, "<json>", "malformed_json"),
+        ("bad_missing_field.jsonl", 2, "question", "missing_field"),
+        ("bad_wrong_type.jsonl", 2, "document", "wrong_type"),
+        ("bad_empty_document.jsonl", 2, "document", "empty"),
+        ("bad_non_utf8.jsonl", 2, "<bytes>", "non_utf8"),
+        ("bad_mc_ground_truth.jsonl", 2, "reward_model.ground_truth", "bad_ground_truth"),
+        ("bad_verl_missing_ground_truth.jsonl", 1, "reward_model.ground_truth", "missing_field"),
+        ("bad_verl_system_prompt.jsonl", 1, "prompt", "wrong_type"),
+    ],
+)
 def test_bad_file_raises_one_line_naming_file_line_field(name, line, field, reason):
     with pytest.raises(DataError) as ei:
         load_records(fx(name))
@@ -104,6 +121,7 @@ def test_error_messages_say_what_is_wrong():
         with pytest.raises(DataError) as ei:
             load_records(fx(name))
         return str(ei.value)
+
     assert "expected str, got list" in msg("bad_wrong_type.jsonl")
     bad_line = pathlib.Path(fx("bad_non_utf8.jsonl")).read_bytes().split(b"\n")[1]
     pos = bad_line.index(bytes([0xE9]))  # the byte after "caf"
@@ -115,11 +133,13 @@ def test_error_messages_say_what_is_wrong():
 def test_over_long_document_is_rejected_in_tokens(tok):
     recs, _ = load_records(fx("plain_good.jsonl"), tokenizer=tok)
     limit = min(r.num_prompt_tokens for r in recs)  # the shortest one passes exactly
-    with pytest.raises(DataError, match=r"plain_good\.jsonl:1: field 'document': prompt has \d+ "
-                                        rf"tokens, over the limit of {limit}"):
+    with pytest.raises(
+        DataError,
+        match=r"plain_good\.jsonl:1: field 'document': prompt has \d+ "
+        rf"tokens, over the limit of {limit}",
+    ):
         load_records(fx("plain_good.jsonl"), tokenizer=tok, max_prompt_tokens=limit)
-    kept, rep = load_records(fx("plain_good.jsonl"), tokenizer=tok, max_prompt_tokens=limit,
-                             on_bad="skip")
+    kept, rep = load_records(fx("plain_good.jsonl"), tokenizer=tok, max_prompt_tokens=limit, on_bad="skip")
     assert [r.num_prompt_tokens for r in kept] == [limit] and rep.skipped == {"too_long": 3}
     with pytest.raises(DataError, match=r"verl_good\.jsonl:1: field 'prompt': prompt has"):
         load_records(fx("verl_good.jsonl"), tokenizer=tok, max_prompt_tokens=10)
@@ -129,9 +149,16 @@ def test_skip_policy_counts_each_reason():
     recs, rep = load_records(fx("mixed_bad.jsonl"), on_bad="skip")
     assert [r.id for r in recs] == ["p0", "p3"]
     assert rep.read == 10 and rep.kept == 2
-    assert dict(rep.skipped) == {"malformed_json": 1, "missing_field": 1, "wrong_type": 1,
-                                 "empty": 1, "non_utf8": 1, "bad_ground_truth": 1,
-                                 "duplicate_id": 1, "not_an_object": 1}
+    assert dict(rep.skipped) == {
+        "malformed_json": 1,
+        "missing_field": 1,
+        "wrong_type": 1,
+        "empty": 1,
+        "non_utf8": 1,
+        "bad_ground_truth": 1,
+        "duplicate_id": 1,
+        "not_an_object": 1,
+    }
     assert "skipped 8" in rep.summary() and "non_utf8=1" in rep.summary()
     assert rep.first_error["duplicate_id"].endswith("id 'p0' already at " + fx("mixed_bad.jsonl") + ":1")
     with pytest.raises(DataError, match=r"mixed_bad\.jsonl:3: field '<json>'"):
@@ -156,6 +183,7 @@ def test_record_json_round_trip():
 
 # -------------------------------------------------------------------------------- truncation
 
+
 def test_truncate_middle_keeps_first_and_last_halves():
     assert truncate_middle(range(10), 4) == [0, 1, 8, 9]
     assert truncate_middle(range(10), 5) == [0, 1, 7, 8, 9]
@@ -167,8 +195,15 @@ def test_truncate_middle_keeps_first_and_last_halves():
 
 def test_fit_prompt_truncates_the_document_only(tok):
     doc = " ".join(f"w{i:03d}" for i in range(400))  # fixed width: token middle = word middle
-    rec = Record(id="x", data_source="docqa", prompt=build_prompt(doc, "What is w0 ?"),
-                 ground_truth="w0", answer="w0", document=doc, question="What is w0 ?")
+    rec = Record(
+        id="x",
+        data_source="docqa",
+        prompt=build_prompt(doc, "What is w0 ?"),
+        ground_truth="w0",
+        answer="w0",
+        document=doc,
+        question="What is w0 ?",
+    )
     full = tok.chat_prompt(rec.prompt)
     assert fit_prompt(rec, tok, len(full)) == full  # fits: untouched
     ids = fit_prompt(rec, tok, len(full) - 300)
@@ -176,20 +211,27 @@ def test_fit_prompt_truncates_the_document_only(tok):
     text = tok.decode(ids)
     assert "w000 w001 w002" in text and "w398 w399\n</text>" in text and " w200 " not in text
     assert " w150 " in text and " w250 " in text
-    assert text.rstrip().endswith('"Therefore, the answer is (insert answer here)".<|im_end|>\n'
-                                  "<|im_start|>assistant")
+    assert text.rstrip().endswith('"Therefore, the answer is (insert answer here)".<|im_end|>\n<|im_start|>assistant')
     with pytest.raises(ValueError, match="without its document"):
         fit_prompt(rec, tok, 20)
 
 
-@pytest.mark.parametrize("gt,letter", [("The correct answer is (B)", "B"),
-                                       ("The correct answer is C", "C"),
-                                       ("The correct answer is (B", None),
-                                       ("the correct answer is (B)", None),
-                                       ("(B)", None)])
+@pytest.mark.parametrize(
+    "gt,letter",
+    [
+        ("The correct answer is (B)", "B"),
+        ("The correct answer is C", "C"),
+        ("The correct answer is (B", None),
+        ("the correct answer is (B)", None),
+        ("(B)", None),
+    ],
+)
 def test_multiple_choice_ground_truth_accepted_iff_the_scorer_parses_it(gt, letter):
-    row = {"data_source": "long_toc_choices_x", "prompt": [{"role": "user", "content": "q"}],
-           "reward_model": {"ground_truth": gt}}
+    row = {
+        "data_source": "long_toc_choices_x",
+        "prompt": [{"role": "user", "content": "q"}],
+        "reward_model": {"ground_truth": gt},
+    }
     if letter is None:
         with pytest.raises(DataError, match="f.jsonl:3: field 'reward_model.ground_truth'"):
             rows_lib.parse_row(row, "f.jsonl:3")
@@ -197,12 +239,12 @@ def test_multiple_choice_ground_truth_accepted_iff_the_scorer_parses_it(gt, lett
         assert rows_lib.parse_row(row, "f.jsonl:3").answer == letter
 
 
-@pytest.mark.parametrize("answer,letter", [("B", "B"), ("(C)", "C"), ("D.", "D"),
-                                           ("The correct answer is (A)", "A"), ("E", None),
-                                           ("b", None)])
+@pytest.mark.parametrize(
+    "answer,letter",
+    [("B", "B"), ("(C)", "C"), ("D.", "D"), ("The correct answer is (A)", "A"), ("E", None), ("b", None)],
+)
 def test_plain_multiple_choice_answers(answer, letter):
-    row = {"id": "i", "document": "d", "question": "q", "answer": answer,
-           "data_source": "synthetic_long_toc_choices"}
+    row = {"id": "i", "document": "d", "question": "q", "answer": answer, "data_source": "synthetic_long_toc_choices"}
     if letter is None:
         with pytest.raises(DataError, match="field 'answer': multiple-choice answer"):
             rows_lib.parse_row(row, "f.jsonl:1")

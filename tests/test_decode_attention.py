@@ -3,6 +3,7 @@
 Tolerances (max abs error, inputs ~N(0,1)): f32 1e-5; bf16 inputs vs the f32 reference on the
 same bf16-rounded values 3e-2.
 """
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -20,18 +21,17 @@ def make_inputs(B, G, T, N, K, H, S, R, prefix_len, resp_len, dtype=jnp.float32,
     q = jax.random.normal(ks[0], (B, G, T, N, H)).astype(dtype)
     pk, pv = (jax.random.normal(x, (B, S, K, H)).astype(dtype) for x in ks[1:3])
     rk, rv = (jax.random.normal(x, (B, G, R, K, H)).astype(dtype) for x in ks[3:5])
-    return (q, pk, pv, jnp.asarray(prefix_len, jnp.int32), rk, rv,
-            jnp.asarray(resp_len, jnp.int32))
+    return (q, pk, pv, jnp.asarray(prefix_len, jnp.int32), rk, rv, jnp.asarray(resp_len, jnp.int32))
 
 
 CASES = {
     # several splits of several blocks each (S=300, block 16 -> 19 blocks -> 10 splits of 2),
     # prompt lengths not block multiples, one prompt shorter than its cache, GQA 4, one token
-    "one-token": dict(B=2, G=4, T=1, N=8, K=2, H=64, S=300, R=40, prefix_len=[300, 131],
-                      resp_len=[[1, 17, 40, 33], [5, 9, 3, 16]]),
+    "one-token": dict(
+        B=2, G=4, T=1, N=8, K=2, H=64, S=300, R=40, prefix_len=[300, 131], resp_len=[[1, 17, 40, 33], [5, 9, 3, 16]]
+    ),
     # T=3 new tokens (speculative / chunked), head dim 128, no GQA
-    "three-tokens": dict(B=1, G=2, T=3, N=2, K=2, H=128, S=90, R=24, prefix_len=[77],
-                         resp_len=[[3, 24]]),
+    "three-tokens": dict(B=1, G=2, T=3, N=2, K=2, H=128, S=90, R=24, prefix_len=[77], resp_len=[[3, 24]]),
 }
 
 
@@ -41,10 +41,10 @@ def test_decode_matches_references(name, kernel):
     """Both kernel shapes (loop: Triton/CPU; grid: Mosaic/TPU) in interpret mode."""
     c = CASES[name]
     args = make_inputs(**c)
-    out = jax.jit(lambda *a: decode_attention(*a, block_s=16, interpret=True, kernel=kernel),
-                  compiler_options=FAST_COMPILE)(*args)
-    ref, copied = jax.jit(lambda *a: (reference_decode_attention(*a),
-                                      materialised_attention(*a)))(*args)
+    out = jax.jit(
+        lambda *a: decode_attention(*a, block_s=16, interpret=True, kernel=kernel), compiler_options=FAST_COMPILE
+    )(*args)
+    ref, copied = jax.jit(lambda *a: (reference_decode_attention(*a), materialised_attention(*a)))(*args)
     np.testing.assert_allclose(out, ref, atol=1e-5, rtol=0)
     np.testing.assert_allclose(out, copied, atol=1e-5, rtol=0)
 
@@ -55,14 +55,24 @@ def test_triton_padding_matches_references():
     run in interpret mode here, equals both references: B=3 prompts, G=3 samples, Q=5."""
     from kernels import backend
 
-    c = dict(B=3, G=3, T=1, N=10, K=2, H=32, S=70, R=20, prefix_len=[70, 33, 1],
-             resp_len=[[1, 7, 20], [4, 11, 2], [20, 1, 9]])
+    c = dict(
+        B=3,
+        G=3,
+        T=1,
+        N=10,
+        K=2,
+        H=32,
+        S=70,
+        R=20,
+        prefix_len=[70, 33, 1],
+        resp_len=[[1, 7, 20], [4, 11, 2], [20, 1, 9]],
+    )
     args = make_inputs(**c)
     with backend.use_target("gpu"):
-        out = jax.jit(lambda *a: decode_attention(*a, block_s=16, interpret=True, kernel="loop"),
-                      compiler_options=FAST_COMPILE)(*args)
-    ref, copied = jax.jit(lambda *a: (reference_decode_attention(*a),
-                                      materialised_attention(*a)))(*args)
+        out = jax.jit(
+            lambda *a: decode_attention(*a, block_s=16, interpret=True, kernel="loop"), compiler_options=FAST_COMPILE
+        )(*args)
+    ref, copied = jax.jit(lambda *a: (reference_decode_attention(*a), materialised_attention(*a)))(*args)
     np.testing.assert_allclose(out, ref, atol=1e-5, rtol=0)
     np.testing.assert_allclose(out, copied, atol=1e-5, rtol=0)
 
@@ -77,30 +87,41 @@ def materialised_attention(q, pk, pv, prefix_len, rk, rv, resp_len):
     B, G, T, N, H = q.shape
     S, R = pk.shape[1], rk.shape[2]
     shift = (jnp.arange(R)[None, None, :] + resp_len[:, :, None]) % R  # valid entries end last
+
     def roll(x):
         return jnp.take_along_axis(x, shift[..., None, None], axis=2)
+
     k = jnp.concatenate([jnp.broadcast_to(pk[:, None], (B, G, S) + pk.shape[2:]), roll(rk)], 2)
     v = jnp.concatenate([jnp.broadcast_to(pv[:, None], (B, G, S) + pv.shape[2:]), roll(rv)], 2)
-    valid = jnp.concatenate([
-        jnp.broadcast_to(jnp.arange(S)[None, None, :] < prefix_len[:, None, None], (B, G, S)),
-        jnp.arange(R)[None, None, :] >= R - resp_len[:, :, None]], axis=2).astype(jnp.int32)
+    valid = jnp.concatenate(
+        [
+            jnp.broadcast_to(jnp.arange(S)[None, None, :] < prefix_len[:, None, None], (B, G, S)),
+            jnp.arange(R)[None, None, :] >= R - resp_len[:, :, None],
+        ],
+        axis=2,
+    ).astype(jnp.int32)
+
     def flat(x):
         return x.reshape(B * G, *x.shape[2:])
-    out = reference_attention(flat(q), flat(k), flat(v), causal=True,
-                              q_segment_ids_BT=jnp.ones((B * G, T), jnp.int32),
-                              kv_segment_ids_BS=flat(valid))
+
+    out = reference_attention(
+        flat(q),
+        flat(k),
+        flat(v),
+        causal=True,
+        q_segment_ids_BT=jnp.ones((B * G, T), jnp.int32),
+        kv_segment_ids_BS=flat(valid),
+    )
     return out.reshape(q.shape)
 
 
 def test_decode_bf16():
     c = CASES["one-token"]
     args = make_inputs(**c, dtype=jnp.bfloat16)
-    out = jax.jit(lambda *a: decode_attention(*a, block_s=32, interpret=True),
-                  compiler_options=FAST_COMPILE)(*args)
+    out = jax.jit(lambda *a: decode_attention(*a, block_s=32, interpret=True), compiler_options=FAST_COMPILE)(*args)
     assert out.dtype == jnp.bfloat16
     f32 = [x.astype(jnp.float32) if x.dtype == jnp.bfloat16 else x for x in args]
-    np.testing.assert_allclose(out.astype(jnp.float32), jax.jit(reference_decode_attention)(*f32),
-                               atol=3e-2, rtol=0)
+    np.testing.assert_allclose(out.astype(jnp.float32), jax.jit(reference_decode_attention)(*f32), atol=3e-2, rtol=0)
 
 
 def test_prompt_cache_is_never_copied_per_sample():
@@ -123,8 +144,10 @@ def test_prompt_cache_is_never_copied_per_sample():
     assert largest < 2 * prompt_cache, (largest, prompt_cache)
     # The reference materialises [B, G, T, K, Q, S] scores; sanity-check the measure sees it.
     ref = jax.make_jaxpr(reference_decode_attention)(*args)
-    assert max(int(np.prod(getattr(v.aval, "shape", ()))) for e in ref.jaxpr.eqns
-               for v in e.outvars) >= c["G"] * c["S"] * c["N"] * c["B"]
+    assert (
+        max(int(np.prod(getattr(v.aval, "shape", ()))) for e in ref.jaxpr.eqns for v in e.outvars)
+        >= c["G"] * c["S"] * c["N"] * c["B"]
+    )
 
 
 def test_decode_validation():
@@ -144,10 +167,17 @@ def test_lowers_for_gpu(monkeypatch):
 
     monkeypatch.setattr(kernels.backend, "target_backend", lambda: "gpu")
     B, G, T, N, K, H, S, R = 2, 4, 1, 8, 2, 64, 512, 128
-    shapes = [((B, G, T, N, H), jnp.bfloat16), ((B, S, K, H), jnp.bfloat16),
-              ((B, S, K, H), jnp.bfloat16), ((B,), jnp.int32), ((B, G, R, K, H), jnp.bfloat16),
-              ((B, G, R, K, H), jnp.bfloat16), ((B, G), jnp.int32)]
+    shapes = [
+        ((B, G, T, N, H), jnp.bfloat16),
+        ((B, S, K, H), jnp.bfloat16),
+        ((B, S, K, H), jnp.bfloat16),
+        ((B,), jnp.int32),
+        ((B, G, R, K, H), jnp.bfloat16),
+        ((B, G, R, K, H), jnp.bfloat16),
+        ((B, G), jnp.int32),
+    ]
     args = [jax.ShapeDtypeStruct(s, d) for s, d in shapes]
-    hlo = jax.jit(lambda *a: decode_attention(*a, block_s=64)).trace(*args).lower(
-        lowering_platforms=("cuda",)).as_text()
+    hlo = (
+        jax.jit(lambda *a: decode_attention(*a, block_s=64)).trace(*args).lower(lowering_platforms=("cuda",)).as_text()
+    )
     assert hlo.count("custom_call @__gpu$xla.gpu.triton") == 2

@@ -1,7 +1,6 @@
 """rl.loss_scope="dynamic": the reference recipe's dynamic-batch weighting (verl's actor with
 use_dynamic_bsz: micro-batches of at most a token budget, balanced by length, each one's
 token-mean scaled by len(micro-batch) / mini-batch size), checked against hand computations."""
-import dataclasses
 
 import jax
 import jax.numpy as jnp
@@ -12,8 +11,7 @@ from qwenlong_jax.config import ConfigError, RLConfig
 from qwenlong_jax.rl import dynamic_batch, grpo_step
 from qwenlong_jax.rl.policy_loss import actor_loss
 from qwenlong_jax.run.train_state import TrainState
-
-from tests.test_rl_update import G, R, SGD, _batch, _groups, _leaves, _ls, _params, _update, CFG
+from tests.test_rl_update import CFG, SGD, G, _batch, _groups, _leaves, _ls, _params, _update
 
 
 def test_partition_by_hand():
@@ -39,8 +37,9 @@ def test_weights_by_hand():
     # A budget that holds everything: one micro-batch, the exact token-mean 1/23.
     np.testing.assert_allclose(dynamic_batch.micro_batch_weights(seq, resp, 1000)[:4], 1 / 23)
     # 3 micro-batches (ceil(240 / 100)): {0}, {1}, {2, 3}.
-    np.testing.assert_allclose(dynamic_batch.micro_batch_weights(seq, resp, 100)[:4],
-                               [0.25 / 10, 0.25 / 5, 0.5 / 8, 0.5 / 8])
+    np.testing.assert_allclose(
+        dynamic_batch.micro_batch_weights(seq, resp, 100)[:4], [0.25 / 10, 0.25 / 5, 0.5 / 8, 0.5 / 8]
+    )
     # One sequence each (ceil(240 / 60) = 4): the sequence mean, 1 / (4 len).
     np.testing.assert_allclose(dynamic_batch.micro_batch_weights(seq, resp, 60)[:4], 1 / (4 * resp[:4]))
 
@@ -53,16 +52,33 @@ def test_actor_loss_with_coefficients_is_the_reference_sum():
     mask = (np.arange(T)[None] < resp[:, None]).astype(np.float32)
     logp, old, ref, ent = (rng.normal(-1, 0.3, (B, T)).astype(np.float32) for _ in range(4))
     adv = rng.normal(size=B).astype(np.float32)
-    kw = dict(entropy_BT=jnp.asarray(ent), ref_logp_BT=jnp.asarray(ref), clip_low=0.2, clip_high=0.28,
-              entropy_coeff=0.01, kl_coef=0.1)
+    kw = dict(
+        entropy_BT=jnp.asarray(ent),
+        ref_logp_BT=jnp.asarray(ref),
+        clip_low=0.2,
+        clip_high=0.28,
+        entropy_coeff=0.01,
+        kl_coef=0.1,
+    )
     coef = dynamic_batch.micro_batch_weights(np.asarray([100, 100, 20, 20]), resp, 120)[:, None] * mask
-    got, _ = actor_loss(jnp.asarray(logp), jnp.asarray(old), jnp.asarray(adv), jnp.asarray(mask),
-                        token_coef_BT=jnp.asarray(coef), **kw)
+    got, _ = actor_loss(
+        jnp.asarray(logp), jnp.asarray(old), jnp.asarray(adv), jnp.asarray(mask), token_coef_BT=jnp.asarray(coef), **kw
+    )
     want = 0.0
     for part in ([1, 2], [0, 3]):
-        sub = lambda x: jnp.asarray(x[part])
-        lp, _ = actor_loss(sub(logp), sub(old), sub(adv), sub(mask), entropy_BT=sub(ent), ref_logp_BT=sub(ref),
-                           **{k: v for k, v in kw.items() if k not in ("entropy_BT", "ref_logp_BT")})
+
+        def sub(x, part=part):
+            return jnp.asarray(x[part])
+
+        lp, _ = actor_loss(
+            sub(logp),
+            sub(old),
+            sub(adv),
+            sub(mask),
+            entropy_BT=sub(ent),
+            ref_logp_BT=sub(ref),
+            **{k: v for k, v in kw.items() if k not in ("entropy_BT", "ref_logp_BT")},
+        )
         want += (len(part) / 4) * float(lp)
     np.testing.assert_allclose(float(got), want, rtol=1e-6)
     # ... which is not the exact token-mean over the mini-batch.
@@ -87,8 +103,7 @@ def test_dynamic_update_is_the_hand_loss_and_ignores_the_physical_split():
     out = {}
     for U in (1, 2, 4):
         b = _batch(params, prompts, responses, adv, 1, U, ls)
-        b["coef_NR"] = dynamic_batch.token_coef(b["mask_NR"], _seq_tokens(prompts, responses, b["adv_N"].shape),
-                                                budget)
+        b["coef_NR"] = dynamic_batch.token_coef(b["mask_NR"], _seq_tokens(prompts, responses, b["adv_N"].shape), budget)
         out[U] = _update(SGD, ls, state, b)
         if U == 1:
             b1 = b
@@ -105,13 +120,14 @@ def test_dynamic_update_is_the_hand_loss_and_ignores_the_physical_split():
     parts = dynamic_batch.balanced_partitions(seq.tolist(), k)
     assert k > 2 and len(parts) == k
     want = sum(len(p) / len(seq) * (tok[p] * mask[p]).sum() / mask[p].sum() for p in parts)
-    for U, (new, m) in out.items():
+    for new, m in out.values():
         np.testing.assert_allclose(float(m["actor_loss"]), want, rtol=2e-5)
         for x, y in zip(_leaves(out[1][0].params), _leaves(new.params)):
             np.testing.assert_allclose(x, y, rtol=2e-5, atol=1e-6)
     exact, _ = _update(SGD, _ls(), state, _batch(params, prompts, responses, adv, 1, 1, _ls()))
-    assert not all(np.allclose(x, y, rtol=1e-4, atol=1e-6)
-                   for x, y in zip(_leaves(exact.params), _leaves(out[1][0].params)))
+    assert not all(
+        np.allclose(x, y, rtol=1e-4, atol=1e-6) for x, y in zip(_leaves(exact.params), _leaves(out[1][0].params))
+    )
 
 
 def test_config_dynamic_scope_needs_a_budget_and_token_mean():

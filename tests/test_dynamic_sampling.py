@@ -1,4 +1,5 @@
 """DAPO dynamic sampling: group filter, accumulation across rounds, the round cap."""
+
 from collections import defaultdict
 
 import numpy as np
@@ -16,8 +17,9 @@ def verl_filter_round(uids, metric_vals):
     prompt_uid2metric_std = {}
     for prompt_uid, metric_vals_ in prompt_uid2metric_vals.items():
         prompt_uid2metric_std[prompt_uid] = np.std(metric_vals_)
-    kept_prompt_uids = [uid for uid, std in prompt_uid2metric_std.items()
-                        if std > 0 or len(prompt_uid2metric_vals[uid]) == 1]
+    kept_prompt_uids = [
+        uid for uid, std in prompt_uid2metric_std.items() if std > 0 or len(prompt_uid2metric_vals[uid]) == 1
+    ]
     kept_traj_idxs = []
     for idx, traj_from_prompt_uid in enumerate(uids):
         if traj_from_prompt_uid in kept_prompt_uids:
@@ -29,8 +31,11 @@ def _round(group_accs, g, offset=0):
     """A generation round: groups given as their accuracies; ids tell samples apart."""
     acc = np.asarray(group_accs, np.float32).reshape(-1)
     n = acc.shape[0]
-    return {"acc": acc, "sample_id": np.arange(offset, offset + n),
-            "tokens": np.arange(offset, offset + n)[:, None] * np.ones((1, 3), np.int32)}
+    return {
+        "acc": acc,
+        "sample_id": np.arange(offset, offset + n),
+        "tokens": np.arange(offset, offset + n)[:, None] * np.ones((1, 3), np.int32),
+    }
 
 
 def test_varying_groups():
@@ -88,10 +93,14 @@ def test_accumulates_until_full_then_truncates():
     np.testing.assert_array_equal(batch["tokens"][:, 0], [0, 1, 4, 5, 8, 9])
     assert batch["tokens"].shape == (6, 3)
     assert stats == {
-        "dynamic_sampling/rounds": 2.0, "dynamic_sampling/generated_groups": 6.0,
-        "dynamic_sampling/kept_groups": 4.0, "dynamic_sampling/filtered_groups": 2.0,
-        "dynamic_sampling/surplus_groups": 1.0, "dynamic_sampling/short_groups": 0.0,
-        "dynamic_sampling/partial": 0.0}
+        "dynamic_sampling/rounds": 2.0,
+        "dynamic_sampling/generated_groups": 6.0,
+        "dynamic_sampling/kept_groups": 4.0,
+        "dynamic_sampling/filtered_groups": 2.0,
+        "dynamic_sampling/surplus_groups": 1.0,
+        "dynamic_sampling/short_groups": 0.0,
+        "dynamic_sampling/partial": 0.0,
+    }
     with pytest.raises(ValueError, match="add_round after the batch is done"):
         ds.add_round(r2, r2["acc"])
 

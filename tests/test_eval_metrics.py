@@ -1,5 +1,6 @@
 """Evaluation metrics against hand-computed values: SQuAD EM/F1, pass@k, max(rule, judge) over
 several gold answers with one judge batch, and the per-benchmark aggregation."""
+
 import math
 
 import pytest
@@ -54,24 +55,40 @@ class CountingJudge:
 def test_score_responses_max_over_answers_and_judge():
     items = [
         # rule: "nyc" vs "new york city" 0, vs "nyc" 1 -> 1; judge never asked for this item.
-        ScoreInput("longbench_hotpotqa", "</think> Therefore, the answer is NYC.",
-                   ("New York City", "NYC"), ("New York City", "NYC"), "q1"),
+        ScoreInput(
+            "longbench_hotpotqa",
+            "</think> Therefore, the answer is NYC.",
+            ("New York City", "NYC"),
+            ("New York City", "NYC"),
+            "q1",
+        ),
         # rule 0 on both answers; judge asked about both, says yes to the second -> score 1.
         # (Word order breaks sub_em: "apple big" is not a substring of "big apple".)
-        ScoreInput("frames", "</think> Therefore, the answer is Apple Big.",
-                   ("New York", "Big Apple"), ("New York", "Big Apple"), "q2"),
+        ScoreInput(
+            "frames",
+            "</think> Therefore, the answer is Apple Big.",
+            ("New York", "Big Apple"),
+            ("New York", "Big Apple"),
+            "q2",
+        ),
         # docmath miss: judged (the reference's judge covers docmath too), judge says no.
         ScoreInput("docmath", "</think> Therefore, the answer is 12.", ("15",), ("15",), "q3"),
         # choice miss: never judged.
-        ScoreInput("x_long_toc_choices", "</think> The correct answer is (A).",
-                   ("The correct answer is (B)",), ("B",), "q4"),
+        ScoreInput(
+            "x_long_toc_choices", "</think> The correct answer is (A).", ("The correct answer is (B)",), ("B",), "q4"
+        ),
     ]
     judge = CountingJudge({("Apple Big", "Big Apple")})
     outs = score_responses(items, judge)
-    assert judge.batches == [[("Apple Big", "New York"), ("Apple Big", "Big Apple"),
-                              ("12", "15")]]  # one batch for the whole call
+    assert judge.batches == [
+        [("Apple Big", "New York"), ("Apple Big", "Big Apple"), ("12", "15")]
+    ]  # one batch for the whole call
     assert [(o.score, o.rule, o.judge) for o in outs] == [
-        (1.0, 1.0, None), (1.0, 0.0, 1.0), (0.0, 0.0, 0.0), (0.0, 0.0, None)]
+        (1.0, 1.0, None),
+        (1.0, 0.0, 1.0),
+        (0.0, 0.0, 0.0),
+        (0.0, 0.0, None),
+    ]
     # EM/F1: max over answers. Item 1: "nyc" == "nyc". Item 2: EM "apple big" != "big apple";
     # F1 bags {apple, big} == {big, apple}: P=R=1 -> 1; vs {new, york}: 0. Item 3: "12" vs
     # "15". Item 4: "A" vs "B".

@@ -1,6 +1,7 @@
 """Evaluation runs on the fixture file of every benchmark format, with a stand-in generate
 function that returns canned responses, so every metric is hand-computed (arithmetic in the
 comments); resume; middle truncation; settings mismatch."""
+
 import json
 import os
 import types
@@ -8,10 +9,9 @@ import types
 import pytest
 
 from qwenlong_jax.cli import evaluate
-from qwenlong_jax.eval import evaluation
 from qwenlong_jax.data import Record, build_prompt
 from qwenlong_jax.data.tokenizer import load_tokenizer
-from qwenlong_jax.eval import benchmarks, runner
+from qwenlong_jax.eval import benchmarks, evaluation, generation, runner
 from qwenlong_jax.eval.metrics import pass_at_k
 
 FIX = os.path.join(os.path.dirname(__file__), "fixtures", "bench")
@@ -73,34 +73,60 @@ class FakeGenerate:
     def __init__(self, canned=CANNED, per_sample=None):
         self.canned, self.per_sample, self.calls = canned, per_sample or {}, []
 
-    def __call__(self, cfg, params, prompts, *, max_new_tokens, temperature, top_p, top_k,
-                 num_samples, eos_ids, seed, mesh=None):
-        self.calls.append(dict(n=len(prompts), temperature=temperature, top_p=top_p,
-                               num_samples=num_samples, lens=[len(p) for p in prompts], mesh=mesh))
+    def __call__(
+        self, cfg, params, prompts, *, max_new_tokens, temperature, top_p, top_k, num_samples, eos_ids, seed, mesh=None
+    ):
+        self.calls.append(
+            dict(
+                n=len(prompts),
+                temperature=temperature,
+                top_p=top_p,
+                num_samples=num_samples,
+                lens=[len(p) for p in prompts],
+                mesh=mesh,
+            )
+        )
         out = []
         for p in prompts:
             text = TOK.decode(p)
             key = next(k for k in self.canned if k in text)
             texts = self.per_sample.get(key) or [self.canned[key]] * num_samples
-            out.append([types.SimpleNamespace(tokens=TOK.encode(t) + [eos_ids[0]],
-                                              logprobs=[], finish_reason="eos")
-                        for t in texts[:num_samples]])
+            out.append(
+                [
+                    types.SimpleNamespace(tokens=TOK.encode(t) + [eos_ids[0]], logprobs=[], finish_reason="eos")
+                    for t in texts[:num_samples]
+                ]
+            )
         return out
 
 
 def fake_model(tokenizer=TOK):
-    return runner.Model(cfg=None, params={}, tokenizer=tokenizer)
+    return generation.Model(cfg=None, params={}, tokenizer=tokenizer)
 
 
 @pytest.fixture
 def no_checkpoint(monkeypatch):
-    monkeypatch.setattr(runner, "load_model", lambda *a, **k: fake_model())
+    monkeypatch.setattr(generation, "load_model", lambda *a, **k: fake_model())
 
 
 def _cli(out, benches, fake, *extra):
-    return evaluate.main(["--checkpoint", "unused", "--data_dir", FIX, "--out", str(out),
-                          "--benchmarks", ",".join(benches), "--no_progress", "--batch_size", "2",
-                          *extra], generate_fn=fake)
+    return evaluate.main(
+        [
+            "--checkpoint",
+            "unused",
+            "--data_dir",
+            FIX,
+            "--out",
+            str(out),
+            "--benchmarks",
+            ",".join(benches),
+            "--no_progress",
+            "--batch_size",
+            "2",
+            *extra,
+        ],
+        generate_fn=fake,
+    )
 
 
 def test_fixture_runs_every_format(tmp_path, no_checkpoint):
@@ -114,14 +140,15 @@ def test_fixture_runs_every_format(tmp_path, no_checkpoint):
         assert m["pass@1"] == pytest.approx(score)  # one sample, scores in {0, 1}
     # docs/recipe.md's sampling by default; prompts of a batch are length-sorted, longest first.
     assert {(c["temperature"], c["top_p"], c["num_samples"]) for c in fake.calls} == {(0.7, 0.95, 1)}
-    rows = [json.loads(x) for x in open(tmp_path / "predictions" / "2wikimqa.jsonl")]
+    rows = [json.loads(x) for x in (tmp_path / "predictions" / "2wikimqa.jsonl").read_text().splitlines()]
     assert [r["id"] for r in rows] == ["2wikimqa-0", "2wikimqa-1"]
     assert rows[0]["gold"] == ["United States", "USA"] and rows[0]["prediction"] == "USA"
     assert rows[0]["response"].endswith("the answer is USA")  # eos token stripped
     assert rows[0]["judge"] is None and not rows[0]["truncated"]
-    assert rows[0]["input_tokens"] == len(TOK.chat_prompt(
-        benchmarks.load_benchmark("2wikimqa", data_dir=FIX)[0].prompt))
-    s = json.load(open(tmp_path / "summary.json"))
+    assert rows[0]["input_tokens"] == len(
+        TOK.chat_prompt(benchmarks.load_benchmark("2wikimqa", data_dir=FIX)[0].prompt)
+    )
+    s = json.loads((tmp_path / "summary.json").read_text())
     # avg over the paper's seven: (0.5+0.5+1+0.5+0.5+1+1)/7 = 5/7; "ours" is not averaged in.
     assert s["avg"] == pytest.approx(100 * 5 / 7)
     assert (tmp_path / "table.md").read_text().startswith("| Model | DocMath | Frames |")
@@ -144,10 +171,11 @@ def test_judge_max_with_rule(tmp_path, no_checkpoint, monkeypatch):
     # Asked only about rule misses with a parsed answer: hotpotqa "no" (rule 0). Not about the
     # two rule hits, nor frames' response without </think> (nothing parsed).
     assert [(q.prediction, q.gold, q.question) for q in asked] == [
-        ("no", "yes", "Are both Kesha and Ke$ha the same singer?")]
+        ("no", "yes", "Are both Kesha and Ke$ha the same singer?")
+    ]
     assert summary["hotpotqa"]["score"] == 1.0  # max(0, 1) and 1: (1+1)/2
     assert summary["hotpotqa"]["rule"] == 0.5 and summary["hotpotqa"]["em"] == 0.0
-    rows = [json.loads(x) for x in open(tmp_path / "predictions" / "hotpotqa.jsonl")]
+    rows = [json.loads(x) for x in (tmp_path / "predictions" / "hotpotqa.jsonl").read_text().splitlines()]
     assert [(r["rule"], r["judge"], r["score"]) for r in rows] == [(1.0, None, 1.0), (0.0, 1.0, 1.0)]
 
 
@@ -155,8 +183,12 @@ def test_samples_and_pass_at_k(tmp_path, no_checkpoint):
     right = "<think> x </think> Therefore, the answer is 1867."
     wrong = "<think> x </think> Therefore, the answer is 1900."
     ibuka = "<think> x </think> Therefore, the answer is Masaru Ibuka."
-    fake = FakeGenerate(per_sample={"When was the country where Ottawa": [right, wrong, right, wrong],
-                                    "Who founded the company that makes": [wrong] * 3 + [ibuka]})
+    fake = FakeGenerate(
+        per_sample={
+            "When was the country where Ottawa": [right, wrong, right, wrong],
+            "Who founded the company that makes": [wrong] * 3 + [ibuka],
+        }
+    )
     summary = _cli(tmp_path, ["musique"], fake, "--num_samples", "4", "--pass_k", "1,2,4")
     m = summary["musique"]
     assert m["n_ids"] == 2 and m["n_samples"] == 8
@@ -180,8 +212,9 @@ def test_resume_skips_done_ids(tmp_path, no_checkpoint):
     summary = _cli(tmp_path, ["qasper"], fake2)
     assert sum(c["n"] for c in fake2.calls) == 1  # only qasper-1 was generated
     assert "What is the size of the hidden test set" in TOK.decode(
-        runner.encode_record(benchmarks.load_benchmark("qasper", data_dir=FIX)[1], TOK, 10**6)[0])
-    rows = [json.loads(x) for x in open(pred)]
+        runner.encode_record(benchmarks.load_benchmark("qasper", data_dir=FIX)[1], TOK, 10**6)[0]
+    )
+    rows = [json.loads(x) for x in pred.read_text().splitlines()]
     assert [r["id"] for r in rows] == ["qasper-0", "qasper-1"]
     assert summary["qasper"]["score"] == 1.0
     fake3 = FakeGenerate()
@@ -198,10 +231,15 @@ def test_resume_refuses_other_settings(tmp_path, no_checkpoint):
 
 def test_middle_truncation_keeps_budget_and_question(tmp_path):
     doc = " ".join(f"fact number {i} is {i * 7} ." for i in range(400))
-    rec = Record(id="long", data_source="longbench_hotpotqa",
-                            prompt=build_prompt(doc, "Where is the museum?"),
-                            ground_truth="Paris", answer="Paris", document=doc,
-                            question="Where is the museum?")
+    rec = Record(
+        id="long",
+        data_source="longbench_hotpotqa",
+        prompt=build_prompt(doc, "Where is the museum?"),
+        ground_truth="Paris",
+        answer="Paris",
+        document=doc,
+        question="Where is the museum?",
+    )
     full = len(TOK.chat_prompt(rec.prompt))
     budget = 300
     assert full > 4 * budget
@@ -212,13 +250,21 @@ def test_middle_truncation_keeps_budget_and_question(tmp_path):
     # the format line are never cut.
     assert "fact number 0 is 0 ." in text and "fact number 399 is 2793 ." in text
     assert "fact number 200 is" not in text
-    assert text.endswith('Format your response as follows: "Therefore, the answer is (insert '
-                         'answer here)".<|im_end|>\n<|im_start|>assistant\n')
+    assert text.endswith(
+        'Format your response as follows: "Therefore, the answer is (insert '
+        'answer here)".<|im_end|>\n<|im_start|>assistant\n'
+    )
     assert "Where is the museum?" in text
     fake = FakeGenerate()
-    rows = runner.run_records(fake_model(), [rec], runner.SamplingSettings.greedy(16),
-                              max_input_tokens=budget, batch_size=4, generate_fn=fake,
-                              progress=False)
+    rows = runner.run_records(
+        fake_model(),
+        [rec],
+        generation.SamplingSettings.greedy(16),
+        max_input_tokens=budget,
+        batch_size=4,
+        generate_fn=fake,
+        progress=False,
+    )
     assert fake.calls[0]["lens"] == [len(ids)] and fake.calls[0]["temperature"] == 0.0
     assert rows[0]["truncated"] and rows[0]["input_tokens"] == len(ids)
     assert rows[0]["full_input_tokens"] == full and rows[0]["score"] == 1.0
@@ -231,7 +277,7 @@ def test_length_batches():
 
 def test_mesh_is_passed_through(tmp_path, monkeypatch):
     meshes = []
-    monkeypatch.setattr(runner, "load_model", lambda *a, **k: meshes.append(a[3]) or fake_model())
+    monkeypatch.setattr(generation, "load_model", lambda *a, **k: meshes.append(a[3]) or fake_model())
     fake = FakeGenerate()
     _cli(tmp_path, ["narrativeqa"], fake, "--mesh=-1,1,1,1")  # "=": argparse reads "-1" as a flag
     mesh = fake.calls[0]["mesh"]
@@ -269,15 +315,23 @@ def test_http_judge_from_cli_flags(tmp_path, no_checkpoint, monkeypatch):
     threading.Thread(target=server.serve_forever, daemon=True).start()
     monkeypatch.setenv("EVAL_TEST_JUDGE_KEY", "sekret")
     try:
-        summary = _cli(tmp_path, ["hotpotqa"], FakeGenerate(),
-                       "--judge_url", f"http://127.0.0.1:{server.server_address[1]}/v1",
-                       "--judge_model", "judge-1.5b", "--judge_api_key_env", "EVAL_TEST_JUDGE_KEY")
+        summary = _cli(
+            tmp_path,
+            ["hotpotqa"],
+            FakeGenerate(),
+            "--judge_url",
+            f"http://127.0.0.1:{server.server_address[1]}/v1",
+            "--judge_model",
+            "judge-1.5b",
+            "--judge_api_key_env",
+            "EVAL_TEST_JUDGE_KEY",
+        )
     finally:
         server.shutdown()
     # Only the rule miss ("no" vs "yes") is sent; [[YES]] -> 1, so (1 + 1) / 2.
     assert seen == [("/v1/chat/completions", "Bearer sekret", "judge-1.5b")]
     assert summary["hotpotqa"]["score"] == 1.0 and summary["hotpotqa"]["rule"] == 0.5
-    s = json.load(open(tmp_path / "summary.json"))
+    s = json.loads((tmp_path / "summary.json").read_text())
     assert s["judge_stats"]["queries"] == 1 and s["settings"]["judge_model"] == "judge-1.5b"
     assert "sekret" not in (tmp_path / "summary.json").read_text()
     with pytest.raises(SystemExit) as e:
@@ -287,10 +341,10 @@ def test_http_judge_from_cli_flags(tmp_path, no_checkpoint, monkeypatch):
 
 def test_checkpoint_errors(tmp_path):
     with pytest.raises(benchmarks.EvalError, match="no config.json"):
-        runner.load_model(str(tmp_path))
+        generation.load_model(str(tmp_path))
     (tmp_path / "hf").mkdir()
     (tmp_path / "hf" / "config.json").write_text("{}")
     with pytest.raises(benchmarks.EvalError, match=r"a training workdir\? its export is .*/hf$"):
-        runner.load_model(str(tmp_path))
+        generation.load_model(str(tmp_path))
     with pytest.raises(benchmarks.EvalError, match="no tokenizer/ or tokenizer.json"):
-        runner.load_model(str(tmp_path / "hf"))
+        generation.load_model(str(tmp_path / "hf"))

@@ -1,5 +1,6 @@
 """Synthetic sweep with an oracle stand-in that solves only lookup questions (by reading the
 fact in the prompt), so every accuracy is known: lookup 1, the other families 0."""
+
 import re
 import types
 
@@ -7,14 +8,15 @@ import pytest
 
 from qwenlong_jax.data.synthetic import FAMILIES
 from qwenlong_jax.data.tokenizer import load_tokenizer
-from qwenlong_jax.eval import runner, sweep
+from qwenlong_jax.eval import generation, sweep
 
 TOK = load_tokenizer(None)
 _LOOKUP = re.compile(r"What is the (\w+) of (\w+) \?\n")
 
 
-def lookup_oracle(cfg, params, prompts, *, max_new_tokens, temperature, top_p, top_k,
-                  num_samples, eos_ids, seed, mesh=None):
+def lookup_oracle(
+    cfg, params, prompts, *, max_new_tokens, temperature, top_p, top_k, num_samples, eos_ids, seed, mesh=None
+):
     out = []
     for p in prompts:
         text = TOK.decode(p)
@@ -24,8 +26,10 @@ def lookup_oracle(cfg, params, prompts, *, max_new_tokens, temperature, top_p, t
             resp = f"<think> found </think> Therefore, the answer is {value}."
         else:
             resp = "<think> ? </think> Therefore, the answer is unknown."  # "0" would sub_em "470"
-        out.append([types.SimpleNamespace(tokens=TOK.encode(resp) + [eos_ids[0]], logprobs=[],
-                                          finish_reason="eos")] * num_samples)
+        out.append(
+            [types.SimpleNamespace(tokens=TOK.encode(resp) + [eos_ids[0]], logprobs=[], finish_reason="eos")]
+            * num_samples
+        )
     return out
 
 
@@ -43,8 +47,7 @@ def test_sweep_records_lengths_and_families():
 
 def test_accuracy_by_length_hand_computed():
     recs = sweep.sweep_records(TOK, [96, 192], per_length=8, seed=3)
-    res = sweep.accuracy_by_length(None, {}, TOK, recs, max_new_tokens=16,
-                                   generate_fn=lookup_oracle, batch_size=3)
+    res = sweep.accuracy_by_length(None, {}, TOK, recs, max_new_tokens=16, generate_fn=lookup_oracle, batch_size=3)
     # 8 examples per length cycle the 4 families: 2 lookups right, 6 others wrong -> 2/8.
     assert res["by_length"] == {96: 0.25, 192: 0.25} and res["overall"] == 0.25
     assert res["by_length_family"][96] == {"choice": 0.0, "docmath": 0.0, "lookup": 1.0, "multihop": 0.0}
@@ -59,9 +62,17 @@ def test_accuracy_by_length_hand_computed():
 
 
 def test_run_sweep_writes_table_and_png(tmp_path):
-    model = runner.Model(None, {}, TOK)
-    res = sweep.run_sweep(model, [96, 192], 4, str(tmp_path), sampling=runner.SamplingSettings.greedy(16),
-                          generate_fn=lookup_oracle, progress=False, model_name="oracle")
+    model = generation.Model(None, {}, TOK)
+    res = sweep.run_sweep(
+        model,
+        [96, 192],
+        4,
+        str(tmp_path),
+        sampling=generation.SamplingSettings.greedy(16),
+        generate_fn=lookup_oracle,
+        progress=False,
+        model_name="oracle",
+    )
     assert res["overall"] == pytest.approx(0.25)
     png = (tmp_path / "sweep.png").read_bytes()
     assert png[:4] == b"\x89PNG" and len(png) > 5000

@@ -1,10 +1,12 @@
 """The HF export is a complete model directory (issue 18): transformers loads model and
 tokenizer from it alone, the tokenizer encodes exactly as ours, and transformers' greedy
 generate equals our sampler's tokens and stops at our eos."""
+
 import json
 import os
 import random
 import stat
+from pathlib import Path
 
 import pytest
 
@@ -30,14 +32,19 @@ def export(tmp_path_factory):
 
 def test_files_modes_and_token_ids(export):
     out, tok, _, _ = export
-    for name in ("config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
-                 "tokenizer_config.json"):
+    for name in (
+        "config.json",
+        "generation_config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+    ):
         mode = stat.S_IMODE(os.stat(os.path.join(out, name)).st_mode)
         assert mode == 0o644, (name, oct(mode))
-    cfg = json.load(open(os.path.join(out, "config.json")))
+    cfg = json.loads(Path(os.path.join(out, "config.json")).read_text())
     assert cfg["eos_token_id"] == tok.eos_ids[0] and cfg["pad_token_id"] == tok.pad_id
     assert cfg["bos_token_id"] is not None
-    gen = json.load(open(os.path.join(out, "generation_config.json")))
+    gen = json.loads(Path(os.path.join(out, "generation_config.json")).read_text())
     assert gen["eos_token_id"] == list(tok.eos_ids)
 
 
@@ -51,16 +58,21 @@ def test_autotokenizer_encodes_like_ours(export):
     hf = transformers.PreTrainedTokenizerFast.from_pretrained(out, local_files_only=True)
     rng = random.Random(0)
     alphabet = "abc XYZ\n\t.,!?<>|éü漢🎉0123456789_-"
-    texts = ["hello world", " leading", "trailing  ", "a\n b \n\n  c", "<|im_start|>user\nhi<|im_end|>\n",
-             "x</think> Therefore, the answer is 42."]
+    texts = [
+        "hello world",
+        " leading",
+        "trailing  ",
+        "a\n b \n\n  c",
+        "<|im_start|>user\nhi<|im_end|>\n",
+        "x</think> Therefore, the answer is 42.",
+    ]
     texts += ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 60))) for _ in range(300)]
     rows = make_dataset(5, 4, 200, tok.count)
     texts += [build_prompt(r["document"], r["question"]) for r in rows]
     for t in texts:
         assert hf.encode(t, add_special_tokens=False) == tok.encode(t), repr(t)
         assert hf.encode(t) == tok.encode(t), repr(t)  # no bos/eos added by default either
-    chat = hf.apply_chat_template([{"role": "user", "content": texts[-1]}], add_generation_prompt=True,
-                                  tokenize=False)
+    chat = hf.apply_chat_template([{"role": "user", "content": texts[-1]}], add_generation_prompt=True, tokenize=False)
     assert hf.encode(chat, add_special_tokens=False) == tok.chat_prompt(texts[-1])
     assert hf.eos_token_id == tok.eos_ids[0]
 
@@ -74,13 +86,12 @@ def test_transformers_greedy_generate_equals_our_sampler_and_stops_at_eos(export
     hf_tok = transformers.PreTrainedTokenizerFast.from_pretrained(out, local_files_only=True)
     rows = make_dataset(11, 3, 96, tok.count)
     prompts = [tok.chat_prompt(build_prompt(r["document"], r["question"])) for r in rows]
-    ours = sampling.generate(mcfg.replace(dtype="float32"), params, prompts, max_new_tokens=48,
-                             eos_ids=tok.eos_ids)
+    ours = sampling.generate(mcfg.replace(dtype="float32"), params, prompts, max_new_tokens=48, eos_ids=tok.eos_ids)
     stopped = 0
     for p, [s] in zip(prompts, ours):
         with torch.no_grad():
             gen = model.generate(torch.tensor([p]), max_new_tokens=48, do_sample=False)  # generation_config
-        theirs = gen[0, len(p):].tolist()
+        theirs = gen[0, len(p) :].tolist()
         if s.finish_reason == "eos":
             stopped += 1
             assert theirs[-1] in tok.eos_ids
@@ -101,19 +112,26 @@ def test_hf_tokenizer_run_exports_its_own_files_and_autotokenizer_loads_them(tmp
     special = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<think>", "</think>"]
     tk = Tokenizer(tk_models.BPE())  # Qwen2's pipeline: NFC, its split regex, byte-level
     tk.normalizer = normalizers.NFC()
-    tk.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(PRETOKENIZE_REGEX), behavior="isolated", invert=False),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    tk.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(PRETOKENIZE_REGEX), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
     tk.decoder = decoders.ByteLevel()
     rows = make_dataset(7, 6, 80, lambda s: len(s.split()))
-    tk.train_from_iterator([build_prompt(r["document"], r["question"]) + r["response"] for r in rows] * 2,
-                           trainers.BpeTrainer(vocab_size=400, special_tokens=special,
-                                               initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tk.train_from_iterator(
+        [build_prompt(r["document"], r["question"]) + r["response"] for r in rows] * 2,
+        trainers.BpeTrainer(
+            vocab_size=400, special_tokens=special, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+        ),
+    )
     src = tmp_path / "tok"
-    fast = transformers.PreTrainedTokenizerFast(tokenizer_object=tk, eos_token="<|im_end|>",
-                                                pad_token="<|endoftext|>")
-    fast.chat_template = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
-                          "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    fast = transformers.PreTrainedTokenizerFast(tokenizer_object=tk, eos_token="<|im_end|>", pad_token="<|endoftext|>")
+    fast.chat_template = (
+        "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+        "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    )
     fast.save_pretrained(str(src))
     tok = load_tokenizer(str(src))
     assert tok.kind == "hf"
@@ -126,9 +144,8 @@ def test_hf_tokenizer_run_exports_its_own_files_and_autotokenizer_loads_them(tmp
     for r in rows:
         text = build_prompt(r["document"], r["question"])
         assert hf.encode(text, add_special_tokens=False) == tok.encode(text)
-        chat = hf.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True,
-                                      tokenize=False)
+        chat = hf.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True, tokenize=False)
         assert hf.encode(chat, add_special_tokens=False) == tok.chat_prompt(text)
-    cfg = json.load(open(os.path.join(out, "config.json")))
+    cfg = json.loads(Path(os.path.join(out, "config.json")).read_text())
     assert cfg["eos_token_id"] == tok.eos_ids[0] == hf.eos_token_id and cfg["pad_token_id"] == tok.pad_id
     transformers.AutoModelForCausalLM.from_pretrained(out)

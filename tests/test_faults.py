@@ -3,6 +3,7 @@ config, bad checkpoint, disk full, judge settings; plus the workdir lock and a r
 cannot make progress. Most cases run the trainer's own checks in-process (they raise one of
 train.user_errors(), whose message is the line train prints); one CLI subprocess per class
 checks the real entry point (each start imports jax: seconds)."""
+
 import json
 import os
 import re
@@ -10,15 +11,16 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import jax
 import pytest
 
 import configs.smoke
-from qwenlong_jax.run.checkpoint import Checkpointer, CheckpointSaveError
+from qwenlong_jax.cli.train import user_errors
 from qwenlong_jax.config import ConfigError, from_config_dict
 from qwenlong_jax.data.tokenizer import load_tokenizer
-from qwenlong_jax.cli.train import user_errors
+from qwenlong_jax.run.checkpoint import Checkpointer, CheckpointSaveError
 from qwenlong_jax.run.trainer import Trainer, TrainingError
 from qwenlong_jax.run.workdir_lock import WorkdirLock, WorkdirLocked
 
@@ -29,14 +31,24 @@ BASE = os.path.join(REPO, "qwenlong_jax", "assets", "base")
 def _cli(args, workdir, timeout=300):
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     env.pop("XLA_FLAGS", None)  # one device, as a user's laptop
-    return subprocess.run([sys.executable, "-m", "qwenlong_jax.train", *args, "--workdir", str(workdir)],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "qwenlong_jax.train", *args, "--workdir", str(workdir)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def assert_one_error_line(proc, *expected: str) -> str:
-    lines = [ln for ln in proc.stderr.replace("\r", "\n").splitlines() if ln.strip()
-             and not re.match(r"[WI]\d{4} ", ln)  # absl warnings/info
-             and not re.search(r"\| *\d+/\d+ \[", ln)]  # tqdm progress bars
+    lines = [
+        ln
+        for ln in proc.stderr.replace("\r", "\n").splitlines()
+        if ln.strip()
+        and not re.match(r"[WI]\d{4} ", ln)  # absl warnings/info
+        and not re.search(r"\| *\d+/\d+ \[", ln)
+    ]  # tqdm progress bars
     assert proc.returncode != 0, proc.stdout[-2000:]
     assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
     errors = [ln for ln in lines if ln.startswith("error:")]
@@ -63,18 +75,24 @@ def tok():
 
 # --- bad data -------------------------------------------------------------------------------
 
+
 def test_bad_data_files_each_give_one_line(tmp_path, tok):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     (tmp_path / "empty.jsonl").write_text("")
     (tmp_path / "blank.jsonl").write_text("\n  \n\t\n")
-    pq.write_table(pa.table({"id": pa.array([], pa.string()), "document": pa.array([], pa.string())}),
-                   tmp_path / "zero.parquet")
+    pq.write_table(
+        pa.table({"id": pa.array([], pa.string()), "document": pa.array([], pa.string())}), tmp_path / "zero.parquet"
+    )
     (tmp_path / "adir").mkdir()
     cases = {
-        "empty.jsonl": "no rows", "blank.jsonl": "no rows", "zero.parquet": "no rows",
-        "adir": "is a directory", "missing.jsonl": "does not exist", "nomatch*.jsonl": "matches no file",
+        "empty.jsonl": "no rows",
+        "blank.jsonl": "no rows",
+        "zero.parquet": "no rows",
+        "adir": "is a directory",
+        "missing.jsonl": "does not exist",
+        "nomatch*.jsonl": "matches no file",
     }
     for name, expected in cases.items():
         c = configs.smoke.get_config()
@@ -85,20 +103,25 @@ def test_bad_data_files_each_give_one_line(tmp_path, tok):
 
 def test_bad_data_cli_one_line(tmp_path):
     (tmp_path / "blank.jsonl").write_text("\n\n")
-    proc = _cli(["--config", "configs/smoke.py", f"--config.data.train_files=('{tmp_path / 'blank.jsonl'}',)"],
-                tmp_path / "run")
+    proc = _cli(
+        ["--config", "configs/smoke.py", f"--config.data.train_files=('{tmp_path / 'blank.jsonl'}',)"], tmp_path / "run"
+    )
     assert_one_error_line(proc, "blank.jsonl", "no rows")
 
 
 # --- bad config -----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("field, value, expected", [
-    ("judge.timeout_s", 0.0, "judge.timeout_s"),
-    ("judge.max_concurrency", 0, "judge.max_concurrency"),
-    ("rl.top_k", -1, "rl.top_k"),
-    ("checkpoint_every", 0, "checkpoint_every"),
-    ("keep_checkpoints", 0, "keep_checkpoints"),
-])
+
+@pytest.mark.parametrize(
+    "field, value, expected",
+    [
+        ("judge.timeout_s", 0.0, "judge.timeout_s"),
+        ("judge.max_concurrency", 0, "judge.max_concurrency"),
+        ("rl.top_k", -1, "rl.top_k"),
+        ("checkpoint_every", 0, "checkpoint_every"),
+        ("keep_checkpoints", 0, "keep_checkpoints"),
+    ],
+)
 def test_bad_config_values_are_refused_at_load(field, value, expected):
     c = configs.smoke.get_config()
     section, _, key = field.rpartition(".")
@@ -129,27 +152,40 @@ def test_bad_config_cli_one_line(tmp_path):
 
 # --- bad checkpoint -------------------------------------------------------------------------
 
+
 def test_corrupt_safetensors_in_init_from(tmp_path):
     bad = tmp_path / "base"
     bad.mkdir()
     for name in ("config.json",):
-        (bad / name).write_bytes(open(os.path.join(BASE, name), "rb").read())
+        (bad / name).write_bytes(Path(os.path.join(BASE, name)).read_bytes())
     (bad / "model.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{garbage" + b"\x00" * 100)
     c = configs.smoke.get_config()
     c.model.update(size="hf", hf_path=BASE, init_from=str(bad))
     c.data.tokenizer = os.path.join(BASE, "tokenizer")
-    proc = _cli(["--config", "configs/smoke.py", "--config.model.size=hf", f"--config.model.hf_path={BASE}",
-                 f"--config.model.init_from={bad}", f"--config.data.tokenizer={BASE}/tokenizer"], tmp_path / "run")
+    proc = _cli(
+        [
+            "--config",
+            "configs/smoke.py",
+            "--config.model.size=hf",
+            f"--config.model.hf_path={BASE}",
+            f"--config.model.init_from={bad}",
+            f"--config.data.tokenizer={BASE}/tokenizer",
+        ],
+        tmp_path / "run",
+    )
     assert_one_error_line(proc, "model.safetensors", "cannot read")
 
 
 # --- disk full ------------------------------------------------------------------------------
 
+
 def test_disk_full_during_save_is_one_checkpoint_save_error(tmp_path, capfd):
     mnt = tmp_path / "small"
     mnt.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1M", "tmpfs", str(mnt)],
-                      capture_output=True).returncode != 0:
+    if (
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1M", "tmpfs", str(mnt)], capture_output=True).returncode
+        != 0
+    ):
         pytest.skip("needs permission to mount a 1 MiB tmpfs (root); the disk-full case is checked there")
     try:
         ck = Checkpointer(str(mnt / "checkpoints"), keep=2)
@@ -163,8 +199,9 @@ def test_disk_full_during_save_is_one_checkpoint_save_error(tmp_path, capfd):
         assert "Traceback" not in err, err[-2000:]
         ck.close()
         # The entry point: orbax's writer threads keep failing after the save; none of it shows.
-        proc = _cli(["--config", "configs/smoke.py", "--config.phases.sft.steps=1", "--config.checkpoint_every=1"],
-                    mnt / "run")
+        proc = _cli(
+            ["--config", "configs/smoke.py", "--config.phases.sft.steps=1", "--config.checkpoint_every=1"], mnt / "run"
+        )
         assert_one_error_line(proc, "saving checkpoint 1", "No space left on device")
     finally:
         subprocess.run(["umount", "-l", str(mnt)])
@@ -172,11 +209,13 @@ def test_disk_full_during_save_is_one_checkpoint_save_error(tmp_path, capfd):
 
 # --- workdir lock ---------------------------------------------------------------------------
 
+
 def test_workdir_lock_refuses_a_live_holder_and_takes_over_a_stale_one(tmp_path):
     holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        (tmp_path / "run.lock").write_text(json.dumps({"pid": holder.pid, "host": socket.gethostname(),
-                                                       "since": time.time()}))
+        (tmp_path / "run.lock").write_text(
+            json.dumps({"pid": holder.pid, "host": socket.gethostname(), "since": time.time()})
+        )
         with pytest.raises(WorkdirLocked) as info:
             WorkdirLock(str(tmp_path)).acquire()
         assert f"pid {holder.pid}" in str(info.value) and socket.gethostname() in str(info.value)
@@ -193,6 +232,7 @@ def test_workdir_lock_refuses_a_live_holder_and_takes_over_a_stale_one(tmp_path)
 
 
 # --- resume that cannot make progress -------------------------------------------------------
+
 
 def _tiny_config():
     c = configs.smoke.get_config()
@@ -217,15 +257,28 @@ def test_resume_over_the_nonfinite_limit_exits_at_once(tmp_path):
     msg = _trainer_error(c, tmp_path)
     assert time.time() - t0 < 60
     assert "already ends with" in msg and "new --workdir" in msg and "max_nonfinite_in_a_row" in msg
-    proc = _cli(["--config", "configs/smoke.py", "--config.rl.dynamic_sampling=False",
-                 "--config.phases.sft.steps=1", "--config.phases.rl_short.steps=2",
-                 "--config.phases.rl_long.steps=1", "--config.data.synthetic_per_phase=4",
-                 "--config.data.eval_lengths=(64,)", "--config.data.eval_per_length=1",
-                 "--config.optim.max_nonfinite_in_a_row=2", "--config.export_hf=False"], tmp_path, timeout=120)
+    proc = _cli(
+        [
+            "--config",
+            "configs/smoke.py",
+            "--config.rl.dynamic_sampling=False",
+            "--config.phases.sft.steps=1",
+            "--config.phases.rl_short.steps=2",
+            "--config.phases.rl_long.steps=1",
+            "--config.data.synthetic_per_phase=4",
+            "--config.data.eval_lengths=(64,)",
+            "--config.data.eval_per_length=1",
+            "--config.optim.max_nonfinite_in_a_row=2",
+            "--config.export_hf=False",
+        ],
+        tmp_path,
+        timeout=120,
+    )
     assert_one_error_line(proc, "already ends with")
 
 
 # --- judge / evaluate / generate ------------------------------------------------------------
+
 
 def test_evaluate_reads_the_key_variable_train_reads(monkeypatch):
     import dataclasses
@@ -234,8 +287,9 @@ def test_evaluate_reads_the_key_variable_train_reads(monkeypatch):
     from qwenlong_jax.eval.benchmarks import EvalError
     from qwenlong_jax.eval.request import make_judge
 
-    args = parse_args(["--checkpoint", BASE, "--out", "/tmp/x", "--judge_url", "http://127.0.0.1:9/v1",
-                                "--judge_model", "m"])
+    args = parse_args(
+        ["--checkpoint", BASE, "--out", "/tmp/x", "--judge_url", "http://127.0.0.1:9/v1", "--judge_model", "m"]
+    )
     assert args.judge_api_key_env == "JUDGE_API_KEY"  # train's judge.api_key_env default
     monkeypatch.delenv("JUDGE_API_KEY", raising=False)
     with pytest.raises(EvalError, match=r"\$JUDGE_API_KEY is not set"):
@@ -248,11 +302,19 @@ def test_evaluate_reads_the_key_variable_train_reads(monkeypatch):
 
 def test_generate_bad_flags_and_missing_checkpoint_one_line(tmp_path):
     env = dict(os.environ, JAX_PLATFORMS="cpu")
-    for args, expected in ((["--checkpoint", BASE, "--max_new_tokens", "-3"], "--max_new_tokens"),
-                           (["--checkpoint", str(tmp_path / "nope")], "does not exist"),
-                           (["--checkpoint", str(tmp_path)], "no config.json")):
-        proc = subprocess.run([sys.executable, "-m", "qwenlong_jax.generate", "--prompt", "hi", *args],
-                              cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    for args, expected in (
+        (["--checkpoint", BASE, "--max_new_tokens", "-3"], "--max_new_tokens"),
+        (["--checkpoint", str(tmp_path / "nope")], "does not exist"),
+        (["--checkpoint", str(tmp_path)], "no config.json"),
+    ):
+        proc = subprocess.run(
+            [sys.executable, "-m", "qwenlong_jax.generate", "--prompt", "hi", *args],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert_one_error_line(proc, expected)
 
 
@@ -264,10 +326,18 @@ def test_evaluate_reads_inputs_from_the_store_and_refuses_a_remote_out(tmp_path,
 
     monkeypatch.setenv("QWENLONG_CACHE", str(tmp_path / "cache"))
     paths.write_text("memory://i18-eval/docmath.jsonl", '{"id": 1}\n')
-    args = parse_args(["--checkpoint", BASE, "--out", str(tmp_path / "out"),
-                       "--bench_file", "docmath=memory://i18-eval/docmath.jsonl"])
+    args = parse_args(
+        [
+            "--checkpoint",
+            BASE,
+            "--out",
+            str(tmp_path / "out"),
+            "--bench_file",
+            "docmath=memory://i18-eval/docmath.jsonl",
+        ]
+    )
     local = localize(args).bench_file[0].split("=", 1)[1]
-    assert not paths.is_remote(local) and open(local).read() == '{"id": 1}\n'
+    assert not paths.is_remote(local) and Path(local).read_text() == '{"id": 1}\n'
     args = parse_args(["--checkpoint", BASE, "--out", "memory://i18-eval/out"])
     with pytest.raises(EvalError, match="--out"):
         localize(args)

@@ -7,6 +7,7 @@ Each case compiles one interpret-mode program (the slow part), so the sweep is a
 that together cover: batch 1/2, lengths that are not block multiples, T != S, head dims 64/128,
 GQA ratios 1/2/4/8, causal and not, packed segment ids, the shared-prefix GRPO layout, bf16.
 """
+
 import dataclasses
 
 import jax
@@ -53,11 +54,11 @@ def segment_ids(layout: str, B: int, T: int, pad: bool = True):
         cut = np.sort(np.random.default_rng(b).choice(np.arange(8, T - 8), 4, replace=False))
         row = np.zeros(T, np.int32)
         if layout == "packed":
-            row[:cut[0]], row[cut[0]:cut[1]], row[cut[1]:cut[3]] = 1, 2, 3
+            row[: cut[0]], row[cut[0] : cut[1]], row[cut[1] : cut[3]] = 1, 2, 3
         else:
-            row[:cut[0]], row[cut[0]:cut[1]], row[cut[1]:cut[2]], row[cut[2]:cut[3]] = 1, 2, 3, 4
+            row[: cut[0]], row[cut[0] : cut[1]], row[cut[1] : cut[2]], row[cut[2] : cut[3]] = 1, 2, 3, 4
         if not pad:
-            row[cut[3]:] = row[cut[3] - 1]
+            row[cut[3] :] = row[cut[3] - 1]
         rows.append(row)
     return jnp.asarray(np.stack(rows))
 
@@ -73,8 +74,9 @@ def make_inputs(c: Case, seed: int = 0):
     if c.layout != "none":
         assert c.T == c.S
         seg = segment_ids(c.layout, c.B, c.T)
-        kw.update(q_segment_ids_BT=seg, kv_segment_ids_BS=seg,
-                  shared_prefix_segment=1 if c.layout == "prefix" else None)
+        kw.update(
+            q_segment_ids_BT=seg, kv_segment_ids_BS=seg, shared_prefix_segment=1 if c.layout == "prefix" else None
+        )
     return (q, k, v), ct, kw
 
 
@@ -84,26 +86,35 @@ def out_and_grads(attn, args, ct):
 
 
 @pytest.mark.parametrize("kernel", ["loop", "grid"])
-@pytest.mark.parametrize("c", CASES, ids=lambda c: f"{c.layout}-H{c.H}-G{c.N // c.K}-"
-                         f"{'causal' if c.causal else 'full'}-T{c.T}S{c.S}-{c.dtype}")
+@pytest.mark.parametrize(
+    "c",
+    CASES,
+    ids=lambda c: f"{c.layout}-H{c.H}-G{c.N // c.K}-{'causal' if c.causal else 'full'}-T{c.T}S{c.S}-{c.dtype}",
+)
 def test_flash_matches_reference(c: Case, kernel: str):
     """Both kernel shapes (loop: Triton/CPU; grid: Mosaic/TPU) in interpret mode."""
     args, ct, kw = make_inputs(c)
-    flash = jax.jit(lambda *a: out_and_grads(
-        lambda q, k, v: flash_attention(q, k, v, block_q=c.block_q, block_k=c.block_k,
-                                        interpret=True, kernel=kernel, **kw), a, ct),
-        compiler_options=FAST_COMPILE)
+    flash = jax.jit(
+        lambda *a: out_and_grads(
+            lambda q, k, v: flash_attention(
+                q, k, v, block_q=c.block_q, block_k=c.block_k, interpret=True, kernel=kernel, **kw
+            ),
+            a,
+            ct,
+        ),
+        compiler_options=FAST_COMPILE,
+    )
     out, grads = flash(*args)
     f32 = [x.astype(jnp.float32) for x in args]
-    ref_out, ref_grads = jax.jit(lambda *a: out_and_grads(
-        lambda q, k, v: reference_attention(q, k, v, **kw), a, ct.astype(jnp.float32)))(*f32)
+    ref_out, ref_grads = jax.jit(
+        lambda *a: out_and_grads(lambda q, k, v: reference_attention(q, k, v, **kw), a, ct.astype(jnp.float32))
+    )(*f32)
     fwd_tol, grad_tol = (1e-5, 1e-4) if c.dtype == "float32" else (3e-2, 6e-2)
     assert out.dtype == args[0].dtype and out.shape == args[0].shape
     np.testing.assert_allclose(out.astype(jnp.float32), ref_out, atol=fwd_tol, rtol=0)
     for name, g, r in zip("qkv", grads, ref_grads):
         assert g.dtype == args[0].dtype
-        np.testing.assert_allclose(g.astype(jnp.float32), r, atol=grad_tol, rtol=0,
-                                   err_msg=f"d{name}")
+        np.testing.assert_allclose(g.astype(jnp.float32), r, atol=grad_tol, rtol=0, err_msg=f"d{name}")
 
 
 def test_block_schedule_is_exact_and_kernel_follows_it():
@@ -120,10 +131,12 @@ def test_block_schedule_is_exact_and_kernel_follows_it():
     q = jax.random.normal(ks[0], (B, T, N, H))
     k, v = (jax.random.normal(x, (B, T, K, H)) for x in ks[1:])
     padded = pad_inputs(static, q, k, v, seg, seg)
-    counts_BNQ = jax.jit(lambda *a: flash_forward(static, *a, count_blocks=True)[2],
-                         compiler_options=FAST_COMPILE)(*padded)
-    dense = np.asarray(attention_mask(T, T, causal=True, q_segment_ids_BT=seg,
-                                      kv_segment_ids_BS=seg, shared_prefix_segment=1))
+    counts_BNQ = jax.jit(lambda *a: flash_forward(static, *a, count_blocks=True)[2], compiler_options=FAST_COMPILE)(
+        *padded
+    )
+    dense = np.asarray(
+        attention_mask(T, T, causal=True, q_segment_ids_BT=seg, kv_segment_ids_BS=seg, shared_prefix_segment=1)
+    )
     nq, nk = T // bq, T // bk
     total_computed = 0
     for b in range(B):
@@ -145,12 +158,18 @@ def test_block_schedule_never_skips_a_visible_block():
         q_seg, kv_seg = rng.integers(0, 4, T), rng.integers(0, 4, S)
         prefix = None if trial % 2 else 1
         causal = trial % 3 != 0
-        spec = MaskSpec(causal=causal, q_len=T, kv_len=S, has_segments=True,
-                        shared_prefix_segment=prefix)
+        spec = MaskSpec(causal=causal, q_len=T, kv_len=S, has_segments=True, shared_prefix_segment=prefix)
         sched = block_schedule(spec, 16, 16, q_seg, kv_seg)
-        dense = np.asarray(attention_mask(T, S, causal=causal, q_segment_ids_BT=q_seg[None],
-                                          kv_segment_ids_BS=kv_seg[None],
-                                          shared_prefix_segment=prefix))[0, 0]
+        dense = np.asarray(
+            attention_mask(
+                T,
+                S,
+                causal=causal,
+                q_segment_ids_BT=q_seg[None],
+                kv_segment_ids_BS=kv_seg[None],
+                shared_prefix_segment=prefix,
+            )
+        )[0, 0]
         dense = np.pad(dense, ((0, -T % 16), (0, -S % 16)))
         any_visible = dense.reshape(-(-T // 16), 16, -(-S // 16), 16).any(axis=(1, 3))
         assert not (any_visible & ~sched).any()
@@ -195,13 +214,12 @@ def test_lowers_for_accelerators(monkeypatch, platform, backend):
 
     def fwd_bwd(q, k, v, seg):
         def attn(q, k, v):
-            return flash_attention(q, k, v, q_segment_ids_BT=seg,
-                                                       kv_segment_ids_BS=seg, shared_prefix_segment=1)
+            return flash_attention(q, k, v, q_segment_ids_BT=seg, kv_segment_ids_BS=seg, shared_prefix_segment=1)
+
         return out_and_grads(attn, (q, k, v), q.astype(q.dtype))
 
     hlo = jax.jit(fwd_bwd).trace(q, kv, kv, seg).lower(lowering_platforms=(platform,)).as_text()
-    kernel_marker = {"cuda": "custom_call @__gpu$xla.gpu.triton",
-                     "tpu": "custom_call @tpu_custom_call"}[platform]
+    kernel_marker = {"cuda": "custom_call @__gpu$xla.gpu.triton", "tpu": "custom_call @tpu_custom_call"}[platform]
     assert hlo.count(kernel_marker) == 3, hlo[:2000]  # fwd, dq, dkdv
 
 
@@ -213,24 +231,31 @@ def test_explicitly_sharded_inputs_stay_sharded():
     mesh = jax.make_mesh((2, 4), ("data", "tensor"), axis_types=(AxisType.Explicit,) * 2)
     c = Case(B=2, T=64, S=64, N=8, K=4, H=64, causal=True, layout="packed")
     (q, k, v), ct, kw = make_inputs(c)
+
     def put(x, *spec):
         return jax.device_put(x, NamedSharding(mesh, P(*spec)))
+
     sharded = [put(x, "data", None, "tensor", None) for x in (q, k, v)]
     seg = put(kw["q_segment_ids_BT"], "data", None)
     kw_sharded = dict(kw, q_segment_ids_BT=seg, kv_segment_ids_BS=seg)
-    out, grads = jax.jit(lambda *a: out_and_grads(
-        lambda q, k, v: flash_attention(q, k, v, block_q=32, block_k=32, **kw_sharded), a,
-        put(ct, "data", None, "tensor", None)), compiler_options=FAST_COMPILE)(*sharded)
+    out, grads = jax.jit(
+        lambda *a: out_and_grads(
+            lambda q, k, v: flash_attention(q, k, v, block_q=32, block_k=32, **kw_sharded),
+            a,
+            put(ct, "data", None, "tensor", None),
+        ),
+        compiler_options=FAST_COMPILE,
+    )(*sharded)
     assert out.sharding.spec == P("data", None, "tensor", None)
-    ref_out, ref_grads = jax.jit(lambda *a: out_and_grads(
-        lambda q, k, v: reference_attention(q, k, v, **kw), a, ct))(q, k, v)
+    ref_out, ref_grads = jax.jit(lambda *a: out_and_grads(lambda q, k, v: reference_attention(q, k, v, **kw), a, ct))(
+        q, k, v
+    )
     np.testing.assert_allclose(out, ref_out, atol=1e-5, rtol=0)
     for name, g, r in zip("qkv", grads, ref_grads):
         np.testing.assert_allclose(g, r, atol=1e-4, rtol=0, err_msg=f"d{name}")
 
 
-@pytest.mark.parametrize("layout,pad", [("prefix", False), ("prefix", True), ("packed", True),
-                                        ("random", True)])
+@pytest.mark.parametrize("layout,pad", [("prefix", False), ("prefix", True), ("packed", True), ("random", True)])
 def test_grid_kernel_block_runs_cover_the_schedule(layout, pad):
     """The grid (TPU) kernel visits the blocks in at most two runs per row of blocks
     (kernels/block_runs.py `block_runs`, for the forward/dq and, transposed, for dk/dv). The runs
@@ -243,10 +268,10 @@ def test_grid_kernel_block_runs_cover_the_schedule(layout, pad):
         seg = jnp.asarray(np.random.default_rng(0).integers(0, 4, (B, T)), jnp.int32)
     else:
         seg = segment_ids(layout, B, T, pad=pad)
-    spec = MaskSpec(causal=True, q_len=T, kv_len=T, has_segments=True,
-                    shared_prefix_segment=1 if layout == "prefix" else None)
-    static = FlashStatic(mask=spec, sm_scale=1.0, block_q=bq, block_k=bk, interpret=True,
-                         kernel="grid")
+    spec = MaskSpec(
+        causal=True, q_len=T, kv_len=T, has_segments=True, shared_prefix_segment=1 if layout == "prefix" else None
+    )
+    static = FlashStatic(mask=spec, sm_scale=1.0, block_q=bq, block_k=bk, interpret=True, kernel="grid")
     vis = visibility(static, B, T // bq, T // bk, seg, seg)
     for transpose in (False, True):
         v = np.asarray(jnp.swapaxes(vis, 1, 2) if transpose else vis)
@@ -257,8 +282,8 @@ def test_grid_kernel_block_runs_cover_the_schedule(layout, pad):
             np.testing.assert_array_equal(v[b], sched)
             for r in range(v.shape[1]):
                 runs = np.zeros(v.shape[2], bool)
-                runs[lo1[b, r]:lo1[b, r] + len1[b, r]] = True
-                runs[lo2[b, r]:lo2[b, r] + len2[b, r]] = True
+                runs[lo1[b, r] : lo1[b, r] + len1[b, r]] = True
+                runs[lo2[b, r] : lo2[b, r] + len2[b, r]] = True
                 assert not (sched[r] & ~runs).any(), (b, r, transpose)  # nothing visible missed
                 if layout != "random":
                     np.testing.assert_array_equal(runs, sched[r])  # exact: nothing else fetched

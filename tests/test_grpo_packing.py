@@ -1,4 +1,5 @@
 """Packed shared-prefix GRPO loss and gradients equal the unpacked per-sample computation."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,8 +10,17 @@ from qwenlong_jax.parallel import sharding
 from qwenlong_jax.parallel.sharding import MeshConfig
 from qwenlong_jax.rl import grpo_step, packing
 
-CFG = models.get_model_config("tiny", vocab_size=128, hidden_size=64, num_heads=4, num_kv_heads=2,
-                              head_dim=16, intermediate_size=96, num_layers=2, logits_chunk=16)
+CFG = models.get_model_config(
+    "tiny",
+    vocab_size=128,
+    hidden_size=64,
+    num_heads=4,
+    num_kv_heads=2,
+    head_dim=16,
+    intermediate_size=96,
+    num_layers=2,
+    logits_chunk=16,
+)
 G = 4
 
 
@@ -39,6 +49,7 @@ def _batches(prompts, responses, agg):
 def _loss_and_grad(params, mb, ls):
     def f(p):
         return grpo_step.grpo_loss(CFG, ls, p, mb)[0]
+
     return jax.jit(jax.value_and_grad(f))(params)
 
 
@@ -70,10 +81,12 @@ def test_packed_equals_unpacked_on_8_devices():
     loss_ref, g_ref = _loss_and_grad(params, nb, dataclass_replace(ls, shared_prefix_segment=None))
     p_shard = sharding.param_shardings(models.logical_axes(CFG), models.param_shapes(CFG), mesh)
     rows = sharding.named(mesh, "batch", None)
-    b_shard = {k: (rows if k.endswith("_BW") or k.endswith("_NR") else sharding.named(mesh, "batch"))
-               for k in pb}
-    f = jax.jit(jax.value_and_grad(lambda p, mb: grpo_step.grpo_loss(CFG, ls, p, mb)[0]),
-                in_shardings=(p_shard, b_shard), out_shardings=(sharding.replicated(mesh), p_shard))
+    b_shard = {k: (rows if k.endswith("_BW") or k.endswith("_NR") else sharding.named(mesh, "batch")) for k in pb}
+    f = jax.jit(
+        jax.value_and_grad(lambda p, mb: grpo_step.grpo_loss(CFG, ls, p, mb)[0]),
+        in_shardings=(p_shard, b_shard),
+        out_shardings=(sharding.replicated(mesh), p_shard),
+    )
     with jax.set_mesh(mesh):
         loss, g = f(jax.device_put(params, p_shard), jax.device_put(pb, b_shard))
     np.testing.assert_allclose(loss, loss_ref, rtol=1e-5)

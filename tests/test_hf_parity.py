@@ -1,4 +1,5 @@
 """Parity with transformers: logits of tiny random Qwen2/Qwen3 checkpoints, and round trips."""
+
 import json
 import os
 
@@ -74,8 +75,11 @@ def test_transformers_5_and_4_config_spellings_agree(tmp_path):
     legacy = dict(hf)
     rp = legacy.pop("rope_parameters")
     legacy["rope_theta"] = rp["rope_theta"]
-    legacy["rope_scaling"] = {"type": "yarn", "factor": rp["factor"],
-                              "original_max_position_embeddings": rp["original_max_position_embeddings"]}
+    legacy["rope_scaling"] = {
+        "type": "yarn",
+        "factor": rp["factor"],
+        "original_max_position_embeddings": rp["original_max_position_embeddings"],
+    }
     legacy["torch_dtype"] = legacy.pop("dtype", "float32")
     old = models.model_config_from_hf(legacy)
     assert old == new

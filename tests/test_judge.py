@@ -4,6 +4,7 @@ The server routes on the first path segment of url (`http://127.0.0.1:PORT/<mode
 yes, no, garbage, badjson, 500, 401, flaky (500 then YES), slow (sleeps past the timeout),
 echo (YES iff Answer 1 == Answer 2, sleeps 50 ms and records the peak number in flight).
 """
+
 import json
 import logging
 import pickle
@@ -33,7 +34,7 @@ SECRET = "sk-test-SECRET-4242"
 class _State:
     def __init__(self):
         self.lock = threading.Lock()
-        self.count = Counter()      # requests per mode
+        self.count = Counter()  # requests per mode
         self.in_flight = Counter()  # per mode: slow requests may still be sleeping elsewhere
         self.peak = Counter()
         self.auth: list[str | None] = []
@@ -118,6 +119,7 @@ def _make_handler(state: _State):
                 if counted:
                     with state.lock:
                         state.in_flight[mode] -= 1
+
     return Handler
 
 
@@ -134,10 +136,8 @@ def server():
 
 
 def make_judge(port, mode, **kw):
-    kw = {"timeout_s": 0.2, "retries": 0, "backoff_s": 0.01, "api_key_env": "", "max_concurrency": 16,
-          **kw}
-    return OpenAIJudge(JudgeConfig(url=f"http://127.0.0.1:{port}/{mode}/v1",
-                                   model="judge-model", **kw))
+    kw = {"timeout_s": 0.2, "retries": 0, "backoff_s": 0.01, "api_key_env": "", "max_concurrency": 16, **kw}
+    return OpenAIJudge(JudgeConfig(url=f"http://127.0.0.1:{port}/{mode}/v1", model="judge-model", **kw))
 
 
 def q(i=0, question="Where?"):
@@ -147,13 +147,20 @@ def q(i=0, question="Where?"):
 # --- parsing and prompt ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("reply, score, failure", [
-    ("Same city. [[YES]]", 1.0, None), ("[[NO]]", 0.0, None),
-    ("first [[YES]] then on reflection [[NO]]", 0.0, None),   # the last verdict decides
-    ("[[NO]] ... [[YES]]", 1.0, None),
-    ("YES", 0.0, "garbage"), ("[[yes]]", 0.0, "garbage"), ("[YES]", 0.0, "garbage"),
-    ("", 0.0, "garbage"), (None, 0.0, "garbage"),
-])
+@pytest.mark.parametrize(
+    "reply, score, failure",
+    [
+        ("Same city. [[YES]]", 1.0, None),
+        ("[[NO]]", 0.0, None),
+        ("first [[YES]] then on reflection [[NO]]", 0.0, None),  # the last verdict decides
+        ("[[NO]] ... [[YES]]", 1.0, None),
+        ("YES", 0.0, "garbage"),
+        ("[[yes]]", 0.0, "garbage"),
+        ("[YES]", 0.0, "garbage"),
+        ("", 0.0, "garbage"),
+        (None, 0.0, "garbage"),
+    ],
+)
 def test_parse_verdict(reply, score, failure):
     verdict = parse_verdict(reply)
     assert (verdict.score, verdict.failure) == (score, failure)
@@ -163,8 +170,7 @@ def test_judge_messages():
     system, user = judge_messages(JudgeQuery("12.5%", "0.125", "What share?"))
     assert system["role"] == "system" and "[[YES]]" in system["content"]
     assert "[[NO]]" in system["content"]
-    assert user == {"role": "user",
-                    "content": "\nProblem: What share?\nAnswer 1: 12.5%\nAnswer 2: 0.125\n"}
+    assert user == {"role": "user", "content": "\nProblem: What share?\nAnswer 1: 12.5%\nAnswer 2: 0.125\n"}
     _, user = judge_messages(JudgeQuery("a", "b"))
     assert "Problem" not in user["content"] and "Answer 1: a\nAnswer 2: b" in user["content"]
 
@@ -178,14 +184,17 @@ def test_yes_no_and_request_format(server):
     assert make_judge(port, "no").score("Paris", "Rome", "Capital?") == 0.0
     body = state.bodies[-1]
     assert body["model"] == "judge-model" and body["temperature"] == 0.0
-    assert body["messages"][1]["content"].endswith(
-        "Problem: Capital?\nAnswer 1: Paris\nAnswer 2: Rome\n")
+    assert body["messages"][1]["content"].endswith("Problem: Capital?\nAnswer 1: Paris\nAnswer 2: Rome\n")
 
 
 def test_failures_score_zero_and_are_counted_by_kind(server):
     port, state = server
-    cases = {"garbage": "failures_garbage", "badjson": "failures_bad_response",
-             "500": "failures_http", "401": "failures_http"}
+    cases = {
+        "garbage": "failures_garbage",
+        "badjson": "failures_bad_response",
+        "500": "failures_http",
+        "401": "failures_http",
+    }
     for mode, counter in cases.items():
         judge = make_judge(port, mode, retries=2)
         before = state.count[mode]
@@ -263,10 +272,10 @@ def test_cache_hits(server):
     before = state.count["echo"]
     same = JudgeQuery("Paris", "Paris", "Capital?")
     assert judge.score_batch([same, same, JudgeQuery("Rome", "Paris", "Capital?")]) == [1, 1, 0]
-    assert state.count["echo"] - before == 2           # duplicate asked once
-    assert judge.score_batch([same]) == [1.0]          # cached across batches
+    assert state.count["echo"] - before == 2  # duplicate asked once
+    assert judge.score_batch([same]) == [1.0]  # cached across batches
     assert judge.score("Paris", "Paris", "Another question?") == 1.0  # question is in the key
-    assert judge.score("Paris", "Paris") == 1.0                      # None question: own key
+    assert judge.score("Paris", "Paris") == 1.0  # None question: own key
     assert state.count["echo"] - before == 4
     stats = judge.stats()
     assert (stats["queries"], stats["cache_hits"], stats["calls"]) == (6, 2, 4)
@@ -286,16 +295,17 @@ def test_dead_endpoint_never_raises():
     with socket.socket() as sock:  # a port that was free a moment ago and now refuses
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    judge = OpenAIJudge(JudgeConfig(url=f"http://127.0.0.1:{port}/v1", model="m",
-                                    timeout_s=0.2, retries=1, backoff_s=0.01, api_key_env=""))
+    judge = OpenAIJudge(
+        JudgeConfig(
+            url=f"http://127.0.0.1:{port}/v1", model="m", timeout_s=0.2, retries=1, backoff_s=0.01, api_key_env=""
+        )
+    )
     assert judge.score_batch([q(i) for i in range(4)]) == [0.0] * 4
     stats = judge.stats()
     assert stats["failures_connection"] == 4 and stats["calls"] == 8
     # and the training-side entry points keep the rule score
-    assert rewards.compute_score("musique", "</think>the answer is Paris", "the answer is Paris",
-                                 judge=judge) == 1.0
-    assert rewards.compute_score("musique", "</think>the answer is Rome", "the answer is Paris",
-                                 judge=judge) == 0.0
+    assert rewards.compute_score("musique", "</think>the answer is Paris", "the answer is Paris", judge=judge) == 1.0
+    assert rewards.compute_score("musique", "</think>the answer is Rome", "the answer is Paris", judge=judge) == 0.0
 
 
 def _dead_judge(**kw):
@@ -372,14 +382,13 @@ def test_hybrid_scores_with_http_judge(server):
     judge = make_judge(port, "echo", timeout_s=2.0)
     items = [
         ScoreItem("musique", "</think>the answer is Paris", "the answer is Paris", "Q"),  # rule 1
-        ScoreItem("musique", "</think>the answer is Lyon", "the answer is Lyon.", "Q"),   # rule 1
-        ScoreItem("docmath", "</think>the answer is 3", "the answer is 7", "Q"),          # NO
+        ScoreItem("musique", "</think>the answer is Lyon", "the answer is Lyon.", "Q"),  # rule 1
+        ScoreItem("docmath", "</think>the answer is 3", "the answer is 7", "Q"),  # NO
     ]
     before = state.count["echo"]
     assert hybrid_scores(items, judge) == [1.0, 1.0, 0.0]
     assert state.count["echo"] - before == 1  # only the rule miss went to the judge
-    assert state.bodies[-1]["messages"][1]["content"].endswith(
-        "Problem: Q\nAnswer 1: 3\nAnswer 2: 7\n")
+    assert state.bodies[-1]["messages"][1]["content"].endswith("Problem: Q\nAnswer 1: 3\nAnswer 2: 7\n")
 
 
 # --- local judge ---------------------------------------------------------------------------------
@@ -412,6 +421,7 @@ def test_local_judge_failures_never_raise():
     short = LocalJudge(lambda prompts: ["[[YES]]"])
     assert short.score_batch([JudgeQuery("a", "a"), JudgeQuery("b", "b")]) == [0.0, 0.0]
     assert short.stats()["failures_generate"] == 2
-    custom = LocalJudge(lambda prompts: ["[[YES]]" for _ in prompts],
-                        prompt_fn=lambda messages: "<chat>" + messages[1]["content"])
+    custom = LocalJudge(
+        lambda prompts: ["[[YES]]" for _ in prompts], prompt_fn=lambda messages: "<chat>" + messages[1]["content"]
+    )
     assert custom.score("a", "b") == 1.0

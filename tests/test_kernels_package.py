@@ -6,6 +6,7 @@ metadata it imports the module and reads `__version__`. Ours is lazy (no jax imp
 `__version__`, so `is_kernels_available()` must be False and a transformers model must run.
 Runs in a fresh interpreter: this pytest process has already imported jax and our kernels.
 """
+
 import pathlib
 import subprocess
 import sys
@@ -43,8 +44,9 @@ SCRIPT = textwrap.dedent("""
 
 
 def test_transformers_unaffected_by_our_kernels_package():
-    result = subprocess.run([sys.executable, "-c", SCRIPT.format(repo=str(REPO))], cwd=REPO,
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", SCRIPT.format(repo=str(REPO))], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0 and result.stdout.strip().endswith("OK"), result.stderr[-3000:]
 
 

@@ -1,4 +1,5 @@
 """KL penalty estimators and entropy/logprob helpers: hand values, verl parity, chunking."""
+
 import math
 
 import jax
@@ -46,11 +47,9 @@ def test_kl_hand_values():
     np.testing.assert_allclose(rl.kl_penalty(logp, ref, "kl"), [0.5, -1.0])
     np.testing.assert_allclose(rl.kl_penalty(logp, ref, "abs"), [0.5, 1.0])
     np.testing.assert_allclose(rl.kl_penalty(logp, ref, "mse"), [0.125, 0.5])
-    np.testing.assert_allclose(rl.kl_penalty(logp, ref, "low_var_kl"), [0.1065307, 0.7182818],
-                               rtol=1e-6)
+    np.testing.assert_allclose(rl.kl_penalty(logp, ref, "low_var_kl"), [0.1065307, 0.7182818], rtol=1e-6)
     for alias, kind in (("k1", "kl"), ("k2", "mse"), ("k3", "low_var_kl")):
-        np.testing.assert_array_equal(rl.kl_penalty(logp, ref, alias),
-                                      rl.kl_penalty(logp, ref, kind))
+        np.testing.assert_array_equal(rl.kl_penalty(logp, ref, alias), rl.kl_penalty(logp, ref, kind))
 
 
 def test_low_var_kl_clamps():
@@ -65,8 +64,7 @@ def test_low_var_kl_clamps():
 def test_low_var_kl_gradient():
     # d/d logp (exp(k) - k - 1) with k = ref - logp: (exp(k) - 1) * dk/dlogp = 1 - exp(k).
     # At k = 1: 1 - e = -1.7182818; beyond the cap (k = 30) the gradient is 0.
-    g = jax.grad(lambda lp: jnp.sum(rl.kl_penalty(lp, jnp.array([0.0, 0.0]), "low_var_kl")))(
-        jnp.array([-1.0, -30.0]))
+    g = jax.grad(lambda lp: jnp.sum(rl.kl_penalty(lp, jnp.array([0.0, 0.0]), "low_var_kl")))(jnp.array([-1.0, -30.0]))
     np.testing.assert_allclose(g, [1 - math.e, 0.0], rtol=1e-6)
 
 
@@ -74,7 +72,7 @@ def test_low_var_kl_gradient():
 def test_kl_matches_verl_transcription(kind):
     rng = np.random.default_rng(0)
     logp = rng.normal(-2, 2, (6, 50)).astype(np.float32)
-    ref = (logp + rng.normal(0, 3, (6, 50))).astype(np.float32)   # some k beyond the caps
+    ref = (logp + rng.normal(0, 3, (6, 50))).astype(np.float32)  # some k beyond the caps
     ref[0, :5] = logp[0, :5] + 25.0
     ours = rl.kl_penalty(jnp.asarray(logp), jnp.asarray(ref), kind)
     want = verl_kl_penalty(torch.tensor(logp), torch.tensor(ref), kind).numpy()
@@ -117,22 +115,19 @@ def test_logprobs_and_entropy_match_torch(temperature):
     rng = np.random.default_rng(1)
     logits = rng.normal(0, 4, (3, 5, 97)).astype(np.float32)
     targets = rng.integers(0, 97, (3, 5))
-    logp, ent = rl.logprobs_and_entropy_from_logits(jnp.asarray(logits), jnp.asarray(targets),
-                                                    temperature)
+    logp, ent = rl.logprobs_and_entropy_from_logits(jnp.asarray(logits), jnp.asarray(targets), temperature)
     # verl's actor: logits.div_(temperature), then log_softmax gather and entropy_from_logits.
     scaled = torch.tensor(logits) / temperature
-    want_logp = torch.gather(torch.log_softmax(scaled, -1), -1,
-                             torch.tensor(targets)[..., None])[..., 0].numpy()
+    want_logp = torch.gather(torch.log_softmax(scaled, -1), -1, torch.tensor(targets)[..., None])[..., 0].numpy()
     want_ent = verl_entropy_from_logits(scaled).numpy()
-    exact_ent = verl_entropy_from_logits(scaled.double()).numpy()   # float64 ground truth
+    exact_ent = verl_entropy_from_logits(scaled.double()).numpy()  # float64 ground truth
     np.testing.assert_allclose(logp, want_logp, rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(ent, exact_ent, rtol=1e-5, atol=1e-6)
     # verl's float32 lse - sum(p z) cancels (lse ~ 12 here): agreement to its round-off only,
     # and ours is the closer of the two to float64.
     np.testing.assert_allclose(ent, want_ent, atol=1e-5)
     assert np.abs(ent - exact_ent).max() <= np.abs(want_ent - exact_ent).max()
-    np.testing.assert_allclose(rl.entropy_from_logits(jnp.asarray(logits), temperature), ent,
-                               rtol=1e-7)
+    np.testing.assert_allclose(rl.entropy_from_logits(jnp.asarray(logits), temperature), ent, rtol=1e-7)
 
 
 def test_entropy_errors():
@@ -149,14 +144,16 @@ def _head(params, h_CD):
 
 def _chunk_case(t=37, d=16, v=64):
     rng = np.random.default_rng(2)
-    params = {"w_DV": jnp.asarray(rng.normal(0, 0.5, (d, v)), jnp.float32),
-              "b_V": jnp.asarray(rng.normal(0, 0.1, (v,)), jnp.float32)}
+    params = {
+        "w_DV": jnp.asarray(rng.normal(0, 0.5, (d, v)), jnp.float32),
+        "b_V": jnp.asarray(rng.normal(0, 0.1, (v,)), jnp.float32),
+    }
     hidden = jnp.asarray(rng.normal(0, 1, (t, d)), jnp.float32)
     targets = jnp.asarray(rng.integers(0, v, (t,)), jnp.int32)
     return params, hidden, targets
 
 
-@pytest.mark.parametrize("chunk_size", [8, 37, 1000])   # ragged tail, exact, larger than T
+@pytest.mark.parametrize("chunk_size", [8, 37, 1000])  # ragged tail, exact, larger than T
 def test_chunked_equals_unchunked_values_and_grads(chunk_size):
     params, hidden, targets = _chunk_case()
 
@@ -166,14 +163,15 @@ def test_chunked_equals_unchunked_values_and_grads(chunk_size):
 
     def full(p, h):
         return rl.logprobs_and_entropy_from_logits(_head(p, h), targets, 0.7)
+
     def chunked(p, h):
         return rl.chunked_logprobs_and_entropy(_head, p, h, targets, 0.7, chunk_size)
+
     for a, b in zip(jax.jit(full)(params, hidden), jax.jit(chunked)(params, hidden)):
         assert a.shape == b.shape == (37,)
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
     g_full = jax.jit(jax.grad(lambda p, h: objective(full, p, h), argnums=(0, 1)))(params, hidden)
-    g_chunk = jax.jit(jax.grad(lambda p, h: objective(chunked, p, h), argnums=(0, 1)))(params,
-                                                                                       hidden)
+    g_chunk = jax.jit(jax.grad(lambda p, h: objective(chunked, p, h), argnums=(0, 1)))(params, hidden)
     for a, b in zip(jax.tree.leaves(g_full), jax.tree.leaves(g_chunk)):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
@@ -187,15 +185,18 @@ def test_chunked_never_materialises_full_logits():
     def temp_bytes(t, chunked):
         params, hidden, targets = _chunk_case(t, d, v)
         if chunked:
+
             def fn(p, h):
                 return rl.chunked_logprobs_and_entropy(_head, p, h, targets, 1.0, chunk)
         else:
+
             def fn(p, h):
                 return rl.logprobs_and_entropy_from_logits(_head(p, h), targets)
 
         def loss(p, h):
             logp, ent = fn(p, h)
             return jnp.sum(logp) + jnp.sum(ent)
+
         compiled = jax.jit(jax.value_and_grad(loss, argnums=(0, 1))).lower(params, hidden).compile()
         return compiled.memory_analysis().temp_size_in_bytes
 

@@ -1,4 +1,5 @@
 """The local judge runs a model through our own sampler (greedy), end to end."""
+
 import jax
 
 from qwenlong_jax import models, rewards
@@ -21,5 +22,4 @@ def test_local_judge_through_the_sampler_is_deterministic_and_counted():
     assert scores == [0.0, 0.0]
     stats = judge.stats()
     assert stats["calls"] == 1 and stats["failures"] >= 1
-    assert rewards.compute_score("synthetic_lookup", "</think> Therefore, the answer is 471", "472",
-                                 judge=judge) == 0.0
+    assert rewards.compute_score("synthetic_lookup", "</think> Therefore, the answer is 471", "472", judge=judge) == 0.0

@@ -1,6 +1,7 @@
 """The memory knobs change how the work is split, never the result: SFT gradient accumulation
 over phases[sft].micro_rows equals the one-forward update, and sampling in chunks of
 rl.rollout_batch prompts gives the same rollouts as one call."""
+
 import jax
 import numpy as np
 import optax
@@ -20,8 +21,10 @@ CFG = models.get_model_config("tiny", vocab_size=64, hidden_size=32, num_layers=
 def test_sft_micro_rows_equal_one_forward():
     rng = np.random.default_rng(0)
     # Uneven rows: response-token counts differ per row, so a per-micro-batch mean would differ.
-    examples = [(rng.integers(1, 64, size=p).tolist(), rng.integers(1, 64, size=r).tolist())
-                for p, r in [(5, 20), (9, 3), (4, 11), (12, 2)]]
+    examples = [
+        (rng.integers(1, 64, size=p).tolist(), rng.integers(1, 64, size=r).tolist())
+        for p, r in [(5, 20), (9, 3), (4, 11), (12, 2)]
+    ]
     rows = pack_sft_rows(examples, 25)
     assert len(rows["tokens_BW"]) == 4
     # Plain SGD (lr 1): the parameter change is the gradient itself, compared directly.
@@ -43,13 +46,33 @@ def test_rollout_chunks_give_the_same_samples():
     tok = load_tokenizer()
     cfg = models.get_model_config("tiny", vocab_size=tok.vocab_size, hidden_size=32, num_layers=1)
     params = models.init_params(cfg, jax.random.key(1))
-    recs = [Record(id=f"r{i}", data_source="synthetic_lookup", prompt=f"What is the code of SEPA {i} ?",
-                   ground_truth="Therefore, the answer is 472", answer="472") for i in range(4)]
+    recs = [
+        Record(
+            id=f"r{i}",
+            data_source="synthetic_lookup",
+            prompt=f"What is the code of SEPA {i} ?",
+            ground_truth="Therefore, the answer is 472",
+            answer="472",
+        )
+        for i in range(4)
+    ]
     prompts = [tok.chat_prompt(r.prompt) for r in recs]
     phase = PhaseConfig(name="p", kind="rl", max_input=64, max_output=8, batch=4)
     rls = [RLConfig(group_size=3, mini_batch=4, overlong_buffer=2, rollout_batch=rb) for rb in (0, 2, 1)]
-    outs = [rollout(cfg, params, tok, recs, prompts, shapes=rl_step_shapes(phase, rl, 64), rl=rl,
-                    key=jax.random.key(3), prefill_chunk=64) for rl in rls]
+    outs = [
+        rollout(
+            cfg,
+            params,
+            tok,
+            recs,
+            prompts,
+            shapes=rl_step_shapes(phase, rl, 64),
+            rl=rl,
+            key=jax.random.key(3),
+            prefill_chunk=64,
+        )
+        for rl in rls
+    ]
     for o in outs[1:]:
         assert o.responses == outs[0].responses
         np.testing.assert_array_equal(o.reward_N, outs[0].reward_N)

@@ -10,6 +10,7 @@ over ("batch", "length"), and is compared with `xla` on one unsharded device.
 Tolerances (f32, matmul precision "highest" from conftest): logits max abs error 1e-4 (logits are
 O(1)); every gradient leaf max abs error 1e-4 relative to that leaf's largest entry.
 """
+
 import functools
 
 import jax
@@ -21,8 +22,9 @@ from qwenlong_jax import models
 from qwenlong_jax.models.attention import ring_axes
 from qwenlong_jax.parallel import sharding
 
-CFG = models.get_model_config("tiny", vocab_size=128, hidden_size=64, num_heads=4, num_kv_heads=2,
-                              head_dim=16, intermediate_size=96, num_layers=2)
+CFG = models.get_model_config(
+    "tiny", vocab_size=128, hidden_size=64, num_heads=4, num_kv_heads=2, head_dim=16, intermediate_size=96, num_layers=2
+)
 B, T = 2, 64
 FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
 
@@ -38,9 +40,9 @@ def _layout(name):
     for b, row in enumerate(lens):
         w = 0
         for s, n in enumerate(row, start=1):
-            seg[b, w:w + n] = s
+            seg[b, w : w + n] = s
             start = row[0] if (name == "prefix" and s > 1) else 0  # responses follow the prompt
-            pos[b, w:w + n] = start + np.arange(n)
+            pos[b, w : w + n] = start + np.arange(n)
             w += n
         assert w <= T
     return seg, pos, (1 if name == "prefix" else None)
@@ -84,8 +86,9 @@ def assert_matches_xla(layout, logits, grads):
     for (path, r), g in zip(flat_ref, flat):
         scale = float(np.max(np.abs(r)))
         assert scale > 0, jax.tree_util.keystr(path)  # every parameter gets a gradient
-        np.testing.assert_allclose(np.asarray(g) / scale, r / scale, atol=1e-4, rtol=0,
-                                   err_msg=jax.tree_util.keystr(path))
+        np.testing.assert_allclose(
+            np.asarray(g) / scale, r / scale, atol=1e-4, rtol=0, err_msg=jax.tree_util.keystr(path)
+        )
 
 
 # No-segment causal flash is covered by tests/test_flash_attention.py; here the layouts with ids.
@@ -105,15 +108,18 @@ def test_blockwise_model_matches_xla(layout):
 
 def test_blockwise_model_on_a_data_tensor_mesh_matches_xla():
     """Under a (data=2, tensor=2) mesh the kernel runs per shard of batch and heads."""
-    mesh = sharding.make_mesh(sharding.MeshConfig(data=2, fsdp=1, tensor=2, sequence=1),
-                              devices=jax.devices()[:4])
+    mesh = sharding.make_mesh(sharding.MeshConfig(data=2, fsdp=1, tensor=2, sequence=1), devices=jax.devices()[:4])
     p_shard = sharding.param_shardings(models.logical_axes(CFG), models.param_shapes(CFG), mesh)
     bt = sharding.named(mesh, "batch", "length")
     seg, pos, _ = _layout("prefix")
     f = jax.jit(functools.partial(logits_and_grads, "blockwise", "prefix"))
     with jax.set_mesh(mesh):
-        logits, grads = f(jax.device_put(PARAMS, p_shard), jax.device_put(TOKENS, bt),
-                          jax.device_put(seg, bt), jax.device_put(pos, bt))
+        logits, grads = f(
+            jax.device_put(PARAMS, p_shard),
+            jax.device_put(TOKENS, bt),
+            jax.device_put(seg, bt),
+            jax.device_put(pos, bt),
+        )
     assert_matches_xla("prefix", logits, grads)
 
 
@@ -124,8 +130,10 @@ def test_ring_model_on_8_devices_matches_xla(layout):
     p_shard = sharding.param_shardings(models.logical_axes(CFG), models.param_shapes(CFG), mesh)
     bt = sharding.named(mesh, "batch", "length")
     seg, pos, _ = _layout(layout)
+
     def put(x):
         return None if x is None else jax.device_put(x, bt)
+
     f = jax.jit(functools.partial(logits_and_grads, "ring", layout), compiler_options=FAST_COMPILE)
     with jax.set_mesh(mesh):
         logits, grads = f(jax.device_put(PARAMS, p_shard), put(TOKENS), put(seg), put(pos))

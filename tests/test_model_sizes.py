@@ -1,4 +1,5 @@
 """Every named size builds under jax.eval_shape with the published parameter count."""
+
 import jax
 import pytest
 
@@ -25,11 +26,14 @@ def test_r1_distill_32b_shape_facts():
     assert long.rope_scaling.factor == 4.0 and long.rope_scaling.original_max_position_embeddings == 32768
 
 
-@pytest.mark.parametrize("field,value,pattern", [
-    ("num_heads", 6, r"model\.num_heads \(6\) must be a multiple of model\.num_kv_heads \(4\)"),
-    ("hidden_size", 0, r"model\.hidden_size must be a positive int"),
-    ("model_type", "llama", r"model\.model_type: unsupported 'llama'"),
-])
+@pytest.mark.parametrize(
+    "field,value,pattern",
+    [
+        ("num_heads", 6, r"model\.num_heads \(6\) must be a multiple of model\.num_kv_heads \(4\)"),
+        ("hidden_size", 0, r"model\.hidden_size must be a positive int"),
+        ("model_type", "llama", r"model\.model_type: unsupported 'llama'"),
+    ],
+)
 def test_model_config_errors(field, value, pattern):
     with pytest.raises(ValueError, match=pattern):
         models.get_model_config("qwen3-8b", num_kv_heads=4, **{field: value})

@@ -1,11 +1,14 @@
 """The smoke config as 2 JAX processes on this machine (jax.distributed over loopback, gloo CPU
 collectives), 4 CPU devices each, one 8-device mesh: both processes run the real entry point,
 agree on every metric, and write one checkpoint and one HF export."""
+
+import contextlib
 import json
 import os
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -28,27 +31,35 @@ def two_process_run(tmp_path_factory):
     workdir = str(tmp_path_factory.mktemp("multihost"))
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_PLATFORMS")}
-    env.update(JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=4",
-               PYTHONPATH=ROOT)
+    env.update(JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=4", PYTHONPATH=ROOT)
     procs = []
-    for pid in range(2):
-        cmd = [sys.executable, "-m", "qwenlong_jax.train", "--config", "configs/smoke.py:multihost",
-               "--workdir", workdir, f"--config.coordinator_address=localhost:{port}",
-               "--config.num_processes=2", f"--config.process_id={pid}",
-               "--config.log_all_processes=True"]
-        log = open(os.path.join(workdir, f"log_{pid}.txt"), "w")
-        procs.append((subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT), log))
-    codes = []
-    for p, log in procs:
-        try:
-            codes.append(p.wait(timeout=900))
-        except subprocess.TimeoutExpired:
-            for q, _ in procs:
-                q.kill()
-            codes.append("timeout")
-        log.close()
+    with contextlib.ExitStack() as logs:
+        for pid in range(2):
+            cmd = [
+                sys.executable,
+                "-m",
+                "qwenlong_jax.train",
+                "--config",
+                "configs/smoke.py:multihost",
+                "--workdir",
+                workdir,
+                f"--config.coordinator_address=localhost:{port}",
+                "--config.num_processes=2",
+                f"--config.process_id={pid}",
+                "--config.log_all_processes=True",
+            ]
+            log = logs.enter_context(open(os.path.join(workdir, f"log_{pid}.txt"), "w"))
+            procs.append(subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT))
+        codes = []
+        for p in procs:
+            try:
+                codes.append(p.wait(timeout=900))
+            except subprocess.TimeoutExpired:
+                for q in procs:
+                    q.kill()
+                codes.append("timeout")
     if codes != [0, 0]:
-        tails = [open(os.path.join(workdir, f"log_{i}.txt")).read()[-3000:] for i in range(2)]
+        tails = [Path(os.path.join(workdir, f"log_{i}.txt")).read_text()[-3000:] for i in range(2)]
         pytest.fail(f"exit codes {codes}\n--- process 0 ---\n{tails[0]}\n--- process 1 ---\n{tails[1]}")
     return workdir
 
@@ -74,7 +85,7 @@ def test_one_checkpoint_and_one_export(two_process_run):
     assert os.path.exists(os.path.join(two_process_run, "summary.json"))
     assert os.path.exists(os.path.join(two_process_run, "reward.png"))
     assert sorted(os.listdir(os.path.join(two_process_run, "process_1"))) == ["metrics.jsonl"]
-    summary = json.load(open(os.path.join(two_process_run, "summary.json")))
+    summary = json.loads(Path(os.path.join(two_process_run, "summary.json")).read_text())
     assert summary["steps"] == 6
     cfg, params = models.load_hf_checkpoint(os.path.join(two_process_run, "hf"))
     leaves = [np.asarray(x) for x in __import__("jax").tree.leaves(params)]

@@ -4,6 +4,7 @@ object store, stopped and resumed once (issue 18). The store is fsspec's in-memo
 through the same path layer (qwenlong_jax/paths/) as gs:// does with gcsfs installed. Also: bad rows
 skipped and an over-long document dropped are counted in metrics.jsonl and summary.json, and
 metrics.jsonl parses as strict JSON."""
+
 import json
 import os
 
@@ -27,6 +28,7 @@ STORE = "memory://bucket-i18"
 def strict_loads(line: str):
     def refuse(name):
         raise ValueError(f"non-standard JSON constant {name}")
+
     return json.loads(line, parse_constant=refuse)
 
 
@@ -93,8 +95,14 @@ def test_skips_and_drops_are_counted(store_run, capsys):
 def test_export_tensorboard_and_plots_on_the_store(store_run):
     workdir, _ = store_run
     export = paths.join(workdir, "hf")
-    for name in ("config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
-                 "tokenizer_config.json", "tokenizer/spm.model"):
+    for name in (
+        "config.json",
+        "generation_config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "tokenizer/spm.model",
+    ):
         assert paths.exists(paths.join(export, name)), name
     assert any(n.startswith("events.out.tfevents") for n in paths.listdir(paths.join(workdir, "tb")))
     for name in ("reward.png", "summary.json"):

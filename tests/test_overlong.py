@@ -3,6 +3,7 @@
 The parity test evaluates the reference's own expression on a torch int64 scalar (what verl's
 reward manager does) and requires bit-equal float32 results.
 """
+
 import numpy as np
 import pytest
 import torch
@@ -14,9 +15,9 @@ def test_spec_values():
     assert float(overlong_penalty(9001)) == -0.0010000000474974513
     assert float(shape_reward(1.0, 9001)) == 0.9990000128746033
     assert float(shape_reward(1, 9333)) == 0.6669999957084656
-    assert float(shape_reward(1.0, 10000)) == 0.0       # correct at max length: looks missing
-    assert float(overlong_penalty(10500)) == -1.5       # unclamped past the maximum
-    assert float(shape_reward(0, 9500)) == -0.5         # wrong answer: negative reward
+    assert float(shape_reward(1.0, 10000)) == 0.0  # correct at max length: looks missing
+    assert float(overlong_penalty(10500)) == -1.5  # unclamped past the maximum
+    assert float(shape_reward(0, 9500)) == -0.5  # wrong answer: negative reward
     for length in (1, 5000, 9000):
         assert overlong_penalty(length) == 0.0
         assert float(shape_reward(1.0, length)) == 1.0
@@ -42,11 +43,13 @@ def _reference(score, length, max_len, buf, factor):
     return reward_tensor[0].item()
 
 
-@pytest.mark.parametrize("max_len, buf, factor", [(10000, 1000, 1.0), (10000, 333, 0.7),
-                                                   (4096, 512, 1.3), (100, 7, 0.1)])
+@pytest.mark.parametrize(
+    "max_len, buf, factor", [(10000, 1000, 1.0), (10000, 333, 0.7), (4096, 512, 1.3), (100, 7, 0.1)]
+)
 def test_bit_parity_with_torch_reference(max_len, buf, factor):
-    lengths = sorted({1, max_len - buf, max_len, max_len + buf // 2,
-                      *range(max_len - buf - 3, max_len + 5, max(1, buf // 97))})
+    lengths = sorted(
+        {1, max_len - buf, max_len, max_len + buf // 2, *range(max_len - buf - 3, max_len + 5, max(1, buf // 97))}
+    )
     for length in lengths:
         for score in (0, 1, 1.0, 0.0):
             want = _reference(score, length, max_len, buf, factor)
@@ -56,8 +59,7 @@ def test_bit_parity_with_torch_reference(max_len, buf, factor):
 def test_shape_rewards_writes_at_last_valid_token():
     rewards_BW = shape_rewards([1.0, 0.0, 1.0, 1.0], [3, 9001, 9333, 10000], width=10000)
     assert rewards_BW.dtype == np.float32 and rewards_BW.shape == (4, 10000)
-    expected = {(0, 2): 1.0, (1, 9000): -0.0010000000474974513, (2, 9332): 0.6669999957084656,
-                (3, 9999): 0.0}
+    expected = {(0, 2): 1.0, (1, 9000): -0.0010000000474974513, (2, 9332): 0.6669999957084656, (3, 9999): 0.0}
     for (b, t), value in expected.items():
         assert float(rewards_BW[b, t]) == value
     mask = np.ones_like(rewards_BW, dtype=bool)

@@ -1,6 +1,7 @@
 """The path layer (qwenlong_jax/paths/): local paths and object-store URLs behave alike; gs:// is served
 here by an in-memory fsspec filesystem registered under the "gs" protocol (the real one is
 gcsfs), so URL handling, globs, whole-file writes and local copies are what a bucket gets."""
+
 import importlib.util
 import json
 import pathlib
@@ -42,8 +43,11 @@ def test_local_expand_and_errors(tmp_path):
         (tmp_path / name).write_text(json.dumps(ROW) + "\n")
     (tmp_path / "sub").mkdir()
     assert paths.expand(str(tmp_path / "*.jsonl")) == [str(tmp_path / "a.jsonl"), str(tmp_path / "b.jsonl")]
-    for bad, msg in ((tmp_path / "nope.jsonl", "does not exist"), (tmp_path / "sub", "is a directory"),
-                     (tmp_path / "*.parquet", "matches no file")):
+    for bad, msg in (
+        (tmp_path / "nope.jsonl", "does not exist"),
+        (tmp_path / "sub", "is a directory"),
+        (tmp_path / "*.parquet", "matches no file"),
+    ):
         with pytest.raises(paths.PathError, match=msg):
             paths.expand(str(bad))
 

@@ -1,4 +1,5 @@
 """grain pipelines (resume, epochs, sharding) and the array_record / tensorflow-datasets inputs."""
+
 import json
 
 import grain
@@ -17,7 +18,7 @@ def test_resumed_iterator_continues_exactly_and_epochs_are_permutations():
     full = list(make_iterator(items, seed=7, num_epochs=3))
     assert len(full) == 69
     for e in range(3):  # each example exactly once per epoch
-        assert sorted(full[23 * e: 23 * (e + 1)]) == items
+        assert sorted(full[23 * e : 23 * (e + 1)]) == items
     assert full[:23] != full[23:46] and full[:23] != items  # shuffled, reseeded per epoch
     it = make_iterator(items, seed=7, num_epochs=3)
     head = [next(it) for _ in range(30)]  # stop mid second epoch
@@ -45,6 +46,7 @@ def test_batches_and_resume_with_map():
 @pytest.mark.parametrize("n,count,drop", [(24, 4, True), (26, 4, True), (26, 4, False)])
 def test_process_shards_partition_each_epoch(n, count, drop):
     from grain._src.core.sharding import even_split  # grain's own rule, for parity
+
     items = list(range(n))
     per_shard = []
     for i in range(count):
@@ -55,7 +57,7 @@ def test_process_shards_partition_each_epoch(n, count, drop):
         seen = []
         for out in per_shard:
             size = len(out) // 2
-            seen += out[e * size:(e + 1) * size]
+            seen += out[e * size : (e + 1) * size]
         expected = items[: n - n % count] if drop else items
         assert sorted(seen) == expected  # disjoint shards covering the data, once per epoch
     if drop:
@@ -97,6 +99,7 @@ def test_array_record_round_trip_and_lazy_dataset(tmp_path):
 
 def test_array_record_bad_rows(tmp_path):
     from array_record.python.array_record_module import ArrayRecordWriter
+
     path = str(tmp_path / "bad.array_record")
     w = ArrayRecordWriter(path, "group_size:1")
     w.write(json.dumps(_rows(1)[0]).encode())
@@ -114,6 +117,7 @@ def test_array_record_bad_rows(tmp_path):
 def test_tensorflow_datasets_source(tmp_path):
     """A tiny TFDS dataset prepared in array_record format (no TensorFlow) and read back."""
     import tensorflow_datasets as tfds
+
     rows = _rows(4)
 
     class TinySynQa(tfds.core.GeneratorBasedBuilder):
@@ -121,8 +125,12 @@ def test_tensorflow_datasets_source(tmp_path):
 
         def _info(self):
             text = tfds.features.Text()
-            return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict(
-                {k: text for k in ("id", "data_source", "document", "question", "answer")}))
+            return tfds.core.DatasetInfo(
+                builder=self,
+                features=tfds.features.FeaturesDict(
+                    {k: text for k in ("id", "data_source", "document", "question", "answer")}
+                ),
+            )
 
         def _split_generators(self, dl_manager):
             return {"train": self._generate_examples()}
@@ -137,5 +145,8 @@ def test_tensorflow_datasets_source(tmp_path):
     by_id = {r.id: r for r in recs}
     for r in rows:
         assert (by_id[r["id"]].document, by_id[r["id"]].answer, by_id[r["id"]].data_source) == (
-            r["document"], r["answer"], r["data_source"])
+            r["document"],
+            r["answer"],
+            r["data_source"],
+        )
     assert all(r.source.startswith("tfds:tiny_syn_qa/train:") for r in recs)

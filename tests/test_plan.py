@@ -9,6 +9,7 @@ shapes: the GRPO update (grpo_step.grpo_update, state donated) and the group sam
 gradients + activations + logits + inputs) and sampling total (params + KV cache + sampling
 work; the sampler program does not hold the optimizer state).
 """
+
 import dataclasses
 import os
 
@@ -21,13 +22,13 @@ import configs.smoke
 from qwenlong_jax import models
 from qwenlong_jax.capacity import planner
 from qwenlong_jax.cli import plan as plan_cli
-from qwenlong_jax.cli.flags import load_config
-from qwenlong_jax.run import step_shapes
+from qwenlong_jax.cli.config_files import load_config
 from qwenlong_jax.config import from_config_dict
 from qwenlong_jax.rl import grpo_step
-from qwenlong_jax.sampling import sampler, strategies
+from qwenlong_jax.run import step_shapes
 from qwenlong_jax.run.spec import RunSpec
 from qwenlong_jax.run.train_state import TrainState, make_optimizer
+from qwenlong_jax.sampling import sampler, strategies
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sd = jax.ShapeDtypeStruct
@@ -44,17 +45,32 @@ def measured(cfg, mcfg, phase) -> tuple[int, int]:
     s = dataclasses.asdict(step_shapes.rl_step_shapes(phase, cfg.rl))  # the trainer's shapes
     M, U, Bm, W, R, G = s["updates"], s["micro"], s["rows"], s["W"], s["R"], s["G"]
     batch = {k: sd((M, U, Bm, W), jnp.int32) for k in grpo_step.ROW_KEYS}
-    batch.update(unpack_idx_NR=sd((M, U, Bm * G, R), jnp.int32), mask_NR=sd((M, U, Bm * G, R), jnp.float32),
-                 adv_N=sd((M, U, Bm * G), jnp.float32), old_logp_NR=sd((M, U, Bm * G, R), jnp.float32))
+    batch.update(
+        unpack_idx_NR=sd((M, U, Bm * G, R), jnp.int32),
+        mask_NR=sd((M, U, Bm * G, R), jnp.float32),
+        adv_N=sd((M, U, Bm * G), jnp.float32),
+        old_logp_NR=sd((M, U, Bm * G, R), jnp.float32),
+    )
     ls = grpo_step.LossSettings.from_rl(cfg.rl)
     update = jax.jit(lambda st, b: grpo_step.grpo_update(mcfg, ls, tx, st, b), donate_argnums=0)
     upd = update.lower(state, batch).compile().memory_analysis()
     keys = jax.eval_shape(lambda: jax.random.split(jax.random.key(0), (s["sample_B"], G)))
     strategy = strategies.from_flags(cfg.rl.temperature, cfg.rl.top_p, cfg.rl.top_k, 0.0)
-    smp = sampler.sample_groups.lower(
-        mcfg, state.params, sd((s["sample_B"], s["S"]), jnp.int32), sd((s["sample_B"],), jnp.int32), keys,
-        max_new_tokens=R, strategy=strategy, eos_ids=(1,), prefill_chunk=step_shapes.PREFILL_CHUNK,
-    ).compile().memory_analysis()
+    smp = (
+        sampler.sample_groups.lower(
+            mcfg,
+            state.params,
+            sd((s["sample_B"], s["S"]), jnp.int32),
+            sd((s["sample_B"],), jnp.int32),
+            keys,
+            max_new_tokens=R,
+            strategy=strategy,
+            eos_ids=(1,),
+            prefill_chunk=step_shapes.PREFILL_CHUNK,
+        )
+        .compile()
+        .memory_analysis()
+    )
     return _peak(upd), _peak(smp)
 
 
@@ -76,8 +92,10 @@ def test_estimate_within_25_percent_of_xla(name, overrides, phase):
     upd, smp = measured(cfg, mcfg, next(ph for ph in cfg.phases if ph.name == phase))
     want_upd = pm.params + pm.optimizer + pm.train
     want_smp = pm.params + pm.sample
-    print(f"{name}{overrides} {phase}: update est {want_upd / 2**20:.1f} MiB vs XLA {upd / 2**20:.1f}; "
-          f"sampler est {want_smp / 2**20:.1f} MiB vs XLA {smp / 2**20:.1f}")
+    print(
+        f"{name}{overrides} {phase}: update est {want_upd / 2**20:.1f} MiB vs XLA {upd / 2**20:.1f}; "
+        f"sampler est {want_smp / 2**20:.1f} MiB vs XLA {smp / 2**20:.1f}"
+    )
     assert abs(want_upd - upd) <= 0.25 * upd, (want_upd, upd)
     assert abs(want_smp - smp) <= 0.25 * smp, (want_smp, smp)
 
@@ -114,8 +132,12 @@ def test_32b_tables(name, devices, hbm_gib, capsys):
     # As first written (fsdp only, the whole batch in one forward and one sampling call) they
     # did not fit; the refusal names a knob.
     refused = 0
-    for o in (["mesh.sequence=1", f"mesh.fsdp={m.fsdp * m.sequence}"], ["rl.micro_batch=0"],
-              ["rl.rollout_batch=0"], ["phases.sft.micro_rows=0"]):
+    for o in (
+        ["mesh.sequence=1", f"mesh.fsdp={m.fsdp * m.sequence}"],
+        ["rl.micro_batch=0"],
+        ["rl.rollout_batch=0"],
+        ["phases.sft.micro_rows=0"],
+    ):
         cfg = load_config(path, o)
         if max(p.peak for p in planner.estimate(RunSpec.planned(cfg, devices))) > hbm_gib * planner.GIB:
             refused += 1
@@ -166,22 +188,36 @@ def test_planner_prices_the_shapes_the_trainer_builds():
     spec = RunSpec.planned(cfg)
     s = dataclasses.asdict(spec.phases[2].shapes)
     assert f"S={s['S']} R={s['R']} W={s['W']}" in planner.estimate(spec)[2].shape
-    assert s == dict(B=128, G=8, S=60416, R=10_000, W=140416, rows=cfg.rl.micro_batch, updates=4,
-                     micro=32 // cfg.rl.micro_batch, sample_B=cfg.rl.rollout_batch, gen_B=cfg.rl.gen_batch)
+    assert s == dict(
+        B=128,
+        G=8,
+        S=60416,
+        R=10_000,
+        W=140416,
+        rows=cfg.rl.micro_batch,
+        updates=4,
+        micro=32 // cfg.rl.micro_batch,
+        sample_B=cfg.rl.rollout_batch,
+        gen_B=cfg.rl.gen_batch,
+    )
 
 
 # --- against XLA:TPU and XLA:GPU: the compile check's recorded figures ------------------------
 
-RECORDS = ["r1_distill_32b_tpu_v5p_4x4x4.json", "qwen25_1p5b_8k_v5p_2x2x1.json",
-           "r1_distill_32b_gpu_h100_16x8.json", "r1_distill_32b_gpu_h200_8x8.json"]
+RECORDS = [
+    "r1_distill_32b_tpu_v5p_4x4x4.json",
+    "qwen25_1p5b_8k_v5p_2x2x1.json",
+    "r1_distill_32b_gpu_h100_16x8.json",
+    "r1_distill_32b_gpu_h200_8x8.json",
+]
 
 
 @pytest.mark.parametrize("record", RECORDS)
 def test_estimate_within_20_percent_of_the_compiler(record):
     """The planner against XLA:TPU's / XLA:GPU's per-device totals recorded by `python -m
-    qwenlong_jax.compile` (docs/benchmarks.md, "Compile check: the recorded tables"; recompiling the 32B steps takes 10-30 min, so
-    the compiler's side is the recorded JSON and the planner's side is recomputed here, priced
-    for the record's backend): GRPO/SFT update = params + optimizer + update terms; sampler =
+    qwenlong_jax.compile` (docs/benchmarks.md, "Compile check: the recorded tables"; recompiling the
+    32B steps takes 10-30 min, so the compiler's side is the recorded JSON and the planner's side is
+    recomputed here, priced for the record's backend): GRPO/SFT update = params + optimizer + update terms; sampler =
     params + optimizer (resident) + sampling terms."""
     import json
 
@@ -196,12 +232,12 @@ def test_estimate_within_20_percent_of_the_compiler(record):
     for r in rec["results"]:
         assert r["ok"] and r["fits"], r
         pm = est[r["phase"]]
-        want = {"update": pm.params + pm.optimizer + pm.train,
-                "sample": pm.params + pm.optimizer + pm.sample}.get(r["fn"])
+        want = {"update": pm.params + pm.optimizer + pm.train, "sample": pm.params + pm.optimizer + pm.sample}.get(
+            r["fn"]
+        )
         if want is None:
             continue
-        assert abs(want - r["total_bytes"]) <= 0.2 * r["total_bytes"], (r["phase"], r["fn"], want,
-                                                                       r["total_bytes"])
+        assert abs(want - r["total_bytes"]) <= 0.2 * r["total_bytes"], (r["phase"], r["fn"], want, r["total_bytes"])
         checked += 1
     assert checked >= 2  # an update and a sampler at least
 
@@ -218,16 +254,21 @@ def test_sft_padding_rule_is_the_trainers():
     s = step_shapes.sft_step_shapes(sft, 16)
     total, micro = step_shapes.sft_padded_rows(sft.batch, 16, sft.micro_rows)
     assert (s.rows, s.micro, s.W) == (micro, total // micro, step_shapes.sft_row_width(sft))
-    assert s.W % 64 == 0 and s.W >= sft.max_input + sft.max_output
+    assert s.W % 64 == 0 and sft.max_input + sft.max_output <= s.W
 
 
-@pytest.mark.parametrize("argv,want", [
-    (["--config", "configs/smoke.py", "--bogus=1"], "error: Unknown command line flag 'bogus'"),
-    (["--config", "configs/smoke.py", "--config.mesh.nope=1"],
-     "error: --config override: the config has no field 'nope'"),
-    (["--config", os.path.join("configs", "nope" + ".py")], "error: --config: "),  # a missing file
-    (["--config", "configs/smoke.py", "stray"], "error: unrecognized arguments: stray"),
-])
+@pytest.mark.parametrize(
+    "argv,want",
+    [
+        (["--config", "configs/smoke.py", "--bogus=1"], "error: Unknown command line flag 'bogus'"),
+        (
+            ["--config", "configs/smoke.py", "--config.mesh.nope=1"],
+            "error: --config override: the config has no field 'nope'",
+        ),
+        (["--config", os.path.join("configs", "nope" + ".py")], "error: --config: "),  # a missing file
+        (["--config", "configs/smoke.py", "stray"], "error: unrecognized arguments: stray"),
+    ],
+)
 def test_cli_bad_input_is_one_error_line(argv, want, capsys):
     assert plan_cli.main(argv) == 1
     err = capsys.readouterr().err.strip()

@@ -1,4 +1,5 @@
 """Clipped policy loss: hand cases, gradients, aggregation modes, parity with verl (transcribed)."""
+
 import math
 
 import jax
@@ -31,8 +32,16 @@ def verl_agg_loss(loss_mat, loss_mask, loss_agg_mode):
     return loss
 
 
-def verl_compute_policy_loss(old_log_prob, log_prob, advantages, response_mask, cliprange=None,
-                             cliprange_low=None, cliprange_high=None, loss_agg_mode="token-mean"):
+def verl_compute_policy_loss(
+    old_log_prob,
+    log_prob,
+    advantages,
+    response_mask,
+    cliprange=None,
+    cliprange_low=None,
+    cliprange_high=None,
+    loss_agg_mode="token-mean",
+):
     negative_approx_kl = log_prob - old_log_prob
     negative_approx_kl = torch.clamp(negative_approx_kl, min=-20.0, max=20.0)
     ratio = torch.exp(negative_approx_kl)
@@ -46,8 +55,7 @@ def verl_compute_policy_loss(old_log_prob, log_prob, advantages, response_mask, 
     clip_pg_losses1 = torch.maximum(pg_losses1, pg_losses2)
     pg_clipfrac = verl_masked_mean(torch.gt(pg_losses2, pg_losses1).float(), response_mask)
     pg_losses = clip_pg_losses1
-    pg_loss = verl_agg_loss(loss_mat=pg_losses, loss_mask=response_mask,
-                            loss_agg_mode=loss_agg_mode)
+    pg_loss = verl_agg_loss(loss_mat=pg_losses, loss_mask=response_mask, loss_agg_mode=loss_agg_mode)
     return pg_loss, pg_clipfrac, ppo_kl
 
 
@@ -86,18 +94,20 @@ def test_hand_case_negative_advantage():
     np.testing.assert_allclose(st["clip_frac_high"], 0.0)
 
 
-@pytest.mark.parametrize("adv, expect_grad", [
-    # d loss / d logp_t = d(-A * ratio_t)/d logp_t / count = -A * ratio_t / 3 where the unclipped
-    # term is the max, 0 where the clipped (constant) term is.
-    # A = +1: token 1 inside: -1.1/3; token 2 clipped: 0; token 3 (ratio .5 < .8, but -0.5 is
-    # the max, so unclipped): -0.5/3.
-    (1.0, [-1.1 / 3, 0.0, -0.5 / 3]),
-    # A = -1: token 1: 1.1/3; token 2 (1.5 > 1.2, max is the unclipped 1.5): 1.5/3; token 3: 0.
-    (-1.0, [1.1 / 3, 1.5 / 3, 0.0]),
-])
+@pytest.mark.parametrize(
+    "adv, expect_grad",
+    [
+        # d loss / d logp_t = d(-A * ratio_t)/d logp_t / count = -A * ratio_t / 3 where the unclipped
+        # term is the max, 0 where the clipped (constant) term is.
+        # A = +1: token 1 inside: -1.1/3; token 2 clipped: 0; token 3 (ratio .5 < .8, but -0.5 is
+        # the max, so unclipped): -0.5/3.
+        (1.0, [-1.1 / 3, 0.0, -0.5 / 3]),
+        # A = -1: token 1: 1.1/3; token 2 (1.5 > 1.2, max is the unclipped 1.5): 1.5/3; token 3: 0.
+        (-1.0, [1.1 / 3, 1.5 / 3, 0.0]),
+    ],
+)
 def test_gradient_wrt_logp(adv, expect_grad):
-    g = jax.grad(lambda lp: rl.policy_loss(lp, jnp.asarray(OLD), jnp.array([adv]), MASK)[0])(
-        jnp.asarray(NEW))
+    g = jax.grad(lambda lp: rl.policy_loss(lp, jnp.asarray(OLD), jnp.array([adv]), MASK)[0])(jnp.asarray(NEW))
     np.testing.assert_allclose(g[0], expect_grad, rtol=1e-5, atol=1e-7)
 
 
@@ -107,11 +117,14 @@ RAGGED_MASK = jnp.array([[1, 0, 0], [1, 1, 1]], jnp.float32)
 RAGGED_ADV = jnp.array([1.0, -2.0])
 
 
-@pytest.mark.parametrize("agg, expect", [
-    ("token-mean", (-1 + 3 * 2) / 4),            # 1.25: every token weighs the same
-    ("seq-mean-token-mean", (-1 + 2) / 2),       # 0.5: every row weighs the same
-    ("seq-mean-token-sum", (-1 + 6) / 2),        # 2.5
-])
+@pytest.mark.parametrize(
+    "agg, expect",
+    [
+        ("token-mean", (-1 + 3 * 2) / 4),  # 1.25: every token weighs the same
+        ("seq-mean-token-mean", (-1 + 2) / 2),  # 0.5: every row weighs the same
+        ("seq-mean-token-sum", (-1 + 6) / 2),  # 2.5
+    ],
+)
 def test_aggregation_modes_differ_on_ragged_masks(agg, expect):
     lp = jnp.full((2, 3), -1.0)
     loss, _ = rl.policy_loss(lp, lp, RAGGED_ADV, RAGGED_MASK, agg=agg)
@@ -142,9 +155,10 @@ def test_row_with_no_valid_token():
 def test_all_padding_gives_zero_loss_and_zero_grad():
     lp = jnp.full((2, 3), -1.0)
     for agg in rl.AGG_MODES:
+
         def fn(x):
-            return rl.policy_loss(x, lp - 0.3, jnp.array([1.0, -1.0]), jnp.zeros((2, 3)),
-                                              agg=agg)  # noqa: B023 - used in this iteration
+            return rl.policy_loss(x, lp - 0.3, jnp.array([1.0, -1.0]), jnp.zeros((2, 3)), agg=agg)  # noqa: B023 - used in this iteration
+
         (loss, st), g = jax.value_and_grad(fn, has_aux=True)(lp)
         assert float(loss) == 0.0
         np.testing.assert_array_equal(g, 0.0)
@@ -157,8 +171,7 @@ def test_garbage_on_padding_does_not_leak():
     lp = jnp.full((2, 3), -1.0)
     bad = lp.at[0, 2].set(1e4)
     l_ok, _ = rl.policy_loss(lp, lp, RAGGED_ADV, RAGGED_MASK)
-    (l_bad, st), g = jax.value_and_grad(
-        lambda x: rl.policy_loss(x, lp, RAGGED_ADV, RAGGED_MASK), has_aux=True)(bad)
+    (l_bad, st), g = jax.value_and_grad(lambda x: rl.policy_loss(x, lp, RAGGED_ADV, RAGGED_MASK), has_aux=True)(bad)
     np.testing.assert_allclose(l_bad, l_ok, rtol=1e-7)
     assert float(g[0, 2]) == 0.0 and np.isfinite(np.asarray(g)).all()
     assert float(st["ratio_max"]) == 1.0
@@ -171,22 +184,30 @@ def test_matches_verl_transcription_random(agg, clip_low, clip_high):
     rng = np.random.default_rng(7)
     b, t = 12, 40
     old = rng.normal(-2.0, 1.0, (b, t)).astype(np.float32)
-    new = (old + rng.normal(0.0, 0.25, (b, t))).astype(np.float32)   # ratios ~ 0.5 .. 2
+    new = (old + rng.normal(0.0, 0.25, (b, t))).astype(np.float32)  # ratios ~ 0.5 .. 2
     adv_B = rng.normal(0.0, 1.0, b).astype(np.float32)
-    lens = rng.integers(1, t + 1, b)                                 # ragged, no empty row
+    lens = rng.integers(1, t + 1, b)  # ragged, no empty row
     mask = (np.arange(t)[None, :] < lens[:, None]).astype(np.float32)
 
     def ours(lp):
-        return rl.policy_loss(lp, jnp.asarray(old), jnp.asarray(adv_B), jnp.asarray(mask),
-                              clip_low=clip_low, clip_high=clip_high, agg=agg)
+        return rl.policy_loss(
+            lp, jnp.asarray(old), jnp.asarray(adv_B), jnp.asarray(mask), clip_low=clip_low, clip_high=clip_high, agg=agg
+        )
 
     (loss, st), g = jax.value_and_grad(ours, has_aux=True)(jnp.asarray(new))
 
     new_t = torch.tensor(new, requires_grad=True)
-    adv_t = torch.tensor(adv_B)[:, None] * torch.tensor(mask)   # verl: scores.unsqueeze(-1) * mask
+    adv_t = torch.tensor(adv_B)[:, None] * torch.tensor(mask)  # verl: scores.unsqueeze(-1) * mask
     ref_loss, ref_clipfrac, ref_kl = verl_compute_policy_loss(
-        torch.tensor(old), new_t, adv_t, torch.tensor(mask), cliprange=0.2,
-        cliprange_low=clip_low, cliprange_high=clip_high, loss_agg_mode=agg)
+        torch.tensor(old),
+        new_t,
+        adv_t,
+        torch.tensor(mask),
+        cliprange=0.2,
+        cliprange_low=clip_low,
+        cliprange_high=clip_high,
+        loss_agg_mode=agg,
+    )
     ref_loss.backward()
     np.testing.assert_allclose(loss, ref_loss.item(), rtol=1e-6, atol=1e-7)
     np.testing.assert_allclose(st["clip_frac"], ref_clipfrac.item(), rtol=1e-6)
@@ -203,8 +224,7 @@ def test_agg_loss_matches_verl_random():
     for agg in rl.AGG_MODES:
         ref = verl_agg_loss(torch.tensor(loss), torch.tensor(mask), agg).item()
         # atol: float32 sums of mixed-sign terms in different orders.
-        np.testing.assert_allclose(rl.agg_loss(jnp.asarray(loss), jnp.asarray(mask), agg), ref,
-                                   rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(rl.agg_loss(jnp.asarray(loss), jnp.asarray(mask), agg), ref, rtol=1e-6, atol=1e-6)
 
 
 # ---- actor loss assembly ----
@@ -215,8 +235,17 @@ def test_actor_loss_combines_terms():
     # loss = 1.25 - 0.01 * 1.625 + 0.5 * 0.1 = 1.28375.
     lp = jnp.full((2, 3), -1.0)
     ent = jnp.array([[0.5, 9.0, 9.0], [1.0, 2.0, 3.0]])
-    loss, st = rl.actor_loss(lp, lp, RAGGED_ADV, RAGGED_MASK, entropy_BT=ent, ref_logp_BT=lp - 0.1,
-                             entropy_coeff=0.01, kl_coef=0.5, kl_kind="kl")
+    loss, st = rl.actor_loss(
+        lp,
+        lp,
+        RAGGED_ADV,
+        RAGGED_MASK,
+        entropy_BT=ent,
+        ref_logp_BT=lp - 0.1,
+        entropy_coeff=0.01,
+        kl_coef=0.5,
+        kl_kind="kl",
+    )
     np.testing.assert_allclose(loss, 1.28375, rtol=1e-6)
     np.testing.assert_allclose(st["entropy"], 1.625, rtol=1e-6)
     np.testing.assert_allclose(st["kl"], 0.1, rtol=1e-5)
@@ -231,8 +260,9 @@ def test_actor_loss_combines_terms():
 def test_actor_loss_entropy_gradient():
     # d loss / d entropy_bt = -coeff / count on valid tokens (token-mean), 0 on padding.
     lp = jnp.full((2, 3), -1.0)
-    g = jax.grad(lambda e: rl.actor_loss(lp, lp, RAGGED_ADV, RAGGED_MASK, entropy_BT=e,
-                                         entropy_coeff=0.001)[0])(jnp.ones((2, 3)))
+    g = jax.grad(lambda e: rl.actor_loss(lp, lp, RAGGED_ADV, RAGGED_MASK, entropy_BT=e, entropy_coeff=0.001)[0])(
+        jnp.ones((2, 3))
+    )
     np.testing.assert_allclose(g, -0.001 / 4 * np.asarray(RAGGED_MASK), rtol=1e-6)
 
 

@@ -1,5 +1,6 @@
 """Records that survive (issue 18): metrics.jsonl is strict JSON whatever the values, a
 checkpoint found corrupt is rewritten when its step is saved again, TensorBoard is flushed."""
+
 import json
 import os
 
@@ -22,7 +23,7 @@ def test_non_finite_metrics_are_null_and_flagged(tmp_path):
     w.write(1, "rl", {"loss": float("nan"), "grad_norm": np.float32("inf"), "reward_mean": 0.5})
     w.write(2, "rl", {"loss": 1.0, "grad_norm": 2.0, "reward_mean": 0.25})
     w.flush()  # what the trainer does at each checkpoint
-    rows = [strict_loads(ln) for ln in open(tmp_path / "metrics.jsonl")]
+    rows = [strict_loads(ln) for ln in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert rows[0]["loss"] is None and rows[0]["grad_norm"] is None and rows[0]["reward_mean"] == 0.5
     assert rows[0]["nonfinite"] == ["grad_norm", "loss"]
     assert "nonfinite" not in rows[1] and rows[1]["loss"] == 1.0

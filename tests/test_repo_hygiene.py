@@ -1,5 +1,6 @@
 """The repository as a newcomer reads it: every file a docstring, comment or doc names exists;
 the package's import graph has no cycle; no module imports another module's private name."""
+
 from __future__ import annotations
 
 import ast
@@ -11,11 +12,26 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGES = ("qwenlong_jax", "kernels", "configs")
 # A mention of a repository file: a path under one of our directories (`rl/packing.py`,
 # `configs/default.py`, `docs/design.md`) or a markdown document by name (`README.md`).
-OUR_DIRS = ("qwenlong_jax", "configs", "kernels", "tests", "docs", "rl", "data", "models",
-            "sampling", "eval", "rewards", "bench", "assets")
+OUR_DIRS = (
+    "qwenlong_jax",
+    "configs",
+    "kernels",
+    "tests",
+    "docs",
+    "rl",
+    "data",
+    "models",
+    "sampling",
+    "eval",
+    "rewards",
+    "bench",
+    "assets",
+)
 PATH_RE = re.compile(
     r"(?<![\w./<-])((?:(?:{dirs})/)(?:[\w-]+/)*[\w-]+\.(?:py|md|json|txt)|[A-Z][\w-]*\.md)(?![\w/-])".format(
-        dirs="|".join(OUR_DIRS)))
+        dirs="|".join(OUR_DIRS)
+    )
+)
 PLACEHOLDERS = {"configs/x.py", "configs/X.py", "configs/no_such_config.py"}  # examples, not citations
 
 
@@ -103,8 +119,9 @@ def test_import_graph_has_no_cycle():
     mods = _modules()
     graph = {m: sorted({t for t, _ in _imports(p, m, mods) if t != m}) for m, p in mods.items()}
     # A package's __init__ importing its own submodules is how it re-exports: not a cycle.
-    graph = {m: [t for t in ts if not (t.startswith(m + ".") and mods[m].endswith("__init__.py"))]
-             for m, ts in graph.items()}
+    graph = {
+        m: [t for t in ts if not (t.startswith(m + ".") and mods[m].endswith("__init__.py"))] for m, ts in graph.items()
+    }
     state, cycles = {}, []
 
     def visit(m, stack):
@@ -112,7 +129,7 @@ def test_import_graph_has_no_cycle():
         stack.append(m)
         for t in graph[m]:
             if state.get(t) == 1:
-                cycles.append(" -> ".join(stack[stack.index(t):] + [t]))
+                cycles.append(" -> ".join(stack[stack.index(t) :] + [t]))
             elif t not in state:
                 visit(t, stack)
         stack.pop()
@@ -147,8 +164,13 @@ def test_no_private_names_across_modules():
                     if a.name in mods:
                         aliases[a.asname or a.name.split(".")[0]] = a.name
         for node in ast.walk(tree):
-            if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
-                    and node.value.id in aliases and node.attr.startswith("_")
-                    and not node.attr.startswith("__") and aliases[node.value.id] != m):
+            if (
+                isinstance(node, ast.Attribute)
+                and isinstance(node.value, ast.Name)
+                and node.value.id in aliases
+                and node.attr.startswith("_")
+                and not node.attr.startswith("__")
+                and aliases[node.value.id] != m
+            ):
                 bad.append(f"{m} uses {aliases[node.value.id]}.{node.attr}")
     assert not bad, "private names used across modules:\n" + "\n".join(sorted(set(bad)))

@@ -1,15 +1,16 @@
 """Retrospective sampling as the recipe means it: hard examples drawn into a step are trained,
 not the first thing the keep-the-first-B cut throws away, and their sampling weight grows with
 difficulty at the default settings (every pool member never solved, hard_threshold 0)."""
+
 import types
 
 import jax
 import numpy as np
 
-from qwenlong_jax.run import rl_round
 from qwenlong_jax.config import Config, PhaseConfig, RetroConfig, RLConfig
-from qwenlong_jax.run.curriculum import Difficulty, PhaseData
 from qwenlong_jax.data.schema import Record
+from qwenlong_jax.run import rl_round
+from qwenlong_jax.run.curriculum import Difficulty, PhaseData
 from qwenlong_jax.run.rollout import Rollout
 from qwenlong_jax.run.step_shapes import rl_step_shapes
 
@@ -17,18 +18,34 @@ G = 8
 
 
 def _records(prefix: str, n: int) -> list[Record]:
-    return [Record(id=f"{prefix}{i}", data_source="docqa", prompt=f"{prefix}{i}", ground_truth="a",
-                   answer="a", num_prompt_tokens=10) for i in range(n)]
+    return [
+        Record(
+            id=f"{prefix}{i}",
+            data_source="docqa",
+            prompt=f"{prefix}{i}",
+            ground_truth="a",
+            answer="a",
+            num_prompt_tokens=10,
+        )
+        for i in range(n)
+    ]
 
 
 def _fake_rollout(cfg, params, tok, recs, prompts, *, shapes, rl, key, judge=None):
     """Every group's accuracy varies (half its responses right): every group is valid."""
     n = len(recs) * rl.group_size
     score = np.tile(np.asarray([0.0, 1.0], np.float32), n // 2)
-    return Rollout(prompts=[list(p) for p in prompts], responses=[[5, 6]] * n,
-                   sampler_logps=[np.zeros(2, np.float32)] * n, texts=[""] * n, score_N=score,
-                   reward_N=score, acc_N=score == 1.0, length_N=np.full(n, 2, np.int32),
-                   truncated_N=np.zeros(n, bool))
+    return Rollout(
+        prompts=[list(p) for p in prompts],
+        responses=[[5, 6]] * n,
+        sampler_logps=[np.zeros(2, np.float32)] * n,
+        texts=[""] * n,
+        score_N=score,
+        reward_N=score,
+        acc_N=score == 1.0,
+        length_N=np.full(n, 2, np.int32),
+        truncated_N=np.zeros(n, bool),
+    )
 
 
 def test_hard_groups_drawn_with_surplus_are_trained(monkeypatch):
@@ -44,8 +61,9 @@ def test_hard_groups_drawn_with_surplus_are_trained(monkeypatch):
     difficulty = Difficulty()
     difficulty.update([r.id for r in hard], [0.0] * len(hard))  # never solved in the earlier phase
     pdata = PhaseData(fresh, hard, phase, RetroConfig(), seed=3)
-    ctx = types.SimpleNamespace(cfg=cfg, mesh=jax.make_mesh((1,), ("data",)), mcfg=None, tok=None,
-                                prompt=lambda r: [1, 2, 3], judge=None)
+    ctx = types.SimpleNamespace(
+        cfg=cfg, mesh=jax.make_mesh((1,), ("data",)), mcfg=None, tok=None, prompt=lambda r: [1, 2, 3], judge=None
+    )
     shapes = rl_step_shapes(phase, rl)
     hard_ids = {r.id for r in hard}
     trained, reported = [], []

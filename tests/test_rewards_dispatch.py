@@ -1,5 +1,6 @@
 """compute_score: dispatch (section 0), the answer segment (section 1), ground-truth forms
 (section 2), eos stripping, acc, and the hybrid rule + judge reward."""
+
 import pytest
 
 from qwenlong_jax import rewards
@@ -8,16 +9,26 @@ from qwenlong_jax.rewards import JudgeQuery, ScoreItem, hybrid_scores
 # One response/gold pair per family that scores 1 under that family only.
 MC = ("</think>The correct answer is (B)", "The correct answer is (B)")
 MATH = ("</think>Therefore, the answer is 0.0011", "Therefore, the answer is 0.0019")  # ceil rule
-QA_ONLY = ("</think>Therefore, the answer is 15", "Therefore, the answer is 5")     # 5 in 15: docqa
+QA_ONLY = ("</think>Therefore, the answer is 15", "Therefore, the answer is 5")  # 5 in 15: docqa
 
 
-@pytest.mark.parametrize("source, family", [
-    ("long_toc_choices", "choice"), ("x_long_toc_choices_docmath", "choice"),
-    ("docmath", "docmath"), ("docmath_musique", "docmath"), ("my_docmath_v2", "docmath"),
-    ("multihoprag", "docqa"), ("musique", "docqa"), ("MuSiQue", "docqa"),
-    ("DocMath", "docqa"),          # case-sensitive: not docmath; unknown -> docqa (ref raises)
-    ("Long_Toc_Choices", "docqa"), ("synthetic_needle", "docqa"), ("", "docqa"),
-])
+@pytest.mark.parametrize(
+    "source, family",
+    [
+        ("long_toc_choices", "choice"),
+        ("x_long_toc_choices_docmath", "choice"),
+        ("docmath", "docmath"),
+        ("docmath_musique", "docmath"),
+        ("my_docmath_v2", "docmath"),
+        ("multihoprag", "docqa"),
+        ("musique", "docqa"),
+        ("MuSiQue", "docqa"),
+        ("DocMath", "docqa"),  # case-sensitive: not docmath; unknown -> docqa (ref raises)
+        ("Long_Toc_Choices", "docqa"),
+        ("synthetic_needle", "docqa"),
+        ("", "docqa"),
+    ],
+)
 def test_family_of(source, family):
     assert rewards.family_of(source) == family
 
@@ -35,17 +46,20 @@ def test_dispatch_order_changes_scores():
 # --- the answer segment ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("response, expected", [
-    ("Therefore, the answer is Paris", 0.0),                        # no </think>
-    ("<think>x</THINK>Therefore, the answer is Paris", 0.0),
-    ("<think>x</ think>Therefore, the answer is Paris", 0.0),
-    ("</think>Therefore, the answer is Paris", 1.0),                # <think> never checked
-    ("<think>the answer is Paris</think>the answer is Rome", 0.0),  # think block ignored
-    ("<think>the answer is Paris</think>", 0.0),                    # empty segment
-    ("<think>the answer is Paris</think> \n\t\u3000", 0.0),         # Unicode whitespace only
-    ("a</think>b</think>c</think>\u2003Therefore, the answer is Paris\u2003", 1.0),
-    ("</think>the answer is Paris</think>the answer is Rome", 0.0),  # last tag counts
-])
+@pytest.mark.parametrize(
+    "response, expected",
+    [
+        ("Therefore, the answer is Paris", 0.0),  # no </think>
+        ("<think>x</THINK>Therefore, the answer is Paris", 0.0),
+        ("<think>x</ think>Therefore, the answer is Paris", 0.0),
+        ("</think>Therefore, the answer is Paris", 1.0),  # <think> never checked
+        ("<think>the answer is Paris</think>the answer is Rome", 0.0),  # think block ignored
+        ("<think>the answer is Paris</think>", 0.0),  # empty segment
+        ("<think>the answer is Paris</think> \n\t\u3000", 0.0),  # Unicode whitespace only
+        ("a</think>b</think>c</think>\u2003Therefore, the answer is Paris\u2003", 1.0),
+        ("</think>the answer is Paris</think>the answer is Rome", 0.0),  # last tag counts
+    ],
+)
 def test_answer_segment_rules(response, expected):
     assert rewards.compute_score("musique", response, "the answer is Paris") == expected
 
@@ -59,8 +73,8 @@ def test_answer_segment_helper():
 def test_strip_eos():
     eos = "<｜end▁of▁sentence｜>"
     assert rewards.strip_eos("</think>the answer is 5" + eos, eos) == "</think>the answer is 5"
-    assert rewards.strip_eos("a" + eos + eos, eos) == "a" + eos        # one suffix only
-    assert rewards.strip_eos(eos + "a", eos) == eos + "a"              # suffix only
+    assert rewards.strip_eos("a" + eos + eos, eos) == "a" + eos  # one suffix only
+    assert rewards.strip_eos(eos + "a", eos) == eos + "a"  # suffix only
     assert rewards.strip_eos("abc", "") == "abc"
     assert rewards.strip_eos("abc", None) == "abc"
     # Without the strip, "New York</s>" normalises to "new yorks", not contained in the gold.
@@ -108,16 +122,18 @@ class FakeJudge:
 def test_compute_score_with_judge_only_when_rule_misses():
     judge = FakeJudge()
     # rule 1 -> judge not asked
-    assert rewards.compute_score("musique", "</think>the answer is Paris", "the answer is Paris",
-                                 judge=judge) == 1.0
+    assert rewards.compute_score("musique", "</think>the answer is Paris", "the answer is Paris", judge=judge) == 1.0
     assert judge.asked == []
     # rule 0, judge yes -> 1; it gets the parsed answers and no question
-    assert rewards.compute_score("musique", "</think>the answer is Lutetia (Paris region)x",
-                                 "the answer is Lyon", judge=judge) == 1.0
+    assert (
+        rewards.compute_score(
+            "musique", "</think>the answer is Lutetia (Paris region)x", "the answer is Lyon", judge=judge
+        )
+        == 1.0
+    )
     assert judge.asked == [JudgeQuery("Lutetia (Paris region)x", "Lyon", None)]
     # rule 0, judge no -> 0
-    assert rewards.compute_score("docmath", "</think>the answer is 3", "the answer is 7",
-                                 judge=judge) == 0.0
+    assert rewards.compute_score("docmath", "</think>the answer is 3", "the answer is 7", judge=judge) == 0.0
     assert judge.asked[-1] == JudgeQuery("3", "7", None)
     n = len(judge.asked)
     # unparsed prediction, no </think>, or multiple choice: judge never asked
@@ -126,8 +142,9 @@ def test_compute_score_with_judge_only_when_rule_misses():
     rewards.compute_score("docmath", "</think>the answer is ...", "the answer is 7", judge=judge)
     # gold that does not parse even as a bare answer
     rewards.compute_score("docmath", "</think>the answer is 5", "five", judge=judge)
-    rewards.compute_score("long_toc_choices", "</think>The correct answer is (A)",
-                          "The correct answer is (B)", judge=judge)
+    rewards.compute_score(
+        "long_toc_choices", "</think>The correct answer is (A)", "The correct answer is (B)", judge=judge
+    )
     assert len(judge.asked) == n
 
 
@@ -137,8 +154,7 @@ def test_hybrid_scores_batches_only_the_misses():
         ScoreItem("musique", "</think>the answer is Paris", "the answer is Paris", "Q0"),
         ScoreItem("musique", "</think>the answer is Lyon", "the answer is Lille", "Q1"),
         ScoreItem("docmath", "</think>the answer is 3", "the answer is 7", "Q2"),
-        ScoreItem("long_toc_choices", "</think>The correct answer is (A)",
-                  "The correct answer is (B)", "Q3"),
+        ScoreItem("long_toc_choices", "</think>The correct answer is (A)", "The correct answer is (B)", "Q3"),
         ScoreItem("musique", "no think", "the answer is Paris", "Q4"),
     ]
     assert hybrid_scores(items) == [1.0, 0.0, 0.0, 0.0, 0.0]
@@ -150,6 +166,7 @@ def test_hybrid_judge_that_returns_wrong_count_is_an_error():
     class Short(FakeJudge):
         def score_batch(self, queries):
             return []
+
     item = ScoreItem("musique", "</think>the answer is Lyon", "the answer is Lille")
     with pytest.raises(ValueError, match="returned 0 scores for 1"):
         hybrid_scores([item], Short())

@@ -3,6 +3,7 @@
 Expected values are the spec's; where our closed hole changes the reference's value, the test
 says so (`# ref: 1`).
 """
+
 import pytest
 
 from qwenlong_jax import rewards
@@ -21,14 +22,17 @@ def gt(answer: str) -> str:
 # --- extraction: the phrase ----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("segment, expected", [
-    ("The answer is Paris", 0.0),           # capital T: no match
-    ("THE ANSWER IS PARIS", 0.0),
-    ("Therefore, the answer is Paris", 1.0),
-    ("bathe answer is Paris", 1.0),         # phrase inside a word still matches
-    ("Paris", 0.0),                         # no phrase
-    ("the answer: Paris", 0.0),
-])
+@pytest.mark.parametrize(
+    "segment, expected",
+    [
+        ("The answer is Paris", 0.0),  # capital T: no match
+        ("THE ANSWER IS PARIS", 0.0),
+        ("Therefore, the answer is Paris", 1.0),
+        ("bathe answer is Paris", 1.0),  # phrase inside a word still matches
+        ("Paris", 0.0),  # no phrase
+        ("the answer: Paris", 0.0),
+    ],
+)
 def test_phrase_is_lowercase_case_sensitive_substring(segment, expected):
     assert qa(segment, gt("Paris")) == expected
 
@@ -45,8 +49,10 @@ def test_asterisks_deleted_before_search():
     assert qa("the answer is Paris", "Therefore, the answer is **Paris**") == 1.0
 
 
-@pytest.mark.parametrize("segment", ["the answer is .", "the answer is ...", "the answer is",
-                                     "the answer is   ", "the answer is <｜Assistant｜>."])
+@pytest.mark.parametrize(
+    "segment",
+    ["the answer is .", "the answer is ...", "the answer is", "the answer is   ", "the answer is <｜Assistant｜>."],
+)
 def test_empty_candidate_scores_float_zero(segment):
     score = qa(segment, gt("Paris"))
     assert score == 0.0 and isinstance(score, float)
@@ -73,17 +79,20 @@ def test_normalize_answer_steps():
     assert docqa.normalize_answer("xéa") == "xéa"  # Unicode \b: é and a are both word chars
 
 
-@pytest.mark.parametrize("pred, gold, expected", [
-    ("Jean-Luc", "JeanLuc", 1.0),            # ASCII hyphen deleted
-    ("Jean—Luc", "Jean-Luc", 0.0),           # em dash kept: "jean—luc" vs "jeanluc"
-    ("O'Neil", "ONeil", 1.0),
-    ("O’Neil", "ONeil", 0.0),                # curly apostrophe kept
-    ("Bank of West", "Bank of the West", 1.0),  # article removed on the gold side
-    ("x 1 y", "x a1 y", 0.0),                # `a1` is not an article
-    ("xé y", "xéa y", 0.0),                  # `a` after é is inside a word
-    ("New   York", "New York", 1.0),         # whitespace collapsed
-    ("NEW YORK", "new york", 1.0),           # lower-cased
-])
+@pytest.mark.parametrize(
+    "pred, gold, expected",
+    [
+        ("Jean-Luc", "JeanLuc", 1.0),  # ASCII hyphen deleted
+        ("Jean—Luc", "Jean-Luc", 0.0),  # em dash kept: "jean—luc" vs "jeanluc"
+        ("O'Neil", "ONeil", 1.0),
+        ("O’Neil", "ONeil", 0.0),  # curly apostrophe kept
+        ("Bank of West", "Bank of the West", 1.0),  # article removed on the gold side
+        ("x 1 y", "x a1 y", 0.0),  # `a1` is not an article
+        ("xé y", "xéa y", 0.0),  # `a` after é is inside a word
+        ("New   York", "New York", 1.0),  # whitespace collapsed
+        ("NEW YORK", "new york", 1.0),  # lower-cased
+    ],
+)
 def test_normalisation_cases(pred, gold, expected):
     assert qa(f"Therefore, the answer is {pred}", gt(gold)) == expected
 
@@ -100,9 +109,9 @@ def test_prediction_normalising_to_empty_does_not_match_everything(pred):
 def test_gold_normalising_to_empty_does_not_match_everything():
     gold = "Therefore, the answer is A"
     assert qa("Therefore, the answer is Paris", gold) == 0.0  # ref: 1
-    assert qa("Therefore, the answer is a", gold) == 1.0      # raw "a" == "a"
-    assert qa("Therefore, the answer is A.", gold) == 1.0     # periods stripped first: "A"
-    assert qa("Therefore, the answer is the", gold) == 0.0    # both empty, raw differ
+    assert qa("Therefore, the answer is a", gold) == 1.0  # raw "a" == "a"
+    assert qa("Therefore, the answer is A.", gold) == 1.0  # periods stripped first: "A"
+    assert qa("Therefore, the answer is the", gold) == 0.0  # both empty, raw differ
 
 
 def test_empty_gold_candidate():
@@ -113,26 +122,35 @@ def test_empty_gold_candidate():
 # --- containment consequences ----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("pred, gold", [
-    ("5", "15"), ("150", "5"), ("15", "5"),   # both directions of containment
-    ("concatenate", "cat"),
-    ("unknown", "no"), ("not", "no"),
-    ("London or Paris or Rome", "Paris"),
-    ("Paris. It is the capital of France", "Paris"),
-    ("1,000", "1000"),
-    ("SÃO PAULO", "São Paulo"),
-    ("yes", "yes it is"),                    # no yes/no special case
-])
+@pytest.mark.parametrize(
+    "pred, gold",
+    [
+        ("5", "15"),
+        ("150", "5"),
+        ("15", "5"),  # both directions of containment
+        ("concatenate", "cat"),
+        ("unknown", "no"),
+        ("not", "no"),
+        ("London or Paris or Rome", "Paris"),
+        ("Paris. It is the capital of France", "Paris"),
+        ("1,000", "1000"),
+        ("SÃO PAULO", "São Paulo"),
+        ("yes", "yes it is"),  # no yes/no special case
+    ],
+)
 def test_containment_scores_one(pred, gold):
     assert qa(f"Therefore, the answer is {pred}", gt(gold)) == 1.0
 
 
-@pytest.mark.parametrize("pred, gold", [
-    ("$5,000,000", "$5 million"),
-    ("París", "Paris"),
-    ("Sao Paulo", "São Paulo"),
-    ("Rome", "Paris"),
-])
+@pytest.mark.parametrize(
+    "pred, gold",
+    [
+        ("$5,000,000", "$5 million"),
+        ("París", "Paris"),
+        ("Sao Paulo", "São Paulo"),
+        ("Rome", "Paris"),
+    ],
+)
 def test_non_containment_scores_zero(pred, gold):
     assert qa(f"Therefore, the answer is {pred}", gt(gold)) == 0.0
 

@@ -3,6 +3,7 @@
 Tolerances (f32, max abs error, inputs ~N(0,1)): output 1e-5, dq/dk/dv 1e-4. Chunk pairs are
 computed with the plain-jnp pair implementation (CPU default) except in test_ring_with_flash_pairs.
 """
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -30,11 +31,11 @@ def out_and_grads(attn, args, ct):
 
 def check_against_reference(mesh, kw, ring_kw=None, **shape):
     args, ct = inputs(**shape)
-    ring = jax.jit(lambda *a: out_and_grads(
-        lambda q, k, v: ring_attention(q, k, v, mesh=mesh, **kw, **(ring_kw or {})), a, ct),
-        compiler_options=FAST_COMPILE)
-    ref = jax.jit(lambda *a: out_and_grads(
-        lambda q, k, v: reference_attention(q, k, v, **kw), a, ct))
+    ring = jax.jit(
+        lambda *a: out_and_grads(lambda q, k, v: ring_attention(q, k, v, mesh=mesh, **kw, **(ring_kw or {})), a, ct),
+        compiler_options=FAST_COMPILE,
+    )
+    ref = jax.jit(lambda *a: out_and_grads(lambda q, k, v: reference_attention(q, k, v, **kw), a, ct))
     (out, grads), (ref_out, ref_grads) = ring(*args), ref(*args)
     np.testing.assert_allclose(out, ref_out, atol=1e-5, rtol=0)
     for name, g, r in zip("qkv", grads, ref_grads):
@@ -62,8 +63,7 @@ def test_ring_with_flash_pairs():
     mesh = jax.make_mesh((4,), ("sequence",))
     seg = jnp.array([[1] * 20 + [2] * 17 + [3] * 21 + [0] * 6, [1] * 9 + [2] * 30 + [3] * 25])
     kw = dict(causal=True, q_segment_ids_BT=seg, kv_segment_ids_BS=seg, shared_prefix_segment=1)
-    check_against_reference(mesh, kw, ring_kw=dict(pair_impl="flash", block_q=8, block_k=8),
-                            N=4, K=2, H=64)
+    check_against_reference(mesh, kw, ring_kw=dict(pair_impl="flash", block_q=8, block_k=8), N=4, K=2, H=64)
 
 
 def test_ring_under_abstract_explicit_mesh():

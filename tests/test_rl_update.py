@@ -3,11 +3,11 @@ unchanged), padding never dilutes a gradient, the "mini_batch" scope is the exac
 mini-batch however it is split (packed or not), "micro_batch" is the mean of micro-batch means,
 KL to a reference enters the loss, PPO epochs repeat the updates, and the sampler/trainer
 agreement numbers and truncated IS weights are what they say."""
+
 import dataclasses
 import functools
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
@@ -17,19 +17,28 @@ from qwenlong_jax.config import OptimConfig
 from qwenlong_jax.rl import grpo_step, packing
 from qwenlong_jax.run.train_state import TrainState, make_optimizer
 
-CFG = models.get_model_config("tiny", vocab_size=128, hidden_size=32, num_heads=4, num_kv_heads=2,
-                              head_dim=8, intermediate_size=64, num_layers=2, logits_chunk=32)
+CFG = models.get_model_config(
+    "tiny",
+    vocab_size=128,
+    hidden_size=32,
+    num_heads=4,
+    num_kv_heads=2,
+    head_dim=8,
+    intermediate_size=64,
+    num_layers=2,
+    logits_chunk=32,
+)
 G, R = 4, 9
 SGD = optax.chain(optax.identity(), optax.inject_hyperparams(optax.sgd)(learning_rate=1.0))
 ADAMW = make_optimizer(OptimConfig(lr=1e-2, weight_decay=0.01))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _logp_fn(ls):
     return jax.jit(lambda p, x: grpo_step.policy_logprobs(CFG, ls, p, x))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _update_fn(tx, ls):
     return jax.jit(lambda s, b: grpo_step.grpo_update(CFG, ls, tx, s, b))
 
@@ -40,8 +49,11 @@ def _groups(num_real, num_pad, seed=0):
     # Ragged responses: groups and micro-batches hold different token counts.
     responses = [list(rng.integers(1, 128, size=int(rng.integers(1, R + 1)))) for _ in range(num_real * G)]
     adv = rng.normal(size=num_real * G).astype(np.float32)
-    return (prompts + [[0]] * num_pad, responses + [[]] * (G * num_pad),
-            np.concatenate([adv, np.zeros(G * num_pad, np.float32)]))
+    return (
+        prompts + [[0]] * num_pad,
+        responses + [[]] * (G * num_pad),
+        np.concatenate([adv, np.zeros(G * num_pad, np.float32)]),
+    )
 
 
 def _batch(params, prompts, responses, adv, M, U, ls, packed=True):
@@ -56,15 +68,14 @@ def _batch(params, prompts, responses, adv, M, U, ls, packed=True):
     old = _logp_fn(dataclasses.replace(ls, kl_coef=0.0, tis_cap=0.0, epochs=1, scope="mini_batch"))(params, logp_in)
     tok_NR = np.zeros((len(responses), R), np.float32)  # a layout-independent offset per token
     for n, resp in enumerate(responses):
-        tok_NR[n, :len(resp)] = resp
+        tok_NR[n, : len(resp)] = resp
     off = 0.05 * np.sin(tok_NR + np.arange(R)).astype(np.float32)
     b["old_logp_NR"] = np.asarray(old) + off.reshape(old.shape)
     return b
 
 
 def _ls(**kw):
-    base = grpo_step.LossSettings(clip_low=0.2, clip_high=0.28, agg="token-mean", entropy_coeff=0.01,
-                                  temperature=0.7)
+    base = grpo_step.LossSettings(clip_low=0.2, clip_high=0.28, agg="token-mean", entropy_coeff=0.01, temperature=0.7)
     return dataclasses.replace(base, **kw)
 
 
@@ -147,15 +158,14 @@ def test_micro_batch_scope_is_the_mean_of_micro_batch_means():
     both, _ = _update(SGD, ls, state, _batch(params, prompts, responses, adv, 1, 2, ls))
     deltas = []
     for g in range(2):
-        part = (prompts[g:g + 1], responses[g * G:(g + 1) * G], adv[g * G:(g + 1) * G])
+        part = (prompts[g : g + 1], responses[g * G : (g + 1) * G], adv[g * G : (g + 1) * G])
         s, _ = _update(SGD, ls, state, _batch(params, *part, 1, 1, ls))
         deltas.append([b - a for a, b in zip(_leaves(params), _leaves(s.params))])
     for p0, d0, d1, got in zip(_leaves(params), deltas[0], deltas[1], _leaves(both.params)):
         np.testing.assert_allclose(got - p0, (d0 + d1) / 2, rtol=1e-4, atol=1e-6)
     # ... which is not the exact token mean when the groups hold different token counts.
     exact, _ = _update(SGD, _ls(), state, _batch(params, prompts, responses, adv, 1, 2, ls))
-    assert not all(np.allclose(a, b, rtol=1e-4, atol=1e-6)
-                   for a, b in zip(_leaves(exact.params), _leaves(both.params)))
+    assert not all(np.allclose(a, b, rtol=1e-4, atol=1e-6) for a, b in zip(_leaves(exact.params), _leaves(both.params)))
 
 
 def test_kl_to_reference_enters_the_loss_and_is_reported():
@@ -230,8 +240,8 @@ def test_empty_and_nonfinite_updates_are_counted_apart():
     prompts, responses, adv = _groups(2, 1, seed=4)
     order = [0, 2, 1]  # group 2 is the padding: update 0 real, update 1 empty, update 2 NaN
     prompts = [prompts[g] for g in order]
-    responses = [r for g in order for r in responses[g * G:(g + 1) * G]]
-    adv = np.concatenate([adv[g * G:(g + 1) * G] for g in order])
+    responses = [r for g in order for r in responses[g * G : (g + 1) * G]]
+    adv = np.concatenate([adv[g * G : (g + 1) * G] for g in order])
     adv[2 * G] = np.nan
     state = TrainState.create(params, SGD)
     new, m = _update(SGD, ls, state, _batch(params, prompts, responses, adv, 3, 1, ls))

@@ -1,4 +1,5 @@
 """The step-time model's counts against programs counted by hand (qwenlong_jax/capacity/)."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -84,8 +85,7 @@ def test_hand_counted_module():
 
 def test_estimate_picks_the_dominant_bound():
     chip = CHIPS["v5p"]
-    est = estimate(Cost(flops=459e12, hbm_bytes=2 * 2765e9,
-                                          collective_bytes=0.0), chip)
+    est = estimate(Cost(flops=459e12, hbm_bytes=2 * 2765e9, collective_bytes=0.0), chip)
     assert (est.compute_s, est.hbm_s, est.seconds, est.bound) == (1.0, 2.0, 2.0, "hbm")
     assert chip_for("v5p:4x4x4") is chip
     assert chip_for("NVIDIA H200") is CHIPS["h200"]
@@ -109,9 +109,11 @@ def test_jitted_loop_flops_multiplied_by_trip_count():
 def test_loop_bounded_by_an_outer_counter_counts_its_mean():
     """A loop whose bound is the outer loop's counter (a causal block loop) runs the counter's
     mean number of times, and the estimate says so."""
+
     def f(x):
         def outer(i, x):
             return jax.lax.fori_loop(0, i, lambda j, y: y @ y, x)
+
         return jax.lax.fori_loop(0, 9, outer, x)
 
     compiled = jax.jit(f).lower(jnp.ones((16, 16))).compile()
@@ -122,6 +124,7 @@ def test_loop_bounded_by_an_outer_counter_counts_its_mean():
 
 def test_unknown_trip_count_is_assumed_and_said():
     """A loop whose bound is data (not a counter): the guess is used and reported."""
+
     def f(x, n):
         return jax.lax.fori_loop(0, n, lambda j, y: y @ y, x)
 
@@ -142,12 +145,15 @@ def test_tpu_layer_scan_flops_exact():
     def f(x, w1, w2):
         def layer(x, ws):
             return jnp.dot(jax.nn.relu(x @ ws[0]), ws[1]), None
+
         return jax.lax.scan(layer, x, (w1, w2))[0]
 
     sh = NamedSharding(mesh, P())
-    args = (jax.ShapeDtypeStruct((T, D), jnp.bfloat16, sharding=sh),
-            jax.ShapeDtypeStruct((L, D, F), jnp.bfloat16, sharding=sh),
-            jax.ShapeDtypeStruct((L, F, D), jnp.bfloat16, sharding=sh))
+    args = (
+        jax.ShapeDtypeStruct((T, D), jnp.bfloat16, sharding=sh),
+        jax.ShapeDtypeStruct((L, D, F), jnp.bfloat16, sharding=sh),
+        jax.ShapeDtypeStruct((L, F, D), jnp.bfloat16, sharding=sh),
+    )
     with jax.set_mesh(mesh):
         compiled = jax.jit(f).trace(*args).lower().compile()
     cost = analyze(compiled.as_text())

@@ -1,24 +1,29 @@
 """model.rope_scaling: the config section reaches the built model, the 32B configs set the
 paper's YaRN, and an HF checkpoint carrying it round-trips."""
+
 import jax
 import pytest
 
+from configs import r1_distill_32b_gpu, r1_distill_32b_tpu, smoke
 from qwenlong_jax import models
 from qwenlong_jax.config import ConfigError, build_model_config, from_config_dict
 from qwenlong_jax.run.spec import RunSpec
-from configs import r1_distill_32b_gpu, r1_distill_32b_tpu, smoke
 
 
 @pytest.mark.parametrize("module", [r1_distill_32b_tpu, r1_distill_32b_gpu])
 def test_32b_configs_build_a_yarn_model(module):
     cfg = from_config_dict(module.get_config())
     mcfg = RunSpec.planned(cfg).mcfg
-    assert mcfg.rope_scaling == models.RopeScaling(factor=4.0,
-                                                   original_max_position_embeddings=32768)
+    assert mcfg.rope_scaling == models.RopeScaling(factor=4.0, original_max_position_embeddings=32768)
     assert mcfg.max_position_embeddings == 4 * 32768
     assert mcfg == models.yarn(models.get_model_config("r1-distill-qwen-32b")).replace(
-        param_dtype=mcfg.param_dtype, dtype=mcfg.dtype, attention_impl=mcfg.attention_impl,
-        remat=mcfg.remat, scan_layers=mcfg.scan_layers, logits_chunk=mcfg.logits_chunk)
+        param_dtype=mcfg.param_dtype,
+        dtype=mcfg.dtype,
+        attention_impl=mcfg.attention_impl,
+        remat=mcfg.remat,
+        scan_layers=mcfg.scan_layers,
+        logits_chunk=mcfg.logits_chunk,
+    )
 
 
 def test_default_is_no_scaling_and_bad_values_are_config_errors():

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from qwenlong_jax import models
-from qwenlong_jax.cli import flags
+from qwenlong_jax.cli import config_files
 from qwenlong_jax.config import ConfigError, PhaseConfig, RLConfig
 from qwenlong_jax.data.schema import Record
 from qwenlong_jax.data.tokenizer import load_tokenizer
@@ -38,5 +38,5 @@ def test_rollout_group_refill_equals_lockstep():
 
 def test_unknown_sampler_is_a_one_line_config_error():
     with pytest.raises(ConfigError, match=r"rl\.sampler.*'eager'.*lockstep.*group_refill") as e:
-        flags.load_config("configs/default.py", ["rl.sampler=eager"])
+        config_files.load_config("configs/default.py", ["rl.sampler=eager"])
     assert "\n" not in str(e.value)

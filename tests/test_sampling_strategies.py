@@ -1,6 +1,7 @@
 """Strategies draw from the intended distribution (chi-square over thousands of draws), their
 filters keep exactly the tokens transformers' logits warpers keep, and logprobs are taken under
 the unfiltered temperature-scaled distribution."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -58,8 +59,10 @@ CASES = [
     (sampling.TopK(3, temperature=1.0), dict(temperature=1.0, top_k=3)),
     (sampling.TopP(0.8, temperature=1.0), dict(temperature=1.0, top_p=0.8)),
     (sampling.MinP(0.2, temperature=0.9), dict(temperature=0.9, min_p=0.2)),
-    (sampling.SamplingParams(1.2, top_p=0.9, top_k=5, min_p=0.05),
-     dict(temperature=1.2, top_k=5, top_p=0.9, min_p=0.05)),
+    (
+        sampling.SamplingParams(1.2, top_p=0.9, top_k=5, min_p=0.05),
+        dict(temperature=1.2, top_k=5, top_p=0.9, min_p=0.05),
+    ),
 ]
 
 
@@ -89,12 +92,15 @@ def test_greedy_is_argmax_with_plain_log_softmax():
     assert sampling.from_flags(0.8, 0.9, 4, 0.1) == sampling.SamplingParams(0.8, 0.9, 4, 0.1)
 
 
-@pytest.mark.parametrize("ours,hf_name,arg", [
-    (sampling.TopK(7), "TopKLogitsWarper", 7),
-    (sampling.TopP(0.75), "TopPLogitsWarper", 0.75),
-    (sampling.TopP(0.3), "TopPLogitsWarper", 0.3),
-    (sampling.MinP(0.1), "MinPLogitsWarper", 0.1),
-])
+@pytest.mark.parametrize(
+    "ours,hf_name,arg",
+    [
+        (sampling.TopK(7), "TopKLogitsWarper", 7),
+        (sampling.TopP(0.75), "TopPLogitsWarper", 0.75),
+        (sampling.TopP(0.3), "TopPLogitsWarper", 0.3),
+        (sampling.MinP(0.1), "MinPLogitsWarper", 0.1),
+    ],
+)
 def test_filters_keep_what_transformers_keeps(ours, hf_name, arg):
     import torch
     from transformers.generation import logits_process
@@ -112,18 +118,21 @@ def test_rows_are_independent_of_batch_layout():
     s = sampling.Temperature(1.0)
     all3, _ = sampling.sample_tokens(s, logits, keys)
     for i in range(3):
-        one, _ = sampling.sample_tokens(s, logits[i:i + 1], keys[i:i + 1])
+        one, _ = sampling.sample_tokens(s, logits[i : i + 1], keys[i : i + 1])
         assert int(one[0]) == int(all3[i])
 
 
-@pytest.mark.parametrize("make,msg", [
-    (lambda: sampling.TopP(0.0), "top_p must be in"),
-    (lambda: sampling.TopK(0), "top_k must be a positive int"),
-    (lambda: sampling.MinP(1.5), "min_p must be in"),
-    (lambda: sampling.Temperature(0.0), "temperature must be > 0"),
-    (lambda: sampling.SamplingParams(-1.0), "temperature must be >= 0"),
-    (lambda: sampling.SamplingParams(1.0, top_p=2.0), "top_p must be in"),
-])
+@pytest.mark.parametrize(
+    "make,msg",
+    [
+        (lambda: sampling.TopP(0.0), "top_p must be in"),
+        (lambda: sampling.TopK(0), "top_k must be a positive int"),
+        (lambda: sampling.MinP(1.5), "min_p must be in"),
+        (lambda: sampling.Temperature(0.0), "temperature must be > 0"),
+        (lambda: sampling.SamplingParams(-1.0), "temperature must be >= 0"),
+        (lambda: sampling.SamplingParams(1.0, top_p=2.0), "top_p must be in"),
+    ],
+)
 def test_bad_parameters_are_refused(make, msg):
     with pytest.raises(ValueError, match=msg):
         make()

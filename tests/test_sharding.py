@@ -1,4 +1,5 @@
 """Sharded forward on 8 fake CPU devices equals single-device forward; layout errors are clear."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,15 +10,26 @@ from qwenlong_jax import models
 from qwenlong_jax.parallel import sharding
 from qwenlong_jax.parallel.sharding import MeshConfig
 
-CFG = models.get_model_config("tiny", vocab_size=256, num_heads=8, num_kv_heads=4, hidden_size=64,
-                              head_dim=16, intermediate_size=128, num_layers=2)
+CFG = models.get_model_config(
+    "tiny",
+    vocab_size=256,
+    num_heads=8,
+    num_kv_heads=4,
+    hidden_size=64,
+    head_dim=16,
+    intermediate_size=128,
+    num_layers=2,
+)
 
 
-@pytest.mark.parametrize("mesh_cfg,expect_q", [
-    (MeshConfig(data=2, fsdp=2, tensor=2), P(None, "fsdp", "tensor", None)),
-    (MeshConfig(data=1, fsdp=2, tensor=4), P(None, "fsdp", "tensor", None)),
-    (MeshConfig(data=8), P(None, "fsdp", "tensor", None)),  # size-1 axes: replicated
-])
+@pytest.mark.parametrize(
+    "mesh_cfg,expect_q",
+    [
+        (MeshConfig(data=2, fsdp=2, tensor=2), P(None, "fsdp", "tensor", None)),
+        (MeshConfig(data=1, fsdp=2, tensor=4), P(None, "fsdp", "tensor", None)),
+        (MeshConfig(data=8), P(None, "fsdp", "tensor", None)),  # size-1 axes: replicated
+    ],
+)
 def test_sharded_forward_equals_single_device(mesh_cfg, expect_q):
     assert len(jax.devices()) == 8
     params = models.init_params(CFG, jax.random.key(0))
@@ -30,8 +42,11 @@ def test_sharded_forward_equals_single_device(mesh_cfg, expect_q):
     b_shard = sharding.named(mesh, "batch", "length")
     out_shard = sharding.named(mesh, "batch", "length", "vocab")
     params_s = jax.device_put(params, p_shard)
-    fwd = jax.jit(lambda p, t, s: models.forward(CFG, p, t, segment_ids_BT=s),
-                  in_shardings=(p_shard, b_shard, b_shard), out_shardings=out_shard)
+    fwd = jax.jit(
+        lambda p, t, s: models.forward(CFG, p, t, segment_ids_BT=s),
+        in_shardings=(p_shard, b_shard, b_shard),
+        out_shardings=out_shard,
+    )
     with jax.set_mesh(mesh):
         out = fwd(params_s, jax.device_put(tokens, b_shard), jax.device_put(seg, b_shard))
     np.testing.assert_allclose(np.asarray(out), np.asarray(ref), atol=1e-5, rtol=0)

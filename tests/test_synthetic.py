@@ -1,13 +1,14 @@
 """Synthetic long-document QA: length control, correct answers recomputed from the text,
 distractors, scorer dispatch and SFT traces scored by the real rule scorer, the CLI, pretraining."""
+
 import json
 import random
 import re
 
 import pytest
 
-from qwenlong_jax.data import synthetic
 from qwenlong_jax.cli.make_synthetic import main as make_synthetic_main
+from qwenlong_jax.data import synthetic
 from qwenlong_jax.data.pretrain import curriculum_doc_tokens, pretrain_text, pretrain_tokens
 from qwenlong_jax.data.readers import load_records
 from qwenlong_jax.data.tokenizer import load_tokenizer
@@ -86,7 +87,11 @@ def test_determinism_and_seeds(tok):
     assert a == synthetic.make_dataset(3, 8, [64, 128], tok.count)
     assert a != synthetic.make_dataset(4, 8, [64, 128], tok.count)
     assert [r["data_source"] for r in a[:4]] == [
-        "synthetic_lookup", "synthetic_multihop", "synthetic_docmath", "synthetic_long_toc_choices"]
+        "synthetic_lookup",
+        "synthetic_multihop",
+        "synthetic_docmath",
+        "synthetic_long_toc_choices",
+    ]
     assert len({r["id"] for r in a}) == 8
 
 
@@ -106,21 +111,20 @@ def test_dispatch_and_sft_traces_score_with_the_rule_scorer(tok, tmp_path):
         # A distractor answer (another value of the document) scores 0.
         wrong = "B" if ex["answer"] == "A" else "A"
         if fam != "choice":
-            wrong = next(v for v in parse_doc(ex["document"]).values()
-                         if v.isdigit() and v != ex["answer"])
-        bad = ex["response"].replace(f"is {ex['answer']}.", f"is {wrong}.").replace(
-            f"({ex['answer']})", f"({wrong})")
+            wrong = next(v for v in parse_doc(ex["document"]).values() if v.isdigit() and v != ex["answer"])
+        bad = ex["response"].replace(f"is {ex['answer']}.", f"is {wrong}.").replace(f"({ex['answer']})", f"({wrong})")
         assert compute_score(rec.data_source, bad, rec.ground_truth) == 0.0, bad
 
 
 def test_cli_writes_loadable_plain_jsonl(tmp_path, tok):
-    meta = make_synthetic_main(["--out", str(tmp_path), "--num", "12", "--doc_tokens", "64,256",
-                                "--seed", "5", "--families", "lookup,choice"])
+    meta = make_synthetic_main(
+        ["--out", str(tmp_path), "--num", "12", "--doc_tokens", "64,256", "--seed", "5", "--families", "lookup,choice"]
+    )
     recs, rep = load_records(str(tmp_path / "train.jsonl"), tokenizer=tok, max_prompt_tokens=400)
     assert rep.kept == 12 and meta["num"] == 12
     assert {r.data_source for r in recs} == {"synthetic_lookup", "synthetic_long_toc_choices"}
     assert all(r.response and r.response.startswith("<think>") for r in recs)
-    assert 48 <= meta["doc_tokens_min"] and meta["doc_tokens_max"] <= 256
+    assert meta["doc_tokens_min"] >= 48 and meta["doc_tokens_max"] <= 256
     with pytest.raises(SystemExit, match="unknown"):
         make_synthetic_main(["--out", str(tmp_path), "--num", "1", "--families", "poetry"])
 
@@ -140,9 +144,8 @@ def test_pretraining_text_asks_after_the_facts(tok):
     assert len(qa) == 4 and len({lines[i] for i in qa}) == 4  # distinct questions
     restated = 0
     for i in qa:
-        q, said, ans = re.fullmatch(r"(What is [^?]*\?) (.*?)Therefore, the answer is (\d{3}) \.",
-                                    lines[i]).groups()
-        facts = parse_doc("\n".join(l for l in lines[:i] if not l.startswith("What")))
+        q, said, ans = re.fullmatch(r"(What is [^?]*\?) (.*?)Therefore, the answer is (\d{3}) \.", lines[i]).groups()
+        facts = parse_doc("\n".join(ln for ln in lines[:i] if not ln.startswith("What")))
         assert solve({"question": q}, facts) == ans  # answerable from the lines above it
         for fact in re.findall(r"the \w+ of [A-Z]{4} is \w+ \.", said):
             assert fact in lines[:i]  # a restated fact is a document line above
@@ -151,10 +154,14 @@ def test_pretraining_text_asks_after_the_facts(tok):
     assert restated >= 1  # restate=0.5 by default; the rate is checked below over many documents
 
     def rate(p):
-        qs = [l for k in range(40) for l in pretrain_text(random.Random(k), 200, tok.count,
-                                                          restate=p).split("\n")
-              if l.startswith("What")]
-        return sum(bool(re.search(r"\? the ", l)) for l in qs) / len(qs)
+        qs = [
+            ln
+            for k in range(40)
+            for ln in pretrain_text(random.Random(k), 200, tok.count, restate=p).split("\n")
+            if ln.startswith("What")
+        ]
+        return sum(bool(re.search(r"\? the ", q)) for q in qs) / len(qs)
+
     assert rate(0.0) == 0.0 and rate(1.0) == 1.0 and 0.35 <= rate(0.5) <= 0.65
 
 
@@ -172,6 +179,7 @@ def test_curriculum_lengths_grow_and_stay_mixed(tok):
 
 def test_encode_sft_masks_the_response_only(tok, tmp_path):
     from qwenlong_jax.data.sft import encode_sft
+
     ex = synthetic.make_example(0, 0, "multihop", 100, tok.count)
     path = tmp_path / "x.jsonl"
     path.write_text(json.dumps(ex) + "\n")

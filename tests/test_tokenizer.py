@@ -1,5 +1,6 @@
 """Tokenizer interface: HF directory backend (tiny tokenizer built offline here) and the
 embedded sentencepiece model."""
+
 import json
 import os
 import pathlib
@@ -18,22 +19,25 @@ SAMPLES = [
 ]
 CHAT_TEMPLATE = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
-    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n<think>\n{% endif %}")
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n<think>\n{% endif %}"
+)
 
 
 def _build_hf(path, with_think=True):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
-    special = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"] + (
-        ["<think>", "</think>"] if with_think else [])
+
+    special = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"] + (["<think>", "</think>"] if with_think else [])
     tk = Tokenizer(models.BPE())
     tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tk.decoder = decoders.ByteLevel()
-    tk.train_from_iterator(SAMPLES * 3, trainers.BpeTrainer(
-        vocab_size=300, special_tokens=special,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    fast = PreTrainedTokenizerFast(tokenizer_object=tk, eos_token="<|im_end|>",
-                                   pad_token="<|endoftext|>")
+    tk.train_from_iterator(
+        SAMPLES * 3,
+        trainers.BpeTrainer(
+            vocab_size=300, special_tokens=special, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+        ),
+    )
+    fast = PreTrainedTokenizerFast(tokenizer_object=tk, eos_token="<|im_end|>", pad_token="<|endoftext|>")
     fast.chat_template = CHAT_TEMPLATE
     fast.save_pretrained(path)
     ids = {s: tk.token_to_id(s) for s in special}
@@ -44,6 +48,7 @@ def _build_hf(path, with_think=True):
 
 def test_hf_backend(tmp_path):
     from transformers import AutoTokenizer
+
     ids = _build_hf(str(tmp_path))
     tok = load_tokenizer(str(tmp_path))
     ref = AutoTokenizer.from_pretrained(str(tmp_path), local_files_only=True)

@@ -1,6 +1,8 @@
 """The smoke config end to end: SFT -> 2 RL phases -> checkpoint -> HF export, in-process."""
+
 import json
 import os
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -28,9 +30,21 @@ def test_phases_run_in_order_with_metrics(smoke_run):
     assert [r["phase"] for r in rows] == ["sft"] * 2 + ["rl_short"] * 2 + ["rl_long"] * 2
     for r in rows[:2]:
         assert np.isfinite(r["sft/nll"]) and r["sft/nll"] > 0
-    rl_keys = {"reward_mean", "reward_std", "accuracy", "response_length", "clip_frac", "entropy",
-               "approx_kl", "grad_norm", "filtered_groups", "hard_pool", "gen_tokens_per_s", "kept_groups",
-               "rollout_utilization"}
+    rl_keys = {
+        "reward_mean",
+        "reward_std",
+        "accuracy",
+        "response_length",
+        "clip_frac",
+        "entropy",
+        "approx_kl",
+        "grad_norm",
+        "filtered_groups",
+        "hard_pool",
+        "gen_tokens_per_s",
+        "kept_groups",
+        "rollout_utilization",
+    }
     max_output = {p.name: p.max_output for p in cfg.phases}
     for r in rows[2:]:
         if r.get("kept_groups", 0) > 0:
@@ -70,7 +84,7 @@ def test_checkpoint_export_and_plots(smoke_run):
     for name in ("reward.png", "heldout.png", "summary.json"):
         assert os.path.getsize(os.path.join(workdir, name)) > 0
     assert os.path.isdir(os.path.join(workdir, "tb"))
-    assert json.load(open(os.path.join(workdir, "summary.json")))["steps"] == 6
+    assert json.loads(Path(os.path.join(workdir, "summary.json")).read_text())["steps"] == 6
 
 
 def test_rerun_of_a_finished_run_does_nothing_new(smoke_run):

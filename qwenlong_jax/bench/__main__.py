@@ -1,4 +1,5 @@
 """`python -m qwenlong_jax.bench NAME [flags]`: the command line is qwenlong_jax/cli/bench.py."""
+
 from qwenlong_jax.cli import bench, flags
 
 if __name__ == "__main__":

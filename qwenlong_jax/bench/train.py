@@ -43,6 +43,7 @@ naive layout really does G times the prompt's work). Dense masked scores, our LM
 recomputation and elementwise work are not counted. Peak: the best of a few f32 matmuls in jax.
 A variant whose compiled peak exceeds 70% of MemAvailable is not run (reported as such).
 """
+
 from __future__ import annotations
 
 import json
@@ -52,7 +53,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 from qwenlong_jax.bench.train_workers import run_matmul, run_ours, run_torch
 
@@ -83,7 +84,8 @@ def worker(args) -> None:
     elif args.worker == "torch":
         res = run_torch(args, args.model_dir)
     else:
-        res = run_ours(args, *args.worker.split("/"), args.model_dir)
+        variant, attention = args.worker.split("/")  # "packed/blockwise"
+        res = run_ours(args, variant, attention, args.model_dir)
     print("RESULT " + json.dumps(res))
 
 
@@ -94,23 +96,28 @@ def build_checkpoint(args, path: str) -> None:
 
     torch.manual_seed(0)
     hf_cfg = transformers.Qwen2Config(
-        vocab_size=args.vocab, hidden_size=args.d_model, intermediate_size=4 * args.d_model,
-        num_hidden_layers=args.layers, num_attention_heads=args.heads,
-        num_key_value_heads=args.kv_heads, max_position_embeddings=2 * (args.prompt_len + args.resp_len),
-        tie_word_embeddings=True, rope_parameters={"rope_type": "default", "rope_theta": 1e4})
+        vocab_size=args.vocab,
+        hidden_size=args.d_model,
+        intermediate_size=4 * args.d_model,
+        num_hidden_layers=args.layers,
+        num_attention_heads=args.heads,
+        num_key_value_heads=args.kv_heads,
+        max_position_embeddings=2 * (args.prompt_len + args.resp_len),
+        tie_word_embeddings=True,
+        rope_parameters={"rope_type": "default", "rope_theta": 1e4},
+    )
     transformers.Qwen2ForCausalLM(hf_cfg).float().save_pretrained(path, safe_serialization=True)
 
 
 def spawn(argv: Sequence[str], name: str, model_dir: str) -> dict:
-    cmd = [sys.executable, "-m", "qwenlong_jax.bench", "train", *argv, "--worker", name,
-           "--model_dir", model_dir]
+    cmd = [sys.executable, "-m", "qwenlong_jax.bench", "train", *argv, "--worker", name, "--model_dir", model_dir]
     t = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True)
     print(f"[{name}] {time.perf_counter() - t:.0f} s", file=sys.stderr)
     line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
     if proc.returncode or line is None:  # e.g. killed for memory
         return dict(variant=name, skipped=f"exit {proc.returncode}: {proc.stderr.strip()[-300:]}")
-    return json.loads(line[len("RESULT "):])
+    return json.loads(line[len("RESULT ") :])
 
 
 def _gib(x) -> str:
@@ -149,15 +156,20 @@ def _ratio_text(ratios: list[float] | None, fallback: float) -> tuple[float, str
 
 def report(args, argv, res: dict, peak: float, runs: Sequence[dict] = ()) -> None:
     torch_attn = res.get("torch", {}).get("attn", "?")
-    print(f"\nGRPO loss+grad of one group: prompt {args.prompt_len}, G={args.group}, responses "
-          f"{args.resp_len}; Qwen2 d={args.d_model} L={args.layers} N={args.heads} K={args.kv_heads} "
-          f"V={args.vocab} f32, remat={args.remat}; ours: jax {_platform()} (blockwise = "
-          f"compiled lax blocks, flash = Pallas interpret mode); torch {args.threads} threads, attn_implementation={torch_attn}. "
-          f"Matmul peak (best f32 {args.matmul_n}^3 matmul in jax, this run): "
-          f"{peak / 1e9:.1f} GFLOP/s. Time: median of {args.iters} x {args.rounds} round(s) "
-          f"(s each in brackets).\n")
-    print("| variant | rows x tokens | time s | peak RSS delta GiB | XLA compiled peak GiB "
-          "| model GFLOP | GFLOP/s | of matmul peak | loss | grad norm |")
+    print(
+        f"\nGRPO loss+grad of one group: prompt {args.prompt_len}, G={args.group}, responses "
+        f"{args.resp_len}; Qwen2 d={args.d_model} L={args.layers} N={args.heads} K={args.kv_heads} "
+        f"V={args.vocab} f32, remat={args.remat}; ours: jax {_platform()} (blockwise = "
+        f"compiled lax blocks, flash = Pallas interpret mode); torch {args.threads} threads, "
+        f"attn_implementation={torch_attn}. "
+        f"Matmul peak (best f32 {args.matmul_n}^3 matmul in jax, this run): "
+        f"{peak / 1e9:.1f} GFLOP/s. Time: median of {args.iters} x {args.rounds} round(s) "
+        f"(s each in brackets).\n"
+    )
+    print(
+        "| variant | rows x tokens | time s | peak RSS delta GiB | XLA compiled peak GiB "
+        "| model GFLOP | GFLOP/s | of matmul peak | loss | grad norm |"
+    )
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     med = {}
     for key, r in res.items():
@@ -169,9 +181,11 @@ def report(args, argv, res: dict, peak: float, runs: Sequence[dict] = ()) -> Non
             continue
         t = med[key] = statistics.median(r["times"])
         each = ", ".join(f"{x:.1f}" for x in r["times"])
-        print(f"| {key} | {rows} | {t:.1f} ({each}) | {_gib(r['rss_peak_delta'])} | {xla} "
-              f"| {fl / 1e9:.0f} | {fl / t / 1e9:.1f} | {fl / t / peak:.0%} | {r['loss']:.6f} "
-              f"| {r['grad_norm']:.6f} |")
+        print(
+            f"| {key} | {rows} | {t:.1f} ({each}) | {_gib(r['rss_peak_delta'])} | {xla} "
+            f"| {fl / 1e9:.0f} | {fl / t / 1e9:.1f} | {fl / t / peak:.0%} | {r['loss']:.6f} "
+            f"| {r['grad_norm']:.6f} |"
+        )
     print()
     for attn in args.attention.split(","):
         p, n = res.get(f"packed/{attn}", {}), res.get(f"naive/{attn}", {})
@@ -179,26 +193,34 @@ def report(args, argv, res: dict, peak: float, runs: Sequence[dict] = ()) -> Non
             xmem = n["xla_peak"] / p["xla_peak"]
             line = f"- {attn}: packed vs naive, XLA compiled peak {xmem:.1f}x less ({_met(xmem, 4)})"
             if f"packed/{attn}" in med and f"naive/{attn}" in med:
-                speed, rng = _ratio_text(round_ratio(runs, f"naive/{attn}", f"packed/{attn}"),
-                                         med[f"naive/{attn}"] / med[f"packed/{attn}"])
+                speed, rng = _ratio_text(
+                    round_ratio(runs, f"naive/{attn}", f"packed/{attn}"), med[f"naive/{attn}"] / med[f"packed/{attn}"]
+                )
                 rss = n["rss_peak_delta"] / p["rss_peak_delta"]
-                line += (f"; peak RSS delta {rss:.1f}x less ({_met(rss, 4)}); "
-                         f"time ratio naive/packed {speed:.1f}x{rng} ({_met(speed, 5)})")
+                line += (
+                    f"; peak RSS delta {rss:.1f}x less ({_met(rss, 4)}); "
+                    f"time ratio naive/packed {speed:.1f}x{rng} ({_met(speed, 5)})"
+                )
             else:
                 line += "; time not measured (a variant was not run)"
             print(line)
         if f"packed/{attn}" in med and "torch" in med:
-            speed, rng = _ratio_text(round_ratio(runs, "torch", f"packed/{attn}"),
-                                     med["torch"] / med[f"packed/{attn}"])
+            speed, rng = _ratio_text(round_ratio(runs, "torch", f"packed/{attn}"), med["torch"] / med[f"packed/{attn}"])
             rss = res["torch"]["rss_peak_delta"] / p["rss_peak_delta"]
-            print(f"- {attn}: packed vs torch naive, time ratio torch/packed {speed:.1f}x{rng} "
-                  f"({_met(speed, 3)}); peak RSS delta ratio torch/packed {rss:.1f}x")
+            print(
+                f"- {attn}: packed vs torch naive, time ratio torch/packed {speed:.1f}x{rng} "
+                f"({_met(speed, 3)}); peak RSS delta ratio torch/packed {rss:.1f}x"
+            )
         if f"packed/{attn}" in med:
             frac = model_flops(args, "packed") / med[f"packed/{attn}"] / peak
-            print(f"- {attn}: packed step at {frac:.0%} of the matmul peak (target >= 40%: "
-                  f"{'met' if frac >= 0.4 else 'MISSED'}); compile {p['compile_s']:.0f} s, not timed")
-    print("\nmodel FLOPs = 6 x P_mm x tokens + 12 x L x N x H x visible (q,k) pairs "
-          f"(P_mm = {_p_mm(args):,} matmul weights incl. the tied LM head)")
+            print(
+                f"- {attn}: packed step at {frac:.0%} of the matmul peak (target >= 40%: "
+                f"{'met' if frac >= 0.4 else 'MISSED'}); compile {p['compile_s']:.0f} s, not timed"
+            )
+    print(
+        "\nmodel FLOPs = 6 x P_mm x tokens + 12 x L x N x H x visible (q,k) pairs "
+        f"(P_mm = {_p_mm(args):,} matmul weights incl. the tied LM head)"
+    )
     print(f"command: python -m qwenlong_jax.bench train {' '.join(argv)}".rstrip())
 
 
@@ -224,4 +246,3 @@ def run(args, argv: Sequence[str]) -> None:
         runs = [{k: spawn(argv, k, model_dir) for k in keys} for _ in range(args.rounds)]
         peaks.append(spawn(argv, "matmul", model_dir))
     report(args, argv, merge_rounds(runs), max(p.get("flops_per_s", 0.0) for p in peaks), runs)
-

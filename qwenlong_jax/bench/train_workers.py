@@ -4,6 +4,7 @@ Each runs in its own subprocess started by bench/train.py: `run_ours` (packed or
 xla or flash attention), `run_torch` (the transformers baseline on the naive rows) and
 `run_matmul` (the machine's f32 matmul peak). What each measures: bench/train.py's docstring.
 """
+
 from __future__ import annotations
 
 import math
@@ -21,7 +22,7 @@ def make_group(args):
     prompt = rng.integers(1, args.vocab, size=args.prompt_len).tolist()
     responses = [rng.integers(1, args.vocab, size=args.resp_len).tolist() for _ in range(args.group)]
     adv_N = rng.normal(size=args.group).astype(np.float32)
-    old_NR = (-math.log(args.vocab) + 0.01 * rng.normal(size=(args.group, args.resp_len)))
+    old_NR = -math.log(args.vocab) + 0.01 * rng.normal(size=(args.group, args.resp_len))
     return prompt, responses, adv_N, old_NR.astype(np.float32)
 
 
@@ -75,9 +76,13 @@ def run_ours(args, variant: str, attention: str, model_dir: str) -> dict:
     else:
         rows = packing.unpacked_rows([prompt], responses, args.group, args.prompt_len + R, R)
     mb = jax.tree.map(lambda x: x[0, 0], grpo_step.grpo_batch(rows, adv_N, 1, 1, old_NR))
-    ls = grpo_step.LossSettings(clip_low=CLIP_LOW, clip_high=CLIP_HIGH, agg="token-mean",
-                                entropy_coeff=ENTROPY_COEFF,
-                                shared_prefix_segment=rows.shared_prefix_segment)
+    ls = grpo_step.LossSettings(
+        clip_low=CLIP_LOW,
+        clip_high=CLIP_HIGH,
+        agg="token-mean",
+        entropy_coeff=ENTROPY_COEFF,
+        shared_prefix_segment=rows.shared_prefix_segment,
+    )
 
     def loss_and_grad(p, mb):
         loss, grads = jax.value_and_grad(lambda p: grpo_loss_only(p, mb))(p)
@@ -90,15 +95,25 @@ def run_ours(args, variant: str, attention: str, model_dir: str) -> dict:
     compiled = jax.jit(loss_and_grad).lower(params, mb).compile()
     compile_s = time.perf_counter() - t
     mem = compiled.memory_analysis()
-    xla_peak = (mem.argument_size_in_bytes + mem.output_size_in_bytes - mem.alias_size_in_bytes
-                + mem.temp_size_in_bytes)
-    out = dict(variant=variant, rows=list(rows.tokens_BW.shape), compile_s=compile_s,
-               xla_peak=xla_peak, xla_temp=mem.temp_size_in_bytes)
+    if mem is None:
+        raise RuntimeError(f"XLA gives no memory analysis on {jax.default_backend()}")
+    xla_peak = mem.argument_size_in_bytes + mem.output_size_in_bytes - mem.alias_size_in_bytes + mem.temp_size_in_bytes
+    out = dict(
+        variant=variant,
+        rows=list(rows.tokens_BW.shape),
+        compile_s=compile_s,
+        xla_peak=xla_peak,
+        xla_temp=mem.temp_size_in_bytes,
+    )
     avail = _meminfo_kib("MemAvailable") * 1024
     if xla_peak > 0.7 * avail:
-        return dict(out, skipped=f"compiled peak {xla_peak / 2**30:.1f} GiB > 70% of the "
-                                 f"{avail / 2**30:.1f} GiB available")
-    step = lambda: jax.block_until_ready(compiled(params, mb)[:2])
+        return dict(
+            out, skipped=f"compiled peak {xla_peak / 2**30:.1f} GiB > 70% of the {avail / 2**30:.1f} GiB available"
+        )
+
+    def step():
+        return jax.block_until_ready(compiled(params, mb)[:2])
+
     r = _timed_runs(step, args)
     loss, gnorm = (float(x) for x in r.pop("result"))
     return dict(out, **r, loss=loss, grad_norm=gnorm)
@@ -109,11 +124,10 @@ def run_torch(args, model_dir: str) -> dict:
     import transformers
 
     torch.set_num_threads(args.threads)
-    model = transformers.Qwen2ForCausalLM.from_pretrained(model_dir, dtype=torch.float32,
-                                                          attn_implementation="sdpa")
+    model = transformers.Qwen2ForCausalLM.from_pretrained(model_dir, dtype=torch.float32, attn_implementation="sdpa")
     model.train()
     prompt, responses, adv_N, old_NR = make_group(args)
-    P, R = args.prompt_len, args.resp_len
+    P = args.prompt_len
     ids = torch.tensor([prompt + r for r in responses])
     resp = ids[:, P:]
     adv, old = torch.from_numpy(adv_N)[:, None], torch.from_numpy(old_NR)
@@ -121,7 +135,7 @@ def run_torch(args, model_dir: str) -> dict:
     def step(ids=ids, P=P, resp=resp, old=old, adv=adv):
         model.zero_grad(set_to_none=True)
         logits = model(input_ids=ids, use_cache=False).logits  # unpadded rows: no mask
-        logp_all = torch.log_softmax(logits[:, P - 1:-1].float(), dim=-1)  # temperature 1
+        logp_all = torch.log_softmax(logits[:, P - 1 : -1].float(), dim=-1)  # temperature 1
         logp = torch.gather(logp_all, -1, resp[..., None])[..., 0]
         entropy = -(logp_all.exp() * logp_all).sum(-1)
         ratio = torch.exp(torch.clamp(logp - old, -20, 20))
@@ -133,11 +147,12 @@ def run_torch(args, model_dir: str) -> dict:
 
     # Warm-up on a short batch (lazy init, kernels) so the timed runs need not repeat full ones.
     short = ids[:2, : min(64, P) + 8]
-    step(short, min(64, P), short[:, min(64, P):], old[:2, :8], adv[:2])
+    step(short, min(64, P), short[:, min(64, P) :], old[:2, :8], adv[:2])
     r = _timed_runs(step, args)
     loss, gnorm = r.pop("result")
-    return dict(variant="torch", rows=list(ids.shape), attn=model.config._attn_implementation,
-                **r, loss=loss, grad_norm=gnorm)
+    return dict(
+        variant="torch", rows=list(ids.shape), attn=model.config._attn_implementation, **r, loss=loss, grad_norm=gnorm
+    )
 
 
 def run_matmul(args) -> dict:

@@ -15,13 +15,14 @@ OUT/headline.json, OUT/headline.md and OUT/headline.png (qwenlong_jax/experiment
 
 Statistics and verdicts: qwenlong_jax/experiments/stats.py.
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from absl import flags as absl_flags
 
-from qwenlong_jax.cli import flags
+from qwenlong_jax.cli import flags, int_list_flag
 from qwenlong_jax.experiments import ablation_runs, headline
 
 
@@ -29,10 +30,11 @@ def main(argv: Sequence[str] | None = None) -> dict:
     cmd = flags.Command(__name__, __doc__, argv)
     fv = cmd.fv
     absl_flags.DEFINE_string("out", "runs/ablation", "output directory (re-running resumes)", flag_values=fv)
-    flags.DEFINE_integers("seeds", [0, 1, 2], "comma-separated seeds", flag_values=fv)
+    int_list_flag.DEFINE_integers("seeds", [0, 1, 2], "comma-separated seeds", flag_values=fv)
     absl_flags.DEFINE_list("variants", list(ablation_runs.RL_VARIANTS), "RL variants to run", flag_values=fv)
-    absl_flags.DEFINE_boolean("headline", False, "train configs/default.py per seed and judge RL vs SFT "
-                              "(no ablation)", flag_values=fv)
+    absl_flags.DEFINE_boolean(
+        "headline", False, "train configs/default.py per seed and judge RL vs SFT (no ablation)", flag_values=fv
+    )
     absl_flags.DEFINE_integer("eval_per_length", 96, "--headline: held-out examples per length", flag_values=fv)
     absl_flags.DEFINE_boolean("quiet", False, "no progress bars", flag_values=fv)
     absl_flags.DEFINE_boolean("tiny", False, "a few steps per run: checks the plumbing only", flag_values=fv)

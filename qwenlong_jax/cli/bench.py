@@ -4,6 +4,7 @@ The benchmarks (qwenlong_jax/bench/): each prints a markdown table and the exact
 compares against a baseline measured in the same run (docs/benchmarks.md has the figures).
 `python -m qwenlong_jax.bench NAME --help` prints NAME's description and flags.
 """
+
 from __future__ import annotations
 
 import ast
@@ -15,14 +16,14 @@ from collections.abc import Sequence
 
 from absl import flags as absl_flags
 
-from qwenlong_jax.cli import flags
+from qwenlong_jax.cli import flags, int_list_flag
 
 BENCHMARKS = ("attention", "rollout", "sampler", "train")
 _THREADS = "torch threads (default: the cores this process may use)"
 
 
 def _attention(fv: absl_flags.FlagValues) -> None:
-    flags.DEFINE_integers("lengths", [2048, 4096, 8192, 16384, 32768], "sequence lengths", flag_values=fv)
+    int_list_flag.DEFINE_integers("lengths", [2048, 4096, 8192, 16384, 32768], "sequence lengths", flag_values=fv)
     absl_flags.DEFINE_integer("batch", 1, "batch size", flag_values=fv)
     absl_flags.DEFINE_integer("heads", 8, "query heads", flag_values=fv)
     absl_flags.DEFINE_integer("kv_heads", 2, "key/value heads", flag_values=fv)
@@ -32,25 +33,36 @@ def _attention(fv: absl_flags.FlagValues) -> None:
 
 def _rollout(fv: absl_flags.FlagValues) -> None:
     absl_flags.DEFINE_string("phase", "rl_320", "the config's RL phase whose prompts are sampled", flag_values=fv)
-    absl_flags.DEFINE_string("run", "", "a finished run's workdir: its exported policy (hf/) samples, its "
-                             "metrics.jsonl gives the run's own response lengths", flag_values=fv)
+    absl_flags.DEFINE_string(
+        "run",
+        "",
+        "a finished run's workdir: its exported policy (hf/) samples, its "
+        "metrics.jsonl gives the run's own response lengths",
+        flag_values=fv,
+    )
     absl_flags.DEFINE_string("init_from", "", "an HF checkpoint to sample with", flag_values=fv)
-    absl_flags.DEFINE_integer("prompts", 24, "prompts per rollout (the default run's generation batch is 24)",
-                              flag_values=fv)
+    absl_flags.DEFINE_integer(
+        "prompts", 24, "prompts per rollout (the default run's generation batch is 24)", flag_values=fv
+    )
     absl_flags.DEFINE_integer("skip", 0, "start at this prompt of the phase", flag_values=fv)
     absl_flags.DEFINE_integer("slots", 8, "prompt slots of the refill samplers", flag_values=fv)
     absl_flags.DEFINE_integer("lockstep-batch", 0, "prompts per lockstep call (0: all)", flag_values=fv)
     absl_flags.DEFINE_integer("chunk", 16, "refill: decode steps per call at most", flag_values=fv)
-    absl_flags.DEFINE_boolean("drain", True, "refill: pack the busy rows once every sample started",
-                              flag_values=fv)
+    absl_flags.DEFINE_boolean("drain", True, "refill: pack the busy rows once every sample started", flag_values=fv)
     absl_flags.DEFINE_integer("prompt-slots", 0, "per-sample: prompt caches (default 2 x slots)", flag_values=fv)
     absl_flags.DEFINE_integer("block", 1, "per-sample: rows per block (divides G)", flag_values=fv)
-    absl_flags.DEFINE_string("samplers", "lockstep,lockstep/B,group_refill,per-sample",
-                             "comma-separated, lockstep included", flag_values=fv)
+    absl_flags.DEFINE_string(
+        "samplers", "lockstep,lockstep/B,group_refill,per-sample", "comma-separated, lockstep included", flag_values=fv
+    )
     absl_flags.DEFINE_integer("rounds", 3, "interleaved rounds", flag_values=fv)
     absl_flags.DEFINE_integer("seed", 0, "sampling seed", flag_values=fv)
-    absl_flags.DEFINE_boolean("profile", False, "after the rounds, one more run of each sampler with its "
-                              "jitted calls timed one by one: prefill / decode / host", flag_values=fv)
+    absl_flags.DEFINE_boolean(
+        "profile",
+        False,
+        "after the rounds, one more run of each sampler with its "
+        "jitted calls timed one by one: prefill / decode / host",
+        flag_values=fv,
+    )
 
 
 def _model(fv: absl_flags.FlagValues, prompt_len: int) -> None:
@@ -78,16 +90,22 @@ def _train(fv: absl_flags.FlagValues) -> None:
     _model(fv, 4096)
     absl_flags.DEFINE_integer("group", 8, "responses per prompt (G)", flag_values=fv)
     absl_flags.DEFINE_integer("resp_len", 256, "tokens per response", flag_values=fv)
-    absl_flags.DEFINE_string("attention", "blockwise,flash,xla", "our attention impls, comma-separated "
-                             "(blockwise, flash, xla)", flag_values=fv)
-    absl_flags.DEFINE_enum("remat", "none", ["none", "full", "dots", "dots_no_batch"], "our rematerialization",
-                           flag_values=fv)
+    absl_flags.DEFINE_string(
+        "attention",
+        "blockwise,flash,xla",
+        "our attention impls, comma-separated (blockwise, flash, xla)",
+        flag_values=fv,
+    )
+    absl_flags.DEFINE_enum(
+        "remat", "none", ["none", "full", "dots", "dots_no_batch"], "our rematerialization", flag_values=fv
+    )
     absl_flags.DEFINE_integer("rounds", 1, "interleaved rounds of all variants", flag_values=fv)
     absl_flags.DEFINE_integer("warmup", 0, "untimed full-size runs", flag_values=fv)
     absl_flags.DEFINE_integer("iters", 2, "timed runs (median reported)", flag_values=fv)
     absl_flags.DEFINE_integer("matmul_n", 4096, "size of the matmuls that measure the peak", flag_values=fv)
-    absl_flags.DEFINE_string("variants", ",".join(VARIANTS), "comma-separated, from " + ",".join(VARIANTS),
-                             flag_values=fv)
+    absl_flags.DEFINE_string(
+        "variants", ",".join(VARIANTS), "comma-separated, from " + ",".join(VARIANTS), flag_values=fv
+    )
     absl_flags.DEFINE_string("worker", None, "(set by the benchmark for its worker processes)", flag_values=fv)
     absl_flags.DEFINE_string("model_dir", None, "(set by the benchmark for its worker processes)", flag_values=fv)
 
@@ -111,6 +129,7 @@ def parse_args(name: str, argv: Sequence[str]):
     args = cmd.parse()
     if config:
         from qwenlong_jax.config import ConfigError
+
         try:
             args.cfg = cmd.config()
         except ConfigError as e:
@@ -125,8 +144,10 @@ def main(argv: Sequence[str] | None = None):
         print(__doc__.strip("\n"))
         sys.exit(0)
     if not argv or argv[0] not in BENCHMARKS:
-        flags.fail(f"the first argument names the benchmark: one of {', '.join(BENCHMARKS)} "
-                   f"(got {argv[0] if argv else 'none'})")
+        flags.fail(
+            f"the first argument names the benchmark: one of {', '.join(BENCHMARKS)} "
+            f"(got {argv[0] if argv else 'none'})"
+        )
     try:
         args = parse_args(argv[0], argv[1:])
     except flags.FlagError as e:

@@ -43,16 +43,18 @@ mesh (64 -> v5p:4x4x4), or the smallest v5p slice (4 chips) when the mesh takes 
 (mesh.data=-1). The mesh must use every device of the target. The run's mesh is built from the
 target's devices exactly as the trainer builds it (sharding.make_mesh).
 """
+
 from __future__ import annotations
 
 import json
 import os
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from absl import flags as absl_flags
 
-from qwenlong_jax.cli import flags
+from qwenlong_jax.cli import config_files, flags
+
 
 def default_target(cfg, spec: str) -> str:
     """The config file's COMPILE_TARGET (a plain path, no :arg), else the v5p slice of its mesh."""
@@ -60,7 +62,7 @@ def default_target(cfg, spec: str) -> str:
 
     from qwenlong_jax.capacity import targets
 
-    named = flags.config_target(spec)
+    named = config_files.config_target(spec)
     if named:
         return named
     sizes = cfg.mesh.sizes()
@@ -70,15 +72,23 @@ def default_target(cfg, spec: str) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     cmd = flags.Command(__name__, __doc__, argv, config="")
     absl_flags.DEFINE_string(
-        "target", "", "compile target: a TPU topology (v5p:4x4x4) or GPU nodes x GPUs per node "
+        "target",
+        "",
+        "compile target: a TPU topology (v5p:4x4x4) or GPU nodes x GPUs per node "
         "(h100:16x8, h200:8x8); default: the config's COMPILE_TARGET, else the config mesh's chip "
-        "count on v5p", flag_values=cmd.fv)
+        "count on v5p",
+        flag_values=cmd.fv,
+    )
     absl_flags.DEFINE_alias("topology", "target", flag_values=cmd.fv)
     absl_flags.DEFINE_string("phases", "", "comma-separated phase names (default: all)", flag_values=cmd.fv)
-    absl_flags.DEFINE_string("functions", "", "comma-separated function names (update, old_logp, sample, "
-                             "generate; default: all)", flag_values=cmd.fv)
+    absl_flags.DEFINE_string(
+        "functions",
+        "",
+        "comma-separated function names (update, old_logp, sample, generate; default: all)",
+        flag_values=cmd.fv,
+    )
     absl_flags.DEFINE_string("json", "", "also write the results to this file", flag_values=cmd.fv)
-    overrides = [a[len("--config."):] for a in cmd.argv if a.startswith("--config.")]
+    overrides = [a[len("--config.") :] for a in cmd.argv if a.startswith("--config.")]
     try:
         args = cmd.parse()
     except flags.FlagError as e:
@@ -87,6 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     import jax
     from jax._src import xla_bridge
+
     if not xla_bridge.backends_are_initialized():
         jax.config.update("jax_platforms", "cpu")  # compile-only devices; no accelerator backend
     os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
@@ -109,8 +120,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             mesh = sharding.make_mesh(cfg.mesh, devices)
         except (ValueError, AssertionError) as e:
-            raise ConfigError(f"mesh {cfg.mesh} on {target.name} ({len(devices)} devices): {e}; set "
-                              "--config.mesh.* to use every device, or pass --target") from None
+            raise ConfigError(
+                f"mesh {cfg.mesh} on {target.name} ({len(devices)} devices): {e}; set "
+                "--config.mesh.* to use every device, or pass --target"
+            ) from None
         phases = [p for p in args.phases.split(",") if p]
         unknown = set(phases) - {p.name for p in cfg.phases}
         if unknown:
@@ -122,35 +135,51 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     hbm = target.memory_bytes
-    share = ("" if target.kind == "tpu" else
-             f" of {target.device_memory_bytes / GIB:.1f} (jax's GPU client share; no autotuning "
-             "without a GPU: untuned program)")
-    print(f"{spec} on {target.name} ({len(devices)} {target.chip}, {hbm / GIB:.1f} GiB each{share}), "
-          f"mesh {dict(mesh.shape)}: compiling {len(jobs)} functions", flush=True)
+    share = (
+        ""
+        if target.kind == "tpu"
+        else f" of {target.device_memory_bytes / GIB:.1f} (jax's GPU client share; no autotuning "
+        "without a GPU: untuned program)"
+    )
+    print(
+        f"{spec} on {target.name} ({len(devices)} {target.chip}, {hbm / GIB:.1f} GiB each{share}), "
+        f"mesh {dict(mesh.shape)}: compiling {len(jobs)} functions",
+        flush=True,
+    )
     results = []
     for job in jobs:
         r = compile_job(job, mesh, hbm, target.kind, chips.chip_for(target.name))
         results.append(r)
         status = "OK" if r.fits else ("does not fit" if r.ok else "FAILED")
-        print(f"  {r.phase} {r.fn}: {status} ({gib(r.total_bytes)}, {r.compile_s:.0f}s)"
-              + (f" {r.error}" if r.error else ""), flush=True)
+        print(
+            f"  {r.phase} {r.fn}: {status} ({gib(r.total_bytes)}, {r.compile_s:.0f}s)"
+            + (f" {r.error}" if r.error else ""),
+            flush=True,
+        )
     print(format_table(results, target.kernel_name))
     print(roofline.format_rl_steps(cfg, results))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"config": spec, "overrides": overrides,
-                       "topology": target.name, "kind": target.kind, "hbm_bytes": hbm,
-                       "device_memory_bytes": target.device_memory_bytes,
-                       "mesh": dict(mesh.shape), "results": [r.as_dict() for r in results]},
-                      f, indent=1)
+            json.dump(
+                {
+                    "config": spec,
+                    "overrides": overrides,
+                    "topology": target.name,
+                    "kind": target.kind,
+                    "hbm_bytes": hbm,
+                    "device_memory_bytes": target.device_memory_bytes,
+                    "mesh": dict(mesh.shape),
+                    "results": [r.as_dict() for r in results],
+                },
+                f,
+                indent=1,
+            )
     bad = [r for r in results if not r.fits]
     if bad:
         r = bad[0]
         oom = not r.ok and ("memory" in r.error or "RESOURCE_EXHAUSTED" in r.error)
-        why = (r.error if not r.ok else
-               f"needs {r.total_bytes / GIB:.1f} GiB of {r.hbm_bytes / GIB:.1f} GiB per device")
+        why = r.error if not r.ok else f"needs {r.total_bytes / GIB:.1f} GiB of {r.hbm_bytes / GIB:.1f} GiB per device"
         knob = f"; change {r.knob}" if r.ok or oom else ""
         print(f"error: phase {r.phase}, {r.fn}: {why}{knob}", file=sys.stderr)
         return 2
     return 0
-

@@ -17,15 +17,15 @@ sweep.json/.md/.png (qwenlong_jax/eval/evaluation.py).
 Errors a user can fix (missing or malformed benchmark file, bad checkpoint, settings that differ
 from the predictions already in OUT) end the program with one `error:` line, no traceback.
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from absl import flags as absl_flags
 
-from qwenlong_jax.cli import flags
-from qwenlong_jax.eval import benchmarks as bench_lib
-from qwenlong_jax.eval import evaluation
+from qwenlong_jax.cli import flags, int_list_flag
+from qwenlong_jax.eval import benchmarks as bench_lib, evaluation
 from qwenlong_jax.eval.benchmarks import EvalError
 from qwenlong_jax.eval.request import EvalRequest
 
@@ -39,34 +39,49 @@ def parse_args(argv: Sequence[str] | None = None) -> EvalRequest:
     absl_flags.DEFINE_enum("dtype", d.dtype, ["float32", "bfloat16"], "parameter dtype", flag_values=fv)
     absl_flags.DEFINE_string("model_name", d.model_name, "table row name ('' = checkpoint dir name)", flag_values=fv)
     absl_flags.DEFINE_string("out", None, "output directory (local)", flag_values=fv)
-    absl_flags.DEFINE_string("benchmarks", d.benchmarks, f"comma list of {','.join(bench_lib.BENCHMARKS)} "
-                             "(default: the paper's seven)", flag_values=fv)
+    absl_flags.DEFINE_string(
+        "benchmarks",
+        d.benchmarks,
+        f"comma list of {','.join(bench_lib.BENCHMARKS)} (default: the paper's seven)",
+        flag_values=fv,
+    )
     absl_flags.DEFINE_string("data_dir", d.data_dir, "directory of {name}.jsonl benchmark files", flag_values=fv)
-    absl_flags.DEFINE_multi_string("bench_file", list(d.bench_file), "NAME=PATH: the file of one benchmark "
-                                   "(repeatable)", flag_values=fv)
+    absl_flags.DEFINE_multi_string(
+        "bench_file", list(d.bench_file), "NAME=PATH: the file of one benchmark (repeatable)", flag_values=fv
+    )
     absl_flags.DEFINE_integer("limit", d.limit, "first N examples per benchmark", flag_values=fv)
-    absl_flags.DEFINE_integer("max_input_tokens", d.max_input_tokens, "prompts middle-truncated to this",
-                              flag_values=fv)
+    absl_flags.DEFINE_integer(
+        "max_input_tokens", d.max_input_tokens, "prompts middle-truncated to this", flag_values=fv
+    )
     absl_flags.DEFINE_integer("max_new_tokens", d.max_new_tokens, "tokens generated at most", flag_values=fv)
     absl_flags.DEFINE_float("temperature", d.temperature, "sampling temperature", flag_values=fv)
     absl_flags.DEFINE_float("top_p", d.top_p, "nucleus sampling mass", flag_values=fv)
     absl_flags.DEFINE_integer("top_k", d.top_k, "top-k sampling (0 = off)", flag_values=fv)
     absl_flags.DEFINE_boolean("greedy", d.greedy, "temperature 0 (overrides the above)", flag_values=fv)
     absl_flags.DEFINE_integer("num_samples", d.num_samples, "samples per example", flag_values=fv)
-    flags.DEFINE_integers("pass_k", list(d.pass_k), "comma list of k for pass@k", flag_values=fv)
+    int_list_flag.DEFINE_integers("pass_k", list(d.pass_k), "comma list of k for pass@k", flag_values=fv)
     absl_flags.DEFINE_integer("seed", d.seed, "sampling seed", flag_values=fv)
     absl_flags.DEFINE_integer("batch_size", d.batch_size, "prompts per sampler call", flag_values=fv)
-    flags.DEFINE_integers("mesh", d.mesh, "data,fsdp,tensor,sequence sizes (one may be -1), e.g. "
-                          "--mesh=-1,1,1,1", flag_values=fv)
+    int_list_flag.DEFINE_integers(
+        "mesh", d.mesh, "data,fsdp,tensor,sequence sizes (one may be -1), e.g. --mesh=-1,1,1,1", flag_values=fv
+    )
     absl_flags.DEFINE_string("judge_url", d.judge_url, "OpenAI-compatible base URL incl. /v1", flag_values=fv)
     absl_flags.DEFINE_string("judge_model", d.judge_model, "the judge's model name", flag_values=fv)
-    absl_flags.DEFINE_string("judge_api_key_env", d.judge_api_key_env, "NAME of the env var with the key, as "
-                             "train's judge.api_key_env ('' = no key)", flag_values=fv)
-    absl_flags.DEFINE_string("extra_rows", d.extra_rows, "JSON/CSV rows added to the table ('paper' = "
-                             "paper_table4.json, '' = none)", flag_values=fv)
+    absl_flags.DEFINE_string(
+        "judge_api_key_env",
+        d.judge_api_key_env,
+        "NAME of the env var with the key, as train's judge.api_key_env ('' = no key)",
+        flag_values=fv,
+    )
+    absl_flags.DEFINE_string(
+        "extra_rows",
+        d.extra_rows,
+        "JSON/CSV rows added to the table ('paper' = paper_table4.json, '' = none)",
+        flag_values=fv,
+    )
     absl_flags.DEFINE_boolean("no_progress", d.no_progress, "no progress bar", flag_values=fv)
     absl_flags.DEFINE_boolean("sweep", d.sweep, "run the synthetic length sweep", flag_values=fv)
-    flags.DEFINE_integers("lengths", list(d.lengths), "sweep: document lengths in tokens", flag_values=fv)
+    int_list_flag.DEFINE_integers("lengths", list(d.lengths), "sweep: document lengths in tokens", flag_values=fv)
     absl_flags.DEFINE_integer("per_length", d.per_length, "sweep: examples per length", flag_values=fv)
     absl_flags.DEFINE_integer("sweep_seed", d.sweep_seed, "sweep: the examples' seed", flag_values=fv)
     args = vars(cmd.parse(required=("checkpoint", "out")))

@@ -7,22 +7,32 @@ Each call gets its own FlagValues, so `main(argv)` runs in-process (tests) as fr
     absl_flags.DEFINE_integer("devices", 0, "...", flag_values=cmd.fv)
     args = cmd.parse(required=("out",))    # the flag values as a Namespace; FlagError, one line
     cfg = cmd.config()                     # Config (with its --config.a.b=v overrides); ConfigError
-    cfg = flags.load_config("configs/x.py", ["rl.micro_batch=2"])    # from Python
+    int_list_flag.DEFINE_integers("lengths", [1024], "...", flag_values=cmd.fv)  # --lengths 1024,2048
+    cfg = config_files.load_config("configs/x.py", ["rl.micro_batch=2"])  # from Python
 """
+
 from __future__ import annotations
 
 import os
 import re
 import sys
 import types
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
 
 from absl import flags
 from ml_collections import config_flags
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-HELP = {"-h": "short", "-?": "short", "--help": "short", "-help": "short", "--helpshort": "short",
-        "--helpfull": "full", "-helpfull": "full"}
+HELP = {
+    "-h": "short",
+    "-?": "short",
+    "--help": "short",
+    "-help": "short",
+    "--helpshort": "short",
+    "--helpfull": "full",
+    "-helpfull": "full",
+}
 _HELP_FLAGS = ("help", "helpshort", "helpfull")
 
 
@@ -36,22 +46,26 @@ class Command:
     """One command line: its FlagValues (with --help, --helpfull and, when `config` is not None,
     --config with that default: "" = required), the arguments (no program name) and its usage."""
 
-    def __init__(self, module: str, doc: str | None, argv: Sequence[str] | None = None,
-                 config: str | None = None):
+    def __init__(self, module: str, doc: str | None, argv: Sequence[str] | None = None, config: str | None = None):
         self.module, self.doc = module, (doc or "").strip("\n")
         self.argv = arguments(argv)
         self.fv = flags.FlagValues()
         for name in _HELP_FLAGS:
-            flags.DEFINE_boolean(name, False, "print the usage" + (" with every flag" if name == "helpfull"
-                                                                    else ""), flag_values=self.fv)
+            flags.DEFINE_boolean(
+                name, False, "print the usage" + (" with every flag" if name == "helpfull" else ""), flag_values=self.fv
+            )
         self._config = None
         if config is not None:
             if REPO not in sys.path:
                 sys.path.insert(0, REPO)  # config files import configs.common
             self._config = config_flags.DEFINE_config_file(
-                "config", config or None, "config file (configs/x.py, optionally path:arg); override "
-                "its fields with --config.a.b=value", flag_values=self.fv, lock_config=True,
-                sys_argv=["prog", *self.argv])
+                "config",
+                config or None,
+                "config file (configs/x.py, optionally path:arg); override its fields with --config.a.b=value",
+                flag_values=self.fv,
+                lock_config=True,
+                sys_argv=["prog", *self.argv],
+            )
             self.fv.register_key_flag_for_module(module, self.fv["config"])
 
     def usage(self, full: bool = False) -> str:
@@ -67,8 +81,9 @@ class Command:
         except (FlagError, OSError):
             fields = {}
         if fields:
-            text += (f"\n\nconfig fields of {self.config_filename} (override with --config.FIELD=value):\n"
-                     + "\n".join(f"  --config.{k}={v!r}" for k, v in fields.items()))
+            text += f"\n\nconfig fields of {self.config_filename} (override with --config.FIELD=value):\n" + "\n".join(
+                f"  --config.{k}={v!r}" for k, v in fields.items()
+            )
         return text
 
     def parse(self, required: Sequence[str] = ()) -> types.SimpleNamespace:
@@ -84,8 +99,10 @@ class Command:
             sys.exit(0)
         rest = _parse_flag_values(self.fv, self.argv)
         if rest:
-            raise FlagError(f"unrecognized arguments: {' '.join(rest)}"
-                            + (" (overrides are --config.a.b=value)" if self._config is not None else ""))
+            raise FlagError(
+                f"unrecognized arguments: {' '.join(rest)}"
+                + (" (overrides are --config.a.b=value)" if self._config is not None else "")
+            )
         for name in required:
             if self.fv[name].value is None:
                 raise FlagError(f"--{name} is required")
@@ -108,7 +125,7 @@ class Command:
 
     @property
     def config_filename(self) -> str:
-        return self.fv["config"].config_filename
+        return config_flags.get_config_filename(self.fv["config"])
 
 
 def arguments(argv: Sequence[str] | None) -> list[str]:
@@ -124,8 +141,9 @@ def _parse_flag_values(fv: flags.FlagValues, argv: Sequence[str]) -> list[str]:
         return fv(["prog", *argv])[1:]
     except (flags.Error, OSError) as e:
         msg, first = _last_line(e), str(e).split(": ")[0]
-        raise FlagError(msg if msg.startswith("flag --") or not first.startswith("flag --")
-                        else f"{first}: {msg}") from None
+        raise FlagError(
+            msg if msg.startswith("flag --") or not first.startswith("flag --") else f"{first}: {msg}"
+        ) from None
     except (AttributeError, KeyError) as e:  # --config.a.b=v naming a field or key that is not there
         raise FlagError(override_error(e, argv)) from None
 
@@ -135,41 +153,20 @@ def run(main: Callable[[list[str]], Any], absl_app: bool = False) -> None:
     an int (plan, compile), else 0; errors exit through SystemExit("error: ..."). `absl_app`:
     inside absl's app.run (absl logging set up as in any absl program: the trainer, whose
     libraries log through it); the command's own flags are still parsed by `main`."""
+
     def status(out) -> int:
         return out if isinstance(out, int) and not isinstance(out, bool) else 0
 
     if absl_app:
         from absl import app
+
         app.run(lambda argv: status(main(argv[1:])), flags_parser=lambda argv: (flags.FLAGS(argv[:1]), argv)[1])
     sys.exit(status(main(sys.argv[1:])))
 
 
-def fail(e: BaseException | str) -> None:
+def fail(e: BaseException | str) -> NoReturn:
     """Exit with one `error:` line on stderr (status 1)."""
     sys.exit(f"error: {e}")
-
-
-class IntListParser(flags.ArgumentParser):
-    """Comma-separated integers ("1024,2048"; "" = none)."""
-
-    syntactic_help = "comma-separated integers"
-
-    def parse(self, argument):
-        if isinstance(argument, (list, tuple)):
-            return [int(x) for x in argument]
-        try:
-            return [int(x) for x in str(argument).split(",") if x.strip()]
-        except ValueError:
-            raise ValueError(f"expected comma-separated integers, got {argument!r}") from None
-
-    def flag_type(self):
-        return "list of integers"
-
-
-def DEFINE_integers(name: str, default, help: str, flag_values: flags.FlagValues) -> flags.FlagHolder:  # noqa: N802
-    """A flag of comma-separated integers (`--lengths 1024,2048`), the caller's flag."""
-    return flags.DEFINE(IntListParser(), name, default, help, flag_values, flags.CsvListSerializer(","),
-                        module_name=sys._getframe(1).f_globals["__name__"])
 
 
 def override_error(e: AttributeError | KeyError, argv: Sequence[str]) -> str:
@@ -183,47 +180,30 @@ def override_error(e: AttributeError | KeyError, argv: Sequence[str]) -> str:
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     name = lines[0].strip("'\"") if lines else text
     close = re.search(r'Did you mean "([^"]+)"', text)
-    flag = next((a.split("=", 1)[0] for a in argv if a.startswith("--config.")
-                 and name in a.split("=", 1)[0][len("--config."):].split(".")), "")
-    return (f"--config override: the config has no field {name!r}" + (f" in {flag}" if flag else "")
-            + (f" (did you mean {close.group(1)!r}?)" if close else ""))
+    flag = next(
+        (
+            a.split("=", 1)[0]
+            for a in argv
+            if a.startswith("--config.") and name in a.split("=", 1)[0][len("--config.") :].split(".")
+        ),
+        "",
+    )
+    return (
+        f"--config override: the config has no field {name!r}"
+        + (f" in {flag}" if flag else "")
+        + (f" (did you mean {close.group(1)!r}?)" if close else "")
+    )
 
 
-def load_config(spec: str, overrides: Sequence[str] = ()):
-    """A config file path (optionally path:arg) plus "a.b=value" overrides -> Config, as
-    `--config` of the train command reads it; ConfigError, one line."""
-    from qwenlong_jax.config import ConfigError
-
-    argv = [f"--config={spec}", *(f"--config.{o}" for o in overrides)]
-    cmd = Command(__name__, None, argv, config="")
-    try:
-        cmd.parse()
-        return cmd.config()
-    except FlagError as e:
-        raise ConfigError(str(e)) from None
-
-
-def config_target(spec: str) -> str:
-    """The compile target a config file names (module-level COMPILE_TARGET, e.g. "h100:16x8"),
-    "" when it names none or `spec` carries an :arg (a variant with another mesh)."""
-    if ":" in spec or not os.path.isfile(spec):
-        return ""
-    import importlib.util
-    mod_spec = importlib.util.spec_from_file_location("_config_file_target", spec)
-    module = importlib.util.module_from_spec(mod_spec)
-    mod_spec.loader.exec_module(module)
-    return str(getattr(module, "COMPILE_TARGET", "") or "")
-
-
-def _flatten(d: dict, prefix: str = "") -> dict:
-    out = {}
+def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
     for k, v in d.items():
         out.update(_flatten(v, f"{prefix}{k}.") if isinstance(v, dict) and v else {f"{prefix}{k}": v})
     return out
 
 
 def _before_dashes(argv: Sequence[str]) -> list[str]:
-    return list(argv[:argv.index("--")] if "--" in argv else argv)
+    return list(argv[: argv.index("--")] if "--" in argv else argv)
 
 
 def _last_line(e: BaseException) -> str:

@@ -10,12 +10,13 @@ finish reason, and the decode speed. Compile time is measured and reported separ
 generation time (the sampler is compiled ahead of time), so tokens/s is the steady-state rate.
 Only HF directories are read; an orbax training checkpoint is exported to HF first.
 """
+
 from __future__ import annotations
 
 import math
 import sys
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -32,8 +33,7 @@ def parse_args(argv: Sequence[str] | None = None):
     cmd = flags.Command(__name__, __doc__, argv)
     fv = cmd.fv
     absl_flags.DEFINE_string("checkpoint", None, "HF model directory", flag_values=fv)
-    absl_flags.DEFINE_string("prompt", None, "the text to continue (with --chat, the user's message)",
-                             flag_values=fv)
+    absl_flags.DEFINE_string("prompt", None, "the text to continue (with --chat, the user's message)", flag_values=fv)
     absl_flags.DEFINE_boolean("chat", False, "wrap the prompt as one user chat turn", flag_values=fv)
     absl_flags.DEFINE_string("tokenizer", None, "tokenizer dir or .model (default: see above)", flag_values=fv)
     absl_flags.DEFINE_integer("max_new_tokens", 128, "tokens generated at most", flag_values=fv)
@@ -56,14 +56,19 @@ def check_args(args) -> None:
     """Flag values that cannot work, as one `error:` line (before anything loads)."""
     if not args.prompt.strip():
         sys.exit("error: --prompt is empty; give the text to continue (with --chat, the user's message)")
-    bad = [(f, v, want) for f, v, ok, want in (
-        ("--max_new_tokens", args.max_new_tokens, args.max_new_tokens >= 1, ">= 1"),
-        ("--num_samples", args.num_samples, args.num_samples >= 1, ">= 1"),
-        ("--temperature", args.temperature, 0 <= args.temperature < math.inf, "a finite number >= 0"),
-        ("--top_p", args.top_p, 0 < args.top_p <= 1, "in (0, 1]"),
-        ("--top_k", args.top_k, args.top_k >= 0, ">= 0"),
-        ("--min_p", args.min_p, 0 <= args.min_p < 1, "in [0, 1)"),
-        ("--prefill_chunk", args.prefill_chunk, args.prefill_chunk >= 1, ">= 1")) if not ok]
+    bad = [
+        (f, v, want)
+        for f, v, ok, want in (
+            ("--max_new_tokens", args.max_new_tokens, args.max_new_tokens >= 1, ">= 1"),
+            ("--num_samples", args.num_samples, args.num_samples >= 1, ">= 1"),
+            ("--temperature", args.temperature, 0 <= args.temperature < math.inf, "a finite number >= 0"),
+            ("--top_p", args.top_p, 0 < args.top_p <= 1, "in (0, 1]"),
+            ("--top_k", args.top_k, args.top_k >= 0, ">= 0"),
+            ("--min_p", args.min_p, 0 <= args.min_p < 1, "in [0, 1)"),
+            ("--prefill_chunk", args.prefill_chunk, args.prefill_chunk >= 1, ">= 1"),
+        )
+        if not ok
+    ]
     if bad:
         f, v, want = bad[0]
         sys.exit(f"error: {f} must be {want}, got {v}")
@@ -76,8 +81,10 @@ def check_args(args) -> None:
     if not paths.exists(args.checkpoint):
         sys.exit(f"error: --checkpoint {args.checkpoint} does not exist")
     if not paths.exists(paths.join(args.checkpoint, "config.json")):
-        sys.exit(f"error: --checkpoint {args.checkpoint} has no config.json (an HF model directory is "
-                 "needed; a training run exports one to WORKDIR/hf)")
+        sys.exit(
+            f"error: --checkpoint {args.checkpoint} has no config.json (an HF model directory is "
+            "needed; a training run exports one to WORKDIR/hf)"
+        )
     try:
         paths.check_readable(paths.join(args.checkpoint, "config.json"), "--checkpoint's config.json", "file")
     except paths.PathError as e:
@@ -95,9 +102,12 @@ def check_fits(cfg: models.ModelConfig, S: int, args) -> None:
     kv, work = sample_memory(cfg, MeshSizes(1, 1, 1, 1), 1, args.num_samples, S, args.max_new_tokens)
     need = cfg.num_params * (2 if args.dtype == "bfloat16" else 4) + kv + work
     if limit and need > limit:
-        sys.exit(f"error: generating {args.num_samples} x {args.max_new_tokens} tokens after the prompt (padded to {S} tokens) needs "
-                 f"~{need / 2**30:.1f} GiB, {limit / 2**30:.1f} GiB available; lower --max_new_tokens or "
-                 "--num_samples")
+        sys.exit(
+            f"error: generating {args.num_samples} x {args.max_new_tokens} tokens after the prompt "
+            f"(padded to {S} tokens) needs "
+            f"~{need / 2**30:.1f} GiB, {limit / 2**30:.1f} GiB available; lower --max_new_tokens or "
+            "--num_samples"
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -122,9 +132,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     check_fits(cfg, S, args)
     tokens_BS, lens_B = sampling.pad_prompts([prompt], S)
     keys_BG = sampling.sample_keys(args.seed, [0], args.num_samples)
-    static = dict(max_new_tokens=args.max_new_tokens, strategy=strategy,
-                  eos_ids=tuple(tok.eos_ids), prefill_chunk=args.prefill_chunk,
-                  decode_impl=args.decode_impl)
+    static = dict(
+        max_new_tokens=args.max_new_tokens,
+        strategy=strategy,
+        eos_ids=tuple(tok.eos_ids),
+        prefill_chunk=args.prefill_chunk,
+        decode_impl=args.decode_impl,
+    )
 
     t0 = time.perf_counter()
     run = sampling.sample_groups.lower(cfg, params, tokens_BS, lens_B, keys_BG, **static).compile()
@@ -138,7 +152,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         reason = sampling.FINISH_REASONS[int(out.finish_BG[0, g])]
         print(f"--- sample {g} ({n} tokens, {reason})")
         print(tok.decode(out.tokens_BGR[0, g, :n].tolist()))
-    print(f"--- prompt {len(prompt)} tokens; compile {t1 - t0:.2f}s; generated {generated} tokens "
-          f"in {t2 - t1:.3f}s: {generated / (t2 - t1):.1f} tokens/s "
-          f"({int(out.steps)} decode steps, prefill included)")
-
+    print(
+        f"--- prompt {len(prompt)} tokens; compile {t1 - t0:.2f}s; generated {generated} tokens "
+        f"in {t2 - t1:.3f}s: {generated / (t2 - t1):.1f} tokens/s "
+        f"({int(out.steps)} decode steps, prefill included)"
+    )

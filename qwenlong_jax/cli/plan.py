@@ -11,25 +11,35 @@ compiles (qwenlong_jax/capacity/planner.py), and whether each phase fits the mem
 Memory per device and the backend default to the config file's COMPILE_TARGET
 (qwenlong_jax/capacity/targets.py). Exit status: 0 when every phase fits, 2 when one does not, 1 on bad input.
 """
+
 from __future__ import annotations
 
 import math
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from absl import flags as absl_flags
 
-from qwenlong_jax.cli import flags
+from qwenlong_jax.cli import config_files, flags
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     """0 when every phase fits, 2 when one does not, 1 on bad input."""
     cmd = flags.Command(__name__, __doc__, argv, config="")
-    absl_flags.DEFINE_integer("devices", 0, "device count (default: the mesh's, or this host's)",
-                              flag_values=cmd.fv)
-    absl_flags.DEFINE_float("hbm_gib", 0.0, "memory per device (default: the config's COMPILE_TARGET's, "
-                            "see qwenlong_jax/capacity/targets.py)", flag_values=cmd.fv)
-    absl_flags.DEFINE_enum("backend", None, ["tpu", "gpu", "cpu"], "whose compiler to price (default: the "
-                           "config's COMPILE_TARGET's kind, else this host's backend)", flag_values=cmd.fv)
+    absl_flags.DEFINE_integer("devices", 0, "device count (default: the mesh's, or this host's)", flag_values=cmd.fv)
+    absl_flags.DEFINE_float(
+        "hbm_gib",
+        0.0,
+        "memory per device (default: the config's COMPILE_TARGET's, see qwenlong_jax/capacity/targets.py)",
+        flag_values=cmd.fv,
+    )
+    absl_flags.DEFINE_enum(
+        "backend",
+        None,
+        ["tpu", "gpu", "cpu"],
+        "whose compiler to price (default: the config's COMPILE_TARGET's kind, else this host's backend)",
+        flag_values=cmd.fv,
+    )
     try:
         args = cmd.parse()
     except flags.FlagError as e:
@@ -41,11 +51,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     from qwenlong_jax.capacity.planner import GIB, PlanError, backend_kind, check_fits, estimate, format_table
     from qwenlong_jax.config import ConfigError
     from qwenlong_jax.run.spec import RunSpec, run_mesh
+
     try:
         cfg = cmd.config()
         spec = cmd.config_filename
         n = args.devices or _mesh_devices(cfg) or jax.device_count()
-        named = flags.config_target(spec)
+        named = config_files.config_target(spec)
         target = targets.parse(named) if named else None
         backend = args.backend or (target.kind if target else None)
         hbm = int(args.hbm_gib * GIB) if args.hbm_gib else (target.memory_bytes if target else None)
@@ -55,8 +66,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     size = f"{mcfg.num_params / 1e9:.2f}B" if mcfg.num_params >= 1e9 else f"{mcfg.num_params / 1e6:.2f}M"
-    print(f"{spec}: {size} params, mesh {cfg.mesh} on {n} {backend_kind(backend)} devices, "
-          f"dtype {mcfg.dtype}, remat {mcfg.remat}, attention {mcfg.attention_impl}")
+    print(
+        f"{spec}: {size} params, mesh {cfg.mesh} on {n} {backend_kind(backend)} devices, "
+        f"dtype {mcfg.dtype}, remat {mcfg.remat}, attention {mcfg.attention_impl}"
+    )
     print(format_table(phases, hbm))
     if hbm:
         try:

@@ -9,13 +9,14 @@ the tokenizer, `pretrain.json` (this command, steps, tokens, minutes, final loss
 `metrics.jsonl` into `--out` every `--save_every` steps and at the end
 (qwenlong_jax/pretraining/loop.py).
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from absl import flags as absl_flags
 
-from qwenlong_jax.cli import flags
+from qwenlong_jax.cli import flags, int_list_flag
 from qwenlong_jax.pretraining.settings import PretrainSettings
 
 
@@ -29,30 +30,47 @@ def parse_args(argv: Sequence[str] | None = None) -> PretrainSettings:
     absl_flags.DEFINE_integer("steps", d.steps, "step budget (overrides --minutes when > 0)", flag_values=fv)
     absl_flags.DEFINE_integer("seq_len", d.seq_len, "tokens per packed row", flag_values=fv)
     absl_flags.DEFINE_integer("rows", d.rows, "packed rows per step", flag_values=fv)
-    absl_flags.DEFINE_integer("max_doc_tokens", d.max_doc_tokens, "the curriculum's longest document",
-                              flag_values=fv)
+    absl_flags.DEFINE_integer("max_doc_tokens", d.max_doc_tokens, "the curriculum's longest document", flag_values=fv)
     absl_flags.DEFINE_float("lr", d.lr, "peak learning rate (cosine to 0.1x)", flag_values=fv)
     absl_flags.DEFINE_integer("warmup", d.warmup, "warm-up steps", flag_values=fv)
     absl_flags.DEFINE_integer("seed", d.seed, "parameter and data seed", flag_values=fv)
     absl_flags.DEFINE_integer("save_every", d.save_every, "steps between saves", flag_values=fv)
     absl_flags.DEFINE_integer("questions", d.questions, "QA lines per document", flag_values=fv)
     absl_flags.DEFINE_float("restate", d.restate, "share of QA lines restating the fact", flag_values=fv)
-    absl_flags.DEFINE_integer("attributes", d.attributes, "fact attributes (1: the name alone is the key)",
-                              flag_values=fv)
-    absl_flags.DEFINE_float("chat_fraction", d.chat_fraction, "share of chat-formatted SFT examples",
-                            flag_values=fv)
-    absl_flags.DEFINE_integer("qa_reserve", d.qa_reserve, "tokens of the document given up per QA line; "
-                              "0 = QA lines on top (dense)", flag_values=fv)
-    absl_flags.DEFINE_float("copy_fraction", d.copy_fraction, "share of examples that are copy drills "
-                            "(a random sequence, then again)", flag_values=fv)
-    absl_flags.DEFINE_enum("loss_on", d.loss_on, ["all", "answers"], "targets: every token, or only QA "
-                           "lines and chat responses (data/pretrain.py)", flag_values=fv)
-    absl_flags.DEFINE_string("init_from", d.init_from, "continue from an HF checkpoint (fresh optimizer)",
-                             flag_values=fv)
+    absl_flags.DEFINE_integer(
+        "attributes", d.attributes, "fact attributes (1: the name alone is the key)", flag_values=fv
+    )
+    absl_flags.DEFINE_float("chat_fraction", d.chat_fraction, "share of chat-formatted SFT examples", flag_values=fv)
+    absl_flags.DEFINE_integer(
+        "qa_reserve",
+        d.qa_reserve,
+        "tokens of the document given up per QA line; 0 = QA lines on top (dense)",
+        flag_values=fv,
+    )
+    absl_flags.DEFINE_float(
+        "copy_fraction",
+        d.copy_fraction,
+        "share of examples that are copy drills (a random sequence, then again)",
+        flag_values=fv,
+    )
+    absl_flags.DEFINE_enum(
+        "loss_on",
+        d.loss_on,
+        ["all", "answers"],
+        "targets: every token, or only QA lines and chat responses (data/pretrain.py)",
+        flag_values=fv,
+    )
+    absl_flags.DEFINE_string(
+        "init_from", d.init_from, "continue from an HF checkpoint (fresh optimizer)", flag_values=fv
+    )
     absl_flags.DEFINE_integer("hidden_size", d.hidden_size, "model width", flag_values=fv)
     absl_flags.DEFINE_integer("num_layers", d.num_layers, "model depth", flag_values=fv)
-    flags.DEFINE_integers("probe_lengths", list(d.probe_lengths), "document lengths of the held-out lookup "
-                          "probe logged at each save", flag_values=fv)
+    int_list_flag.DEFINE_integers(
+        "probe_lengths",
+        list(d.probe_lengths),
+        "document lengths of the held-out lookup probe logged at each save",
+        flag_values=fv,
+    )
     args = vars(cmd.parse())
     return PretrainSettings(**{**args, "probe_lengths": tuple(args["probe_lengths"])})
 

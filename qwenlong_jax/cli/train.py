@@ -4,42 +4,57 @@ Runs the whole recipe (SFT warm-up, RL phases of growing context, evaluation, ch
 HF export, plots) for a config. Without --config, configs/default.py: the embedded tiny
 model on synthetic long-document QA, on CPU. Re-running with the same --workdir resumes.
 """
+
 from __future__ import annotations
 
 import os
 import sys
-from typing import Sequence
+import types
+from collections.abc import Sequence
 
-from absl import flags as absl_flags
-from absl import logging
+from absl import flags as absl_flags, logging
 
 from qwenlong_jax.cli import flags
 
 DEFAULT_CONFIG = os.path.join(flags.REPO, "configs", "default.py")
 
 
-def parse(argv: Sequence[str] | None = None) -> tuple[flags.Command, object]:
+def parse(argv: Sequence[str] | None = None) -> tuple[flags.Command, types.SimpleNamespace]:
     """The command line: (the Command, its flag values); FlagError (one line) for bad flags."""
     cmd = flags.Command(__name__, __doc__, argv, config=DEFAULT_CONFIG)
-    absl_flags.DEFINE_string("workdir", "runs/default", "output directory (resumes if it has checkpoints)",
-                             flag_values=cmd.fv)
+    absl_flags.DEFINE_string(
+        "workdir", "runs/default", "output directory (resumes if it has checkpoints)", flag_values=cmd.fv
+    )
     absl_flags.DEFINE_float(
-        "stop_grace_s", 120.0, "after SIGTERM/SIGINT, seconds the current step has to finish and checkpoint "
-        "before the process exits anyway (naming the latest checkpoint)", flag_values=cmd.fv)
+        "stop_grace_s",
+        120.0,
+        "after SIGTERM/SIGINT, seconds the current step has to finish and checkpoint "
+        "before the process exits anyway (naming the latest checkpoint)",
+        flag_values=cmd.fv,
+    )
     return cmd, cmd.parse()
 
 
 def user_errors() -> tuple[type[Exception], ...]:
     """The errors that are the user's to fix: printed as one `error:` line, never a traceback."""
-    from qwenlong_jax.run.checkpoint import CheckpointSaveError
     from qwenlong_jax.config import ConfigError
     from qwenlong_jax.data.schema import DataError
     from qwenlong_jax.models import CheckpointError
     from qwenlong_jax.paths import PathError
+    from qwenlong_jax.run.checkpoint import CheckpointSaveError
     from qwenlong_jax.run.trainer import TrainingError
     from qwenlong_jax.run.workdir_lock import WorkdirLocked
-    return (flags.FlagError, ConfigError, DataError, CheckpointError, CheckpointSaveError, TrainingError, PathError,
-            WorkdirLocked)
+
+    return (
+        flags.FlagError,
+        ConfigError,
+        DataError,
+        CheckpointError,
+        CheckpointSaveError,
+        TrainingError,
+        PathError,
+        WorkdirLocked,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -71,6 +86,7 @@ def _train(cmd: flags.Command, workdir: str, signals) -> dict:
     except user_errors() as e:
         from qwenlong_jax.run.checkpoint import CheckpointSaveError
         from qwenlong_jax.run.trainer import TrainingError
+
         # Raised mid-run: the progress bar's line is open, so the error starts a new one.
         line = f"{chr(10) if isinstance(e, (CheckpointSaveError, TrainingError)) else ''}error: {e}"
         if isinstance(e, CheckpointSaveError):  # orbax's failed writer threads would print at exit
@@ -91,20 +107,26 @@ def print_summary(summary: dict) -> None:
         if accs:
             print(f"  held-out accuracy after {phase:<10s} {accs}")
     if not any(k.startswith("heldout/acc@") for ev in summary["evals"] for k in ev):
-        print("  held-out accuracy: not measured (no held-out set: data.eval_files, or with synthetic data "
-              "data.eval_lengths, is empty)")
+        print(
+            "  held-out accuracy: not measured (no held-out set: data.eval_files, or with synthetic data "
+            "data.eval_lengths, is empty)"
+        )
     split = summary.get("time_split_seconds") or {}
     if split:
         print("  wall seconds by part (generate / reward / update / eval / other = step - parts):")
         for phase, t in split.items():
-            print(f"    {phase:<10s} " + "  ".join(f"{k} {t[k]:7.1f}" for k in
-                                                     ("generate", "reward", "update", "eval", "other"))
-                  + f"  = steps {t['step']:7.1f}")
+            print(
+                f"    {phase:<10s} "
+                + "  ".join(f"{k} {t[k]:7.1f}" for k in ("generate", "reward", "update", "eval", "other"))
+                + f"  = steps {t['step']:7.1f}"
+            )
     if summary.get("data"):
-        print("  data rows left out: " + ", ".join(f"{k}={v}" for k, v in summary["data"].items())
-              + " (skipped = data.bad_records='skip'; dropped/too_long = longer than every phase's max_input)")
+        print(
+            "  data rows left out: "
+            + ", ".join(f"{k}={v}" for k, v in summary["data"].items())
+            + " (skipped = data.bad_records='skip'; dropped/too_long = longer than every phase's max_input)"
+        )
     if summary.get("export"):
         print(f"  HF checkpoint: {summary['export']}")
     for p in summary.get("plots", []):
         print(f"  plot: {p}")
-

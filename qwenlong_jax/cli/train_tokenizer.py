@@ -5,9 +5,10 @@
 Writes OUT/spm.model (qwenlong_jax/data/train_tokenizer.py: the corpus, and why changing the
 synthetic generator changes the trained model).
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from absl import flags as absl_flags
 

@@ -87,8 +87,9 @@ def write_array_record(path: str, rows: Iterable[dict]) -> int:
     return n
 
 
-class _JsonRows(Sequence):
-    """array_record bytes -> decoded JSON (or the DataError for that row)."""
+class _JsonRows:
+    """array_record bytes -> decoded JSON (or the DataError for that row): a random-access source
+    (len and an int index, grain's RandomAccessDataSource protocol)."""
 
     def __init__(self, paths: Sequence[str]):
         import grain  # grain imports jax: only when this input is used

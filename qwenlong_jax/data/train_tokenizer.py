@@ -2,10 +2,11 @@
 
     python -m qwenlong_jax.data.train_tokenizer --out qwenlong_jax/assets/tokenizer
 
-The corpus comes from data/synthetic.py and data/pretrain.py (`corpus_for_tokenizer`), so changing the generator changes the trained model:
-tests/test_tokenizer.py checks that training reproduces the shipped file byte for byte, and a
-base checkpoint trained with one tokenizer is only valid with that tokenizer.
+The corpus comes from data/synthetic.py and data/pretrain.py (`corpus_for_tokenizer`), so changing
+the generator changes the trained model: tests/test_tokenizer.py checks that training reproduces the
+shipped file byte for byte, and a base checkpoint trained with one tokenizer is only valid with that tokenizer.
 """
+
 from __future__ import annotations
 
 import io
@@ -55,17 +56,32 @@ def train_sentencepiece(out_dir: str, vocab_size: int = 1536, seed: int = 0) -> 
     encodes), identity normalisation and no dummy prefix (exact round trips, newlines kept).
     """
     import sentencepiece as spm
-    lines = []
+
+    lines: list[str] = []
     for text in corpus_for_tokenizer(seed) + [build_prompt("x", "y")]:
         lines.extend(line for line in text.split("\n") if line)
     model = io.BytesIO()
     spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(lines), model_writer=model, model_type="bpe",
-        vocab_size=vocab_size, character_coverage=1.0, byte_fallback=True, split_digits=True,
-        normalization_rule_name="identity", add_dummy_prefix=False,
-        remove_extra_whitespaces=False, user_defined_symbols=list(SPM_SYMBOLS) + list(synthetic_pieces()),
-        pad_id=0, pad_piece=PAD, unk_id=1, bos_id=-1, eos_id=2, eos_piece=ENDOFTEXT,
-        num_threads=1, minloglevel=2)
+        sentence_iterator=iter(lines),
+        model_writer=model,
+        model_type="bpe",
+        vocab_size=vocab_size,
+        character_coverage=1.0,
+        byte_fallback=True,
+        split_digits=True,
+        normalization_rule_name="identity",
+        add_dummy_prefix=False,
+        remove_extra_whitespaces=False,
+        user_defined_symbols=list(SPM_SYMBOLS) + list(synthetic_pieces()),
+        pad_id=0,
+        pad_piece=PAD,
+        unk_id=1,
+        bos_id=-1,
+        eos_id=2,
+        eos_piece=ENDOFTEXT,
+        num_threads=1,
+        minloglevel=2,
+    )
     os.makedirs(out_dir, exist_ok=True)
     path = os.path.join(out_dir, "spm.model")
     with open(path, "wb") as f:
@@ -75,5 +91,6 @@ def train_sentencepiece(out_dir: str, vocab_size: int = 1536, seed: int = 0) -> 
 
 if __name__ == "__main__":  # the command line: qwenlong_jax/cli/train_tokenizer.py
     import importlib  # by name: that module imports this one (as a library, not as __main__)
+
     cli = importlib.import_module("qwenlong_jax.cli.train_tokenizer")
     cli.flags.run(cli.main)

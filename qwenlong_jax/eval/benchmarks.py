@@ -20,6 +20,7 @@ are kept in `extra_info["answers"]`; the runner scores max over them.
 Every problem is one `BenchmarkError` line naming the benchmark, the file and (for a bad row)
 the line and field.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -79,11 +80,18 @@ def _number_text(x: int | float) -> str:
     return text
 
 
-def _record(rid: str, data_source: str, document: str, question: str, answers: list[str],
-            loc: str, **extra) -> Record:
-    return Record(id=rid, data_source=data_source, prompt=build_prompt(document, question),
-                  ground_truth=answers[0], answer=answers[0], document=document,
-                  question=question, source=loc, extra_info={"answers": answers, **extra})
+def _record(rid: str, data_source: str, document: str, question: str, answers: list[str], loc: str, **extra) -> Record:
+    return Record(
+        id=rid,
+        data_source=data_source,
+        prompt=build_prompt(document, question),
+        ground_truth=answers[0],
+        answer=answers[0],
+        document=document,
+        question=question,
+        source=loc,
+        extra_info={"answers": answers, **extra},
+    )
 
 
 def parse_docmath(row: dict, loc: str, index: int) -> Record:
@@ -123,6 +131,7 @@ def _longbench(name: str) -> Callable[[dict, str, int], Record]:
         answers = [a.strip() for a in _str_list(row, "answers")]
         rid = str(row.get("_id", index))
         return _record(rid, f"longbench_{name}", context, question, answers, loc)
+
     return parse
 
 
@@ -165,8 +174,7 @@ def _rows(name: str, path: str):
         try:
             rows = json.loads(text)
         except json.JSONDecodeError as e:
-            raise BenchmarkError(name, path,
-                                 f"malformed JSON list: {e.msg} at line {e.lineno}") from None
+            raise BenchmarkError(name, path, f"malformed JSON list: {e.msg} at line {e.lineno}") from None
         for i, row in enumerate(rows):
             yield f"{path}:[{i}]", i, row
         return
@@ -177,14 +185,14 @@ def _rows(name: str, path: str):
         try:
             row = json.loads(line)
         except json.JSONDecodeError as e:
-            raise BenchmarkError(name, f"{path}:{lineno}",
-                                 f"malformed JSON: {e.msg} at column {e.colno}") from None
+            raise BenchmarkError(name, f"{path}:{lineno}", f"malformed JSON: {e.msg} at column {e.colno}") from None
         yield f"{path}:{lineno}", index, row
         index += 1
 
 
-def load_benchmark(name: str, *, data_dir: str | None = None, path: str | None = None,
-                   limit: int | None = None) -> list[Record]:
+def load_benchmark(
+    name: str, *, data_dir: str | None = None, path: str | None = None, limit: int | None = None
+) -> list[Record]:
     """The records of benchmark `name` from `path` (default `{data_dir}/{name}.jsonl`), in file
     order, the first `limit` only when given."""
     if name not in BENCHMARKS:
@@ -200,7 +208,7 @@ def load_benchmark(name: str, *, data_dir: str | None = None, path: str | None =
         try:
             records, _ = load_records(path, on_bad="error")
         except DataError as e:  # names file:line and the field
-            raise BenchmarkError(name, e.loc, str(e)[len(e.loc) + 2:]) from None
+            raise BenchmarkError(name, e.loc, str(e)[len(e.loc) + 2 :]) from None
         except ValueError as e:
             raise BenchmarkError(name, path, str(e)) from None
     else:

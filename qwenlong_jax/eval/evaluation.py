@@ -12,17 +12,24 @@ and scores.png; the sweep writes sweep.json/.md/.png. Problems a user can fix (a
 malformed benchmark file, a bad checkpoint, settings that differ from the predictions already in
 OUT) raise EvalError, one line.
 """
+
 from __future__ import annotations
 
 import json
 import os
 
-from qwenlong_jax.eval import benchmarks as bench_lib
-from qwenlong_jax.eval import metrics, report, runner
+from qwenlong_jax.eval import benchmarks as bench_lib, generation, metrics, report, runner
 from qwenlong_jax.eval.benchmarks import EvalError
 from qwenlong_jax.eval.report import PAPER_BENCHMARKS
-from qwenlong_jax.eval.request import (EvalRequest, bench_files, check_request, localize, make_judge, make_mesh,
-                                       sampling_settings)
+from qwenlong_jax.eval.request import (
+    EvalRequest,
+    bench_files,
+    check_request,
+    localize,
+    make_judge,
+    make_mesh,
+    sampling_settings,
+)
 
 
 def check_run_config(out_dir: str, config: dict) -> None:
@@ -35,8 +42,9 @@ def check_run_config(out_dir: str, config: dict) -> None:
         diff = sorted(k for k in config if k in old and old[k] != config[k])
         if diff:
             changes = ", ".join(f"{k}: {old[k]} -> {config[k]}" for k in diff)
-            raise EvalError(f"{out_dir}: existing predictions were made with different "
-                            f"settings ({changes}); use another --out")
+            raise EvalError(
+                f"{out_dir}: existing predictions were made with different settings ({changes}); use another --out"
+            )
     os.makedirs(out_dir, exist_ok=True)
     with open(path, "w") as f:
         json.dump(config, f, indent=2, sort_keys=True)
@@ -67,37 +75,59 @@ def run(req: EvalRequest, generate_fn=None) -> dict:
     if req.sweep:
         os.makedirs(req.out, exist_ok=True)
         mesh = make_mesh(req.mesh)
-        model = runner.load_model(req.checkpoint, req.tokenizer or None, req.dtype, mesh)
+        model = generation.load_model(req.checkpoint, req.tokenizer or None, req.dtype, mesh)
         from qwenlong_jax.eval import sweep
-        result = sweep.run_sweep(model, list(req.lengths), req.per_length, req.out, sampling=sampling,
-                                 batch_size=req.batch_size, seed=req.sweep_seed,
-                                 generate_fn=generate_fn, mesh=mesh,
-                                 progress=not req.no_progress, model_name=name)
+
+        result = sweep.run_sweep(
+            model,
+            list(req.lengths),
+            req.per_length,
+            req.out,
+            sampling=sampling,
+            batch_size=req.batch_size,
+            seed=req.sweep_seed,
+            generate_fn=generate_fn,
+            mesh=mesh,
+            progress=not req.no_progress,
+            model_name=name,
+        )
         print(sweep.sweep_table(result))
         return result
     names = [b.strip() for b in (req.benchmarks or ",".join(PAPER_BENCHMARKS)).split(",") if b.strip()]
     files = bench_files(req)
     # Every file is read before the model loads, so a bad file fails in seconds.
-    records = {b: bench_lib.load_benchmark(b, data_dir=req.data_dir, path=files.get(b), limit=req.limit)
-               for b in names}
+    records = {b: bench_lib.load_benchmark(b, data_dir=req.data_dir, path=files.get(b), limit=req.limit) for b in names}
     extra = report.read_extra_rows(req.extra_rows) if req.extra_rows else []
-    settings = {"checkpoint": os.path.abspath(req.checkpoint),
-                "max_input_tokens": req.max_input_tokens,
-                "max_new_tokens": sampling.max_new_tokens,
-                "temperature": sampling.temperature, "top_p": sampling.top_p,
-                "top_k": sampling.top_k, "num_samples": sampling.num_samples,
-                "seed": sampling.seed, "judge_model": req.judge_model or None}
+    settings = {
+        "checkpoint": os.path.abspath(req.checkpoint),
+        "max_input_tokens": req.max_input_tokens,
+        "max_new_tokens": sampling.max_new_tokens,
+        "temperature": sampling.temperature,
+        "top_p": sampling.top_p,
+        "top_k": sampling.top_k,
+        "num_samples": sampling.num_samples,
+        "seed": sampling.seed,
+        "judge_model": req.judge_model or None,
+    }
     judge, mesh = make_judge(req), make_mesh(req.mesh)  # flag errors before anything is written
     drop_stale_run_config(req.out)
     check_run_config(req.out, settings)
-    model = runner.load_model(req.checkpoint, req.tokenizer or None, req.dtype, mesh)
+    model = generation.load_model(req.checkpoint, req.tokenizer or None, req.dtype, mesh)
     summary = {}
     for b, recs in records.items():
-        rows = runner.run_records(model, recs, sampling, max_input_tokens=req.max_input_tokens,
-                                  batch_size=req.batch_size,
-                                  pred_path=os.path.join(req.out, "predictions", f"{b}.jsonl"),
-                                  judge=judge, generate_fn=generate_fn, mesh=mesh,
-                                  progress=not req.no_progress, benchmark=b)
+        rows = runner.run_records(
+            model,
+            recs,
+            sampling,
+            max_input_tokens=req.max_input_tokens,
+            batch_size=req.batch_size,
+            pred_path=os.path.join(req.out, "predictions", f"{b}.jsonl"),
+            judge=judge,
+            generate_fn=generate_fn,
+            mesh=mesh,
+            progress=not req.no_progress,
+            benchmark=b,
+        )
         summary[b] = metrics.summarize(rows, list(req.pass_k))
     meta = {"settings": settings}
     if judge is not None:

@@ -16,6 +16,7 @@ the segment after the last `</think>` (the choice letter for multiple choice); a
 without `</think>` or without the phrase predicts "" (EM 0, F1 0). They are reported beside the
 score, never mixed into it.
 """
+
 from __future__ import annotations
 
 import collections
@@ -75,8 +76,7 @@ def squad_f1(prediction: str, gold: str) -> float:
 
 def score_responses(items: Sequence[ScoreInput], judge=None) -> list[ScoreOutput]:
     """Score every item; one `judge.score_batch` call for all the rule misses."""
-    rules = [[rule_result(it.data_source, it.response, gt) for gt in it.ground_truths]
-             for it in items]
+    rules = [[rule_result(it.data_source, it.response, gt) for gt in it.ground_truths] for it in items]
     asks: list[tuple[int, JudgeQuery]] = []
     if judge is not None:
         for i, (it, results) in enumerate(zip(items, rules)):
@@ -84,6 +84,7 @@ def score_responses(items: Sequence[ScoreInput], judge=None) -> list[ScoreOutput
                 continue  # max(rule, judge) is already 1: the hybrid reward never asks here
             for r in results:
                 if needs_judge(it.data_source, r):
+                    assert r.prediction is not None and r.gold is not None  # needs_judge: both parsed
                     asks.append((i, JudgeQuery(r.prediction, r.gold, it.question)))
     verdicts = judge.score_batch([q for _, q in asks]) if asks else []
     if len(verdicts) != len(asks):
@@ -95,10 +96,16 @@ def score_responses(items: Sequence[ScoreInput], judge=None) -> list[ScoreOutput
     for i, (it, results) in enumerate(zip(items, rules)):
         rule = max(float(r.score) for r in results)
         pred = extract_prediction(it.data_source, it.response)
-        outs.append(ScoreOutput(
-            score=max(rule, judged.get(i, 0.0)), rule=rule, judge=judged.get(i),
-            em=max(squad_em(pred, a) for a in it.answers),
-            f1=max(squad_f1(pred, a) for a in it.answers), prediction=pred))
+        outs.append(
+            ScoreOutput(
+                score=max(rule, judged.get(i, 0.0)),
+                rule=rule,
+                judge=judged.get(i),
+                em=max(squad_em(pred, a) for a in it.answers),
+                f1=max(squad_f1(pred, a) for a in it.answers),
+                prediction=pred,
+            )
+        )
     return outs
 
 
@@ -136,12 +143,12 @@ def summarize(rows: Sequence[dict], pass_ks: Sequence[int] = (1,)) -> dict:
         "rule": per_id("rule"),
         "em": per_id("em"),
         "f1": per_id("f1"),
-        "judge_asked": mean([float(r.get("judge") is not None)
-                             for rs in by_id.values() for r in rs]),
+        "judge_asked": mean([float(r.get("judge") is not None) for rs in by_id.values() for r in rs]),
         "truncated": mean([float(rs[0].get("truncated", False)) for rs in by_id.values()]),
     }
     for k in pass_ks:
         if k <= n_min:
-            out[f"pass@{k}"] = mean([pass_at_k(len(rs), sum(float(r["score"]) == 1.0 for r in rs),
-                                               k) for rs in by_id.values()])
+            out[f"pass@{k}"] = mean(
+                [pass_at_k(len(rs), sum(float(r["score"]) == 1.0 for r in rs), k) for rs in by_id.values()]
+            )
     return out

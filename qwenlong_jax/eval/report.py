@@ -13,6 +13,7 @@ own set is not averaged in; with none of the seven, the mean over what it has).
 Extra-row files: JSON `{"rows": [{"model": ..., "scores": {benchmark: pct}, "avg": pct}]}` (or
 the bare list), or CSV with a `model` column, benchmark columns (names or titles) and `avg`.
 """
+
 from __future__ import annotations
 
 import csv
@@ -23,8 +24,7 @@ from collections.abc import Sequence
 
 from qwenlong_jax.eval.benchmarks import BENCHMARKS, EvalError
 
-PAPER_BENCHMARKS: tuple[str, ...] = ("docmath", "frames", "2wikimqa", "hotpotqa", "musique",
-                                     "narrativeqa", "qasper")
+PAPER_BENCHMARKS: tuple[str, ...] = ("docmath", "frames", "2wikimqa", "hotpotqa", "musique", "narrativeqa", "qasper")
 PAPER_TABLE = os.path.join(os.path.dirname(__file__), "paper_table4.json")
 MISSING = "–"
 
@@ -65,8 +65,10 @@ def _fmt(x: float | None) -> str:
 
 def markdown_table(rows: Sequence[TableRow], columns: Sequence[str] | None = None) -> str:
     cols = list(columns) if columns is not None else table_columns(rows)
-    lines = ["| Model | " + " | ".join([_title(c) for c in cols] + ["Avg."]) + " |",
-             "|---|" + "---:|" * (len(cols) + 1)]
+    lines = [
+        "| Model | " + " | ".join([_title(c) for c in cols] + ["Avg."]) + " |",
+        "|---|" + "---:|" * (len(cols) + 1),
+    ]
     for r in rows:
         cells = [_fmt(r.scores.get(c)) for c in cols] + [_fmt(row_average(r))]
         lines.append(f"| {r.model} | " + " | ".join(cells) + " |")
@@ -101,11 +103,18 @@ def read_extra_rows(path: str) -> list[TableRow]:
             if not reader.fieldnames or "model" not in reader.fieldnames:
                 raise EvalError(f"{path}: CSV needs a 'model' column")
             for i, rec in enumerate(reader, start=2):
-                scores = {_bench_key(k): _number(v, f"{path}:{i}: column '{k}'")
-                          for k, v in rec.items() if k not in ("model", "avg")}
-                rows.append(TableRow(rec["model"],
-                                     {k: v for k, v in scores.items() if v is not None},
-                                     _number(rec.get("avg"), f"{path}:{i}: column 'avg'")))
+                scores = {
+                    _bench_key(k): _number(v, f"{path}:{i}: column '{k}'")
+                    for k, v in rec.items()
+                    if k not in ("model", "avg")
+                }
+                rows.append(
+                    TableRow(
+                        rec["model"],
+                        {k: v for k, v in scores.items() if v is not None},
+                        _number(rec.get("avg"), f"{path}:{i}: column 'avg'"),
+                    )
+                )
         return rows
     try:
         with open(path, encoding="utf-8") as f:
@@ -114,7 +123,7 @@ def read_extra_rows(path: str) -> list[TableRow]:
         raise EvalError(f"{path}: malformed JSON: {e.msg} at line {e.lineno}") from None
     items = data.get("rows") if isinstance(data, dict) else data
     if not isinstance(items, list):
-        raise EvalError(f"{path}: expected a list of rows or {{\"rows\": [...]}}")
+        raise EvalError(f'{path}: expected a list of rows or {{"rows": [...]}}')
     for i, item in enumerate(items):
         where = f"{path}: rows[{i}]"
         if not isinstance(item, dict) or not isinstance(item.get("model"), str):
@@ -122,16 +131,20 @@ def read_extra_rows(path: str) -> list[TableRow]:
         scores = item.get("scores") or {}
         if not isinstance(scores, dict):
             raise EvalError(f"{where}: 'scores' must be an object")
-        rows.append(TableRow(item["model"],
-                             {_bench_key(k): _number(v, f"{where}.scores.{k}")
-                              for k, v in scores.items() if v is not None},
-                             _number(item.get("avg"), f"{where}.avg")))
+        rows.append(
+            TableRow(
+                item["model"],
+                {_bench_key(k): _number(v, f"{where}.scores.{k}") for k, v in scores.items() if v is not None},
+                _number(item.get("avg"), f"{where}.avg"),
+            )
+        )
     return rows
 
 
 def bar_chart(rows: Sequence[TableRow], path: str, title: str = "Long-document QA") -> None:
     """Grouped bars: one group per benchmark plus Avg., one bar per row that has the number."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -157,19 +170,28 @@ def bar_chart(rows: Sequence[TableRow], path: str, title: str = "Long-document Q
     plt.close(fig)
 
 
-def write_reports(out_dir: str, model: str, summary: dict, extra_rows: Sequence[TableRow] = (),
-                  meta: dict | None = None) -> dict[str, str]:
+def write_reports(
+    out_dir: str, model: str, summary: dict, extra_rows: Sequence[TableRow] = (), meta: dict | None = None
+) -> dict[str, str]:
     """summary.json, table.md and scores.png under `out_dir`; returns their paths."""
     os.makedirs(out_dir, exist_ok=True)
-    paths = {k: os.path.join(out_dir, f) for k, f in
-             (("summary", "summary.json"), ("table", "table.md"), ("chart", "scores.png"))}
+    paths = {
+        k: os.path.join(out_dir, f)
+        for k, f in (("summary", "summary.json"), ("table", "table.md"), ("chart", "scores.png"))
+    }
     rows = [summary_row(model, summary)] + list(extra_rows)
     with open(paths["summary"], "w") as f:
-        json.dump({"model": model, "benchmarks": summary, "avg": row_average(rows[0]),
-                   **(meta or {})}, f, indent=2, sort_keys=True)
+        json.dump(
+            {"model": model, "benchmarks": summary, "avg": row_average(rows[0]), **(meta or {})},
+            f,
+            indent=2,
+            sort_keys=True,
+        )
     with open(paths["table"], "w") as f:
         f.write(markdown_table(rows))
-        f.write("\nScores in %: max(rule, judge), mean over samples. Avg. over the paper's seven "
-                "benchmarks a row has; paper rows give their reported average only.\n")
+        f.write(
+            "\nScores in %: max(rule, judge), mean over samples. Avg. over the paper's seven "
+            "benchmarks a row has; paper rows give their reported average only.\n"
+        )
     bar_chart(rows, paths["chart"])
     return paths

@@ -5,6 +5,7 @@ about it that can be checked or resolved before a model loads.
     req = localize(req)       # object-store inputs read from local copies (paths.py)
     check_request(req)        # EvalError, one line naming the flag
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -12,8 +13,7 @@ import math
 import os
 
 from qwenlong_jax import paths
-from qwenlong_jax.eval import benchmarks as bench_lib
-from qwenlong_jax.eval import runner
+from qwenlong_jax.eval import benchmarks as bench_lib, generation
 from qwenlong_jax.eval.benchmarks import EvalError
 
 
@@ -53,11 +53,12 @@ class EvalRequest:
     sweep_seed: int = 1234
 
 
-def sampling_settings(req: EvalRequest) -> runner.SamplingSettings:
+def sampling_settings(req: EvalRequest) -> generation.SamplingSettings:
     if req.greedy:
-        return runner.SamplingSettings.greedy(req.max_new_tokens, req.num_samples)
-    return runner.SamplingSettings(req.max_new_tokens, req.temperature, req.top_p, req.top_k,
-                                   req.num_samples, req.seed)
+        return generation.SamplingSettings.greedy(req.max_new_tokens, req.num_samples)
+    return generation.SamplingSettings(
+        req.max_new_tokens, req.temperature, req.top_p, req.top_k, req.num_samples, req.seed
+    )
 
 
 def bench_files(req: EvalRequest) -> dict[str, str]:
@@ -65,8 +66,7 @@ def bench_files(req: EvalRequest) -> dict[str, str]:
     for item in req.bench_file:
         name, sep, path = item.partition("=")
         if not sep or name not in bench_lib.BENCHMARKS:
-            raise EvalError(f"--bench_file {item!r}: expected NAME=PATH with NAME in "
-                            f"{','.join(bench_lib.BENCHMARKS)}")
+            raise EvalError(f"--bench_file {item!r}: expected NAME=PATH with NAME in {','.join(bench_lib.BENCHMARKS)}")
         files[name] = path
     return files
 
@@ -75,6 +75,7 @@ def make_mesh(sizes):
     if sizes is None:
         return None
     from qwenlong_jax.parallel import sharding
+
     if len(sizes) != 4:
         raise EvalError(f"--mesh needs 4 sizes (data,fsdp,tensor,sequence), got {list(sizes)}")
     try:
@@ -89,13 +90,19 @@ def make_judge(req: EvalRequest):
     if not (req.judge_url and req.judge_model):
         raise EvalError("--judge_url and --judge_model go together")
     from qwenlong_jax.rewards import JudgeConfig, OpenAIJudge
+
     env = req.judge_api_key_env or None
     if env and env not in os.environ:
-        raise EvalError(f"--judge_api_key_env: ${env} is not set; export it, or pass "
-                        "--judge_api_key_env '' for an endpoint that needs no key")
+        raise EvalError(
+            f"--judge_api_key_env: ${env} is not set; export it, or pass "
+            "--judge_api_key_env '' for an endpoint that needs no key"
+        )
     try:
-        return OpenAIJudge(JudgeConfig(url=req.judge_url, model=req.judge_model, api_key_env=env or "",
-                                       timeout_s=60.0, max_concurrency=16))
+        return OpenAIJudge(
+            JudgeConfig(
+                url=req.judge_url, model=req.judge_model, api_key_env=env or "", timeout_s=60.0, max_concurrency=16
+            )
+        )
     except ValueError as e:
         raise EvalError(f"judge: {e}") from None
 
@@ -104,13 +111,17 @@ def localize(req: EvalRequest) -> EvalRequest:
     """Object-store inputs (paths.py): the checkpoint, --data_dir and --bench_file files are
     read from local copies. --out must be local (predictions are appended as they come)."""
     if paths.is_remote(req.out):
-        raise EvalError(f"--out {req.out}: must be a local directory (predictions are appended as they "
-                        "are made); copy it to the store afterwards")
+        raise EvalError(
+            f"--out {req.out}: must be a local directory (predictions are appended as they "
+            "are made); copy it to the store afterwards"
+        )
     try:
         checkpoint = paths.local_copy(req.checkpoint) if paths.is_remote(req.checkpoint) else req.checkpoint
         data_dir = paths.local_copy(req.data_dir) if req.data_dir and paths.is_remote(req.data_dir) else req.data_dir
-        files = tuple(f"{n}={paths.local_copy(p)}" if sep and paths.is_remote(p) else f"{n}{sep}{p}"
-                      for n, sep, p in (item.partition("=") for item in req.bench_file))
+        files = tuple(
+            f"{n}={paths.local_copy(p)}" if sep and paths.is_remote(p) else f"{n}{sep}{p}"
+            for n, sep, p in (item.partition("=") for item in req.bench_file)
+        )
     except paths.PathError as e:
         raise EvalError(str(e)) from None
     return dataclasses.replace(req, checkpoint=checkpoint, data_dir=data_dir, bench_file=files)
@@ -120,25 +131,26 @@ def check_request(req: EvalRequest) -> None:
     """Values and local paths that cannot work, as one EvalError, before anything loads
     (generate's and train's checks: numbers in range and finite, paths readable and of the
     right kind, a sweep whose generation cannot fit in memory refused with the figure). The
-    checkpoint is checked where it is loaded (runner.load_model), after the benchmark files."""
-    checks = [("--max_new_tokens", req.max_new_tokens, req.max_new_tokens >= 1, ">= 1"),
-              ("--num_samples", req.num_samples, req.num_samples >= 1, ">= 1"),
-              ("--temperature", req.temperature, 0 <= req.temperature < math.inf, "a finite number >= 0"),
-              ("--top_p", req.top_p, 0 < req.top_p <= 1, "in (0, 1]"),
-              ("--top_k", req.top_k, req.top_k >= 0, ">= 0"),
-              ("--batch_size", req.batch_size, req.batch_size >= 1, ">= 1"),
-              ("--max_input_tokens", req.max_input_tokens, req.max_input_tokens >= 1, ">= 1"),
-              ("--limit", req.limit, req.limit is None or req.limit >= 1, ">= 1"),
-              ("--per_length", req.per_length, req.per_length >= 1, ">= 1"),
-              ("--lengths", list(req.lengths), bool(req.lengths) and min(req.lengths) >= 1,
-               "one or more lengths, each >= 1")]
+    checkpoint is checked where it is loaded (generation.load_model), after the benchmark files."""
+    checks = [
+        ("--max_new_tokens", req.max_new_tokens, req.max_new_tokens >= 1, ">= 1"),
+        ("--num_samples", req.num_samples, req.num_samples >= 1, ">= 1"),
+        ("--temperature", req.temperature, 0 <= req.temperature < math.inf, "a finite number >= 0"),
+        ("--top_p", req.top_p, 0 < req.top_p <= 1, "in (0, 1]"),
+        ("--top_k", req.top_k, req.top_k >= 0, ">= 0"),
+        ("--batch_size", req.batch_size, req.batch_size >= 1, ">= 1"),
+        ("--max_input_tokens", req.max_input_tokens, req.max_input_tokens >= 1, ">= 1"),
+        ("--limit", req.limit, req.limit is None or req.limit >= 1, ">= 1"),
+        ("--per_length", req.per_length, req.per_length >= 1, ">= 1"),
+        ("--lengths", list(req.lengths), bool(req.lengths) and min(req.lengths) >= 1, "one or more lengths, each >= 1"),
+    ]
     for flag, value, ok, want in checks:
         if not ok:
             raise EvalError(f"{flag} must be {want}, got {value}")
     try:
-        for flag, value, want in (("--tokenizer", req.tokenizer, "any"), ("--data_dir", req.data_dir, "dir")):
-            if value:
-                paths.check_readable(value, flag, want)
+        for flag, given, kind in (("--tokenizer", req.tokenizer, "any"), ("--data_dir", req.data_dir, "dir")):
+            if given:
+                paths.check_readable(given, flag, kind)
         for item in req.bench_file:
             name, sep, path = item.partition("=")
             if sep:
@@ -157,8 +169,8 @@ def check_sweep_fits(req: EvalRequest) -> None:
     from qwenlong_jax import models
     from qwenlong_jax.capacity import planner
     from qwenlong_jax.capacity.memory_terms import MeshSizes, sample_memory
-    from qwenlong_jax.sampling import sampler
     from qwenlong_jax.run.step_shapes import PREFILL_CHUNK
+    from qwenlong_jax.sampling import sampler
 
     limit = planner.device_memory_bytes()
     try:
@@ -170,6 +182,8 @@ def check_sweep_fits(req: EvalRequest) -> None:
     kv, work = sample_memory(cfg, MeshSizes(1, 1, 1, 1), req.batch_size, req.num_samples, S, req.max_new_tokens)
     need = cfg.num_params * (2 if req.dtype == "bfloat16" else 4) + kv + work
     if limit and need > limit:
-        raise EvalError(f"--lengths {L}: generating {req.batch_size} x {req.num_samples} x {req.max_new_tokens} "
-                        f"tokens needs ~{need / 2**30:.1f} GiB, {limit / 2**30:.1f} GiB available; lower "
-                        "--lengths, --max_new_tokens or --batch_size")
+        raise EvalError(
+            f"--lengths {L}: generating {req.batch_size} x {req.num_samples} x {req.max_new_tokens} "
+            f"tokens needs ~{need / 2**30:.1f} GiB, {limit / 2**30:.1f} GiB available; lower "
+            "--lengths, --max_new_tokens or --batch_size"
+        )

@@ -11,16 +11,24 @@ OUT/results.json, OUT/table.md (variant x context length with the average, mean 
 then each claim's verdict, then the hard groups of `rl_progressive_retro`) and OUT/ablation.png,
 and prints each claim's verdict with its gap and standard error (stats.py, claims.py).
 """
+
 from __future__ import annotations
 
 import json
 import os
 import sys
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
-from qwenlong_jax.experiments.claims import (claims, claims_markdown, hard_group_stats, hard_groups_markdown,
-                                             markdown_table, plot, print_claims)
+from qwenlong_jax.experiments.claims import (
+    claims,
+    claims_markdown,
+    hard_group_stats,
+    hard_groups_markdown,
+    markdown_table,
+    plot,
+    print_claims,
+)
 from qwenlong_jax.experiments.stats import aggregate, as_json, final_accuracy
 
 _REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -62,14 +70,16 @@ def variant_config(variant: str, seed: int, init_from: str | None, tiny: bool = 
     return c
 
 
-def run_ablation(out: str, seeds: Sequence[int], variants: Sequence[str] = RL_VARIANTS, tiny: bool = False,
-                 quiet: bool = False) -> dict:
+def run_ablation(
+    out: str, seeds: Sequence[int], variants: Sequence[str] = RL_VARIANTS, tiny: bool = False, quiet: bool = False
+) -> dict:
     """Every run of the ablation (resuming), then the report; returns what results.json holds."""
     from qwenlong_jax.run.metrics import read_metrics
 
     os.makedirs(out, exist_ok=True)
     t0 = time.time()
-    results, inits = {"sft_only": []}, {}
+    results: dict[str, list[dict[int, float]]] = {"sft_only": []}  # variant -> per seed: length -> accuracy
+    inits: dict[int, str] = {}
     for s in seeds:
         sft_dir = os.path.join(out, "sft_only", f"seed{s}")
         print(f"[ablation] sft_only seed {s} -> {sft_dir}", flush=True)
@@ -90,16 +100,26 @@ def run_ablation(out: str, seeds: Sequence[int], variants: Sequence[str] = RL_VA
     table = markdown_table(agg)
     held = claims(agg)
     minutes = (time.time() - t0) / 60
-    report = {"minutes_this_invocation": round(minutes, 1), "seeds": list(seeds), "n_examples_per_length": n_examples,
-              "raw": results, "aggregate": as_json(agg), "claims": held, "hard_groups": hard}
+    report = {
+        "minutes_this_invocation": round(minutes, 1),
+        "seeds": list(seeds),
+        "n_examples_per_length": n_examples,
+        "raw": results,
+        "aggregate": as_json(agg),
+        "claims": held,
+        "hard_groups": hard,
+    }
     hard_md = hard_groups_markdown("rl_progressive_retro", hard) if hard else ""
     with open(os.path.join(out, "results.json"), "w") as f:
         json.dump(report, f, indent=2)
     with open(os.path.join(out, "table.md"), "w") as f:
         f.write(table + "\n\n" + claims_markdown(held) + "\n" + (f"\n{hard_md}\n" if hard_md else ""))
-    plot(agg, os.path.join(out, "ablation.png"),
-         f"Held-out accuracy, mean ± sd over seeds {','.join(map(str, seeds))} "
-         f"({n_examples} examples per length)", raw=results)
+    plot(
+        agg,
+        os.path.join(out, "ablation.png"),
+        f"Held-out accuracy, mean ± sd over seeds {','.join(map(str, seeds))} ({n_examples} examples per length)",
+        raw=results,
+    )
     print("\n" + table + "\n")
     print_claims(held)
     if hard_md:

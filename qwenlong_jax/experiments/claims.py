@@ -1,8 +1,9 @@
 """The ablation's report: the markdown tables, each claim's verdict, the hard groups of
 retrospective sampling, and the plot (the statistics: stats.py)."""
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -37,9 +38,17 @@ def claims(agg: dict[str, dict]) -> list[dict]:
         if better not in agg or worse not in agg:
             continue
         b, w = agg[better], agg[worse]
-        out.append({"claim": text, "better": better, "worse": worse, "better_avg": b["avg"].mean,
-                    "worse_avg": w["avg"].mean, **verdict(b["avg"], w["avg"]),
-                    "by_length": {n: verdict(b["lengths"][n], w["lengths"][n]) for n in sorted(b["lengths"])}})
+        out.append(
+            {
+                "claim": text,
+                "better": better,
+                "worse": worse,
+                "better_avg": b["avg"].mean,
+                "worse_avg": w["avg"].mean,
+                **verdict(b["avg"], w["avg"]),
+                "by_length": {n: verdict(b["lengths"][n], w["lengths"][n]) for n in sorted(b["lengths"])},
+            }
+        )
     return out
 
 
@@ -48,17 +57,26 @@ def claims_markdown(cl: list[dict]) -> str:
     for c in cl:
         rows = [("avg", c)] + [(f"{n} tok", v) for n, v in c["by_length"].items()]
         for where, v in rows:
-            lines.append(f"| {c['better']} > {c['worse']} | {where} | {100 * v['gap']:+.1f} | "
-                         f"{100 * v['se']:.1f} | {v['verdict']} |")
+            lines.append(
+                f"| {c['better']} > {c['worse']} | {where} | {100 * v['gap']:+.1f} | "
+                f"{100 * v['se']:.1f} | {v['verdict']} |"
+            )
     return "\n".join(lines)
 
 
 def print_claims(cl: list[dict]) -> None:
     for c in cl:
-        print(f"  {c['verdict']:<9} {c['claim']} (average over lengths: {c['better']} "
-              f"{100 * c['better_avg']:.1f} vs {c['worse']} {100 * c['worse_avg']:.1f}; {c['why']})")
-        print("            by length: " + "; ".join(f"{n} tok {v['verdict']} ({100 * v['gap']:+.1f} ± "
-                                                 f"{100 * v['se']:.1f})" for n, v in c["by_length"].items()))
+        print(
+            f"  {c['verdict']:<9} {c['claim']} (average over lengths: {c['better']} "
+            f"{100 * c['better_avg']:.1f} vs {c['worse']} {100 * c['worse_avg']:.1f}; {c['why']})"
+        )
+        print(
+            "            by length: "
+            + "; ".join(
+                f"{n} tok {v['verdict']} ({100 * v['gap']:+.1f} ± {100 * v['se']:.1f})"
+                for n, v in c["by_length"].items()
+            )
+        )
 
 
 def hard_group_stats(rows: Sequence[dict]) -> dict:
@@ -70,24 +88,33 @@ def hard_group_stats(rows: Sequence[dict]) -> dict:
         return {"steps": 0}
     kept = sum(r["kept_groups"] for r in steps)
     trained = sum(r["hard_trained"] for r in steps)
-    return {"steps": len(steps), "hard_pool": steps[-1]["hard_pool"],
-            "hard_drawn_per_step": float(np.mean([r["hard_drawn"] for r in steps])),
-            "hard_trained_per_step": trained / len(steps), "kept_per_step": kept / len(steps),
-            "hard_share_of_trained": trained / kept if kept else 0.0,
-            "steps_without_hard_trained": sum(r["hard_trained"] == 0 for r in steps)}
+    return {
+        "steps": len(steps),
+        "hard_pool": steps[-1]["hard_pool"],
+        "hard_drawn_per_step": float(np.mean([r["hard_drawn"] for r in steps])),
+        "hard_trained_per_step": trained / len(steps),
+        "kept_per_step": kept / len(steps),
+        "hard_share_of_trained": trained / kept if kept else 0.0,
+        "steps_without_hard_trained": sum(r["hard_trained"] == 0 for r in steps),
+    }
 
 
 def hard_groups_markdown(variant: str, per_seed: dict[str, dict]) -> str:
-    lines = [f"Hard groups of `{variant}` (steps with a hard pool):", "",
-             "| seed | steps | pool | hard drawn / step | hard trained / step | trained / step | hard share |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        f"Hard groups of `{variant}` (steps with a hard pool):",
+        "",
+        "| seed | steps | pool | hard drawn / step | hard trained / step | trained / step | hard share |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
     for seed, h in per_seed.items():
         if not h["steps"]:
             lines.append(f"| {seed} | 0 | | | | | |")
             continue
-        lines.append(f"| {seed} | {h['steps']} | {h['hard_pool']:.0f} | {h['hard_drawn_per_step']:.2f} | "
-                     f"{h['hard_trained_per_step']:.2f} | {h['kept_per_step']:.2f} | "
-                     f"{100 * h['hard_share_of_trained']:.0f}% |")
+        lines.append(
+            f"| {seed} | {h['steps']} | {h['hard_pool']:.0f} | {h['hard_drawn_per_step']:.2f} | "
+            f"{h['hard_trained_per_step']:.2f} | {h['kept_per_step']:.2f} | "
+            f"{100 * h['hard_share_of_trained']:.0f}% |"
+        )
     return "\n".join(lines)
 
 
@@ -106,8 +133,16 @@ def plot(agg: dict[str, dict], path: str, title: str, raw: dict | None = None) -
         arms = [a["lengths"][n] for n in lengths] + [a["avg"]]
         xs = np.arange(len(cols)) + (i - (len(agg) - 1) / 2) * width
         yerr = [100 * x.sd for x in arms] if a["seeds"] > 1 else None
-        ax.bar(xs, [100 * x.mean for x in arms], width, yerr=yerr, capsize=3,
-               label=f"{v} (n={a['seeds']})", color=f"C{i}", alpha=0.8)
+        ax.bar(
+            xs,
+            [100 * x.mean for x in arms],
+            width,
+            yerr=yerr,
+            capsize=3,
+            label=f"{v} (n={a['seeds']})",
+            color=f"C{i}",
+            alpha=0.8,
+        )
         if raw and a["seeds"] > 1:
             for r in raw[v]:
                 ys = [r[n] for n in lengths] + [float(np.mean([r[n] for n in lengths]))]

@@ -8,13 +8,14 @@ does) once per seed, `seed=k`, with `eval_per_length` held-out examples per leng
 the SFT phase, RL = the one after the last phase. Writes OUT/headline.json, OUT/headline.md and
 OUT/headline.png (SFT vs RL by length, with the spread over seeds).
 """
+
 from __future__ import annotations
 
 import dataclasses
 import json
 import os
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 from qwenlong_jax.experiments import ablation_runs
 from qwenlong_jax.experiments.claims import cell, plot
@@ -32,12 +33,19 @@ def headline_report(summaries: Sequence[dict], n_examples: int, sft_phase: str =
         sft.append(accuracy_at(evs[-1]))
         rl.append(final_accuracy(s))
     lengths = sorted(rl[0], reverse=True)
-    rows = {n: {"sft": arm([r[n] for r in sft], n_examples), "rl": arm([r[n] for r in rl], n_examples)}
-            for n in lengths}
-    return {"lengths": lengths, "seeds": len(summaries), "n_examples": n_examples,
-            "minutes": [s.get("minutes") for s in summaries], "raw": {"sft": sft, "rl": rl},
-            "rows": {n: {k: dataclasses.asdict(a) for k, a in r.items()} | verdict(r["rl"], r["sft"])
-                     for n, r in rows.items()}}
+    rows = {
+        n: {"sft": arm([r[n] for r in sft], n_examples), "rl": arm([r[n] for r in rl], n_examples)} for n in lengths
+    }
+    return {
+        "lengths": lengths,
+        "seeds": len(summaries),
+        "n_examples": n_examples,
+        "minutes": [s.get("minutes") for s in summaries],
+        "raw": {"sft": sft, "rl": rl},
+        "rows": {
+            n: {k: dataclasses.asdict(a) for k, a in r.items()} | verdict(r["rl"], r["sft"]) for n, r in rows.items()
+        },
+    }
 
 
 def headline_markdown(h: dict) -> str:
@@ -45,8 +53,9 @@ def headline_markdown(h: dict) -> str:
     for n in h["lengths"]:
         r = h["rows"][n]
         s, q = (Arm(**r[k]) for k in ("sft", "rl"))
-        lines.append(f"| {n} tok | {cell(s)} | {cell(q)} | {100 * r['gap']:+.1f} | {100 * r['se']:.1f} | "
-                     f"{r['verdict']} |")
+        lines.append(
+            f"| {n} tok | {cell(s)} | {cell(q)} | {100 * r['gap']:+.1f} | {100 * r['se']:.1f} | {r['verdict']} |"
+        )
     return "\n".join(lines)
 
 
@@ -54,13 +63,16 @@ def headline_plot(h: dict, path: str) -> None:
     """The headline as a picture: per length, the post-SFT and the final sweep (bars: means,
     error bars: sd over seeds, dots: single seeds), drawn by `plot`."""
     per_arm = {"after SFT": h["raw"]["sft"], "after RL": h["raw"]["rl"]}
-    plot(aggregate(per_arm, h["n_examples"]), path,
-         f"Default run, held-out accuracy after SFT vs after RL: mean ± sd over {h['seeds']} seeds "
-         f"({h['n_examples']} examples per length)", raw=per_arm)
+    plot(
+        aggregate(per_arm, h["n_examples"]),
+        path,
+        f"Default run, held-out accuracy after SFT vs after RL: mean ± sd over {h['seeds']} seeds "
+        f"({h['n_examples']} examples per length)",
+        raw=per_arm,
+    )
 
 
-def run_headline(out: str, seeds: Sequence[int], eval_per_length: int, tiny: bool = False,
-                 quiet: bool = False) -> dict:
+def run_headline(out: str, seeds: Sequence[int], eval_per_length: int, tiny: bool = False, quiet: bool = False) -> dict:
     """Every default run (resuming), then the headline; returns what headline.json holds."""
     from configs import default
 
@@ -88,6 +100,8 @@ def run_headline(out: str, seeds: Sequence[int], eval_per_length: int, tiny: boo
     headline_plot(h, os.path.join(out, "headline.png"))
     top = h["rows"][h["lengths"][0]]
     print("\n" + md + "\n")
-    print(f"  {top['verdict']:<9} RL after SFT beats SFT alone at {h['lengths'][0]} tokens "
-          f"(mean ± sd over {len(seeds)} seeds, {n_examples} examples per length; {top['why']})")
+    print(
+        f"  {top['verdict']:<9} RL after SFT beats SFT alone at {h['lengths'][0]} tokens "
+        f"(mean ± sd over {len(seeds)} seeds, {n_examples} examples per length; {top['why']})"
+    )
     return h

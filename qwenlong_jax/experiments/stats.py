@@ -19,11 +19,12 @@ Statistics (one definition for both modes). An *arm* is one variant's accuracy a
 Verdict: HELD if gap > 2 SE; REVERSED if gap < -2 SE (significantly the other way); NOT SHOWN
 otherwise. Claims are judged on the average over lengths and, beside it, at each length.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -42,7 +43,7 @@ class Arm:
 
     @property
     def se2(self) -> float:
-        return (self.sd ** 2 / self.seeds if self.sd is not None else 0.0) + self.binom_var
+        return (self.sd**2 / self.seeds if self.sd is not None else 0.0) + self.binom_var
 
 
 def binomial_var(m: float, n_examples: int) -> float:
@@ -83,8 +84,10 @@ def verdict(better: Arm, worse: Arm) -> dict:
     why = f"gap {100 * gap:+.1f} pts {rel} 2 SE = {200 * se:.1f} pts (SE {100 * se:.1f})"
     if not seed_known:
         one = [name for name, a in (("better", better), ("worse", worse)) if a.sd is None]
-        why += (f"; SE binomial only for the {' and '.join(one)} arm{'s' if len(one) > 1 else ''} "
-                "(one seed: run-to-run spread unknown)")
+        why += (
+            f"; SE binomial only for the {' and '.join(one)} arm{'s' if len(one) > 1 else ''} "
+            "(one seed: run-to-run spread unknown)"
+        )
     return {"verdict": v, "gap": gap, "se": se, "seed_term_known": seed_known, "why": why}
 
 
@@ -104,11 +107,20 @@ def aggregate(results: dict[str, list[dict[int, float]]], n_examples: int) -> di
     out = {}
     for v, runs in results.items():
         lengths = sorted(runs[0])
-        out[v] = {"lengths": {n: arm([r[n] for r in runs], n_examples) for n in lengths},
-                  "avg": average_arm(runs, n_examples), "seeds": len(runs)}
+        out[v] = {
+            "lengths": {n: arm([r[n] for r in runs], n_examples) for n in lengths},
+            "avg": average_arm(runs, n_examples),
+            "seeds": len(runs),
+        }
     return out
 
 
 def as_json(agg: dict[str, dict]) -> dict:
-    return {v: {"seeds": a["seeds"], "avg": dataclasses.asdict(a["avg"]),
-                "lengths": {n: dataclasses.asdict(x) for n, x in a["lengths"].items()}} for v, a in agg.items()}
+    return {
+        v: {
+            "seeds": a["seeds"],
+            "avg": dataclasses.asdict(a["avg"]),
+            "lengths": {n: dataclasses.asdict(x) for n, x in a["lengths"].items()},
+        }
+        for v, a in agg.items()
+    }

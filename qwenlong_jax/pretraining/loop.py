@@ -13,6 +13,7 @@ Why pretrain at all: a ~1M-parameter model trained from scratch for 20 minutes l
 format but not lookup; the recipe's SFT + RL presuppose a base model that can read, so we make
 one with our own pipeline.
 """
+
 from __future__ import annotations
 
 import json
@@ -32,6 +33,7 @@ from qwenlong_jax.pretraining.settings import BASE_SHAPE, PretrainSettings
 from qwenlong_jax.rl.sft_step import pack_masked_rows, sft_update
 from qwenlong_jax.run.train_state import TrainState, with_lr
 
+
 def _save(args: PretrainSettings, cfg, state, tok_path, info, metrics_rows):
     models.save_hf_checkpoint(args.out, cfg, state.params)
     copy_tokenizer(tok_path, os.path.join(args.out, "tokenizer"))
@@ -48,7 +50,8 @@ def pretrain(args: PretrainSettings, command: str = "") -> dict:
     tok_path = args.tokenizer or DEFAULT_TOKENIZER
     tok = load_tokenizer(tok_path)
     cfg = models.get_model_config(
-        "tiny", vocab_size=tok.vocab_size,
+        "tiny",
+        vocab_size=tok.vocab_size,
         **{**BASE_SHAPE, "hidden_size": args.hidden_size, "num_layers": args.num_layers},
     )
     tx = optax.chain(
@@ -72,7 +75,10 @@ def pretrain(args: PretrainSettings, command: str = "") -> dict:
             previous = json.load(f)
     budget_s = args.minutes * 60
     t0 = time.time()
-    progress = lambda step: (step / args.steps) if args.steps else (time.time() - t0) / budget_s
+
+    def progress(step: int) -> float:
+        return (step / args.steps) if args.steps else (time.time() - t0) / budget_s
+
     step, index, tokens_seen = 0, 0, 0
     pending, last = [], {}
     bar = tqdm(total=args.steps or int(budget_s), unit="step" if args.steps else "s", desc="pretrain")
@@ -80,12 +86,21 @@ def pretrain(args: PretrainSettings, command: str = "") -> dict:
         examples, n_tok = [], 0
         while n_tok < args.rows * args.seq_len * 0.9:
             ids, mask = pretrain_data.pretrain_example(
-                args.seed, index, progress(step), tok, max_tokens=args.max_doc_tokens,
-                questions=args.questions, chat_fraction=args.chat_fraction,
-                attributes=args.attributes, restate=args.restate, loss_on=args.loss_on,
-                qa_reserve=args.qa_reserve, copy_fraction=args.copy_fraction)
+                args.seed,
+                index,
+                progress(step),
+                tok,
+                max_tokens=args.max_doc_tokens,
+                questions=args.questions,
+                chat_fraction=args.chat_fraction,
+                attributes=args.attributes,
+                restate=args.restate,
+                loss_on=args.loss_on,
+                qa_reserve=args.qa_reserve,
+                copy_fraction=args.copy_fraction,
+            )
             index += 1
-            ids, mask = ids[: args.seq_len], [0] + mask[1: args.seq_len]  # the first token has no context
+            ids, mask = ids[: args.seq_len], [0] + mask[1 : args.seq_len]  # the first token has no context
             examples.append((ids, mask))
             n_tok += len(ids)
         batch = pack_masked_rows(examples, args.seq_len)
@@ -98,8 +113,7 @@ def pretrain(args: PretrainSettings, command: str = "") -> dict:
         step += 1
         if step % 20 == 0 or progress(step) >= 1.0:
             last = {k: float(v) for k, v in jax.device_get(metrics).items()}
-            row = {"step": step, "minutes": (time.time() - t0) / 60, "tokens": tokens_seen,
-                   "progress": frac, **last}
+            row = {"step": step, "minutes": (time.time() - t0) / 60, "tokens": tokens_seen, "progress": frac, **last}
             pending.append(row)
             bar.set_postfix(loss=f"{last['nll']:.3f}", acc=f"{last['token_acc']:.3f}")
         bar.update(1 if args.steps else int(time.time() - t0) - bar.n)
@@ -107,16 +121,35 @@ def pretrain(args: PretrainSettings, command: str = "") -> dict:
             lookup = {f"lookup_acc_{n}": float(probe_fn(state.params, b)) for n, b in probes.items()}
             pending.append({"step": step, "minutes": (time.time() - t0) / 60, **lookup})
             tqdm.write(f"step {step}: " + " ".join(f"{k}={v:.2f}" for k, v in lookup.items()))
-            info = {"command": command,
-                    "steps": step, "tokens": tokens_seen, "minutes": round((time.time() - t0) / 60, 2),
-                    "final": last, "lookup": lookup, "model": {k: getattr(cfg, k) for k in ("hidden_size", "num_layers", "num_heads",
-                                                                        "num_kv_heads", "head_dim", "intermediate_size",
-                                                                        "vocab_size")},
-                    "num_params": models.count_params(state.params), "seq_len": args.seq_len,
-                    "rows": args.rows, "max_doc_tokens": args.max_doc_tokens, "lr": args.lr, "seed": args.seed,
-                    "init_from": args.init_from, "previous": previous}
+            info = {
+                "command": command,
+                "steps": step,
+                "tokens": tokens_seen,
+                "minutes": round((time.time() - t0) / 60, 2),
+                "final": last,
+                "lookup": lookup,
+                "model": {
+                    k: getattr(cfg, k)
+                    for k in (
+                        "hidden_size",
+                        "num_layers",
+                        "num_heads",
+                        "num_kv_heads",
+                        "head_dim",
+                        "intermediate_size",
+                        "vocab_size",
+                    )
+                },
+                "num_params": models.count_params(state.params),
+                "seq_len": args.seq_len,
+                "rows": args.rows,
+                "max_doc_tokens": args.max_doc_tokens,
+                "lr": args.lr,
+                "seed": args.seed,
+                "init_from": args.init_from,
+                "previous": previous,
+            }
             _save(args, cfg, state, tok_path, info, pending)
             pending = []
     bar.close()
     return info
-

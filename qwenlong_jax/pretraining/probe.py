@@ -1,4 +1,5 @@
 """The held-out lookup probe of pretraining: does the model read the value out of the document?"""
+
 from __future__ import annotations
 
 import random
@@ -23,7 +24,7 @@ def lookup_probe_batch(tok, doc_tokens: int, num: int, attributes: int, seed: in
         q = synthetic.ask(rng, doc, "lookup")
         prompt, response = tok.chat_prompt(build_prompt(doc.text, q.question)), tok.encode(q.response)
         value = tok.encode(f" {q.answer}")
-        k = next(j for j in range(len(response)) if response[j:j + len(value)] == value)
+        k = next(j for j in range(len(response)) if response[j : j + len(value)] == value)
         rows.append(prompt + response)
         where.append([len(prompt) + k - 1 + t for t in range(len(value))])
         want.append(value)
@@ -33,10 +34,10 @@ def lookup_probe_batch(tok, doc_tokens: int, num: int, attributes: int, seed: in
     where_BL = np.zeros((num, L), np.int32)
     want_BL = np.full((num, L), -1, np.int32)  # -1: no token (values of different lengths)
     for i, r in enumerate(rows):
-        tokens[i, :len(r)] = r
-        seg[i, :len(r)] = 1
-        where_BL[i, :len(where[i])] = where[i]
-        want_BL[i, :len(want[i])] = want[i]
+        tokens[i, : len(r)] = r
+        seg[i, : len(r)] = 1
+        where_BL[i, : len(where[i])] = where[i]
+        want_BL[i, : len(want[i])] = want[i]
     return {"tokens_BT": tokens, "segment_ids_BT": seg, "where_BL": where_BL, "want_BL": want_BL}
 
 

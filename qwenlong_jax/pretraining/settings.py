@@ -1,13 +1,37 @@
 """One pretraining stage's settings (the pretrain command's flags, same names): no jax here, so
 the command line answers --help and bad flags at once."""
+
 from __future__ import annotations
 
 import dataclasses
+from typing import TypedDict
 
 from qwenlong_jax.data.pretrain import QA_RESERVE
 
-BASE_SHAPE = dict(hidden_size=128, num_layers=4, num_heads=4, num_kv_heads=2, head_dim=32,
-                  intermediate_size=512, rope_theta=10000.0, tie_word_embeddings=True)
+
+class BaseShape(TypedDict):
+    """The shipped base model's shape (HF Qwen2 config keys)."""
+
+    hidden_size: int
+    num_layers: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    intermediate_size: int
+    rope_theta: float
+    tie_word_embeddings: bool
+
+
+BASE_SHAPE = BaseShape(
+    hidden_size=128,
+    num_layers=4,
+    num_heads=4,
+    num_kv_heads=2,
+    head_dim=32,
+    intermediate_size=512,
+    rope_theta=10000.0,
+    tie_word_embeddings=True,
+)
 
 
 @dataclasses.dataclass(frozen=True)

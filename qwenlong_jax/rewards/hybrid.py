@@ -32,7 +32,11 @@ def hybrid_scores(items: Sequence[ScoreItem], judge=None) -> list[float]:
         return scores
     ask = [i for i, (it, r) in enumerate(zip(items, results)) if needs_judge(it.data_source, r)]
     if ask:
-        queries = [JudgeQuery(results[i].prediction, results[i].gold, items[i].question) for i in ask]
+        queries = []
+        for i in ask:
+            prediction, gold = results[i].prediction, results[i].gold
+            assert prediction is not None and gold is not None  # needs_judge: both parsed
+            queries.append(JudgeQuery(prediction, gold, items[i].question))
         verdicts = judge.score_batch(queries)
         if len(verdicts) != len(ask):
             raise ValueError(f"judge.score_batch returned {len(verdicts)} scores for {len(ask)}")

@@ -150,7 +150,9 @@ class CachingJudge(abc.ABC):
             for positions, verdict in zip(misses.values(), verdicts):
                 for i in positions:
                     scores[i] = verdict.score
-        return [float(s) for s in scores]
+        done = [s for s in scores if s is not None]
+        assert len(done) == len(scores)  # every position is a cache hit or a judged miss
+        return [float(s) for s in done]
 
     def _safe_judge(self, queries: list[JudgeQuery]) -> list[Verdict]:
         try:

@@ -6,12 +6,12 @@ default joins them with blank lines, pass the model's chat template instead for 
 Parsing, cache and counters are the same as the HTTP judge's; an exception in `generate_fn` or a
 reply count that does not match scores the batch 0 with failure kind "generate".
 """
+
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
-from qwenlong_jax.rewards.judge_core import (CachingJudge, JudgeQuery, Verdict, judge_messages,
-                                             parse_verdict)
+from qwenlong_jax.rewards.judge_core import CachingJudge, JudgeQuery, Verdict, judge_messages, parse_verdict
 
 
 def plain_prompt(messages: list[dict[str, str]]) -> str:
@@ -22,9 +22,13 @@ def plain_prompt(messages: list[dict[str, str]]) -> str:
 class LocalJudge(CachingJudge):
     """Judge backed by a local generate function; `max_batch` caps the prompts per call."""
 
-    def __init__(self, generate_fn: Callable[[list[str]], list[str]],
-                 prompt_fn: Callable[[list[dict[str, str]]], str] = plain_prompt,
-                 max_batch: int = 64, max_cache_entries: int = 1_000_000):
+    def __init__(
+        self,
+        generate_fn: Callable[[list[str]], list[str]],
+        prompt_fn: Callable[[list[dict[str, str]]], str] = plain_prompt,
+        max_batch: int = 64,
+        max_cache_entries: int = 1_000_000,
+    ):
         super().__init__(max_cache_entries)
         if max_batch < 1:
             raise ValueError(f"LocalJudge.max_batch must be >= 1, got {max_batch}")
@@ -38,7 +42,7 @@ class LocalJudge(CachingJudge):
     def _judge_uncached(self, queries: Sequence[JudgeQuery]) -> list[Verdict]:
         verdicts: list[Verdict] = []
         for start in range(0, len(queries), self._max_batch):
-            chunk = queries[start:start + self._max_batch]
+            chunk = queries[start : start + self._max_batch]
             verdicts.extend(self._judge_chunk(chunk))
         return verdicts
 
@@ -54,8 +58,9 @@ class LocalJudge(CachingJudge):
         return [parse_verdict(reply) for reply in replies]
 
 
-def sampler_generate_fn(cfg, params, tokenizer, max_new_tokens: int = 64,
-                        prefill_chunk: int = 512) -> Callable[[list[str]], list[str]]:
+def sampler_generate_fn(
+    cfg, params, tokenizer, max_new_tokens: int = 64, prefill_chunk: int = 512
+) -> Callable[[list[str]], list[str]]:
     """A `generate_fn` running a local model through our sampler: each prompt string becomes
     one user chat turn (the model's chat template), decoded greedily (temperature 0, as the
     reference judge), the eos text removed.
@@ -66,8 +71,9 @@ def sampler_generate_fn(cfg, params, tokenizer, max_new_tokens: int = 64,
 
     def generate_fn(prompts: list[str]) -> list[str]:
         ids = [tokenizer.chat_prompt(p) for p in prompts]
-        out = generate(cfg, params, ids, max_new_tokens=max_new_tokens, eos_ids=tokenizer.eos_ids,
-                       prefill_chunk=prefill_chunk)
+        out = generate(
+            cfg, params, ids, max_new_tokens=max_new_tokens, eos_ids=tokenizer.eos_ids, prefill_chunk=prefill_chunk
+        )
         eos = set(tokenizer.eos_ids)
         return [tokenizer.decode([t for t in s[0].tokens if t not in eos]) for s in out]
 
