@@ -1,4 +1,5 @@
 """Continuous batching gives the lockstep sampler's samples token for token, with fewer steps."""
+
 import jax
 import numpy as np
 
@@ -20,10 +21,22 @@ def test_continuous_equals_lockstep_token_for_token():
     tokens, lens = sampling.pad_prompts(_prompts(P, S), S)
     keys = sampling.sample_keys(5, np.arange(P), G)
     strategy = strategies.SamplingParams(1.0, top_k=40)
-    ref = sampling.sample_groups(CFG, PARAMS, tokens, lens, keys, max_new_tokens=R,
-                                 strategy=strategy, eos_ids=EOS, prefill_chunk=8)
-    out = continuous.sample_continuous(CFG, PARAMS, tokens, lens, keys, slots=2, max_new_tokens=R,
-                                       strategy=strategy, eos_ids=EOS, prefill_chunk=8, chunk=3)
+    ref = sampling.sample_groups(
+        CFG, PARAMS, tokens, lens, keys, max_new_tokens=R, strategy=strategy, eos_ids=EOS, prefill_chunk=8
+    )
+    out = continuous.sample_continuous(
+        CFG,
+        PARAMS,
+        tokens,
+        lens,
+        keys,
+        slots=2,
+        max_new_tokens=R,
+        strategy=strategy,
+        eos_ids=EOS,
+        prefill_chunk=8,
+        chunk=3,
+    )
     np.testing.assert_array_equal(out.lengths_PG, np.asarray(ref.lengths_BG))
     np.testing.assert_array_equal(out.tokens_PGR, np.asarray(ref.tokens_BGR))
     np.testing.assert_array_equal(out.finish_PG, np.asarray(ref.finish_BG))
@@ -39,8 +52,13 @@ def test_stop_sequences_and_greedy_match_lockstep():
     P, G, R, S = 4, 2, 10, 12
     tokens, lens = sampling.pad_prompts(_prompts(P, S, seed=1), S)
     keys = sampling.sample_keys(0, np.arange(P), G)
-    kw = dict(max_new_tokens=R, strategy=strategies.Temperature(1.5), eos_ids=(3,),
-              stop_sequences=((40, 41), (50,)), prefill_chunk=16)
+    kw = dict(
+        max_new_tokens=R,
+        strategy=strategies.Temperature(1.5),
+        eos_ids=(3,),
+        stop_sequences=((40, 41), (50,)),
+        prefill_chunk=16,
+    )
     ref = sampling.sample_groups(CFG, PARAMS, tokens, lens, keys, **kw)
     out = continuous.sample_continuous(CFG, PARAMS, tokens, lens, keys, slots=3, chunk=4, **kw)
     np.testing.assert_array_equal(out.tokens_PGR, np.asarray(ref.tokens_BGR))
@@ -55,14 +73,26 @@ def test_sample_refill_equals_lockstep_token_for_token():
     tokens, lens = sampling.pad_prompts(_prompts(P, S), S)
     keys = sampling.sample_keys(5, np.arange(P), G)
     strategy = strategies.SamplingParams(1.0, top_k=40)
-    ref = sampling.sample_groups(CFG, PARAMS, tokens, lens, keys, max_new_tokens=R,
-                                 strategy=strategy, eos_ids=EOS, prefill_chunk=8)
+    ref = sampling.sample_groups(
+        CFG, PARAMS, tokens, lens, keys, max_new_tokens=R, strategy=strategy, eos_ids=EOS, prefill_chunk=8
+    )
     lengths = np.asarray(ref.lengths_BG)
     for rows, block, prompt_slots, chunk in ((4, 1, 2, 3), (2, 1, 1, 1), (6, 3, 3, 2)):
-        out = sample_refill.sample_refill(CFG, PARAMS, tokens, lens, keys, rows=rows, block=block,
-                                          prompt_slots=prompt_slots, max_new_tokens=R,
-                                          strategy=strategy, eos_ids=EOS, prefill_chunk=8,
-                                          chunk=chunk)
+        out = sample_refill.sample_refill(
+            CFG,
+            PARAMS,
+            tokens,
+            lens,
+            keys,
+            rows=rows,
+            block=block,
+            prompt_slots=prompt_slots,
+            max_new_tokens=R,
+            strategy=strategy,
+            eos_ids=EOS,
+            prefill_chunk=8,
+            chunk=chunk,
+        )
         np.testing.assert_array_equal(out.lengths_PG, lengths)
         np.testing.assert_array_equal(out.tokens_PGR, np.asarray(ref.tokens_BGR))
         np.testing.assert_array_equal(out.finish_PG, np.asarray(ref.finish_BG))
@@ -76,11 +106,15 @@ def test_sample_refill_stop_sequences_match_lockstep():
     P, G, R, S = 4, 2, 10, 12
     tokens, lens = sampling.pad_prompts(_prompts(P, S, seed=1), S)
     keys = sampling.sample_keys(0, np.arange(P), G)
-    kw = dict(max_new_tokens=R, strategy=strategies.Temperature(1.5), eos_ids=(3,),
-              stop_sequences=((40, 41), (50,)), prefill_chunk=16)
+    kw = dict(
+        max_new_tokens=R,
+        strategy=strategies.Temperature(1.5),
+        eos_ids=(3,),
+        stop_sequences=((40, 41), (50,)),
+        prefill_chunk=16,
+    )
     ref = sampling.sample_groups(CFG, PARAMS, tokens, lens, keys, **kw)
-    out = sample_refill.sample_refill(CFG, PARAMS, tokens, lens, keys, rows=4, block=2,
-                                      prompt_slots=2, chunk=2, **kw)
+    out = sample_refill.sample_refill(CFG, PARAMS, tokens, lens, keys, rows=4, block=2, prompt_slots=2, chunk=2, **kw)
     np.testing.assert_array_equal(out.tokens_PGR, np.asarray(ref.tokens_BGR))
     np.testing.assert_array_equal(out.finish_PG, np.asarray(ref.finish_BG))
 
@@ -91,8 +125,7 @@ def test_group_refill_drain_and_chunk_ends_keep_the_samples():
     P, G, R, S = 7, 3, 14, 16
     tokens, lens = sampling.pad_prompts(_prompts(P, S), S)
     keys = sampling.sample_keys(5, np.arange(P), G)
-    kw = dict(max_new_tokens=R, strategy=strategies.SamplingParams(1.0, top_k=40), eos_ids=EOS,
-              prefill_chunk=8)
+    kw = dict(max_new_tokens=R, strategy=strategies.SamplingParams(1.0, top_k=40), eos_ids=EOS, prefill_chunk=8)
     ref = sampling.sample_groups(CFG, PARAMS, tokens, lens, keys, **kw)
     run = lambda **o: continuous.sample_continuous(CFG, PARAMS, tokens, lens, keys, slots=4, **kw, **o)  # noqa: E731
     packed, stepwise, full = run(chunk=50), run(chunk=1), run(chunk=50, drain=False)
@@ -107,12 +140,15 @@ def test_group_refill_drain_and_chunk_ends_keep_the_samples():
 
 def test_samplers_by_name_same_rollout_samples():
     from qwenlong_jax.sampling import samplers
+
     P, G, R, S = 5, 2, 10, 16
     tokens, lens = sampling.pad_prompts(_prompts(P, S, seed=2), S)
     keys = sampling.sample_keys(1, np.arange(P), G)
     kw = dict(max_new_tokens=R, strategy=strategies.Temperature(1.0), eos_ids=EOS, prefill_chunk=8)
-    outs = {name: samplers.sample(name, CFG, PARAMS, tokens, lens, keys, batch=b, **kw)
-            for name, b in (("lockstep", 0), ("group_refill", 2))}
+    outs = {
+        name: samplers.sample(name, CFG, PARAMS, tokens, lens, keys, batch=b, **kw)
+        for name, b in (("lockstep", 0), ("group_refill", 2))
+    }
     a, b = outs["lockstep"], outs["group_refill"]
     np.testing.assert_array_equal(a.tokens_PGR, b.tokens_PGR)
     np.testing.assert_array_equal(a.finish_PG, b.finish_PG)

@@ -10,6 +10,7 @@ that every RL step really updates the params (with a random model every group ha
 In-process runs use one CPU device (conftest makes 8 fake ones); the subprocess runs see one
 device (XLA_FLAGS cleared), and are compared only with other subprocess runs.
 """
+
 import json
 import os
 import random
@@ -24,18 +25,25 @@ import orbax.checkpoint as ocp
 import pytest
 
 import configs.smoke
-from qwenlong_jax.config import from_config_dict
-from qwenlong_jax.run.curriculum import Difficulty, PhaseData
-from qwenlong_jax.config import PhaseConfig, RetroConfig
+from qwenlong_jax.config import PhaseConfig, RetroConfig, from_config_dict
 from qwenlong_jax.data.schema import Record
+from qwenlong_jax.run.curriculum import Difficulty, PhaseData
 from qwenlong_jax.run.metrics import read_metrics
 from qwenlong_jax.run.trainer import Trainer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Metrics that measure time, not training: the only keys allowed to differ after a resume.
-WALL_CLOCK_KEYS = frozenset({"gen_tokens_per_s", "train_tokens_per_s", "time/generate_seconds",
-                             "time/reward_seconds", "time/update_seconds", "time/eval_seconds",
-                             "time/step_seconds"})
+WALL_CLOCK_KEYS = frozenset(
+    {
+        "gen_tokens_per_s",
+        "train_tokens_per_s",
+        "time/generate_seconds",
+        "time/reward_seconds",
+        "time/update_seconds",
+        "time/eval_seconds",
+        "time/step_seconds",
+    }
+)
 TOTAL_STEPS = 4  # sft 1 + rl_short 2 + rl_long 1
 
 
@@ -52,9 +60,15 @@ def small_config():
 
 # Command-line form of small_config() for the subprocess tests.
 SMALL_FLAGS = [
-    "--config.rl.dynamic_sampling=False", "--config.phases.sft.steps=1", "--config.phases.rl_short.steps=2",
-    "--config.phases.rl_long.steps=1", "--config.data.synthetic_per_phase=4", "--config.data.eval_lengths=(64,)",
-    "--config.data.eval_per_length=1", "--config.data.eval_max_new_tokens=4", "--config.checkpoint_every=1",
+    "--config.rl.dynamic_sampling=False",
+    "--config.phases.sft.steps=1",
+    "--config.phases.rl_short.steps=2",
+    "--config.phases.rl_long.steps=1",
+    "--config.data.synthetic_per_phase=4",
+    "--config.data.eval_lengths=(64,)",
+    "--config.data.eval_per_length=1",
+    "--config.data.eval_max_new_tokens=4",
+    "--config.checkpoint_every=1",
 ]
 
 
@@ -129,8 +143,9 @@ def test_stop_and_resume_is_bitwise_equal(uninterrupted, tmp_path):
     assert_states_equal(state_a, state_b)
     # The RL steps did train (otherwise equality above would say little).
     rows = read_metrics(workdir)
-    assert all(r["kept_groups"] == 2 and r["nonfinite_updates"] == 0 and r["updates"] > 0
-               for r in rows if r["phase"] != "sft")
+    assert all(
+        r["kept_groups"] == 2 and r["nonfinite_updates"] == 0 and r["updates"] > 0 for r in rows if r["phase"] != "sft"
+    )
     assert int(state_b["step"]) == TOTAL_STEPS
     assert comparable_metrics(workdir) == comparable_metrics(uninterrupted)
     assert [r["step"] for r in rows] == list(range(1, TOTAL_STEPS + 1))
@@ -162,6 +177,7 @@ def test_resume_restores_before_reading_init_from(tmp_path):
     assert_states_equal(final_state(full)[1], final_state(resumed)[1])
     assert comparable_metrics(resumed) == comparable_metrics(full)
 
+
 def test_resume_across_a_kl_coef_change(tmp_path, capsys):
     """A checkpoint written with another rl.kl_coef is resumed from, not taken for unreadable
     (which used to restart the run at step 0): a reference the run no longer needs is dropped;
@@ -188,8 +204,11 @@ def test_resume_across_a_kl_coef_change(tmp_path, capsys):
     # kl 0 stopped inside rl_short, resumed with kl 0.5: the phase's starting policy is gone.
     b = str(tmp_path / "b")
     Trainer(cfg(0.0), b, quiet=True, stop_after_steps=2, devices=dev).run()
-    with pytest.raises(TrainingError, match=r"written with rl.kl_coef=0, in the middle of RL phase "
-                                            r"'rl_short'.*kl_coef=0, or set rl.ref_from") as e:
+    with pytest.raises(
+        TrainingError,
+        match=r"written with rl.kl_coef=0, in the middle of RL phase "
+        r"'rl_short'.*kl_coef=0, or set rl.ref_from",
+    ) as e:
         Trainer(cfg(0.5), b, quiet=True, devices=dev).run()
     assert "\n" not in str(e.value) and final_state(b)[0] == 2
     # kl 0.5 stopped inside rl_short, resumed with kl 0: the saved reference is dropped.
@@ -203,9 +222,12 @@ def test_resume_across_a_kl_coef_change(tmp_path, capsys):
 
 # --- the data side: every example exactly once per epoch across a stop/resume -------------
 
+
 def _records(n: int) -> list[Record]:
-    return [Record(id=f"r{i}", data_source="docqa", prompt=f"p{i}", ground_truth="a", answer="a",
-                   num_prompt_tokens=10) for i in range(n)]
+    return [
+        Record(id=f"r{i}", data_source="docqa", prompt=f"p{i}", ground_truth="a", answer="a", num_prompt_tokens=10)
+        for i in range(n)
+    ]
 
 
 @pytest.mark.parametrize("stop_at", [1, 3, 5])
@@ -233,15 +255,16 @@ def test_phase_data_each_example_once_per_epoch_across_resume(stop_at):
     own_ids = {r.id for r in recs}
     own = [i for batch in resumed_draws for i in batch if i in own_ids]  # in epoch order
     for epoch in range(4):
-        seen = own[epoch * 7:(epoch + 1) * 7]
+        seen = own[epoch * 7 : (epoch + 1) * 7]
         assert sorted(seen) == sorted(r.id for r in recs), f"epoch {epoch}: {seen}"
-    assert len({tuple(own[e * 7:(e + 1) * 7]) for e in range(4)}) > 1  # a new permutation per epoch
+    assert len({tuple(own[e * 7 : (e + 1) * 7]) for e in range(4)}) > 1  # a new permutation per epoch
     assert all(sum(i not in own_ids for i in batch) == 1 for batch in resumed_draws)  # one hard each
     # The hard example is shuffled in, not always last (where a surplus cut would drop it).
     assert len({[i in own_ids for i in batch].index(False) for batch in resumed_draws}) > 1
 
 
 # --- subprocess runs: SIGTERM and SIGKILL -----------------------------------------------------
+
 
 def _env() -> dict:
     env = dict(os.environ)
@@ -253,10 +276,18 @@ def _env() -> dict:
 
 
 def _start(workdir: str, *extra: str) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "qwenlong_jax.train", "--config", os.path.join(REPO, "configs", "smoke.py"),
-           "--workdir", workdir, *SMALL_FLAGS, *extra]
-    return subprocess.Popen(cmd, cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "qwenlong_jax.train",
+        "--config",
+        os.path.join(REPO, "configs", "smoke.py"),
+        "--workdir",
+        workdir,
+        *SMALL_FLAGS,
+        *extra,
+    ]
+    return subprocess.Popen(cmd, cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def _checkpoint_steps(workdir: str) -> list[int]:
@@ -339,9 +370,11 @@ def test_sigkill_at_three_random_points_resumes_to_the_same_params(tmp_path):
     # Records that survive (issue 18): TensorBoard has every step (the killed runs flushed at
     # each checkpoint), and metrics.jsonl is strict JSON.
     from tests.tb_events import scalar_steps
+
     assert sorted(set(scalar_steps(os.path.join(workdir, "tb"), "lr"))) == list(range(1, KILL_STEPS + 1))
-    for line in open(os.path.join(workdir, "metrics.jsonl")):
-        json.loads(line, parse_constant=lambda c: pytest.fail(f"non-standard JSON constant {c}"))
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        for line in f:
+            json.loads(line, parse_constant=lambda c: pytest.fail(f"non-standard JSON constant {c}"))
     _, state_ref = final_state(ref)
     step, state = final_state(workdir)
     assert step == KILL_STEPS
@@ -356,6 +389,7 @@ def test_phase_data_two_shards_build_one_global_batch():
     import threading
 
     import grain
+
     recs, hard = _records(8), _records(12)[8:]
     phase = PhaseConfig(name="p", kind="rl", max_input=100, batch=4, retrospective=True)
     retro = RetroConfig(hard_fraction=0.5, max_weight=8.0)  # 2 hard per batch of 4
@@ -372,12 +406,19 @@ def test_phase_data_two_shards_build_one_global_batch():
             both = np.stack(slots)
             barrier.wait()
             return both
+
         return gather
 
     def run(i):
-        pdata = PhaseData(recs, hard, phase, retro, seed=3,
-                          shard=grain.sharding.ShardOptions(i, 2, drop_remainder=True),
-                          gather=gather_for(i))
+        pdata = PhaseData(
+            recs,
+            hard,
+            phase,
+            retro,
+            seed=3,
+            shard=grain.sharding.ShardOptions(i, 2, drop_remainder=True),
+            gather=gather_for(i),
+        )
         for _ in range(8):
             batch, hard_B = pdata.next_batch(4, difficulty)
             out[i].append(([r.id for r in batch], int(hard_B.sum())))
@@ -393,4 +434,4 @@ def test_phase_data_two_shards_build_one_global_batch():
     own_ids = {r.id for r in recs}
     own = [i for batch, _ in out[0] for i in batch if i in own_ids]
     for epoch in range(2):  # 8 batches x 2 own = 16 = 2 epochs of 8
-        assert sorted(own[epoch * 8:(epoch + 1) * 8]) == sorted(r.id for r in recs)
+        assert sorted(own[epoch * 8 : (epoch + 1) * 8]) == sorted(r.id for r in recs)

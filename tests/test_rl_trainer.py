@@ -4,6 +4,7 @@ varies (stub scorer), M=4 updates per step, dynamic sampling on with a forced pa
 and clipping acts; the two all-padding updates are not applied; kl_coef > 0 changes the loss
 and reports kl; rl.epochs=2 does twice the updates; gen_batch > batch keeps the extra valid
 groups of every round until the batch is full."""
+
 import jax
 import numpy as np
 import pytest
@@ -74,8 +75,7 @@ def test_kl_changes_the_loss_and_epochs_double_the_updates(runs):
     assert "kl" in row1 and "kl" not in row0 and row1["kl"] > 0
     # Update 1 starts at the reference (kl 0, zero gradient); update 2 adds kl_coef * kl.
     assert upd1["kl"][0] == pytest.approx(0.0, abs=1e-7) and upd1["kl"][1] > 0
-    np.testing.assert_allclose(upd1["actor_loss"][1] - upd0["actor_loss"][1], 0.5 * upd1["kl"][1],
-                               rtol=1e-3, atol=1e-7)
+    np.testing.assert_allclose(upd1["actor_loss"][1] - upd0["actor_loss"][1], 0.5 * upd1["kl"][1], rtol=1e-3, atol=1e-7)
     assert row1["loss"] != row0["loss"]
 
 

@@ -1,5 +1,6 @@
 """Group sampling: one prompt KV per prompt shared by its G samples, equal to copying the prompt
 G times with the same keys; EOS / stop sequences end samples and the loop; generate() contract."""
+
 import functools
 import math
 
@@ -20,8 +21,9 @@ SEED = 7
 
 def _compile(tokens_BS, lens_B, keys_BG):
     """AOT-compiled sample_groups (its memory_analysis is checked; call it without CFG)."""
-    return sampling.sample_groups.lower(CFG, PARAMS, tokens_BS, lens_B, keys_BG, max_new_tokens=R,
-                                        strategy=STRATEGY, prefill_chunk=CHUNK).compile()
+    return sampling.sample_groups.lower(
+        CFG, PARAMS, tokens_BS, lens_B, keys_BG, max_new_tokens=R, strategy=STRATEGY, prefill_chunk=CHUNK
+    ).compile()
 
 
 @functools.cache
@@ -32,9 +34,12 @@ def shared_and_copied():
     shared = _compile(tokens, lens, keys_BG)
     # The same samples as B*G one-sample prompts: prompt row b*G+g carries key (b, g).
     copied = _compile(np.repeat(tokens, G, 0), np.repeat(lens, G), keys_BG.reshape(B * G, 1))
-    return (shared, jax.device_get(shared(PARAMS, tokens, lens, keys_BG)),
-            copied, jax.device_get(copied(PARAMS, np.repeat(tokens, G, 0), np.repeat(lens, G),
-                                          keys_BG.reshape(B * G, 1))))
+    return (
+        shared,
+        jax.device_get(shared(PARAMS, tokens, lens, keys_BG)),
+        copied,
+        jax.device_get(copied(PARAMS, np.repeat(tokens, G, 0), np.repeat(lens, G), keys_BG.reshape(B * G, 1))),
+    )
 
 
 def test_shared_prefix_equals_copied_prompts():
@@ -61,8 +66,7 @@ def test_one_prompt_cache_per_prompt():
     # No array anywhere in the program (loop bodies included) is as large as one layer's prompt
     # keys copied G times: [B, G, S, K, H] never exists.
     keys_BG = sampling.sample_keys(SEED, np.arange(B), G)
-    run = functools.partial(sampling.sample_groups, CFG, max_new_tokens=R, strategy=STRATEGY,
-                            prefill_chunk=CHUNK)
+    run = functools.partial(sampling.sample_groups, CFG, max_new_tokens=R, strategy=STRATEGY, prefill_chunk=CHUNK)
     jaxpr = jax.make_jaxpr(run)(PARAMS, tokens, lens, keys_BG)
     largest = max(_avals(jaxpr.jaxpr), key=lambda a: math.prod(a.shape))
     assert math.prod(largest.shape) < B * G * S * K * H, largest
@@ -81,7 +85,7 @@ def _avals(jaxpr):
             if hasattr(v.aval, "shape"):
                 yield v.aval
         for p in eqn.params.values():
-            for sub in (p if isinstance(p, (list, tuple)) else [p]):
+            for sub in p if isinstance(p, (list, tuple)) else [p]:
                 inner = getattr(sub, "jaxpr", sub)
                 if hasattr(inner, "eqns"):
                     yield from _avals(inner)
@@ -97,8 +101,7 @@ def _stops():
 
 def _expected_end(row, eos, stop):
     """(kept length, finish code) of a free-run token row under these EOS ids / stop sequence."""
-    ends = [i for i in range(R) if row[i] in eos] + \
-           [i + 1 for i in range(R - 1) if tuple(row[i:i + 2]) == stop]
+    ends = [i for i in range(R) if row[i] in eos] + [i + 1 for i in range(R - 1) if tuple(row[i : i + 2]) == stop]
     if not ends:
         return R, 0
     n = min(ends) + 1
@@ -111,9 +114,21 @@ def test_eos_and_stop_sequences_end_samples_and_the_loop():
     tokens, lens = sampling.pad_prompts(PROMPTS, S)
     keys_BG = sampling.sample_keys(SEED, np.arange(len(PROMPTS)), G)
     # Exactly generate()'s call for these prompts, so test_generate reuses this compile.
-    out = jax.device_get(sampling.sample_groups(
-        CFG, PARAMS, tokens, lens, keys_BG, max_new_tokens=R, strategy=STRATEGY, eos_ids=eos,
-        stop_sequences=(stop,), prefill_chunk=CHUNK, decode_impl="xla"))
+    out = jax.device_get(
+        sampling.sample_groups(
+            CFG,
+            PARAMS,
+            tokens,
+            lens,
+            keys_BG,
+            max_new_tokens=R,
+            strategy=STRATEGY,
+            eos_ids=eos,
+            stop_sequences=(stop,),
+            prefill_chunk=CHUNK,
+            decode_impl="xla",
+        )
+    )
     for b in range(len(PROMPTS)):
         for g in range(G):
             row = free[b, g].tolist()
@@ -131,16 +146,37 @@ def test_generate_contract_and_buckets():
     free = shared_and_copied()[1]
     eos, stop = _stops()
     short = PROMPTS[0][:5]  # bucket 16; PROMPTS are bucket 64 (prefill_chunk 32)
-    out = sampling.generate(CFG, PARAMS, [PROMPTS[0], short, PROMPTS[1]], max_new_tokens=R,
-                            temperature=1.0, top_p=0.95, num_samples=G, seed=SEED,
-                            eos_ids=list(eos), stop_sequences=[list(stop)], prefill_chunk=CHUNK)
+    out = sampling.generate(
+        CFG,
+        PARAMS,
+        [PROMPTS[0], short, PROMPTS[1]],
+        max_new_tokens=R,
+        temperature=1.0,
+        top_p=0.95,
+        num_samples=G,
+        seed=SEED,
+        eos_ids=list(eos),
+        stop_sequences=[list(stop)],
+        prefill_chunk=CHUNK,
+    )
     assert len(out) == 3 and all(len(s) == G for s in out)
     # The short prompt is index 1: its samples use keys (SEED, 1, g) in its own bucket.
     tokens, lens = sampling.pad_prompts([short], sampling.bucket_length(len(short), CHUNK))
-    ref_short = jax.device_get(sampling.sample_groups(
-        CFG, PARAMS, tokens, lens, sampling.sample_keys(SEED, [1], G), max_new_tokens=R,
-        strategy=STRATEGY, eos_ids=eos, stop_sequences=(stop,), prefill_chunk=CHUNK,
-        decode_impl="xla"))
+    ref_short = jax.device_get(
+        sampling.sample_groups(
+            CFG,
+            PARAMS,
+            tokens,
+            lens,
+            sampling.sample_keys(SEED, [1], G),
+            max_new_tokens=R,
+            strategy=STRATEGY,
+            eos_ids=eos,
+            stop_sequences=(stop,),
+            prefill_chunk=CHUNK,
+            decode_impl="xla",
+        )
+    )
     names = {0: "length", 1: "eos", 2: "stop"}
     for g in range(G):
         n = int(ref_short.lengths_BG[0, g])
@@ -153,8 +189,7 @@ def test_generate_contract_and_buckets():
         assert isinstance(s.tokens, list) and len(s.tokens) == len(s.logprobs) == n
         assert s.tokens == free.tokens_BGR[0, g, :n].tolist() and s.finish_reason == names[reason]
         np.testing.assert_allclose(s.logprobs, free.logprobs_BGR[0, g, :n], atol=1e-6)
-    assert [s.tokens for s in out[2]] != [free.tokens_BGR[1, g, :len(out[2][g].tokens)].tolist()
-                                          for g in range(G)]
+    assert [s.tokens for s in out[2]] != [free.tokens_BGR[1, g, : len(out[2][g].tokens)].tolist() for g in range(G)]
     assert sampling.bucket_length(5, 32) == 16 and sampling.bucket_length(50, 32) == 64
     assert sampling.bucket_length(20, 512) == 32 and sampling.bucket_length(600, 512) == 1024
 
@@ -164,8 +199,18 @@ def test_pallas_decode_matches_xla():
     _, xla, _, _ = shared_and_copied()
     tokens, lens = sampling.pad_prompts(PROMPTS, S)
     keys_BG = sampling.sample_keys(SEED, np.arange(len(PROMPTS)), G)
-    pallas = jax.device_get(sampling.sample_groups(
-        CFG, PARAMS, tokens, lens, keys_BG, max_new_tokens=R, strategy=STRATEGY,
-        prefill_chunk=CHUNK, decode_impl="pallas"))
+    pallas = jax.device_get(
+        sampling.sample_groups(
+            CFG,
+            PARAMS,
+            tokens,
+            lens,
+            keys_BG,
+            max_new_tokens=R,
+            strategy=STRATEGY,
+            prefill_chunk=CHUNK,
+            decode_impl="pallas",
+        )
+    )
     np.testing.assert_array_equal(pallas.tokens_BGR, xla.tokens_BGR)
     np.testing.assert_allclose(pallas.logprobs_BGR, xla.logprobs_BGR, atol=1e-4)

@@ -1,6 +1,7 @@
 """Greedy sampling equals transformers' generate token for token; every step's logits equal
 models.forward on the same prefix. The batch mixes prompt lengths and is prefilled in 3 chunks,
 so per-step logits == forward also checks the chunked prefill's KV cache entry by entry."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -34,11 +35,19 @@ def hf_greedy(model, prompt, new):
     import torch
 
     ids = torch.tensor([prompt])
-    out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False,
-                         max_new_tokens=new, min_new_tokens=new, eos_token_id=None, pad_token_id=0,
-                         output_logits=True, return_dict_in_generate=True)
+    out = model.generate(
+        input_ids=ids,
+        attention_mask=torch.ones_like(ids),
+        do_sample=False,
+        max_new_tokens=new,
+        min_new_tokens=new,
+        eos_token_id=None,
+        pad_token_id=0,
+        output_logits=True,
+        return_dict_in_generate=True,
+    )
     logits = torch.stack(out.logits, 1)[0].numpy()
-    return out.sequences[0, len(prompt):].tolist(), logits
+    return out.sequences[0, len(prompt) :].tolist(), logits
 
 
 @pytest.mark.parametrize("kind", ["qwen2", "qwen3"])
@@ -48,9 +57,16 @@ def test_greedy_matches_transformers_and_forward(tmp_path, kind):
     rng = np.random.default_rng(0)
     prompts = [rng.integers(1, cfg.vocab_size, size=n).tolist() for n in LENGTHS]
     tokens_BS, lens_B = sampling.pad_prompts(prompts, 48)
-    out = sampling.sample_groups(cfg, params, tokens_BS, lens_B,
-                                 sampling.sample_keys(0, np.arange(3), 1), max_new_tokens=NEW,
-                                 prefill_chunk=16, return_logits=True)
+    out = sampling.sample_groups(
+        cfg,
+        params,
+        tokens_BS,
+        lens_B,
+        sampling.sample_keys(0, np.arange(3), 1),
+        max_new_tokens=NEW,
+        prefill_chunk=16,
+        return_logits=True,
+    )
     out = jax.device_get(out)
     assert out.tokens_BGR.shape == (3, 1, NEW) and out.logits_BGRV.shape == (3, 1, NEW, cfg.vocab_size)
     np.testing.assert_array_equal(out.lengths_BG, NEW)
@@ -69,13 +85,16 @@ def test_greedy_matches_transformers_and_forward(tmp_path, kind):
         assert out.tokens_BGR[b, 0].tolist() == hf_tokens, f"prompt {b} differs from transformers"
         n = len(prompt)
         # Step t's logits predict token t from prompt + tokens[:t] = forward's position n-1+t.
-        np.testing.assert_allclose(out.logits_BGRV[b, 0], ref_BTV[b, n - 1:n - 1 + NEW], atol=1e-4, rtol=0)
+        np.testing.assert_allclose(out.logits_BGRV[b, 0], ref_BTV[b, n - 1 : n - 1 + NEW], atol=1e-4, rtol=0)
         np.testing.assert_allclose(out.logits_BGRV[b, 0], hf_logits, atol=1e-4, rtol=0)
         # Greedy logprobs are log_softmax(logits) of the chosen token.
-        lp = jax.nn.log_softmax(ref_BTV[b, n - 1:n - 1 + NEW], axis=-1)
-        np.testing.assert_allclose(out.logprobs_BGR[b, 0],
-                                   np.take_along_axis(np.asarray(lp), out.tokens_BGR[b, 0][:, None], 1)[:, 0],
-                                   atol=1e-4, rtol=0)
+        lp = jax.nn.log_softmax(ref_BTV[b, n - 1 : n - 1 + NEW], axis=-1)
+        np.testing.assert_allclose(
+            out.logprobs_BGR[b, 0],
+            np.take_along_axis(np.asarray(lp), out.tokens_BGR[b, 0][:, None], 1)[:, 0],
+            atol=1e-4,
+            rtol=0,
+        )
 
 
 def test_bad_prefill_chunk_is_refused():
@@ -98,13 +117,30 @@ def test_generate_cli_prints_transformers_greedy_text(tmp_path, capsys):
 
     tok = load_tokenizer(None)
     hf = make_model(tmp_path, "qwen2", vocab=tok.vocab_size)
-    cli.main(["--checkpoint", str(tmp_path), "--prompt", "What is 2+3?", "--chat",
-              "--max_new_tokens", "12", "--prefill_chunk", "16"])
+    cli.main(
+        [
+            "--checkpoint",
+            str(tmp_path),
+            "--prompt",
+            "What is 2+3?",
+            "--chat",
+            "--max_new_tokens",
+            "12",
+            "--prefill_chunk",
+            "16",
+        ]
+    )
     printed = capsys.readouterr().out
     ids = torch.tensor([tok.chat_prompt("What is 2+3?")])
-    out = hf.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False,
-                      max_new_tokens=12, eos_token_id=list(tok.eos_ids), pad_token_id=tok.pad_id)
-    new = out[0, ids.shape[1]:].tolist()  # batch 1: ends at the first EOS, no padding
+    out = hf.generate(
+        input_ids=ids,
+        attention_mask=torch.ones_like(ids),
+        do_sample=False,
+        max_new_tokens=12,
+        eos_token_id=list(tok.eos_ids),
+        pad_token_id=tok.pad_id,
+    )
+    new = out[0, ids.shape[1] :].tolist()  # batch 1: ends at the first EOS, no padding
     reason = "eos" if new[-1] in tok.eos_ids else "length"
     assert f"--- sample 0 ({len(new)} tokens, {reason})\n{tok.decode(new)}\n" in printed
     assert "tokens/s" in printed

@@ -1,4 +1,5 @@
 """Sampling on 8 fake devices (params over fsdp/tensor, prompts over data) equals one device."""
+
 import jax
 import numpy as np
 from jax.sharding import PartitionSpec as P
@@ -15,8 +16,7 @@ MESH_CFG = MeshConfig(data=2, fsdp=2, tensor=2)
 
 def test_sharded_generate_equals_single_device():
     assert len(jax.devices()) == 8
-    kwargs = dict(max_new_tokens=10, temperature=1.0, top_k=20, num_samples=2, seed=3,
-                  prefill_chunk=16)
+    kwargs = dict(max_new_tokens=10, temperature=1.0, top_k=20, num_samples=2, seed=3, prefill_chunk=16)
     ref = sampling.generate(CFG, PARAMS, PROMPTS, **kwargs)
     # 3 prompts on a batch axis of data*fsdp = 4: generate pads with a filler row.
     out = sampling.generate(CFG, PARAMS, PROMPTS, mesh=sharding.make_mesh(MESH_CFG), **kwargs)
@@ -34,8 +34,11 @@ def test_prompt_cache_is_sharded_over_batch_and_kv_heads():
     batch = sharding.named(mesh, "batch", None)
     run = jax.jit(lambda p, t, n: sampling.prefill(CFG, p, t, n, chunk=16))
     with jax.set_mesh(mesh):
-        cache = run(jax.device_put(PARAMS, p_shard), jax.device_put(tokens, batch),
-                    jax.device_put(lens, sharding.named(mesh, "batch")))
+        cache = run(
+            jax.device_put(PARAMS, p_shard),
+            jax.device_put(tokens, batch),
+            jax.device_put(lens, sharding.named(mesh, "batch")),
+        )
     want = jax.sharding.NamedSharding(mesh, P(None, ("data", "fsdp"), None, "tensor", None))
     assert cache.k_LBSKH.sharding.is_equivalent_to(want, 5), cache.k_LBSKH.sharding
     # Each device holds a quarter of the prompts and half of the kv heads: 1/8 of the cache.
@@ -63,9 +66,9 @@ def test_sequence_axis_takes_a_share_of_the_decode():
     keys = sampling.sample_keys(0, np.arange(4), 2)
     with jax.set_mesh(mesh), sharding.rules(**sampling.decode.SAMPLER_RULES):
         cache = jax.jit(lambda p, t, n: sampling.prefill(CFG, p, t, n, chunk=16))(
-            jax.device_put(PARAMS, p_shard), tokens, lens)
-        out2 = sampling.sample_groups(CFG, jax.device_put(PARAMS, p_shard), tokens, lens, keys,
-                                      max_new_tokens=4)
+            jax.device_put(PARAMS, p_shard), tokens, lens
+        )
+        out2 = sampling.sample_groups(CFG, jax.device_put(PARAMS, p_shard), tokens, lens, keys, max_new_tokens=4)
     want = jax.sharding.NamedSharding(mesh, P(None, ("fsdp", "sequence"), None, "tensor", None))
     assert cache.k_LBSKH.sharding.is_equivalent_to(want, 5), cache.k_LBSKH.sharding
     assert cache.k_LBSKH.addressable_shards[0].data.size * 8 == cache.k_LBSKH.size

@@ -34,13 +34,14 @@ read from the DynamicCache that generate returns (each layer's key/value tensor 
 [G, K, prompt+new-1, H]; the prompt positions are counted). Decode-only tokens/s: our decode
 loop alone (prefill excluded) at batch G=1 and G=8.
 """
+
 from __future__ import annotations
 
 import os
 import sys
 import tempfile
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -56,10 +57,16 @@ def build_models(args, path: str):
 
     torch.manual_seed(0)
     hf_cfg = transformers.Qwen2Config(
-        vocab_size=args.vocab, hidden_size=args.d_model, intermediate_size=4 * args.d_model,
-        num_hidden_layers=args.layers, num_attention_heads=args.heads,
-        num_key_value_heads=args.kv_heads, max_position_embeddings=2 * (args.prompt_len + args.new_tokens),
-        tie_word_embeddings=True, rope_parameters={"rope_type": "default", "rope_theta": 1e4})
+        vocab_size=args.vocab,
+        hidden_size=args.d_model,
+        intermediate_size=4 * args.d_model,
+        num_hidden_layers=args.layers,
+        num_attention_heads=args.heads,
+        num_key_value_heads=args.kv_heads,
+        max_position_embeddings=2 * (args.prompt_len + args.new_tokens),
+        tie_word_embeddings=True,
+        rope_parameters={"rope_type": "default", "rope_theta": 1e4},
+    )
     hf_cfg._attn_implementation = "sdpa"  # explicit: torch's fused attention
     hf = transformers.Qwen2ForCausalLM(hf_cfg).float().eval()
     assert hf.config._attn_implementation == "sdpa"
@@ -79,8 +86,7 @@ def compile_ours(args, cfg, params, prompt, G: int):
     S = sampling.bucket_length(len(prompt), args.prefill_chunk)
     tokens, lens = sampling.pad_prompts([prompt], S)
     keys = sampling.sample_keys(0, [0], G)
-    static = dict(max_new_tokens=args.new_tokens, strategy=sampling.Temperature(1.0),
-                  prefill_chunk=args.prefill_chunk)
+    static = dict(max_new_tokens=args.new_tokens, strategy=sampling.Temperature(1.0), prefill_chunk=args.prefill_chunk)
     t = time.perf_counter()
     full = sampling.sample_groups.lower(cfg, params, tokens, lens, keys, **static).compile()
     compile_s = time.perf_counter() - t
@@ -109,19 +115,23 @@ def run_ours_parts(args, cfg, params, prompt):
         cache, prefill_s = _timed(prefill, params, tokens, lens)
 
         @jax.jit
-        def decode_only(p, cache, keys):
+        def decode_only(p, cache, keys, G=G):  # G bound per loop iteration
             st = sampling.init_state(cfg, 1, G, args.new_tokens, return_logits=False)
             logits = jnp.broadcast_to(cache.last_logits_BV[:, None], (1, G, cfg.vocab_size))
             st = decode.advance(strategy, st, logits, keys, (), ())
-            return decode.decode_loop(cfg, p, cache, st, keys, strategy=strategy, eos_ids=(),
-                                      stop_sequences=(), decode_impl="xla").tokens_BGR
+            return decode.decode_loop(
+                cfg, p, cache, st, keys, strategy=strategy, eos_ids=(), stop_sequences=(), decode_impl="xla"
+            ).tokens_BGR
 
         _timed(decode_only, params, cache, keys)
         decode_s = min(_timed(decode_only, params, cache, keys)[1] for _ in range(args.repeats))
-        res[G] = dict(prefill_s=prefill_s, decode_s=decode_s,
-                      decode_tps=G * args.new_tokens / decode_s,
-                      kv_bytes=int(cache.k_LBSKH.nbytes + cache.v_LBSKH.nbytes),
-                      kv_shape=tuple(cache.k_LBSKH.shape))
+        res[G] = dict(
+            prefill_s=prefill_s,
+            decode_s=decode_s,
+            decode_tps=G * args.new_tokens / decode_s,
+            kv_bytes=int(cache.k_LBSKH.nbytes + cache.v_LBSKH.nbytes),
+            kv_shape=tuple(cache.k_LBSKH.shape),
+        )
     return res
 
 
@@ -132,16 +142,20 @@ def hf_generate(args, hf, prompt):
 
     torch.set_num_threads(args.threads)
     ids = torch.tensor([prompt])  # unpadded: no attention_mask, as a user calls it
-    kw = dict(do_sample=True, temperature=1.0, top_k=0, top_p=1.0, pad_token_id=0,
-              return_dict_in_generate=True)
+    kw = dict(do_sample=True, temperature=1.0, top_k=0, top_p=1.0, pad_token_id=0, return_dict_in_generate=True)
     with torch.no_grad():
         hf.generate(input_ids=ids[:, :16], max_new_tokens=2, **kw)  # lazy init outside the timing
 
     def call():
         with torch.no_grad():
             t, c = time.perf_counter(), time.process_time()
-            out = hf.generate(input_ids=ids, num_return_sequences=args.num_samples,
-                              max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens, **kw)
+            out = hf.generate(
+                input_ids=ids,
+                num_return_sequences=args.num_samples,
+                max_new_tokens=args.new_tokens,
+                min_new_tokens=args.new_tokens,
+                **kw,
+            )
             e2e_s, cpu_s = time.perf_counter() - t, time.process_time() - c
         assert out.sequences.shape == (args.num_samples, len(prompt) + args.new_tokens)
         cache = getattr(out, "cache", None) or out.past_key_values
@@ -173,34 +187,57 @@ def run(args, argv: Sequence[str]) -> dict:
         t, c, hf_kv, hf_shape = hf_call()
         hf_s.append(t)
         hf_cpu.append(c)
-        print(f"[round {r + 1}/{args.rounds}] ours {ours_s[-1]:.2f} s ({ours_cpu[-1]:.1f} CPU s), "
-              f"transformers {t:.2f} s ({c:.1f} CPU s), ratio {t / ours_s[-1]:.1f}x", file=sys.stderr, flush=True)
+        print(
+            f"[round {r + 1}/{args.rounds}] ours {ours_s[-1]:.2f} s ({ours_cpu[-1]:.1f} CPU s), "
+            f"transformers {t:.2f} s ({c:.1f} CPU s), ratio {t / ours_s[-1]:.1f}x",
+            file=sys.stderr,
+            flush=True,
+        )
     ratios = [h / o for h, o in zip(hf_s, ours_s)]
     cpu_ratios = [h / o for h, o in zip(hf_cpu, ours_cpu)]
     parts = run_ours_parts(args, cfg, params, prompt)
     o = parts[G]
     med_o, med_h, med_r = (float(np.median(x)) for x in (ours_s, hf_s, ratios))
-    print(f"\nsampler benchmark on {jax.devices()[0].platform} (jax) / torch CPU "
-          f"{args.threads} threads, sdpa, no attention mask; model d={args.d_model} L={args.layers} "
-          f"V={args.vocab}, prompt {args.prompt_len}, G={G}, {args.new_tokens} new tokens; "
-          f"median of {args.rounds} interleaved rounds\n")
+    print(
+        f"\nsampler benchmark on {jax.devices()[0].platform} (jax) / torch CPU "
+        f"{args.threads} threads, sdpa, no attention mask; model d={args.d_model} L={args.layers} "
+        f"V={args.vocab}, prompt {args.prompt_len}, G={G}, {args.new_tokens} new tokens; "
+        f"median of {args.rounds} interleaved rounds\n"
+    )
     print("| metric | ours | transformers `generate` | ratio |")
     print("|---|---|---|---|")
-    print(f"| end to end, s (ours warm) | {med_o:.2f} | {med_h:.2f} | {med_r:.1f}x faster "
-          f"(rounds {min(ratios):.1f}-{max(ratios):.1f}x) |")
-    print(f"| end to end, CPU s (user+sys, all threads) | {np.median(ours_cpu):.2f} | {np.median(hf_cpu):.2f} | "
-          f"{np.median(cpu_ratios):.1f}x less (rounds {min(cpu_ratios):.1f}-{max(cpu_ratios):.1f}x) |")
-    print(f"| end to end incl. our compile, s | {med_o + compile_s:.2f} | {med_h:.2f} | "
-          f"{med_h / (med_o + compile_s):.1f}x |")
-    print(f"| prompt KV, MiB | {o['kv_bytes'] / 2**20:.1f}: k,v {list(o['kv_shape'])} | "
-          f"{hf_kv / 2**20:.1f}: k,v {list(hf_shape)} per layer, prompt positions | "
-          f"{hf_kv / o['kv_bytes']:.1f}x less |")
+    print(
+        f"| end to end, s (ours warm) | {med_o:.2f} | {med_h:.2f} | {med_r:.1f}x faster "
+        f"(rounds {min(ratios):.1f}-{max(ratios):.1f}x) |"
+    )
+    print(
+        f"| end to end, CPU s (user+sys, all threads) | {np.median(ours_cpu):.2f} | {np.median(hf_cpu):.2f} | "
+        f"{np.median(cpu_ratios):.1f}x less (rounds {min(cpu_ratios):.1f}-{max(cpu_ratios):.1f}x) |"
+    )
+    print(
+        f"| end to end incl. our compile, s | {med_o + compile_s:.2f} | {med_h:.2f} | "
+        f"{med_h / (med_o + compile_s):.1f}x |"
+    )
+    print(
+        f"| prompt KV, MiB | {o['kv_bytes'] / 2**20:.1f}: k,v {list(o['kv_shape'])} | "
+        f"{hf_kv / 2**20:.1f}: k,v {list(hf_shape)} per layer, prompt positions | "
+        f"{hf_kv / o['kv_bytes']:.1f}x less |"
+    )
     print(f"| ours: prefill once, s | {o['prefill_s']:.2f} | | |")
     for g in sorted(parts):
-        print(f"| ours: decode only, batch {g}, tokens/s | {parts[g]['decode_tps']:.0f} "
-              f"({parts[g]['decode_s']:.2f} s) | | |")
+        print(
+            f"| ours: decode only, batch {g}, tokens/s | {parts[g]['decode_tps']:.0f} "
+            f"({parts[g]['decode_s']:.2f} s) | | |"
+        )
     print(f"\ncommand: python -m qwenlong_jax.bench sampler {' '.join(argv)}".rstrip())
-    return dict(ours_s=ours_s, hf_s=hf_s, ratios=ratios, ours_cpu_s=ours_cpu, hf_cpu_s=hf_cpu,
-                cpu_ratios=cpu_ratios, compile_s=compile_s, parts=parts,
-                hf_kv_bytes=hf_kv)
-
+    return dict(
+        ours_s=ours_s,
+        hf_s=hf_s,
+        ratios=ratios,
+        ours_cpu_s=ours_cpu,
+        hf_cpu_s=hf_cpu,
+        cpu_ratios=cpu_ratios,
+        compile_s=compile_s,
+        parts=parts,
+        hf_kv_bytes=hf_kv,
+    )

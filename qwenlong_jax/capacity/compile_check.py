@@ -3,11 +3,12 @@ back what it says: memory per device (`compiled.memory_analysis()`), FLOPs, Pall
 compile seconds and a roofline estimate; `format_table` prints the results.
 (`python -m qwenlong_jax.compile` runs it for every job of a config.)
 """
+
 from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 from qwenlong_jax.capacity.compile_jobs import Job
 
@@ -36,8 +37,7 @@ class FnResult:
 
     @property
     def total_bytes(self) -> int:
-        return (self.argument_bytes + self.output_bytes + self.temp_bytes - self.alias_bytes
-                + self.resident_bytes)
+        return self.argument_bytes + self.output_bytes + self.temp_bytes - self.alias_bytes + self.resident_bytes
 
     @property
     def fits(self) -> bool:
@@ -49,13 +49,14 @@ class FnResult:
         return d
 
 
-
 def _one_line(e: BaseException) -> str:
     """The compiler's message in one line: the first line that says what went wrong."""
     lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
     for ln in lines:
-        if any(w in ln for w in ("Ran out of memory", "RESOURCE_EXHAUSTED", "vmem", "error",
-                                 "Error", "INTERNAL", "INVALID")):
+        if any(
+            w in ln
+            for w in ("Ran out of memory", "RESOURCE_EXHAUSTED", "vmem", "error", "Error", "INTERNAL", "INVALID")
+        ):
             return f"{type(e).__name__}: {ln}"[:400]
     return f"{type(e).__name__}: {lines[0] if lines else ''}"[:400]
 
@@ -65,8 +66,15 @@ def compile_job(job: Job, mesh, hbm: int, kind: str = "tpu", chip=None) -> FnRes
 
     from qwenlong_jax.capacity import targets
 
-    res = FnResult(job.phase, job.fn, job.shape, resident_bytes=job.resident_bytes,
-                   plan_bytes=job.plan_bytes, hbm_bytes=hbm, knob=job.knob)
+    res = FnResult(
+        job.phase,
+        job.fn,
+        job.shape,
+        resident_bytes=job.resident_bytes,
+        plan_bytes=job.plan_bytes,
+        hbm_bytes=hbm,
+        knob=job.knob,
+    )
     t0 = time.time()
     try:
         fn, args, kw = job.build()
@@ -86,6 +94,7 @@ def compile_job(job: Job, mesh, hbm: int, kind: str = "tpu", chip=None) -> FnRes
     res.pallas_kernels = targets.kernel_count(compiled, kind)
     if chip is not None:
         from qwenlong_jax.capacity import roofline
+
         res.est = roofline.summary(compiled.as_text(), chip)
     return res
 
@@ -106,24 +115,27 @@ def _est(r: FnResult) -> str:
 
 
 def format_table(results: Sequence[FnResult], kernel_name: str = "Mosaic") -> str:
-    head = (f"{'phase':<9} {'function':<9} {'status':<7} {'args':>7} {'temp':>7} {'resid':>6} "
-            f"{'total':>7} {'HBM':>6} {'plan':>7} {'plan/c':>6} {'TFLOP':>8} {kernel_name:>6} "
-            f"{'compile':>8} {'est.':>13}  shape")
-    lines = [head, "(bytes per device; total = args + outputs + temp - aliased + resident "
-             "optimizer state; HBM = what a run may allocate; plan/c = planner / compiler total; "
-             "est. = roofline ESTIMATE of one call, not a measurement: qwenlong_jax/capacity/roofline.py)"]
+    head = (
+        f"{'phase':<9} {'function':<9} {'status':<7} {'args':>7} {'temp':>7} {'resid':>6} "
+        f"{'total':>7} {'HBM':>6} {'plan':>7} {'plan/c':>6} {'TFLOP':>8} {kernel_name:>6} "
+        f"{'compile':>8} {'est.':>13}  shape"
+    )
+    lines = [
+        head,
+        "(bytes per device; total = args + outputs + temp - aliased + resident "
+        "optimizer state; HBM = what a run may allocate; plan/c = planner / compiler total; "
+        "est. = roofline ESTIMATE of one call, not a measurement: qwenlong_jax/capacity/roofline.py)",
+    ]
     for r in results:
         status = "OK" if r.fits else ("no fit" if r.ok else "FAILED")
-        ratio = (f"{r.plan_bytes / r.total_bytes:.2f}" if r.ok and r.plan_bytes and r.total_bytes
-                 else "-")
+        ratio = f"{r.plan_bytes / r.total_bytes:.2f}" if r.ok and r.plan_bytes and r.total_bytes else "-"
         lines.append(
             f"{r.phase:<9} {r.fn:<9} {status:<7} {gib(r.argument_bytes):>7} "
             f"{gib(r.temp_bytes):>7} {gib(r.resident_bytes):>6} {gib(r.total_bytes):>7} "
             f"{gib(r.hbm_bytes):>6} {gib(r.plan_bytes):>7} {ratio:>6} "
             f"{_tflop(r.flops):>8} {r.pallas_kernels:>6} {r.compile_s:>7.0f}s "
-            f"{_est(r):>13}  {r.shape}")
+            f"{_est(r):>13}  {r.shape}"
+        )
         if not r.ok:
             lines.append(f"          {r.error}")
     return "\n".join(lines)
-
-

@@ -3,10 +3,13 @@
 (jax.ShapeDtypeStruct with the run's shardings: nothing the size of the model is allocated).
 compile.py compiles them and reports.
 """
+
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Sequence
+import functools
+from collections.abc import Callable, Sequence
+from typing import Any
 
 # Placeholder end-of-sequence id for the sampler (the tokenizer is not needed to compile: the
 # eos set only changes a comparison, not a shape).
@@ -23,6 +26,10 @@ class Job:
     plan_bytes: int | None
     knob: str
 
+
+def _job(fn, args: tuple) -> tuple:
+    """A Job's build(): (jitted function, abstract args, static kwargs)."""
+    return fn, args, {}
 
 
 def per_chip_bytes(tree, shardings) -> int:
@@ -67,65 +74,121 @@ def build_jobs(spec, only_phases: Sequence[str] = ()) -> list[Job]:
         if ph.kind == "sft":
             U, rows, W = s.micro, s.rows, s.W
             sh = step_fns.rows_sharding(mesh, 1, 1)
-            batch = {k: arr((U, rows, W), jnp.float32 if k == "loss_mask_BW" else jnp.int32, sh)
-                     for k in step_fns.SFT_KEYS}
+            batch = {
+                k: arr((U, rows, W), jnp.float32 if k == "loss_mask_BW" else jnp.int32, sh) for k in step_fns.SFT_KEYS
+            }
             fn = step_fns.sft_update_fn(mcfg, tx, mesh, state_sharding)
-            jobs.append(Job(ph.name, "update", f"micro={U} rows={rows} W={W}",
-                            lambda fn=fn, batch=batch: (fn, (state, batch), {}), 0,
-                            pm.resident + pm.train,
-                            f"phases[{ph.name}].micro_rows, model.remat or mesh.sequence"))
+            jobs.append(
+                Job(
+                    ph.name,
+                    "update",
+                    f"micro={U} rows={rows} W={W}",
+                    functools.partial(_job, fn, (state, batch)),
+                    0,
+                    pm.resident + pm.train,
+                    f"phases[{ph.name}].micro_rows, model.remat or mesh.sequence",
+                )
+            )
             continue
         M, U, Bm, W, R, G = s.updates, s.micro, s.rows, s.W, s.R, s.G
         Nm = Bm * G
         rows2, rows3 = step_fns.rows_sharding(mesh, 2, 1), step_fns.rows_sharding(mesh, 2, 0)
         batch = {k: arr((M, U, Bm, W), jnp.int32, rows2) for k in grpo_step.ROW_KEYS}
-        batch.update(unpack_idx_NR=arr((M, U, Nm, R), jnp.int32, rows2),
-                     mask_NR=arr((M, U, Nm, R), jnp.float32, rows2),
-                     old_logp_NR=arr((M, U, Nm, R), jnp.float32, rows2),
-                     adv_N=arr((M, U, Nm), jnp.float32, rows3))
+        batch.update(
+            unpack_idx_NR=arr((M, U, Nm, R), jnp.int32, rows2),
+            mask_NR=arr((M, U, Nm, R), jnp.float32, rows2),
+            old_logp_NR=arr((M, U, Nm, R), jnp.float32, rows2),
+            adv_N=arr((M, U, Nm), jnp.float32, rows3),
+        )
         batch.update({k: arr((M, U, Nm, R), jnp.float32, rows2) for k in ls.token_keys})
         update, logp, _ = step_fns.grpo_fns(mcfg, ls, tx, mesh, state_sharding)
         shape = f"updates={M} micro={U} rows={Bm} W={W}"
         knob = "rl.micro_batch, model.remat or mesh.sequence"
-        jobs.append(Job(ph.name, "old_logp", shape,
-                        lambda logp=logp, batch=batch: (logp, (state.params, {
-                            k: v for k, v in batch.items() if k not in ("old_logp_NR",) + ls.token_keys}), {}),
-                        opt_bytes, None, knob))
-        jobs.append(Job(ph.name, "update", shape,
-                        lambda update=update, batch=batch: (update, (state, batch), {}), 0,
-                        pm.resident + pm.train, knob))
-        jobs.append(sample_job(ph.name, mcfg, state.params, s.sample_B, s.S, G, R,
-                                strategies.from_flags(cfg.rl.temperature, cfg.rl.top_p,
-                                                      cfg.rl.top_k, 0.0),
-                                None, opt_bytes, pm.resident + pm.sample,
-                                "rl.rollout_batch"))
+        jobs.append(
+            Job(
+                ph.name,
+                "old_logp",
+                shape,
+                functools.partial(
+                    _job,
+                    logp,
+                    (state.params, {k: v for k, v in batch.items() if k not in ("old_logp_NR",) + ls.token_keys}),
+                ),
+                opt_bytes,
+                None,
+                knob,
+            )
+        )
+        jobs.append(
+            Job(
+                ph.name,
+                "update",
+                shape,
+                functools.partial(_job, update, (state, batch)),
+                0,
+                pm.resident + pm.train,
+                knob,
+            )
+        )
+        jobs.append(
+            sample_job(
+                ph.name,
+                mcfg,
+                state.params,
+                s.sample_B,
+                s.S,
+                G,
+                R,
+                strategies.from_flags(cfg.rl.temperature, cfg.rl.top_p, cfg.rl.top_k, 0.0),
+                None,
+                opt_bytes,
+                pm.resident + pm.sample,
+                "rl.rollout_batch",
+            )
+        )
     for L in cfg.data.eval_lengths:
         S = sampler.bucket_length(int(L), PREFILL_CHUNK)
         B = -(-min(16, cfg.data.eval_per_length) // batch_axes) * batch_axes  # eval batch_size 16
-        jobs.append(sample_job(f"eval@{L}", mcfg, state.params, B, S, 1,
-                                cfg.data.eval_max_new_tokens, strategies.Greedy(),
-                                sharding.named(mesh, "batch", None), opt_bytes, None,
-                                "data.eval_max_new_tokens or data.eval_lengths", fn="generate"))
+        jobs.append(
+            sample_job(
+                f"eval@{L}",
+                mcfg,
+                state.params,
+                B,
+                S,
+                1,
+                cfg.data.eval_max_new_tokens,
+                strategies.Greedy(),
+                sharding.named(mesh, "batch", None),
+                opt_bytes,
+                None,
+                "data.eval_max_new_tokens or data.eval_lengths",
+                fn="generate",
+            )
+        )
     return jobs
 
 
-def sample_job(phase, mcfg, params, B, S, G, R, strategy, batch_sharding, resident, plan_bytes,
-                knob, fn="sample") -> Job:
+def sample_job(
+    phase, mcfg, params, B, S, G, R, strategy, batch_sharding, resident, plan_bytes, knob, fn="sample"
+) -> Job:
     import jax
     import jax.numpy as jnp
     import numpy as np
 
-    from qwenlong_jax.sampling import sampler
     from qwenlong_jax.run.step_shapes import PREFILL_CHUNK
+    from qwenlong_jax.sampling import sampler
 
     def build():
         tokens = jax.ShapeDtypeStruct((B, S), jnp.int32, sharding=batch_sharding)
-        lens_sh = None if batch_sharding is None else jax.sharding.NamedSharding(
-            batch_sharding.mesh, jax.sharding.PartitionSpec(batch_sharding.spec[0]))
+        lens_sh = (
+            None
+            if batch_sharding is None
+            else jax.sharding.NamedSharding(batch_sharding.mesh, jax.sharding.PartitionSpec(batch_sharding.spec[0]))
+        )
         lens = jax.ShapeDtypeStruct((B,), jnp.int32, sharding=lens_sh)
         keys = jax.eval_shape(lambda: sampler.sample_keys(0, np.arange(B), G))
-        kw = dict(max_new_tokens=R, strategy=strategy, eos_ids=EOS_PLACEHOLDER,
-                  prefill_chunk=PREFILL_CHUNK)
+        kw = dict(max_new_tokens=R, strategy=strategy, eos_ids=EOS_PLACEHOLDER, prefill_chunk=PREFILL_CHUNK)
         return sampler.sample_groups, (mcfg, params, tokens, lens, keys), kw
 
     return Job(phase, fn, f"B={B} S={S} G={G} R={R}", build, resident, plan_bytes, knob)

@@ -22,6 +22,7 @@ sharding.RULES the run uses; a dimension its axes don't divide counts unsharded:
   peak         params + reference + optimizer + max(gradients + activations + logits,
                kv_cache + sampling)
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -149,8 +150,7 @@ def train_memory(mcfg: ModelConfig, m: MeshSizes, rows: int, W: int) -> tuple[in
     return activations, logits
 
 
-def sample_memory(mcfg: ModelConfig, m: MeshSizes, B: int, G: int, S: int, R: int,
-                  n_param: int = 0) -> tuple[int, int]:
+def sample_memory(mcfg: ModelConfig, m: MeshSizes, B: int, G: int, S: int, R: int, n_param: int = 0) -> tuple[int, int]:
     """(kv_cache, sampling work) bytes per device for B prompts of S tokens, G x R new tokens;
     n_param: parameter elements per device (their compute-dtype copy is sampling work)."""
     cb = 2 if mcfg.dtype in ("bfloat16", "float16") else 4

@@ -11,12 +11,14 @@ the two; the optimizer state and the reference stay resident during sampling. Th
 checked against the compiler's buffer assignment (`compiled.memory_analysis()`): by
 `python -m qwenlong_jax.compile` for XLA:TPU (the 32B TPU config's phases on v5p:4x4x4 and
 Qwen2.5-1.5B GRPO at 8K on v5p:2x2x1) and XLA:GPU (the 32B GPU config's phases on 16 x 8 H100):
-within 20% (docs/benchmarks.md "Compile check: the recorded tables", tests/test_plan.py against the recorded figures), and for the tiny configs on
+within 20% (docs/benchmarks.md "Compile check: the recorded tables", tests/test_plan.py against
+the recorded figures), and for the tiny configs on
 CPU by tests/test_plan.py (within 25%). The backend matters for one term: how many gradient-sized
 buffers the update keeps (GRADIENT_COPIES). Memory per device and the backend default to the
 config file's COMPILE_TARGET (qwenlong_jax/capacity/targets.py). They are estimates: the compiler may keep
 fewer or more copies.
 """
+
 from __future__ import annotations
 
 import os
@@ -24,8 +26,13 @@ from typing import TYPE_CHECKING
 
 import jax
 
-from qwenlong_jax.capacity.memory_terms import (PhaseMemory, mesh_sizes, param_elements_per_device,
-                                                sample_memory, train_memory)
+from qwenlong_jax.capacity.memory_terms import (
+    PhaseMemory,
+    mesh_sizes,
+    param_elements_per_device,
+    sample_memory,
+    train_memory,
+)
 from qwenlong_jax.config import ConfigError
 from qwenlong_jax.models.config import ModelConfig
 from qwenlong_jax.run import step_shapes
@@ -44,7 +51,8 @@ class PlanError(ConfigError):
 
 # f32 gradient-sized buffers the update keeps besides the parameters and optimizer state, plus one
 # gradient accumulator when the step has micro-batches. Fitted to the compilers' buffer
-# assignment of the 32B configs' SFT and GRPO updates (docs/benchmarks.md, "Compile check: the recorded tables"): XLA:TPU's
+# assignment of the 32B configs' SFT and GRPO updates (docs/benchmarks.md, "Compile check: the
+# recorded tables"): XLA:TPU's
 # temporaries hold three, XLA:GPU's one (0.97-1.01 of the compiler with it, 1.16-1.26 with
 # three). Which buffers XLA:TPU keeps that XLA:GPU does not was not traced. CPU is priced as TPU.
 GRADIENT_COPIES = {"gpu": 1}
@@ -52,7 +60,7 @@ GRADIENT_COPIES_DEFAULT = 3
 
 
 def backend_kind(platform: str | None = None) -> str:
-    """"tpu" | "gpu" | "cpu" for a jax platform name (default: this process's backend)."""
+    """ "tpu" | "gpu" | "cpu" for a jax platform name (default: this process's backend)."""
     platform = platform or jax.default_backend()
     return {"cuda": "gpu", "rocm": "gpu"}.get(platform, platform)
 
@@ -71,25 +79,32 @@ def estimate(spec: RunSpec, backend: str | None = None) -> list[PhaseMemory]:
     for ps in spec.phases:
         ph, s = ps.phase, ps.shapes
         if ph.kind == "rl":
+            assert isinstance(s, step_shapes.RLStepShapes)  # PhaseSpec: an RL phase has RL step shapes
             kv, samp = sample_memory(mcfg, m, s.sample_B, s.G, s.S, s.R, n_param)
-            shape = (f"B={s.B} G={s.G} S={s.S} R={s.R} W={s.W} rows/micro={s.rows} "
-                     f"micro={s.micro} updates={s.updates} sampled/call={s.sample_B}")
+            shape = (
+                f"B={s.B} G={s.G} S={s.S} R={s.R} W={s.W} rows/micro={s.rows} "
+                f"micro={s.micro} updates={s.updates} sampled/call={s.sample_B}"
+            )
             N_local = s.B * s.G
             # rows [M, U, rows, W] x 4 int32; per-token [M, U, rows*G, R] x 3 (4 bytes)
-            batch = (s.updates * s.micro * (4 * 4 * m.split(s.rows, "data", "fsdp") * s.W)
-                     + 3 * 4 * m.split(N_local, "data", "fsdp") * s.R)
+            batch = (
+                s.updates * s.micro * (4 * 4 * m.split(s.rows, "data", "fsdp") * s.W)
+                + 3 * 4 * m.split(N_local, "data", "fsdp") * s.R
+            )
         else:
             kv = samp = 0
             shape = f"rows/micro={s.rows} micro={s.micro} W={s.W}"
             batch = 5 * 4 * m.split(s.rows, "data", "fsdp") * s.W
         acts, logits = train_memory(mcfg, m, s.rows, s.W)
         grads = n_param * 4 * (copies + (1 if s.micro > 1 else 0))
-        out.append(PhaseMemory(ph.name, ph.kind, shape, params, optimizer, grads, acts, logits, batch, kv, samp,
-                               reference))
+        out.append(
+            PhaseMemory(ph.name, ph.kind, shape, params, optimizer, grads, acts, logits, batch, kv, samp, reference)
+        )
     return out
 
 
 # --- refusal ---------------------------------------------------------------------------------
+
 
 def _knob(mcfg: ModelConfig, pm: PhaseMemory) -> str:
     parts = {"params+optimizer": pm.resident}
@@ -97,7 +112,7 @@ def _knob(mcfg: ModelConfig, pm: PhaseMemory) -> str:
         parts.update(activations=pm.activations, logits=pm.logits, gradients=pm.gradients)
     else:
         parts.update(kv_cache=pm.kv_cache, sampling=pm.sampling)
-    big = max(parts, key=parts.get)
+    big = max(parts, key=lambda k: parts[k])
     if big == "params+optimizer" or big == "gradients":
         knob = "mesh.fsdp (shard params, gradients and optimizer state over more devices)"
     elif big == "activations":
@@ -112,8 +127,7 @@ def _knob(mcfg: ModelConfig, pm: PhaseMemory) -> str:
     elif big == "logits":
         knob = "model.logits_chunk"
     elif big == "kv_cache":
-        knob = (f"rl.rollout_batch (prompts sampled at once), phases[{pm.phase}].max_output "
-                f"or mesh.tensor")
+        knob = f"rl.rollout_batch (prompts sampled at once), phases[{pm.phase}].max_output or mesh.tensor"
     else:
         knob = "model.attention_impl='flash'" if mcfg.attention_impl == "xla" else f"phases[{pm.phase}].batch"
     return f"{big} is the largest part ({parts[big] / GIB:.1f} GiB); change {knob}"
@@ -127,14 +141,16 @@ def check_fits(spec: RunSpec, hbm_bytes: int, backend: str | None = None) -> lis
         if pm.peak > hbm_bytes:
             raise PlanError(
                 f"phase {pm.phase}: needs ~{pm.peak / GIB:.1f} GiB per device, {hbm_bytes / GIB:.1f} GiB "
-                f"available ({pm.shape}); {_knob(spec.mcfg, pm)}")
+                f"available ({pm.shape}); {_knob(spec.mcfg, pm)}"
+            )
     resident = max((pm.resident for pm in phases), default=0)
     for length, need in heldout_memory(spec):
         if resident + need > hbm_bytes:
             raise PlanError(
                 f"held-out set data.eval_lengths={length}: generating needs ~{(resident + need) / GIB:.1f} GiB "
                 f"per device, {hbm_bytes / GIB:.1f} GiB available; lower data.eval_lengths or "
-                "data.eval_max_new_tokens")
+                "data.eval_max_new_tokens"
+            )
     return phases
 
 
@@ -155,8 +171,9 @@ def heldout_memory(spec: RunSpec) -> list[tuple[int, int]]:
     out = []
     for length in cfg.data.eval_lengths:
         S = sampler.bucket_length(length + PROMPT_OVERHEAD, step_shapes.PREFILL_CHUNK)
-        kv, samp = sample_memory(mcfg, m, min(EVAL_BATCH, cfg.data.eval_per_length), 1, S,
-                                 cfg.data.eval_max_new_tokens, n_param)
+        kv, samp = sample_memory(
+            mcfg, m, min(EVAL_BATCH, cfg.data.eval_per_length), 1, S, cfg.data.eval_max_new_tokens, n_param
+        )
         out.append((length, kv + samp))
     return out
 
@@ -189,10 +206,20 @@ def device_memory_bytes(local_devices: int = 1) -> int | None:
 
 # --- table ---------------------------------------------------------------------------------
 
-ROWS = (("params", "params"), ("KL reference", "reference"), ("optimizer", "optimizer"),
-        ("gradients", "gradients"), ("activations", "activations"), ("logits", "logits"), ("update inputs", "batch"),
-        ("= update", "train"), ("kv cache", "kv_cache"), ("sampling work", "sampling"),
-        ("= sampling", "sample"), ("PEAK", "peak"))
+ROWS = (
+    ("params", "params"),
+    ("KL reference", "reference"),
+    ("optimizer", "optimizer"),
+    ("gradients", "gradients"),
+    ("activations", "activations"),
+    ("logits", "logits"),
+    ("update inputs", "batch"),
+    ("= update", "train"),
+    ("kv cache", "kv_cache"),
+    ("sampling work", "sampling"),
+    ("= sampling", "sample"),
+    ("PEAK", "peak"),
+)
 
 
 def format_table(phases: list[PhaseMemory], hbm_bytes: int | None = None) -> str:
@@ -203,9 +230,10 @@ def format_table(phases: list[PhaseMemory], hbm_bytes: int | None = None) -> str
         vals = [getattr(p, attr) / scale for p in phases]
         lines.append(label.ljust(16) + "".join(f"{v:{width}.2f}" for v in vals))
     if hbm_bytes:
-        lines.append(f"fits {hbm_bytes / GIB:.0f} GiB?".ljust(16) + "".join(
-            ("yes" if p.peak <= hbm_bytes else "NO").rjust(width) for p in phases))
+        lines.append(
+            f"fits {hbm_bytes / GIB:.0f} GiB?".ljust(16)
+            + "".join(("yes" if p.peak <= hbm_bytes else "NO").rjust(width) for p in phases)
+        )
     for p in phases:
         lines.append(f"  {p.phase} ({p.kind}): {p.shape}")
     return "\n".join(lines)
-

@@ -10,11 +10,22 @@
 schema.py's names load on first use: the config's sections import their own validators
 (e.g. rewards.judge.JudgeConfig uses load.py), so importing load.py must not import schema.py.
 """
+
 from qwenlong_jax.config.load import ConfigError, at_least, build, positive, to_config_dict
 
 _FROM = {
-    "schema": ("BadRecordPolicy", "Config", "DataConfig", "JudgeConfig", "ModelSection", "PhaseConfig",
-               "PhaseKind", "RetroConfig", "RopeScalingSection", "from_config_dict"),
+    "schema": (
+        "BadRecordPolicy",
+        "Config",
+        "DataConfig",
+        "JudgeConfig",
+        "ModelSection",
+        "PhaseConfig",
+        "PhaseKind",
+        "RetroConfig",
+        "RopeScalingSection",
+        "from_config_dict",
+    ),
     "optim": ("KLType", "LossAgg", "LossScope", "OptimConfig", "RLConfig"),
     "model": ("build_model_config", "rope_overrides"),
 }

@@ -7,6 +7,7 @@ one-line `ConfigError` naming the field's path. A float field must be finite (na
 refused wherever they are set: a run would otherwise fail, or silently train nothing, steps
 later). `to_config_dict` is the inverse.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -79,7 +80,7 @@ def check_type(path: str, value: Any, tp: Any) -> Any:
 
 
 def build(path: str, value: Any, tp: Any) -> Any:
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         if isinstance(value, tp):
             return value
         if isinstance(value, ml_collections.ConfigDict):

@@ -9,6 +9,7 @@
 run/spec.py calls model_config once per run; the trainer, the planner and the compile check read
 the result from the RunSpec.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -40,16 +41,27 @@ def rope_overrides(section: ModelSection) -> dict:
         return {}
     from qwenlong_jax.models.config import RopeScaling
 
-    return dict(rope_scaling=RopeScaling(factor=rs.factor, beta_fast=rs.beta_fast,
-                                         beta_slow=rs.beta_slow,
-                                         original_max_position_embeddings=rs.original_max_position_embeddings),
-                max_position_embeddings=int(rs.original_max_position_embeddings * rs.factor))
+    return dict(
+        rope_scaling=RopeScaling(
+            factor=rs.factor,
+            beta_fast=rs.beta_fast,
+            beta_slow=rs.beta_slow,
+            original_max_position_embeddings=rs.original_max_position_embeddings,
+        ),
+        max_position_embeddings=int(rs.original_max_position_embeddings * rs.factor),
+    )
 
 
 def exec_overrides(section: ModelSection) -> dict:
     """The run's execution settings (and rope scaling) laid over a checkpoint's config.json."""
-    return dict(dtype=section.dtype, attention_impl=section.attention_impl, remat=section.remat,
-                scan_layers=section.scan_layers, logits_chunk=section.logits_chunk, **rope_overrides(section))
+    return dict(
+        dtype=section.dtype,
+        attention_impl=section.attention_impl,
+        remat=section.remat,
+        scan_layers=section.scan_layers,
+        logits_chunk=section.logits_chunk,
+        **rope_overrides(section),
+    )
 
 
 def build_model_config(section: ModelSection, vocab_size: int | None = None) -> ModelConfig:

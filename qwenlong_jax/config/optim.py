@@ -1,6 +1,7 @@
 """The run config's optimisation sections: `optim` (AdamW and its schedule) and `rl` (GRPO/DAPO:
 groups, clipping, KL, dynamic sampling, batch splits, rollouts), each with its own range checks.
 Defaults follow QwenLong-L1's reference implementation (docs/recipe.md)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -96,14 +97,20 @@ class RLConfig:
         at_least("rl.token_budget", self.token_budget, 0)
         if self.loss_scope == "dynamic":
             if not self.token_budget:
-                raise ConfigError("rl.token_budget must be > 0 with rl.loss_scope='dynamic' (the reference: "
-                                  "ppo_max_token_len_per_gpu)")
+                raise ConfigError(
+                    "rl.token_budget must be > 0 with rl.loss_scope='dynamic' (the reference: "
+                    "ppo_max_token_len_per_gpu)"
+                )
             if self.loss_agg != "token-mean":
-                raise ConfigError(f"rl.loss_scope='dynamic' weighs token means; with rl.loss_agg="
-                                  f"{self.loss_agg!r} it equals 'mini_batch': use that")
+                raise ConfigError(
+                    f"rl.loss_scope='dynamic' weighs token means; with rl.loss_agg="
+                    f"{self.loss_agg!r} it equals 'mini_batch': use that"
+                )
         elif self.token_budget:
-            raise ConfigError(f"rl.token_budget={self.token_budget} is read only with rl.loss_scope='dynamic' "
-                              f"(got {self.loss_scope!r}); set it to 0")
+            raise ConfigError(
+                f"rl.token_budget={self.token_budget} is read only with rl.loss_scope='dynamic' "
+                f"(got {self.loss_scope!r}); set it to 0"
+            )
         at_least("rl.kl_coef", self.kl_coef, 0)
         if self.tis_cap and self.tis_cap < 1:
             raise ConfigError(f"rl.tis_cap must be 0 (off) or >= 1, got {self.tis_cap}")

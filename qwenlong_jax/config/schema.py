@@ -5,6 +5,7 @@ validates it (unknown keys with a did-you-mean, types, ranges) and returns a `Co
 this point no code reads the ConfigDict; modules take only the fields they need.
 Defaults follow QwenLong-L1's reference implementation (docs/recipe.md).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -15,8 +16,8 @@ import ml_collections
 
 from qwenlong_jax.config.load import ConfigError, at_least, build, positive
 from qwenlong_jax.config.optim import OptimConfig, RLConfig
-from qwenlong_jax.rewards.judge import JudgeConfig  # noqa: F401  (the run config's `judge` section)
 from qwenlong_jax.parallel.sharding import MeshConfig
+from qwenlong_jax.rewards.judge import JudgeConfig  # noqa: F401  (the run config's `judge` section)
 
 BadRecordPolicy = Literal["error", "skip"]
 
@@ -40,8 +41,9 @@ class RopeScalingSection:
     def __post_init__(self):
         at_least("model.rope_scaling.factor", self.factor, 0)
         if self.factor and self.original_max_position_embeddings <= 0:
-            raise ConfigError("model.rope_scaling.original_max_position_embeddings must be > 0 "
-                              "when model.rope_scaling.factor is set")
+            raise ConfigError(
+                "model.rope_scaling.original_max_position_embeddings must be > 0 when model.rope_scaling.factor is set"
+            )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,15 +92,14 @@ class PhaseConfig:
         at_least(f"phases[{self.name}].steps", self.steps, 0)
         at_least(f"phases[{self.name}].epochs", self.epochs, 1)
         if self.steps and self.epochs != 1:
-            raise ConfigError(f"phases[{self.name}]: set steps or epochs, not both (steps={self.steps}, "
-                              f"epochs={self.epochs})")
+            raise ConfigError(
+                f"phases[{self.name}]: set steps or epochs, not both (steps={self.steps}, epochs={self.epochs})"
+            )
         at_least(f"phases[{self.name}].micro_rows", self.micro_rows, 0)
         at_least(f"phases[{self.name}].min_input", self.min_input, 0)
         at_least(f"phases[{self.name}].lr", self.lr, 0)  # 0 = optim.lr
         if self.min_input >= self.max_input:
-            raise ConfigError(
-                f"phases[{self.name}]: min_input {self.min_input} must be < max_input {self.max_input}"
-            )
+            raise ConfigError(f"phases[{self.name}]: min_input {self.min_input} must be < max_input {self.max_input}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -180,8 +181,10 @@ class Config:
         first: dict[int, str] = {}
         for p in self.phases:  # an order shared by two phases leaves their order to chance
             if p.order in first:
-                raise ConfigError(f"phases[{first[p.order]}] and phases[{p.name}] both have order={p.order}; "
-                                  "give each phase its own order (phases run by increasing order)")
+                raise ConfigError(
+                    f"phases[{first[p.order]}] and phases[{p.name}] both have order={p.order}; "
+                    "give each phase its own order (phases run by increasing order)"
+                )
             first[p.order] = p.name
 
 

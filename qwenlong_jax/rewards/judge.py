@@ -26,9 +26,11 @@ environment when each request is built and sent as `Authorization: Bearer ...`; 
 logged, never in repr or stats, never in anything checkpointed. Environment proxies
 (http_proxy, ...) are ignored and redirects are refused, so the key only goes to url.
 """
+
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import dataclasses
 import http.client
 import json
@@ -38,11 +40,17 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from typing import Sequence
+from collections.abc import Sequence
 
 from qwenlong_jax.config.load import ConfigError, at_least, positive
-from qwenlong_jax.rewards.judge_core import (CachingJudge, JudgeQuery, Verdict, judge_messages,
-                                             parse_verdict)
+from qwenlong_jax.rewards.judge_core import (
+    CachingJudge,
+    FailureKind,
+    JudgeQuery,
+    Verdict,
+    judge_messages,
+    parse_verdict,
+)
 
 _RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
 
@@ -91,6 +99,7 @@ def _deadline_handlers(on_connect):
             def connect(self):
                 super().connect()
                 on_connect(self.sock)
+
         return Conn
 
     class HTTP(urllib.request.HTTPHandler):
@@ -118,8 +127,9 @@ class OpenAIJudge(CachingJudge):
         if not config.url:
             raise ValueError("JudgeConfig.url is empty: no judge endpoint to call")
         if config.api_key_env and config.api_key_env not in os.environ:
-            raise ValueError(f"JudgeConfig.api_key_env names ${config.api_key_env}, which is not "
-                             "set in the environment")
+            raise ValueError(
+                f"JudgeConfig.api_key_env names ${config.api_key_env}, which is not set in the environment"
+            )
         self.config = config
         self._url = config.url.rstrip("/") + "/chat/completions"
         self._in_flight = threading.BoundedSemaphore(config.max_concurrency)
@@ -129,8 +139,10 @@ class OpenAIJudge(CachingJudge):
 
     def __repr__(self) -> str:
         c = self.config
-        return (f"OpenAIJudge(url={c.url!r}, model={c.model!r}, "
-                f"api_key_env={c.api_key_env!r}, max_concurrency={c.max_concurrency})")
+        return (
+            f"OpenAIJudge(url={c.url!r}, model={c.model!r}, "
+            f"api_key_env={c.api_key_env!r}, max_concurrency={c.max_concurrency})"
+        )
 
     __str__ = __repr__
 
@@ -157,13 +169,15 @@ class OpenAIJudge(CachingJudge):
 
     def _ask_endpoint(self, query: JudgeQuery) -> tuple[Verdict, bool]:
         """The verdict, and whether the endpoint failed to answer at all (for the breaker)."""
-        body = json.dumps({
-            "model": self.config.model,
-            "messages": judge_messages(query),
-            "temperature": 0.0,
-            "max_tokens": self.config.max_tokens,
-        }).encode("utf-8")
-        kind = "internal"
+        body = json.dumps(
+            {
+                "model": self.config.model,
+                "messages": judge_messages(query),
+                "temperature": 0.0,
+                "max_tokens": self.config.max_tokens,
+            }
+        ).encode("utf-8")
+        kind: FailureKind = "internal"
         for attempt in range(self.config.retries + 1):
             if attempt:
                 time.sleep(self.config.backoff_s * 2 ** (attempt - 1))
@@ -201,13 +215,12 @@ class OpenAIJudge(CachingJudge):
             with lock:
                 state["expired"] = True
                 if state["sock"] is not None:
-                    try:
+                    with contextlib.suppress(OSError):
                         state["sock"].shutdown(socket.SHUT_RDWR)
-                    except OSError:
-                        pass
 
-        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirect(),
-                                             *_deadline_handlers(on_connect))
+        opener = urllib.request.build_opener(
+            urllib.request.ProxyHandler({}), _NoRedirect(), *_deadline_handlers(on_connect)
+        )
         with self._in_flight:
             self._count("calls")
             timer = threading.Timer(self.config.timeout_s, expire)
@@ -227,7 +240,7 @@ class OpenAIJudge(CachingJudge):
             except urllib.error.URLError as err:
                 timed_out = state["expired"] or isinstance(err.reason, (TimeoutError, socket.timeout))
                 raise _Retryable("timeout" if timed_out else "connection") from None
-            except (TimeoutError, socket.timeout):
+            except TimeoutError:
                 raise _Retryable("timeout") from None
             except (ConnectionError, http.client.HTTPException, OSError):
                 raise _Retryable("timeout" if state["expired"] else "connection") from None

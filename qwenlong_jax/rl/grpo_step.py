@@ -27,6 +27,7 @@ rows. "mini_batch" and "micro_batch" agree when every micro-batch holds as many 
 (sequences) as the others.
 `epochs` passes run over the same M mini-batches in the same order (PPO epochs).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -40,8 +41,9 @@ import optax
 from qwenlong_jax.config import RLConfig
 from qwenlong_jax.models.config import ModelConfig
 from qwenlong_jax.rl import logprobs as logprobs_lib
+from qwenlong_jax.rl.kl import KLKind
 from qwenlong_jax.rl.packing import PackedRows
-from qwenlong_jax.rl.policy_loss import actor_loss
+from qwenlong_jax.rl.policy_loss import AggMode, actor_loss
 from qwenlong_jax.run.train_state import TrainState, apply_update
 
 ROW_KEYS = ("tokens_BW", "positions_BW", "segment_ids_BW", "src_BW")
@@ -53,33 +55,52 @@ class LossSettings:
 
     clip_low: float = 0.2
     clip_high: float = 0.2
-    agg: str = "token-mean"
+    agg: AggMode = "token-mean"
     entropy_coeff: float = 0.001
     temperature: float = 1.0
     shared_prefix_segment: int | None = 1
     kl_coef: float = 0.0  # > 0: the batch holds ref_logp_NR
-    kl_type: str = "low_var_kl"
+    kl_type: KLKind = "low_var_kl"
     tis_cap: float = 0.0  # > 0: the batch holds is_weight_NR
     scope: str = "mini_batch"
     epochs: int = 1
 
     @classmethod
-    def from_rl(cls, rl: RLConfig, packed: bool = True) -> "LossSettings":
-        return cls(rl.clip_low, rl.clip_high, rl.loss_agg, rl.entropy_coeff, rl.temperature,
-                   1 if packed else None, kl_coef=rl.kl_coef, kl_type=rl.kl_type,
-                   tis_cap=rl.tis_cap, scope=rl.loss_scope, epochs=rl.epochs)
+    def from_rl(cls, rl: RLConfig, packed: bool = True) -> LossSettings:
+        return cls(
+            rl.clip_low,
+            rl.clip_high,
+            rl.loss_agg,
+            rl.entropy_coeff,
+            rl.temperature,
+            1 if packed else None,
+            kl_coef=rl.kl_coef,
+            kl_type=rl.kl_type,
+            tis_cap=rl.tis_cap,
+            scope=rl.loss_scope,
+            epochs=rl.epochs,
+        )
 
     @property
     def token_keys(self) -> tuple[str, ...]:
         """The [M, U, Nm, R] float arrays the update reads besides mask and old_logp."""
-        return ((("ref_logp_NR",) if self.kl_coef else ()) + (("is_weight_NR",) if self.tis_cap else ())
-                + (("coef_NR",) if self.scope == "dynamic" else ()))
+        return (
+            (("ref_logp_NR",) if self.kl_coef else ())
+            + (("is_weight_NR",) if self.tis_cap else ())
+            + (("coef_NR",) if self.scope == "dynamic" else ())
+        )
 
 
 def micro_logprobs(cfg: ModelConfig, params, mb: dict, ls: LossSettings):
     logp_BW, ent_BW = logprobs_lib.row_logprobs(
-        cfg, params, mb["tokens_BW"], mb["positions_BW"], mb["segment_ids_BW"], mb["src_BW"],
-        shared_prefix_segment=ls.shared_prefix_segment, temperature=ls.temperature,
+        cfg,
+        params,
+        mb["tokens_BW"],
+        mb["positions_BW"],
+        mb["segment_ids_BW"],
+        mb["src_BW"],
+        shared_prefix_segment=ls.shared_prefix_segment,
+        temperature=ls.temperature,
     )
     idx = mb["unpack_idx_NR"]
     return logprobs_lib.unpack(logp_BW, idx), logprobs_lib.unpack(ent_BW, idx)
@@ -91,10 +112,18 @@ def grpo_loss(cfg: ModelConfig, ls: LossSettings, params, mb: dict):
     logp_NR, ent_NR = micro_logprobs(cfg, params, mb, ls)
     mask_NR = mb["mask_NR"]
     loss, stats = actor_loss(
-        logp_NR, mb["old_logp_NR"], mb["adv_N"], mask_NR, entropy_BT=ent_NR,
+        logp_NR,
+        mb["old_logp_NR"],
+        mb["adv_N"],
+        mask_NR,
+        entropy_BT=ent_NR,
         ref_logp_BT=mb["ref_logp_NR"] if ls.kl_coef else None,
-        clip_low=ls.clip_low, clip_high=ls.clip_high, agg=ls.agg, entropy_coeff=ls.entropy_coeff,
-        kl_coef=ls.kl_coef, kl_kind=ls.kl_type,
+        clip_low=ls.clip_low,
+        clip_high=ls.clip_high,
+        agg=ls.agg,
+        entropy_coeff=ls.entropy_coeff,
+        kl_coef=ls.kl_coef,
+        kl_kind=ls.kl_type,
         token_weight_BT=mb["is_weight_NR"] if ls.tis_cap else None,
         token_coef_BT=mb["coef_NR"] if ls.scope == "dynamic" else None,
     )
@@ -131,8 +160,9 @@ def update_weights(mask_UNR: jax.Array, agg: str, scope: str) -> tuple[jax.Array
     return w_U, scale_U, n_tok > 0
 
 
-def grpo_update(cfg: ModelConfig, ls: LossSettings, tx: optax.GradientTransformation,
-                state: TrainState, batch: dict) -> tuple[TrainState, dict]:
+def grpo_update(
+    cfg: ModelConfig, ls: LossSettings, tx: optax.GradientTransformation, state: TrainState, batch: dict
+) -> tuple[TrainState, dict]:
     """ls.epochs x M optimizer updates (one per mini-batch), each accumulating U micro-batches.
 
     Returns (state, metrics): scalars averaged over the applied updates, `updates` (applied),
@@ -144,8 +174,15 @@ def grpo_update(cfg: ModelConfig, ls: LossSettings, tx: optax.GradientTransforma
     def one(state, mini):
         w_U, scale_U, apply = update_weights(mini["mask_NR"], ls.agg, ls.scope)
         mini = {**mini, "pg_scale": scale_U}
-        return apply_update(state, tx, lambda p, mb: grpo_loss(cfg, ls, p, mb), mini,
-                            weights_U=w_U, apply=apply, max_keys=("ratio_max",))
+        return apply_update(
+            state,
+            tx,
+            lambda p, mb: grpo_loss(cfg, ls, p, mb),
+            mini,
+            weights_U=w_U,
+            apply=apply,
+            max_keys=("ratio_max",),
+        )
 
     def epoch(state, _):
         return jax.lax.scan(one, state, batch)
@@ -154,7 +191,7 @@ def grpo_update(cfg: ModelConfig, ls: LossSettings, tx: optax.GradientTransforma
     by_update = {("nonfinite" if k == "skipped" else k): v.reshape(-1) for k, v in metrics.items()}
     used = ((by_update["empty"] == 0) & (by_update["nonfinite"] == 0)).astype(jnp.float32)
     n_used = jnp.sum(used)
-    out = {k: jnp.sum(v * used) / jnp.maximum(n_used, 1.0) for k, v in by_update.items()}
+    out: dict[str, Any] = {k: jnp.sum(v * used) / jnp.maximum(n_used, 1.0) for k, v in by_update.items()}
     del out["nonfinite"], out["empty"]
     out["nonfinite_updates"] = jnp.sum(by_update["nonfinite"])
     out["empty_updates"] = jnp.sum(by_update["empty"])
@@ -164,8 +201,9 @@ def grpo_update(cfg: ModelConfig, ls: LossSettings, tx: optax.GradientTransforma
     return state, out
 
 
-def rollout_agreement(sampler_logp_NR: jax.Array, old_logp_NR: jax.Array, mask_NR: jax.Array,
-                      tis_cap: float = 0.0) -> tuple[jax.Array, dict]:
+def rollout_agreement(
+    sampler_logp_NR: jax.Array, old_logp_NR: jax.Array, mask_NR: jax.Array, tis_cap: float = 0.0
+) -> tuple[jax.Array, dict]:
     """Sampler vs trainer log-probabilities of the sampled tokens (any matching shapes).
 
     Returns (is_weight, stats): is_weight = min(exp(old_logp - sampler_logp), tis_cap) on real
@@ -194,12 +232,16 @@ def rollout_agreement(sampler_logp_NR: jax.Array, old_logp_NR: jax.Array, mask_N
 
 def policy_logprobs(cfg: ModelConfig, ls: LossSettings, params, batch: dict) -> jax.Array:
     """old_logp [M, U, Nm, R] of the current policy (the reference recomputes it before updating)."""
-    f = lambda mb: micro_logprobs(cfg, jax.lax.stop_gradient(params), mb, ls)[0]
+
+    def f(mb):
+        return micro_logprobs(cfg, jax.lax.stop_gradient(params), mb, ls)[0]
+
     return jax.lax.map(lambda mini: jax.lax.map(f, mini), batch)
 
 
-def grpo_batch(rows: PackedRows, adv_N: np.ndarray, num_updates: int, num_micro: int,
-               old_logp_NR: np.ndarray | None = None) -> dict:
+def grpo_batch(
+    rows: PackedRows, adv_N: np.ndarray, num_updates: int, num_micro: int, old_logp_NR: np.ndarray | None = None
+) -> dict:
     """Reshape packed rows [B, W] / tokens [N, R] into [M, U, ...] and localise unpack_idx."""
     B, W = rows.tokens_BW.shape
     N, R = rows.mask_NR.shape

@@ -7,9 +7,9 @@ Loss: token-mean over all response tokens of the step; with U micro-batches each
 divided by the step's total (times U, undoing apply_update's 1/U), so gradient accumulation
 gives exactly the one-forward update (tested).
 """
+
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -25,8 +25,14 @@ def sft_loss(cfg: ModelConfig, params, mb: dict, normalizer=None):
     B, W = mb["tokens_BW"].shape
     src_BW = jnp.broadcast_to(jnp.maximum(jnp.arange(W, dtype=jnp.int32) - 1, 0)[None], (B, W))
     logp_BW, _ = logprobs_lib.row_logprobs(
-        cfg, params, mb["tokens_BW"], mb["positions_BW"], mb["segment_ids_BW"], src_BW,
-        shared_prefix_segment=None, temperature=1.0,
+        cfg,
+        params,
+        mb["tokens_BW"],
+        mb["positions_BW"],
+        mb["segment_ids_BW"],
+        src_BW,
+        shared_prefix_segment=None,
+        temperature=1.0,
     )
     m = mb["loss_mask_BW"].astype(jnp.float32)
     n = jnp.maximum(jnp.sum(m), 1.0) if normalizer is None else normalizer
@@ -35,8 +41,9 @@ def sft_loss(cfg: ModelConfig, params, mb: dict, normalizer=None):
     return nll, {"nll": nll, "token_acc": acc, "num_tokens": jnp.sum(m)}
 
 
-def sft_update(cfg: ModelConfig, tx: optax.GradientTransformation, state: TrainState,
-               batch: dict) -> tuple[TrainState, dict]:
+def sft_update(
+    cfg: ModelConfig, tx: optax.GradientTransformation, state: TrainState, batch: dict
+) -> tuple[TrainState, dict]:
     """One optimizer update; batch arrays are [U, Bm, W] (U micro-batches)."""
     U = batch["tokens_BW"].shape[0]
     if U == 1:
@@ -49,8 +56,7 @@ def sft_update(cfg: ModelConfig, tx: optax.GradientTransformation, state: TrainS
 def pack_sft_rows(examples: list[tuple[list[int], list[int]]], row_len: int) -> dict:
     """Greedy first-fit packing of (prompt, response) token lists into rows of `row_len`; the
     loss is on the responses."""
-    return pack_masked_rows([(list(p) + list(r), [0] * len(p) + [1] * len(r)) for p, r in examples],
-                            row_len)
+    return pack_masked_rows([(list(p) + list(r), [0] * len(p) + [1] * len(r)) for p, r in examples], row_len)
 
 
 def pack_masked_rows(examples: list[tuple[list[int], list[int]]], row_len: int) -> dict:
@@ -80,9 +86,9 @@ def pack_masked_rows(examples: list[tuple[list[int], list[int]]], row_len: int) 
         for s, i in enumerate(row):
             ids, mask = examples[i]
             n = len(ids)
-            out["tokens_BW"][b, w:w + n] = ids
-            out["positions_BW"][b, w:w + n] = np.arange(n)
-            out["segment_ids_BW"][b, w:w + n] = s + 1
-            out["loss_mask_BW"][b, w:w + n] = mask
+            out["tokens_BW"][b, w : w + n] = ids
+            out["positions_BW"][b, w : w + n] = np.arange(n)
+            out["segment_ids_BW"][b, w : w + n] = s + 1
+            out["loss_mask_BW"][b, w : w + n] = mask
             w += n
     return out

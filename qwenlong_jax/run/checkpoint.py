@@ -7,6 +7,7 @@ run killed mid-save leaves the previous checkpoint as the latest complete one. A
 that fails to restore (torn or corrupt files) is skipped with a warning and the previous one
 is used.
 """
+
 from __future__ import annotations
 
 import logging
@@ -31,7 +32,9 @@ class CheckpointSaveError(RuntimeError):
 
 def _cause(e: BaseException) -> str:
     """The innermost OS-level reason of a failed save (orbax/tensorstore wrap it), one line."""
-    seen, cur, best = set(), e, None
+    seen: set[int] = set()
+    cur: BaseException | None = e
+    best: str | None = None
     while cur is not None and id(cur) not in seen:
         seen.add(id(cur))
         if isinstance(cur, OSError) and cur.strerror:
@@ -39,9 +42,20 @@ def _cause(e: BaseException) -> str:
         cur = cur.__cause__ or cur.__context__
     if best is None:
         text = str(e)
-        best = next((m for m in ("No space left on device", "File too large", "Permission denied",
-                                 "Disk quota exceeded", "Read-only file system") if m in text),
-                    (text.splitlines() or [type(e).__name__])[0][:200])
+        best = next(
+            (
+                m
+                for m in (
+                    "No space left on device",
+                    "File too large",
+                    "Permission denied",
+                    "Disk quota exceeded",
+                    "Read-only file system",
+                )
+                if m in text
+            ),
+            (text.splitlines() or [type(e).__name__])[0][:200],
+        )
     return best
 
 
@@ -55,18 +69,19 @@ class _stderr_to_file:
 
     def __enter__(self):
         import sys
+
         sys.stderr.flush()
         if self.append_to:
             self.file = open(self.append_to, "a+b")
         else:
-            self.file = tempfile.NamedTemporaryFile("w+b", prefix="qwenlong_ckpt_save_", suffix=".log",
-                                                    delete=False)
+            self.file = tempfile.NamedTemporaryFile("w+b", prefix="qwenlong_ckpt_save_", suffix=".log", delete=False)
         self.saved = os.dup(2)
         os.dup2(self.file.fileno(), 2)
         return self
 
     def __exit__(self, *exc):
         import sys
+
         sys.stderr.flush()
         os.dup2(self.saved, 2)
         os.close(self.saved)
@@ -112,8 +127,7 @@ class Checkpointer:
         self._muted: _stderr_to_file | None = None  # stderr diverted after a failed save
         self.manager = ocp.CheckpointManager(
             self.directory,
-            options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
-                                                 enable_async_checkpointing=False),
+            options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, enable_async_checkpointing=False),
         )
 
     def save(self, step: int, state: Any, meta: dict) -> None:
@@ -125,8 +139,11 @@ class Checkpointer:
         self._remove_partial(step)
         try:
             with _stderr_to_file() as noise:  # orbax/tensorstore threads print tracebacks on failure
-                self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                                                meta=ocp.args.JsonSave(meta)), force=True)
+                self.manager.save(
+                    step,
+                    args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
+                    force=True,
+                )
                 self.manager.wait_until_finished()
             noise.replay()
             if self.staged:
@@ -144,7 +161,8 @@ class Checkpointer:
             raise CheckpointSaveError(
                 f"saving checkpoint {step} in {self.target} failed ({_cause(e)}); the previous "
                 f"checkpoint ({f'step {prev[-1]}' if prev else 'none'}) is intact"
-                + (f"; orbax's log: {details}" if details else "")) from None
+                + (f"; orbax's log: {details}" if details else "")
+            ) from None
 
     def _remove_partial(self, step: int) -> None:
         """A failed save's temporary directory, removed before saving that step again. orbax
@@ -177,15 +195,26 @@ class Checkpointer:
         _drop_closed_loop_callbacks()  # a torn checkpoint's abandoned reads call back late
         for step in reversed(self.steps()):
             try:
-                out = self.manager.restore(step, args=ocp.args.Composite(
-                    state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
+                out = self.manager.restore(
+                    step,
+                    args=ocp.args.Composite(
+                        state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()
+                    ),
+                )
                 return step, out["state"], out["meta"]
             except Exception as e:  # torn/corrupt checkpoint: fall back to the previous one
                 self._corrupt.add(step)
-                log.warning("checkpoint %d in %s could not be restored (%s: %s); trying the previous one",
-                            step, self.target, type(e).__name__, str(e).splitlines()[0][:200])
-                print(f"warning: checkpoint {step} in {self.target} is unreadable; using the previous one "
-                      "(it is replaced when the run saves that step again)")
+                log.warning(
+                    "checkpoint %d in %s could not be restored (%s: %s); trying the previous one",
+                    step,
+                    self.target,
+                    type(e).__name__,
+                    str(e).splitlines()[0][:200],
+                )
+                print(
+                    f"warning: checkpoint {step} in {self.target} is unreadable; using the previous one "
+                    "(it is replaced when the run saves that step again)"
+                )
         return None
 
     def close(self) -> None:
@@ -202,11 +231,11 @@ class Checkpointer:
 
 def _drop_closed_loop_callbacks() -> None:
     """After a restore that failed part-way, tensorstore completes the reads orbax abandoned and
-    calls back into orbax's event loop, already closed: each callback's RuntimeError('Event loop
-    is closed') reaches sys.unraisablehook, which prints a traceback (dozens, seconds later).
-    They are harmless and not the user's; only they are dropped (installed before restoring, kept
-after: they arrive during and after the failed restore); every other unraisable exception
-still goes to the previous hook."""
+        calls back into orbax's event loop, already closed: each callback's RuntimeError('Event loop
+        is closed') reaches sys.unraisablehook, which prints a traceback (dozens, seconds later).
+        They are harmless and not the user's; only they are dropped (installed before restoring, kept
+    after: they arrive during and after the failed restore); every other unraisable exception
+    still goes to the previous hook."""
     hook = sys.unraisablehook
     if getattr(hook, "_drops_closed_loop", False):
         return
@@ -215,7 +244,7 @@ still goes to the previous hook."""
         if not (isinstance(u.exc_value, RuntimeError) and str(u.exc_value) == "Event loop is closed"):
             hook(u)
 
-    drop._drops_closed_loop = True
+    drop._drops_closed_loop = True  # type: ignore[attr-defined]  # a marker on the hook function
     sys.unraisablehook = drop
 
 

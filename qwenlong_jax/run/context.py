@@ -7,6 +7,7 @@
 Everything here runs before anything compiles, so a bad config fails in one line (ConfigError)
 before any step is built. The steps themselves are sft_round.sft_step and rl_round.rl_step.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -16,12 +17,12 @@ from typing import Any
 import jax
 
 from qwenlong_jax import rewards
-from qwenlong_jax.parallel import distributed
 from qwenlong_jax.capacity import planner
 from qwenlong_jax.config import Config, ConfigError, PhaseKind
 from qwenlong_jax.config.validation import check_paths
 from qwenlong_jax.data.run_data import RunData, load_run_data
 from qwenlong_jax.eval.sweep import accuracy_by_length
+from qwenlong_jax.parallel import distributed
 from qwenlong_jax.run.curriculum import phase_records
 from qwenlong_jax.run.spec import RunSpec, run_mesh
 
@@ -30,6 +31,7 @@ from qwenlong_jax.run.spec import RunSpec, run_mesh
 class RunContext:
     """What the steps of a run read; nothing in it changes during the run (the prompt cache
     only memoises the tokenizer)."""
+
     spec: RunSpec
     workdir: str
     judge: Any  # rewards judge, or None (rule scores only)
@@ -83,7 +85,8 @@ def setup(cfg: Config, workdir: str, *, judge=None, devices=None) -> RunContext:
             raise ConfigError(
                 f"phases[{p.name}]: no {'SFT (with a response) ' if p.kind == PhaseKind.SFT else ''}example has a "
                 f"prompt length in ({p.min_input}, {p.max_input}] tokens ({len(pool)} loaded"
-                f"{'; ' + data.report if data.report else ''}); check data files or the phase's range")
+                f"{'; ' + data.report if data.report else ''}); check data files or the phase's range"
+            )
     return RunContext(spec=spec, workdir=workdir, judge=judge, data=data, by_id=by_id, per_phase=per_phase)
 
 
@@ -95,7 +98,8 @@ def make_judge(cfg: Config):
     if j.api_key_env and j.api_key_env not in os.environ:
         raise ConfigError(
             f"judge.api_key_env: ${j.api_key_env} is not set; export it, or pass "
-            "--config.judge.api_key_env='' for an endpoint that needs no key")
+            "--config.judge.api_key_env='' for an endpoint that needs no key"
+        )
     try:
         return rewards.OpenAIJudge(j)
     except ValueError as e:  # e.g. a url without http(s)://
@@ -106,6 +110,7 @@ def evaluate(ctx: RunContext, params) -> dict:
     """Greedy held-out accuracy per context length (rule score, eval.sweep)."""
     if not ctx.data.heldout:
         return {}
-    res = accuracy_by_length(ctx.mcfg, params, ctx.tok, ctx.data.heldout,
-                             max_new_tokens=ctx.cfg.data.eval_max_new_tokens, mesh=ctx.mesh)
+    res = accuracy_by_length(
+        ctx.mcfg, params, ctx.tok, ctx.data.heldout, max_new_tokens=ctx.cfg.data.eval_max_new_tokens, mesh=ctx.mesh
+    )
     return {f"heldout/acc@{n}": float(a) for n, a in res["by_length"].items() if a is not None}

@@ -18,16 +18,16 @@
 
 Everything here is host-side Python with JSON-serialisable state, saved with each checkpoint.
 """
+
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
-
-from qwenlong_jax.config import PhaseConfig, PhaseKind, RetroConfig
 from grain.sharding import ShardOptions
 
+from qwenlong_jax.config import PhaseConfig, PhaseKind, RetroConfig
 from qwenlong_jax.data.pipeline import make_iterator
 from qwenlong_jax.data.schema import Record
 
@@ -80,7 +80,7 @@ class Difficulty:
         return {"history": self.history}
 
     @classmethod
-    def from_state(cls, state: dict) -> "Difficulty":
+    def from_state(cls, state: dict) -> Difficulty:
         return cls({k: list(v) for k, v in state["history"].items()})
 
 
@@ -88,9 +88,17 @@ class PhaseData:
     """Batches of records for one phase: its own examples in epoch order (grain), plus up to
     `hard_fraction` of each batch from the hard pool of earlier phases, shuffled in."""
 
-    def __init__(self, records: Sequence[Record], hard_pool: Sequence[Record], phase: PhaseConfig,
-                 retro: RetroConfig, seed: int, shard: ShardOptions | None = None,
-                 gather: Callable[[np.ndarray], np.ndarray] | None = None, group_size: int = 8):
+    def __init__(
+        self,
+        records: Sequence[Record],
+        hard_pool: Sequence[Record],
+        phase: PhaseConfig,
+        retro: RetroConfig,
+        seed: int,
+        shard: ShardOptions | None = None,
+        gather: Callable[[np.ndarray], np.ndarray] | None = None,
+        group_size: int = 8,
+    ):
         """shard: iterate only this shard of the phase's examples (multi-host: grain's
         ShardByJaxProcess, `data.pipeline.process_shard()`). With several shards each process
         draws batch/shard_count of the phase's own examples per batch, and `gather` (an
@@ -101,14 +109,12 @@ class PhaseData:
         a visit adds to an example's difficulty."""
         if not records:
             raise ValueError(
-                f"phase {phase.name!r}: no examples with prompt length in ({phase.min_input}, "
-                f"{phase.max_input}] tokens"
+                f"phase {phase.name!r}: no examples with prompt length in ({phase.min_input}, {phase.max_input}] tokens"
             )
         self.records = list(records)
         self.hard_pool = list(hard_pool) if phase.retrospective else []
         self.phase, self.retro, self.seed = phase, retro, seed
-        self._it = make_iterator(list(range(len(self.records))), seed=seed, num_epochs=None,
-                                 shard=shard)
+        self._it = make_iterator(list(range(len(self.records))), seed=seed, num_epochs=None, shard=shard)
         self.draws = 0  # batches drawn (seeds the hard-pool draw)
         self.processes = shard.shard_count if shard is not None else 1
         if self.processes > 1 and gather is None:
@@ -130,6 +136,7 @@ class PhaseData:
             raise ValueError(f"batch {batch} does not split over {self.processes} processes")
         local = [next(self._it) for _ in range((batch - k) // self.processes)]
         if self.processes > 1:
+            assert self.gather is not None  # required with more than one process (__init__)
             local = self.gather(np.asarray(local, np.int64)).reshape(-1).tolist()
         recs = [self.records[i] for i in local]
         if k:
@@ -142,14 +149,13 @@ class PhaseData:
         if k:  # the hard prompts at random positions, the fresh ones in epoch order around them
             slots = np.random.default_rng([self.seed, 11, self.draws]).choice(len(recs), k, replace=False)
             hard_B[slots] = True
-            fresh, hard = iter(recs[:len(recs) - k]), iter(recs[len(recs) - k:])
+            fresh, hard = iter(recs[: len(recs) - k]), iter(recs[len(recs) - k :])
             recs = [next(hard) if h else next(fresh) for h in hard_B]
         self.draws += 1
         return recs, hard_B
 
     def state(self) -> dict:
-        return {"iterator": self._it.get_state(), "draws": self.draws,
-                "hard_ids": [r.id for r in self.hard_pool]}
+        return {"iterator": self._it.get_state(), "draws": self.draws, "hard_ids": [r.id for r in self.hard_pool]}
 
     def restore(self, state: dict, by_id: dict[str, Record]) -> None:
         self._it.set_state(state["iterator"])
@@ -157,8 +163,13 @@ class PhaseData:
         self.hard_pool = [by_id[i] for i in state["hard_ids"]]
 
 
-def hard_pool_for(phase_index: int, phases: Sequence[PhaseConfig], per_phase: Sequence[Sequence[Record]],
-                  difficulty: Difficulty, retro: RetroConfig) -> list[Record]:
+def hard_pool_for(
+    phase_index: int,
+    phases: Sequence[PhaseConfig],
+    per_phase: Sequence[Sequence[Record]],
+    difficulty: Difficulty,
+    retro: RetroConfig,
+) -> list[Record]:
     """Hard examples from the earlier RL phases (by their reward history)."""
     pool = []
     for k in range(phase_index):

@@ -10,6 +10,7 @@ a tokenizer_config.json with the chat template of our built-in format, and the .
 under tokenizer/ (what qwenlong_jax's own loaders read). `out_dir` may be an object-store
 path (qwenlong_jax/paths/): the directory is written locally, then uploaded.
 """
+
 from __future__ import annotations
 
 import json
@@ -24,10 +25,19 @@ from qwenlong_jax.data import tokenizer as tok_lib
 SPM_CHAT_TEMPLATE = (
     "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] "
     "+ '<|im_end|>' + '\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}"
-    "{% endif %}")
-_HF_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json",
-                       "merges.txt", "added_tokens.json", "chat_template.jinja", "chat_template.json",
-                       "tokenizer.model")
+    "{% endif %}"
+)
+_HF_TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.json",
+    "merges.txt",
+    "added_tokens.json",
+    "chat_template.jinja",
+    "chat_template.json",
+    "tokenizer.model",
+)
 
 
 def spm_to_tokenizers(spm_path: str):
@@ -38,19 +48,28 @@ def spm_to_tokenizers(spm_path: str):
     from tokenizers.models import BPE
     from transformers.convert_slow_tokenizer import generate_merges
 
-    m = pb.ModelProto()
+    m = pb.ModelProto()  # type: ignore[attr-defined]  # protobuf-generated module, no stubs
     with open(spm_path, "rb") as f:
         m.ParseFromString(f.read())
     ts, ns = m.trainer_spec, m.normalizer_spec
-    if ts.model_type != pb.TrainerSpec.BPE or ns.add_dummy_prefix or ns.name != "identity":
-        raise ValueError(f"{spm_path}: only BPE models with identity normalisation and no dummy prefix "
-                         "convert exactly (the embedded tokenizer's settings)")
+    bpe = pb.TrainerSpec.BPE  # type: ignore[attr-defined]  # protobuf-generated module, no stubs
+    if ts.model_type != bpe or ns.add_dummy_prefix or ns.name != "identity":
+        raise ValueError(
+            f"{spm_path}: only BPE models with identity normalisation and no dummy prefix "
+            "convert exactly (the embedded tokenizer's settings)"
+        )
     vocab = {p.piece: i for i, p in enumerate(m.pieces)}
-    tok = Tokenizer(BPE(vocab, generate_merges(vocab), unk_token=m.pieces[ts.unk_id].piece, fuse_unk=True,
-                        byte_fallback=ts.byte_fallback))
+    tok = Tokenizer(
+        BPE(
+            vocab,
+            generate_merges(vocab),
+            unk_token=m.pieces[ts.unk_id].piece,
+            fuse_unk=True,
+            byte_fallback=ts.byte_fallback,
+        )
+    )
     tok.normalizer = normalizers.Replace(" ", "▁")
-    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="never",
-                                                 split=ts.split_by_whitespace)
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="never", split=ts.split_by_whitespace)
     tok.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse()])
     # sentencepiece matches user-defined pieces (type 4) in the normalised text, like an added
     # token with normalized=True; control pieces (type 3) are special.
@@ -97,7 +116,8 @@ def write_tokenizer(tok, tok_path: str, out_dir: str) -> None:
         "pad_token": sp.id_to_piece(tok.pad_id),
         "bos_token": sp.id_to_piece(ids["bos_token_id"]) if ids["bos_token_id"] is not None else None,
         "unk_token": sp.id_to_piece(sp.unk_id()),
-        "add_bos_token": False, "add_eos_token": False,
+        "add_bos_token": False,
+        "add_eos_token": False,
         "clean_up_tokenization_spaces": False,
         "model_max_length": 1 << 20,
     }
@@ -124,8 +144,12 @@ def export_hf(out_dir: str, mcfg, params, tok, tok_path: str) -> None:
         config.update(ids)
         with open(cfg_path, "w") as f:
             json.dump(config, f, indent=2)
-        gen = {"bos_token_id": ids["bos_token_id"], "eos_token_id": list(tok.eos_ids),
-               "pad_token_id": tok.pad_id, "do_sample": False}
+        gen = {
+            "bos_token_id": ids["bos_token_id"],
+            "eos_token_id": list(tok.eos_ids),
+            "pad_token_id": tok.pad_id,
+            "do_sample": False,
+        }
         with open(os.path.join(local, "generation_config.json"), "w") as f:
             json.dump(gen, f, indent=2)
         write_tokenizer(tok, tok_path, local)

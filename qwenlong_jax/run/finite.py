@@ -4,6 +4,7 @@
     check_params_finite(state, step, saved_step, workdir)   # at every save
     check_nonfinite_steps(state, limit, workdir, save)      # after every step
 """
+
 from __future__ import annotations
 
 import jax
@@ -28,9 +29,13 @@ def check_params_finite(state, step: int, saved_step: int | None, workdir: str) 
     raise TrainingError(
         f"the parameters are not finite at step {step} (an update overflowed: e.g. too large an optim.lr "
         f"or phase lr); nothing from step {step} was saved or exported, and the last finite parameters are "
-        + (f"checkpoint step {saved_step} in {workdir}/checkpoints" if saved_step is not None
-           else "the initial ones (no checkpoint was written)")
-        + "; lower the learning rate and start again in a new --workdir")
+        + (
+            f"checkpoint step {saved_step} in {workdir}/checkpoints"
+            if saved_step is not None
+            else "the initial ones (no checkpoint was written)"
+        )
+        + "; lower the learning rate and start again in a new --workdir"
+    )
 
 
 def check_nonfinite_steps(state, limit: int, workdir: str, save) -> float:
@@ -43,5 +48,6 @@ def check_nonfinite_steps(state, limit: int, workdir: str, save) -> float:
         raise TrainingError(
             f"{bad} non-finite losses/gradients in a row (optim.max_nonfinite_in_a_row={limit}); the last good "
             f"state is checkpointed in {workdir}/checkpoints. Lower optim.lr or check the data, and start again "
-            "in a new --workdir (a rerun here stops at once: the checkpoint is over the limit).")
+            "in a new --workdir (a rerun here stops at once: the checkpoint is over the limit)."
+        )
     return total

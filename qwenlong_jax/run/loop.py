@@ -12,6 +12,7 @@ Step n's results are read before step n+1 is dispatched, because step n+1 takes 
 donation and step n may have to be checkpointed (a save, a stop request, the non-finite limit)
 or evaluated. An RL step's rollouts read the devices' samples anyway.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -21,9 +22,9 @@ from typing import Any
 import jax
 from tqdm import tqdm
 
-from qwenlong_jax.parallel import sharding
 from qwenlong_jax.config import PhaseKind
 from qwenlong_jax.data.pipeline import process_shard
+from qwenlong_jax.parallel import sharding
 from qwenlong_jax.run.checkpoint import Checkpointer
 from qwenlong_jax.run.context import RunContext, evaluate
 from qwenlong_jax.run.curriculum import Difficulty, PhaseData, hard_pool_for
@@ -35,12 +36,14 @@ from qwenlong_jax.run.schedule import phase_lr, phase_steps
 from qwenlong_jax.run.sft_round import sft_batch, sft_metrics, sft_update
 from qwenlong_jax.run.spec import PhaseSpec, Reference
 from qwenlong_jax.run.state import JittedSteps, reference
+from qwenlong_jax.run.step_shapes import RLStepShapes
 from qwenlong_jax.run.train_state import TrainState, with_lr
 
 
 @dataclasses.dataclass
 class Loop:
     """A run in progress: what its steps read, and where it stands (updated every step)."""
+
     ctx: RunContext
     steps: JittedSteps
     ckpt: Checkpointer
@@ -67,8 +70,10 @@ class Loop:
 def checkpoint_note(workdir: str, saved_step: int | None) -> str:
     if saved_step is None:
         return f"no checkpoint in {workdir}/checkpoints yet (a rerun starts at step 0)"
-    return (f"the latest checkpoint is step {saved_step} in {workdir}/checkpoints (rerun the same "
-            "command to resume from it)")
+    return (
+        f"the latest checkpoint is step {saved_step} in {workdir}/checkpoints (rerun the same "
+        "command to resume from it)"
+    )
 
 
 def run_phases(loop: Loop) -> bool:
@@ -87,8 +92,12 @@ def run_phase(loop: Loop) -> bool:
     ps = ctx.spec.phases[k]
     pdata = phase_data(loop, k)
     n_steps = phase_steps(ps, len(ctx.per_phase[k]))
-    bar = tqdm(total=n_steps, initial=loop.progress.phase_step, desc=f"{ps.name} ({ps.kind})",
-               disable=loop.quiet or jax.process_index() != 0)
+    bar = tqdm(
+        total=n_steps,
+        initial=loop.progress.phase_step,
+        desc=f"{ps.name} ({ps.kind})",
+        disable=loop.quiet or jax.process_index() != 0,
+    )
     if ps.kind == PhaseKind.RL and ctx.spec.reference == Reference.PHASE_START and loop.progress.phase_step == 0:
         loop.state = loop.state.replace(ref_params=reference(ctx, loop.state.params))  # the phase's start
     while loop.progress.phase_step < n_steps:
@@ -102,8 +111,9 @@ def run_phase(loop: Loop) -> bool:
             metrics, data_state = rl_round(loop, ps, pdata)
         loop.step += 1
         loop.steps_this_run += 1
-        loop.progress = dataclasses.replace(loop.progress, phase_step=loop.progress.phase_step + 1,
-                                            phase_data=data_state)
+        loop.progress = dataclasses.replace(
+            loop.progress, phase_step=loop.progress.phase_step + 1, phase_data=data_state
+        )
         if finish_step(loop, ps, metrics, lr, last, t_step, bar):
             return True
         if last:
@@ -116,11 +126,17 @@ def phase_data(loop: Loop, k: int) -> PhaseData:
     """Phase k's data order (and, for RL, its hard pool), where a restored run left it."""
     ctx, cfg = loop.ctx, loop.ctx.cfg
     phase = cfg.phases[k]
-    hard = (hard_pool_for(k, cfg.phases, ctx.per_phase, loop.difficulty, cfg.retro)
-            if phase.kind == PhaseKind.RL else [])
-    pdata = PhaseData(ctx.per_phase[k], hard, phase, cfg.retro, seed=cfg.seed * 1000 + k + 1_000_003 * cfg.data.shuffle_seed,
-                      shard=process_shard() if jax.process_count() > 1 else None,
-                      gather=sharding.process_allgather_ints, group_size=cfg.rl.group_size)
+    hard = hard_pool_for(k, cfg.phases, ctx.per_phase, loop.difficulty, cfg.retro) if phase.kind == PhaseKind.RL else []
+    pdata = PhaseData(
+        ctx.per_phase[k],
+        hard,
+        phase,
+        cfg.retro,
+        seed=cfg.seed * 1000 + k + 1_000_003 * cfg.data.shuffle_seed,
+        shard=process_shard() if jax.process_count() > 1 else None,
+        gather=sharding.process_allgather_ints,
+        group_size=cfg.rl.group_size,
+    )
     if loop.progress.phase_data is not None:
         pdata.restore(loop.progress.phase_data, ctx.by_id)
     return pdata
@@ -145,8 +161,10 @@ def sft_round(loop: Loop, ps: PhaseSpec, pdata: PhaseData, *, prefetch: bool) ->
 
 def rl_round(loop: Loop, ps: PhaseSpec, pdata: PhaseData) -> tuple[dict, dict]:
     """One RL step (rl_round.rl_step at the phase's shapes): (metrics, the data order's state)."""
-    loop.state, metrics, by_update = rl_step(loop.ctx, loop.steps, loop.state, loop.step, ps.shapes, pdata,
-                                             loop.difficulty)
+    assert isinstance(ps.shapes, RLStepShapes)  # PhaseSpec: an RL phase has RL step shapes
+    loop.state, metrics, by_update = rl_step(
+        loop.ctx, loop.steps, loop.state, loop.step, ps.shapes, pdata, loop.difficulty
+    )
     if by_update is not None:
         loop.last_update_metrics = by_update
     return metrics, pdata.state()
@@ -156,18 +174,21 @@ def finish_step(loop: Loop, ps: PhaseSpec, metrics: dict, lr: float, last: bool,
     """After a step: the non-finite limit, eval when due, the metrics row, the progress bar and a
     checkpoint when due; True when a stop request ends the run here."""
     ctx, cfg, step = loop.ctx, loop.ctx.cfg, loop.step
-    metrics["nonfinite_total"] = check_nonfinite_steps(loop.state, cfg.optim.max_nonfinite_in_a_row,
-                                                       ctx.workdir, lambda: save(loop))
+    metrics["nonfinite_total"] = check_nonfinite_steps(
+        loop.state, cfg.optim.max_nonfinite_in_a_row, ctx.workdir, lambda: save(loop)
+    )
     if (cfg.eval_every and step % cfg.eval_every == 0) or last:
         t_eval = time.perf_counter()
         ev = evaluate(ctx, loop.state.params)
         metrics.update(ev)
         metrics["time/eval_seconds"] = time.perf_counter() - t_eval
-        loop.progress = dataclasses.replace(loop.progress,
-                                            evals=loop.progress.evals + ({"step": step, "phase": ps.name, **ev},))
+        loop.progress = dataclasses.replace(
+            loop.progress, evals=loop.progress.evals + ({"step": step, "phase": ps.name, **ev},)
+        )
     metrics["time/step_seconds"] = time.perf_counter() - t_step
-    loop.writer.write(step, ps.name, {**metrics, "lr": float(lr), **{
-        f"data/{k}": float(v) for k, v in ctx.data.counts.items()}})
+    loop.writer.write(
+        step, ps.name, {**metrics, "lr": float(lr), **{f"data/{k}": float(v) for k, v in ctx.data.counts.items()}}
+    )
     bar.update(1)
     bar.set_postfix({k: f"{metrics[k]:.3f}" for k in ("reward_mean", "sft/nll", "loss") if k in metrics})
     if last:

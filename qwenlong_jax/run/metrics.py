@@ -4,6 +4,7 @@
 lines past the restored step are dropped so a resumed run writes exactly the metrics of an
 uninterrupted one. TensorBoard goes through tensorboardX (no TensorFlow needed).
 """
+
 from __future__ import annotations
 
 import io
@@ -43,13 +44,15 @@ class MetricsWriter:
         paths.makedirs(workdir)
         self._lines: list[str] = []
         if paths.exists(self.path):
-            self._lines = [ln if ln.endswith("\n") else ln + "\n" for ln in paths.read_text(self.path).splitlines()
-                           if ln.strip() and json.loads(ln)["step"] <= resume_step]
+            self._lines = [
+                ln if ln.endswith("\n") else ln + "\n"
+                for ln in paths.read_text(self.path).splitlines()
+                if ln.strip() and json.loads(ln)["step"] <= resume_step
+            ]
         paths.write_text(self.path, "".join(self._lines))
         if tensorboard:
             self._tb_remote = paths.join(workdir, "tb")
-            self._tb_dir = (tempfile.mkdtemp(prefix="qwenlong_tb_") if self.remote
-                            else self._tb_remote)
+            self._tb_dir = tempfile.mkdtemp(prefix="qwenlong_tb_") if self.remote else self._tb_remote
             self._tb_parts = 0
             self._tb = self._new_tb()
 
@@ -140,8 +143,9 @@ def plot_run(workdir: str) -> list[str]:
         fig, ax = plt.subplots(figsize=(7, 4))
         phases = list(dict.fromkeys(r["phase"] for r in train))
         for i, ph in enumerate(phases):
-            pts = [(r["step"], r["reward_mean"]) for r in train
-                   if r["phase"] == ph and r.get("reward_mean") is not None]  # null = non-finite
+            pts = [
+                (r["step"], r["reward_mean"]) for r in train if r["phase"] == ph and r.get("reward_mean") is not None
+            ]  # null = non-finite
             if pts:
                 ax.plot(*zip(*pts), "o-", ms=3, color=f"C{i}", label=ph)
         ax.set_xlabel("step")

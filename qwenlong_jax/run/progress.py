@@ -3,6 +3,7 @@
 The checkpoint stores it as a JSON dict (`to_meta`/`from_meta`, keys unchanged), so checkpoints
 written before this record existed restore the same way.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -23,11 +24,22 @@ class Progress:
 
     def to_meta(self) -> dict[str, Any]:
         """The checkpoint's JSON `meta` (the dict the trainer has always saved)."""
-        return {"phase_index": self.phase_index, "phase_step": self.phase_step, "step": self.step,
-                "phase_data": self.phase_data, "difficulty": self.difficulty, "evals": list(self.evals)}
+        return {
+            "phase_index": self.phase_index,
+            "phase_step": self.phase_step,
+            "step": self.step,
+            "phase_data": self.phase_data,
+            "difficulty": self.difficulty,
+            "evals": list(self.evals),
+        }
 
     @classmethod
     def from_meta(cls, meta: dict[str, Any]) -> Progress:
-        return cls(phase_index=int(meta["phase_index"]), phase_step=int(meta["phase_step"]),
-                   step=int(meta["step"]), phase_data=meta["phase_data"], difficulty=meta["difficulty"],
-                   evals=tuple(meta["evals"]))
+        return cls(
+            phase_index=int(meta["phase_index"]),
+            phase_step=int(meta["phase_step"]),
+            step=int(meta["step"]),
+            phase_data=meta["phase_data"],
+            difficulty=meta["difficulty"],
+            evals=tuple(meta["evals"]),
+        )

@@ -5,6 +5,7 @@ RunSpec's abstract state) before model.init_from is read, or else a fresh state.
 
 A restored state that cannot make progress ends the run here, in one line, instead of looping.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -62,14 +63,18 @@ def restore(ctx: RunContext, ckpt: Checkpointer):
     if not spec.holds_reference:  # rl.kl_coef is 0 now
         return step, rstate.replace(ref_params=None), meta
     cfg, progress = ctx.cfg, Progress.from_meta(meta)
-    mid_rl_phase = (progress.phase_index < len(cfg.phases) and progress.phase_step > 0
-                    and cfg.phases[progress.phase_index].kind == PhaseKind.RL)
+    mid_rl_phase = (
+        progress.phase_index < len(cfg.phases)
+        and progress.phase_step > 0
+        and cfg.phases[progress.phase_index].kind == PhaseKind.RL
+    )
     if mid_rl_phase and spec.reference == Reference.PHASE_START:
         raise TrainingError(
             f"the checkpoint at step {step} in {ctx.workdir}/checkpoints was written with rl.kl_coef=0, "
             f"in the middle of RL phase {cfg.phases[progress.phase_index].name!r}, so it holds no KL reference "
             f"(the phase's starting policy); resume with --config.rl.kl_coef=0, or set rl.ref_from to the "
-            "reference checkpoint, or start over in a new --workdir")
+            "reference checkpoint, or start over in a new --workdir"
+        )
     # The reference from rl.ref_from, or a placeholder the next RL phase's start replaces.
     return step, rstate.replace(ref_params=reference(ctx, rstate.params)), meta
 
@@ -80,24 +85,29 @@ def resume_check(ctx: RunContext, state, progress: Progress, *, quiet: bool) -> 
     to do."""
     cfg, workdir = ctx.cfg, ctx.workdir
     while progress.phase_index < len(cfg.phases) and progress.phase_step >= phase_steps(
-            ctx.spec.phases[progress.phase_index], len(ctx.per_phase[progress.phase_index])):
+        ctx.spec.phases[progress.phase_index], len(ctx.per_phase[progress.phase_index])
+    ):
         progress = progress.next_phase()
     if not bool(jax.device_get(all_finite(state.params))):
         raise TrainingError(
             f"the checkpoint at step {progress.step} in {workdir}/checkpoints holds non-finite parameters; "
-            "resume from an earlier one (delete the later step directories) or start again in a new --workdir")
+            "resume from an earlier one (delete the later step directories) or start again in a new --workdir"
+        )
     bad, limit = int(jax.device_get(state.nonfinite_in_a_row)), cfg.optim.max_nonfinite_in_a_row
     if bad >= limit:
         raise TrainingError(
             f"the checkpoint at step {progress.step} in {workdir}/checkpoints already ends with {bad} "
             f"non-finite steps in a row (optim.max_nonfinite_in_a_row={limit}), "
             "so resuming would stop again at once; start over in a new --workdir (e.g. with a lower "
-            "optim.lr), or raise optim.max_nonfinite_in_a_row to continue from its last good params")
+            "optim.lr), or raise optim.max_nonfinite_in_a_row to continue from its last good params"
+        )
     if progress.phase_index >= len(cfg.phases):
         spath = paths.join(workdir, "summary.json")
         if paths.exists(spath):
             if not quiet:
-                print(f"the run in {workdir} already finished at step {progress.step}; nothing to do "
-                      "(use a new --workdir to train again)")
+                print(
+                    f"the run in {workdir} already finished at step {progress.step}; nothing to do "
+                    "(use a new --workdir to train again)"
+                )
             return progress, {**json.loads(paths.read_text(spath)), "already_finished": True}
     return progress, None

@@ -12,6 +12,7 @@ cut drops hard and fresh groups alike; `hard_trained` counts the hard groups kep
 after max_gen_rounds, the batch is padded with empty groups, which the update never learns from
 (grpo_step). Keys derive from (seed, step, round), so a resumed run samples the same.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -21,12 +22,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from qwenlong_jax.run.curriculum import Difficulty, PhaseData
 from qwenlong_jax.rl import dynamic_batch, grpo_step, packing
 from qwenlong_jax.rl.advantages import group_advantages
 from qwenlong_jax.rl.dynamic_sampling import varying_groups
-from qwenlong_jax.run.rollout import rollout
 from qwenlong_jax.run.context import RunContext
+from qwenlong_jax.run.curriculum import Difficulty, PhaseData
+from qwenlong_jax.run.rollout import rollout
 from qwenlong_jax.run.state import JittedSteps
 from qwenlong_jax.run.step_shapes import RLStepShapes
 
@@ -34,6 +35,7 @@ from qwenlong_jax.run.step_shapes import RLStepShapes
 @dataclasses.dataclass(frozen=True)
 class Group:
     """One prompt's G samples: prompt ids, response ids, rewards [G], sampler logprobs."""
+
     record: object
     hard: bool  # drawn from the hard pool (retrospective sampling)
     prompt: list
@@ -45,13 +47,15 @@ class Group:
 @dataclasses.dataclass(frozen=True)
 class Samples:
     """Every group a step generated, which of them are kept, and the sampling metrics."""
+
     pool: list[Group]  # every generated group, in arrival order
     groups: list[int]  # pool indices of the (first B) valid groups the update trains on
     metrics: dict
 
 
-def sample_groups(ctx: RunContext, state, step: int, shapes: RLStepShapes, pdata: PhaseData,
-                  difficulty: Difficulty) -> Samples:
+def sample_groups(
+    ctx: RunContext, state, step: int, shapes: RLStepShapes, pdata: PhaseData, difficulty: Difficulty
+) -> Samples:
     """Sample, reward and filter rounds of gen_B prompts until B valid groups (or max_gen_rounds)."""
     cfg, rl, G = ctx.cfg, ctx.cfg.rl, shapes.G
     B, gen_B = shapes.B, shapes.gen_B
@@ -67,24 +71,43 @@ def sample_groups(ctx: RunContext, state, step: int, shapes: RLStepShapes, pdata
         hard_drawn += int(hard_B.sum())
         key = jax.random.fold_in(jax.random.fold_in(jax.random.key(cfg.seed), step), rounds)
         with jax.set_mesh(ctx.mesh):
-            ro = rollout(ctx.mcfg, state.params, ctx.tok, recs, [ctx.prompt(r) for r in recs],
-                         shapes=shapes, rl=rl, key=key, judge=ctx.judge)
+            ro = rollout(
+                ctx.mcfg,
+                state.params,
+                ctx.tok,
+                recs,
+                [ctx.prompt(r) for r in recs],
+                shapes=shapes,
+                rl=rl,
+                key=key,
+                judge=ctx.judge,
+            )
         rounds += 1
         gen_tokens += int(ro.length_N.sum())
         token_steps += ro.token_steps
         generate_s, reward_s = generate_s + ro.generate_s, reward_s + ro.reward_s
         reward_BG = ro.reward_N.reshape(gen_B, G)
         difficulty.update([r.id for r in recs], ro.score_N.reshape(gen_B, G).mean(1))
-        valid_B = (varying_groups(ro.acc_N.astype(np.float32), G) if rl.dynamic_sampling
-                   else np.ones(gen_B, bool))
+        valid_B = varying_groups(ro.acc_N.astype(np.float32), G) if rl.dynamic_sampling else np.ones(gen_B, bool)
         for b, r in enumerate(recs):
             if valid_B[b]:
                 kept.append(len(pool))
-            pool.append(Group(r, bool(hard_B[b]), ro.prompts[b], ro.responses[b * G:(b + 1) * G], reward_BG[b],
-                              ro.sampler_logps[b * G:(b + 1) * G]))
+            pool.append(
+                Group(
+                    r,
+                    bool(hard_B[b]),
+                    ro.prompts[b],
+                    ro.responses[b * G : (b + 1) * G],
+                    reward_BG[b],
+                    ro.sampler_logps[b * G : (b + 1) * G],
+                )
+            )
         filtered += int((~valid_B).sum())
-        all_reward.append(ro.reward_N); all_acc.append(ro.acc_N); all_len.append(ro.length_N)
-        all_trunc.append(ro.truncated_N); all_score.append(ro.score_N)
+        all_reward.append(ro.reward_N)
+        all_acc.append(ro.acc_N)
+        all_len.append(ro.length_N)
+        all_trunc.append(ro.truncated_N)
+        all_score.append(ro.score_N)
         # Without dynamic sampling every group is valid: rounds run until the batch is full.
         if len(kept) >= B or (rl.dynamic_sampling and rounds >= rl.max_gen_rounds):
             break
@@ -108,7 +131,8 @@ def sample_groups(ctx: RunContext, state, step: int, shapes: RLStepShapes, pdata
         "gen_tokens_per_s": gen_tokens / max(gen_s, 1e-9),
         # tokens kept / sample-steps computed (a finished sample idles until its call ends)
         "rollout_utilization": gen_tokens / max(token_steps, 1),
-        "time/generate_seconds": generate_s, "time/reward_seconds": reward_s,
+        "time/generate_seconds": generate_s,
+        "time/reward_seconds": reward_s,
     }
     if ctx.judge is not None:
         js = ctx.judge.stats()
@@ -133,11 +157,12 @@ def update(ctx: RunContext, steps: JittedSteps, state, samples: Samples, shapes:
     batch = grpo_step.grpo_batch(rows, adv_N, shapes.updates, shapes.micro)
     if rl.loss_scope == "dynamic":  # the reference's per-token weights (rl/dynamic_batch.py)
         seq_N = np.repeat([len(p) for p in prompts], G) + rows.mask_NR.sum(1)
-        batch["coef_NR"] = dynamic_batch.token_coef(batch["mask_NR"], seq_N.reshape(batch["adv_N"].shape),
-                                                    rl.token_budget)
+        batch["coef_NR"] = dynamic_batch.token_coef(
+            batch["mask_NR"], seq_N.reshape(batch["adv_N"].shape), rl.token_budget
+        )
     sampler_NR = np.zeros(rows.mask_NR.shape, np.float32)
     for n, lp in enumerate(lp for g in groups for lp in pool[g].sampler_logps):
-        sampler_NR[n, :len(lp)] = lp
+        sampler_NR[n, : len(lp)] = lp
     sampler_NR = sampler_NR.reshape(batch["mask_NR"].shape)
     ls = ctx.spec.loss
     update_fn, logp_fn, agree_fn = steps.grpo(ls)
@@ -149,36 +174,50 @@ def update(ctx: RunContext, steps: JittedSteps, state, samples: Samples, shapes:
         dev["old_logp_NR"] = logp_fn(state.params, logp_in)
         if ls.kl_coef:  # the reference's logprobs: the same packed pass, frozen params
             dev["ref_logp_NR"] = logp_fn(state.ref_params, logp_in)
-        is_weight, agree = agree_fn(jax.device_put(sampler_NR, shard["mask_NR"]), dev["old_logp_NR"],
-                                    dev["mask_NR"])
+        is_weight, agree = agree_fn(jax.device_put(sampler_NR, shard["mask_NR"]), dev["old_logp_NR"], dev["mask_NR"])
         if ls.tis_cap:
             dev["is_weight_NR"] = is_weight
         state, m = update_fn(state, dev)
     m = jax.device_get(m)
     train_tokens = float(rows.mask_NR.sum() + sum(len(p) for p in prompts))
     metrics = {k: float(v) for k, v in jax.device_get(agree).items()}
-    metrics.update({
-        "loss": m["actor_loss"], "pg_loss": m["pg_loss"], "clip_frac": m["clip_frac"],
-        "entropy": m["entropy"], "approx_kl": m["approx_kl"], "grad_norm": m["grad_norm"],
-        "ratio_mean": m["ratio_mean"], "ratio_max": m["ratio_max"],
-        "updates": m["updates"], "empty_updates": m["empty_updates"],
-        "nonfinite_updates": m["nonfinite_updates"], "train_tokens_per_s": train_tokens / max(time.time() - t1, 1e-9),
-        "time/update_seconds": time.time() - t_pack,
-    })
+    metrics.update(
+        {
+            "loss": m["actor_loss"],
+            "pg_loss": m["pg_loss"],
+            "clip_frac": m["clip_frac"],
+            "entropy": m["entropy"],
+            "approx_kl": m["approx_kl"],
+            "grad_norm": m["grad_norm"],
+            "ratio_mean": m["ratio_mean"],
+            "ratio_max": m["ratio_max"],
+            "updates": m["updates"],
+            "empty_updates": m["empty_updates"],
+            "nonfinite_updates": m["nonfinite_updates"],
+            "train_tokens_per_s": train_tokens / max(time.time() - t1, 1e-9),
+            "time/update_seconds": time.time() - t_pack,
+        }
+    )
     if ls.kl_coef:
         metrics["kl"] = m["kl"]
     return state, metrics, m["by_update"]
 
 
-def rl_step(ctx: RunContext, steps: JittedSteps, state, step: int, shapes: RLStepShapes, pdata: PhaseData,
-            difficulty: Difficulty):
+def rl_step(
+    ctx: RunContext,
+    steps: JittedSteps,
+    state,
+    step: int,
+    shapes: RLStepShapes,
+    pdata: PhaseData,
+    difficulty: Difficulty,
+):
     """(new state, metrics, per-update metrics or None when no group was kept) of one RL step at
     the phase's `shapes` (the RunSpec's)."""
     samples = sample_groups(ctx, state, step, shapes, pdata, difficulty)
     metrics = dict(samples.metrics)
     if not samples.groups:  # nothing to learn from: every update of the step is empty
-        metrics.update(updates=0.0, empty_updates=float(shapes.updates * ctx.cfg.rl.epochs),
-                       nonfinite_updates=0.0)
+        metrics.update(updates=0.0, empty_updates=float(shapes.updates * ctx.cfg.rl.epochs), nonfinite_updates=0.0)
         return state, metrics, None
     state, update_metrics, by_update = update(ctx, steps, state, samples, shapes)
     metrics.update(update_metrics)

@@ -6,6 +6,7 @@ sampler compiles once per phase. Rewards: hybrid rule+judge score of the text af
 last `</think>` (eos text removed first, as the reference's reward manager does), plus the
 overlong penalty computed on the token length (rewards.shape_reward).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -32,16 +33,27 @@ class Rollout:
     score_N: np.ndarray  # rule (or hybrid) score
     reward_N: np.ndarray  # score + overlong penalty (what the advantages use)
     acc_N: np.ndarray  # score == 1 (what dynamic sampling filters on)
-    length_N: np.ndarray
-    truncated_N: np.ndarray
+    length_N: np.ndarray | jax.Array
+    truncated_N: np.ndarray | jax.Array
     token_steps: int = 0  # sample-steps the sampler computed (lockstep: steps x B x G per call)
     generate_s: float = 0.0  # wall seconds in the sampler (to host arrays), compile included
     reward_s: float = 0.0  # wall seconds decoding the texts and scoring them (judge included)
 
 
-def rollout(cfg: ModelConfig, params, tokenizer, records: Sequence[Record], prompts: Sequence[list[int]],
-            *, shapes: RLStepShapes, rl: RLConfig, key: jax.Array, judge=None,
-            prefill_chunk: int = PREFILL_CHUNK, mesh=None) -> Rollout:
+def rollout(
+    cfg: ModelConfig,
+    params,
+    tokenizer,
+    records: Sequence[Record],
+    prompts: Sequence[list[int]],
+    *,
+    shapes: RLStepShapes,
+    rl: RLConfig,
+    key: jax.Array,
+    judge=None,
+    prefill_chunk: int = PREFILL_CHUNK,
+    mesh=None,
+) -> Rollout:
     """One generation round: `shapes` (RLStepShapes of the phase, prompts padded to shapes.S with
     `prefill_chunk`) give every size; `rl` the sampling and overlong-reward settings."""
     G, S = shapes.G, shapes.S
@@ -51,11 +63,20 @@ def rollout(cfg: ModelConfig, params, tokenizer, records: Sequence[Record], prom
     # rl.sampler's schedule, shapes.sample_B prompts at once (rl.rollout_batch: bounds the KV
     # cache); keys are per prompt, so the samples depend on neither (sampling/samplers.py)
     t0 = time.perf_counter()
-    res = samplers.sample(rl.sampler, cfg, params, tokens_BS, lens_B, keys_BG, batch=shapes.sample_B,
-                          max_new_tokens=shapes.R, strategy=strategy,
-                          eos_ids=tuple(tokenizer.eos_ids), prefill_chunk=prefill_chunk)
-    out = sampler.SampleOutput(res.tokens_PGR, res.logprobs_PGR, res.lengths_PG, res.finish_PG,
-                               steps=res.decode_steps)
+    res = samplers.sample(
+        rl.sampler,
+        cfg,
+        params,
+        tokens_BS,
+        lens_B,
+        keys_BG,
+        batch=shapes.sample_B,
+        max_new_tokens=shapes.R,
+        strategy=strategy,
+        eos_ids=tuple(tokenizer.eos_ids),
+        prefill_chunk=prefill_chunk,
+    )
+    out = sampler.SampleOutput(res.tokens_PGR, res.logprobs_PGR, res.lengths_PG, res.finish_PG, steps=res.decode_steps)
     t1 = time.perf_counter()
     eos = set(tokenizer.eos_ids)
     responses, logps, texts, items = [], [], [], []
@@ -71,10 +92,27 @@ def rollout(cfg: ModelConfig, params, tokenizer, records: Sequence[Record], prom
             items.append(rewards.ScoreItem(rec.data_source, text, rec.ground_truth, rec.question))
     score = np.asarray(rewards.hybrid_scores(items, judge), np.float32)
     length = out.lengths_BG.reshape(-1).astype(np.int32)
-    reward = np.asarray([rewards.shape_reward(float(s), int(n), max_response_length=shapes.R,
-                                              buffer_len=rl.overlong_buffer, factor=rl.overlong_factor)
-                         for s, n in zip(score, length)], np.float32)
+    reward = np.asarray(
+        [
+            rewards.shape_reward(
+                float(s), int(n), max_response_length=shapes.R, buffer_len=rl.overlong_buffer, factor=rl.overlong_factor
+            )
+            for s, n in zip(score, length)
+        ],
+        np.float32,
+    )
     truncated = out.finish_BG.reshape(-1) == decode.FINISH_LENGTH
-    return Rollout(list(map(list, prompts)), responses, logps, texts, score, reward,
-                   (score == 1.0), length, truncated, res.token_steps, generate_s=t1 - t0,
-                   reward_s=time.perf_counter() - t1)
+    return Rollout(
+        list(map(list, prompts)),
+        responses,
+        logps,
+        texts,
+        score,
+        reward,
+        (score == 1.0),
+        length,
+        truncated,
+        res.token_steps,
+        generate_s=t1 - t0,
+        reward_s=time.perf_counter() - t1,
+    )

@@ -9,6 +9,7 @@ Rows are W wide (the phase's SFTStepShapes, from the RunSpec) and padded to a po
 (rounded to the batch axes and micro-batch), so a phase compiles for few distinct shapes
 (step_shapes.sft_padded_rows); the planner prices the worst case (step_shapes.sft_step_shapes).
 """
+
 from __future__ import annotations
 
 import jax
@@ -47,5 +48,10 @@ def sft_update(ctx: RunContext, steps: JittedSteps, state, batch: dict):
 def sft_metrics(pending) -> dict:
     """The step's metrics on the host (waits for the step to finish)."""
     m = jax.device_get(pending)
-    return {"sft/nll": m["nll"], "sft/token_acc": m["token_acc"], "loss": m["loss"],
-            "grad_norm": m["grad_norm"], "skipped": m["skipped"]}
+    return {
+        "sft/nll": m["nll"],
+        "sft/token_acc": m["token_acc"],
+        "loss": m["loss"],
+        "grad_norm": m["grad_norm"],
+        "skipped": m["skipped"],
+    }

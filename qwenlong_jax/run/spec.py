@@ -12,6 +12,7 @@ from, the loss settings, and the abstract train state with its shardings. The tr
 (capacity/compile_jobs.py) read it, so they validate, price and compile the same run. On a real
 mesh the config is validated here (config/validation.py), before anything compiles.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -23,10 +24,10 @@ from typing import Any
 import jax
 
 from qwenlong_jax import models
-from qwenlong_jax.parallel import sharding
 from qwenlong_jax.config import Config, ConfigError, PhaseConfig, PhaseKind
 from qwenlong_jax.config.model import model_config, needs_tokenizer_vocab, tokenizer_path
 from qwenlong_jax.config.validation import validate_run
+from qwenlong_jax.parallel import sharding
 from qwenlong_jax.rl.grpo_step import LossSettings
 from qwenlong_jax.run import step_fns
 from qwenlong_jax.run.step_shapes import RLStepShapes, SFTStepShapes, rl_step_shapes, sft_step_shapes
@@ -81,16 +82,32 @@ class RunSpec:
         tok = load_tokenizer(cfg, tok_path) if tokenizer or needs_tokenizer_vocab(cfg) else None
         mcfg = model_config(cfg, tok.vocab_size if tok is not None else None)
         batch_axes = sharding.batch_axis_size(mesh)
-        phases = tuple(PhaseSpec(p, rl_step_shapes(p, cfg.rl) if p.kind == PhaseKind.RL
-                                 else sft_step_shapes(p, batch_axes)) for p in cfg.phases)
+        phases = tuple(
+            PhaseSpec(p, rl_step_shapes(p, cfg.rl) if p.kind == PhaseKind.RL else sft_step_shapes(p, batch_axes))
+            for p in cfg.phases
+        )
         if isinstance(mesh, jax.sharding.Mesh):
             validate_run(cfg, mcfg, mesh, {p.name: p.shapes for p in phases})
         has_rl = any(p.kind == PhaseKind.RL for p in cfg.phases)
-        reference = (Reference.NONE if not (cfg.rl.kl_coef and has_rl) else
-                     Reference.CHECKPOINT if cfg.rl.ref_from else Reference.PHASE_START)
-        return cls(cfg=cfg, mesh=mesh, mcfg=mcfg, tok=tok, tok_path=tok_path, phases=phases,
-                   reference=reference, loss=LossSettings.from_rl(cfg.rl), tx=make_optimizer(cfg.optim),
-                   batch_axes=batch_axes)
+        reference = (
+            Reference.NONE
+            if not (cfg.rl.kl_coef and has_rl)
+            else Reference.CHECKPOINT
+            if cfg.rl.ref_from
+            else Reference.PHASE_START
+        )
+        return cls(
+            cfg=cfg,
+            mesh=mesh,
+            mcfg=mcfg,
+            tok=tok,
+            tok_path=tok_path,
+            phases=phases,
+            reference=reference,
+            loss=LossSettings.from_rl(cfg.rl),
+            tx=make_optimizer(cfg.optim),
+            batch_axes=batch_axes,
+        )
 
     @classmethod
     def planned(cls, cfg: Config, num_devices: int | None = None) -> RunSpec:
@@ -123,8 +140,9 @@ class RunSpec:
     @functools.cached_property
     def abstract_state(self) -> TrainState:
         """The train state as jax.ShapeDtypeStructs with their shardings (nothing allocated)."""
-        return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-                            self._abstract_state, self.state_sharding)
+        return jax.tree.map(
+            lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), self._abstract_state, self.state_sharding
+        )
 
     @functools.cached_property
     def _abstract_state(self) -> TrainState:
@@ -140,8 +158,10 @@ def load_tokenizer(cfg: Config, path: str):
     try:
         return load(path)
     except (ValueError, OSError, RuntimeError) as e:  # missing, not a tokenizer: one line
-        raise ConfigError(f"tokenizer ({'data.tokenizer' if cfg.data.tokenizer else 'from the model'}"
-                          f" {path}): {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+        raise ConfigError(
+            f"tokenizer ({'data.tokenizer' if cfg.data.tokenizer else 'from the model'}"
+            f" {path}): {str(e).splitlines()[0] if str(e) else type(e).__name__}"
+        ) from None
 
 
 def run_mesh(cfg: Config, devices=None, *, num_devices: int | None = None):

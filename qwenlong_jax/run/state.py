@@ -7,6 +7,7 @@
 The layout of every part comes from the run's spec (RunSpec.state_sharding), the same the
 compile check compiles for.
 """
+
 from __future__ import annotations
 
 import functools
@@ -32,7 +33,8 @@ def init_state(ctx: RunContext) -> TrainState:
         params = _load(m.init_from, "model.init_from", ctx)
     else:
         params = jax.jit(lambda k: models.init_params(spec.mcfg, k), out_shardings=spec.param_sharding)(
-            jax.random.key(ctx.cfg.seed))
+            jax.random.key(ctx.cfg.seed)
+        )
     # Moments laid out like their parameters (left to propagation, XLA:TPU replicates them).
     create = lambda p: TrainState.create(p, spec.tx)  # noqa: E731
     state = jax.jit(create, out_shardings=spec.state_sharding.replace(ref_params=None))(params)
@@ -45,18 +47,22 @@ def _load(path: str, field: str, ctx: RunContext):
     """The params of the HF checkpoint `path`, whose model config must be the run's."""
     m = ctx.cfg.model
     try:
-        mcfg, params = models.load_hf_checkpoint(paths.local_copy(path), jnp.dtype(m.param_dtype), mesh=ctx.mesh,
-                                                 overrides=exec_overrides(m))
+        mcfg, params = models.load_hf_checkpoint(
+            paths.local_copy(path), jnp.dtype(m.param_dtype), mesh=ctx.mesh, overrides=exec_overrides(m)
+        )
     except models.CheckpointError:
         raise
     except (OSError, ValueError, RuntimeError) as e:  # e.g. a corrupt safetensors header: one line
         raise models.CheckpointError(
-            f"{field} {path}: cannot read the checkpoint "
-            f"({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+            f"{field} {path}: cannot read the checkpoint ({str(e).splitlines()[0] if str(e) else type(e).__name__})"
+        ) from None
     if mcfg != ctx.mcfg:
-        raise ConfigError(f"{field}={path}: its model config differs from the trained model's "
-                          "(the reference must share the architecture)" if field == "rl.ref_from" else
-                          f"{field}={path}: its config.json changed while the run was being set up")
+        raise ConfigError(
+            f"{field}={path}: its model config differs from the trained model's "
+            "(the reference must share the architecture)"
+            if field == "rl.ref_from"
+            else f"{field}={path}: its config.json changed while the run was being set up"
+        )
     return params
 
 
@@ -82,7 +88,7 @@ class JittedSteps:
     def sft(self):
         return step_fns.sft_update_fn(self.mcfg, self.tx, self.mesh, self.state_sharding)
 
-    @functools.lru_cache(maxsize=None)  # noqa: B019 (one JittedSteps per run)
+    @functools.cache  # noqa: B019 (one JittedSteps per run)
     def grpo(self, ls: grpo_step.LossSettings):
         """(update, logp_fn, agree_fn) for these loss settings."""
         return step_fns.grpo_fns(self.mcfg, ls, self.tx, self.mesh, self.state_sharding)

@@ -9,6 +9,7 @@ Explicit shardings: the state keeps the layout it was created with (params by th
 optimizer moments alike), batches are split over the mesh's batch axes on their rows
 dimension, metrics are replicated. The state is donated.
 """
+
 from __future__ import annotations
 
 import jax
@@ -39,9 +40,12 @@ def grpo_batch_sharding(mesh, ls: grpo_step.LossSettings | None = None) -> dict:
 
 
 def sft_update_fn(mcfg, tx, mesh, state_sharding):
-    return jax.jit(lambda s, b: sft_update(mcfg, tx, s, b), donate_argnums=0,
-                   in_shardings=(state_sharding, sft_batch_sharding(mesh)),
-                   out_shardings=(state_sharding, sharding.replicated(mesh)))
+    return jax.jit(
+        lambda s, b: sft_update(mcfg, tx, s, b),
+        donate_argnums=0,
+        in_shardings=(state_sharding, sft_batch_sharding(mesh)),
+        out_shardings=(state_sharding, sharding.replicated(mesh)),
+    )
 
 
 def grpo_fns(mcfg, ls: grpo_step.LossSettings, tx, mesh, state_sharding):
@@ -50,14 +54,22 @@ def grpo_fns(mcfg, ls: grpo_step.LossSettings, tx, mesh, state_sharding):
     tokens = rows_sharding(mesh, 2, 1)
     batch_sh = grpo_batch_sharding(mesh, ls)
     logp_sh = {k: v for k, v in batch_sh.items() if k not in ("old_logp_NR",) + ls.token_keys}
-    update = jax.jit(lambda s, b: grpo_step.grpo_update(mcfg, ls, tx, s, b), donate_argnums=0,
-                     in_shardings=(state_sharding, batch_sh),
-                     out_shardings=(state_sharding, sharding.replicated(mesh)))
-    logp = jax.jit(lambda p, b: grpo_step.policy_logprobs(mcfg, ls, p, b),
-                   in_shardings=(state_sharding.params, logp_sh), out_shardings=tokens)
-    agree = jax.jit(lambda s, o, m: grpo_step.rollout_agreement(s, o, m, ls.tis_cap),
-                    in_shardings=(tokens, tokens, tokens),
-                    out_shardings=(tokens, sharding.replicated(mesh)))
+    update = jax.jit(
+        lambda s, b: grpo_step.grpo_update(mcfg, ls, tx, s, b),
+        donate_argnums=0,
+        in_shardings=(state_sharding, batch_sh),
+        out_shardings=(state_sharding, sharding.replicated(mesh)),
+    )
+    logp = jax.jit(
+        lambda p, b: grpo_step.policy_logprobs(mcfg, ls, p, b),
+        in_shardings=(state_sharding.params, logp_sh),
+        out_shardings=tokens,
+    )
+    agree = jax.jit(
+        lambda s, o, m: grpo_step.rollout_agreement(s, o, m, ls.tis_cap),
+        in_shardings=(tokens, tokens, tokens),
+        out_shardings=(tokens, sharding.replicated(mesh)),
+    )
     return update, logp, agree
 
 
@@ -68,10 +80,8 @@ def state_shardings(abstract_state, param_sharding, mesh):
     Pass these as `out_shardings` when creating the state: left to propagation, zeros_like
     moments carry no data dependency on the parameters and XLA:TPU replicates them (the
     AdamW state of a 32B model then needs 259 GiB per chip: found by the compile check)."""
-    by_path = {tuple(path): s for path, s in
-               jax.tree_util.tree_flatten_with_path(param_sharding)[0]}
-    shapes = {tuple(path): x.shape for path, x in
-              jax.tree_util.tree_flatten_with_path(abstract_state.params)[0]}
+    by_path = {tuple(path): s for path, s in jax.tree_util.tree_flatten_with_path(param_sharding)[0]}
+    shapes = {tuple(path): x.shape for path, x in jax.tree_util.tree_flatten_with_path(abstract_state.params)[0]}
     rep = sharding.replicated(mesh)
 
     def opt_leaf(path, x):
@@ -83,6 +93,10 @@ def state_shardings(abstract_state, param_sharding, mesh):
         return rep
 
     return abstract_state.replace(
-        step=rep, params=param_sharding, nonfinite_in_a_row=rep, nonfinite_total=rep,
+        step=rep,
+        params=param_sharding,
+        nonfinite_in_a_row=rep,
+        nonfinite_total=rep,
         ref_params=None if abstract_state.ref_params is None else param_sharding,
-        opt_state=jax.tree_util.tree_map_with_path(opt_leaf, abstract_state.opt_state))
+        opt_state=jax.tree_util.tree_map_with_path(opt_leaf, abstract_state.opt_state),
+    )

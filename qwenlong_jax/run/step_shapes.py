@@ -8,6 +8,7 @@ RunSpec); the trainer, the planner and the compile check read them from there.
     sft_padded_rows(n, axes, micro)   (padded row count, rows per micro-batch) for n packed rows
     sft_step_shapes(phase, axes)      SFTStepShapes: the worst case (one example per row)
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -35,6 +36,7 @@ class RLStepShapes:
     one row of W = S + G*R (rounded to 64); `updates` optimizer updates of `micro` micro-batches
     of `rows` groups (per PPO epoch); `gen_B` prompts per generation round (DAPO), sampled
     `sample_B` prompts per sampling call."""
+
     B: int
     G: int
     S: int
@@ -52,14 +54,24 @@ def rl_step_shapes(phase: PhaseConfig, rl: RLConfig, prefill_chunk: int = PREFIL
     S = prompt_bucket(phase, prefill_chunk)
     mini = min(rl.mini_batch, B)
     micro = rl.micro_batch or mini
-    return RLStepShapes(B=B, G=G, S=S, R=R, W=_round_up(S + G * R, ROW_MULTIPLE), rows=micro,
-                        updates=B // mini, micro=mini // micro,
-                        sample_B=rl.rollout_batch or rl.gen_batch or B, gen_B=rl.gen_batch or B)
+    return RLStepShapes(
+        B=B,
+        G=G,
+        S=S,
+        R=R,
+        W=_round_up(S + G * R, ROW_MULTIPLE),
+        rows=micro,
+        updates=B // mini,
+        micro=mini // micro,
+        sample_B=rl.rollout_batch or rl.gen_batch or B,
+        gen_B=rl.gen_batch or B,
+    )
 
 
 @dataclasses.dataclass(frozen=True)
 class SFTStepShapes:
     """One SFT update: `micro` micro-batches of `rows` packed rows of W tokens."""
+
     W: int
     rows: int
     micro: int

@@ -18,13 +18,15 @@ one long compile or XLA call would not see the signal until it returns. Here the
 wakes a watcher thread (signal.set_wakeup_fd), which keeps the deadline whatever the main thread
 is doing.
 """
+
 from __future__ import annotations
 
 import os
 import signal
 import sys
 import threading
-from typing import Callable
+from collections.abc import Callable
+from typing import Literal
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 GRACE_S = 120.0  # default: seconds from the first signal to the forced exit
@@ -45,7 +47,7 @@ class StopSignals:
 
     # --- the main thread's side ---------------------------------------------------------------
 
-    def __enter__(self) -> "StopSignals":
+    def __enter__(self) -> StopSignals:
         if threading.current_thread() is not threading.main_thread():
             return self  # signals are the main thread's; elsewhere this is a plain flag
         self._r, self._w = os.pipe()
@@ -56,7 +58,7 @@ class StopSignals:
         threading.Thread(target=self._watch, args=(self._r,), name="stop-signals", daemon=True).start()
         return self
 
-    def __exit__(self, *exc) -> bool:
+    def __exit__(self, *exc) -> Literal[False]:
         if self._timer is not None:
             self._timer.cancel()
         if self._installed:
@@ -102,12 +104,20 @@ class StopSignals:
             self._exit(signum, f"a second {name}: exiting at once, without a new checkpoint")
         else:
             if not self.quiet:
-                print(f"\n{name}: finishing the current step, then checkpointing and exiting "
-                      f"(at most {self.grace_s:g} s; a second signal exits at once)", flush=True)
+                print(
+                    f"\n{name}: finishing the current step, then checkpointing and exiting "
+                    f"(at most {self.grace_s:g} s; a second signal exits at once)",
+                    flush=True,
+                )
             self._timer = threading.Timer(
-                self.grace_s, self._exit,
-                (signum, f"{name}: the current step did not finish within {self.grace_s:g} s; exiting "
-                         "without a new checkpoint"))
+                self.grace_s,
+                self._exit,
+                (
+                    signum,
+                    f"{name}: the current step did not finish within {self.grace_s:g} s; exiting "
+                    "without a new checkpoint",
+                ),
+            )
             self._timer.daemon = True
             self._timer.start()
 

@@ -5,12 +5,15 @@
 
 `apply_update` accumulates gradients over micro-batches (lax.scan, weighted), clips, applies
 AdamW, and skips the update (params and optimizer state unchanged) when the loss or the gradient
-is not finite, counting it, or when the caller says there is nothing to learn from (`apply`). The learning rate lives in the optimizer state (optax.inject_hyperparams)
+is not finite, counting it, or when the caller says there is nothing to learn from (`apply`).
+The learning rate lives in the optimizer state (optax.inject_hyperparams)
 so phases change it without recompiling.
 """
+
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import flax.struct
 import jax
@@ -32,11 +35,18 @@ class TrainState:
     # state so that checkpoints carry it: a resumed phase keeps its starting policy.
     ref_params: Any = None
 
+    if TYPE_CHECKING:  # flax.struct.dataclass adds replace(); declared for the type checker
+
+        def replace(self, **changes: Any) -> TrainState: ...
+
     @classmethod
-    def create(cls, params, tx: optax.GradientTransformation) -> "TrainState":
-        zero = lambda: jnp.zeros((), jnp.int32)  # distinct buffers: the state is donated
-        return cls(step=zero(), params=params, opt_state=tx.init(params), nonfinite_in_a_row=zero(),
-                   nonfinite_total=zero())
+    def create(cls, params, tx: optax.GradientTransformation) -> TrainState:
+        def zero():  # distinct buffers: the state is donated
+            return jnp.zeros((), jnp.int32)
+
+        return cls(
+            step=zero(), params=params, opt_state=tx.init(params), nonfinite_in_a_row=zero(), nonfinite_total=zero()
+        )
 
 
 def make_optimizer(cfg: OptimConfig) -> optax.GradientTransformation:
@@ -56,8 +66,7 @@ def with_lr(state: TrainState, lr) -> TrainState:
     new = np.asarray(lr, dtype=old.dtype)
     # Keep the leaf's layout (replicated over the mesh): a single-device scalar would be a
     # host-local array that multi-host checkpointing cannot save.
-    hp["learning_rate"] = (jax.device_put(new, old.sharding) if isinstance(old, jax.Array)
-                           else jnp.asarray(new))
+    hp["learning_rate"] = jax.device_put(new, old.sharding) if isinstance(old, jax.Array) else jnp.asarray(new)
     return state.replace(opt_state=(clip_state, adam_state._replace(hyperparams=hp)))
 
 
@@ -68,9 +77,15 @@ def current_lr(state: TrainState) -> jax.Array:
 LossFn = Callable[[Any, Any], tuple[jax.Array, dict]]
 
 
-def apply_update(state: TrainState, tx: optax.GradientTransformation, loss_fn: LossFn,
-                 micro_batches: Any, weights_U: jax.Array | None = None,
-                 apply: jax.Array | None = None, max_keys: tuple[str, ...] = ()) -> tuple[TrainState, dict]:
+def apply_update(
+    state: TrainState,
+    tx: optax.GradientTransformation,
+    loss_fn: LossFn,
+    micro_batches: Any,
+    weights_U: jax.Array | None = None,
+    apply: jax.Array | None = None,
+    max_keys: tuple[str, ...] = (),
+) -> tuple[TrainState, dict]:
     """One optimizer update from the weighted sum of the micro-batches' gradients.
 
     loss_fn(params, micro_batch) -> (loss, stats). `weights_U` weighs micro-batch u's loss,
@@ -96,24 +111,32 @@ def apply_update(state: TrainState, tx: optax.GradientTransformation, loss_fn: L
 
     zeros = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), state.params)
     grads, (losses, stats) = jax.lax.scan(accumulate, zeros, (micro_batches, weights_U))
-    wsum = lambda v: jnp.sum(weights_U.reshape((-1,) + (1,) * (v.ndim - 1)) * v, axis=0)
+
+    def wsum(v):
+        return jnp.sum(weights_U.reshape((-1,) + (1,) * (v.ndim - 1)) * v, axis=0)
+
     loss = wsum(losses)
     grad_norm = optax.global_norm(grads)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     take = finite & apply
     updates, new_opt = tx.update(grads, state.opt_state, state.params)
     new_params = optax.apply_updates(state.params, updates)
-    keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(take, n, o), new, old)
+
+    def keep(new, old):
+        return jax.tree.map(lambda n, o: jnp.where(take, n, o), new, old)
+
     skipped = (apply & ~finite).astype(jnp.int32)  # non-finite (an empty update is not one)
     new_state = state.replace(
         step=state.step + take.astype(jnp.int32),
         params=keep(new_params, state.params),
         opt_state=keep(new_opt, state.opt_state),
-        nonfinite_in_a_row=jnp.where(apply, jnp.where(finite, 0, state.nonfinite_in_a_row + 1),
-                                     state.nonfinite_in_a_row),
+        nonfinite_in_a_row=jnp.where(
+            apply, jnp.where(finite, 0, state.nonfinite_in_a_row + 1), state.nonfinite_in_a_row
+        ),
         nonfinite_total=state.nonfinite_total + skipped,
     )
     metrics = {k: (jnp.max(v, axis=0) if k in max_keys else wsum(v)) for k, v in stats.items()}
-    metrics.update(loss=loss, grad_norm=grad_norm, skipped=skipped, lr=current_lr(state),
-                   empty=(~apply).astype(jnp.int32))
+    metrics.update(
+        loss=loss, grad_norm=grad_norm, skipped=skipped, lr=current_lr(state), empty=(~apply).astype(jnp.int32)
+    )
     return new_state, metrics

@@ -15,6 +15,7 @@ that does not finish within the grace period (a long compile or generation) or a
 ends the process anyway, naming the latest checkpoint. Parameters are checked at every save: a
 run never checkpoints, exports or reports "done" from non-finite parameters.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -41,8 +42,17 @@ __all__ = ["Trainer", "TrainingError"]
 
 
 class Trainer:
-    def __init__(self, cfg: Config, workdir: str, *, judge=None, stop_after_steps: int | None = None,
-                 quiet: bool = False, devices=None, signals: StopSignals | None = None):
+    def __init__(
+        self,
+        cfg: Config,
+        workdir: str,
+        *,
+        judge=None,
+        stop_after_steps: int | None = None,
+        quiet: bool = False,
+        devices=None,
+        signals: StopSignals | None = None,
+    ):
         """signals: the process's StopSignals when the caller installed one (train.py, before the
         set-up); otherwise run() installs its own."""
         self.cfg, self.workdir, self.quiet = cfg, workdir, quiet
@@ -66,7 +76,8 @@ class Trainer:
 
     def run(self) -> dict:
         own = self.signals is None
-        with (StopSignals(quiet=self.quiet) if own else contextlib.nullcontext(self.signals)) as signals:
+        with StopSignals(quiet=self.quiet) if own else contextlib.nullcontext(self.signals) as signals:
+            assert signals is not None  # own: a new StopSignals; else the caller's
             self.signals = signals
             signals.disarm("starting the run (initialising the state, restoring the latest checkpoint)")
             signals.note = self._checkpoint_note
@@ -93,16 +104,33 @@ class Trainer:
             ckpt.close()
             return start.done
         if start.saved_step is not None and not self.quiet:
-            print(f"resumed from step {progress.step} (phase {cfg.phases[progress.phase_index].name})"
-                  if progress.phase_index < len(cfg.phases) else f"resumed a finished run at step {progress.step}")
+            print(
+                f"resumed from step {progress.step} (phase {cfg.phases[progress.phase_index].name})"
+                if progress.phase_index < len(cfg.phases)
+                else f"resumed a finished run at step {progress.step}"
+            )
         pi = jax.process_index()
-        writer = MetricsWriter(self.workdir if pi == 0 else paths.join(self.workdir, f"process_{pi}"),
-                               resume_step=progress.step, enabled=pi == 0 or cfg.log_all_processes,
-                               tensorboard=pi == 0)
+        writer = MetricsWriter(
+            self.workdir if pi == 0 else paths.join(self.workdir, f"process_{pi}"),
+            resume_step=progress.step,
+            enabled=pi == 0 or cfg.log_all_processes,
+            tensorboard=pi == 0,
+        )
         # The jitted steps are built on first use, with the state's shardings.
-        self.loop = loop = Loop(ctx, JittedSteps(ctx, start.state), ckpt, writer, self.signals, start.state,
-                                progress, step=progress.step, saved_step=start.saved_step,
-                                stop_after_steps=self.stop_after_steps, quiet=self.quiet)
+        self.loop = loop = Loop(
+            ctx,
+            JittedSteps(ctx, start.state),
+            ckpt,
+            writer,
+            self.signals,
+            start.state,
+            progress,
+            step=progress.step,
+            saved_step=start.saved_step,
+            stop_after_steps=self.stop_after_steps,
+            quiet=self.quiet,
+        )
+        assert self.signals is not None  # set by run()
         self.signals.arm(self._checkpoint_note)
         try:
             stopped = run_phases(loop)
@@ -112,8 +140,10 @@ class Trainer:
             ckpt.close()
         if stopped:
             return {"stopped": True, "step": loop.step}
-        self.signals.disarm(f"exporting (training finished; the final checkpoint, step {loop.step}, is saved: "
-                            "rerun the same command to export)")
+        self.signals.disarm(
+            f"exporting (training finished; the final checkpoint, step {loop.step}, is saved: "
+            "rerun the same command to export)"
+        )
         return self._finish(loop.state, loop.progress, time.time() - t_start)
 
     def _finish(self, state, progress: Progress, seconds: float) -> dict:
@@ -122,9 +152,14 @@ class Trainer:
         if self.cfg.export_hf:
             export_hf(export, ctx.mcfg, state.params, ctx.tok, ctx.spec.tok_path)
         plots = plot_run(self.workdir) if jax.process_index() == 0 else []
-        summary = {"steps": progress.step, "minutes": round(seconds / 60, 2), "evals": list(progress.evals),
-                   "export": export if self.cfg.export_hf else None, "plots": plots,
-                   "data": dict(ctx.data.counts)}  # rows skipped / dropped, by reason
+        summary = {
+            "steps": progress.step,
+            "minutes": round(seconds / 60, 2),
+            "evals": list(progress.evals),
+            "export": export if self.cfg.export_hf else None,
+            "plots": plots,
+            "data": dict(ctx.data.counts),
+        }  # rows skipped / dropped, by reason
         if jax.process_index() == 0:
             # Where the steps' wall time went, per phase (metrics.time_split), resumed steps too.
             summary["time_split_seconds"] = time_split(read_metrics(self.workdir))

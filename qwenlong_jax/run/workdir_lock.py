@@ -8,6 +8,7 @@ and taken over. A lock from another host cannot be checked from here; the messag
 and says to delete the file if that run is gone. Local workdirs create the file atomically
 (O_EXCL); object stores have no such primitive, so there the check is write-then-read-back.
 """
+
 from __future__ import annotations
 
 import json
@@ -61,10 +62,10 @@ class WorkdirLock:
         raise WorkdirLocked(
             f"workdir {self.workdir} is in use by pid {holder['pid']} on host {holder.get('host')} "
             f"(since {since}); wait for that run to end or use another --workdir"
-            + ("" if holder.get("host") == self.me["host"] else
-               f" (if that run is gone, delete {self.path})"))
+            + ("" if holder.get("host") == self.me["host"] else f" (if that run is gone, delete {self.path})")
+        )
 
-    def acquire(self) -> "WorkdirLock":
+    def acquire(self) -> WorkdirLock:
         paths.makedirs(self.workdir)
         data = json.dumps(self.me).encode()
         if not paths.is_remote(self.path):

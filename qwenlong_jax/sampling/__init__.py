@@ -12,6 +12,7 @@ bucketing), generate.py (list-of-ids API); continuous batching: slot_state.py (p
 state), continuous.py (group refill), sample_refill.py (per-sample refill), samplers.py (the
 rollout's sampler by name, rl.sampler).
 """
+
 from qwenlong_jax.sampling.decode import (  # noqa: F401
     DECODE_IMPLS,
     FINISH_REASONS,

@@ -24,6 +24,7 @@ Token for token the same samples as `sampler.sample_groups` (tested): sample (p,
 t from fold_in(keys_PG[p, g], t) whatever slot or step it runs in, and every op of a step is
 row-independent.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -48,29 +49,51 @@ from qwenlong_jax.sampling.slot_state import (
 )
 
 
-@functools.partial(jax.jit, static_argnums=(0,), static_argnames=(
-    "strategy", "eos_ids", "stop_sequences", "prefill_chunk"), donate_argnames=("st",))
-def prefill_slots(cfg: ModelConfig, params, st: SlotState, first, tokens_nS, lens_n, keys_nG, *,
-                  strategy, eos_ids, stop_sequences, prefill_chunk: int) -> SlotState:
+@functools.partial(
+    jax.jit,
+    static_argnums=(0,),
+    static_argnames=("strategy", "eos_ids", "stop_sequences", "prefill_chunk"),
+    donate_argnames=("st",),
+)
+def prefill_slots(
+    cfg: ModelConfig,
+    params,
+    st: SlotState,
+    first,
+    tokens_nS,
+    lens_n,
+    keys_nG,
+    *,
+    strategy,
+    eos_ids,
+    stop_sequences,
+    prefill_chunk: int,
+) -> SlotState:
     """Prefill n prompts into slots [first, first + n) and sample their G first tokens."""
     with sharding.rules(**decode.SAMPLER_RULES):
         params = cast_params(cfg, params)
         new = prompt_cache.prefill(cfg, params, tokens_nS, lens_n, chunk=prefill_chunk)
         c = st.cache
         put = lambda a, x, ax: lax.dynamic_update_slice_in_dim(a, x.astype(a.dtype), first, ax)  # noqa: E731
-        cache = prompt_cache.PromptCache(put(c.k_LBSKH, new.k_LBSKH, 1), put(c.v_LBSKH, new.v_LBSKH, 1),
-                                         put(c.lens_B, new.lens_B, 0),
-                                         put(c.last_logits_BV, new.last_logits_BV, 0))
+        cache = prompt_cache.PromptCache(
+            put(c.k_LBSKH, new.k_LBSKH, 1),
+            put(c.v_LBSKH, new.v_LBSKH, 1),
+            put(c.lens_B, new.lens_B, 0),
+            put(c.last_logits_BV, new.last_logits_BV, 0),
+        )
         n = tokens_nS.shape[0]
         G, R = st.tokens_BGR.shape[1:]
         st = dataclasses.replace(
-            st, cache=cache, keys_BG=put(st.keys_BG, keys_nG, 0),
+            st,
+            cache=cache,
+            keys_BG=put(st.keys_BG, keys_nG, 0),
             step_BG=put(st.step_BG, jnp.zeros((n, G), jnp.int32), 0),
             tokens_BGR=put(st.tokens_BGR, jnp.full((n, G, R), PAD_ID, jnp.int32), 0),
             logprobs_BGR=put(st.logprobs_BGR, jnp.zeros((n, G, R), jnp.float32), 0),
             done_BG=put(st.done_BG, jnp.zeros((n, G), bool), 0),
             lengths_BG=put(st.lengths_BG, jnp.zeros((n, G), jnp.int32), 0),
-            finish_BG=put(st.finish_BG, jnp.full((n, G), FINISH_LENGTH, jnp.int32), 0))
+            finish_BG=put(st.finish_BG, jnp.full((n, G), FINISH_LENGTH, jnp.int32), 0),
+        )
         # the first token of every sample of these slots from the prefill logits (others: done
         # rows are untouched; live rows of other slots must not move, so only these are live)
         B = st.done_BG.shape[0]
@@ -82,22 +105,56 @@ def prefill_slots(cfg: ModelConfig, params, st: SlotState, first, tokens_nS, len
         return dataclasses.replace(new_st, done_BG=jnp.where(others, st.done_BG, new_st.done_BG))
 
 
-@functools.partial(jax.jit, static_argnums=(0,), static_argnames=(
-    "strategy", "eos_ids", "stop_sequences", "steps", "decode_impl"), donate_argnames=("st",))
-def decode_chunk(cfg: ModelConfig, params, st: SlotState, stop_on_free=False, *, strategy,
-                 eos_ids, stop_sequences, steps: int, decode_impl: decode.DecodeImpl = "xla"):
+@functools.partial(
+    jax.jit,
+    static_argnums=(0,),
+    static_argnames=("strategy", "eos_ids", "stop_sequences", "steps", "decode_impl"),
+    donate_argnames=("st",),
+)
+def decode_chunk(
+    cfg: ModelConfig,
+    params,
+    st: SlotState,
+    stop_on_free=False,
+    *,
+    strategy,
+    eos_ids,
+    stop_sequences,
+    steps: int,
+    decode_impl: decode.DecodeImpl = "xla",
+):
     """Up to `steps` decode steps of every live sample (stops early when all are done, or, with
     stop_on_free, when a slot busy at the start has all its samples done).
     Returns (state, steps run)."""
     with sharding.rules(**decode.SAMPLER_RULES):
-        return decode_loop(cfg, cast_params(cfg, params), st.cache, st, stop_on_free,
-                           strategy=strategy, eos_ids=eos_ids, stop_sequences=stop_sequences,
-                           steps=steps, decode_impl=decode_impl)
+        return decode_loop(
+            cfg,
+            cast_params(cfg, params),
+            st.cache,
+            st,
+            stop_on_free,
+            strategy=strategy,
+            eos_ids=eos_ids,
+            stop_sequences=stop_sequences,
+            steps=steps,
+            decode_impl=decode_impl,
+        )
 
 
-def decode_loop(cfg: ModelConfig, params, cache, st: SlotState, stop_on_free=False, *,
-                strategy, eos_ids, stop_sequences, steps: int, decode_impl: decode.DecodeImpl,
-                prompt_rows=None):
+def decode_loop(
+    cfg: ModelConfig,
+    params,
+    cache,
+    st: SlotState,
+    stop_on_free=False,
+    *,
+    strategy,
+    eos_ids,
+    stop_sequences,
+    steps: int,
+    decode_impl: decode.DecodeImpl,
+    prompt_rows=None,
+):
     """The decode loop both refill samplers trace (inside their jit and sharding rules): up to
     `steps` steps of every live sample of `st` against the prompt `cache` (one entry per row of
     st, or the entries `prompt_rows` maps the rows to: decode.decode_step), stopping early when
@@ -115,11 +172,14 @@ def decode_loop(cfg: ModelConfig, params, cache, st: SlotState, stop_on_free=Fal
         slot_BG = jnp.maximum(s.step_BG - 1, 0)  # the newest token's response slot
         prev_BG = jnp.take_along_axis(s.tokens_BGR, slot_BG[..., None], axis=2)[..., 0]
         logits, k_LBGKH, v_LBGKH = decode.decode_step(
-            cfg, params, cache, s.resp_k_LBGRKH, s.resp_v_LBGRKH, prev_BG, slot_BG, decode_impl,
-            prompt_rows)
+            cfg, params, cache, s.resp_k_LBGRKH, s.resp_v_LBGRKH, prev_BG, slot_BG, decode_impl, prompt_rows
+        )
         write = decode_attention.write_slots
-        s = dataclasses.replace(s, resp_k_LBGRKH=write(s.resp_k_LBGRKH, k_LBGKH, slot_BG, axis=3),
-                                resp_v_LBGRKH=write(s.resp_v_LBGRKH, v_LBGKH, slot_BG, axis=3))
+        s = dataclasses.replace(
+            s,
+            resp_k_LBGRKH=write(s.resp_k_LBGRKH, k_LBGKH, slot_BG, axis=3),
+            resp_v_LBGRKH=write(s.resp_v_LBGRKH, v_LBGKH, slot_BG, axis=3),
+        )
         return sample_and_record(strategy, s, logits, eos_ids, stop_sequences, R), n + 1
 
     return lax.while_loop(cond, body, (st, jnp.zeros((), jnp.int32)))
@@ -130,12 +190,23 @@ def drain_size(busy: int, B: int) -> int:
     return min(B, 1 << max(busy - 1, 0).bit_length())
 
 
-def sample_continuous(cfg: ModelConfig, params, prompt_tokens_PS, prompt_lens_P, keys_PG, *,
-                      slots: int, max_new_tokens: int,
-                      strategy: strategies.AnyStrategy = strategies.Greedy(),
-                      eos_ids: tuple[int, ...] = (), stop_sequences: tuple[tuple[int, ...], ...] = (),
-                      prefill_chunk: int = 512, chunk: int = 16, drain: bool = True,
-                      decode_impl: decode.DecodeImpl = "xla") -> ContinuousOutput:
+def sample_continuous(
+    cfg: ModelConfig,
+    params,
+    prompt_tokens_PS,
+    prompt_lens_P,
+    keys_PG,
+    *,
+    slots: int,
+    max_new_tokens: int,
+    strategy: strategies.AnyStrategy = strategies.GREEDY,
+    eos_ids: tuple[int, ...] = (),
+    stop_sequences: tuple[tuple[int, ...], ...] = (),
+    prefill_chunk: int = 512,
+    chunk: int = 16,
+    drain: bool = True,
+    decode_impl: decode.DecodeImpl = "xla",
+) -> ContinuousOutput:
     """P prompts through `slots` prompt slots; the same samples as sample_groups on all P."""
     tokens_PS = np.asarray(prompt_tokens_PS)
     lens_P = np.asarray(prompt_lens_P)
@@ -144,8 +215,7 @@ def sample_continuous(cfg: ModelConfig, params, prompt_tokens_PS, prompt_lens_P,
     if chunk <= 0 or slots <= 0:
         raise ValueError(f"slots and chunk must be > 0, got slots={slots}, chunk={chunk}")
     B = min(slots, P)
-    static = dict(strategy=strategy, eos_ids=tuple(eos_ids),
-                  stop_sequences=tuple(tuple(s) for s in stop_sequences))
+    static = dict(strategy=strategy, eos_ids=tuple(eos_ids), stop_sequences=tuple(tuple(s) for s in stop_sequences))
     st = init_slots(cfg, B, S, G, R, keys_PG[:1])
     out_tok = np.full((P, G, R), PAD_ID, np.int32)
     out_lp = np.zeros((P, G, R), np.float32)
@@ -154,15 +224,24 @@ def sample_continuous(cfg: ModelConfig, params, prompt_tokens_PS, prompt_lens_P,
 
     def prefill(st, b, p):  # prompt p into slot b, at its own chunks (prompt_cache.own_length)
         n = prompt_cache.own_length(int(lens_P[p]), S, prefill_chunk)
-        return prefill_slots(cfg, params, st, b, tokens_PS[p:p + 1, :n], lens_P[p:p + 1],
-                             keys_PG[p:p + 1], prefill_chunk=prefill_chunk, **static)
+        return prefill_slots(
+            cfg,
+            params,
+            st,
+            b,
+            tokens_PS[p : p + 1, :n],
+            lens_P[p : p + 1],
+            keys_PG[p : p + 1],
+            prefill_chunk=prefill_chunk,
+            **static,
+        )
 
     for b in range(B):
         st = prefill(st, b, b)
     owner = list(range(B))  # prompt index held by each slot (-1: free)
     nxt, token_steps, decode_steps = B, B * G, 0
     while True:
-        done_B = np.asarray(sharding.to_host(st.done_BG)).all(axis=1)
+        done_B = np.asarray(np.asarray(sharding.to_host(st.done_BG)).all(axis=1))
         finished = [b for b in range(len(owner)) if owner[b] >= 0 and done_B[b]]
         if finished:
             h = sharding.to_host((st.tokens_BGR, st.logprobs_BGR, st.lengths_BG, st.finish_BG))
@@ -179,13 +258,11 @@ def sample_continuous(cfg: ModelConfig, params, prompt_tokens_PS, prompt_lens_P,
         if drain and nxt == P and drain_size(len(busy), len(owner)) <= len(owner) // 2:
             n = drain_size(len(busy), len(owner))
             idx = busy + [busy[0]] * (n - len(busy))
-            st = take_slots(st, jnp.asarray(idx, jnp.int32),
-                            jnp.asarray(np.arange(n) < len(busy)))
+            st = take_slots(st, jnp.asarray(idx, jnp.int32), jnp.asarray(np.arange(n) < len(busy)))
             owner = [owner[b] for b in busy] + [-1] * (n - len(busy))
         # a chunk ends at a freed slot while a prompt waits for it or the drain could shrink
         stop_on_free = nxt < P or (drain and len(owner) > 1)
-        st, n_run = decode_chunk(cfg, params, st, stop_on_free, steps=chunk,
-                                 decode_impl=decode_impl, **static)
+        st, n_run = decode_chunk(cfg, params, st, stop_on_free, steps=chunk, decode_impl=decode_impl, **static)
         n_run = int(n_run)
         decode_steps += n_run
         token_steps += n_run * len(owner) * G

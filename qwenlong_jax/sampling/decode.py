@@ -12,6 +12,7 @@ finished keeps computing but its outputs are masked to padding. The loop stops w
 sample is done or R tokens were generated. (Slot R-1 of the response cache is never written:
 the R-th token is sampled but never fed back; kept for simpler shapes.)
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -62,8 +63,17 @@ class DecodeState:
     logits_BGRV: jax.Array | None  # debug: every step's logits (None unless asked for)
 
 
-def decode_step(cfg: ModelConfig, params: dict, cache: PromptCache, resp_k_LBGRKH, resp_v_LBGRKH,
-                tokens_BG: jax.Array, slot, decode_impl: DecodeImpl = "xla", prompt_rows=None):
+def decode_step(
+    cfg: ModelConfig,
+    params: dict,
+    cache: PromptCache,
+    resp_k_LBGRKH,
+    resp_v_LBGRKH,
+    tokens_BG: jax.Array,
+    slot,
+    decode_impl: DecodeImpl = "xla",
+    prompt_rows=None,
+):
     """Logits [B, G, V] after feeding `tokens_BG` at response slot `slot` (RoPE position
     prompt_len + slot; response slots < slot must be filled), and the new per-layer k/v
     [L, B, G, K, H] to store at that slot. `slot`: one int, or [B, G] (each sample its own).
@@ -90,14 +100,24 @@ def decode_step(cfg: ModelConfig, params: dict, cache: PromptCache, resp_k_LBGRK
         with sharding.rules(**SAMPLER_RULES):
             split = lambda a, ax: sharding.constrain(a.reshape((B, G) + a.shape[2:]), ("batch", None, ax, None))  # noqa: E731
             q, k, v = split(q_M1NH, "heads"), split(k_M1KH, "kv_heads"), split(v_M1KH, "kv_heads")
-            out_BGNH = attention(q, k, v, cache.k_LBSKH, cache.v_LBSKH, cache.lens_B,
-                                 resp_k_LBGRKH, resp_v_LBGRKH, step, layer=idx, **extra)
+            out_BGNH = attention(
+                q,
+                k,
+                v,
+                cache.k_LBSKH,
+                cache.v_LBSKH,
+                cache.lens_B,
+                resp_k_LBGRKH,
+                resp_v_LBGRKH,
+                step,
+                layer=idx,
+                **extra,
+            )
         return out_BGNH.reshape(B * G, 1, *out_BGNH.shape[2:]), (k, v)
 
     with sharding.rules(**STEP_RULES):
         x = transformer.embed(cfg, params, tokens_BG.reshape(B * G, 1))
-        x, (k_LBGKH, v_LBGKH) = transformer.decoder_stack(
-            cfg, params["layers"], x, positions_M1, attend, None)
+        x, (k_LBGKH, v_LBGKH) = transformer.decoder_stack(cfg, params["layers"], x, positions_M1, attend, None)
         h = transformer.final_hidden(cfg, params, x)
         logits = transformer.logits_from_hidden(cfg, params, h)
     return logits.reshape(B, G, -1), k_LBGKH, v_LBGKH
@@ -118,13 +138,18 @@ def _ends_with(tokens_BGR, end, seq: tuple[int, ...]):
     return jnp.all(window == jnp.asarray(seq, jnp.int32)[None, None], axis=-1) & (end + 1 >= m)
 
 
-def advance(strategy, state: DecodeState, logits_BGV, keys_BG, eos_ids: tuple[int, ...],
-            stop_sequences: tuple[tuple[int, ...], ...]) -> DecodeState:
+def advance(
+    strategy,
+    state: DecodeState,
+    logits_BGV,
+    keys_BG,
+    eos_ids: tuple[int, ...],
+    stop_sequences: tuple[tuple[int, ...], ...],
+) -> DecodeState:
     """Sample the token of slot `state.step` for every sample and update the stop bookkeeping."""
     B, G, V = logits_BGV.shape
     t = state.step
-    tok_N, lp_N = strategies.sample_tokens(strategy, logits_BGV.reshape(B * G, V),
-                                           step_keys(keys_BG, t).reshape(B * G))
+    tok_N, lp_N = strategies.sample_tokens(strategy, logits_BGV.reshape(B * G, V), step_keys(keys_BG, t).reshape(B * G))
     live_BG = ~state.done_BG
     tok_BG = jnp.where(live_BG, tok_N.reshape(B, G), PAD_ID)
     lp_BG = jnp.where(live_BG, lp_N.reshape(B, G), 0.0)
@@ -140,25 +165,45 @@ def advance(strategy, state: DecodeState, logits_BGV, keys_BG, eos_ids: tuple[in
     if logits is not None:
         logits = lax.dynamic_update_slice_in_dim(logits, logits_BGV[:, :, None], t, axis=2)
     return dataclasses.replace(
-        state, step=t + 1, tokens_BGR=tokens, logprobs_BGR=logprobs,
-        done_BG=state.done_BG | eos_now | stop_now, lengths_BG=state.lengths_BG + live_BG,
-        finish_BG=finish, logits_BGRV=logits)
+        state,
+        step=t + 1,
+        tokens_BGR=tokens,
+        logprobs_BGR=logprobs,
+        done_BG=state.done_BG | eos_now | stop_now,
+        lengths_BG=state.lengths_BG + live_BG,
+        finish_BG=finish,
+        logits_BGRV=logits,
+    )
 
 
 def init_state(cfg: ModelConfig, B: int, G: int, R: int, *, return_logits: bool) -> DecodeState:
     L, K, H = cfg.num_layers, cfg.num_kv_heads, cfg.head_dim
     resp = sharding.constrain(jnp.zeros((L, B, G, R, K, H), jnp.dtype(cfg.dtype)), RESP_AXES)
     return DecodeState(
-        step=jnp.zeros((), jnp.int32), resp_k_LBGRKH=resp, resp_v_LBGRKH=resp,
+        step=jnp.zeros((), jnp.int32),
+        resp_k_LBGRKH=resp,
+        resp_v_LBGRKH=resp,
         tokens_BGR=jnp.full((B, G, R), PAD_ID, jnp.int32),
         logprobs_BGR=jnp.zeros((B, G, R), jnp.float32),
-        done_BG=jnp.zeros((B, G), bool), lengths_BG=jnp.zeros((B, G), jnp.int32),
+        done_BG=jnp.zeros((B, G), bool),
+        lengths_BG=jnp.zeros((B, G), jnp.int32),
         finish_BG=jnp.full((B, G), FINISH_LENGTH, jnp.int32),
-        logits_BGRV=jnp.zeros((B, G, R, cfg.vocab_size), jnp.float32) if return_logits else None)
+        logits_BGRV=jnp.zeros((B, G, R, cfg.vocab_size), jnp.float32) if return_logits else None,
+    )
 
 
-def decode_loop(cfg: ModelConfig, params: dict, cache: PromptCache, state: DecodeState, keys_BG,
-                *, strategy, eos_ids, stop_sequences, decode_impl: DecodeImpl) -> DecodeState:
+def decode_loop(
+    cfg: ModelConfig,
+    params: dict,
+    cache: PromptCache,
+    state: DecodeState,
+    keys_BG,
+    *,
+    strategy,
+    eos_ids,
+    stop_sequences,
+    decode_impl: DecodeImpl,
+) -> DecodeState:
     """Generate until every sample is done or the response cache is full.
 
     Entry: `state.step` tokens are already sampled (1 after the prefill's logits).
@@ -172,13 +217,13 @@ def decode_loop(cfg: ModelConfig, params: dict, cache: PromptCache, state: Decod
         slot = s.step - 1  # the newest token goes in at response slot step-1
         prev_BG = lax.dynamic_index_in_dim(s.tokens_BGR, slot, axis=2, keepdims=False)
         logits_BGV, k_LBGKH, v_LBGKH = decode_step(
-            cfg, params, cache, s.resp_k_LBGRKH, s.resp_v_LBGRKH, prev_BG, slot, decode_impl)
+            cfg, params, cache, s.resp_k_LBGRKH, s.resp_v_LBGRKH, prev_BG, slot, decode_impl
+        )
         s = dataclasses.replace(
             s,
-            resp_k_LBGRKH=lax.dynamic_update_slice_in_dim(s.resp_k_LBGRKH, k_LBGKH[:, :, :, None],
-                                                          slot, axis=3),
-            resp_v_LBGRKH=lax.dynamic_update_slice_in_dim(s.resp_v_LBGRKH, v_LBGKH[:, :, :, None],
-                                                          slot, axis=3))
+            resp_k_LBGRKH=lax.dynamic_update_slice_in_dim(s.resp_k_LBGRKH, k_LBGKH[:, :, :, None], slot, axis=3),
+            resp_v_LBGRKH=lax.dynamic_update_slice_in_dim(s.resp_v_LBGRKH, v_LBGKH[:, :, :, None], slot, axis=3),
+        )
         return advance(strategy, s, logits_BGV, keys_BG, eos_ids, stop_sequences)
 
     return lax.while_loop(cond, body, state)

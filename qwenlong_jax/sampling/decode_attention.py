@@ -16,6 +16,7 @@
 
 `step` is one int for all samples (lockstep) or [B, G] (continuous batching: each its own).
 """
+
 from __future__ import annotations
 
 from typing import Literal
@@ -41,8 +42,7 @@ def _online_block(carry, s_BGKQT, v_blk, pv: str):
     m_use = jnp.where(m_new == -jnp.inf, 0.0, m_new)  # nothing visible yet: keep zeros, no nan
     p = jnp.exp(s_BGKQT - m_use[..., None])
     alpha = jnp.exp(m - m_use)
-    acc = alpha[..., None] * acc + jnp.einsum(pv, p.astype(v_blk.dtype), v_blk,
-                                              preferred_element_type=jnp.float32)
+    acc = alpha[..., None] * acc + jnp.einsum(pv, p.astype(v_blk.dtype), v_blk, preferred_element_type=jnp.float32)
     return m_new, alpha * l + jnp.sum(p, axis=-1), acc
 
 
@@ -64,8 +64,19 @@ def _block(cache, layer, start, size: int, axis: int):
     return lax.dynamic_slice(cache, starts, sizes)[0]
 
 
-def xla_decode_attention(q_BGNH, k_BGKH, v_BGKH, prompt_k_BSKH, prompt_v_BSKH, prompt_lens_B,
-                         resp_k_BGRKH, resp_v_BGRKH, step, layer=None, prompt_rows=None):
+def xla_decode_attention(
+    q_BGNH,
+    k_BGKH,
+    v_BGKH,
+    prompt_k_BSKH,
+    prompt_v_BSKH,
+    prompt_lens_B,
+    resp_k_BGRKH,
+    resp_v_BGRKH,
+    step,
+    layer=None,
+    prompt_rows=None,
+):
     """One new token per sample over [prompt (< len) | response (< step) | itself]; `step` is
     one int for all samples (lockstep) or [B, G] (continuous batching: each its own).
 
@@ -93,8 +104,7 @@ def xla_decode_attention(q_BGNH, k_BGKH, v_BGKH, prompt_k_BSKH, prompt_v_BSKH, p
         rows_PJ, pos_BG = prompt_rows
         qp = q.reshape(B * G, K, Q, H)[rows_PJ]
     X, Y = qp.shape[:2]
-    carry = (jnp.full((X, Y, K, Q), -jnp.inf, f32), jnp.zeros((X, Y, K, Q), f32),
-             jnp.zeros((X, Y, K, Q, H), f32))
+    carry = (jnp.full((X, Y, K, Q), -jnp.inf, f32), jnp.zeros((X, Y, K, Q), f32), jnp.zeros((X, Y, K, Q, H), f32))
 
     Pb = min(S, PROMPT_BLOCK)
 
@@ -137,20 +147,24 @@ def xla_decode_attention(q_BGNH, k_BGKH, v_BGKH, prompt_k_BSKH, prompt_v_BSKH, p
     return out.reshape(B, G, N, H).astype(q_BGNH.dtype)
 
 
-def pallas_decode_attention(q_BGNH, k_BGKH, v_BGKH, prompt_k_BSKH, prompt_v_BSKH, prompt_lens_B,
-                            resp_k_BGRKH, resp_v_BGRKH, step, layer=None):
+def pallas_decode_attention(
+    q_BGNH, k_BGKH, v_BGKH, prompt_k_BSKH, prompt_v_BSKH, prompt_lens_B, resp_k_BGRKH, resp_v_BGRKH, step, layer=None
+):
     import kernels  # lazy exports: kernels/decode.py is imported only on this path
+
     if layer is not None:
         prompt_k_BSKH, prompt_v_BSKH, resp_k_BGRKH, resp_v_BGRKH = (
             lax.dynamic_index_in_dim(a, layer, 0, keepdims=False)
-            for a in (prompt_k_BSKH, prompt_v_BSKH, resp_k_BGRKH, resp_v_BGRKH))
+            for a in (prompt_k_BSKH, prompt_v_BSKH, resp_k_BGRKH, resp_v_BGRKH)
+        )
     B, G = q_BGNH.shape[:2]
     step_BG = jnp.broadcast_to(step, (B, G)).astype(jnp.int32)
     resp_k = write_slots(resp_k_BGRKH, k_BGKH, step_BG, axis=2)
     resp_v = write_slots(resp_v_BGRKH, v_BGKH, step_BG, axis=2)
     resp_len_BG = step_BG + 1
-    out = kernels.decode_attention(q_BGNH[:, :, None], prompt_k_BSKH, prompt_v_BSKH, prompt_lens_B,
-                           resp_k, resp_v, resp_len_BG)
+    out = kernels.decode_attention(
+        q_BGNH[:, :, None], prompt_k_BSKH, prompt_v_BSKH, prompt_lens_B, resp_k, resp_v, resp_len_BG
+    )
     return out[:, :, 0]
 
 

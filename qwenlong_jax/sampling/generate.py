@@ -9,6 +9,7 @@ Prompts are grouped by padded length (sampler.bucket_length) and each bucket is 
 Sample g of prompt i uses the key (seed, i, g), whatever bucket the prompt lands in.
 Stop sequences are token-id sequences; like EOS, the matched tokens stay in `.tokens`.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -34,8 +35,7 @@ def _batch_multiple(mesh) -> int:
     """Prompts per call are padded to the sampler's batch axes (decode.SAMPLER_RULES)."""
     if mesh is None:
         return 1
-    return sharding.mesh_axis_size(mesh, tuple(a for a in decode.SAMPLER_RULES["batch"]
-                                               if a in mesh.axis_names))
+    return sharding.mesh_axis_size(mesh, tuple(a for a in decode.SAMPLER_RULES["batch"] if a in mesh.axis_names))
 
 
 def generate(
@@ -61,13 +61,18 @@ def generate(
     if num_samples <= 0:
         raise ValueError(f"num_samples must be > 0, got {num_samples}")
     strategy = strategies.from_flags(temperature, top_p, top_k, min_p)
-    static = dict(max_new_tokens=max_new_tokens, strategy=strategy,
-                  eos_ids=tuple(int(e) for e in eos_ids),
-                  stop_sequences=tuple(tuple(int(t) for t in s) for s in stop_sequences),
-                  prefill_chunk=prefill_chunk, decode_impl=decode_impl)
+    static = dict(
+        max_new_tokens=max_new_tokens,
+        strategy=strategy,
+        eos_ids=tuple(int(e) for e in eos_ids),
+        stop_sequences=tuple(tuple(int(t) for t in s) for s in stop_sequences),
+        prefill_chunk=prefill_chunk,
+        decode_impl=decode_impl,
+    )
     if mesh is not None:
-        params = jax.device_put(params, sharding.param_shardings(
-            params_lib.logical_axes(cfg), params_lib.param_shapes(cfg), mesh))
+        params = jax.device_put(
+            params, sharding.param_shardings(params_lib.logical_axes(cfg), params_lib.param_shapes(cfg), mesh)
+        )
     buckets: dict[int, list[int]] = {}
     for i, p in enumerate(prompts):
         buckets.setdefault(sampler.bucket_length(len(p), prefill_chunk), []).append(i)
@@ -82,17 +87,26 @@ def generate(
         else:
             batch = sharding.named(mesh, "batch", None)
             with jax.set_mesh(mesh):
-                out = sampler.sample_groups(cfg, params, jax.device_put(tokens_BS, batch),
-                                            jax.device_put(lens_B, sharding.named(mesh, "batch")),
-                                            keys_BG, **static)
+                out = sampler.sample_groups(
+                    cfg,
+                    params,
+                    jax.device_put(tokens_BS, batch),
+                    jax.device_put(lens_B, sharding.named(mesh, "batch")),
+                    keys_BG,
+                    **static,
+                )
         out = sharding.to_host(out)
         for row, i in enumerate(ids):
             results[i] = [_to_sample(out, row, g) for g in range(num_samples)]
-    return results
+    done = [r for r in results if r is not None]
+    assert len(done) == len(results)  # every prompt's batch ran
+    return done
 
 
 def _to_sample(out: sampler.SampleOutput, b: int, g: int) -> Sample:
     n = int(out.lengths_BG[b, g])
-    return Sample(tokens=[int(t) for t in out.tokens_BGR[b, g, :n]],
-                  logprobs=[float(x) for x in out.logprobs_BGR[b, g, :n]],
-                  finish_reason=decode.FINISH_REASONS[int(out.finish_BG[b, g])])
+    return Sample(
+        tokens=[int(t) for t in out.tokens_BGR[b, g, :n]],
+        logprobs=[float(x) for x in out.logprobs_BGR[b, g, :n]],
+        finish_reason=decode.FINISH_REASONS[int(out.finish_BG[b, g])],
+    )

@@ -15,6 +15,7 @@ its own chunk causally and to the previous chunks' cache block by block with an 
 largest score tensor is [B, K, N/K, C, C]. Each chunk's new k/v are returned from the layer scan
 and written into the [L, B, S, K, H] cache with one dynamic_update_slice per chunk (in place).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -40,13 +41,11 @@ class PromptCache:
 
 
 def _scores(q_BCKQH, k_BSKH, scale):
-    return jnp.einsum("bckqh,bskh->bkqcs", q_BCKQH, k_BSKH,
-                      preferred_element_type=jnp.float32) * scale
+    return jnp.einsum("bckqh,bskh->bkqcs", q_BCKQH, k_BSKH, preferred_element_type=jnp.float32) * scale
 
 
 def _pv(p_BKQCS, v_BSKH):
-    return jnp.einsum("bkqcs,bskh->bkqch", p_BKQCS.astype(v_BSKH.dtype), v_BSKH,
-                      preferred_element_type=jnp.float32)
+    return jnp.einsum("bkqcs,bskh->bkqch", p_BKQCS.astype(v_BSKH.dtype), v_BSKH, preferred_element_type=jnp.float32)
 
 
 def chunk_attention(q_BCNH, k_BCKH, v_BCKH, cache_k_BSKH, cache_v_BSKH, chunk_index):
@@ -83,8 +82,9 @@ def check_chunk(S: int, chunk: int) -> int:
     if chunk >= S:
         return S
     if S % chunk:
-        raise ValueError(f"padded prompt length S={S} must be a multiple of prefill_chunk={chunk} "
-                         "(pad with sampling.bucket_length)")
+        raise ValueError(
+            f"padded prompt length S={S} must be a multiple of prefill_chunk={chunk} (pad with sampling.bucket_length)"
+        )
     return chunk
 
 
@@ -96,8 +96,9 @@ def own_length(n: int, S: int, chunk: int) -> int:
     return min(S, -(-n // C) * C)
 
 
-def prefill(cfg: ModelConfig, params: dict, prompt_tokens_BS: jax.Array, prompt_lens_B: jax.Array,
-            *, chunk: int) -> PromptCache:
+def prefill(
+    cfg: ModelConfig, params: dict, prompt_tokens_BS: jax.Array, prompt_lens_B: jax.Array, *, chunk: int
+) -> PromptCache:
     """Runs the prompts through the model chunk by chunk, filling one KV cache per prompt."""
     B, S = prompt_tokens_BS.shape
     C = check_chunk(S, chunk)
@@ -120,7 +121,8 @@ def prefill(cfg: ModelConfig, params: dict, prompt_tokens_BS: jax.Array, prompt_
 
         x = transformer.embed(cfg, params, tokens_BC)
         x, (k_LBCKH, v_LBCKH) = transformer.decoder_stack(
-            cfg, params["layers"], x, positions_BC, attend, (cache_k, cache_v))
+            cfg, params["layers"], x, positions_BC, attend, (cache_k, cache_v)
+        )
         cache_k = lax.dynamic_update_slice_in_dim(cache_k, k_LBCKH.astype(dt), start, axis=2)
         cache_v = lax.dynamic_update_slice_in_dim(cache_v, v_LBCKH.astype(dt), start, axis=2)
         # Keep the hidden state of each prompt's last token (logits come once, after the loop).
@@ -128,8 +130,7 @@ def prefill(cfg: ModelConfig, params: dict, prompt_tokens_BS: jax.Array, prompt_
         idx_B = jnp.clip(last_B - start, 0, C - 1)
         h_BD = jnp.take_along_axis(x, idx_B[:, None, None], axis=1)[:, 0]
         last_h_BD = jnp.where(in_chunk_B[:, None], h_BD, last_h_BD)
-        return (sharding.constrain(cache_k, CACHE_AXES), sharding.constrain(cache_v, CACHE_AXES),
-                last_h_BD)
+        return (sharding.constrain(cache_k, CACHE_AXES), sharding.constrain(cache_v, CACHE_AXES), last_h_BD)
 
     init = (cache_k, cache_v, jnp.zeros((B, cfg.hidden_size), dt))
     cache_k, cache_v, last_h_BD = lax.fori_loop(0, S // C, one_chunk, init)

@@ -65,30 +65,27 @@ def init_rows(cfg: ModelConfig, Q: int, Nb: int, W: int, S: int, R: int, keys_11
     with sharding.rules(**decode.SAMPLER_RULES):
         cache_st = slot_state.empty_slots(cfg, Q, S, 1, 1, keys_11)  # the prompt caches only
         rows = slot_state.empty_slots(cfg, Nb, 1, W, R, keys_11)
-        return RowState(cache_st.cache, jnp.zeros((Nb,), jnp.int32),
-                        dataclasses.replace(rows, cache=None))
+        return RowState(cache_st.cache, jnp.zeros((Nb,), jnp.int32), dataclasses.replace(rows, cache=None))
 
 
-@functools.partial(jax.jit, static_argnums=(0,), static_argnames=("prefill_chunk",),
-                   donate_argnames=("st",))
-def prefill_prompt(cfg: ModelConfig, params, st: RowState, slot, tokens_1S, lens_1, *,
-                   prefill_chunk: int) -> RowState:
+@functools.partial(jax.jit, static_argnums=(0,), static_argnames=("prefill_chunk",), donate_argnames=("st",))
+def prefill_prompt(cfg: ModelConfig, params, st: RowState, slot, tokens_1S, lens_1, *, prefill_chunk: int) -> RowState:
     """Prefill one prompt into prompt slot `slot` (its cache rows and last logits)."""
     with sharding.rules(**decode.SAMPLER_RULES):
-        one = prompt_cache.prefill(cfg, slot_state.cast_params(cfg, params), tokens_1S, lens_1,
-                                   chunk=prefill_chunk)
+        one = prompt_cache.prefill(cfg, slot_state.cast_params(cfg, params), tokens_1S, lens_1, chunk=prefill_chunk)
         c = st.cache
         put = lambda a, x, ax: lax.dynamic_update_slice_in_dim(a, x.astype(a.dtype), slot, ax)  # noqa: E731
-        cache = prompt_cache.PromptCache(put(c.k_LBSKH, one.k_LBSKH, 1), put(c.v_LBSKH, one.v_LBSKH, 1),
-                                         put(c.lens_B, one.lens_B, 0),
-                                         put(c.last_logits_BV, one.last_logits_BV, 0))
+        cache = prompt_cache.PromptCache(
+            put(c.k_LBSKH, one.k_LBSKH, 1),
+            put(c.v_LBSKH, one.v_LBSKH, 1),
+            put(c.lens_B, one.lens_B, 0),
+            put(c.last_logits_BV, one.last_logits_BV, 0),
+        )
         return dataclasses.replace(st, cache=cache)
 
 
-@functools.partial(jax.jit, static_argnames=("strategy", "eos_ids", "stop_sequences"),
-                   donate_argnames=("st",))
-def start_rows(st: RowState, start_Nb, pidx_Nb, keys_NbW, *, strategy, eos_ids,
-               stop_sequences) -> RowState:
+@functools.partial(jax.jit, static_argnames=("strategy", "eos_ids", "stop_sequences"), donate_argnames=("st",))
+def start_rows(st: RowState, start_Nb, pidx_Nb, keys_NbW, *, strategy, eos_ids, stop_sequences) -> RowState:
     """Blocks with start_Nb take W new samples (prompt slot pidx_Nb, keys keys_NbW) and draw
     their first tokens from the prompt's prefill logits; the other rows do not move."""
     with sharding.rules(**decode.SAMPLER_RULES):
@@ -97,32 +94,60 @@ def start_rows(st: RowState, start_Nb, pidx_Nb, keys_NbW, *, strategy, eos_ids,
         s1 = jnp.broadcast_to(start_Nb[:, None], r.done_BG.shape)
         pidx = jnp.where(start_Nb, pidx_Nb, st.pidx_Nb)
         fresh = dataclasses.replace(
-            r, keys_BG=jnp.where(s1, keys_NbW, r.keys_BG),
+            r,
+            keys_BG=jnp.where(s1, keys_NbW, r.keys_BG),
             step_BG=jnp.where(s1, 0, r.step_BG),
             tokens_BGR=jnp.where(s1[..., None], PAD_ID, r.tokens_BGR),
             logprobs_BGR=jnp.where(s1[..., None], 0.0, r.logprobs_BGR),
             done_BG=~s1,  # only the starting rows are live for this draw
             lengths_BG=jnp.where(s1, 0, r.lengths_BG),
-            finish_BG=jnp.where(s1, FINISH_LENGTH, r.finish_BG))
-        logits = jnp.broadcast_to(st.cache.last_logits_BV[pidx][:, None],
-                                  r.done_BG.shape + st.cache.last_logits_BV.shape[1:])
+            finish_BG=jnp.where(s1, FINISH_LENGTH, r.finish_BG),
+        )
+        logits = jnp.broadcast_to(
+            st.cache.last_logits_BV[pidx][:, None], r.done_BG.shape + st.cache.last_logits_BV.shape[1:]
+        )
         new = slot_state.sample_and_record(strategy, fresh, logits, eos_ids, stop_sequences, R)
         new = dataclasses.replace(new, done_BG=jnp.where(s1, new.done_BG, r.done_BG))
         return dataclasses.replace(st, pidx_Nb=pidx, rows=new)
 
 
-@functools.partial(jax.jit, static_argnums=(0,), static_argnames=(
-    "strategy", "eos_ids", "stop_sequences", "steps", "decode_impl"), donate_argnames=("st",))
-def decode_rows(cfg: ModelConfig, params, st: RowState, rows_QG, pos_NbW, stop_on_free=False, *,
-                strategy, eos_ids, stop_sequences, steps: int, decode_impl: decode.DecodeImpl = "xla"):
+@functools.partial(
+    jax.jit,
+    static_argnums=(0,),
+    static_argnames=("strategy", "eos_ids", "stop_sequences", "steps", "decode_impl"),
+    donate_argnames=("st",),
+)
+def decode_rows(
+    cfg: ModelConfig,
+    params,
+    st: RowState,
+    rows_QG,
+    pos_NbW,
+    stop_on_free=False,
+    *,
+    strategy,
+    eos_ids,
+    stop_sequences,
+    steps: int,
+    decode_impl: decode.DecodeImpl = "xla",
+):
     """Up to `steps` decode steps of every live row (stops early when all are done, or, with
     stop_on_free, when a block busy at the start is done). Row (b, w) reads prompt slot
     pos_NbW[b, w] // G, whose rows are rows_QG (prompt_rows). Returns (state, steps run)."""
     with sharding.rules(**decode.SAMPLER_RULES):
         rows, n = continuous.decode_loop(
-            cfg, slot_state.cast_params(cfg, params), st.cache, st.rows, stop_on_free,
-            strategy=strategy, eos_ids=eos_ids, stop_sequences=stop_sequences, steps=steps,
-            decode_impl=decode_impl, prompt_rows=(rows_QG, pos_NbW))
+            cfg,
+            slot_state.cast_params(cfg, params),
+            st.cache,
+            st.rows,
+            stop_on_free,
+            strategy=strategy,
+            eos_ids=eos_ids,
+            stop_sequences=stop_sequences,
+            steps=steps,
+            decode_impl=decode_impl,
+            prompt_rows=(rows_QG, pos_NbW),
+        )
         return dataclasses.replace(st, rows=rows), n
 
 
@@ -142,12 +167,25 @@ def prompt_rows(pidx_Nb, busy_Nb, Q: int, G: int, W: int):
     return rows_QG, pos_NbW
 
 
-def sample_refill(cfg: ModelConfig, params, prompt_tokens_PS, prompt_lens_P, keys_PG, *,
-                  rows: int, prompt_slots: int, max_new_tokens: int, block: int = 1,
-                  strategy: strategies.AnyStrategy = strategies.Greedy(),
-                  eos_ids: tuple[int, ...] = (), stop_sequences: tuple[tuple[int, ...], ...] = (),
-                  prefill_chunk: int = 512, chunk: int = 16, drain: bool = True,
-                  decode_impl: decode.DecodeImpl = "xla") -> slot_state.ContinuousOutput:
+def sample_refill(
+    cfg: ModelConfig,
+    params,
+    prompt_tokens_PS,
+    prompt_lens_P,
+    keys_PG,
+    *,
+    rows: int,
+    prompt_slots: int,
+    max_new_tokens: int,
+    block: int = 1,
+    strategy: strategies.AnyStrategy = strategies.GREEDY,
+    eos_ids: tuple[int, ...] = (),
+    stop_sequences: tuple[tuple[int, ...], ...] = (),
+    prefill_chunk: int = 512,
+    chunk: int = 16,
+    drain: bool = True,
+    decode_impl: decode.DecodeImpl = "xla",
+) -> slot_state.ContinuousOutput:
     """P prompts x G samples through `rows` decode rows (blocks of `block` rows sharing a
     prompt) and `prompt_slots` prompt caches; the same samples as sample_groups on all P."""
     tokens_PS = np.asarray(prompt_tokens_PS)
@@ -155,13 +193,14 @@ def sample_refill(cfg: ModelConfig, params, prompt_tokens_PS, prompt_lens_P, key
     P, S = tokens_PS.shape
     G, R, W = keys_PG.shape[1], max_new_tokens, block
     if chunk <= 0 or rows <= 0 or prompt_slots <= 0 or W <= 0 or G % W or rows % W:
-        raise ValueError(f"rows, prompt_slots, block and chunk must be > 0 and block must divide "
-                         f"G={G} and rows, got rows={rows}, prompt_slots={prompt_slots}, "
-                         f"block={block}, chunk={chunk}")
+        raise ValueError(
+            f"rows, prompt_slots, block and chunk must be > 0 and block must divide "
+            f"G={G} and rows, got rows={rows}, prompt_slots={prompt_slots}, "
+            f"block={block}, chunk={chunk}"
+        )
     U = P * G // W  # units of W samples, in (prompt, sample) order
     Nb, Q = min(rows // W, U), min(prompt_slots, P)
-    static = dict(strategy=strategy, eos_ids=tuple(eos_ids),
-                  stop_sequences=tuple(tuple(s) for s in stop_sequences))
+    static = dict(strategy=strategy, eos_ids=tuple(eos_ids), stop_sequences=tuple(tuple(s) for s in stop_sequences))
     keys_UW = jnp.reshape(keys_PG, (U, W))
     st = init_rows(cfg, Q, Nb, W, S, R, keys_UW[:1, :1])
     out_tok = np.full((P, G, R), PAD_ID, np.int32)
@@ -201,15 +240,17 @@ def sample_refill(cfg: ModelConfig, params, prompt_tokens_PS, prompt_lens_P, key
                     break
                 q = free_slots.pop(0)
                 n = prompt_cache.own_length(int(lens_P[p]), S, prefill_chunk)
-                st = prefill_prompt(cfg, params, st, q, tokens_PS[p:p + 1, :n], lens_P[p:p + 1],
-                                    prefill_chunk=prefill_chunk)
+                st = prefill_prompt(
+                    cfg, params, st, q, tokens_PS[p : p + 1, :n], lens_P[p : p + 1], prefill_chunk=prefill_chunk
+                )
                 slot_of[p], left[q] = q, G // W
             unit_of[b], start_Nb[b], pidx_Nb[b] = nxt, True, slot_of[p]
             pidx_host[b] = slot_of[p]
             nxt += 1
         if start_Nb.any():
-            st = start_rows(st, jnp.asarray(start_Nb), jnp.asarray(pidx_Nb),
-                            keys_UW[np.asarray(unit_of).clip(0)], **static)
+            st = start_rows(
+                st, jnp.asarray(start_Nb), jnp.asarray(pidx_Nb), keys_UW[np.asarray(unit_of).clip(0)], **static
+            )
             token_steps += int(start_Nb.sum()) * W
         busy = [b for b in range(len(unit_of)) if unit_of[b] >= 0]
         if not busy:
@@ -217,17 +258,16 @@ def sample_refill(cfg: ModelConfig, params, prompt_tokens_PS, prompt_lens_P, key
         n = continuous.drain_size(len(busy), len(unit_of))
         if drain and nxt == U and n <= len(unit_of) // 2:  # the drain: busy blocks packed
             idx = busy + [busy[0]] * (n - len(busy))
-            rows_st = slot_state.take_slots(st.rows, jnp.asarray(idx, jnp.int32),
-                                            jnp.asarray(np.arange(n) < len(busy)))
+            rows_st = slot_state.take_slots(st.rows, jnp.asarray(idx, jnp.int32), jnp.asarray(np.arange(n) < len(busy)))
             st = dataclasses.replace(st, pidx_Nb=st.pidx_Nb[np.asarray(idx)], rows=rows_st)
             unit_of, pidx_host = [unit_of[b] for b in busy] + [-1] * (n - len(busy)), pidx_host[idx]
         rows_QG, pos_NbW = prompt_rows(pidx_host, [u >= 0 for u in unit_of], Q, G, W)
         stop_on_free = nxt < U or (drain and len(unit_of) > 1)
-        st, n = decode_rows(cfg, params, st, rows_QG, pos_NbW, stop_on_free, steps=chunk,
-                            decode_impl=decode_impl, **static)
+        st, n = decode_rows(
+            cfg, params, st, rows_QG, pos_NbW, stop_on_free, steps=chunk, decode_impl=decode_impl, **static
+        )
         n = int(n)
         decode_steps += n
         token_steps += n * len(unit_of) * W
-        done_Nb = np.asarray(st.rows.done_BG).all(axis=1)
-    return slot_state.ContinuousOutput(out_tok, out_lp, out_len, out_fin, token_steps,
-                                       decode_steps)
+        done_Nb = np.asarray(np.asarray(st.rows.done_BG).all(axis=1))
+    return slot_state.ContinuousOutput(out_tok, out_lp, out_len, out_fin, token_steps, decode_steps)

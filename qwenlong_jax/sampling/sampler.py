@@ -20,6 +20,7 @@ copies of the prompt with the same keys (tested).
 Outputs after a sample finishes are PAD_ID tokens with logprob 0; `lengths_BG` counts the kept
 tokens, the EOS token or the stop sequence included. finish_BG: 0 length, 1 eos, 2 stop.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -38,11 +39,13 @@ from qwenlong_jax.sampling import decode, prompt_cache, strategies
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass
 class SampleOutput:
-    tokens_BGR: jax.Array  # int32, PAD_ID after the end
-    logprobs_BGR: jax.Array  # float32 under log_softmax(logits / T) (strategies.py)
-    lengths_BG: jax.Array  # int32
-    finish_BG: jax.Array  # int32 decode.FINISH_* codes
-    steps: jax.Array  # int32 tokens generated per sample before the loop stopped (<= R)
+    """On device from the jitted sampler, or on host (numpy) once fetched or assembled by a refill sampler."""
+
+    tokens_BGR: jax.Array | np.ndarray  # int32, PAD_ID after the end
+    logprobs_BGR: jax.Array | np.ndarray  # float32 under log_softmax(logits / T) (strategies.py)
+    lengths_BG: jax.Array | np.ndarray  # int32
+    finish_BG: jax.Array | np.ndarray  # int32 decode.FINISH_* codes
+    steps: jax.Array | np.ndarray | int  # int32 tokens generated per sample before the loop stopped (<= R)
     logits_BGRV: jax.Array | None = None  # debug (return_logits=True): each step's logits
 
 
@@ -54,12 +57,14 @@ def sample_keys(seed: int | jax.Array, prompt_ids_B, num_samples: int) -> jax.Ar
     base = jax.random.key(int(seed)) if isinstance(seed, (int, np.integer)) else seed
     ids_B = jnp.asarray(prompt_ids_B, jnp.int32)
     per_prompt = jax.vmap(lambda i: jax.random.fold_in(base, i))(ids_B)
-    return jax.vmap(lambda k: jax.vmap(lambda g: jax.random.fold_in(k, g))(
-        jnp.arange(num_samples, dtype=jnp.int32)))(per_prompt)
+    return jax.vmap(lambda k: jax.vmap(lambda g: jax.random.fold_in(k, g))(jnp.arange(num_samples, dtype=jnp.int32)))(
+        per_prompt
+    )
 
 
-def _check_static(cfg: ModelConfig, B: int, S: int, keys_shape, max_new_tokens: int,
-                  eos_ids, stop_sequences, decode_impl) -> None:
+def _check_static(
+    cfg: ModelConfig, B: int, S: int, keys_shape, max_new_tokens: int, eos_ids, stop_sequences, decode_impl
+) -> None:
     if len(keys_shape) != 2 or keys_shape[0] != B:
         raise ValueError(f"keys_BG must be [B={B}, G] (sampling.sample_keys), got {keys_shape}")
     if max_new_tokens <= 0:
@@ -73,9 +78,19 @@ def _check_static(cfg: ModelConfig, B: int, S: int, keys_shape, max_new_tokens: 
         raise ValueError("stop_sequences must not contain an empty sequence")
 
 
-@functools.partial(jax.jit, static_argnums=(0,), static_argnames=(
-    "max_new_tokens", "strategy", "eos_ids", "stop_sequences", "prefill_chunk", "decode_impl",
-    "return_logits"))
+@functools.partial(
+    jax.jit,
+    static_argnums=(0,),
+    static_argnames=(
+        "max_new_tokens",
+        "strategy",
+        "eos_ids",
+        "stop_sequences",
+        "prefill_chunk",
+        "decode_impl",
+        "return_logits",
+    ),
+)
 def sample_groups(
     cfg: ModelConfig,
     params: dict,
@@ -84,7 +99,7 @@ def sample_groups(
     keys_BG: jax.Array,
     *,
     max_new_tokens: int,
-    strategy: strategies.AnyStrategy = strategies.Greedy(),
+    strategy: strategies.AnyStrategy = strategies.GREEDY,
     eos_ids: tuple[int, ...] = (),
     stop_sequences: tuple[tuple[int, ...], ...] = (),
     prefill_chunk: int = 512,
@@ -95,29 +110,60 @@ def sample_groups(
     B, S = prompt_tokens_BS.shape
     _check_static(cfg, B, S, keys_BG.shape, max_new_tokens, eos_ids, stop_sequences, decode_impl)
     with sharding.rules(**decode.SAMPLER_RULES):
-        return _sample_groups(cfg, params, prompt_tokens_BS, prompt_lens_B, keys_BG,
-                              max_new_tokens, strategy, eos_ids, stop_sequences, prefill_chunk,
-                              decode_impl, return_logits)
+        return _sample_groups(
+            cfg,
+            params,
+            prompt_tokens_BS,
+            prompt_lens_B,
+            keys_BG,
+            max_new_tokens,
+            strategy,
+            eos_ids,
+            stop_sequences,
+            prefill_chunk,
+            decode_impl,
+            return_logits,
+        )
 
 
-def _sample_groups(cfg, params, prompt_tokens_BS, prompt_lens_B, keys_BG, max_new_tokens,
-                   strategy, eos_ids, stop_sequences, prefill_chunk, decode_impl, return_logits):
+def _sample_groups(
+    cfg,
+    params,
+    prompt_tokens_BS,
+    prompt_lens_B,
+    keys_BG,
+    max_new_tokens,
+    strategy,
+    eos_ids,
+    stop_sequences,
+    prefill_chunk,
+    decode_impl,
+    return_logits,
+):
     B, S = prompt_tokens_BS.shape
     G, R = keys_BG.shape[1], max_new_tokens
     # The weights in the compute dtype once per call (every decode step reads them).
     dt = jnp.dtype(cfg.dtype)
-    params = jax.tree.map(lambda a: a.astype(dt) if jnp.issubdtype(a.dtype, jnp.floating) else a,
-                          params)
+    params = jax.tree.map(lambda a: a.astype(dt) if jnp.issubdtype(a.dtype, jnp.floating) else a, params)
     cache = prompt_cache.prefill(cfg, params, prompt_tokens_BS, prompt_lens_B, chunk=prefill_chunk)
     state = decode.init_state(cfg, B, G, R, return_logits=return_logits)
     # First token of every sample from the shared prefill logits (no per-sample copy of them).
     logits_BGV = jnp.broadcast_to(cache.last_logits_BV[:, None], (B, G, cfg.vocab_size))
     state = decode.advance(strategy, state, logits_BGV, keys_BG, eos_ids, stop_sequences)
-    state = decode.decode_loop(cfg, params, cache, state, keys_BG, strategy=strategy,
-                               eos_ids=eos_ids, stop_sequences=stop_sequences,
-                               decode_impl=decode_impl)
-    return SampleOutput(state.tokens_BGR, state.logprobs_BGR, state.lengths_BG, state.finish_BG,
-                        state.step, state.logits_BGRV)
+    state = decode.decode_loop(
+        cfg,
+        params,
+        cache,
+        state,
+        keys_BG,
+        strategy=strategy,
+        eos_ids=eos_ids,
+        stop_sequences=stop_sequences,
+        decode_impl=decode_impl,
+    )
+    return SampleOutput(
+        state.tokens_BGR, state.logprobs_BGR, state.lengths_BG, state.finish_BG, state.step, state.logits_BGRV
+    )
 
 
 def bucket_length(n: int, prefill_chunk: int, min_bucket: int = 16) -> int:
@@ -139,6 +185,6 @@ def pad_prompts(prompts: Sequence[Sequence[int]], S: int, pad_id: int = 0):
     for i, p in enumerate(prompts):
         if not 0 < len(p) <= S:
             raise ValueError(f"prompt {i} has {len(p)} tokens; need 1..{S}")
-        tokens[i, :len(p)] = p
+        tokens[i, : len(p)] = p
         lens[i] = len(p)
     return tokens, lens

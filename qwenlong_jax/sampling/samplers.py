@@ -14,6 +14,7 @@ different schedules.
 
 `batch` bounds the prompts whose caches exist at once in both (rl.rollout_batch).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -29,23 +30,27 @@ REFILL_CHUNK = 16  # decode steps per call between refills (a chunk also ends wh
 def lockstep(cfg, params, tokens_PS, lens_P, keys_PG, *, batch: int, **kw) -> ContinuousOutput:
     P, G = keys_PG.shape
     b = batch or P
-    parts = [sharding.to_host(sampler.sample_groups(
-        cfg, params, tokens_PS[i:i + b], lens_P[i:i + b], keys_PG[i:i + b], **kw))
-        for i in range(0, P, b)]
+    parts = [
+        sharding.to_host(
+            sampler.sample_groups(cfg, params, tokens_PS[i : i + b], lens_P[i : i + b], keys_PG[i : i + b], **kw)
+        )
+        for i in range(0, P, b)
+    ]
     cat = lambda f: np.concatenate([getattr(p, f) for p in parts])  # noqa: E731
     steps = [int(p.steps) for p in parts]
     token_steps = sum(n * p.tokens_BGR.shape[0] * G for n, p in zip(steps, parts))
-    return ContinuousOutput(cat("tokens_BGR"), cat("logprobs_BGR"), cat("lengths_BG"),
-                            cat("finish_BG"), token_steps, sum(steps))
+    return ContinuousOutput(
+        cat("tokens_BGR"), cat("logprobs_BGR"), cat("lengths_BG"), cat("finish_BG"), token_steps, sum(steps)
+    )
 
 
 def group_refill(cfg, params, tokens_PS, lens_P, keys_PG, *, batch: int, **kw) -> ContinuousOutput:
-    return continuous.sample_continuous(cfg, params, tokens_PS, lens_P, keys_PG,
-                                        slots=batch or len(tokens_PS), chunk=REFILL_CHUNK, **kw)
+    return continuous.sample_continuous(
+        cfg, params, tokens_PS, lens_P, keys_PG, slots=batch or len(tokens_PS), chunk=REFILL_CHUNK, **kw
+    )
 
 
-def sample(name: str, cfg, params, tokens_PS, lens_P, keys_PG, *, batch: int,
-           **kw) -> ContinuousOutput:
+def sample(name: str, cfg, params, tokens_PS, lens_P, keys_PG, *, batch: int, **kw) -> ContinuousOutput:
     """P prompts x G samples by the sampler `name` (SAMPLERS); kw: sample_groups' options
     (max_new_tokens, strategy, eos_ids, stop_sequences, prefill_chunk, decode_impl)."""
     fns = {"lockstep": lockstep, "group_refill": group_refill}

@@ -13,6 +13,7 @@ RoPE positions, response slots and masks (decode.decode_step with a [B, G] slot)
 Every op here is row-independent, so a sample's tokens do not depend on the row it runs in or
 on the other rows (what makes the refill samplers token for token the lockstep sampler's).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -55,8 +56,7 @@ class ContinuousOutput:
 
 def cast_params(cfg: ModelConfig, params):
     dt = jnp.dtype(cfg.dtype)
-    return jax.tree.map(lambda a: a.astype(dt) if jnp.issubdtype(a.dtype, jnp.floating) else a,
-                        params)
+    return jax.tree.map(lambda a: a.astype(dt) if jnp.issubdtype(a.dtype, jnp.floating) else a, params)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2, 3, 4))
@@ -72,22 +72,32 @@ def empty_slots(cfg, B, S, G, R, keys_1G):
     cache = prompt_cache.PromptCache(
         sharding.constrain(jnp.zeros((L, B, S, K, H), dt), prompt_cache.CACHE_AXES),
         sharding.constrain(jnp.zeros((L, B, S, K, H), dt), prompt_cache.CACHE_AXES),
-        jnp.ones((B,), jnp.int32), jnp.zeros((B, cfg.vocab_size), jnp.float32))
+        jnp.ones((B,), jnp.int32),
+        jnp.zeros((B, cfg.vocab_size), jnp.float32),
+    )
     resp = lambda: sharding.constrain(jnp.zeros((L, B, G, R, K, H), dt), decode.RESP_AXES)  # noqa: E731
-    return SlotState(cache, resp(), resp(), jnp.broadcast_to(keys_1G, (B, G)),
-                     jnp.zeros((B, G), jnp.int32), jnp.full((B, G, R), PAD_ID, jnp.int32),
-                     jnp.zeros((B, G, R), jnp.float32), jnp.ones((B, G), bool),
-                     jnp.zeros((B, G), jnp.int32), jnp.full((B, G), FINISH_LENGTH, jnp.int32))
+    return SlotState(
+        cache,
+        resp(),
+        resp(),
+        jnp.broadcast_to(keys_1G, (B, G)),
+        jnp.zeros((B, G), jnp.int32),
+        jnp.full((B, G, R), PAD_ID, jnp.int32),
+        jnp.zeros((B, G, R), jnp.float32),
+        jnp.ones((B, G), bool),
+        jnp.zeros((B, G), jnp.int32),
+        jnp.full((B, G), FINISH_LENGTH, jnp.int32),
+    )
 
 
-def sample_and_record(strategy, st: SlotState, logits_BGV, eos_ids, stop_sequences,
-                       R: int) -> SlotState:
+def sample_and_record(strategy, st: SlotState, logits_BGV, eos_ids, stop_sequences, R: int) -> SlotState:
     """Each live sample draws its token number st.step_BG and records it (decode.advance with
     per-sample positions); done samples are left as they are."""
     B, G, V = logits_BGV.shape
     t_BG = st.step_BG
-    tok_N, lp_N = strategies.sample_tokens(strategy, logits_BGV.reshape(B * G, V),
-                                           decode.step_keys(st.keys_BG, t_BG).reshape(B * G))
+    tok_N, lp_N = strategies.sample_tokens(
+        strategy, logits_BGV.reshape(B * G, V), decode.step_keys(st.keys_BG, t_BG).reshape(B * G)
+    )
     live = ~st.done_BG
     t_safe = jnp.minimum(t_BG, R - 1)
     tok = jnp.where(live, tok_N.reshape(B, G), PAD_ID)
@@ -96,21 +106,26 @@ def sample_and_record(strategy, st: SlotState, logits_BGV, eos_ids, stop_sequenc
     old_lp = jnp.take_along_axis(st.logprobs_BGR, t_safe[..., None], axis=2)[..., 0]
     tokens = decode_attention.write_slots(st.tokens_BGR, jnp.where(live, tok, old_tok), t_safe, axis=2)
     logprobs = decode_attention.write_slots(st.logprobs_BGR, jnp.where(live, lp, old_lp), t_safe, axis=2)
-    is_eos = (jnp.isin(tok, jnp.asarray(eos_ids, jnp.int32)) if eos_ids
-              else jnp.zeros_like(live))
+    is_eos = jnp.isin(tok, jnp.asarray(eos_ids, jnp.int32)) if eos_ids else jnp.zeros_like(live)
     is_stop = jnp.zeros_like(live)
     for seq in stop_sequences:
         m = len(seq)
         idx = t_safe[..., None] - m + 1 + jnp.arange(m)[None, None, :]
         window = jnp.take_along_axis(tokens, jnp.maximum(idx, 0), axis=2)
-        is_stop = is_stop | (jnp.all(window == jnp.asarray(seq, jnp.int32)[None, None], axis=-1)
-                             & (t_safe + 1 >= m))
+        is_stop = is_stop | (jnp.all(window == jnp.asarray(seq, jnp.int32)[None, None], axis=-1) & (t_safe + 1 >= m))
     eos_now, stop_now = live & is_eos, live & ~is_eos & is_stop
     finish = jnp.where(eos_now, FINISH_EOS, jnp.where(stop_now, FINISH_STOP, st.finish_BG))
     step = t_BG + live
     done = st.done_BG | eos_now | stop_now | (live & (step >= R))
-    return dataclasses.replace(st, step_BG=step, tokens_BGR=tokens, logprobs_BGR=logprobs,
-                               done_BG=done, lengths_BG=st.lengths_BG + live, finish_BG=finish)
+    return dataclasses.replace(
+        st,
+        step_BG=step,
+        tokens_BGR=tokens,
+        logprobs_BGR=logprobs,
+        done_BG=done,
+        lengths_BG=st.lengths_BG + live,
+        finish_BG=finish,
+    )
 
 
 def _batch_axis(path) -> int:
@@ -123,10 +138,12 @@ def _batch_axis(path) -> int:
 def take_slots(st: SlotState, idx_b, live_b) -> SlotState:
     """Rows idx_b of `st` (a smaller state for the drain, when few rows are still busy); rows
     with live_b False are padding: marked done, so they compute masked steps only."""
+
     def take(path, a):
         if a is None:
             return None
         return a[:, idx_b] if _batch_axis(path) else a[idx_b]
+
     with sharding.rules(**decode.SAMPLER_RULES):
         out = jax.tree_util.tree_map_with_path(take, st)
         return dataclasses.replace(out, done_BG=out.done_BG | ~live_b[:, None])

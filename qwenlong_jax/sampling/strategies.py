@@ -18,10 +18,11 @@ would live on different distributions and the ratio would be biased by the log o
 instead of the policy change. Using log_softmax(logits / T) on both sides makes the ratio
 exactly 1 on-policy. Greedy returns log_softmax(logits) (T = 1).
 """
+
 from __future__ import annotations
 
 import dataclasses
-from typing import Protocol, Union
+from typing import Protocol
 
 import jax
 import jax.numpy as jnp
@@ -62,6 +63,7 @@ class Temperature:
 @dataclasses.dataclass(frozen=True)
 class TopK:
     """Keep the k largest logits (ties at the k-th value are all kept)."""
+
     k: int
     temperature: float = 1.0
 
@@ -80,6 +82,7 @@ class TopK:
 class TopP:
     """Nucleus: keep the smallest set of most likely tokens whose mass reaches p (HF rule: a
     token is dropped when the mass of the tokens strictly more likely than it is >= p)."""
+
     p: float
     temperature: float = 1.0
 
@@ -94,14 +97,16 @@ class TopP:
         sorted_NV = jnp.take_along_axis(probs_NV, order_NV, axis=-1)
         mass_before_NV = jnp.cumsum(sorted_NV, axis=-1) - sorted_NV
         drop_sorted_NV = mass_before_NV >= self.p
-        drop_NV = jnp.zeros_like(drop_sorted_NV).at[
-            jnp.arange(order_NV.shape[0])[:, None], order_NV].set(drop_sorted_NV)
+        drop_NV = (
+            jnp.zeros_like(drop_sorted_NV).at[jnp.arange(order_NV.shape[0])[:, None], order_NV].set(drop_sorted_NV)
+        )
         return jnp.where(drop_NV, NEG_INF, scaled_logits_NV)
 
 
 @dataclasses.dataclass(frozen=True)
 class MinP:
     """Keep tokens with probability >= p * (max probability)."""
+
     p: float
     temperature: float = 1.0
 
@@ -120,6 +125,7 @@ class MinP:
 class SamplingParams:
     """All knobs at once (the `generate` flags): temperature 0 is greedy; top_p=1, top_k=0 and
     min_p=0 switch their filter off."""
+
     temperature: float = 1.0
     top_p: float = 1.0
     top_k: int = 0
@@ -137,7 +143,7 @@ class SamplingParams:
 
     def filters(self) -> tuple:
         t = self.temperature or 1.0
-        out = []
+        out: list[TopK | TopP | MinP] = []
         if self.top_k:
             out.append(TopK(self.top_k, t))
         if self.top_p < 1.0:
@@ -152,7 +158,8 @@ class SamplingParams:
         return scaled_logits_NV
 
 
-AnyStrategy = Union[Greedy, Temperature, TopK, TopP, MinP, SamplingParams]
+GREEDY = Greedy()  # the default strategy (frozen: one instance serves every call)
+AnyStrategy = Greedy | Temperature | TopK | TopP | MinP | SamplingParams
 
 
 def sample_tokens(strategy: AnyStrategy, logits_NV: jax.Array, keys_N: jax.Array):
@@ -174,8 +181,7 @@ def sample_tokens(strategy: AnyStrategy, logits_NV: jax.Array, keys_N: jax.Array
     return tokens_N, logprobs_N
 
 
-def from_flags(temperature: float = 0.0, top_p: float = 1.0, top_k: int = 0,
-               min_p: float = 0.0) -> AnyStrategy:
+def from_flags(temperature: float = 0.0, top_p: float = 1.0, top_k: int = 0, min_p: float = 0.0) -> AnyStrategy:
     """The strategy the `generate` flags describe (Greedy when temperature is 0)."""
     if temperature == 0:
         return Greedy()
