@@ -115,8 +115,10 @@ _DEFINE = {"attention": _attention, "rollout": _rollout, "sampler": _sampler, "t
 
 def _doc(name: str) -> str:
     """Benchmark `name`'s description (its module docstring), read without importing it (jax)."""
-    path = importlib.util.find_spec(f"qwenlong_jax.bench.{name}").origin
-    with open(path, encoding="utf-8") as f:
+    spec = importlib.util.find_spec(f"qwenlong_jax.bench.{name}")
+    if spec is None or spec.origin is None:
+        raise flags.FlagError(f"no benchmark module qwenlong_jax.bench.{name}")
+    with open(spec.origin, encoding="utf-8") as f:
         return ast.get_docstring(ast.parse(f.read())) or ""
 
 
