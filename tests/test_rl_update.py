@@ -14,7 +14,7 @@ import pytest
 
 from qwenlong_jax import models
 from qwenlong_jax.config import OptimConfig
-from qwenlong_jax.rl import grpo_step, packing
+from qwenlong_jax.rl import grpo_step, old_logprobs, packing
 from qwenlong_jax.run.train_state import TrainState, make_optimizer
 
 CFG = models.get_model_config(
@@ -35,7 +35,7 @@ ADAMW = make_optimizer(OptimConfig(lr=1e-2, weight_decay=0.01))
 
 @functools.cache
 def _logp_fn(ls):
-    return jax.jit(lambda p, x: grpo_step.policy_logprobs(CFG, ls, p, x))
+    return jax.jit(lambda p, x: old_logprobs.policy_logprobs(CFG, ls, p, x))
 
 
 @functools.cache
@@ -196,13 +196,13 @@ def test_rollout_agreement_numbers_and_truncated_is():
     sampler = np.array([[-1.0, -2.0, -0.5, 0.0]], np.float32)
     old = np.array([[-1.1, -1.0, -0.5, 5.0]], np.float32)
     mask = np.array([[1, 1, 1, 0]], np.float32)
-    w, st = grpo_step.rollout_agreement(sampler, old, mask, tis_cap=2.0)
+    w, st = old_logprobs.rollout_agreement(sampler, old, mask, tis_cap=2.0)
     d = np.array([-0.1, 1.0, 0.0])
     np.testing.assert_allclose(st["rollout/logp_diff_mean"], np.abs(d).mean(), rtol=1e-6)
     np.testing.assert_allclose(st["rollout/logp_diff_max"], 1.0, rtol=1e-6)  # padding ignored
     np.testing.assert_allclose(st["rollout/kl"], np.mean(np.exp(d) - d - 1), rtol=1e-5)
     np.testing.assert_allclose(w, [[np.exp(-0.1), 2.0, 1.0, 1.0]], rtol=1e-6)  # capped at C
-    w0, st0 = grpo_step.rollout_agreement(sampler, old, mask)
+    w0, st0 = old_logprobs.rollout_agreement(sampler, old, mask)
     np.testing.assert_array_equal(w0, np.ones_like(w0))
     assert "rollout/tis_weight_mean" not in st0
 

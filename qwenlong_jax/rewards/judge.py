@@ -51,6 +51,7 @@ from qwenlong_jax.rewards.judge_core import (
     judge_messages,
     parse_verdict,
 )
+from qwenlong_jax.rewards.judge_http import NoRedirect, deadline_handlers
 
 _RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
 
@@ -84,33 +85,6 @@ class JudgeConfig:
         at_least("judge.max_tokens", self.max_tokens, 1)
         at_least("judge.breaker_failures", self.breaker_failures, 0)
         at_least("judge.breaker_cooldown_s", self.breaker_cooldown_s, 0)
-
-
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, req, fp, code, msg, headers, newurl):
-        return None  # urllib then raises HTTPError(3xx): the key never follows a redirect
-
-
-def _deadline_handlers(on_connect):
-    """urllib handlers whose connections report their socket (for the deadline timer)."""
-
-    def conn_class(base):
-        class Conn(base):
-            def connect(self):
-                super().connect()
-                on_connect(self.sock)
-
-        return Conn
-
-    class HTTP(urllib.request.HTTPHandler):
-        def http_open(self, req):
-            return self.do_open(conn_class(http.client.HTTPConnection), req)
-
-    class HTTPS(urllib.request.HTTPSHandler):
-        def https_open(self, req):
-            return self.do_open(conn_class(http.client.HTTPSConnection), req, context=self._context)
-
-    return HTTP(), HTTPS()
 
 
 class _Retryable(Exception):
@@ -219,7 +193,7 @@ class OpenAIJudge(CachingJudge):
                         state["sock"].shutdown(socket.SHUT_RDWR)
 
         opener = urllib.request.build_opener(
-            urllib.request.ProxyHandler({}), _NoRedirect(), *_deadline_handlers(on_connect)
+            urllib.request.ProxyHandler({}), NoRedirect(), *deadline_handlers(on_connect)
         )
         with self._in_flight:
             self._count("calls")

@@ -22,6 +22,7 @@ import jax
 import orbax.checkpoint as ocp
 
 from qwenlong_jax import paths
+from qwenlong_jax.run.closed_loop import drop_closed_loop_callbacks
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +69,6 @@ class _stderr_to_file:
         self.append_to = append_to
 
     def __enter__(self):
-        import sys
 
         sys.stderr.flush()
         if self.append_to:
@@ -80,7 +80,6 @@ class _stderr_to_file:
         return self
 
     def __exit__(self, *exc):
-        import sys
 
         sys.stderr.flush()
         os.dup2(self.saved, 2)
@@ -192,7 +191,7 @@ class Checkpointer:
 
     def restore_latest(self, abstract_state: Any) -> tuple[int, Any, dict] | None:
         """(step, state, meta) of the newest checkpoint that restores, or None."""
-        _drop_closed_loop_callbacks()  # a torn checkpoint's abandoned reads call back late
+        drop_closed_loop_callbacks()  # a torn checkpoint's abandoned reads call back late
         for step in reversed(self.steps()):
             try:
                 out = self.manager.restore(
@@ -227,25 +226,6 @@ class Checkpointer:
                 self._muted = None
         if self.staged:
             shutil.rmtree(self.directory, ignore_errors=True)
-
-
-def _drop_closed_loop_callbacks() -> None:
-    """After a restore that failed part-way, tensorstore completes the reads orbax abandoned and
-        calls back into orbax's event loop, already closed: each callback's RuntimeError('Event loop
-        is closed') reaches sys.unraisablehook, which prints a traceback (dozens, seconds later).
-        They are harmless and not the user's; only they are dropped (installed before restoring, kept
-    after: they arrive during and after the failed restore); every other unraisable exception
-    still goes to the previous hook."""
-    hook = sys.unraisablehook
-    if getattr(hook, "_drops_closed_loop", False):
-        return
-
-    def drop(u):
-        if not (isinstance(u.exc_value, RuntimeError) and str(u.exc_value) == "Event loop is closed"):
-            hook(u)
-
-    drop._drops_closed_loop = True  # type: ignore[attr-defined]  # a marker on the hook function
-    sys.unraisablehook = drop
 
 
 def abstract_like(tree: Any) -> Any:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import jax
 
 from qwenlong_jax.parallel import sharding
-from qwenlong_jax.rl import grpo_step
+from qwenlong_jax.rl import grpo_step, old_logprobs
 from qwenlong_jax.rl.sft_step import sft_update
 
 SFT_KEYS = ("tokens_BW", "positions_BW", "segment_ids_BW", "loss_mask_BW")
@@ -61,12 +61,12 @@ def grpo_fns(mcfg, ls: grpo_step.LossSettings, tx, mesh, state_sharding):
         out_shardings=(state_sharding, sharding.replicated(mesh)),
     )
     logp = jax.jit(
-        lambda p, b: grpo_step.policy_logprobs(mcfg, ls, p, b),
+        lambda p, b: old_logprobs.policy_logprobs(mcfg, ls, p, b),
         in_shardings=(state_sharding.params, logp_sh),
         out_shardings=tokens,
     )
     agree = jax.jit(
-        lambda s, o, m: grpo_step.rollout_agreement(s, o, m, ls.tis_cap),
+        lambda s, o, m: old_logprobs.rollout_agreement(s, o, m, ls.tis_cap),
         in_shardings=(tokens, tokens, tokens),
         out_shardings=(tokens, sharding.replicated(mesh)),
     )
