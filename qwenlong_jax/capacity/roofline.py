@@ -39,35 +39,39 @@ def summary(hlo_text: str, chip: Chip) -> dict:
     )
 
 
-def rl_step_seconds(cfg, phase, est_by_fn: dict[str, dict]) -> dict | None:
-    """Estimated seconds of one RL step of `phase` from its functions' estimates: sampler calls
-    per generation round (gen_B / sample_B prompts per call) x one round, the old-logprob pass
-    (twice with a KL reference) and the update. None when a function has no estimate."""
-    from qwenlong_jax.run.step_shapes import PREFILL_CHUNK, rl_step_shapes
-
+def rl_step_seconds(spec, ps, est_by_fn: dict[str, dict]) -> dict | None:
+    """Estimated seconds of one RL step of phase `ps` (a RunSpec's PhaseSpec: its step shapes) from
+    its functions' estimates: sampler calls per generation round (gen_B / sample_B prompts per
+    call) x one round, the old-logprob pass (twice when the state holds a KL reference) and the
+    update. None when a function has no estimate."""
     if any(not est_by_fn.get(f) for f in ("sample", "old_logp", "update")):
         return None
-    s = rl_step_shapes(phase, cfg.rl, PREFILL_CHUNK)
+    s = ps.shapes
     calls = -(-s.gen_B // s.sample_B)
-    logp_passes = 2 if cfg.rl.kl_coef else 1
+    logp_passes = 2 if spec.holds_reference else 1
     parts = {
         "sample": calls * est_by_fn["sample"]["seconds"],
         "old_logp": logp_passes * est_by_fn["old_logp"]["seconds"],
         "update": est_by_fn["update"]["seconds"],
     }
     return dict(
-        calls=calls, logp_passes=logp_passes, parts=parts, seconds=sum(parts.values()), max_rounds=cfg.rl.max_gen_rounds
+        calls=calls,
+        logp_passes=logp_passes,
+        parts=parts,
+        seconds=sum(parts.values()),
+        max_rounds=spec.cfg.rl.max_gen_rounds,
     )
 
 
-def format_rl_steps(cfg, results) -> str:
+def format_rl_steps(spec, results) -> str:
     """One line per RL phase: the estimated step time (roofline, one generation round)."""
     lines = []
-    for ph in cfg.phases:
+    for ps in spec.phases:
+        ph = ps.phase
         if ph.kind != "rl":
             continue
         by_fn = {r.fn: r.est for r in results if r.phase == ph.name}
-        step = rl_step_seconds(cfg, ph, by_fn)
+        step = rl_step_seconds(spec, ps, by_fn)
         if step is None:
             continue
         p = step["parts"]

@@ -128,7 +128,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         unknown = set(phases) - {p.name for p in cfg.phases}
         if unknown:
             raise ConfigError(f"--phases: no phase named {', '.join(sorted(unknown))}")
-        jobs = build_jobs(RunSpec.build(cfg, mesh), phases)  # the trainer's own pre-compile checks
+        run = RunSpec.build(cfg, mesh)  # validated with the trainer's own pre-compile checks
+        jobs = build_jobs(run, phases)
         if args.functions:
             jobs = [j for j in jobs if j.fn in args.functions.split(",")]
     except (ConfigError, ValueError) as e:
@@ -157,7 +158,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             flush=True,
         )
     print(format_table(results, target.kernel_name))
-    print(roofline.format_rl_steps(cfg, results))
+    print(roofline.format_rl_steps(run, results))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(
