@@ -26,7 +26,8 @@ from collections.abc import Sequence
 
 from qwenlong_jax.rewards import choice, docqa
 from qwenlong_jax.rewards.dispatch import family_of, needs_judge, rule_result
-from qwenlong_jax.rewards.judge_core import JudgeQuery
+from qwenlong_jax.rewards.hybrid import ask_judge
+from qwenlong_jax.rewards.result import RuleResult
 from qwenlong_jax.rewards.segment import answer_segment
 
 
@@ -77,21 +78,13 @@ def squad_f1(prediction: str, gold: str) -> float:
 def score_responses(items: Sequence[ScoreInput], judge=None) -> list[ScoreOutput]:
     """Score every item; one `judge.score_batch` call for all the rule misses."""
     rules = [[rule_result(it.data_source, it.response, gt) for gt in it.ground_truths] for it in items]
-    asks: list[tuple[int, JudgeQuery]] = []
+    asks: list[tuple[int, RuleResult, str | None]] = []
     if judge is not None:
         for i, (it, results) in enumerate(zip(items, rules)):
             if max(float(r.score) for r in results) >= 1:
                 continue  # max(rule, judge) is already 1: the hybrid reward never asks here
-            for r in results:
-                if needs_judge(it.data_source, r):
-                    assert r.prediction is not None and r.gold is not None  # needs_judge: both parsed
-                    asks.append((i, JudgeQuery(r.prediction, r.gold, it.question)))
-    verdicts = judge.score_batch([q for _, q in asks]) if asks else []
-    if len(verdicts) != len(asks):
-        raise ValueError(f"judge.score_batch returned {len(verdicts)} scores for {len(asks)}")
-    judged: dict[int, float] = {}
-    for (i, _), v in zip(asks, verdicts):
-        judged[i] = max(judged.get(i, 0.0), float(v))
+            asks += [(i, r, it.question) for r in results if needs_judge(it.data_source, r)]
+    judged = ask_judge(judge, asks)
     outs = []
     for i, (it, results) in enumerate(zip(items, rules)):
         rule = max(float(r.score) for r in results)
