@@ -52,8 +52,8 @@ def build_jobs(spec, only_phases: Sequence[str] = ()) -> list[Job]:
     from qwenlong_jax.parallel import sharding
     from qwenlong_jax.rl import grpo_step
     from qwenlong_jax.run import step_fns
-    from qwenlong_jax.run.step_shapes import PREFILL_CHUNK
-    from qwenlong_jax.sampling import sampler, strategies
+    from qwenlong_jax.run.step_shapes import heldout_shape
+    from qwenlong_jax.sampling import strategies
 
     cfg, mesh, mcfg, tx, ls = spec.cfg, spec.mesh, spec.mcfg, spec.tx, spec.loss
     state, state_sharding = spec.abstract_state, spec.state_sharding
@@ -147,8 +147,7 @@ def build_jobs(spec, only_phases: Sequence[str] = ()) -> list[Job]:
             )
         )
     for L in cfg.data.eval_lengths:
-        S = sampler.bucket_length(int(L), PREFILL_CHUNK)
-        B = -(-min(16, cfg.data.eval_per_length) // batch_axes) * batch_axes  # eval batch_size 16
+        B, S = heldout_shape(int(L), cfg.data.eval_per_length, batch_axes)
         jobs.append(
             sample_job(
                 f"eval@{L}",

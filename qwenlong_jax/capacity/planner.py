@@ -154,26 +154,18 @@ def check_fits(spec: RunSpec, hbm_bytes: int, backend: str | None = None) -> lis
     return phases
 
 
-EVAL_BATCH = 16  # held-out prompts per sampling call (eval.sweep.accuracy_by_length)
-PROMPT_OVERHEAD = 64  # chat template and question around a synthetic document (tokens, at most)
-
-
 def heldout_memory(spec: RunSpec) -> list[tuple[int, int]]:
     """(length, kv cache + sampling bytes per device) of generating each synthetic held-out set
     (data.eval_lengths; used when data.train_files is empty)."""
     cfg, mcfg = spec.cfg, spec.mcfg
     if cfg.data.train_files:
         return []
-    from qwenlong_jax.sampling import sampler
-
     m = mesh_sizes(spec.mesh)
     n_param = param_elements_per_device(mcfg, spec.mesh)
     out = []
     for length in cfg.data.eval_lengths:
-        S = sampler.bucket_length(length + PROMPT_OVERHEAD, step_shapes.PREFILL_CHUNK)
-        kv, samp = sample_memory(
-            mcfg, m, min(EVAL_BATCH, cfg.data.eval_per_length), 1, S, cfg.data.eval_max_new_tokens, n_param
-        )
+        B, S = step_shapes.heldout_shape(length, cfg.data.eval_per_length, spec.batch_axes)
+        kv, samp = sample_memory(mcfg, m, B, 1, S, cfg.data.eval_max_new_tokens, n_param)
         out.append((length, kv + samp))
     return out
 

@@ -169,7 +169,7 @@ def check_sweep_fits(req: EvalRequest) -> None:
     from qwenlong_jax import models
     from qwenlong_jax.capacity import planner
     from qwenlong_jax.capacity.memory_terms import MeshSizes, sample_memory
-    from qwenlong_jax.run.step_shapes import PREFILL_CHUNK
+    from qwenlong_jax.run.step_shapes import HELDOUT_PROMPT_OVERHEAD, PREFILL_CHUNK
     from qwenlong_jax.sampling import sampler
 
     limit = planner.device_memory_bytes()
@@ -178,7 +178,7 @@ def check_sweep_fits(req: EvalRequest) -> None:
     except (ValueError, OSError):
         return  # load_model reports the checkpoint's problem in its own line
     L = max(req.lengths)
-    S = sampler.bucket_length(L + planner.PROMPT_OVERHEAD, PREFILL_CHUNK)
+    S = sampler.bucket_length(L + HELDOUT_PROMPT_OVERHEAD, PREFILL_CHUNK)
     kv, work = sample_memory(cfg, MeshSizes(1, 1, 1, 1), req.batch_size, req.num_samples, S, req.max_new_tokens)
     need = cfg.num_params * (2 if req.dtype == "bfloat16" else 4) + kv + work
     if limit and need > limit:

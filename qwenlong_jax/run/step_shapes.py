@@ -7,6 +7,7 @@ RunSpec); the trainer, the planner and the compile check read them from there.
     sft_row_width(phase)              W, the packed SFT row width
     sft_padded_rows(n, axes, micro)   (padded row count, rows per micro-batch) for n packed rows
     sft_step_shapes(phase, axes)      SFTStepShapes: the worst case (one example per row)
+    heldout_shape(L, per_length, axes)  (B, S) of generating a synthetic held-out set
 """
 
 from __future__ import annotations
@@ -18,6 +19,10 @@ from qwenlong_jax.sampling import sampler
 
 PREFILL_CHUNK = 512  # prompt tokens per prefill step; prompts are padded to a multiple of it
 ROW_MULTIPLE = 64  # packed rows (RL and SFT) are rounded up to a multiple of this
+HELDOUT_BATCH = 16  # held-out prompts per sampling call (eval.sweep.accuracy_by_length's batch_size)
+# Chat template, question and answer options around a synthetic held-out document of L tokens
+# (an upper bound: 65 tokens with the shipped tokenizer; tests/test_step_shapes.py checks it).
+HELDOUT_PROMPT_OVERHEAD = 128
 
 
 def _round_up(n: int, k: int) -> int:
@@ -95,3 +100,12 @@ def sft_step_shapes(phase: PhaseConfig, batch_axes: int) -> SFTStepShapes:
     """The worst case of an SFT step: one example per packed row (phase.batch rows)."""
     total, micro = sft_padded_rows(phase.batch, batch_axes, phase.micro_rows)
     return SFTStepShapes(W=sft_row_width(phase), rows=micro, micro=total // micro)
+
+
+def heldout_shape(length: int, per_length: int, batch_axes: int) -> tuple[int, int]:
+    """(B, S) of one sampling call over the synthetic held-out set of `length`-token documents:
+    B prompts (the eval batch, padded to the mesh's batch axes), padded to S tokens (the bucket of
+    the document plus its prompt around it). The planner prices and the compile check compiles
+    exactly this."""
+    B = _round_up(min(HELDOUT_BATCH, per_length), batch_axes)
+    return B, sampler.bucket_length(length + HELDOUT_PROMPT_OVERHEAD, PREFILL_CHUNK)
