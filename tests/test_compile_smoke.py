@@ -67,3 +67,24 @@ def test_without_libtpu_one_line_says_how_to_install(monkeypatch, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith('error: libtpu is not installed: pip install "jax[tpu]==0.10.2"')
     assert "\n" not in err
+
+
+def test_group_refill_sampler_compiles_its_prefill_and_decode_chunk(tmp_path, capsys):
+    """rl.sampler=group_refill: the compile check compiles the refill sampler's own programs (a
+    prompt prefilled into its slot, a decode chunk over every slot), not the lockstep sampler,
+    and the RL-step estimate counts them."""
+    out = tmp_path / "compile.json"
+    argv = ["--config", "configs/smoke.py", "--topology", "v5p:2x2x1", "--phases", "rl_short", "--json", str(out)]
+    argv += ["--config.mesh.data=2", "--config.mesh.tensor=2", "--config.data.eval_lengths=()"]
+    argv += ["--config.rl.sampler=group_refill", "--config.rl.rollout_batch=2"]
+    rc = compile_cli.main(argv)
+    text = capsys.readouterr().out
+    assert rc == 0, text
+    fns = {r["fn"]: r for r in json.loads(out.read_text())["results"]}
+    assert set(fns) == {"old_logp", "update", "prefill", "decode"}
+    for name in ("prefill", "decode"):
+        r = fns[name]
+        assert r["ok"] and r["fits"] and r["error"] == "" and r["flops"] > 0, r
+        assert r["resident_bytes"] == fns["old_logp"]["resident_bytes"] > 0
+    assert fns["decode"]["shape"].startswith("16 steps, slots=2 ")
+    assert "prefills x" in text and "decode chunks x" in text

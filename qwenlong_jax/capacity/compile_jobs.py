@@ -130,22 +130,28 @@ def build_jobs(spec, only_phases: Sequence[str] = ()) -> list[Job]:
                 knob,
             )
         )
-        jobs.append(
-            sample_job(
-                ph.name,
-                mcfg,
-                state.params,
-                s.sample_B,
-                s.S,
-                G,
-                R,
-                strategies.from_flags(cfg.rl.temperature, cfg.rl.top_p, cfg.rl.top_k, 0.0),
-                None,
-                opt_bytes,
-                pm.resident + pm.sample,
-                "rl.rollout_batch",
+        strategy = strategies.from_flags(cfg.rl.temperature, cfg.rl.top_p, cfg.rl.top_k, 0.0)
+        if cfg.rl.sampler == "group_refill":
+            jobs += refill_jobs(
+                ph.name, mcfg, state.params, s.sample_B, s.S, G, R, strategy, mesh, opt_bytes, pm.resident + pm.sample
             )
-        )
+        else:
+            jobs.append(
+                sample_job(
+                    ph.name,
+                    mcfg,
+                    state.params,
+                    s.sample_B,
+                    s.S,
+                    G,
+                    R,
+                    strategy,
+                    None,
+                    opt_bytes,
+                    pm.resident + pm.sample,
+                    "rl.rollout_batch",
+                )
+            )
     for L in cfg.data.eval_lengths:
         B, S = heldout_shape(int(L), cfg.data.eval_per_length, batch_axes)
         jobs.append(
@@ -191,3 +197,44 @@ def sample_job(
         return sampler.sample_groups, (mcfg, params, tokens, lens, keys), kw
 
     return Job(phase, fn, f"B={B} S={S} G={G} R={R}", build, resident, plan_bytes, knob)
+
+
+def refill_jobs(phase, mcfg, params, B, S, G, R, strategy, mesh, resident, plan_bytes) -> list[Job]:
+    """rl.sampler = "group_refill" (sampling/continuous.py): its two programs at B prompt slots of
+    S tokens -- "prefill", one prompt of S tokens into a slot (the longest a prefill gets), and
+    "decode", one refill chunk of samplers.REFILL_CHUNK decode steps over every slot. The slots'
+    layout is the one their initialiser (slot_state.init_slots) gives them on this mesh."""
+    import jax
+    import numpy as np
+
+    from qwenlong_jax.run.step_shapes import PREFILL_CHUNK
+    from qwenlong_jax.sampling import continuous, sampler, samplers
+    from qwenlong_jax.sampling.slot_state import init_slots
+
+    static = dict(strategy=strategy, eos_ids=EOS_PLACEHOLDER, stop_sequences=())
+
+    def slots():
+        keys_1G = jax.eval_shape(lambda: sampler.sample_keys(0, np.arange(1), G))
+        with jax.set_mesh(mesh):
+            compiled = init_slots.trace(mcfg, B, S, G, R, keys_1G).lower().compile()
+        return jax.tree.map(
+            lambda a, sh: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sh),
+            jax.eval_shape(lambda k: init_slots(mcfg, B, S, G, R, k), keys_1G),
+            compiled.output_shardings,
+        )
+
+    def prefill():
+        one = lambda shape, dtype: jax.ShapeDtypeStruct(shape, dtype)  # noqa: E731
+        keys_1G = jax.eval_shape(lambda: sampler.sample_keys(0, np.arange(1), G))
+        args = (mcfg, params, slots(), one((), np.int32), one((1, S), np.int32), one((1,), np.int32), keys_1G)
+        return continuous.prefill_slots, args, dict(prefill_chunk=PREFILL_CHUNK, **static)
+
+    def decode():
+        args = (mcfg, params, slots(), jax.ShapeDtypeStruct((), np.bool_))
+        return continuous.decode_chunk, args, dict(steps=samplers.REFILL_CHUNK, **static)
+
+    shape, knob = f"slots={B} S={S} G={G} R={R}", "rl.rollout_batch"
+    return [
+        Job(phase, "prefill", f"1 prompt, {shape}", prefill, resident, plan_bytes, knob),
+        Job(phase, "decode", f"{samplers.REFILL_CHUNK} steps, {shape}", decode, resident, plan_bytes, knob),
+    ]

@@ -44,13 +44,21 @@ def rl_step_seconds(spec, ps, est_by_fn: dict[str, dict]) -> dict | None:
     its functions' estimates: sampler calls per generation round (gen_B / sample_B prompts per
     call) x one round, the old-logprob pass (twice when the state holds a KL reference) and the
     update. None when a function has no estimate."""
-    if any(not est_by_fn.get(f) for f in ("sample", "old_logp", "update")):
+    from qwenlong_jax.sampling.samplers import REFILL_CHUNK
+
+    refill = spec.cfg.rl.sampler == "group_refill"
+    if any(not est_by_fn.get(f) for f in (("prefill", "decode") if refill else ("sample",)) + ("old_logp", "update")):
         return None
     s = ps.shapes
     calls = -(-s.gen_B // s.sample_B)
     logp_passes = 2 if spec.holds_reference else 1
+    if refill:  # every prompt prefilled once; the slots decode max_output steps per slot-full of prompts
+        chunks = calls * -(-s.R // REFILL_CHUNK)
+        sample = s.gen_B * est_by_fn["prefill"]["seconds"] + chunks * est_by_fn["decode"]["seconds"]
+    else:
+        sample = calls * est_by_fn["sample"]["seconds"]
     parts = {
-        "sample": calls * est_by_fn["sample"]["seconds"],
+        "sample": sample,
         "old_logp": logp_passes * est_by_fn["old_logp"]["seconds"],
         "update": est_by_fn["update"]["seconds"],
     }
@@ -74,11 +82,18 @@ def format_rl_steps(spec, results) -> str:
         step = rl_step_seconds(spec, ps, by_fn)
         if step is None:
             continue
+        from qwenlong_jax.sampling.samplers import REFILL_CHUNK
+
         p = step["parts"]
+        how = (
+            f"{ps.shapes.gen_B} prefills x {by_fn['prefill']['seconds']:.3g}s + "
+            f"{step['calls'] * -(-ps.shapes.R // REFILL_CHUNK)} decode chunks x {by_fn['decode']['seconds']:.3g}s"
+            if "prefill" in by_fn
+            else f"{step['calls']} calls x {by_fn['sample']['seconds']:.3g}s"
+        )
         lines.append(
             f"{ph.name}: estimated RL step (roofline, not measured) {step['seconds']:.0f}s = "
-            f"sample {step['calls']} calls x {by_fn['sample']['seconds']:.3g}s "
-            f"({p['sample']:.0f}s, every sample at max_output) + old_logp {p['old_logp']:.0f}s "
+            f"sample {how} ({p['sample']:.0f}s, every sample at max_output) + old_logp {p['old_logp']:.0f}s "
             f"+ update {p['update']:.0f}s; each DAPO refill round (up to "
             f"{step['max_rounds']}) adds {p['sample']:.0f}s"
         )
