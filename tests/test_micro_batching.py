@@ -7,13 +7,10 @@ import numpy as np
 import optax
 
 from qwenlong_jax import models
-from qwenlong_jax.config import PhaseConfig, RLConfig
-from qwenlong_jax.data.schema import Record
-from qwenlong_jax.data.tokenizer import load_tokenizer
+from qwenlong_jax.config import RLConfig
 from qwenlong_jax.rl.sft_step import pack_sft_rows, sft_update
-from qwenlong_jax.run.rollout import rollout
-from qwenlong_jax.run.step_shapes import rl_step_shapes
 from qwenlong_jax.run.train_state import TrainState
+from tests.tiny_rollout import tiny_rollouts
 
 CFG = models.get_model_config("tiny", vocab_size=64, hidden_size=32, num_layers=2)
 
@@ -43,36 +40,8 @@ def test_sft_micro_rows_equal_one_forward():
 
 
 def test_rollout_chunks_give_the_same_samples():
-    tok = load_tokenizer()
-    cfg = models.get_model_config("tiny", vocab_size=tok.vocab_size, hidden_size=32, num_layers=1)
-    params = models.init_params(cfg, jax.random.key(1))
-    recs = [
-        Record(
-            id=f"r{i}",
-            data_source="synthetic_lookup",
-            prompt=f"What is the code of SEPA {i} ?",
-            ground_truth="Therefore, the answer is 472",
-            answer="472",
-        )
-        for i in range(4)
-    ]
-    prompts = [tok.chat_prompt(r.prompt) for r in recs]
-    phase = PhaseConfig(name="p", kind="rl", max_input=64, max_output=8, batch=4)
     rls = [RLConfig(group_size=3, mini_batch=4, overlong_buffer=2, rollout_batch=rb) for rb in (0, 2, 1)]
-    outs = [
-        rollout(
-            cfg,
-            params,
-            tok,
-            recs,
-            prompts,
-            shapes=rl_step_shapes(phase, rl, 64),
-            rl=rl,
-            key=jax.random.key(3),
-            prefill_chunk=64,
-        )
-        for rl in rls
-    ]
+    outs = tiny_rollouts(4, 8, rls)
     for o in outs[1:]:
         assert o.responses == outs[0].responses
         np.testing.assert_array_equal(o.reward_N, outs[0].reward_N)
