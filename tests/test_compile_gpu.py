@@ -13,15 +13,14 @@ Skipped only when the CUDA compiler wheels are absent (tests/requirements.txt in
 import json
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh
 
-import kernels
 from kernels import backend
 from qwenlong_jax.capacity import targets
 from qwenlong_jax.cli import compile as compile_cli
+from tests import kernel_cases
 
 GIB = 2**30
 needs_cuda = pytest.mark.skipif(not targets.cuda_available(), reason=targets.CUDA_INSTALL)
@@ -35,10 +34,6 @@ def _triton(compiled) -> int:
 def gpu_mesh():
     """One H100 (a 1-node x 1-GPU target)."""
     return Mesh(np.array(targets.gpu_devices("h100:1x1")), ("data",))
-
-
-def _abstract(mesh, shape, dtype=jnp.bfloat16):
-    return jax.ShapeDtypeStruct(shape, dtype, sharding=NamedSharding(mesh, P()))
 
 
 # --- the target table and the spec files ------------------------------------------------------
@@ -92,22 +87,7 @@ def test_backend_comes_from_the_gpu_mesh(gpu_mesh):
 @needs_cuda
 @pytest.mark.parametrize("T", [8192, 32768, 131072])
 def test_flash_fwd_bwd_compiles_for_one_h100(gpu_mesh, T):
-    """bf16 q [1, T, 8, 128], k/v [1, T, 2, 128], causal, shared-prefix segment ids."""
-    q = _abstract(gpu_mesh, (1, T, 8, 128))
-    kv = _abstract(gpu_mesh, (1, T, 2, 128))
-    seg = _abstract(gpu_mesh, (1, T), jnp.int32)
-
-    def fwd_bwd(q, k, v, seg):
-        def attn(q, k, v):
-            return kernels.flash_attention(
-                q, k, v, q_segment_ids_BT=seg, kv_segment_ids_BS=seg, shared_prefix_segment=1
-            )
-
-        out, vjp = jax.vjp(attn, q, k, v)
-        return out, vjp(out)
-
-    with jax.set_mesh(gpu_mesh):
-        compiled = jax.jit(fwd_bwd).trace(q, kv, kv, seg).lower().compile()
+    compiled = kernel_cases.flash_fwd_bwd(gpu_mesh, T)
     assert _triton(compiled) == 3  # fwd, dq, dk/dv
     mem = compiled.memory_analysis()
     # O(T) temporaries (a [T, T] score matrix would be 2 GiB at 32K): under 4 KiB per token.
@@ -116,23 +96,7 @@ def test_flash_fwd_bwd_compiles_for_one_h100(gpu_mesh, T):
 
 @needs_cuda
 def test_decode_compiles_for_one_h100_with_a_64k_prompt_cache(gpu_mesh):
-    """32B-like decode step: 16 samples, 40 query heads over 8 kv heads, 64K prompt cache."""
-    B, G, N, K, H, S, R = 1, 16, 40, 8, 128, 65536, 4096
-
-    def a(shape, dt=jnp.bfloat16):
-        return _abstract(gpu_mesh, shape, dt)
-
-    args = (
-        a((B, G, 1, N, H)),
-        a((B, S, K, H)),
-        a((B, S, K, H)),
-        a((B,), jnp.int32),
-        a((B, G, R, K, H)),
-        a((B, G, R, K, H)),
-        a((B, G), jnp.int32),
-    )
-    with jax.set_mesh(gpu_mesh):
-        compiled = jax.jit(kernels.decode_attention).trace(*args).lower().compile()
+    compiled = kernel_cases.decode_64k(gpu_mesh)
     assert _triton(compiled) == 2  # prompt cache, response caches
     assert compiled.memory_analysis().temp_size_in_bytes < 64 * 2**20  # no copy of the cache
 
@@ -140,27 +104,7 @@ def test_decode_compiles_for_one_h100_with_a_64k_prompt_cache(gpu_mesh):
 @needs_cuda
 def test_ring_with_flash_pairs_compiles_over_4_h100():
     """Ring attention over 4 GPUs of one node (sequence axis), flash pairs, 32K tokens."""
-    mesh = Mesh(np.array(targets.gpu_devices("h100:1x4")), ("sequence",))
-    T = 32768
-
-    def spec(*s):
-        return NamedSharding(mesh, P(*s))
-
-    q = jax.ShapeDtypeStruct((1, T, 8, 128), jnp.bfloat16, sharding=spec(None, "sequence"))
-    kv = jax.ShapeDtypeStruct((1, T, 2, 128), jnp.bfloat16, sharding=spec(None, "sequence"))
-    seg = jax.ShapeDtypeStruct((1, T), jnp.int32, sharding=spec(None, "sequence"))
-
-    def fwd_bwd(q, k, v, seg):
-        def attn(q, k, v):
-            return kernels.ring_attention(
-                q, k, v, mesh=mesh, q_segment_ids_BT=seg, kv_segment_ids_BS=seg, shared_prefix_segment=1
-            )
-
-        out, vjp = jax.vjp(attn, q, k, v)
-        return out, vjp(out)
-
-    with jax.set_mesh(mesh):
-        compiled = jax.jit(fwd_bwd).trace(q, kv, kv, seg).lower().compile()
+    compiled = kernel_cases.ring_fwd_bwd(Mesh(np.array(targets.gpu_devices("h100:1x4")), ("sequence",)))
     assert _triton(compiled) >= 3
     assert compiled.memory_analysis().temp_size_in_bytes < 1 * GIB
 
