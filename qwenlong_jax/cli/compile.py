@@ -100,6 +100,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if not xla_bridge.backends_are_initialized():
         jax.config.update("jax_platforms", "cpu")  # compile-only devices; no accelerator backend
+        # A compile-only executable cannot be loaded back: a persistent cache (JAX_COMPILATION_CACHE_DIR)
+        # would only store entries that fail to read, with a warning each.
+        jax.config.update("jax_enable_compilation_cache", False)
     os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
 
     from qwenlong_jax.capacity import chips, roofline, targets
