@@ -151,6 +151,28 @@ def test_stop_and_resume_is_bitwise_equal(uninterrupted, tmp_path):
     assert [r["step"] for r in rows] == list(range(1, TOTAL_STEPS + 1))
 
 
+def test_a_stop_requested_on_another_process_stops_this_one(tmp_path, monkeypatch):
+    """Multi-host: every process stops at the step where any one of them had a request
+    (run/stop.agreed, an all-gather of the flag), so they checkpoint together."""
+    from qwenlong_jax.parallel import sharding
+    from qwenlong_jax.run import loop as loop_mod, stop as stop_mod
+
+    assert not stop_mod.agreed(False) and stop_mod.agreed(True)  # one process: its own request
+    with monkeypatch.context() as m:  # two processes, the other one asked
+        m.setattr(sharding, "process_allgather_ints", lambda x: np.stack([x, np.ones_like(x)]))
+        assert stop_mod.agreed(False)
+    asked = []
+
+    def other_process_stops_at_step_2(requested: bool) -> bool:
+        asked.append(requested)
+        return len(asked) == 2
+
+    monkeypatch.setattr(loop_mod, "agreed", other_process_stops_at_step_2)
+    out = Trainer(from_config_dict(small_config()), str(tmp_path), quiet=True, devices=jax.devices()[:1]).run()
+    assert out == {"stopped": True, "step": 2} and asked == [False, False]  # no request here
+    assert final_state(str(tmp_path))[0] == 2
+
+
 def test_resume_restores_before_reading_init_from(tmp_path):
     """A resumed run restores its checkpoint straight into the run's layout and never reads
     model.init_from's weights (it used to load the whole HF checkpoint, then throw it away): with

@@ -5,7 +5,8 @@
 
 run_phase runs one phase: its data (curriculum.PhaseData, restored mid-phase), its KL reference
 at its start, then each step (sft_round / rl_round) and finish_step: the non-finite limit, eval
-when due, the metrics row, the progress bar, a checkpoint when due, a stop request. An SFT
+when due, the metrics row, the progress bar, a checkpoint when due, a stop request (on any
+process: stop.agreed). An SFT
 step's successor batch is drawn, packed and sent to the devices while the step runs, and the
 step's metrics are read only then: the host prepares step n+1 while the devices run step n.
 Step n's results are read before step n+1 is dispatched, because step n+1 takes the state by
@@ -37,6 +38,7 @@ from qwenlong_jax.run.sft_round import sft_batch, sft_metrics, sft_update
 from qwenlong_jax.run.spec import PhaseSpec, Reference
 from qwenlong_jax.run.state import JittedSteps, reference
 from qwenlong_jax.run.step_shapes import RLStepShapes
+from qwenlong_jax.run.stop import agreed
 from qwenlong_jax.run.train_state import TrainState, with_lr
 
 
@@ -193,7 +195,9 @@ def finish_step(loop: Loop, ps: PhaseSpec, metrics: dict, lr: float, last: bool,
     bar.set_postfix({k: f"{metrics[k]:.3f}" for k in ("reward_mean", "sft/nll", "loss") if k in metrics})
     if last:
         loop.progress = loop.progress.next_phase()
-    stop = loop.signals.requested or (loop.stop_after_steps and loop.steps_this_run >= loop.stop_after_steps)
+    stop = agreed(
+        bool(loop.signals.requested or (loop.stop_after_steps and loop.steps_this_run >= loop.stop_after_steps))
+    )
     if step % cfg.checkpoint_every == 0 or last or stop:
         save(loop)
     if stop:

@@ -13,6 +13,11 @@ checkpoint (`note()`) and status 128 + the signal number; a second signal exits 
 once. Disarmed (setting up, restoring, exporting: nothing a signal could wait for), the first
 signal exits at once, with that line.
 
+Several processes (multi-host): the loop stops where `agreed(requested)` says, True on every
+process as soon as one has a request, so all of them checkpoint the same step together and exit.
+A preemption notice reaches hosts at different moments; a process that stopped alone would
+leave the others waiting in the next step's collectives until their deadline.
+
 Python runs a signal handler only between bytecodes of the main thread, so a main thread inside
 one long compile or XLA call would not see the signal until it returns. Here the signal also
 wakes a watcher thread (signal.set_wakeup_fd), which keeps the deadline whatever the main thread
@@ -131,3 +136,13 @@ class StopSignals:
         finally:
             os.write(2, f"\nerror: {why}; {note}\n".encode())
             os._exit(128 + signum)
+
+
+def agreed(requested: bool) -> bool:
+    """True on every process when `requested` is True on any (called by every process at the same
+    step boundary): one all-gather of one int between the hosts; with one process, `requested`."""
+    import numpy as np
+
+    from qwenlong_jax.parallel import sharding
+
+    return bool(sharding.process_allgather_ints(np.asarray([int(requested)], np.int32)).any())
