@@ -9,9 +9,10 @@ Launch on each node (SLURM shown; jax.distributed.initialize() reads SLURM_* var
 
 Without SLURM add --config.coordinator_address=host0:1234 --config.num_processes=16
 --config.process_id=<node rank> on each node.
-Mesh: fsdp=8 x tensor=4 x sequence=4, built as the trainer builds it (sharding.make_mesh: devices
-in process order, the last mesh axis innermost): a sequence group (4 GPUs) lies inside a node, a
-tensor group spans 2 nodes (2 GPUs in each), an fsdp group one GPU in every other node.
+Mesh: fsdp=8 x tensor=4 x sequence=4, built as the trainer builds it (sharding.make_mesh: on GPUs
+the tensor axis innermost over the devices in node order, sharding.GPU_LAYOUT): a tensor group
+(4 GPUs) lies inside a node, on NVLink; a sequence group spans 2 nodes (2 GPUs in each); an fsdp
+group takes one GPU from every other node.
 8 KV heads -> 2 per GPU. YaRN factor 4 over 32768 positions (model.rope_scaling).
 Compiled for h100:16x8 by XLA:GPU and Triton on a CPU (python -m qwenlong_jax.compile --config
 configs/r1_distill_32b_gpu.py; COMPILE_TARGET below; the CUDA plugin's compile-only GPUs, no

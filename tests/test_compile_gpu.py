@@ -109,6 +109,26 @@ def test_ring_with_flash_pairs_compiles_over_4_h100():
     assert compiled.memory_analysis().temp_size_in_bytes < 1 * GIB
 
 
+@needs_cuda
+def test_gpu_mesh_keeps_tensor_groups_inside_a_node():
+    """On GPUs the tensor axis is laid innermost over the nodes' devices (sharding.GPU_LAYOUT):
+    the 32B GPU layout's tensor=4 x sequence=4 over 2 nodes puts each tensor group on one node
+    and each sequence group across the two (jax.make_mesh's order did the opposite)."""
+    from qwenlong_jax.config.schema import MeshConfig
+    from qwenlong_jax.parallel import sharding
+
+    devices = targets.gpu_devices("h100:2x8")
+    mesh = sharding.make_mesh(MeshConfig(data=1, fsdp=1, tensor=4, sequence=4), devices)
+    node = np.vectorize(lambda d: d.process_index)(mesh.devices)[0, 0]  # [tensor, sequence]
+    assert all(len(set(node[:, j])) == 1 for j in range(4))  # one node per tensor group
+    assert all(len(set(node[i, :])) == 2 for i in range(4))  # sequence groups span both
+    assert sorted(d.id for d in mesh.devices.flat) == list(range(16))
+    # fsdp over the nodes, tensor=8 fills a node
+    mesh = sharding.make_mesh(MeshConfig(data=1, fsdp=2, tensor=8, sequence=1), devices)
+    node = np.vectorize(lambda d: d.process_index)(mesh.devices)[0, :, :, 0]
+    assert node.tolist() == [[0] * 8, [1] * 8]
+
+
 # --- the run's steps through the compile check -----------------------------------------------
 
 

@@ -100,10 +100,25 @@ class MeshConfig:
         return tuple(sizes)
 
 
+# GPUs: the order in which the mesh axes are laid over devices in process (node) order, the last
+# innermost. The tensor axis goes innermost, so a tensor group sits on one node's NVLink: its
+# all-reduces come twice a layer and cannot overlap compute. Sequence next (ring attention passes
+# K/V blocks that overlap the compute, several times smaller with grouped KV heads), then the
+# batch axes. On TPUs jax.make_mesh places the axes on the torus itself.
+GPU_LAYOUT = ("data", "fsdp", "sequence", "tensor")
+
+
 def make_mesh(cfg: MeshConfig, devices: Sequence[jax.Device] | None = None) -> Mesh:
     devices = list(jax.devices() if devices is None else devices)
     sizes = cfg.resolve(len(devices))
-    return jax.make_mesh(sizes, MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES), devices=devices)
+    axis_types = (AxisType.Auto,) * len(MESH_AXES)
+    if devices[0].platform != "gpu":
+        return jax.make_mesh(sizes, MESH_AXES, axis_types=axis_types, devices=devices)
+    size = dict(zip(MESH_AXES, sizes))
+    flat = np.empty(len(devices), dtype=object)
+    flat[:] = sorted(devices, key=lambda d: (d.process_index, d.id))
+    grid = flat.reshape([size[a] for a in GPU_LAYOUT]).transpose([GPU_LAYOUT.index(a) for a in MESH_AXES])
+    return Mesh(grid, MESH_AXES, axis_types=axis_types)
 
 
 def logical_to_spec(axes: Sequence[str | None], mesh_axis_names: Sequence[str] = MESH_AXES) -> P:
