@@ -280,7 +280,7 @@ def test_heldout_sets_are_priced_and_compiled_at_their_real_prompt_length():
     the compile check compiles: at 512 document tokens they overflow one prefill chunk (577 tokens),
     so both use two (S = 1024), as the sampler does."""
     from qwenlong_jax.config.model import tokenizer_path
-    from qwenlong_jax.data.run_data import load_run_data
+    from qwenlong_jax.data.run_data import HELDOUT_PROMPT_OVERHEAD, load_run_data
     from qwenlong_jax.data.tokenizer import load_tokenizer
 
     c = configs.default.get_config()
@@ -290,7 +290,7 @@ def test_heldout_sets_are_priced_and_compiled_at_their_real_prompt_length():
     for L, recs in data.heldout.items():
         B, S = step_shapes.heldout_shape(L, cfg.data.eval_per_length, 1)
         longest = max(r.num_prompt_tokens for r in recs)
-        assert longest <= L + step_shapes.HELDOUT_PROMPT_OVERHEAD and longest <= S and B == 8
+        assert longest <= L + HELDOUT_PROMPT_OVERHEAD and longest <= S and B == 8
         assert sampler.bucket_length(longest, step_shapes.PREFILL_CHUNK) == S
     assert step_shapes.heldout_shape(512, 48, 4) == (16, 1024)
     assert step_shapes.heldout_shape(64, 2, 4) == (4, 256)  # padded to the batch axes

@@ -191,3 +191,26 @@ def test_encode_sft_masks_the_response_only(tok, tmp_path):
     assert ids[-1] == tok.eos_ids[0] and tok.think_end_id in ids[n_prompt:]
     short, _ = encode_sft(rec, tok, max_prompt_tokens=n_prompt - 20)
     assert len(short) <= len(ids) - 20
+
+
+def test_synthetic_data_too_big_for_the_host_is_one_config_error():
+    """data.synthetic_per_phase beyond the host's memory: one line before anything is generated
+    (it used to run until the process was killed)."""
+    import time
+
+    import pytest
+
+    import configs.default
+    from qwenlong_jax.config import ConfigError, from_config_dict
+    from qwenlong_jax.config.model import tokenizer_path
+    from qwenlong_jax.data.run_data import host_available_bytes, load_run_data
+    from qwenlong_jax.data.tokenizer import load_tokenizer
+
+    assert host_available_bytes() > 0
+    c = configs.default.get_config()
+    c.data.synthetic_per_phase = 10**9
+    cfg = from_config_dict(c)
+    t0 = time.time()
+    with pytest.raises(ConfigError, match=r"data\.synthetic_per_phase=1000000000: .* GiB of host memory") as e:
+        load_run_data(cfg, load_tokenizer(tokenizer_path(cfg)))
+    assert "\n" not in str(e.value) and time.time() - t0 < 10

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import os
 from collections.abc import Sequence
 
-from qwenlong_jax.config import Config, PhaseConfig, PhaseKind
+from qwenlong_jax.config import Config, ConfigError, PhaseConfig, PhaseKind
 from qwenlong_jax.data import readers, synthetic
 from qwenlong_jax.data.prompt import build_prompt
 from qwenlong_jax.data.schema import Record
@@ -49,6 +50,37 @@ def synthetic_doc_lengths(phase: PhaseConfig, overhead: int, n: int) -> list[int
     return [int(lo + (hi - lo) * (i + 0.5) / n) for i in range(n)]
 
 
+# Chat template, question and answer options around a synthetic held-out document of L tokens
+# (an upper bound: 65 tokens with the shipped tokenizer; tests/test_plan.py checks it).
+HELDOUT_PROMPT_OVERHEAD = 128
+SYNTHETIC_BYTES_PER_TOKEN = 16  # host bytes a synthetic record keeps per prompt token (~9 measured, peak ~10)
+
+
+def host_available_bytes() -> int | None:
+    """The host's available physical memory (Linux), None where the OS does not say."""
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_synthetic_fits(cfg: Config) -> None:
+    """One ConfigError line, before generating anything, when the synthetic data (every phase's
+    data.synthetic_per_phase examples of up to its max_input tokens, plus the held-out sets) would
+    not fit the host's available memory: every process builds all of it."""
+    d = cfg.data
+    tokens = d.synthetic_per_phase * sum(p.max_input for p in cfg.phases)
+    tokens += d.eval_per_length * sum(n + HELDOUT_PROMPT_OVERHEAD for n in d.eval_lengths)
+    need, avail = tokens * SYNTHETIC_BYTES_PER_TOKEN, host_available_bytes()
+    if avail is not None and need > avail:
+        raise ConfigError(
+            f"data.synthetic_per_phase={d.synthetic_per_phase}: the synthetic data would take ~{need / 2**30:.1f} GiB "
+            f"of host memory ({tokens:,} prompt tokens over the phases and held-out sets), "
+            f"{avail / 2**30:.1f} GiB available; lower data.synthetic_per_phase or data.eval_per_length, "
+            "or train on data.train_files"
+        )
+
+
 def load_run_data(cfg: Config, tokenizer) -> RunData:
     d = cfg.data
     if d.train_files:
@@ -74,6 +106,7 @@ def load_run_data(cfg: Config, tokenizer) -> RunData:
         )
         text = "; ".join(r.summary() for r in reports if r.skipped)
         return RunData(train, sft, heldout, text, {k: v for k, v in sorted(counts.items()) if v})
+    check_synthetic_fits(cfg)
     overhead = template_overhead(tokenizer)
     train, sft = [], []
     for k, ph in enumerate(cfg.phases):

@@ -169,7 +169,8 @@ def check_sweep_fits(req: EvalRequest) -> None:
     from qwenlong_jax import models
     from qwenlong_jax.capacity import planner
     from qwenlong_jax.capacity.memory_terms import MeshSizes, sample_memory
-    from qwenlong_jax.run.step_shapes import HELDOUT_PROMPT_OVERHEAD, PREFILL_CHUNK
+    from qwenlong_jax.data.run_data import HELDOUT_PROMPT_OVERHEAD
+    from qwenlong_jax.run.step_shapes import PREFILL_CHUNK
     from qwenlong_jax.sampling import sampler
 
     limit = planner.device_memory_bytes()

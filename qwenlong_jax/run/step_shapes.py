@@ -15,14 +15,12 @@ from __future__ import annotations
 import dataclasses
 
 from qwenlong_jax.config import PhaseConfig, RLConfig
+from qwenlong_jax.data.run_data import HELDOUT_PROMPT_OVERHEAD
 from qwenlong_jax.sampling import sampler
 
 PREFILL_CHUNK = 512  # prompt tokens per prefill step; prompts are padded to a multiple of it
 ROW_MULTIPLE = 64  # packed rows (RL and SFT) are rounded up to a multiple of this
 HELDOUT_BATCH = 16  # held-out prompts per sampling call (eval.sweep.accuracy_by_length's batch_size)
-# Chat template, question and answer options around a synthetic held-out document of L tokens
-# (an upper bound: 65 tokens with the shipped tokenizer; tests/test_step_shapes.py checks it).
-HELDOUT_PROMPT_OVERHEAD = 128
 
 
 def _round_up(n: int, k: int) -> int:
