@@ -17,7 +17,7 @@ group takes one GPU from every other node.
 Compiled for h100:16x8 by XLA:GPU and Triton on a CPU (python -m qwenlong_jax.compile --config
 configs/r1_distill_32b_gpu.py; COMPILE_TARGET below; the CUDA plugin's compile-only GPUs, no
 autotuning): every step of every phase compiles and fits, the largest being the 60K-input
-phase's GRPO update at 46.8 GiB per GPU of the 59.3 GiB jax's GPU client allocates by default
+phase's GRPO update at 46.1 GiB per GPU (2026-12-04) of the 59.3 GiB jax's GPU client allocates by default
 (75% of 79.1; the planner, python -m qwenlong_jax.plan, says 46.5). Without CPU offload the
 32B recipe at 60K inputs does not fit 32 H100s (the planner puts fsdp=2 x tensor=8 x
 sequence=2 at ~91 GiB); 8 nodes fit with H200s (--target h200:8x8 --config.mesh.fsdp=4:

@@ -108,9 +108,25 @@ def decoder_stack(
     return x_BTD, jax.tree.map(lambda *a: jnp.stack(a), *new_states)
 
 
-def embed(cfg: ModelConfig, params: dict, tokens_BT: jax.Array) -> jax.Array:
-    x = jnp.take(params["embed"], tokens_BT, axis=0).astype(jnp.dtype(cfg.dtype))
-    return sharding.constrain(x, ("batch", "length", "embed"))
+def embed(cfg: ModelConfig, params: dict, tokens_BT: jax.Array, gather_table: bool = True) -> jax.Array:
+    """The tokens' embeddings, in the activations' layout ("batch", "length", "embed").
+
+    gather_table (the training forward): the table is gathered over fsdp first, as every FSDP
+    weight is where it is used, its vocab rows still split over tensor -- a lookup XLA partitions
+    (a masked local take, summed over tensor) -- into the layout the lookup gives (D whole), and
+    only then into the activations' layout. Looked up from the table as stored (D split over
+    fsdp), the [B, T, D] result had to move from embed-over-fsdp to batch-over-fsdp, which XLA:GPU
+    does by materialising it whole on every device ("involuntary full rematerialization": an
+    all-gather of a whole micro-batch of activations). The middle constraint is needed: without
+    it XLA:CPU's partitioner returned wrong rows with the batch split over data and sequence and
+    D over fsdp. The samplers pass False: they look up a [B, 512] chunk or one token per sample,
+    less than the gathered table would cost (1.3 GiB more per GPU in the 32B sampler)."""
+    if not gather_table:
+        x = jnp.take(params["embed"], tokens_BT, axis=0).astype(jnp.dtype(cfg.dtype))
+        return sharding.constrain(x, ("batch", "length", "embed"))
+    table_VD = sharding.constrain(params["embed"], ("vocab", None))
+    x = sharding.constrain(jnp.take(table_VD, tokens_BT, axis=0), ("batch", "length", None))
+    return sharding.constrain(x.astype(jnp.dtype(cfg.dtype)), ("batch", "length", "embed"))
 
 
 def lm_head_weight(cfg: ModelConfig, params: dict) -> jax.Array:

@@ -116,7 +116,7 @@ def decode_step(
         return out_BGNH.reshape(B * G, 1, *out_BGNH.shape[2:]), (k, v)
 
     with sharding.rules(**STEP_RULES):
-        x = transformer.embed(cfg, params, tokens_BG.reshape(B * G, 1))
+        x = transformer.embed(cfg, params, tokens_BG.reshape(B * G, 1), gather_table=False)
         x, (k_LBGKH, v_LBGKH) = transformer.decoder_stack(cfg, params["layers"], x, positions_M1, attend, None)
         h = transformer.final_hidden(cfg, params, x)
         logits = transformer.logits_from_hidden(cfg, params, h)

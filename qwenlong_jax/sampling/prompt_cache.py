@@ -119,7 +119,7 @@ def prefill(
             ck, cv = layer_cache
             return chunk_attention(q, k, v, ck, cv, c), (k, v)
 
-        x = transformer.embed(cfg, params, tokens_BC)
+        x = transformer.embed(cfg, params, tokens_BC, gather_table=False)
         x, (k_LBCKH, v_LBCKH) = transformer.decoder_stack(
             cfg, params["layers"], x, positions_BC, attend, (cache_k, cache_v)
         )
