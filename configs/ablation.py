@@ -1,4 +1,4 @@
-"""The paper's ablation in miniature (issues 9, 17): the embedded default's phases, one variant per arg.
+"""The paper's ablation in miniature: the embedded default's phases, one variant per arg.
 
     python -m qwenlong_jax.ablation --out runs/ablation          # all variants, 3 seeds, resumable
     python -m qwenlong_jax.train --config configs/ablation.py:rl_progressive \\

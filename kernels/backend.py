@@ -67,6 +67,22 @@ def resolve_kernel(kernel: str | None) -> str:
     return kernel
 
 
+# Triton launch parameters (num_warps, num_stages) of the kernels traced in this context;
+# `python -m qwenlong_jax.bench kernels --tune` sweeps them with the block sizes.
+TRITON_DEFAULT = (4, 2)
+_TRITON: contextvars.ContextVar[tuple[int, int]] = contextvars.ContextVar("triton_params", default=TRITON_DEFAULT)
+
+
+@contextlib.contextmanager
+def use_triton(num_warps: int, num_stages: int):
+    """Trace the GPU kernels inside this block with these Triton launch parameters."""
+    token = _TRITON.set((num_warps, num_stages))
+    try:
+        yield
+    finally:
+        _TRITON.reset(token)
+
+
 def compiler_params(num_grid_dims: int, interpret: bool):
     """Backend-specific Pallas compiler parameters (selects Triton rather than Mosaic GPU)."""
     backend = target_backend()
@@ -75,7 +91,8 @@ def compiler_params(num_grid_dims: int, interpret: bool):
     if backend == "gpu":
         from jax.experimental.pallas import triton as pltriton
 
-        return pltriton.CompilerParams(num_warps=4, num_stages=2)
+        num_warps, num_stages = _TRITON.get()
+        return pltriton.CompilerParams(num_warps=num_warps, num_stages=num_stages)
     if backend == "tpu":
         from jax.experimental.pallas import tpu as pltpu
 

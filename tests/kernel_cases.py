@@ -10,6 +10,13 @@ import kernels
 
 REPLICATED = P()
 
+# Where the kernel tests run: on CPU both kernel shapes in Pallas interpret mode; on an
+# accelerator (`JAX_PLATFORMS=cuda python -m pytest tests/test_flash_attention.py ...`) the shape
+# its compiler builds, un-interpreted: "loop" through Triton on GPU, "grid" through Mosaic on TPU.
+HOST = jax.default_backend()
+KERNELS_HERE = {"cpu": ("loop", "grid"), "gpu": ("loop",), "tpu": ("grid",)}[HOST]
+INTERPRET = HOST == "cpu"
+
 
 def _abstract(mesh, shape, dtype=jnp.bfloat16, spec=REPLICATED):
     return jax.ShapeDtypeStruct(shape, dtype, sharding=NamedSharding(mesh, spec))

@@ -1,5 +1,5 @@
 """Bad config files give one line on stderr, starting with "error:" and naming the field; no
-traceback (issue 8: bad-input corpus). Each runs the real entry point in a subprocess, on the
+traceback (the bad-input corpus). Each runs the real entry point in a subprocess, on the
 8 fake CPU devices conftest sets up (XLA_FLAGS is inherited), so mesh errors are realistic."""
 
 import os

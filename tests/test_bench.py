@@ -110,3 +110,32 @@ def test_rollout_bench_same_samples_and_round_ratios(capsys, tmp_path):
     assert prof["lockstep"]["sample_groups"] > 0 and prof["group_refill"]["decode_chunk"] > 0
     assert prof["per-sample"]["decode_rows"] > 0 and prof["per-sample"]["prefill_prompt"] > 0
     assert capsys.readouterr().out.count("same samples token for token: True") == 3
+
+
+def test_kernels_bench_times_ours_against_the_baseline_and_checks_outputs(capsys):
+    """At toy sizes on CPU (flash in interpret mode; cuDNN exists only on a GPU, XLA is then the
+    baseline): every row is timed and compared with the baseline's output."""
+    res = bench.main(
+        ["kernels", "--lengths", "64", "--heads", "2", "--kv_heads", "1", "--head_dim", "16"]
+        + ["--decode_samples", "2", "--decode_lengths", "64", "--iters", "1"]
+    )
+    (row,) = res["flash"]
+    assert row["base"] == "xla" and "cudnn" not in row
+    assert row["ours"] > 0 and row["xla"] > 0 and row["diff"] < 0.1  # bf16 outputs and gradients
+    (dec,) = res["decode"]
+    assert dec["ours"] > 0 and dec["xla"] > 0 and dec["diff"] < 1e-2
+    out = capsys.readouterr().out
+    assert "python -m qwenlong_jax.bench kernels --lengths 64" in out and "| 64 |" in out
+
+
+def test_kernels_tune_lists_configurations_that_fail_to_build(monkeypatch, capsys):
+    from qwenlong_jax.bench import kernels as kbench
+
+    # block_q=12 is no multiple of 8: refused like a Triton build failure, and listed as such.
+    monkeypatch.setattr(kbench, "TUNE_BLOCKS", ((16, 16), (12, 16)))
+    monkeypatch.setattr(kbench, "TUNE_TRITON", ((4, 2),))
+    res = bench.main(["kernels", "--tune", "32", "--heads", "2", "--kv_heads", "1", "--head_dim", "16", "--iters", "1"])
+    ok, bad = res["tune"]
+    assert ok["fwd"] > 0 and ok["fwd_bwd"] > 0 and "error" not in ok
+    assert "block_q=12" in bad["error"]
+    assert "| 12 | 16 | 4 | 2 | block_q=12" in capsys.readouterr().out

@@ -171,7 +171,7 @@ def test_an_unknown_flag_and_a_bad_value_are_one_error_line_naming_the_flag(comm
 def test_bench_names_its_benchmarks_in_one_error_line(capsys):
     main = _mains()["bench"]
     line = _one_error_line(main, ["nope"], capsys)
-    assert "attention, rollout, sampler, train" in line, line
+    assert "attention, kernels, rollout, sampler, train" in line, line
     line = _one_error_line(main, ["sampler", "--rounds=two"], capsys)
     assert "--rounds" in line, line
 

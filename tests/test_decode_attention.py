@@ -1,4 +1,5 @@
-"""Prefix-shared decode attention (interpret mode) against its reference and full attention.
+"""Prefix-shared decode attention (interpret mode on CPU, compiled on a GPU or TPU) against its
+reference and full attention.
 
 Tolerances (max abs error, inputs ~N(0,1)): f32 1e-5; bf16 inputs vs the f32 reference on the
 same bf16-rounded values 3e-2.
@@ -12,6 +13,7 @@ from jax.extend.core import jaxprs_in_params
 
 from kernels.decode import decode_attention, decode_block_size, reference_decode_attention
 from kernels.reference import reference_attention
+from tests.kernel_cases import INTERPRET, KERNELS_HERE
 
 FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
 
@@ -35,14 +37,14 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("kernel", ["loop", "grid"])
+@pytest.mark.parametrize("kernel", KERNELS_HERE)
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_decode_matches_references(name, kernel):
-    """Both kernel shapes (loop: Triton/CPU; grid: Mosaic/TPU) in interpret mode."""
+    """Both kernel shapes in interpret mode on CPU; on a GPU or TPU its own, compiled."""
     c = CASES[name]
     args = make_inputs(**c)
     out = jax.jit(
-        lambda *a: decode_attention(*a, block_s=16, interpret=True, kernel=kernel), compiler_options=FAST_COMPILE
+        lambda *a: decode_attention(*a, block_s=16, interpret=INTERPRET, kernel=kernel), compiler_options=FAST_COMPILE
     )(*args)
     ref, copied = jax.jit(lambda *a: (reference_decode_attention(*a), materialised_attention(*a)))(*args)
     np.testing.assert_allclose(out, ref, atol=1e-5, rtol=0)
@@ -52,7 +54,8 @@ def test_decode_matches_references(name, kernel):
 def test_triton_padding_matches_references():
     """For a GPU target the loop kernel pads its query rows and length vectors to powers of two
     (Triton's rule; 40 query heads over 8 kv heads give 5 rows per kv head). The padded program,
-    run in interpret mode here, equals both references: B=3 prompts, G=3 samples, Q=5."""
+    run in interpret mode on CPU (compiled by Triton on a GPU), equals both references: B=3
+    prompts, G=3 samples, Q=5."""
     from kernels import backend
 
     c = dict(
@@ -70,7 +73,8 @@ def test_triton_padding_matches_references():
     args = make_inputs(**c)
     with backend.use_target("gpu"):
         out = jax.jit(
-            lambda *a: decode_attention(*a, block_s=16, interpret=True, kernel="loop"), compiler_options=FAST_COMPILE
+            lambda *a: decode_attention(*a, block_s=16, interpret=INTERPRET, kernel="loop"),
+            compiler_options=FAST_COMPILE,
         )(*args)
     ref, copied = jax.jit(lambda *a: (reference_decode_attention(*a), materialised_attention(*a)))(*args)
     np.testing.assert_allclose(out, ref, atol=1e-5, rtol=0)
@@ -118,7 +122,8 @@ def materialised_attention(q, pk, pv, prefix_len, rk, rv, resp_len):
 def test_decode_bf16():
     c = CASES["one-token"]
     args = make_inputs(**c, dtype=jnp.bfloat16)
-    out = jax.jit(lambda *a: decode_attention(*a, block_s=32, interpret=True), compiler_options=FAST_COMPILE)(*args)
+    decode = jax.jit(lambda *a: decode_attention(*a, block_s=32, interpret=INTERPRET), compiler_options=FAST_COMPILE)
+    out = decode(*args)
     assert out.dtype == jnp.bfloat16
     f32 = [x.astype(jnp.float32) if x.dtype == jnp.bfloat16 else x for x in args]
     np.testing.assert_allclose(out.astype(jnp.float32), jax.jit(reference_decode_attention)(*f32), atol=3e-2, rtol=0)

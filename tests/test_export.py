@@ -1,4 +1,4 @@
-"""The HF export is a complete model directory (issue 18): transformers loads model and
+"""The HF export is a complete model directory: transformers loads model and
 tokenizer from it alone, the tokenizer encodes exactly as ours, and transformers' greedy
 generate equals our sampler's tokens and stops at our eos."""
 
@@ -149,3 +149,24 @@ def test_hf_tokenizer_run_exports_its_own_files_and_autotokenizer_loads_them(tmp
     cfg = json.loads(Path(os.path.join(out, "config.json")).read_text())
     assert cfg["eos_token_id"] == tok.eos_ids[0] == hf.eos_token_id and cfg["pad_token_id"] == tok.pad_id
     transformers.AutoModelForCausalLM.from_pretrained(out)
+
+
+def test_tokenizer_conversion_works_where_generate_merges_needs_its_scores(monkeypatch):
+    """transformers before 5.24 (5.17 in a GPU image) has `generate_merges(vocab, vocab_scores)`
+    with no default; the conversion passes it, and gives the same tokenizer either way."""
+    import importlib
+
+    from qwenlong_jax.run.export import spm_to_tokenizers
+
+    # The module (`transformers.convert_slow_tokenizer` is also a function of transformers).
+    cst = importlib.import_module("transformers.convert_slow_tokenizer")
+
+    spm = os.path.join(BASE, "tokenizer", "spm.model")
+    current = spm_to_tokenizers(spm).to_str()
+    original = cst.generate_merges
+
+    def generate_merges_5_17(vocab, vocab_scores, skip_tokens=None):
+        return original(vocab, vocab_scores, skip_tokens)
+
+    monkeypatch.setattr(cst, "generate_merges", generate_merges_5_17)
+    assert spm_to_tokenizers(spm).to_str() == current

@@ -1,4 +1,4 @@
-"""Every user fault is one `error:` line, never a traceback (issue 18), by class: bad data, bad
+"""Every user fault is one `error:` line, never a traceback, by class: bad data, bad
 config, bad checkpoint, disk full, judge settings; plus the workdir lock and a resume that
 cannot make progress. Most cases run the trainer's own checks in-process (they raise one of
 train.user_errors(), whose message is the line train prints); one CLI subprocess per class

@@ -1,4 +1,4 @@
-"""Pallas flash attention (interpret mode on CPU) against the plain-jnp reference.
+"""Pallas flash attention (interpret mode on CPU, compiled on a GPU or TPU) against the plain-jnp reference.
 
 Tolerances (max abs error, inputs ~N(0,1)): f32 forward 1e-5, f32 dq/dk/dv 1e-4; bf16 inputs vs
 the f32 reference on the same bf16-rounded values: forward 3e-2, gradients 6e-2 (bf16 has an
@@ -19,6 +19,7 @@ from kernels.block_mask import MaskSpec, block_schedule
 from kernels.block_sizes import FlashStatic, block_sizes
 from kernels.flash import flash_attention, flash_forward, pad_inputs
 from kernels.reference import attention_mask, reference_attention
+from tests.kernel_cases import INTERPRET, KERNELS_HERE
 
 FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
 
@@ -85,19 +86,19 @@ def out_and_grads(attn, args, ct):
     return out, vjp(ct)
 
 
-@pytest.mark.parametrize("kernel", ["loop", "grid"])
+@pytest.mark.parametrize("kernel", KERNELS_HERE)
 @pytest.mark.parametrize(
     "c",
     CASES,
     ids=lambda c: f"{c.layout}-H{c.H}-G{c.N // c.K}-{'causal' if c.causal else 'full'}-T{c.T}S{c.S}-{c.dtype}",
 )
 def test_flash_matches_reference(c: Case, kernel: str):
-    """Both kernel shapes (loop: Triton/CPU; grid: Mosaic/TPU) in interpret mode."""
+    """Both kernel shapes in interpret mode on CPU; on a GPU or TPU its own, compiled."""
     args, ct, kw = make_inputs(c)
     flash = jax.jit(
         lambda *a: out_and_grads(
             lambda q, k, v: flash_attention(
-                q, k, v, block_q=c.block_q, block_k=c.block_k, interpret=True, kernel=kernel, **kw
+                q, k, v, block_q=c.block_q, block_k=c.block_k, interpret=INTERPRET, kernel=kernel, **kw
             ),
             a,
             ct,
@@ -221,6 +222,27 @@ def test_lowers_for_accelerators(monkeypatch, platform, backend):
     hlo = jax.jit(fwd_bwd).trace(q, kv, kv, seg).lower(lowering_platforms=(platform,)).as_text()
     kernel_marker = {"cuda": "custom_call @__gpu$xla.gpu.triton", "tpu": "custom_call @tpu_custom_call"}[platform]
     assert hlo.count(kernel_marker) == 3, hlo[:2000]  # fwd, dq, dkdv
+
+
+def test_triton_launch_parameters_reach_the_kernels():
+    """`backend.use_triton` (what `bench kernels --tune` sweeps) sets num_warps and num_stages of
+    the Triton kernels traced inside it, and only those."""
+    import re
+
+    from kernels import backend
+
+    q = jax.ShapeDtypeStruct((1, 128, 2, 64), jnp.bfloat16)
+
+    def params(hlo):
+        return sorted(set(re.findall(r"num_(?:warps|stages) = \d+", hlo)))
+
+    def lowered():
+        with backend.use_target("gpu"):
+            return jax.jit(lambda q: flash_attention(q, q, q)).trace(q).lower(lowering_platforms=("cuda",)).as_text()
+
+    with backend.use_triton(8, 3):
+        assert params(lowered()) == ["num_stages = 3", "num_warps = 8"]
+    assert params(lowered()) == ["num_stages = 2", "num_warps = 4"]  # the default, outside it
 
 
 def test_explicitly_sharded_inputs_stay_sharded():

@@ -1,5 +1,5 @@
 """A full smoke run whose data, init_from (with its tokenizer) and workdir all live on an
-object store, stopped and resumed once (issue 18). The store is fsspec's in-memory filesystem
+object store, stopped and resumed once. The store is fsspec's in-memory filesystem
 (`memory://`): like gs:// it has no append, no atomic rename and no local path, and it goes
 through the same path layer (qwenlong_jax/paths/) as gs:// does with gcsfs installed. Also: bad rows
 skipped and an over-long document dropped are counted in metrics.jsonl and summary.json, and

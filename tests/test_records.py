@@ -1,4 +1,4 @@
-"""Records that survive (issue 18): metrics.jsonl is strict JSON whatever the values, a
+"""Records that survive: metrics.jsonl is strict JSON whatever the values, a
 checkpoint found corrupt is rewritten when its step is saved again, TensorBoard is flushed."""
 
 import json

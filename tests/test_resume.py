@@ -1,4 +1,4 @@
-"""Resume == uninterrupted (issue 6/8 acceptance): stop after N steps, SIGTERM, SIGKILL.
+"""Resume == uninterrupted: stop after N steps, SIGTERM, SIGKILL.
 
 A run stopped and resumed must end with bitwise the same TrainState (params AND optimizer
 state, read from the final orbax checkpoint) and the same metrics.jsonl rows as one
@@ -389,7 +389,7 @@ def test_sigkill_at_three_random_points_resumes_to_the_same_params(tmp_path):
         assert last < KILL_STEPS, f"kill {kill} came after the last step (seed {seed})"
     out = _run_to_end(workdir, *KILL_FLAGS)
     assert f"resumed from step {last}" in out
-    # Records that survive (issue 18): TensorBoard has every step (the killed runs flushed at
+    # Records that survive: TensorBoard has every step (the killed runs flushed at
     # each checkpoint), and metrics.jsonl is strict JSON.
     from tests.tb_events import scalar_steps
 

@@ -1,4 +1,4 @@
-"""Benchmarks: `python -m qwenlong_jax.bench {attention,rollout,sampler,train}`.
+"""Benchmarks: `python -m qwenlong_jax.bench {attention,kernels,rollout,sampler,train}`.
 
 Each benchmark is a module here with `run(args, argv) -> ...` (its flags are defined and parsed
 by qwenlong_jax/cli/bench.py); it prints a markdown table and the exact command, and compares

@@ -1,4 +1,4 @@
-"""python -m qwenlong_jax.bench {attention,rollout,sampler,train} [flags]
+"""python -m qwenlong_jax.bench {attention,kernels,rollout,sampler,train} [flags]
 
 The benchmarks (qwenlong_jax/bench/): each prints a markdown table and the exact command, and
 compares against a baseline measured in the same run (docs/benchmarks.md has the figures).
@@ -18,7 +18,7 @@ from absl import flags as absl_flags
 
 from qwenlong_jax.cli import flags, int_list_flag
 
-BENCHMARKS = ("attention", "rollout", "sampler", "train")
+BENCHMARKS = ("attention", "kernels", "rollout", "sampler", "train")
 _THREADS = "torch threads (default: the cores this process may use)"
 
 
@@ -29,6 +29,20 @@ def _attention(fv: absl_flags.FlagValues) -> None:
     absl_flags.DEFINE_integer("kv_heads", 2, "key/value heads", flag_values=fv)
     absl_flags.DEFINE_integer("head_dim", 128, "head size", flag_values=fv)
     absl_flags.DEFINE_enum("dtype", "bfloat16", ["bfloat16", "float32"], "activation dtype", flag_values=fv)
+
+
+def _kernels(fv: absl_flags.FlagValues) -> None:
+    int_list_flag.DEFINE_integers("lengths", [4096, 16384, 32768], "forward+backward: sequence lengths", flag_values=fv)
+    absl_flags.DEFINE_integer("batch", 1, "forward+backward: batch size", flag_values=fv)
+    absl_flags.DEFINE_integer("heads", 40, "query heads (the 32B model's)", flag_values=fv)
+    absl_flags.DEFINE_integer("kv_heads", 8, "key/value heads", flag_values=fv)
+    absl_flags.DEFINE_integer("head_dim", 128, "head size", flag_values=fv)
+    absl_flags.DEFINE_integer("decode_samples", 16, "decode: samples sharing one prompt cache (G)", flag_values=fv)
+    int_list_flag.DEFINE_integers("decode_lengths", [32768, 65536], "decode: prompt cache lengths", flag_values=fv)
+    absl_flags.DEFINE_integer("iters", 10, "timed calls (median reported)", flag_values=fv)
+    absl_flags.DEFINE_integer(
+        "tune", 0, "sweep the flash kernels' blocks and Triton parameters at this length", flag_values=fv
+    )
 
 
 def _rollout(fv: absl_flags.FlagValues) -> None:
@@ -110,7 +124,7 @@ def _train(fv: absl_flags.FlagValues) -> None:
     absl_flags.DEFINE_string("model_dir", None, "(set by the benchmark for its worker processes)", flag_values=fv)
 
 
-_DEFINE = {"attention": _attention, "rollout": _rollout, "sampler": _sampler, "train": _train}
+_DEFINE = {"attention": _attention, "kernels": _kernels, "rollout": _rollout, "sampler": _sampler, "train": _train}
 
 
 def _doc(name: str) -> str:

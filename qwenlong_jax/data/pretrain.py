@@ -6,7 +6,7 @@ mixed lengths growing along a curriculum.
 Each example is deterministic in (seed, index, progress), so a resumed run regenerates exactly
 the same stream. A fraction of the examples is the full chat-formatted SFT example (paper prompt,
 then the `<think>` trace and answer, then eos), so the base model has seen the whole format
-before the SFT warm-up. Issue 6's measurement drives the design: lookup appeared only with short
+before the SFT warm-up. A measurement drives the design: lookup appeared only with short
 documents and several questions per document, so short documents stay in the mix all along
 and every document carries several questions.
 """

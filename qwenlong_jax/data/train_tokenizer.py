@@ -24,7 +24,7 @@ def synthetic_pieces() -> tuple[str, ...]:
     pieces: "the code of SEPA is 472 ." is 7 tokens, and lookup is a one-token match (SEPA)
     and a one-token copy (472).
 
-    Why (measured here, issue 6): with values spelled as 4 pieces (space + 3 digits), a
+    Why (measured here): with values spelled as 4 pieces (space + 3 digits), a
     1M-parameter model pretrained for hours never learned lookup: every fact shares the " "
     piece before its value and there are only 10 digits, so a previous-token induction match
     is ambiguous everywhere. (The names were already single BPE pieces; listing them here keeps

@@ -62,7 +62,9 @@ def spm_to_tokenizers(spm_path: str):
     tok = Tokenizer(
         BPE(
             vocab,
-            generate_merges(vocab),
+            # vocab_scores=None: merges ordered by piece id. Passed explicitly: it has no default
+            # before transformers 5.24 (with 5.17 the export raised TypeError).
+            generate_merges(vocab, None),
             unk_token=m.pieces[ts.unk_id].piece,
             fuse_unk=True,
             byte_fallback=ts.byte_fallback,
