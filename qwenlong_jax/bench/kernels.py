@@ -38,6 +38,7 @@ import jax
 import jax.numpy as jnp
 
 import kernels
+from kernels import backend
 
 RESPONSE_CACHE = 4096  # decode: per-sample response cache length (the 32B recipe's 10K responses, bucketed)
 
@@ -63,6 +64,20 @@ def _fwd_bwd(attn: Callable) -> Callable:
     return jax.jit(f)
 
 
+def _cudnn(q, k, v):
+    return jax.nn.dot_product_attention(q, k, v, is_causal=True, implementation="cudnn")
+
+
+def _attention_inputs(B: int, T: int, N: int, K: int, H: int):
+    """bf16 q, k, v and the output cotangent of one causal attention, and its FLOPs (the
+    causal half of 2 forward and 5 backward matmul passes)."""
+    ks = jax.random.split(jax.random.key(T), 4)
+    q = jax.random.normal(ks[0], (B, T, N, H), jnp.bfloat16)
+    k, v = (jax.random.normal(x, (B, T, K, H), jnp.bfloat16) for x in ks[1:3])
+    ct = jax.random.normal(ks[3], (B, T, N, H), jnp.bfloat16)
+    return (q, k, v, ct), 3.5 * 2 * B * N * T * T * H
+
+
 def _max_diff(a, b) -> float:
     return float(max(jnp.max(jnp.abs(x.astype(jnp.float32) - y.astype(jnp.float32))) for x, y in zip(a, b)))
 
@@ -79,22 +94,18 @@ def flash_rows(args) -> list[dict]:
     device_bytes = stats.get("bytes_limit")
     impls: dict[str, Callable] = {"ours": lambda q, k, v: kernels.flash_attention(q, k, v, causal=True)}
     if on_gpu:
-        impls["cudnn"] = lambda q, k, v: jax.nn.dot_product_attention(q, k, v, is_causal=True, implementation="cudnn")
+        impls["cudnn"] = _cudnn
     impls["xla"] = lambda q, k, v: jax.nn.dot_product_attention(q, k, v, is_causal=True, implementation="xla")
     rows = []
     for T in args.lengths:
-        ks = jax.random.split(jax.random.key(T), 4)
-        q = jax.random.normal(ks[0], (B, T, N, H), jnp.bfloat16)
-        k, v = (jax.random.normal(x, (B, T, K, H), jnp.bfloat16) for x in ks[1:3])
-        ct = jax.random.normal(ks[3], (B, T, N, H), jnp.bfloat16)
-        flops = 3.5 * 2 * B * N * T * T * H
+        qkv_ct, flops = _attention_inputs(B, T, N, K, H)
         row: dict = {"T": T, "flops": flops}
         outs = {}
         for name, attn in impls.items():
             if name == "xla" and not _fits_dense(B, T, N, device_bytes):
                 row[name] = None
                 continue
-            s, outs[name] = _timed(_fwd_bwd(attn), (q, k, v, ct), args.iters)
+            s, outs[name] = _timed(_fwd_bwd(attn), qkv_ct, args.iters)
             row[name] = s
             print(f"flash T={T} {name}: {s * 1e3:.2f} ms ({flops / s / 1e12:.0f} TFLOP/s)", file=sys.stderr)
         base = "cudnn" if "cudnn" in outs else "xla"
@@ -167,18 +178,11 @@ TUNE_TRITON = ((4, 2), (4, 3), (8, 2), (8, 3))
 
 
 def tune(args, argv: Sequence[str]) -> list[dict]:
-    from kernels import backend
-
     B, T, N, K, H = args.batch, args.tune, args.heads, args.kv_heads, args.head_dim
-    ks = jax.random.split(jax.random.key(T), 4)
-    q = jax.random.normal(ks[0], (B, T, N, H), jnp.bfloat16)
-    k, v = (jax.random.normal(x, (B, T, K, H), jnp.bfloat16) for x in ks[1:3])
-    ct = jax.random.normal(ks[3], (B, T, N, H), jnp.bfloat16)
-    flops = 3.5 * 2 * B * N * T * T * H
+    qkv_ct, flops = _attention_inputs(B, T, N, K, H)
     ref = None
     if jax.default_backend() == "gpu":
-        cudnn = _fwd_bwd(lambda q, k, v: jax.nn.dot_product_attention(q, k, v, is_causal=True, implementation="cudnn"))
-        base_s, ref = _timed(cudnn, (q, k, v, ct), args.iters)
+        base_s, ref = _timed(_fwd_bwd(_cudnn), qkv_ct, args.iters)
         print(f"cudnn: fwd+bwd {base_s * 1e3:.2f} ms", file=sys.stderr)
     rows = []
     for (bq, bk), (warps, stages) in itertools.product(TUNE_BLOCKS, TUNE_TRITON):
@@ -189,8 +193,8 @@ def tune(args, argv: Sequence[str]) -> list[dict]:
                 def attn(q, k, v, bq=bq, bk=bk):
                     return kernels.flash_attention(q, k, v, causal=True, block_q=bq, block_k=bk)
 
-                row["fwd"], _ = _timed(jax.jit(attn), (q, k, v), args.iters)
-                row["fwd_bwd"], out = _timed(_fwd_bwd(attn), (q, k, v, ct), args.iters)
+                row["fwd"], _ = _timed(jax.jit(attn), qkv_ct[:3], args.iters)
+                row["fwd_bwd"], out = _timed(_fwd_bwd(attn), qkv_ct, args.iters)
             row["diff"] = _max_diff(out, ref) if ref is not None else float("nan")
         except Exception as e:  # a configuration Triton cannot build (shared memory, registers)
             row["error"] = str(e).splitlines()[0][:100]
